@@ -1,0 +1,1 @@
+//! Strom core (placeholder until the Kafka door lands).

@@ -1,0 +1,49 @@
+//! # strom-log: Strom's storage engine
+//!
+//! A [`Log`] is one partition's append-only sequence of Kafka record batches (format v2),
+//! stored in segments. Each segment is three files in the partition's directory, named by
+//! the segment's base offset (20 digits, zero padded):
+//!
+//! - `<base>.log`: the batches, byte for byte as the producer sent them except for the
+//!   fields the broker owns (base offset, partition leader epoch, and for `LogAppendTime`
+//!   the max timestamp and CRC);
+//! - `<base>.index`: a sparse offset → file position index;
+//! - `<base>.timeindex`: a sparse timestamp → offset index.
+//!
+//! The full byte layout is in `docs/on-disk-format.md`.
+//!
+//! ## Invariants
+//!
+//! - **Architecture invariant:** this crate knows nothing of Kafka requests, topics or
+//!   networking. It knows the record batch *header*, never the records inside.
+//! - Offsets are contiguous: each batch's base offset is the previous batch's last offset + 1.
+//! - Every byte below a segment's published size is a whole, CRC-valid batch. Appends write
+//!   first and publish after, so readers never see a partial batch; readers take no lock the
+//!   writer waits on for longer than a pointer copy.
+//! - An append is all-or-nothing: validation happens before any write, and a failed write is
+//!   truncated away.
+//! - Recovery checks only the active segment's bytes after its last index entry, truncates
+//!   at the first batch that fails, and rebuilds the indexes from what it verified. Sealed
+//!   segments were fdatasync'ed when they were sealed.
+//!
+//! ## Durability
+//!
+//! `flush.messages` and `flush.ms` are honoured through [`AppendInfo::flush_due`],
+//! [`Log::flush_to`] (group commit: concurrent callers share one fdatasync) and
+//! [`Log::flush_if_due`]. With neither set, the OS writes back (Kafka's default).
+
+mod batch;
+mod config;
+mod error;
+mod index;
+mod log;
+mod segment;
+
+pub use batch::{build as build_batch, headers as batch_headers, validate as validate_batches};
+pub use batch::{BatchHeader, BatchesSummary, HEADER_LEN, LOG_OVERHEAD, MAGIC_V2};
+pub use config::{
+    LogConfig, TimestampType, MAX_BATCH_BYTES_DEFAULT, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX,
+    SEGMENT_BYTES_MIN,
+};
+pub use error::{LogError, Result};
+pub use log::{now_ms, AppendInfo, Log, ReadResult, RetentionOutcome, TimestampHit};

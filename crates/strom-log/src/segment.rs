@@ -1,0 +1,296 @@
+//! One segment: a data file of whole batches plus its two sparse indexes.
+//!
+//! Invariant: bytes `[0, size)` of the data file are whole, valid batches with contiguous
+//! offsets starting at `base_offset`. `size` only grows (while active) and is published
+//! after the bytes are written, so a reader never sees a partial batch.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use parking_lot::RwLock;
+
+use crate::batch::{BatchHeader, HEADER_LEN};
+use crate::index::{self, IndexEntry, TimeEntry};
+
+/// File name stem of a segment: the base offset, zero-padded to 20 digits.
+pub(crate) fn file_stem(base_offset: i64) -> String {
+    format!("{base_offset:020}")
+}
+
+pub(crate) struct Segment {
+    pub(crate) base_offset: i64,
+    dir: PathBuf,
+    pub(crate) file: File,
+    /// Visible bytes: everything below is whole batches.
+    size: AtomicU64,
+    /// Offset after the last batch of this segment.
+    next_offset: AtomicI64,
+    /// Largest timestamp in the segment, -1 if unknown or empty.
+    max_timestamp: AtomicI64,
+    /// Loaded on first use for sealed segments; always loaded for the active one.
+    index: RwLock<Option<Vec<IndexEntry>>>,
+    time_index: RwLock<Option<Vec<TimeEntry>>>,
+    pub(crate) created_ms: i64,
+}
+
+impl Segment {
+    pub(crate) fn path(&self, ext: &str) -> PathBuf {
+        segment_path(&self.dir, self.base_offset, ext)
+    }
+
+    /// Creates an empty segment, replacing any leftover files of that name.
+    pub(crate) fn create(dir: &Path, base_offset: i64, now_ms: i64) -> io::Result<Segment> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(segment_path(dir, base_offset, "log"))?;
+        for ext in ["index", "timeindex"] {
+            File::create(segment_path(dir, base_offset, ext))?;
+        }
+        Ok(Segment {
+            base_offset,
+            dir: dir.to_path_buf(),
+            file,
+            size: AtomicU64::new(0),
+            next_offset: AtomicI64::new(base_offset),
+            max_timestamp: AtomicI64::new(-1),
+            index: RwLock::new(Some(Vec::new())),
+            time_index: RwLock::new(Some(Vec::new())),
+            created_ms: now_ms,
+        })
+    }
+
+    /// Opens an existing segment as is; the caller trusts `[0, len)` (sealed) or recovers it.
+    pub(crate) fn open(
+        dir: &Path,
+        base_offset: i64,
+        next_offset: i64,
+        now_ms: i64,
+    ) -> io::Result<Segment> {
+        let path = segment_path(dir, base_offset, "log");
+        let file = OpenOptions::new().read(true).write(true).open(&path)?;
+        let len = file.metadata()?.len();
+        let seg = Segment {
+            base_offset,
+            dir: dir.to_path_buf(),
+            file,
+            size: AtomicU64::new(len),
+            next_offset: AtomicI64::new(next_offset),
+            max_timestamp: AtomicI64::new(-1),
+            index: RwLock::new(None),
+            time_index: RwLock::new(None),
+            created_ms: now_ms,
+        };
+        seg.max_timestamp
+            .store(seg.last_time_entry_timestamp(), Ordering::Release);
+        Ok(seg)
+    }
+
+    fn last_time_entry_timestamp(&self) -> i64 {
+        let Ok(f) = File::open(self.path("timeindex")) else {
+            return -1;
+        };
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        let n = len / index::TIME_ENTRY_LEN as u64;
+        if n == 0 {
+            return -1;
+        }
+        let mut buf = [0u8; 8];
+        match f.read_exact_at(&mut buf, (n - 1) * index::TIME_ENTRY_LEN as u64) {
+            Ok(()) => i64::from_be_bytes(buf),
+            Err(_) => -1,
+        }
+    }
+
+    pub(crate) fn size(&self) -> u64 {
+        self.size.load(Ordering::Acquire)
+    }
+    pub(crate) fn next_offset(&self) -> i64 {
+        self.next_offset.load(Ordering::Acquire)
+    }
+    pub(crate) fn max_timestamp(&self) -> i64 {
+        self.max_timestamp.load(Ordering::Acquire)
+    }
+
+    /// Publishes appended bytes: called by the writer after the data is in the file.
+    pub(crate) fn publish(&self, size: u64, next_offset: i64, max_timestamp: i64) {
+        self.max_timestamp
+            .fetch_max(max_timestamp, Ordering::AcqRel);
+        self.next_offset.store(next_offset, Ordering::Release);
+        self.size.store(size, Ordering::Release);
+    }
+
+    /// Resets the visible state after recovery truncated the file.
+    pub(crate) fn set_recovered(&self, size: u64, next_offset: i64, max_timestamp: i64) {
+        self.max_timestamp.store(max_timestamp, Ordering::Release);
+        self.publish(size, next_offset, max_timestamp);
+    }
+
+    pub(crate) fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<()> {
+        self.file.read_exact_at(buf, pos)
+    }
+
+    /// Header of the batch at `pos`, if a whole header lies below `limit`.
+    pub(crate) fn header_at(&self, pos: u64, limit: u64) -> io::Result<Option<BatchHeader>> {
+        if pos + HEADER_LEN as u64 > limit {
+            return Ok(None);
+        }
+        let mut buf = [0u8; HEADER_LEN];
+        self.read_at(&mut buf, pos)?;
+        Ok(BatchHeader::parse(&buf))
+    }
+
+    /// Appends entries to the in-memory indexes (the writer writes the files).
+    pub(crate) fn push_index(&self, offsets: &[IndexEntry], times: &[TimeEntry]) {
+        if !offsets.is_empty() {
+            self.index
+                .write()
+                .get_or_insert_with(Vec::new)
+                .extend_from_slice(offsets);
+        }
+        if !times.is_empty() {
+            self.time_index
+                .write()
+                .get_or_insert_with(Vec::new)
+                .extend_from_slice(times);
+        }
+    }
+
+    pub(crate) fn set_indexes(&self, offsets: Vec<IndexEntry>, times: Vec<TimeEntry>) {
+        *self.index.write() = Some(offsets);
+        *self.time_index.write() = Some(times);
+    }
+
+    pub(crate) fn last_time_entry(&self) -> Option<TimeEntry> {
+        self.time_index
+            .read()
+            .as_ref()
+            .and_then(|t| t.last().copied())
+    }
+
+    /// Loads the indexes of a sealed segment on first use; rebuilds them by a header scan if
+    /// they are missing or do not match the data.
+    fn ensure_indexes(&self, interval: u64) -> io::Result<()> {
+        if self.index.read().is_some() && self.time_index.read().is_some() {
+            return Ok(());
+        }
+        let size = self.size();
+        let offsets = index::load_offset_index(&self.path("index"), size)?;
+        let times = index::load_time_index(&self.path("timeindex"))?;
+        let valid = match &offsets {
+            Some(o) => o
+                .iter()
+                .all(|e| e.position as u64 + HEADER_LEN as u64 <= size),
+            None => false,
+        };
+        match (offsets, times, valid) {
+            (Some(o), Some(t), true) => self.set_indexes(o, t),
+            _ => {
+                let (o, t) = self.rebuild_indexes(interval)?;
+                self.set_indexes(o, t);
+            }
+        }
+        Ok(())
+    }
+
+    fn rebuild_indexes(&self, interval: u64) -> io::Result<(Vec<IndexEntry>, Vec<TimeEntry>)> {
+        let size = self.size();
+        let mut offsets = Vec::new();
+        let mut times = Vec::new();
+        let mut pos = 0u64;
+        let mut since = 0u64;
+        let mut max_ts = -1i64;
+        while let Some(h) = self.header_at(pos, size)? {
+            let rel = (h.base_offset - self.base_offset) as u32;
+            max_ts = max_ts.max(h.max_timestamp);
+            if since >= interval && pos > 0 {
+                offsets.push(IndexEntry {
+                    rel_offset: rel,
+                    position: pos as u32,
+                });
+                if times
+                    .last()
+                    .is_none_or(|t: &TimeEntry| max_ts > t.timestamp)
+                {
+                    times.push(TimeEntry {
+                        timestamp: max_ts,
+                        rel_offset: rel,
+                    });
+                }
+                since = 0;
+            }
+            since += h.total_len() as u64;
+            pos += h.total_len() as u64;
+        }
+        self.max_timestamp.fetch_max(max_ts, Ordering::AcqRel);
+        Ok((offsets, times))
+    }
+
+    /// Position of the batch containing `offset`, or `None` if it is past this segment.
+    pub(crate) fn find_position(&self, offset: i64, interval: u64) -> io::Result<Option<u64>> {
+        self.ensure_indexes(interval)?;
+        let size = self.size();
+        let rel = (offset - self.base_offset).clamp(0, u32::MAX as i64) as u32;
+        let mut pos = {
+            let idx = self.index.read();
+            idx.as_deref()
+                .and_then(|i| index::lookup_offset(i, rel))
+                .map_or(0, |e| e.position as u64)
+        };
+        while let Some(h) = self.header_at(pos, size)? {
+            if h.last_offset() >= offset {
+                return Ok(Some(pos));
+            }
+            pos += h.total_len() as u64;
+        }
+        Ok(None)
+    }
+
+    /// Position and header of the first batch whose max timestamp is at least `timestamp`.
+    pub(crate) fn find_timestamp(
+        &self,
+        timestamp: i64,
+        interval: u64,
+    ) -> io::Result<Option<(u64, BatchHeader)>> {
+        self.ensure_indexes(interval)?;
+        let start = self
+            .time_index
+            .read()
+            .as_deref()
+            .and_then(|t| index::lookup_time_before(t, timestamp))
+            .map(|e| self.base_offset + i64::from(e.rel_offset));
+        let size = self.size();
+        let mut pos = match start {
+            Some(off) => self.find_position(off, interval)?.unwrap_or(0),
+            None => 0,
+        };
+        while let Some(h) = self.header_at(pos, size)? {
+            if h.max_timestamp >= timestamp {
+                return Ok(Some((pos, h)));
+            }
+            pos += h.total_len() as u64;
+        }
+        Ok(None)
+    }
+
+    /// Deletes the segment's files (readers holding it keep their open handle).
+    pub(crate) fn delete_files(&self) -> io::Result<()> {
+        for ext in ["log", "index", "timeindex"] {
+            match std::fs::remove_file(self.path(ext)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn segment_path(dir: &Path, base_offset: i64, ext: &str) -> PathBuf {
+    dir.join(format!("{}.{ext}", file_stem(base_offset)))
+}

@@ -1,0 +1,3 @@
+fn main() {
+    println!("strom {}", env!("CARGO_PKG_VERSION"));
+}
