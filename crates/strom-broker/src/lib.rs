@@ -1,1 +1,3 @@
 //! Strom core (placeholder until the Kafka door lands).
+
+pub mod producer;
