@@ -1,0 +1,173 @@
+//! One broker connection with pipelined requests.
+//!
+//! Requests are framed and queued to a writer task; a reader task matches responses to
+//! waiters by correlation id, so many requests can be in flight on one socket (Kafka
+//! answers in order per connection, but we don't rely on it).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Arc;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
+use parking_lot::Mutex;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{Error, Result};
+
+/// Largest response frame we accept (guards against garbage lengths).
+const MAX_FRAME: usize = 512 * 1024 * 1024;
+
+type Waiters = Arc<Mutex<Option<HashMap<i32, oneshot::Sender<Bytes>>>>>;
+
+/// A pipelined connection to one broker.
+pub struct Connection {
+    addr: String,
+    client_id: StrBytes,
+    next_id: AtomicI32,
+    tx: mpsc::Sender<Bytes>,
+    waiters: Waiters,
+}
+
+impl Connection {
+    /// Connects to `addr` ("host:port").
+    pub async fn connect(addr: &str, client_id: &str) -> Result<Self> {
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|source| Error::Connect {
+                addr: addr.to_string(),
+                source,
+            })?;
+        stream.set_nodelay(true)?;
+        let (rd, mut wr) = stream.into_split();
+        let (tx, mut rx) = mpsc::channel::<Bytes>(1024);
+        let waiters: Waiters = Arc::new(Mutex::new(Some(HashMap::new())));
+
+        // Writer: coalesce whatever is queued into one write.
+        tokio::spawn(async move {
+            let mut buf = BytesMut::with_capacity(1 << 20);
+            while let Some(frame) = rx.recv().await {
+                buf.extend_from_slice(&frame);
+                while buf.len() < (4 << 20) {
+                    match rx.try_recv() {
+                        Ok(f) => buf.extend_from_slice(&f),
+                        Err(_) => break,
+                    }
+                }
+                if wr.write_all(&buf).await.is_err() {
+                    break;
+                }
+                buf.clear();
+            }
+        });
+
+        // Reader: frames -> waiters.
+        let w = waiters.clone();
+        tokio::spawn(async move {
+            let mut rd = BufReader::with_capacity(1 << 20, rd);
+            loop {
+                let len = match rd.read_i32().await {
+                    Ok(n) if n >= 4 && (n as usize) <= MAX_FRAME => n as usize,
+                    _ => break,
+                };
+                let mut frame = BytesMut::zeroed(len);
+                if rd.read_exact(&mut frame).await.is_err() {
+                    break;
+                }
+                let frame = frame.freeze();
+                let id = i32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]);
+                let waiter = w.lock().as_mut().and_then(|m| m.remove(&id));
+                if let Some(waiter) = waiter {
+                    let _ = waiter.send(frame);
+                }
+            }
+            // Dropping the senders wakes every waiter with `Closed`.
+            w.lock().take();
+        });
+
+        Ok(Self {
+            addr: addr.to_string(),
+            client_id: StrBytes::from_string(client_id.to_string()),
+            next_id: AtomicI32::new(1),
+            tx,
+            waiters,
+        })
+    }
+
+    /// The address this connection was opened to.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    fn frame<R: Request>(&self, req: &R, version: i16, id: i32) -> Result<Bytes> {
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(id)
+            .with_client_id(Some(self.client_id.clone()));
+        let hv = R::header_version(version);
+        let size = header
+            .compute_size(hv)
+            .and_then(|h| req.compute_size(version).map(|b| h + b))
+            .map_err(|e| Error::Protocol(e.to_string()))?;
+        let mut buf = BytesMut::with_capacity(4 + size);
+        buf.put_i32(size as i32);
+        header
+            .encode(&mut buf, hv)
+            .and_then(|_| req.encode(&mut buf, version))
+            .map_err(|e| Error::Protocol(e.to_string()))?;
+        Ok(buf.freeze())
+    }
+
+    /// Queues a request and returns a receiver for its raw response frame. Lets callers keep
+    /// many requests in flight (pipelining) and decode later with [`Connection::decode`].
+    pub async fn start<R: Request>(
+        &self,
+        req: &R,
+        version: i16,
+    ) -> Result<oneshot::Receiver<Bytes>> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) & 0x7fff_ffff;
+        let frame = self.frame(req, version, id)?;
+        let (tx, rx) = oneshot::channel();
+        match self.waiters.lock().as_mut() {
+            Some(m) => {
+                m.insert(id, tx);
+            }
+            None => return Err(Error::Closed),
+        }
+        self.tx.send(frame).await.map_err(|_| Error::Closed)?;
+        Ok(rx)
+    }
+
+    /// Sends a request that gets no response (Produce with acks=0).
+    pub async fn send_no_response<R: Request>(&self, req: &R, version: i16) -> Result<()> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) & 0x7fff_ffff;
+        let frame = self.frame(req, version, id)?;
+        self.tx.send(frame).await.map_err(|_| Error::Closed)
+    }
+
+    /// Decodes a response frame of request type `R` at `version`.
+    pub fn decode<R: Request>(frame: Bytes, version: i16) -> Result<R::Response> {
+        let mut buf = frame;
+        let key =
+            ApiKey::try_from(R::KEY).map_err(|_| Error::Protocol("unknown api key".into()))?;
+        let hv = key.response_header_version(version);
+        ResponseHeader::decode(&mut buf, hv).map_err(|e| Error::Protocol(e.to_string()))?;
+        let resp =
+            R::Response::decode(&mut buf, version).map_err(|e| Error::Protocol(e.to_string()))?;
+        if buf.has_remaining() {
+            tracing::debug!(left = buf.remaining(), "trailing bytes in response");
+        }
+        Ok(resp)
+    }
+
+    /// Sends a request and waits for its decoded response.
+    pub async fn call<R: Request>(&self, req: &R, version: i16) -> Result<R::Response> {
+        let rx = self.start(req, version).await?;
+        let frame = rx.await.map_err(|_| Error::Closed)?;
+        Self::decode::<R>(frame, version)
+    }
+}
