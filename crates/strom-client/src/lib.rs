@@ -12,6 +12,9 @@ pub mod conn;
 pub mod partitioner;
 pub mod records;
 
+#[cfg(feature = "cli")]
+pub mod cli;
+
 pub use client::{Client, FetchedPartition, PartitionInfo, TopicInfo};
 pub use conn::Connection;
 

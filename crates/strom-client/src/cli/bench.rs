@@ -1,0 +1,479 @@
+//! `strom bench`: producers and consumers against one topic; throughput and HDR latencies.
+//!
+//! Each producer task keeps up to `--inflight` Produce requests pipelined on its own
+//! connection. Every batch is encoded from one shared payload (no per-record copy); the
+//! payload's first 16 bytes carry the due time of the batch's first record (µs since the
+//! epoch) and the interval between records (ns), so consumers can compute each record's
+//! end-to-end latency from the moment it was *due* (coordinated-omission corrected at a
+//! fixed rate; at max rate the due time is the send time).
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use clap::Args;
+use hdrhistogram::Histogram;
+use parking_lot::Mutex;
+use serde_json::json;
+
+use super::commands::parse_acks;
+use crate::client::{check_produce, flatten_fetch};
+use crate::records::{encode_uniform_batch, parse_compression};
+use crate::{Client, Connection, Error, Result};
+use kafka_protocol::messages::{FetchRequest, ProduceRequest};
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub conn: super::Conn,
+    /// Topic (created if missing).
+    #[arg(long, default_value = "strom-bench")]
+    pub topic: String,
+    #[arg(long, default_value_t = 1)]
+    pub partitions: i32,
+    #[arg(long, default_value_t = 1)]
+    pub producers: usize,
+    #[arg(long, default_value_t = 1)]
+    pub consumers: usize,
+    /// Record value size in bytes (>= 16).
+    #[arg(long, default_value_t = 1024)]
+    pub message_size: usize,
+    /// Total records/s over all producers; 0 = as fast as possible.
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    /// Records per batch.
+    #[arg(long, default_value_t = 1000)]
+    pub batch: usize,
+    /// Produce requests in flight per producer.
+    #[arg(long, default_value_t = 8)]
+    pub inflight: usize,
+    #[arg(long, default_value = "1")]
+    pub acks: String,
+    #[arg(long, default_value = "none")]
+    pub compression: String,
+    /// Measured duration.
+    #[arg(long, default_value_t = 10)]
+    pub duration_secs: u64,
+    /// Warm-up before measuring (not counted).
+    #[arg(long, default_value_t = 2)]
+    pub warmup_secs: u64,
+    /// Topic config key=value for the created topic (e.g. flush.messages=1), repeatable.
+    #[arg(long = "topic-config")]
+    pub topic_configs: Vec<String>,
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+fn hist() -> Histogram<u64> {
+    // 1 µs .. 100 s, 3 significant digits; cannot fail with these bounds.
+    Histogram::new_with_bounds(1, 100_000_000, 3)
+        .unwrap_or_else(|_| Histogram::new(3).expect("hdr"))
+}
+
+#[derive(Default)]
+struct Counters {
+    produced: AtomicU64,
+    produced_bytes: AtomicU64,
+    consumed: AtomicU64,
+    consumed_bytes: AtomicU64,
+}
+
+struct Shared {
+    measuring: AtomicBool,
+    stop: AtomicBool,
+    c: Counters,
+    e2e: Mutex<Histogram<u64>>,
+    ack: Mutex<Histogram<u64>>,
+}
+
+/// Reads the first record's value prefix of an uncompressed v2 batch at `b`.
+fn first_value_prefix(b: &[u8]) -> Option<(u64, u64)> {
+    fn varint(b: &[u8], pos: &mut usize) -> Option<i64> {
+        let mut v: u64 = 0;
+        for shift in (0..64).step_by(7) {
+            let x = *b.get(*pos)?;
+            *pos += 1;
+            v |= ((x & 0x7f) as u64) << shift;
+            if x & 0x80 == 0 {
+                return Some(((v >> 1) as i64) ^ -((v & 1) as i64));
+            }
+        }
+        None
+    }
+    let attrs = i16::from_be_bytes([*b.get(21)?, *b.get(22)?]);
+    if attrs & 0x7 != 0 {
+        return None;
+    }
+    let mut pos = 61;
+    varint(b, &mut pos)?; // length
+    pos += 1; // attributes
+    varint(b, &mut pos)?; // timestamp delta
+    varint(b, &mut pos)?; // offset delta
+    let klen = varint(b, &mut pos)?;
+    if klen > 0 {
+        pos += klen as usize;
+    }
+    let vlen = varint(b, &mut pos)?;
+    if vlen < 16 {
+        return None;
+    }
+    let due = u64::from_be_bytes(b.get(pos..pos + 8)?.try_into().ok()?);
+    let dt = u64::from_be_bytes(b.get(pos + 8..pos + 16)?.try_into().ok()?);
+    Some((due, dt))
+}
+
+async fn producer(
+    id: usize,
+    a: Arc<BenchArgs>,
+    s: Arc<Shared>,
+    version: i16,
+    partitions: Vec<i32>,
+) -> Result<()> {
+    let conn = Connection::connect(&a.conn.bootstrap, &format!("strom-bench-p{id}")).await?;
+    let acks = parse_acks(&a.acks)?;
+    let compression = parse_compression(&a.compression)?;
+    let per_producer_rate = if a.rate == 0 {
+        0.0
+    } else {
+        a.rate as f64 / a.producers as f64
+    };
+    let dt_ns = if per_producer_rate > 0.0 {
+        (1e9 / per_producer_rate) as u64
+    } else {
+        0
+    };
+    let start = Instant::now();
+    let start_us = now_us();
+    let mut inflight: VecDeque<(Instant, tokio::sync::oneshot::Receiver<Bytes>)> = VecDeque::new();
+    let mut seq: u64 = 0; // records scheduled so far
+    let mut rr = id;
+    let mut buf = BytesMut::with_capacity(a.batch * (a.message_size + 32) + 128);
+    let filler = vec![0x5au8; a.message_size.saturating_sub(16)];
+    while !s.stop.load(Ordering::Relaxed) {
+        // Due time of this batch's first record.
+        let (due_us, send_at) = if dt_ns > 0 {
+            let first = seq * dt_ns / 1000;
+            let last = Duration::from_nanos((seq + a.batch as u64 - 1) * dt_ns);
+            (start_us + first, Some(start + last))
+        } else {
+            (now_us(), None)
+        };
+        if let Some(t) = send_at {
+            tokio::time::sleep_until(t.into()).await;
+        }
+        let mut v = BytesMut::with_capacity(a.message_size.max(16));
+        v.put_u64(due_us);
+        v.put_u64(dt_ns);
+        v.extend_from_slice(&filler);
+        let value = v.freeze();
+        buf.clear();
+        encode_uniform_batch(
+            &mut buf,
+            None,
+            &value,
+            a.batch,
+            (due_us / 1000) as i64,
+            compression,
+        )?;
+        let batch = buf.split().freeze();
+        let p = partitions[rr % partitions.len()];
+        rr += 1;
+        let req: ProduceRequest = Client::produce_request(&a.topic, acks, 30_000, vec![(p, batch)]);
+        seq += a.batch as u64;
+        let sent = Instant::now();
+        if acks == 0 {
+            conn.send_no_response(&req, version).await?;
+            count_produced(&a, &s);
+            continue;
+        }
+        inflight.push_back((sent, conn.start(&req, version).await?));
+        while inflight.len() >= a.inflight.max(1) {
+            complete(&a, &s, &mut inflight, version).await?;
+        }
+    }
+    while !inflight.is_empty() {
+        complete(&a, &s, &mut inflight, version).await?;
+    }
+    Ok(())
+}
+
+fn count_produced(a: &BenchArgs, s: &Shared) {
+    if s.measuring.load(Ordering::Relaxed) {
+        s.c.produced.fetch_add(a.batch as u64, Ordering::Relaxed);
+        s.c.produced_bytes
+            .fetch_add((a.batch * a.message_size) as u64, Ordering::Relaxed);
+    }
+}
+
+async fn complete(
+    a: &BenchArgs,
+    s: &Shared,
+    inflight: &mut VecDeque<(Instant, tokio::sync::oneshot::Receiver<Bytes>)>,
+    version: i16,
+) -> Result<()> {
+    let Some((sent, rx)) = inflight.pop_front() else {
+        return Ok(());
+    };
+    let frame = rx.await.map_err(|_| Error::Closed)?;
+    let resp = Connection::decode::<ProduceRequest>(frame, version)?;
+    check_produce(&resp)?;
+    if s.measuring.load(Ordering::Relaxed) {
+        let us = sent.elapsed().as_micros() as u64;
+        let _ = s.ack.lock().record(us.max(1));
+    }
+    count_produced(a, s);
+    Ok(())
+}
+
+async fn consumer(
+    id: usize,
+    a: Arc<BenchArgs>,
+    s: Arc<Shared>,
+    version: i16,
+    mut pos: Vec<(i32, i64)>,
+) -> Result<()> {
+    let conn = Connection::connect(&a.conn.bootstrap, &format!("strom-bench-c{id}")).await?;
+    let mut local = hist();
+    let mut idle_since: Option<Instant> = None;
+    loop {
+        let req: FetchRequest = Client::fetch_request(&a.topic, &pos, 100, 64 << 20);
+        let resp = conn.call(&req, version).await?;
+        let now = now_us();
+        let measuring = s.measuring.load(Ordering::Relaxed);
+        let mut got = false;
+        for f in flatten_fetch(resp) {
+            crate::check(f.error_code, || format!("{}/{}", f.topic, f.partition))?;
+            let Some(slot) = pos.iter_mut().find(|(p, _)| *p == f.partition) else {
+                continue;
+            };
+            let data = &f.records[..];
+            let mut off = 0usize;
+            let mut n_total = 0u64;
+            while data.len() >= off + 61 {
+                let len = i32::from_be_bytes(data[off + 8..off + 12].try_into().unwrap_or([0; 4]))
+                    as usize;
+                if data.len() < off + 12 + len {
+                    break;
+                }
+                let b = &data[off..off + 12 + len];
+                let base = i64::from_be_bytes(b[0..8].try_into().unwrap_or([0; 8]));
+                let last_delta = i32::from_be_bytes(b[23..27].try_into().unwrap_or([0; 4])) as i64;
+                let count = i32::from_be_bytes(b[57..61].try_into().unwrap_or([0; 4])) as u64;
+                if base + last_delta >= slot.1 {
+                    n_total += count;
+                    if measuring {
+                        if let Some((due, dt_ns)) = first_value_prefix(b) {
+                            for k in 0..count {
+                                let d = due + k * dt_ns / 1000;
+                                let _ = local.record(now.saturating_sub(d).max(1));
+                            }
+                        }
+                    }
+                    slot.1 = base + last_delta + 1;
+                }
+                off += 12 + len;
+            }
+            if n_total > 0 {
+                got = true;
+                if measuring {
+                    s.c.consumed.fetch_add(n_total, Ordering::Relaxed);
+                    s.c.consumed_bytes
+                        .fetch_add(n_total * a.message_size as u64, Ordering::Relaxed);
+                }
+            }
+        }
+        if got {
+            idle_since = None;
+        } else if s.stop.load(Ordering::Relaxed) {
+            let t = *idle_since.get_or_insert_with(Instant::now);
+            if t.elapsed() > Duration::from_millis(500) {
+                break;
+            }
+        }
+    }
+    let _ = s.e2e.lock().add(&local);
+    Ok(())
+}
+
+pub(crate) async fn run(a: BenchArgs) -> Result<()> {
+    if a.message_size < 16 {
+        return Err(Error::Invalid("--message-size must be >= 16".into()));
+    }
+    if a.batch == 0 || a.producers == 0 {
+        return Err(Error::Invalid("--batch and --producers must be > 0".into()));
+    }
+    let client = Client::connect_with_id(&a.conn.bootstrap, "strom-bench").await?;
+    let cfg = a
+        .topic_configs
+        .iter()
+        .map(|s| super::commands::parse_kv(s))
+        .collect::<Result<Vec<_>>>()?;
+    let topic = match client.topic(&a.topic).await {
+        Ok(t) => t,
+        Err(_) => {
+            client.create_topic(&a.topic, a.partitions, &cfg).await?;
+            client.topic(&a.topic).await?
+        }
+    };
+    let parts: Vec<i32> = topic.partitions.iter().map(|p| p.partition).collect();
+    if parts.is_empty() {
+        return Err(Error::Invalid(format!(
+            "topic {} has no partitions",
+            a.topic
+        )));
+    }
+    let pv = client.version::<ProduceRequest>()?;
+    let fv = client.version::<FetchRequest>()?;
+    let shared = Arc::new(Shared {
+        measuring: AtomicBool::new(false),
+        stop: AtomicBool::new(false),
+        c: Counters::default(),
+        e2e: Mutex::new(hist()),
+        ack: Mutex::new(hist()),
+    });
+    let a = Arc::new(a);
+    let mut tasks = Vec::new();
+    for c in 0..a.consumers {
+        let mut mine = Vec::new();
+        for (i, &p) in parts.iter().enumerate() {
+            if i % a.consumers == c {
+                mine.push((p, client.list_offset(&a.topic, p, -1).await?));
+            }
+        }
+        if !mine.is_empty() {
+            tasks.push(tokio::spawn(consumer(
+                c,
+                a.clone(),
+                shared.clone(),
+                fv,
+                mine,
+            )));
+        }
+    }
+    let mut prods = Vec::new();
+    for p in 0..a.producers {
+        let mine: Vec<i32> = parts
+            .iter()
+            .copied()
+            .skip(p % parts.len())
+            .step_by(1)
+            .collect();
+        prods.push(tokio::spawn(producer(
+            p,
+            a.clone(),
+            shared.clone(),
+            pv,
+            mine,
+        )));
+    }
+    eprintln!("warming up {} s ...", a.warmup_secs);
+    tokio::time::sleep(Duration::from_secs(a.warmup_secs)).await;
+    shared.measuring.store(true, Ordering::Relaxed);
+    let t0 = Instant::now();
+    let (mut lp, mut lc) = (0u64, 0u64);
+    for sec in 1..=a.duration_secs {
+        tokio::time::sleep_until((t0 + Duration::from_secs(sec)).into()).await;
+        let p = shared.c.produced_bytes.load(Ordering::Relaxed);
+        let c = shared.c.consumed_bytes.load(Ordering::Relaxed);
+        eprintln!(
+            "[{sec:>3}/{}s] produce {:>8.1} MB/s  consume {:>8.1} MB/s",
+            a.duration_secs,
+            (p - lp) as f64 / 1e6,
+            (c - lc) as f64 / 1e6
+        );
+        (lp, lc) = (p, c);
+        if prods.iter().any(|t| t.is_finished()) {
+            break;
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let produced = shared.c.produced.load(Ordering::Relaxed);
+    let produced_bytes = shared.c.produced_bytes.load(Ordering::Relaxed);
+    shared.stop.store(true, Ordering::Relaxed);
+    for t in prods {
+        t.await
+            .map_err(|e| Error::Invalid(format!("producer task: {e}")))??;
+    }
+    // Consumers drain what was produced, then stop; their counters keep counting until then,
+    // so consume rate is over the measured window plus the drain.
+    let drain_start = Instant::now();
+    for t in tasks {
+        match tokio::time::timeout(Duration::from_secs(30), t).await {
+            Ok(r) => r.map_err(|e| Error::Invalid(format!("consumer task: {e}")))??,
+            Err(_) => return Err(Error::Timeout),
+        }
+    }
+    let csecs = secs + drain_start.elapsed().as_secs_f64() - 0.5;
+    let consumed = shared.c.consumed.load(Ordering::Relaxed);
+    let consumed_bytes = shared.c.consumed_bytes.load(Ordering::Relaxed);
+    let e2e = shared.e2e.lock().clone();
+    let ack = shared.ack.lock().clone();
+    let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    let out = json!({
+        "topic": a.topic, "partitions": parts.len(), "producers": a.producers, "consumers": a.consumers,
+        "message_size": a.message_size, "rate": a.rate, "batch": a.batch, "acks": a.acks,
+        "compression": a.compression, "seconds": secs,
+        "produce_msgs_per_s": produced as f64 / secs,
+        "produce_mb_per_s": produced_bytes as f64 / secs / 1e6,
+        "consume_msgs_per_s": consumed as f64 / csecs.max(0.001),
+        "consume_mb_per_s": consumed_bytes as f64 / csecs.max(0.001) / 1e6,
+        "e2e_latency_ms": {"p50": ms(&e2e, 0.5), "p90": ms(&e2e, 0.9), "p99": ms(&e2e, 0.99),
+                           "p999": ms(&e2e, 0.999), "max": e2e.max() as f64 / 1000.0, "count": e2e.len()},
+        "ack_latency_ms": {"p50": ms(&ack, 0.5), "p99": ms(&ack, 0.99), "p999": ms(&ack, 0.999),
+                           "max": ack.max() as f64 / 1000.0, "count": ack.len()},
+    });
+    if a.conn.json {
+        println!("{out}");
+    } else {
+        println!(
+            "produce: {:.0} msg/s, {:.1} MB/s\nconsume: {:.0} msg/s, {:.1} MB/s\n\
+             e2e latency ms: p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}\n\
+             ack latency ms: p50 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
+            out["produce_msgs_per_s"].as_f64().unwrap_or(0.0),
+            out["produce_mb_per_s"].as_f64().unwrap_or(0.0),
+            out["consume_msgs_per_s"].as_f64().unwrap_or(0.0),
+            out["consume_mb_per_s"].as_f64().unwrap_or(0.0),
+            ms(&e2e, 0.5),
+            ms(&e2e, 0.9),
+            ms(&e2e, 0.99),
+            ms(&e2e, 0.999),
+            e2e.max() as f64 / 1000.0,
+            ms(&ack, 0.5),
+            ms(&ack, 0.99),
+            ms(&ack, 0.999),
+            ack.max() as f64 / 1000.0,
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn value_prefix_is_read_back_from_encoded_batch() {
+        let mut v = BytesMut::new();
+        v.put_u64(123_456_789);
+        v.put_u64(20_000);
+        v.extend_from_slice(&[0u8; 100]);
+        let mut buf = BytesMut::new();
+        encode_uniform_batch(
+            &mut buf,
+            None,
+            &v.freeze(),
+            5,
+            1,
+            kafka_protocol::records::Compression::None,
+        )
+        .unwrap();
+        assert_eq!(first_value_prefix(&buf), Some((123_456_789, 20_000)));
+    }
+}

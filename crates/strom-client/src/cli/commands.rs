@@ -1,0 +1,449 @@
+//! topic / produce / consume / group.
+
+use std::io::{BufRead, Write};
+
+use bytes::Bytes;
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+use super::Conn;
+use crate::partitioner::partition_for_key;
+use crate::records::{decode_records, encode_batch, parse_compression, ProduceRecord};
+use crate::{Client, Error, Result};
+
+#[derive(Subcommand, Debug)]
+pub enum TopicCmd {
+    /// Create a topic.
+    Create {
+        name: String,
+        #[arg(long, short = 'p', default_value_t = 1)]
+        partitions: i32,
+        /// key=value, repeatable.
+        #[arg(long = "config", short = 'c')]
+        configs: Vec<String>,
+    },
+    /// List topics.
+    List,
+    /// Describe a topic: partitions, leaders, offsets and configs.
+    Describe { name: String },
+    /// Set (key=value) or remove (key=) topic configs.
+    Alter {
+        name: String,
+        #[arg(long = "config", short = 'c', required = true)]
+        configs: Vec<String>,
+    },
+    /// Delete a topic.
+    Delete { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GroupCmd {
+    /// List consumer groups.
+    List,
+}
+
+#[derive(Args, Debug)]
+pub struct ProduceArgs {
+    pub topic: String,
+    #[command(flatten)]
+    pub conn: Conn,
+    /// Read records from this file instead of stdin.
+    #[arg(long)]
+    pub file: Option<std::path::PathBuf>,
+    /// Split each line into key and value at the first occurrence of this string.
+    #[arg(long)]
+    pub key_separator: Option<String>,
+    /// Header k=v added to every record, repeatable.
+    #[arg(long = "header", short = 'H')]
+    pub headers: Vec<String>,
+    /// Fixed partition (default: murmur2 of the key, round robin without key).
+    #[arg(long, short = 'p')]
+    pub partition: Option<i32>,
+    /// 0, 1 or all (-1).
+    #[arg(long, default_value = "all")]
+    pub acks: String,
+    /// none, gzip, snappy, lz4, zstd.
+    #[arg(long, default_value = "none")]
+    pub compression: String,
+    /// Records per batch.
+    #[arg(long, default_value_t = 1000)]
+    pub batch: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct ConsumeArgs {
+    pub topic: String,
+    #[command(flatten)]
+    pub conn: Conn,
+    #[arg(long, conflicts_with_all = ["offset", "timestamp"])]
+    pub from_beginning: bool,
+    /// Start offset (every partition).
+    #[arg(long)]
+    pub offset: Option<i64>,
+    /// Start at the first record with timestamp >= MS.
+    #[arg(long)]
+    pub timestamp: Option<i64>,
+    /// Only these partitions.
+    #[arg(long, short = 'p')]
+    pub partition: Vec<i32>,
+    /// Stop after N records.
+    #[arg(long, short = 'n')]
+    pub count: Option<u64>,
+    /// plain or json.
+    #[arg(long, default_value = "plain")]
+    pub format: String,
+    /// Exit after this many ms without new records (default: wait forever, or 10 s with --count).
+    #[arg(long)]
+    pub idle_exit_ms: Option<u64>,
+}
+
+pub(crate) fn parse_kv(s: &str) -> Result<(String, String)> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| Error::Invalid(format!("expected key=value, got '{s}'")))?;
+    Ok((k.to_string(), v.to_string()))
+}
+
+pub(crate) fn parse_acks(s: &str) -> Result<i16> {
+    match s {
+        "all" | "-1" => Ok(-1),
+        "0" => Ok(0),
+        "1" => Ok(1),
+        o => Err(Error::Invalid(format!(
+            "acks must be 0, 1 or all, got '{o}'"
+        ))),
+    }
+}
+
+fn print_table(head: &[&str], rows: &[Vec<String>]) {
+    let mut w: Vec<usize> = head.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.len());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let s: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{:<1$}", c, w[i]))
+            .collect();
+        println!("{}", s.join("  ").trim_end());
+    };
+    line(head.iter().map(|s| s.to_string()).collect());
+    for r in rows {
+        line(r.clone());
+    }
+}
+
+pub(crate) async fn topic(conn: &Conn, cmd: TopicCmd) -> Result<()> {
+    let c = Client::connect(&conn.bootstrap).await?;
+    match cmd {
+        TopicCmd::Create {
+            name,
+            partitions,
+            configs,
+        } => {
+            let cfg = configs
+                .iter()
+                .map(|s| parse_kv(s))
+                .collect::<Result<Vec<_>>>()?;
+            c.create_topic(&name, partitions, &cfg).await?;
+            if conn.json {
+                println!(
+                    "{}",
+                    json!({"topic": name, "partitions": partitions, "created": true})
+                );
+            } else {
+                println!("created topic {name} with {partitions} partition(s)");
+            }
+        }
+        TopicCmd::List => {
+            let ts = c.metadata(None).await?;
+            if conn.json {
+                let v: Vec<_> = ts
+                    .iter()
+                    .map(|t| json!({"topic": t.name, "partitions": t.partitions.len(), "internal": t.internal}))
+                    .collect();
+                println!("{}", serde_json::Value::Array(v));
+            } else {
+                let rows: Vec<Vec<String>> = ts
+                    .iter()
+                    .map(|t| vec![t.name.clone(), t.partitions.len().to_string()])
+                    .collect();
+                print_table(&["NAME", "PARTITIONS"], &rows);
+            }
+        }
+        TopicCmd::Describe { name } => {
+            let t = c.topic(&name).await?;
+            let mut parts = Vec::new();
+            for p in &t.partitions {
+                let start = c.list_offset(&name, p.partition, -2).await?;
+                let end = c.list_offset(&name, p.partition, -1).await?;
+                parts.push((p.clone(), start, end));
+            }
+            let configs = c.describe_topic_configs(&name).await.unwrap_or_default();
+            if conn.json {
+                let ps: Vec<_> = parts
+                    .iter()
+                    .map(|(p, s, e)| {
+                        json!({"partition": p.partition, "leader": p.leader, "replicas": p.replicas,
+                               "log_start_offset": s, "high_watermark": e})
+                    })
+                    .collect();
+                let cs: serde_json::Map<String, serde_json::Value> = configs
+                    .iter()
+                    .map(|(k, v, _)| (k.clone(), json!(v)))
+                    .collect();
+                println!(
+                    "{}",
+                    json!({"topic": name, "partitions": ps, "configs": cs})
+                );
+            } else {
+                println!("topic {name}, {} partition(s)", t.partitions.len());
+                let rows: Vec<Vec<String>> = parts
+                    .iter()
+                    .map(|(p, s, e)| {
+                        vec![
+                            p.partition.to_string(),
+                            p.leader.to_string(),
+                            format!("{:?}", p.replicas),
+                            s.to_string(),
+                            e.to_string(),
+                        ]
+                    })
+                    .collect();
+                print_table(
+                    &[
+                        "PARTITION",
+                        "LEADER",
+                        "REPLICAS",
+                        "LOG-START",
+                        "HIGH-WATERMARK",
+                    ],
+                    &rows,
+                );
+                if !configs.is_empty() {
+                    println!();
+                    let rows: Vec<Vec<String>> = configs
+                        .iter()
+                        .map(|(k, v, _)| vec![k.clone(), v.clone().unwrap_or_else(|| "-".into())])
+                        .collect();
+                    print_table(&["CONFIG", "VALUE"], &rows);
+                }
+            }
+        }
+        TopicCmd::Alter { name, configs } => {
+            let set = configs
+                .iter()
+                .map(|s| parse_kv(s).map(|(k, v)| (k, if v.is_empty() { None } else { Some(v) })))
+                .collect::<Result<Vec<_>>>()?;
+            c.alter_topic_configs(&name, &set).await?;
+            println!("altered topic {name}");
+        }
+        TopicCmd::Delete { name } => {
+            c.delete_topic(&name).await?;
+            if conn.json {
+                println!("{}", json!({"topic": name, "deleted": true}));
+            } else {
+                println!("deleted topic {name}");
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn produce(a: ProduceArgs) -> Result<()> {
+    let acks = parse_acks(&a.acks)?;
+    let compression = parse_compression(&a.compression)?;
+    let headers: Vec<(String, Option<Bytes>)> = a
+        .headers
+        .iter()
+        .map(|h| parse_kv(h).map(|(k, v)| (k, Some(Bytes::from(v)))))
+        .collect::<Result<_>>()?;
+    let c = Client::connect(&a.conn.bootstrap).await?;
+    let t = c.topic(&a.topic).await?;
+    let nparts = t.partitions.len() as i32;
+    if let Some(p) = a.partition {
+        if p < 0 || p >= nparts {
+            return Err(Error::Invalid(format!(
+                "partition {p} out of range (topic has {nparts})"
+            )));
+        }
+    }
+    let reader: Box<dyn BufRead> = match &a.file {
+        Some(f) => Box::new(std::io::BufReader::new(std::fs::File::open(f)?)),
+        None => Box::new(std::io::BufReader::new(std::io::stdin())),
+    };
+    let mut pending: Vec<Vec<ProduceRecord>> = vec![Vec::new(); nparts.max(1) as usize];
+    let (mut n, mut bytes, mut rr) = (0u64, 0u64, 0i32);
+    let started = std::time::Instant::now();
+    let flush = |pending: &mut Vec<Vec<ProduceRecord>>| -> Result<Vec<(i32, Bytes)>> {
+        let mut out = Vec::new();
+        for (p, recs) in pending.iter_mut().enumerate() {
+            if !recs.is_empty() {
+                out.push((p as i32, encode_batch(recs, compression)?));
+                recs.clear();
+            }
+        }
+        Ok(out)
+    };
+    let mut lines = reader.lines();
+    loop {
+        let line = lines.next().transpose()?;
+        let done = line.is_none();
+        if let Some(line) = line {
+            let (key, value) = match &a.key_separator {
+                Some(sep) => match line.split_once(sep.as_str()) {
+                    Some((k, v)) => (Some(Bytes::from(k.to_string())), Bytes::from(v.to_string())),
+                    None => (None, Bytes::from(line)),
+                },
+                None => (None, Bytes::from(line)),
+            };
+            let p = match (a.partition, &key) {
+                (Some(p), _) => p,
+                (None, Some(k)) => partition_for_key(k, nparts),
+                (None, None) => {
+                    rr = (rr + 1) % nparts.max(1);
+                    rr
+                }
+            };
+            bytes += value.len() as u64 + key.as_ref().map_or(0, |k| k.len() as u64);
+            n += 1;
+            pending[p as usize].push(ProduceRecord {
+                key,
+                value: Some(value),
+                headers: headers.clone(),
+                timestamp: None,
+            });
+        }
+        if done || pending.iter().map(|v| v.len()).sum::<usize>() >= a.batch {
+            let batches = flush(&mut pending)?;
+            if !batches.is_empty() {
+                c.produce(&a.topic, acks, batches).await?;
+            }
+        }
+        if done {
+            break;
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    if a.conn.json {
+        println!(
+            "{}",
+            json!({"topic": a.topic, "records": n, "bytes": bytes, "seconds": secs})
+        );
+    } else {
+        eprintln!(
+            "produced {n} record(s), {bytes} bytes to {} in {:.3} s",
+            a.topic, secs
+        );
+    }
+    Ok(())
+}
+
+fn text(b: &Option<Bytes>) -> serde_json::Value {
+    match b {
+        None => serde_json::Value::Null,
+        Some(b) => json!(String::from_utf8_lossy(b)),
+    }
+}
+
+pub(crate) async fn consume(a: ConsumeArgs) -> Result<()> {
+    let c = Client::connect(&a.conn.bootstrap).await?;
+    let t = c.topic(&a.topic).await?;
+    let parts: Vec<i32> = if a.partition.is_empty() {
+        t.partitions.iter().map(|p| p.partition).collect()
+    } else {
+        a.partition.clone()
+    };
+    let mut pos = Vec::new();
+    for &p in &parts {
+        let o = match (a.from_beginning, a.offset, a.timestamp) {
+            (true, _, _) => c.list_offset(&a.topic, p, -2).await?,
+            (_, Some(o), _) => o,
+            (_, _, Some(ts)) => {
+                let o = c.list_offset(&a.topic, p, ts).await?;
+                if o < 0 {
+                    c.list_offset(&a.topic, p, -1).await?
+                } else {
+                    o
+                }
+            }
+            _ => c.list_offset(&a.topic, p, -1).await?,
+        };
+        pos.push((p, o));
+    }
+    let json_fmt = match a.format.as_str() {
+        "plain" => false,
+        "json" => true,
+        o => return Err(Error::Invalid(format!("unknown format '{o}' (plain|json)"))),
+    };
+    let idle = a.idle_exit_ms.or(a.count.map(|_| 10_000));
+    let mut last = std::time::Instant::now();
+    let mut seen = 0u64;
+    let stdout = std::io::stdout();
+    loop {
+        let fetched = c.fetch(&a.topic, &pos, 500, 8 << 20).await?;
+        let mut out = stdout.lock();
+        let mut got = false;
+        for f in fetched {
+            crate::check(f.error_code, || format!("{}/{}", f.topic, f.partition))?;
+            let Some(slot) = pos.iter_mut().find(|(p, _)| *p == f.partition) else {
+                continue;
+            };
+            for r in decode_records(f.records)? {
+                if r.offset < slot.1 {
+                    continue;
+                }
+                slot.1 = r.offset + 1;
+                got = true;
+                if json_fmt {
+                    let hs: serde_json::Map<String, serde_json::Value> = r
+                        .headers
+                        .iter()
+                        .map(|(k, v)| (k.clone(), text(v)))
+                        .collect();
+                    let line = json!({"topic": a.topic, "partition": f.partition, "offset": r.offset,
+                        "timestamp": r.timestamp, "key": text(&r.key), "headers": hs, "value": text(&r.value)});
+                    writeln!(out, "{line}")?;
+                } else {
+                    out.write_all(r.value.as_deref().unwrap_or_default())?;
+                    out.write_all(b"\n")?;
+                }
+                seen += 1;
+                if a.count.is_some_and(|n| seen >= n) {
+                    out.flush()?;
+                    return Ok(());
+                }
+            }
+        }
+        out.flush()?;
+        if got {
+            last = std::time::Instant::now();
+        } else if idle.is_some_and(|ms| last.elapsed().as_millis() as u64 >= ms) {
+            return Ok(());
+        }
+    }
+}
+
+pub(crate) async fn group(conn: &Conn, cmd: GroupCmd) -> Result<()> {
+    let c = Client::connect(&conn.bootstrap).await?;
+    match cmd {
+        GroupCmd::List => {
+            let gs = c.list_groups().await?;
+            if conn.json {
+                let v: Vec<_> = gs
+                    .iter()
+                    .map(|(g, p, s)| json!({"group": g, "protocol_type": p, "state": s}))
+                    .collect();
+                println!("{}", serde_json::Value::Array(v));
+            } else {
+                let rows: Vec<Vec<String>> =
+                    gs.into_iter().map(|(g, p, s)| vec![g, p, s]).collect();
+                print_table(&["GROUP", "PROTOCOL", "STATE"], &rows);
+            }
+        }
+    }
+    Ok(())
+}
