@@ -497,6 +497,8 @@ fn api_name(key: i16) -> &'static str {
         Ok(ApiKey::DescribeGroups) => "DescribeGroups",
         Ok(ApiKey::DeleteGroups) => "DeleteGroups",
         Ok(ApiKey::OffsetFetch) => "OffsetFetch",
+        Ok(ApiKey::OffsetCommit) => "OffsetCommit",
+        Ok(ApiKey::FindCoordinator) => "FindCoordinator",
         _ => "this API",
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod client;
 pub mod conn;
+pub mod groups;
 pub mod partitioner;
 pub mod records;
 
@@ -17,6 +18,7 @@ pub mod cli;
 
 pub use client::{Client, FetchedPartition, PartitionInfo, TopicInfo};
 pub use conn::Connection;
+pub use groups::{GroupDescription, GroupMember};
 
 /// Errors of the client library.
 #[derive(Debug, thiserror::Error)]

@@ -40,6 +40,22 @@ pub enum TopicCmd {
 pub enum GroupCmd {
     /// List consumer groups.
     List,
+    /// Members, committed offsets and lag of a group.
+    Describe { group: String },
+    /// Set a group's committed offsets for a topic (the group must have no members).
+    ResetOffsets {
+        group: String,
+        #[arg(long)]
+        topic: String,
+        #[arg(long, conflicts_with_all = ["to_latest", "to_offset"])]
+        to_earliest: bool,
+        #[arg(long, conflicts_with = "to_offset")]
+        to_latest: bool,
+        #[arg(long)]
+        to_offset: Option<i64>,
+    },
+    /// Delete a group (must have no members).
+    Delete { group: String },
 }
 
 #[derive(Args, Debug)]
@@ -443,6 +459,99 @@ pub(crate) async fn group(conn: &Conn, cmd: GroupCmd) -> Result<()> {
                     gs.into_iter().map(|(g, p, s)| vec![g, p, s]).collect();
                 print_table(&["GROUP", "PROTOCOL", "STATE"], &rows);
             }
+        }
+        GroupCmd::Describe { group } => {
+            let d = c.describe_group(&group).await?;
+            let offs = c.committed_offsets(&group).await?;
+            let mut rows = Vec::new();
+            for (t, p, o) in &offs {
+                let end = c.list_offset(t, *p, -1).await?;
+                let lag = if *o >= 0 { end - o } else { end };
+                rows.push((t.clone(), *p, *o, end, lag));
+            }
+            if conn.json {
+                let ms: Vec<_> = d.members.iter().map(|m| json!({"member_id": m.member_id, "client_id": m.client_id, "host": m.client_host})).collect();
+                let os: Vec<_> = rows.iter().map(|(t, p, o, e, l)| json!({"topic": t, "partition": p, "committed": o, "end": e, "lag": l})).collect();
+                println!(
+                    "{}",
+                    json!({"group": group, "state": d.state, "protocol_type": d.protocol_type,
+                    "protocol": d.protocol, "members": ms, "offsets": os})
+                );
+            } else {
+                println!(
+                    "group {group}: state {}, protocol {} {}, {} member(s)",
+                    d.state,
+                    d.protocol_type,
+                    d.protocol,
+                    d.members.len()
+                );
+                if !d.members.is_empty() {
+                    let ms: Vec<Vec<String>> = d
+                        .members
+                        .iter()
+                        .map(|m| {
+                            vec![
+                                m.member_id.clone(),
+                                m.client_id.clone(),
+                                m.client_host.clone(),
+                            ]
+                        })
+                        .collect();
+                    print_table(&["MEMBER", "CLIENT-ID", "HOST"], &ms);
+                }
+                let rs: Vec<Vec<String>> = rows
+                    .iter()
+                    .map(|(t, p, o, e, l)| {
+                        vec![
+                            t.clone(),
+                            p.to_string(),
+                            o.to_string(),
+                            e.to_string(),
+                            l.to_string(),
+                        ]
+                    })
+                    .collect();
+                print_table(&["TOPIC", "PARTITION", "COMMITTED", "END", "LAG"], &rs);
+            }
+        }
+        GroupCmd::ResetOffsets {
+            group,
+            topic,
+            to_earliest,
+            to_latest,
+            to_offset,
+        } => {
+            let t = c.topic(&topic).await?;
+            let mut offs = Vec::new();
+            for p in &t.partitions {
+                let o = match (to_earliest, to_latest, to_offset) {
+                    (true, _, _) => c.list_offset(&topic, p.partition, -2).await?,
+                    (_, true, _) => c.list_offset(&topic, p.partition, -1).await?,
+                    (_, _, Some(o)) => o,
+                    _ => {
+                        return Err(Error::Invalid(
+                            "give --to-earliest, --to-latest or --to-offset N".into(),
+                        ))
+                    }
+                };
+                offs.push((p.partition, o));
+            }
+            c.commit_offsets(&group, &topic, &offs).await?;
+            if conn.json {
+                let v: Vec<_> = offs
+                    .iter()
+                    .map(|(p, o)| json!({"partition": p, "offset": o}))
+                    .collect();
+                println!("{}", json!({"group": group, "topic": topic, "offsets": v}));
+            } else {
+                for (p, o) in offs {
+                    println!("{group} {topic}/{p} -> {o}");
+                }
+            }
+        }
+        GroupCmd::Delete { group } => {
+            c.delete_group(&group).await?;
+            println!("deleted group {group}");
         }
     }
     Ok(())
