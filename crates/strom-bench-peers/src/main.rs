@@ -1,0 +1,386 @@
+//! `strom-bench-peers`: the workloads of `strom bench` against NATS JetStream and Redis
+//! Streams, with the same measurement (payload prefix = due time µs + interval ns, HDR
+//! histograms, coordinated-omission-corrected at fixed rates) and the same `--json` keys.
+//! Kept out of the `strom` binary's dependency tree.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use clap::{Parser, ValueEnum};
+use futures_util::StreamExt;
+use hdrhistogram::Histogram;
+use serde_json::json;
+
+type BoxErr = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum System {
+    Nats,
+    Redis,
+}
+
+#[derive(Parser, Debug, Clone)]
+struct Args {
+    #[arg(long, value_enum)]
+    system: System,
+    /// nats://127.0.0.1:4222 or redis://127.0.0.1:6379
+    #[arg(long)]
+    url: String,
+    #[arg(long, default_value_t = 1)]
+    producers: usize,
+    #[arg(long, default_value_t = 1)]
+    consumers: usize,
+    /// Streams (NATS subjects / Redis keys) = partitions.
+    #[arg(long, default_value_t = 1)]
+    partitions: usize,
+    #[arg(long, default_value_t = 1024)]
+    message_size: usize,
+    /// Total msg/s; 0 = max.
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// Messages per pipelined round (Redis pipeline size / NATS publish window).
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
+    #[arg(long, default_value_t = 10)]
+    duration_secs: u64,
+    #[arg(long, default_value_t = 2)]
+    warmup_secs: u64,
+    #[arg(long)]
+    json: bool,
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+fn hist() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 100_000_000, 3).expect("valid hdr bounds")
+}
+
+struct Shared {
+    measuring: AtomicBool,
+    stop: AtomicBool,
+    produced: AtomicU64,
+    consumed: AtomicU64,
+    e2e: parking::Mutex<Histogram<u64>>,
+    ack: parking::Mutex<Histogram<u64>>,
+}
+
+mod parking {
+    pub(crate) type Mutex<T> = std::sync::Mutex<T>;
+}
+
+fn payload(size: usize, due_us: u64, dt_ns: u64) -> Bytes {
+    let mut v = BytesMut::with_capacity(size);
+    v.put_u64(due_us);
+    v.put_u64(dt_ns);
+    v.resize(size.max(16), 0x5a);
+    v.freeze()
+}
+
+fn record_latency(s: &Shared, local: &mut Histogram<u64>, p: &[u8]) {
+    if p.len() >= 8 && s.measuring.load(Ordering::Relaxed) {
+        let due = u64::from_be_bytes(p[0..8].try_into().unwrap_or([0; 8]));
+        let _ = local.record(now_us().saturating_sub(due).max(1));
+    }
+}
+
+/// Schedules message `seq` of a producer: (due µs, optional send instant).
+fn schedule(a: &Args, start: Instant, start_us: u64, seq: u64) -> (u64, Option<Instant>) {
+    if a.rate == 0 {
+        return (now_us(), None);
+    }
+    let dt_ns = 1e9 / (a.rate as f64 / a.producers as f64);
+    let off = Duration::from_nanos((seq as f64 * dt_ns) as u64);
+    (start_us + off.as_micros() as u64, Some(start + off))
+}
+
+async fn nats_producer(id: usize, a: Arc<Args>, s: Arc<Shared>) -> Result<(), BoxErr> {
+    let js = async_nats::jetstream::new(async_nats::connect(&a.url).await?);
+    let start = Instant::now();
+    let start_us = now_us();
+    let mut window = VecDeque::new();
+    let mut seq = 0u64;
+    while !s.stop.load(Ordering::Relaxed) {
+        let (due, at) = schedule(&a, start, start_us, seq);
+        if let Some(t) = at {
+            tokio::time::sleep_until(t.into()).await;
+        }
+        let subject = format!("bench.{}", (id + seq as usize) % a.partitions);
+        let sent = Instant::now();
+        window.push_back((
+            sent,
+            js.publish(subject, payload(a.message_size, due, 0)).await?,
+        ));
+        seq += 1;
+        while window.len() >= a.batch {
+            let Some((sent, f)) = window.pop_front() else {
+                break;
+            };
+            f.await?;
+            if s.measuring.load(Ordering::Relaxed) {
+                let _ = s
+                    .ack
+                    .lock()
+                    .map(|mut h| h.record((sent.elapsed().as_micros() as u64).max(1)));
+                s.produced.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    for (_, f) in window {
+        f.await?;
+    }
+    Ok(())
+}
+
+async fn nats_consumer(id: usize, a: Arc<Args>, s: Arc<Shared>) -> Result<(), BoxErr> {
+    use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+    let js = async_nats::jetstream::new(async_nats::connect(&a.url).await?);
+    let stream = js.get_stream("BENCH").await?;
+    let subjects: Vec<String> = (0..a.partitions)
+        .filter(|p| p % a.consumers == id)
+        .map(|p| format!("bench.{p}"))
+        .collect();
+    let consumer = stream
+        .create_consumer(pull::Config {
+            ack_policy: AckPolicy::None,
+            deliver_policy: DeliverPolicy::New,
+            filter_subjects: subjects,
+            ..Default::default()
+        })
+        .await?;
+    let mut msgs = consumer.messages().await?;
+    let mut local = hist();
+    loop {
+        match tokio::time::timeout(Duration::from_millis(500), msgs.next()).await {
+            Ok(Some(m)) => {
+                let m = m?;
+                record_latency(&s, &mut local, &m.payload);
+                if s.measuring.load(Ordering::Relaxed) {
+                    s.consumed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Ok(None) => break,
+            Err(_) if s.stop.load(Ordering::Relaxed) => break,
+            Err(_) => {}
+        }
+    }
+    let _ = s.e2e.lock().map(|mut h| h.add(&local));
+    Ok(())
+}
+
+async fn redis_producer(id: usize, a: Arc<Args>, s: Arc<Shared>) -> Result<(), BoxErr> {
+    let mut con = redis::Client::open(a.url.as_str())?
+        .get_multiplexed_async_connection()
+        .await?;
+    let start = Instant::now();
+    let start_us = now_us();
+    let mut seq = 0u64;
+    while !s.stop.load(Ordering::Relaxed) {
+        // One pipeline = `batch` messages, due at their own times; sent when the last is due.
+        let (due0, _) = schedule(&a, start, start_us, seq);
+        let (_, at) = schedule(&a, start, start_us, seq + a.batch as u64 - 1);
+        if let Some(t) = at {
+            tokio::time::sleep_until(t.into()).await;
+        }
+        let dt_ns = if a.rate == 0 {
+            0
+        } else {
+            (1e9 / (a.rate as f64 / a.producers as f64)) as u64
+        };
+        let mut p = redis::pipe();
+        for k in 0..a.batch as u64 {
+            let key = format!("bench.{}", (id + (seq + k) as usize) % a.partitions);
+            let v = payload(a.message_size, due0 + k * dt_ns / 1000, 0);
+            p.cmd("XADD")
+                .arg(key)
+                .arg("*")
+                .arg("v")
+                .arg(&v[..])
+                .ignore();
+        }
+        let sent = Instant::now();
+        p.query_async::<()>(&mut con).await?;
+        seq += a.batch as u64;
+        if s.measuring.load(Ordering::Relaxed) {
+            let _ = s
+                .ack
+                .lock()
+                .map(|mut h| h.record((sent.elapsed().as_micros() as u64).max(1)));
+            s.produced.fetch_add(a.batch as u64, Ordering::Relaxed);
+        }
+    }
+    Ok(())
+}
+
+async fn redis_consumer(id: usize, a: Arc<Args>, s: Arc<Shared>) -> Result<(), BoxErr> {
+    use redis::streams::StreamReadReply;
+    let mut con = redis::Client::open(a.url.as_str())?
+        .get_multiplexed_async_connection()
+        .await?;
+    let keys: Vec<String> = (0..a.partitions)
+        .filter(|p| p % a.consumers == id)
+        .map(|p| format!("bench.{p}"))
+        .collect();
+    let mut last: Vec<String> = vec!["$".to_string(); keys.len()];
+    let mut local = hist();
+    let mut idle = 0;
+    loop {
+        let mut c = redis::cmd("XREAD");
+        c.arg("COUNT")
+            .arg(a.batch.max(100))
+            .arg("BLOCK")
+            .arg(100)
+            .arg("STREAMS");
+        for k in &keys {
+            c.arg(k);
+        }
+        for l in &last {
+            c.arg(l);
+        }
+        let r: Option<StreamReadReply> = c.query_async(&mut con).await?;
+        let mut got = 0u64;
+        for sk in r.map(|r| r.keys).unwrap_or_default() {
+            let Some(i) = keys.iter().position(|k| *k == sk.key) else {
+                continue;
+            };
+            for e in sk.ids {
+                if let Some(redis::Value::BulkString(v)) = e.map.get("v") {
+                    record_latency(&s, &mut local, v);
+                }
+                last[i] = e.id;
+                got += 1;
+            }
+        }
+        if s.measuring.load(Ordering::Relaxed) {
+            s.consumed.fetch_add(got, Ordering::Relaxed);
+        }
+        if got == 0 && s.stop.load(Ordering::Relaxed) {
+            idle += 1;
+            if idle > 5 {
+                break;
+            }
+        }
+    }
+    let _ = s.e2e.lock().map(|mut h| h.add(&local));
+    Ok(())
+}
+
+async fn run(a: Args) -> Result<(), BoxErr> {
+    match a.system {
+        System::Nats => {
+            use async_nats::jetstream::stream::{Config, StorageType};
+            let js = async_nats::jetstream::new(async_nats::connect(&a.url).await?);
+            let _ = js.delete_stream("BENCH").await;
+            js.create_stream(Config {
+                name: "BENCH".into(),
+                subjects: vec!["bench.>".into()],
+                storage: StorageType::File,
+                ..Default::default()
+            })
+            .await?;
+        }
+        System::Redis => {
+            let mut con = redis::Client::open(a.url.as_str())?
+                .get_multiplexed_async_connection()
+                .await?;
+            for p in 0..a.partitions {
+                redis::cmd("DEL")
+                    .arg(format!("bench.{p}"))
+                    .query_async::<()>(&mut con)
+                    .await?;
+            }
+        }
+    }
+    let s = Arc::new(Shared {
+        measuring: AtomicBool::new(false),
+        stop: AtomicBool::new(false),
+        produced: AtomicU64::new(0),
+        consumed: AtomicU64::new(0),
+        e2e: std::sync::Mutex::new(hist()),
+        ack: std::sync::Mutex::new(hist()),
+    });
+    let a = Arc::new(a);
+    let mut cons = Vec::new();
+    for c in 0..a.consumers.min(a.partitions) {
+        let (a, s) = (a.clone(), s.clone());
+        cons.push(tokio::spawn(async move {
+            match a.system {
+                System::Nats => nats_consumer(c, a, s).await,
+                System::Redis => redis_consumer(c, a, s).await,
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut prods = Vec::new();
+    for p in 0..a.producers {
+        let (a, s) = (a.clone(), s.clone());
+        prods.push(tokio::spawn(async move {
+            match a.system {
+                System::Nats => nats_producer(p, a, s).await,
+                System::Redis => redis_producer(p, a, s).await,
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(a.warmup_secs)).await;
+    s.measuring.store(true, Ordering::Relaxed);
+    let t0 = Instant::now();
+    let mut last = 0;
+    for sec in 1..=a.duration_secs {
+        tokio::time::sleep_until((t0 + Duration::from_secs(sec)).into()).await;
+        let p = s.produced.load(Ordering::Relaxed);
+        eprintln!(
+            "[{sec:>3}/{}s] produce {:>9} msg/s",
+            a.duration_secs,
+            p - last
+        );
+        last = p;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let produced = s.produced.load(Ordering::Relaxed);
+    s.stop.store(true, Ordering::Relaxed);
+    for t in prods {
+        t.await??;
+    }
+    let d = Instant::now();
+    for t in cons {
+        t.await??;
+    }
+    let csecs = secs + d.elapsed().as_secs_f64() - 0.5;
+    let consumed = s.consumed.load(Ordering::Relaxed);
+    let e2e = s.e2e.lock().map(|h| h.clone()).unwrap_or_else(|_| hist());
+    let ack = s.ack.lock().map(|h| h.clone()).unwrap_or_else(|_| hist());
+    let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    let mb = a.message_size as f64 / 1e6;
+    let out = json!({
+        "system": format!("{:?}", a.system).to_lowercase(), "partitions": a.partitions,
+        "producers": a.producers, "consumers": a.consumers, "message_size": a.message_size,
+        "rate": a.rate, "batch": a.batch, "seconds": secs,
+        "produce_msgs_per_s": produced as f64 / secs, "produce_mb_per_s": produced as f64 * mb / secs,
+        "consume_msgs_per_s": consumed as f64 / csecs, "consume_mb_per_s": consumed as f64 * mb / csecs,
+        "e2e_latency_ms": {"p50": ms(&e2e, 0.5), "p90": ms(&e2e, 0.9), "p99": ms(&e2e, 0.99),
+            "p999": ms(&e2e, 0.999), "max": e2e.max() as f64 / 1000.0, "count": e2e.len()},
+        "ack_latency_ms": {"p50": ms(&ack, 0.5), "p99": ms(&ack, 0.99), "p999": ms(&ack, 0.999),
+            "max": ack.max() as f64 / 1000.0, "count": ack.len()},
+    });
+    println!("{out}");
+    Ok(())
+}
+
+fn main() {
+    let a = Args::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    if let Err(e) = rt.block_on(run(a)) {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
