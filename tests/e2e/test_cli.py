@@ -1,0 +1,142 @@
+"""The client command line (issue 6) against a real `strom serve`.
+
+The CLI is run as `strom-cli` (the same commands `strom` exposes once wired into its clap
+enum); set STROM_CLI to use another binary, e.g. `STROM_CLI="target/debug/strom"`.
+librdkafka (confluent-kafka) is used as the independent client to cross-check.
+"""
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def cli_path():
+    if os.environ.get("STROM_CLI"):
+        return os.environ["STROM_CLI"]
+    for prof in ("release", "debug"):
+        p = ROOT / "target" / prof / "strom-cli"
+        if p.exists():
+            return str(p)
+    subprocess.run(["cargo", "build", "-q", "-p", "strom-client"], cwd=ROOT, check=True)
+    return str(ROOT / "target" / "debug" / "strom-cli")
+
+
+CLI = cli_path()
+
+
+def run(broker, *args, stdin=None, ok=True, timeout=60):
+    env = dict(os.environ, STROM_BOOTSTRAP=broker.bootstrap)
+    p = subprocess.run([CLI, *args], input=stdin, capture_output=True, text=True, env=env, timeout=timeout)
+    if ok:
+        assert p.returncode == 0, f"{args}: {p.stderr}"
+    return p
+
+
+def test_topic_lifecycle(broker):
+    run(broker, "topic", "create", "cli-t", "--partitions", "3", "--config", "retention.ms=3600000")
+    out = json.loads(run(broker, "topic", "list", "--json").stdout)
+    assert {"topic": "cli-t", "partitions": 3, "internal": False} in out
+    d = json.loads(run(broker, "topic", "describe", "cli-t", "--json").stdout)
+    assert [p["partition"] for p in d["partitions"]] == [0, 1, 2]
+    assert all(p["high_watermark"] == 0 for p in d["partitions"])
+    assert d["configs"].get("retention.ms") == "3600000"
+    again = run(broker, "topic", "create", "cli-t", ok=False)
+    assert again.returncode != 0 and "TOPIC_ALREADY_EXISTS" in again.stderr
+    assert len(again.stderr.strip().splitlines()) == 1
+    run(broker, "topic", "delete", "cli-t")
+    assert "cli-t" not in run(broker, "topic", "list").stdout
+
+
+def test_produce_consume_plain_and_json_with_keys(broker):
+    run(broker, "topic", "create", "cli-pc", "--partitions", "4")
+    lines = "".join(f"k{i}:value-{i}\n" for i in range(200))
+    p = run(broker, "produce", "cli-pc", "--key-separator", ":", "-H", "src=cli", stdin=lines)
+    assert "produced 200 record(s)" in p.stderr
+    plain = run(broker, "consume", "cli-pc", "--from-beginning", "--count", "200").stdout.splitlines()
+    assert sorted(plain) == sorted(f"value-{i}" for i in range(200))
+    recs = [json.loads(l) for l in run(broker, "consume", "cli-pc", "--from-beginning", "-n", "200",
+                                       "--format", "json").stdout.splitlines()]
+    assert len(recs) == 200
+    for r in recs:
+        assert r["topic"] == "cli-pc" and r["headers"] == {"src": "cli"}
+        assert r["value"] == "value-" + r["key"][1:]
+    # Same key -> same partition as librdkafka's murmur2 partitioner (Java-compatible).
+    prod = Producer({"bootstrap.servers": broker.bootstrap, "partitioner": "murmur2_random"})
+    for i in range(200):
+        prod.produce("cli-pc", key=f"k{i}", value=b"x")
+    assert prod.flush(30) == 0
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "cli-check", "auto.offset.reset": "earliest"})
+    c.assign([TopicPartition("cli-pc", p, 0) for p in range(4)])
+    ours = {r["key"]: r["partition"] for r in recs}
+    seen = 0
+    while seen < 400:
+        m = c.poll(10)
+        assert m is not None, "timed out reading back"
+        assert not m.error()
+        seen += 1
+        assert ours[m.key().decode()] == m.partition()
+    c.close()
+
+
+def test_consume_by_offset_and_timestamp(broker):
+    run(broker, "topic", "create", "cli-off")
+    run(broker, "produce", "cli-off", stdin="".join(f"m{i}\n" for i in range(10)))
+    out = run(broker, "consume", "cli-off", "--offset", "7", "--count", "3").stdout.split()
+    assert out == ["m7", "m8", "m9"]
+    recs = [json.loads(l) for l in run(broker, "consume", "cli-off", "--from-beginning", "-n", "10",
+                                       "--format", "json").stdout.splitlines()]
+    ts = recs[0]["timestamp"]
+    out = run(broker, "consume", "cli-off", "--timestamp", str(ts), "--count", "10").stdout.split()
+    assert out[0] == "m0" and len(out) == 10
+
+
+def test_group_describe_reset_delete(broker):
+    run(broker, "topic", "create", "cli-g", "--partitions", "2")
+    run(broker, "produce", "cli-g", stdin="".join(f"a{i}\n" for i in range(20)))
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "cli-grp",
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    c.subscribe(["cli-g"])
+    got = 0
+    while got < 20:
+        m = c.poll(10)
+        assert m is not None
+        if not m.error():
+            got += 1
+    c.commit(asynchronous=False)
+    groups = json.loads(run(broker, "group", "list", "--json").stdout)
+    assert any(g["group"] == "cli-grp" for g in groups)
+    d = json.loads(run(broker, "group", "describe", "cli-grp", "--json").stdout)
+    assert len(d["members"]) == 1
+    assert sum(o["committed"] for o in d["offsets"]) == 20 and all(o["lag"] == 0 for o in d["offsets"])
+    c.close()
+    run(broker, "group", "reset-offsets", "cli-grp", "--topic", "cli-g", "--to-earliest")
+    d = json.loads(run(broker, "group", "describe", "cli-grp", "--json").stdout)
+    assert sum(o["lag"] for o in d["offsets"]) == 20
+    run(broker, "group", "delete", "cli-grp")
+    assert "cli-grp" not in run(broker, "group", "list").stdout
+
+
+def test_errors_are_one_line(broker):
+    p = run(broker, "consume", "no-such-topic", "--count", "1", ok=False)
+    assert p.returncode != 0 and "UNKNOWN_TOPIC_OR_PARTITION" in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
+    p = subprocess.run([CLI, "topic", "list", "--bootstrap", "127.0.0.1:1"], capture_output=True, text=True, timeout=30)
+    assert p.returncode != 0 and p.stderr.startswith("error: cannot connect to 127.0.0.1:1")
+
+
+def test_bench_json(broker):
+    p = run(broker, "bench", "--json", "--topic", "cli-bench", "--duration-secs", "2", "--warmup-secs", "1",
+            "--message-size", "1024", "--rate", "5000", "--batch", "50", timeout=120)
+    r = json.loads(p.stdout)
+    assert 4000 < r["produce_msgs_per_s"] < 6000
+    assert r["produce_mb_per_s"] > 3
+    assert r["consume_mb_per_s"] > 3
+    e = r["e2e_latency_ms"]
+    assert 0 < e["p50"] <= e["p99"] <= e["p999"] <= e["max"]
+    assert e["count"] > 5000
