@@ -359,12 +359,8 @@ pub(crate) async fn run(a: BenchArgs) -> Result<()> {
     }
     let mut prods = Vec::new();
     for p in 0..a.producers {
-        let mine: Vec<i32> = parts
-            .iter()
-            .copied()
-            .skip(p % parts.len())
-            .step_by(1)
-            .collect();
+        // Every producer round-robins over all partitions, starting at its own index.
+        let mine: Vec<i32> = parts.clone();
         prods.push(tokio::spawn(producer(
             p,
             a.clone(),
