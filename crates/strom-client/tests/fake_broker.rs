@@ -416,3 +416,35 @@ fn cli_produce_consume_and_bench_against_fake_broker() {
     );
     assert!(v["e2e_latency_ms"]["p99"].as_f64().unwrap() > 0.0);
 }
+
+/// Client-side ceiling of `strom bench` (1 KB, max rate) against the in-memory broker:
+/// `cargo test --release -p strom-client --test fake_broker -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn bench_ceiling_against_fake_broker() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (port, _t) = rt.block_on(start_fake());
+    for size in ["1024", "100"] {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_strom-cli"))
+            .args([
+                "bench",
+                "--json",
+                "--bootstrap",
+                &format!("127.0.0.1:{port}"),
+                "--topic",
+                &format!("c{size}"),
+            ])
+            .args([
+                "--duration-secs",
+                "3",
+                "--warmup-secs",
+                "1",
+                "--message-size",
+                size,
+            ])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        println!("{}", String::from_utf8_lossy(&o.stdout).trim());
+    }
+}
