@@ -1,6 +1,6 @@
 //! Record batch helpers on top of `kafka_protocol::records`.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
@@ -104,6 +104,10 @@ pub fn encode_uniform_batch(
     timestamp: i64,
     compression: Compression,
 ) -> Result<()> {
+    if compression == Compression::None {
+        write_plain_batch(buf, keys, value, count, timestamp);
+        return Ok(());
+    }
     let recs = (0..count).map(|i| Record {
         transactional: false,
         control: false,
@@ -131,6 +135,74 @@ pub fn encode_uniform_batch(
         },
     )
     .map_err(|e| Error::Protocol(e.to_string()))
+}
+
+fn put_varint(buf: &mut BytesMut, v: i64) {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    while z >= 0x80 {
+        buf.put_u8((z as u8) | 0x80);
+        z >>= 7;
+    }
+    buf.put_u8(z as u8);
+}
+
+fn varint_len(v: i64) -> usize {
+    let z = ((v << 1) ^ (v >> 63)) as u64;
+    ((64 - z.leading_zeros() as usize).max(1)).div_ceil(7)
+}
+
+/// Uncompressed v2 batch written straight into `buf` (no per-record structs): header,
+/// then records with timestamp delta 0, then CRC-32C over attributes..end.
+fn write_plain_batch(
+    buf: &mut BytesMut,
+    keys: Option<&[Bytes]>,
+    value: &Bytes,
+    count: usize,
+    ts: i64,
+) {
+    let start = buf.len();
+    buf.reserve(61 + count * (value.len() + 16));
+    buf.put_i64(0); // base offset
+    buf.put_i32(0); // batch length, patched below
+    buf.put_i32(-1); // partition leader epoch
+    buf.put_i8(2); // magic
+    buf.put_u32(0); // crc, patched below
+    buf.put_i16(0); // attributes
+    buf.put_i32(count as i32 - 1); // last offset delta
+    buf.put_i64(ts);
+    buf.put_i64(ts);
+    buf.put_i64(-1); // producer id
+    buf.put_i16(-1); // producer epoch
+    buf.put_i32(-1); // base sequence
+    buf.put_i32(count as i32);
+    for i in 0..count {
+        let key = keys.map(|k| &k[i % k.len()]);
+        let klen = key.map_or(-1, |k| k.len() as i64);
+        let vlen = value.len() as i64;
+        let body = 1
+            + 1
+            + varint_len(i as i64)
+            + varint_len(klen)
+            + key.map_or(0, |k| k.len())
+            + varint_len(vlen)
+            + value.len()
+            + 1;
+        put_varint(buf, body as i64);
+        buf.put_i8(0); // attributes
+        put_varint(buf, 0); // timestamp delta
+        put_varint(buf, i as i64);
+        put_varint(buf, klen);
+        if let Some(k) = key {
+            buf.extend_from_slice(k);
+        }
+        put_varint(buf, vlen);
+        buf.extend_from_slice(value);
+        put_varint(buf, 0); // headers
+    }
+    let len = (buf.len() - start - 12) as i32;
+    buf[start + 8..start + 12].copy_from_slice(&len.to_be_bytes());
+    let crc = crc32c::crc32c(&buf[start + 21..]);
+    buf[start + 17..start + 21].copy_from_slice(&crc.to_be_bytes());
 }
 
 /// Decodes all batches in a fetched `records` blob (skips control records). A truncated
@@ -241,6 +313,18 @@ mod tests {
         let truncated = two.split_to(full.len() + 30);
         let out = decode_records(truncated).unwrap();
         assert_eq!(out.len(), 10);
+        // Keyed fast path decodes (CRC checked by the kafka-protocol decoder).
+        let mut buf = BytesMut::new();
+        let keys = [Bytes::from_static(b"a"), Bytes::from(vec![b'k'; 200])];
+        encode_uniform_batch(&mut buf, Some(&keys), &v, 300, 5, Compression::None).unwrap();
+        let out = decode_records(buf.freeze()).unwrap();
+        assert_eq!(out.len(), 300);
+        assert_eq!(out[299].offset, 299);
+        assert_eq!(out[1].key.as_ref().unwrap().len(), 200);
+        assert_eq!(out[2].key.as_deref(), Some(&b"a"[..]));
+        assert!(out
+            .iter()
+            .all(|r| r.timestamp == 5 && r.value.as_ref() == Some(&v)));
         assert!(out.iter().all(|r| r.value.as_ref().unwrap().len() == 100));
     }
 }
