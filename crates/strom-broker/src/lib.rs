@@ -1,3 +1,25 @@
-//! Strom core (placeholder until the Kafka door lands).
+//! # strom-broker: Strom's transport-agnostic core
+//!
+//! Topics and partitions over [`strom_log`], produce (with idempotent-producer checks) and
+//! fetch (with long polling), offsets by time, topic configs under Kafka's names, producer
+//! ids. Every door (Kafka wire, HTTP, gRPC) translates its requests into calls on
+//! [`Broker`]; this crate knows no wire format.
+//!
+//! ## Invariants
+//! - Record batches stay opaque bytes: the core reads batch headers, never rebuilds records.
+//! - Per partition, the idempotence check, the append and the producer-state update happen
+//!   under one lock; a produce is acknowledged only once the topic's flush policy is met.
+//! - Topic metadata is replaced atomically and durably before a change is visible.
 
+pub mod broker;
+pub mod config;
+pub mod error;
 pub mod producer;
+pub mod topic;
+
+pub use broker::{
+    Broker, ConfigOp, FetchLimits, FetchSpec, FetchedPartition, ProduceAck, TopicInfo,
+};
+pub use config::{BrokerConfig, TopicConfig};
+pub use error::{BrokerError, Result};
+pub use topic::{Partition, Topic};

@@ -1,0 +1,786 @@
+//! The [`Broker`]: topics, produce, fetch with long polling, offsets, producer ids.
+//! Transport-agnostic: every door calls these methods.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::{Mutex, RwLock};
+use strom_log::{batch_headers, now_ms, LogError};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::config::{BrokerConfig, TopicConfig};
+use crate::error::{BrokerError, Result};
+use crate::producer::{BatchCheck, ProducerIds};
+use crate::topic::{self, validate_topic_name, Partition, Topic, TopicMeta};
+
+/// What a successful produce returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProduceAck {
+    /// Offset of the first record.
+    pub base_offset: i64,
+    /// Offset of the last record.
+    pub last_offset: i64,
+    /// The broker's timestamp for `LogAppendTime` topics, else -1.
+    pub log_append_time: i64,
+    /// The partition's log start offset.
+    pub log_start_offset: i64,
+    /// Whether this was a retry of a stored batch (acknowledged, not written again).
+    pub duplicate: bool,
+}
+
+/// One partition to read in a fetch.
+#[derive(Clone, Debug)]
+pub struct FetchSpec {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// First offset wanted.
+    pub offset: i64,
+    /// Byte budget of this partition.
+    pub max_bytes: usize,
+}
+
+/// What a fetch returns for one partition.
+#[derive(Clone, Debug, Default)]
+pub struct FetchedPartition {
+    /// Whole record batches, as stored.
+    pub data: Bytes,
+    /// High watermark (= log end offset on a single node).
+    pub high_watermark: i64,
+    /// Log start offset.
+    pub log_start_offset: i64,
+}
+
+/// The limits of one fetch.
+#[derive(Clone, Copy, Debug)]
+pub struct FetchLimits {
+    /// Total byte budget (the first batch found is returned even if larger).
+    pub max_bytes: usize,
+    /// Return as soon as this many bytes are available.
+    pub min_bytes: usize,
+    /// Wait at most this long for `min_bytes`.
+    pub max_wait: Duration,
+}
+
+/// A topic as listed in metadata.
+#[derive(Clone, Debug)]
+pub struct TopicInfo {
+    /// Name.
+    pub name: String,
+    /// Topic id (UUID bytes).
+    pub id: [u8; 16],
+    /// Partition count.
+    pub partitions: i32,
+    /// Whether it is internal.
+    pub internal: bool,
+}
+
+/// One config change of an incremental alter.
+#[derive(Clone, Debug)]
+pub enum ConfigOp {
+    /// Set a value.
+    Set(String, String),
+    /// Back to the default.
+    Delete(String),
+}
+
+/// The broker core.
+pub struct Broker {
+    config: BrokerConfig,
+    cluster_id: String,
+    topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    /// Serialises topic creation, deletion and alteration (never held on the data path).
+    admin: Mutex<()>,
+    producer_ids: ProducerIds,
+    appended: Notify,
+    closed: AtomicBool,
+}
+
+impl Broker {
+    /// Opens the broker over its data directory, loading every topic and recovering each log.
+    pub fn open(config: BrokerConfig) -> Result<Arc<Broker>> {
+        let data_dir = config.data_dir.clone();
+        fs::create_dir_all(topic::meta_dir(&data_dir))?;
+        remove_deleted_dirs(&data_dir);
+        let cluster_id = load_cluster_id(&data_dir)?;
+        let producer_ids = ProducerIds::open(&data_dir)?;
+        let mut topics = BTreeMap::new();
+        for meta in topic::load_metas(&data_dir)? {
+            let t = Topic::open(&data_dir, &meta)?;
+            tracing::info!(topic = %meta.name, partitions = meta.partitions, "topic loaded");
+            topics.insert(meta.name.clone(), Arc::new(t));
+        }
+        Ok(Arc::new(Broker {
+            config,
+            cluster_id,
+            topics: RwLock::new(topics),
+            admin: Mutex::new(()),
+            producer_ids,
+            appended: Notify::new(),
+            closed: AtomicBool::new(false),
+        }))
+    }
+
+    /// The broker's settings.
+    pub fn config(&self) -> &BrokerConfig {
+        &self.config
+    }
+
+    /// The cluster id (persisted at first start).
+    pub fn cluster_id(&self) -> &str {
+        &self.cluster_id
+    }
+
+    /// This broker's node id.
+    pub fn node_id(&self) -> i32 {
+        self.config.node_id
+    }
+
+    // --- topics --------------------------------------------------------------------------
+
+    /// Every topic, sorted by name.
+    pub fn topics(&self) -> Vec<TopicInfo> {
+        self.topics.read().values().map(|t| info(t)).collect()
+    }
+
+    /// One topic.
+    pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
+        self.topics.read().get(name).cloned()
+    }
+
+    /// One partition, or UNKNOWN_TOPIC_OR_PARTITION.
+    pub fn partition(&self, topic: &str, partition: i32) -> Result<Arc<Partition>> {
+        self.topic(topic)
+            .and_then(|t| t.partition(partition))
+            .ok_or_else(|| BrokerError::unknown(topic, partition))
+    }
+
+    /// The topic, auto-created with the default partition count when
+    /// `auto.create.topics.enable` is on (Kafka does this for Metadata requests).
+    pub fn topic_or_create(&self, name: &str) -> Result<Arc<Topic>> {
+        if let Some(t) = self.topic(name) {
+            return Ok(t);
+        }
+        if !self.config.auto_create_topics {
+            return Err(BrokerError::unknown(name, -1));
+        }
+        match self.create_topic(name, -1, Vec::new(), false) {
+            Ok(()) | Err(BrokerError::TopicAlreadyExists(_)) => {}
+            Err(e) => return Err(e),
+        }
+        self.topic(name)
+            .ok_or_else(|| BrokerError::unknown(name, -1))
+    }
+
+    /// Creates a topic. `partitions` -1 means `num.partitions`. With `validate_only`, checks
+    /// everything and creates nothing.
+    pub fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        configs: Vec<(String, String)>,
+        validate_only: bool,
+    ) -> Result<()> {
+        self.check_open()?;
+        validate_topic_name(name)?;
+        let partitions = if partitions == -1 {
+            self.config.num_partitions
+        } else {
+            partitions
+        };
+        if partitions < 1 || partitions > self.config.max_partitions_per_topic {
+            return Err(BrokerError::InvalidPartitions(format!(
+                "a topic needs between 1 and {} partitions, not {partitions}",
+                self.config.max_partitions_per_topic
+            )));
+        }
+        let config = TopicConfig::from_overrides(configs).map_err(BrokerError::InvalidConfig)?;
+        let _admin = self.admin.lock();
+        if self.topics.read().contains_key(name) {
+            return Err(BrokerError::TopicAlreadyExists(name.to_string()));
+        }
+        if validate_only {
+            return Ok(());
+        }
+        let meta = TopicMeta {
+            name: name.to_string(),
+            id: topic::hex(&topic::random_id()?),
+            partitions,
+            configs: config.overrides().clone(),
+        };
+        let t = Topic::open(&self.config.data_dir, &meta)?;
+        topic::save_meta(&self.config.data_dir, &meta)?;
+        self.topics.write().insert(name.to_string(), Arc::new(t));
+        tracing::info!(topic = name, partitions, "topic created");
+        Ok(())
+    }
+
+    /// Deletes a topic and its data.
+    pub fn delete_topic(&self, name: &str) -> Result<()> {
+        self.check_open()?;
+        let _admin = self.admin.lock();
+        let t = self
+            .topics
+            .write()
+            .remove(name)
+            .ok_or_else(|| BrokerError::unknown(name, -1))?;
+        topic::remove_meta(&self.config.data_dir, name)?;
+        let tag = topic::hex(&t.id());
+        for p in t.partitions().iter() {
+            let _ = p.log.close();
+            let dir = p.log.dir().to_path_buf();
+            let doomed = dir.with_file_name(format!("{}-{}.{tag}-delete", name, p.index()));
+            if let Err(e) = fs::rename(&dir, &doomed).and_then(|_| fs::remove_dir_all(&doomed)) {
+                tracing::warn!(dir = %dir.display(), error = %e, "could not remove a deleted partition");
+            }
+        }
+        self.appended.notify_waiters();
+        tracing::info!(topic = name, "topic deleted");
+        Ok(())
+    }
+
+    /// Grows a topic to `total` partitions.
+    pub fn create_partitions(&self, name: &str, total: i32, validate_only: bool) -> Result<()> {
+        self.check_open()?;
+        let _admin = self.admin.lock();
+        let t = self
+            .topic(name)
+            .ok_or_else(|| BrokerError::unknown(name, -1))?;
+        let current = t.partitions().len() as i32;
+        if total <= current {
+            return Err(BrokerError::InvalidPartitions(format!(
+                "topic {name} has {current} partitions; the new count must be larger, not {total}"
+            )));
+        }
+        if total > self.config.max_partitions_per_topic {
+            return Err(BrokerError::InvalidPartitions(format!(
+                "at most {} partitions per topic",
+                self.config.max_partitions_per_topic
+            )));
+        }
+        if validate_only {
+            return Ok(());
+        }
+        t.grow(&self.config.data_dir, total)?;
+        topic::save_meta(&self.config.data_dir, &t.meta())?;
+        tracing::info!(topic = name, partitions = total, "partitions added");
+        Ok(())
+    }
+
+    /// The config of a topic.
+    pub fn topic_config(&self, name: &str) -> Result<TopicConfig> {
+        self.topic(name)
+            .map(|t| t.config())
+            .ok_or_else(|| BrokerError::unknown(name, -1))
+    }
+
+    /// Applies config changes to a topic, all or nothing.
+    pub fn alter_topic_config(
+        &self,
+        name: &str,
+        ops: &[ConfigOp],
+        validate_only: bool,
+    ) -> Result<()> {
+        self.check_open()?;
+        let _admin = self.admin.lock();
+        let t = self
+            .topic(name)
+            .ok_or_else(|| BrokerError::unknown(name, -1))?;
+        let mut config = t.config();
+        for op in ops {
+            match op {
+                ConfigOp::Set(k, v) => config.set(k.clone(), v.clone()),
+                ConfigOp::Delete(k) => config.remove(k),
+            }
+            .map_err(BrokerError::InvalidConfig)?;
+        }
+        config.log_config().map_err(BrokerError::InvalidConfig)?;
+        if validate_only {
+            return Ok(());
+        }
+        let mut meta = t.meta();
+        meta.configs = config.overrides().clone();
+        topic::save_meta(&self.config.data_dir, &meta)?;
+        t.set_config(config)?;
+        Ok(())
+    }
+
+    // --- data path -------------------------------------------------------------------------
+
+    /// Appends `records` (one or more v2 batches, as the client sent them) to a partition and
+    /// returns once the topic's durability policy is met. A retried idempotent batch is
+    /// acknowledged with its original offsets and not written again.
+    pub async fn produce(&self, topic: &str, partition: i32, records: &[u8]) -> Result<ProduceAck> {
+        self.check_open()?;
+        let p = self.partition(topic, partition)?;
+        let mut buf = records.to_vec();
+        let now = now_ms();
+        let outcome = {
+            let mut producers = p.producers.lock();
+            match producers.check(&buf, |id| self.producer_ids.was_issued(id))? {
+                BatchCheck::Duplicate {
+                    first_offset,
+                    last_offset,
+                } => Err((first_offset, last_offset)),
+                BatchCheck::New => {
+                    let info = p.log.append(&mut buf)?;
+                    producers.record(&buf, now);
+                    if let Err(e) = producers.after_append(&p.log, &info) {
+                        tracing::warn!(topic, partition, error = %e, "producer snapshot failed");
+                    }
+                    Ok(info)
+                }
+            }
+        };
+        let ack = match outcome {
+            Ok(info) => {
+                self.appended.notify_waiters();
+                if info.flush_due {
+                    flush_to(&p, info.last_offset + 1).await?;
+                }
+                ProduceAck {
+                    base_offset: info.base_offset,
+                    last_offset: info.last_offset,
+                    log_append_time: info.log_append_time,
+                    log_start_offset: info.log_start_offset,
+                    duplicate: false,
+                }
+            }
+            Err((first, last)) => {
+                if p.log.config().flush_messages.is_some() {
+                    flush_to(&p, last + 1).await?;
+                }
+                ProduceAck {
+                    base_offset: first,
+                    last_offset: last,
+                    log_append_time: -1,
+                    log_start_offset: p.log.log_start_offset(),
+                    duplicate: true,
+                }
+            }
+        };
+        Ok(ack)
+    }
+
+    /// Reads from several partitions, waiting up to `limits.max_wait` until `min_bytes` are
+    /// available (woken by appends). Results are in the order of `specs`. The first batch
+    /// found is returned whole even if it exceeds the budgets; after that, a partition whose
+    /// data does not fit the remaining total budget returns none.
+    pub async fn fetch(
+        &self,
+        specs: &[FetchSpec],
+        limits: FetchLimits,
+    ) -> Vec<Result<FetchedPartition>> {
+        let deadline = Instant::now() + limits.max_wait;
+        loop {
+            let notified = self.appended.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let (results, bytes, failed) = self.read_once(specs, limits.max_bytes);
+            if failed
+                || bytes >= limits.min_bytes.max(1)
+                || Instant::now() >= deadline
+                || self.closed.load(Ordering::Acquire)
+            {
+                return results;
+            }
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    return self.read_once(specs, limits.max_bytes).0;
+                }
+            }
+        }
+    }
+
+    fn read_once(
+        &self,
+        specs: &[FetchSpec],
+        max_bytes: usize,
+    ) -> (Vec<Result<FetchedPartition>>, usize, bool) {
+        let mut total = 0usize;
+        let mut failed = false;
+        let mut out = Vec::with_capacity(specs.len());
+        for s in specs {
+            let r = self.partition(&s.topic, s.partition).and_then(|p| {
+                let budget = s.max_bytes.min(max_bytes.saturating_sub(total));
+                let read = p.log.read(s.offset, budget.max(1))?;
+                let mut data = read.data;
+                if total > 0 && data.len() > budget {
+                    data = Bytes::new();
+                }
+                total += data.len();
+                Ok(FetchedPartition {
+                    data,
+                    high_watermark: read.log_end_offset,
+                    log_start_offset: read.log_start_offset,
+                })
+            });
+            failed |= r.is_err();
+            out.push(r);
+        }
+        (out, total, failed)
+    }
+
+    /// Kafka's ListOffsets for one partition: `-2` earliest, `-1` latest (the end), else the
+    /// first record with a timestamp at or after `timestamp`. Returns `(offset, timestamp)`;
+    /// `(-1, -1)` when every record is older.
+    pub fn list_offset(&self, topic: &str, partition: i32, timestamp: i64) -> Result<(i64, i64)> {
+        let p = self.partition(topic, partition)?;
+        match timestamp {
+            -1 => Ok((p.log.log_end_offset(), -1)),
+            -2 | -4 => Ok((p.log.log_start_offset(), -1)),
+            t if t < 0 => Err(BrokerError::Log(LogError::Config(format!(
+                "ListOffsets timestamp {t} is not supported"
+            )))),
+            t => match p.log.find_by_timestamp(t)? {
+                None => Ok((-1, -1)),
+                Some(hit) => Ok(record_at_or_after(&hit.batch, t)
+                    .map(|(o, ts)| (o.max(p.log.log_start_offset()), ts))
+                    .unwrap_or((hit.base_offset, hit.header.max_timestamp))),
+            },
+        }
+    }
+
+    /// A fresh producer id for InitProducerId (epoch 0).
+    pub fn init_producer_id(&self) -> Result<i64> {
+        self.check_open()?;
+        Ok(self.producer_ids.allocate()?)
+    }
+
+    /// Waits until something is appended to any partition (or `timeout`). For push doors.
+    pub async fn wait_for_append(&self, timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, self.appended.notified()).await;
+    }
+
+    // --- lifecycle -------------------------------------------------------------------------
+
+    /// Periodic work: `flush.ms`, retention, producer expiry. Runs until shutdown.
+    pub async fn run_maintenance(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_retention = Instant::now();
+        let mut last_expiry = Instant::now();
+        let retention_every = Duration::from_millis(self.config.retention_check_interval_ms.max(1));
+        while !self.closed.load(Ordering::Acquire) {
+            tick.tick().await;
+            let now = Instant::now();
+            let retention = now.duration_since(last_retention) >= retention_every;
+            let expiry = now.duration_since(last_expiry) >= Duration::from_secs(60);
+            if retention {
+                last_retention = now;
+            }
+            if expiry {
+                last_expiry = now;
+            }
+            let me = self.clone();
+            let _ = tokio::task::spawn_blocking(move || me.maintain(retention, expiry)).await;
+        }
+    }
+
+    fn maintain(&self, retention: bool, expiry: bool) {
+        let now = now_ms();
+        let topics: Vec<_> = self.topics.read().values().cloned().collect();
+        for t in topics {
+            for p in t.partitions().iter() {
+                if let Err(e) = p.log.flush_if_due(now) {
+                    tracing::error!(topic = t.name(), partition = p.index(), error = %e, "flush failed");
+                }
+                if retention {
+                    match p.log.enforce_retention(now) {
+                        Ok(o) if o.segments > 0 => tracing::info!(
+                            topic = t.name(),
+                            partition = p.index(),
+                            segments = o.segments,
+                            bytes = o.bytes,
+                            "retention deleted segments"
+                        ),
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::error!(topic = t.name(), partition = p.index(), error = %e, "retention failed")
+                        }
+                    }
+                }
+                if expiry {
+                    p.producers
+                        .lock()
+                        .expire(now, self.config.producer_id_expiration_ms);
+                }
+            }
+        }
+    }
+
+    /// Flushes every log, snapshots producer state and closes. Later calls fail with
+    /// [`BrokerError::ShuttingDown`].
+    pub fn shutdown(&self) -> Result<()> {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        self.appended.notify_waiters();
+        let topics: Vec<_> = self.topics.read().values().cloned().collect();
+        let mut first_err = None;
+        for t in topics {
+            for p in t.partitions().iter() {
+                let producers = p.producers.lock();
+                let r = p
+                    .log
+                    .flush()
+                    .map_err(BrokerError::from)
+                    .and_then(|_| Ok(producers.snapshot(p.log.log_end_offset())?))
+                    .and_then(|_| Ok(p.log.close()?));
+                if let Err(e) = r {
+                    tracing::error!(topic = t.name(), partition = p.index(), error = %e, "close failed");
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            Err(BrokerError::ShuttingDown)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+fn info(t: &Topic) -> TopicInfo {
+    TopicInfo {
+        name: t.name().to_string(),
+        id: t.id(),
+        partitions: t.partitions().len() as i32,
+        internal: t.is_internal(),
+    }
+}
+
+async fn flush_to(p: &Arc<Partition>, offset: i64) -> Result<()> {
+    let p = p.clone();
+    tokio::task::spawn_blocking(move || p.log.flush_to(offset))
+        .await
+        .map_err(|e| BrokerError::Io(std::io::Error::other(e)))??;
+    Ok(())
+}
+
+/// In an uncompressed batch, the first record with a timestamp at or after `target`:
+/// `(offset, timestamp)`. `None` for compressed batches (the caller uses the batch's base
+/// offset) or when no record qualifies.
+fn record_at_or_after(batch: &[u8], target: i64) -> Option<(i64, i64)> {
+    let (_, h) = batch_headers(batch).next()?;
+    if h.compression() != 0 {
+        return None;
+    }
+    let mut pos = strom_log::HEADER_LEN;
+    for _ in 0..h.records_count {
+        let (len, n) = varint(batch.get(pos..)?)?;
+        let rec = batch.get(pos + n..pos + n + usize::try_from(len).ok()?)?;
+        let (ts_delta, m) = varint(rec.get(1..)?)?;
+        let (off_delta, _) = varint(rec.get(1 + m..)?)?;
+        let ts = h.base_timestamp + ts_delta;
+        if ts >= target {
+            return Some((h.base_offset + off_delta, ts));
+        }
+        pos += n + len as usize;
+    }
+    None
+}
+
+/// A zig-zag varint (Kafka's record fields): value and bytes used.
+fn varint(buf: &[u8]) -> Option<(i64, usize)> {
+    let mut raw = 0u64;
+    for (i, b) in buf.iter().take(10).enumerate() {
+        raw |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some((((raw >> 1) as i64) ^ -((raw & 1) as i64), i + 1));
+        }
+    }
+    None
+}
+
+fn load_cluster_id(data_dir: &std::path::Path) -> Result<String> {
+    let path = data_dir.join(".strom").join("cluster-id");
+    match fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
+        Ok(_) | Err(_) => {
+            let id = base64url(&topic::random_id()?);
+            topic::write_atomic(&path, id.as_bytes())?;
+            Ok(id)
+        }
+    }
+}
+
+fn base64url(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, &b)| acc | (u32::from(b) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+/// Removes partition directories left by a deletion that a crash interrupted.
+fn remove_deleted_dirs(data_dir: &std::path::Path) {
+    let Ok(entries) = fs::read_dir(data_dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        if name.to_string_lossy().ends_with("-delete") {
+            let _ = fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn broker(dir: &std::path::Path) -> Arc<Broker> {
+        Broker::open(BrokerConfig::new(dir)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn produce_fetch_and_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = broker(dir.path());
+        b.create_topic("t", 2, vec![("retention.ms".into(), "-1".into())], false)
+            .unwrap();
+        let batch = strom_log::build_batch(1000, &[b"a", b"b", b"c"]);
+        let ack = b.produce("t", 1, &batch).await.unwrap();
+        assert_eq!((ack.base_offset, ack.last_offset), (0, 2));
+        let later = strom_log::build_batch(2000, &[b"a", b"b", b"c"]);
+        let ack = b.produce("t", 1, &later).await.unwrap();
+        assert_eq!(ack.base_offset, 3);
+        let spec = FetchSpec {
+            topic: "t".into(),
+            partition: 1,
+            offset: 3,
+            max_bytes: 1 << 20,
+        };
+        let limits = FetchLimits {
+            max_bytes: 1 << 20,
+            min_bytes: 1,
+            max_wait: Duration::ZERO,
+        };
+        let r = b.fetch(std::slice::from_ref(&spec), limits).await.remove(0).unwrap();
+        assert_eq!(r.high_watermark, 6);
+        assert_eq!(r.data.len(), batch.len());
+        assert_eq!(b.list_offset("t", 1, 1000).unwrap(), (0, 1000));
+        assert_eq!(b.list_offset("t", 1, 1001).unwrap(), (3, 2000));
+        assert_eq!(b.list_offset("t", 1, 2001).unwrap(), (-1, -1));
+        assert_eq!(b.list_offset("t", 1, -2).unwrap(), (0, -1));
+        assert_eq!(b.list_offset("t", 1, -1).unwrap(), (6, -1));
+        assert!(matches!(
+            b.produce("t", 2, &batch).await,
+            Err(BrokerError::UnknownTopicOrPartition { .. })
+        ));
+        b.shutdown().unwrap();
+        drop(b);
+        let b = broker(dir.path());
+        let t = b.topic("t").unwrap();
+        assert_eq!(t.partitions().len(), 2);
+        assert_eq!(t.config().get("retention.ms").unwrap(), ("-1".into(), true));
+        assert_eq!(b.partition("t", 1).unwrap().log().log_end_offset(), 6);
+    }
+
+    #[tokio::test]
+    async fn fetch_long_poll_is_woken_by_append() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = broker(dir.path());
+        b.create_topic("w", 1, vec![], false).unwrap();
+        let b2 = b.clone();
+        let waiter = tokio::spawn(async move {
+            let spec = FetchSpec {
+                topic: "w".into(),
+                partition: 0,
+                offset: 0,
+                max_bytes: 1 << 20,
+            };
+            let limits = FetchLimits {
+                max_bytes: 1 << 20,
+                min_bytes: 1,
+                max_wait: Duration::from_secs(20),
+            };
+            let started = Instant::now();
+            let r = b2.fetch(&[spec], limits).await.remove(0).unwrap();
+            (r, started.elapsed())
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        b.produce("w", 0, &strom_log::build_batch(1, &[b"x"]))
+            .await
+            .unwrap();
+        let (r, waited) = waiter.await.unwrap();
+        assert!(!r.data.is_empty());
+        assert!(
+            waited < Duration::from_secs(10),
+            "woken by the append, not the timeout"
+        );
+    }
+
+    #[tokio::test]
+    async fn admin_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = broker(dir.path());
+        b.create_topic("a", 1, vec![], false).unwrap();
+        assert!(matches!(
+            b.create_topic("a", 1, vec![], false),
+            Err(BrokerError::TopicAlreadyExists(_))
+        ));
+        assert!(matches!(
+            b.create_topic("b/c", 1, vec![], false),
+            Err(BrokerError::InvalidTopic { .. })
+        ));
+        assert!(matches!(
+            b.create_topic("z", 0, vec![], false),
+            Err(BrokerError::InvalidPartitions(_))
+        ));
+        assert!(matches!(
+            b.create_topic("z", 1, vec![("nope".into(), "1".into())], false),
+            Err(BrokerError::InvalidConfig(_))
+        ));
+        b.create_topic("dry", 1, vec![], true).unwrap();
+        assert!(b.topic("dry").is_none());
+        assert!(matches!(
+            b.create_partitions("a", 1, false),
+            Err(BrokerError::InvalidPartitions(_))
+        ));
+        b.create_partitions("a", 3, false).unwrap();
+        assert_eq!(b.topic("a").unwrap().partitions().len(), 3);
+        b.alter_topic_config(
+            "a",
+            &[ConfigOp::Set("max.message.bytes".into(), "2048".into())],
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            b.partition("a", 2).unwrap().log().config().max_batch_bytes,
+            2048
+        );
+        b.delete_topic("a").unwrap();
+        assert!(b.topic("a").is_none());
+        b.create_topic("a", 1, vec![], false).unwrap();
+        assert_eq!(b.partition("a", 0).unwrap().log().log_end_offset(), 0);
+    }
+
+    #[test]
+    fn varints_and_base64() {
+        assert_eq!(varint(&[0x00]), Some((0, 1)));
+        assert_eq!(varint(&[0x01]), Some((-1, 1)));
+        assert_eq!(varint(&[0x02]), Some((1, 1)));
+        assert_eq!(varint(&[0xd0, 0x0f]), Some((1000, 2)));
+        assert_eq!(base64url(&[0xff; 16]).len(), 22);
+    }
+}

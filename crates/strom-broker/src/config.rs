@@ -1,0 +1,306 @@
+//! Topic configs under Kafka's own names, and the broker's settings.
+//!
+//! A topic stores only its overrides (what a client set); everything else is Kafka's default.
+//! [`TopicConfig::log_config`] turns the effective values into the storage engine's
+//! [`LogConfig`].
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use strom_log::{LogConfig, TimestampType, MAX_BATCH_BYTES_DEFAULT, SEGMENT_BYTES_MIN};
+
+/// `Long.MAX_VALUE`, Kafka's "never" for `flush.messages` and `flush.ms`.
+const LONG_MAX: i64 = i64::MAX;
+
+/// How a config value is checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfigKind {
+    /// A 64-bit integer in `[min, max]`.
+    Long {
+        /// Smallest accepted value.
+        min: i64,
+        /// Largest accepted value.
+        max: i64,
+    },
+    /// One of a fixed list of strings.
+    Choice(&'static [&'static str]),
+}
+
+/// One topic config Strom knows: its Kafka name, default and accepted values.
+#[derive(Clone, Copy, Debug)]
+pub struct ConfigDef {
+    /// Kafka's name, e.g. `retention.ms`.
+    pub name: &'static str,
+    /// Kafka's default, as Kafka prints it.
+    pub default: &'static str,
+    /// Accepted values.
+    pub kind: ConfigKind,
+    /// Kafka's documentation line, shortened.
+    pub doc: &'static str,
+}
+
+/// Every topic config Strom accepts, sorted by name. Each one is honoured by the log or the
+/// broker; a name not in this list is refused with an invalid-config error.
+pub const TOPIC_CONFIGS: &[ConfigDef] = &[
+    ConfigDef {
+        name: "cleanup.policy",
+        default: "delete",
+        kind: ConfigKind::Choice(&["delete"]),
+        doc: "Segments past retention are deleted (compaction is not implemented yet)",
+    },
+    ConfigDef {
+        name: "flush.messages",
+        default: "9223372036854775807",
+        kind: ConfigKind::Long {
+            min: 1,
+            max: LONG_MAX,
+        },
+        doc: "fdatasync after this many messages; the default leaves flushing to the OS",
+    },
+    ConfigDef {
+        name: "flush.ms",
+        default: "9223372036854775807",
+        kind: ConfigKind::Long {
+            min: 0,
+            max: LONG_MAX,
+        },
+        doc: "fdatasync data older than this; the default leaves flushing to the OS",
+    },
+    ConfigDef {
+        name: "index.interval.bytes",
+        default: "4096",
+        kind: ConfigKind::Long {
+            min: 1,
+            max: i32::MAX as i64,
+        },
+        doc: "Bytes between two entries of the sparse offset index",
+    },
+    ConfigDef {
+        name: "max.message.bytes",
+        default: "1048588",
+        kind: ConfigKind::Long {
+            min: 1,
+            max: i32::MAX as i64,
+        },
+        doc: "Largest record batch accepted",
+    },
+    ConfigDef {
+        name: "message.timestamp.type",
+        default: "CreateTime",
+        kind: ConfigKind::Choice(&["CreateTime", "LogAppendTime"]),
+        doc: "Whose timestamp records keep: the producer's or the broker's",
+    },
+    ConfigDef {
+        name: "retention.bytes",
+        default: "-1",
+        kind: ConfigKind::Long {
+            min: -1,
+            max: LONG_MAX,
+        },
+        doc: "Delete the oldest segments while a partition is larger; -1 keeps all",
+    },
+    ConfigDef {
+        name: "retention.ms",
+        default: "604800000",
+        kind: ConfigKind::Long {
+            min: -1,
+            max: LONG_MAX,
+        },
+        doc: "Delete segments whose newest record is older; -1 keeps all",
+    },
+    ConfigDef {
+        name: "segment.bytes",
+        default: "1073741824",
+        kind: ConfigKind::Long {
+            min: SEGMENT_BYTES_MIN as i64,
+            max: i32::MAX as i64,
+        },
+        doc: "Roll to a new segment at this size",
+    },
+    ConfigDef {
+        name: "segment.ms",
+        default: "604800000",
+        kind: ConfigKind::Long {
+            min: 1,
+            max: LONG_MAX,
+        },
+        doc: "Roll to a new segment after this long",
+    },
+];
+
+/// The definition of a known topic config.
+pub fn config_def(name: &str) -> Option<&'static ConfigDef> {
+    TOPIC_CONFIGS.iter().find(|d| d.name == name)
+}
+
+/// Checks one `name=value` against its definition; the error names the problem.
+pub fn validate_config(name: &str, value: &str) -> Result<(), String> {
+    let def = config_def(name).ok_or_else(|| format!("unknown topic config {name:?}"))?;
+    match def.kind {
+        ConfigKind::Long { min, max } => {
+            let v: i64 = value
+                .trim()
+                .parse()
+                .map_err(|_| format!("{name}: {value:?} is not an integer"))?;
+            if v < min || v > max {
+                return Err(format!("{name}: {v} is outside [{min}, {max}]"));
+            }
+        }
+        ConfigKind::Choice(choices) => {
+            if !choices.contains(&value) {
+                return Err(format!("{name}: {value:?} is not one of {choices:?}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A topic's config overrides (the values set by clients), validated.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TopicConfig {
+    overrides: BTreeMap<String, String>,
+}
+
+impl TopicConfig {
+    /// Builds a config from overrides, refusing unknown names and invalid values.
+    pub fn from_overrides<I, K, V>(overrides: I) -> Result<TopicConfig, String>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        let mut c = TopicConfig::default();
+        for (k, v) in overrides {
+            c.set(k.into(), v.into())?;
+        }
+        c.log_config()?;
+        Ok(c)
+    }
+
+    /// Sets one override after validating it.
+    pub fn set(&mut self, name: String, value: String) -> Result<(), String> {
+        validate_config(&name, &value)?;
+        self.overrides.insert(name, value);
+        Ok(())
+    }
+
+    /// Removes an override (back to the default). Unknown names are refused.
+    pub fn remove(&mut self, name: &str) -> Result<(), String> {
+        config_def(name).ok_or_else(|| format!("unknown topic config {name:?}"))?;
+        self.overrides.remove(name);
+        Ok(())
+    }
+
+    /// The overrides.
+    pub fn overrides(&self) -> &BTreeMap<String, String> {
+        &self.overrides
+    }
+
+    /// The effective value of a known config and whether it is an override.
+    pub fn get(&self, name: &str) -> Option<(String, bool)> {
+        if let Some(v) = self.overrides.get(name) {
+            return Some((v.clone(), true));
+        }
+        config_def(name).map(|d| (d.default.to_string(), false))
+    }
+
+    fn long(&self, name: &str) -> i64 {
+        self.get(name)
+            .and_then(|(v, _)| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} is a validated integer config"))
+    }
+
+    /// The storage engine settings these configs mean.
+    pub fn log_config(&self) -> Result<LogConfig, String> {
+        let opt = |v: i64| (v >= 0).then_some(v as u64);
+        let never = |v: i64| (v != LONG_MAX).then_some(v as u64);
+        let c = LogConfig {
+            segment_bytes: self.long("segment.bytes") as u64,
+            segment_ms: self.long("segment.ms") as u64,
+            index_interval_bytes: self.long("index.interval.bytes") as u64,
+            max_batch_bytes: self.long("max.message.bytes") as u64,
+            retention_ms: opt(self.long("retention.ms")),
+            retention_bytes: opt(self.long("retention.bytes")),
+            flush_messages: never(self.long("flush.messages")),
+            flush_ms: never(self.long("flush.ms")),
+            timestamp_type: match self.get("message.timestamp.type") {
+                Some((v, _)) if v == "LogAppendTime" => TimestampType::LogAppendTime,
+                _ => TimestampType::CreateTime,
+            },
+            leader_epoch: 0,
+        };
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+/// The broker's own settings.
+#[derive(Clone, Debug)]
+pub struct BrokerConfig {
+    /// Where topics, partitions and broker state live.
+    pub data_dir: PathBuf,
+    /// This broker's node id in metadata.
+    pub node_id: i32,
+    /// `auto.create.topics.enable`: Metadata and Produce for an unknown topic create it.
+    pub auto_create_topics: bool,
+    /// `num.partitions`: partitions of an auto-created topic (and of a create without a count).
+    pub num_partitions: i32,
+    /// `log.retention.check.interval.ms`: how often retention runs.
+    pub retention_check_interval_ms: u64,
+    /// `producer.id.expiration.ms`: idle producers are forgotten after this.
+    pub producer_id_expiration_ms: i64,
+    /// Largest partition count a topic may have.
+    pub max_partitions_per_topic: i32,
+}
+
+impl BrokerConfig {
+    /// Kafka's defaults over `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> BrokerConfig {
+        BrokerConfig {
+            data_dir: data_dir.into(),
+            node_id: 1,
+            auto_create_topics: true,
+            num_partitions: 1,
+            retention_check_interval_ms: 300_000,
+            producer_id_expiration_ms: crate::producer::PRODUCER_ID_EXPIRATION_MS_DEFAULT,
+            max_partitions_per_topic: 10_000,
+        }
+    }
+}
+
+/// Kafka's default `max.message.bytes`, for doors that report it.
+pub const MAX_MESSAGE_BYTES_DEFAULT: u64 = MAX_BATCH_BYTES_DEFAULT;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_kafkas_and_map_to_the_log() {
+        let c = TopicConfig::default();
+        let l = c.log_config().unwrap();
+        assert_eq!(l.segment_bytes, 1 << 30);
+        assert_eq!(l.max_batch_bytes, 1_048_588);
+        assert_eq!(l.retention_ms, Some(604_800_000));
+        assert_eq!(l.retention_bytes, None);
+        assert_eq!(l.flush_messages, None);
+        assert_eq!(l.flush_ms, None);
+        assert_eq!(
+            c.get("flush.ms").unwrap(),
+            ("9223372036854775807".into(), false)
+        );
+    }
+
+    #[test]
+    fn overrides_are_validated() {
+        let c =
+            TopicConfig::from_overrides([("retention.ms", "-1"), ("flush.messages", "1")]).unwrap();
+        let l = c.log_config().unwrap();
+        assert_eq!(l.retention_ms, None);
+        assert_eq!(l.flush_messages, Some(1));
+        assert!(TopicConfig::from_overrides([("no.such", "1")]).is_err());
+        assert!(TopicConfig::from_overrides([("segment.bytes", "12")]).is_err());
+        assert!(TopicConfig::from_overrides([("retention.ms", "soon")]).is_err());
+        assert!(TopicConfig::from_overrides([("message.timestamp.type", "Now")]).is_err());
+    }
+}

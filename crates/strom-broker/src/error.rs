@@ -1,0 +1,61 @@
+//! The core's typed errors. Each door maps them to its own codes.
+
+use std::io;
+
+use strom_log::LogError;
+
+use crate::producer::ProducerStateError;
+
+/// Why a broker operation failed. Input errors change nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// CreateTopics for a name that exists.
+    #[error("topic {0:?} already exists")]
+    TopicAlreadyExists(String),
+    /// A topic name Kafka would refuse.
+    #[error("invalid topic name {name:?}: {reason}")]
+    InvalidTopic {
+        /// The name.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// No such topic, or no such partition in it.
+    #[error("unknown topic or partition {topic}-{partition}")]
+    UnknownTopicOrPartition {
+        /// The topic.
+        topic: String,
+        /// The partition (-1 when the topic itself is unknown).
+        partition: i32,
+    },
+    /// A partition count out of range, or one that would shrink a topic.
+    #[error("invalid partitions: {0}")]
+    InvalidPartitions(String),
+    /// An unknown config name or an invalid value.
+    #[error("invalid config: {0}")]
+    InvalidConfig(String),
+    /// The storage engine refused or failed.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// The idempotent producer checks refused a batch.
+    #[error(transparent)]
+    Producer(#[from] ProducerStateError),
+    /// The broker is shutting down.
+    #[error("the broker is shutting down")]
+    ShuttingDown,
+    /// A file-system failure outside the log.
+    #[error("storage error: {0}")]
+    Io(#[from] io::Error),
+}
+
+impl BrokerError {
+    pub(crate) fn unknown(topic: &str, partition: i32) -> BrokerError {
+        BrokerError::UnknownTopicOrPartition {
+            topic: topic.to_string(),
+            partition,
+        }
+    }
+}
+
+/// Result alias of this crate.
+pub type Result<T, E = BrokerError> = std::result::Result<T, E>;
