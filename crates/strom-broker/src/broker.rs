@@ -99,6 +99,8 @@ pub struct Broker {
     admin: Mutex<()>,
     producer_ids: ProducerIds,
     appended: Notify,
+    /// Set when shutdown begins: long polls return at once.
+    stopping: AtomicBool,
     closed: AtomicBool,
 }
 
@@ -123,6 +125,7 @@ impl Broker {
             admin: Mutex::new(()),
             producer_ids,
             appended: Notify::new(),
+            stopping: AtomicBool::new(false),
             closed: AtomicBool::new(false),
         }))
     }
@@ -386,7 +389,7 @@ impl Broker {
             if failed
                 || bytes >= limits.min_bytes.max(1)
                 || Instant::now() >= deadline
-                || self.closed.load(Ordering::Acquire)
+                || self.stopping.load(Ordering::Acquire)
             {
                 return results;
             }
@@ -516,13 +519,19 @@ impl Broker {
         }
     }
 
+    /// Begins shutdown: waiting fetches return now and new ones do not wait.
+    pub fn stop_waiting(&self) {
+        self.stopping.store(true, Ordering::Release);
+        self.appended.notify_waiters();
+    }
+
     /// Flushes every log, snapshots producer state and closes. Later calls fail with
     /// [`BrokerError::ShuttingDown`].
     pub fn shutdown(&self) -> Result<()> {
         if self.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
-        self.appended.notify_waiters();
+        self.stop_waiting();
         let topics: Vec<_> = self.topics.read().values().cloned().collect();
         let mut first_err = None;
         for t in topics {
@@ -675,7 +684,11 @@ mod tests {
             min_bytes: 1,
             max_wait: Duration::ZERO,
         };
-        let r = b.fetch(std::slice::from_ref(&spec), limits).await.remove(0).unwrap();
+        let r = b
+            .fetch(std::slice::from_ref(&spec), limits)
+            .await
+            .remove(0)
+            .unwrap();
         assert_eq!(r.high_watermark, 6);
         assert_eq!(r.data.len(), batch.len());
         assert_eq!(b.list_offset("t", 1, 1000).unwrap(), (0, 1000));

@@ -1,1 +1,22 @@
-//! Kafka door (placeholder).
+//! # strom-kafka: the Kafka wire-protocol door
+//!
+//! Translates Kafka requests into calls on [`strom_broker::Broker`] and back; holds no broker
+//! logic. Message types come from the `kafka-protocol` crate; record batches travel as the
+//! opaque bytes the client sent (Produce) or the log stored (Fetch).
+//!
+//! - `server`: listener, framing (length prefix, `socket.request.max.bytes`), one task per
+//!   connection, in-order pipelined responses, graceful drain, the dispatch table;
+//! - `versions`: the advertised API ranges;
+//! - `meta`, `data`, `admin`: the handlers; `legacy`: UNSUPPORTED_VERSION answers for the
+//!   old Produce/Fetch versions advertised for old librdkafka; `codes`: core errors to Kafka
+//!   error codes.
+
+mod admin;
+mod codes;
+mod data;
+mod legacy;
+mod meta;
+mod server;
+mod versions;
+
+pub use server::{KafkaConfig, KafkaServer};

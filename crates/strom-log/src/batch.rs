@@ -222,12 +222,52 @@ pub fn validate(buf: &[u8], max_batch_bytes: usize) -> Result<BatchesSummary, Lo
                 header.records_count, header.last_offset_delta
             )));
         }
+        if header.compression() == 0 {
+            check_record_lengths(whole, header.records_count)?;
+        }
         summary.batches += 1;
         summary.records += header.records_count as u64;
         summary.max_timestamp = summary.max_timestamp.max(header.max_timestamp);
         pos += total;
     }
     Ok(summary)
+}
+
+/// In an uncompressed batch, the records' length prefixes must add up to exactly the batch:
+/// `count` records, no byte missing or left over. (Compressed batches are checked by their
+/// CRC only: verifying their records would mean decompressing them.)
+fn check_record_lengths(batch: &[u8], count: i32) -> Result<(), LogError> {
+    let mut pos = HEADER_LEN;
+    for i in 0..count {
+        let bad = || LogError::InvalidRecord(format!("record {i} of {count} runs past the batch"));
+        let (len, n) = read_varint(&batch[pos.min(batch.len())..]).ok_or_else(bad)?;
+        if len < 0 {
+            return Err(bad());
+        }
+        pos = pos
+            .checked_add(n + len as usize)
+            .filter(|&p| p <= batch.len())
+            .ok_or_else(bad)?;
+    }
+    if pos != batch.len() {
+        return Err(LogError::InvalidRecord(format!(
+            "{} bytes after the batch's {count} records",
+            batch.len() - pos
+        )));
+    }
+    Ok(())
+}
+
+/// A zig-zag varint: value and bytes used.
+fn read_varint(buf: &[u8]) -> Option<(i64, usize)> {
+    let mut raw = 0u64;
+    for (i, b) in buf.iter().take(10).enumerate() {
+        raw |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some((((raw >> 1) as i64) ^ -((raw & 1) as i64), i + 1));
+        }
+    }
+    None
 }
 
 /// Writes the broker-assigned fields of one batch in place: base offset and leader epoch

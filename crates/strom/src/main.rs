@@ -1,3 +1,40 @@
+//! `strom`: the broker (`strom serve`) and its command line client (`topic`, `produce`,
+//! `consume`, `group`, `bench`).
+
+mod serve;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "strom",
+    version,
+    about = "Strom: a Kafka-compatible message broker in one binary"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the broker.
+    Serve(serve::ServeArgs),
+    #[command(flatten)]
+    Client(strom_client::cli::Command),
+}
+
 fn main() {
-    println!("strom {}", env!("CARGO_PKG_VERSION"));
+    let cli = Cli::parse();
+    let code = match cli.cmd {
+        Cmd::Serve(args) => match serve::run(args) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                1
+            }
+        },
+        Cmd::Client(cmd) => strom_client::cli::run(cmd),
+    };
+    std::process::exit(code);
 }

@@ -1,0 +1,433 @@
+//! CreateTopics, DeleteTopics, CreatePartitions, DescribeConfigs, IncrementalAlterConfigs.
+
+use std::collections::HashSet;
+
+use kafka_protocol::messages::create_partitions_response::{
+    CreatePartitionsResponse, CreatePartitionsTopicResult,
+};
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult, CreateTopicsResponse,
+};
+use kafka_protocol::messages::delete_topics_response::{
+    DeletableTopicResult, DeleteTopicsResponse,
+};
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResponse, DescribeConfigsResult,
+    DescribeConfigsSynonym,
+};
+use kafka_protocol::messages::incremental_alter_configs_response::{
+    AlterConfigsResourceResponse, IncrementalAlterConfigsResponse,
+};
+use kafka_protocol::messages::{
+    CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest,
+    IncrementalAlterConfigsRequest, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+use strom_broker::config::{ConfigKind, TOPIC_CONFIGS};
+use strom_broker::{BrokerError, ConfigOp, TopicConfig};
+
+use crate::codes::{code, code_msg};
+use crate::data::name_by_id;
+use crate::server::{Fatal, Reply, Req};
+
+const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;
+const SOURCE_DYNAMIC_TOPIC: i8 = 1;
+const SOURCE_STATIC_BROKER: i8 = 4;
+const SOURCE_DEFAULT: i8 = 5;
+const TYPE_BOOLEAN: i8 = 1;
+const TYPE_STRING: i8 = 2;
+const TYPE_INT: i8 = 3;
+const TYPE_LONG: i8 = 5;
+const TYPE_LIST: i8 = 7;
+
+fn sb(s: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(s.into())
+}
+
+fn opt_msg(m: Option<String>) -> Option<StrBytes> {
+    m.map(StrBytes::from_string)
+}
+
+fn topic_configs_for_create(config: &TopicConfig) -> Vec<CreatableTopicConfigs> {
+    TOPIC_CONFIGS
+        .iter()
+        .map(|d| {
+            let (value, set) = config.get(d.name).unwrap_or_default();
+            CreatableTopicConfigs::default()
+                .with_name(sb(d.name))
+                .with_value(Some(sb(value)))
+                .with_config_source(if set {
+                    SOURCE_DYNAMIC_TOPIC
+                } else {
+                    SOURCE_DEFAULT
+                })
+        })
+        .collect()
+}
+
+pub(crate) fn create_topics(mut req: Req<'_>) -> Result<Reply, Fatal> {
+    let r: CreateTopicsRequest = req.decode()?;
+    let v = req.version;
+    let broker = &req.ctx.broker;
+    let mut seen = HashSet::new();
+    let dups: HashSet<String> = r
+        .topics
+        .iter()
+        .filter(|t| !seen.insert(t.name.to_string()))
+        .map(|t| t.name.to_string())
+        .collect();
+    let mut results = Vec::with_capacity(r.topics.len());
+    for t in r.topics {
+        let name = t.name.to_string();
+        let partitions = if t.assignments.is_empty() {
+            t.num_partitions
+        } else {
+            t.assignments.len() as i32
+        };
+        let configs: Vec<(String, String)> = t
+            .configs
+            .iter()
+            .filter_map(|c| {
+                c.value
+                    .as_ref()
+                    .map(|v| (c.name.to_string(), v.to_string()))
+            })
+            .collect();
+        let result = if dups.contains(&name) {
+            Err((
+                ResponseError::InvalidRequest.code(),
+                format!("topic {name} appears twice in the request"),
+            ))
+        } else if !(t.replication_factor == -1 || t.replication_factor == 1) {
+            Err((
+                ResponseError::InvalidReplicationFactor.code(),
+                format!(
+                    "replication factor {} is not possible on a single broker",
+                    t.replication_factor
+                ),
+            ))
+        } else {
+            broker
+                .create_topic(&name, partitions, configs, r.validate_only)
+                .map_err(|e| (code(&e), e.to_string()))
+        };
+        let mut out = CreatableTopicResult::default().with_name(t.name);
+        match result {
+            Ok(()) => {
+                if v >= 5 {
+                    let (count, config, id) = match broker.topic(&name) {
+                        Some(topic) => {
+                            (topic.partitions().len() as i32, topic.config(), topic.id())
+                        }
+                        None => {
+                            // validate_only: describe what would have been created.
+                            let count = if partitions == -1 {
+                                broker.config().num_partitions
+                            } else {
+                                partitions
+                            };
+                            let cfg =
+                                TopicConfig::from_overrides(t.configs.iter().filter_map(|c| {
+                                    c.value
+                                        .as_ref()
+                                        .map(|v| (c.name.to_string(), v.to_string()))
+                                }))
+                                .unwrap_or_default();
+                            (count, cfg, [0; 16])
+                        }
+                    };
+                    out = out
+                        .with_num_partitions(count)
+                        .with_replication_factor(1)
+                        .with_configs(Some(topic_configs_for_create(&config)));
+                    if v >= 7 {
+                        out = out.with_topic_id(uuid::Uuid::from_bytes(id));
+                    }
+                }
+            }
+            Err((c, msg)) => {
+                tracing::info!(topic = %name, error = %msg, "create topic refused");
+                out = out.with_error_code(c).with_error_message(Some(sb(msg)));
+                if v >= 5 {
+                    out = out.with_num_partitions(-1).with_replication_factor(-1);
+                }
+            }
+        }
+        results.push(out);
+    }
+    req.encode(&CreateTopicsResponse::default().with_topics(results))
+}
+
+pub(crate) fn delete_topics(mut req: Req<'_>) -> Result<Reply, Fatal> {
+    let r: DeleteTopicsRequest = req.decode()?;
+    let v = req.version;
+    let broker = &req.ctx.broker;
+    let targets: Vec<(Option<TopicName>, uuid::Uuid)> = if v >= 6 {
+        r.topics.into_iter().map(|t| (t.name, t.topic_id)).collect()
+    } else {
+        r.topic_names
+            .into_iter()
+            .map(|n| (Some(n), uuid::Uuid::nil()))
+            .collect()
+    };
+    let mut responses = Vec::with_capacity(targets.len());
+    for (name, id) in targets {
+        let resolved = match &name {
+            Some(n) => Some(n.to_string()),
+            None => name_by_id(broker, id),
+        };
+        let (c, msg) = match &resolved {
+            Some(n) => code_msg(&broker.delete_topic(n)),
+            None => (
+                ResponseError::UnknownTopicId.code(),
+                Some(format!("no topic has id {id}")),
+            ),
+        };
+        let mut out = DeletableTopicResult::default()
+            .with_name(name.or_else(|| resolved.map(|n| TopicName(sb(n)))))
+            .with_error_code(c);
+        if v >= 5 {
+            out = out.with_error_message(opt_msg(msg));
+        }
+        if v >= 6 {
+            out = out.with_topic_id(id);
+        }
+        responses.push(out);
+    }
+    req.encode(&DeleteTopicsResponse::default().with_responses(responses))
+}
+
+pub(crate) fn create_partitions(mut req: Req<'_>) -> Result<Reply, Fatal> {
+    let r: CreatePartitionsRequest = req.decode()?;
+    let broker = &req.ctx.broker;
+    let results = r
+        .topics
+        .into_iter()
+        .map(|t| {
+            let (c, msg) = code_msg(&broker.create_partitions(&t.name, t.count, r.validate_only));
+            CreatePartitionsTopicResult::default()
+                .with_name(t.name)
+                .with_error_code(c)
+                .with_error_message(opt_msg(msg))
+        })
+        .collect();
+    req.encode(&CreatePartitionsResponse::default().with_results(results))
+}
+
+fn config_type(kind: ConfigKind, name: &str) -> i8 {
+    match kind {
+        ConfigKind::Long { max, .. } if max <= i64::from(i32::MAX) => TYPE_INT,
+        ConfigKind::Long { .. } => TYPE_LONG,
+        ConfigKind::Choice(_) if name == "cleanup.policy" => TYPE_LIST,
+        ConfigKind::Choice(_) => TYPE_STRING,
+    }
+}
+
+/// What a DescribeConfigs request asked to include.
+#[derive(Clone, Copy)]
+struct Wants {
+    version: i16,
+    synonyms: bool,
+    docs: bool,
+}
+
+fn entry(
+    w: Wants,
+    name: &str,
+    value: String,
+    source: i8,
+    ty: i8,
+    doc: &str,
+    read_only: bool,
+) -> DescribeConfigsResourceResult {
+    let mut e = DescribeConfigsResourceResult::default()
+        .with_name(sb(name))
+        .with_value(Some(sb(value.clone())))
+        .with_read_only(read_only)
+        .with_config_source(source);
+    if w.synonyms {
+        e = e.with_synonyms(vec![DescribeConfigsSynonym::default()
+            .with_name(sb(name))
+            .with_value(Some(sb(value)))
+            .with_source(source)]);
+    }
+    if w.version >= 3 {
+        e = e.with_config_type(ty);
+        if w.docs {
+            e = e.with_documentation(Some(sb(doc)));
+        }
+    }
+    e
+}
+
+pub(crate) fn describe_configs(mut req: Req<'_>) -> Result<Reply, Fatal> {
+    let r: DescribeConfigsRequest = req.decode()?;
+    let w = Wants {
+        version: req.version,
+        synonyms: r.include_synonyms,
+        docs: r.include_documentation,
+    };
+    let broker = &req.ctx.broker;
+    let mut results = Vec::with_capacity(r.resources.len());
+    for res in r.resources {
+        let wanted = |name: &str| {
+            res.configuration_keys
+                .as_ref()
+                .is_none_or(|keys| keys.iter().any(|k| k.as_str() == name))
+        };
+        let mut out = DescribeConfigsResult::default()
+            .with_resource_type(res.resource_type)
+            .with_resource_name(res.resource_name.clone());
+        match res.resource_type {
+            RESOURCE_TOPIC => match broker.topic_config(&res.resource_name) {
+                Ok(config) => {
+                    let configs = TOPIC_CONFIGS
+                        .iter()
+                        .filter(|d| wanted(d.name))
+                        .map(|d| {
+                            let (value, set) = config.get(d.name).unwrap_or_default();
+                            let source = if set {
+                                SOURCE_DYNAMIC_TOPIC
+                            } else {
+                                SOURCE_DEFAULT
+                            };
+                            entry(
+                                w,
+                                d.name,
+                                value,
+                                source,
+                                config_type(d.kind, d.name),
+                                d.doc,
+                                false,
+                            )
+                        })
+                        .collect();
+                    out = out.with_configs(configs);
+                }
+                Err(e) => {
+                    out = out
+                        .with_error_code(code(&e))
+                        .with_error_message(Some(sb(e.to_string())));
+                }
+            },
+            RESOURCE_BROKER => {
+                let c = broker.config();
+                let k = &req.ctx.config;
+                let items: [(&str, String, i8, &str); 6] = [
+                    (
+                        "auto.create.topics.enable",
+                        c.auto_create_topics.to_string(),
+                        TYPE_BOOLEAN,
+                        "Create a topic when a client asks for metadata of an unknown one",
+                    ),
+                    (
+                        "num.partitions",
+                        c.num_partitions.to_string(),
+                        TYPE_INT,
+                        "Partitions of an auto-created topic",
+                    ),
+                    (
+                        "log.retention.check.interval.ms",
+                        c.retention_check_interval_ms.to_string(),
+                        TYPE_LONG,
+                        "How often retention runs",
+                    ),
+                    (
+                        "producer.id.expiration.ms",
+                        c.producer_id_expiration_ms.to_string(),
+                        TYPE_INT,
+                        "Idle idempotent producers are forgotten after this",
+                    ),
+                    (
+                        "socket.request.max.bytes",
+                        k.max_request_bytes.to_string(),
+                        TYPE_INT,
+                        "Largest request accepted",
+                    ),
+                    (
+                        "advertised.listeners",
+                        format!("PLAINTEXT://{}:{}", k.advertised_host, k.advertised_port),
+                        TYPE_STRING,
+                        "The address clients are told to connect to",
+                    ),
+                ];
+                let configs = items
+                    .into_iter()
+                    .filter(|(n, ..)| wanted(n))
+                    .map(|(n, value, ty, doc)| {
+                        entry(w, n, value, SOURCE_STATIC_BROKER, ty, doc, true)
+                    })
+                    .collect();
+                out = out.with_configs(configs);
+            }
+            other => {
+                out = out
+                    .with_error_code(ResponseError::InvalidRequest.code())
+                    .with_error_message(Some(sb(format!(
+                        "resource type {other} is not supported"
+                    ))));
+            }
+        }
+        results.push(out);
+    }
+    req.encode(&DescribeConfigsResponse::default().with_results(results))
+}
+
+pub(crate) fn incremental_alter_configs(mut req: Req<'_>) -> Result<Reply, Fatal> {
+    let r: IncrementalAlterConfigsRequest = req.decode()?;
+    let broker = &req.ctx.broker;
+    let mut responses = Vec::with_capacity(r.resources.len());
+    for res in r.resources {
+        let result: Result<(), (i16, String)> = if res.resource_type != RESOURCE_TOPIC {
+            Err((
+                ResponseError::InvalidRequest.code(),
+                format!(
+                    "altering resource type {} is not supported",
+                    res.resource_type
+                ),
+            ))
+        } else {
+            let mut ops = Vec::with_capacity(res.configs.len());
+            let mut bad = None;
+            for c in &res.configs {
+                match c.config_operation {
+                    0 => ops.push(ConfigOp::Set(
+                        c.name.to_string(),
+                        c.value.as_ref().map(|v| v.to_string()).unwrap_or_default(),
+                    )),
+                    1 => ops.push(ConfigOp::Delete(c.name.to_string())),
+                    op => {
+                        bad = Some((
+                            ResponseError::InvalidConfig.code(),
+                            format!(
+                                "operation {op} on {} is not supported (only SET and DELETE)",
+                                c.name
+                            ),
+                        ));
+                        break;
+                    }
+                }
+            }
+            match bad {
+                Some(b) => Err(b),
+                None => broker
+                    .alter_topic_config(&res.resource_name, &ops, r.validate_only)
+                    .map_err(|e: BrokerError| (code(&e), e.to_string())),
+            }
+        };
+        let (c, msg) = match result {
+            Ok(()) => (0, None),
+            Err((c, m)) => (c, Some(m)),
+        };
+        responses.push(
+            AlterConfigsResourceResponse::default()
+                .with_error_code(c)
+                .with_error_message(opt_msg(msg))
+                .with_resource_type(res.resource_type)
+                .with_resource_name(res.resource_name),
+        );
+    }
+    req.encode(&IncrementalAlterConfigsResponse::default().with_responses(responses))
+}

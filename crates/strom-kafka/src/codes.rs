@@ -1,0 +1,45 @@
+//! Core errors to Kafka error codes.
+
+use kafka_protocol::ResponseError as E;
+use strom_broker::producer::ProducerStateError;
+use strom_broker::BrokerError;
+use strom_log::LogError;
+
+/// The Kafka error code for a core error.
+pub(crate) fn code(e: &BrokerError) -> i16 {
+    match e {
+        BrokerError::TopicAlreadyExists(_) => E::TopicAlreadyExists.code(),
+        BrokerError::InvalidTopic { .. } => E::InvalidTopicException.code(),
+        BrokerError::UnknownTopicOrPartition { .. } => E::UnknownTopicOrPartition.code(),
+        BrokerError::InvalidPartitions(_) => E::InvalidPartitions.code(),
+        BrokerError::InvalidConfig(_) => E::InvalidConfig.code(),
+        BrokerError::Log(l) => match l {
+            LogError::CorruptBatch(_) => E::CorruptMessage.code(),
+            LogError::UnsupportedMagic(_) => E::UnsupportedForMessageFormat.code(),
+            LogError::InvalidRecord(_) => E::InvalidRecord.code(),
+            LogError::BatchTooLarge { .. } => E::MessageTooLarge.code(),
+            LogError::RecordSetTooLarge { .. } => E::RecordListTooLarge.code(),
+            LogError::OffsetOutOfRange { .. } => E::OffsetOutOfRange.code(),
+            LogError::Config(_) => E::InvalidRequest.code(),
+            // A partition closed under a request: its topic is being deleted.
+            LogError::Closed => E::UnknownTopicOrPartition.code(),
+            LogError::Io(_) => E::KafkaStorageError.code(),
+        },
+        BrokerError::Producer(p) => match p {
+            ProducerStateError::OutOfOrderSequence { .. } => E::OutOfOrderSequenceNumber.code(),
+            ProducerStateError::InvalidProducerEpoch { .. } => E::InvalidProducerEpoch.code(),
+            ProducerStateError::UnknownProducerId(_) => E::UnknownProducerId.code(),
+            ProducerStateError::InvalidBatch(_) => E::InvalidRecord.code(),
+        },
+        BrokerError::ShuttingDown => E::NotLeaderOrFollower.code(),
+        BrokerError::Io(_) => E::KafkaStorageError.code(),
+    }
+}
+
+/// Error code and message for a result.
+pub(crate) fn code_msg<T>(r: &Result<T, BrokerError>) -> (i16, Option<String>) {
+    match r {
+        Ok(_) => (0, None),
+        Err(e) => (code(e), Some(e.to_string())),
+    }
+}

@@ -1,0 +1,256 @@
+//! Produce, Fetch, ListOffsets: the data path. Record batches pass through as opaque bytes.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::messages::fetch_response::{
+    FetchResponse, FetchableTopicResponse, PartitionData,
+};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::produce_response::{
+    PartitionProduceResponse, ProduceResponse, TopicProduceResponse,
+};
+use kafka_protocol::messages::{
+    BrokerId, FetchRequest, ListOffsetsRequest, ProduceRequest, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+use strom_broker::{Broker, FetchLimits, FetchSpec};
+
+use crate::codes;
+use crate::server::{Fatal, Reply, Req};
+
+/// Longest long poll honoured, whatever the client asks.
+const MAX_WAIT_CAP: Duration = Duration::from_secs(300);
+
+/// The name of the topic with this id, if any.
+pub(crate) fn name_by_id(broker: &Broker, id: uuid::Uuid) -> Option<String> {
+    broker
+        .topics()
+        .into_iter()
+        .find(|t| t.id == *id.as_bytes())
+        .map(|t| t.name)
+}
+
+fn partition_error(
+    index: i32,
+    code: i16,
+    msg: Option<String>,
+    version: i16,
+) -> PartitionProduceResponse {
+    let mut p = PartitionProduceResponse::default()
+        .with_index(index)
+        .with_error_code(code)
+        .with_base_offset(-1)
+        .with_log_append_time_ms(-1);
+    if version >= 5 {
+        p = p.with_log_start_offset(-1);
+    }
+    if version >= 8 {
+        p = p.with_error_message(msg.map(StrBytes::from_string));
+    }
+    p
+}
+
+pub(crate) async fn produce(mut req: Req<'_>) -> Result<Reply, Fatal> {
+    let r: ProduceRequest = req.decode()?;
+    let v = req.version;
+    let broker = &req.ctx.broker;
+    let acks_ok = matches!(r.acks, -1..=1);
+    let mut responses = Vec::with_capacity(r.topic_data.len());
+    for td in r.topic_data {
+        let name = if v >= 13 {
+            name_by_id(broker, td.topic_id)
+        } else {
+            Some(td.name.to_string())
+        };
+        let mut parts = Vec::with_capacity(td.partition_data.len());
+        for pd in td.partition_data {
+            let Some(name) = name.as_deref() else {
+                parts.push(partition_error(
+                    pd.index,
+                    ResponseError::UnknownTopicId.code(),
+                    None,
+                    v,
+                ));
+                continue;
+            };
+            if !acks_ok {
+                let msg = format!("acks must be -1, 0 or 1, not {}", r.acks);
+                parts.push(partition_error(
+                    pd.index,
+                    ResponseError::InvalidRequiredAcks.code(),
+                    Some(msg),
+                    v,
+                ));
+                continue;
+            }
+            let records = pd.records.unwrap_or_default();
+            match broker.produce(name, pd.index, &records).await {
+                Ok(ack) => {
+                    let mut p = PartitionProduceResponse::default()
+                        .with_index(pd.index)
+                        .with_base_offset(ack.base_offset)
+                        .with_log_append_time_ms(ack.log_append_time);
+                    if v >= 5 {
+                        p = p.with_log_start_offset(ack.log_start_offset);
+                    }
+                    parts.push(p);
+                }
+                Err(e) => {
+                    tracing::info!(topic = name, partition = pd.index, error = %e, "produce refused");
+                    parts.push(partition_error(
+                        pd.index,
+                        codes::code(&e),
+                        Some(e.to_string()),
+                        v,
+                    ));
+                }
+            }
+        }
+        let mut t = TopicProduceResponse::default().with_partition_responses(parts);
+        if v >= 13 {
+            t = t.with_topic_id(td.topic_id);
+        } else {
+            t = t.with_name(td.name);
+        }
+        responses.push(t);
+    }
+    if r.acks == 0 {
+        return Ok(None);
+    }
+    req.encode(&ProduceResponse::default().with_responses(responses))
+}
+
+pub(crate) async fn fetch(mut req: Req<'_>) -> Result<Reply, Fatal> {
+    let r: FetchRequest = req.decode()?;
+    let v = req.version;
+    let broker = &req.ctx.broker;
+    // Resolve names, remember the shape of the request for the response.
+    let mut specs = Vec::new();
+    let mut shape = Vec::with_capacity(r.topics.len());
+    for t in &r.topics {
+        let name = if v >= 13 {
+            name_by_id(broker, t.topic_id)
+        } else {
+            Some(t.topic.to_string())
+        };
+        let mut parts = Vec::with_capacity(t.partitions.len());
+        for p in &t.partitions {
+            match &name {
+                Some(n) => {
+                    parts.push((p.partition, Some(specs.len())));
+                    specs.push(FetchSpec {
+                        topic: n.clone(),
+                        partition: p.partition,
+                        offset: p.fetch_offset,
+                        max_bytes: p.partition_max_bytes.max(0) as usize,
+                    });
+                }
+                None => parts.push((p.partition, None)),
+            }
+        }
+        shape.push((t.topic.clone(), t.topic_id, parts));
+    }
+    let limits = FetchLimits {
+        max_bytes: if v >= 3 {
+            r.max_bytes.max(0) as usize
+        } else {
+            i32::MAX as usize
+        },
+        min_bytes: r.min_bytes.max(0) as usize,
+        max_wait: Duration::from_millis(r.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP),
+    };
+    let mut results: Vec<_> = broker
+        .fetch(&specs, limits)
+        .await
+        .into_iter()
+        .map(Some)
+        .collect();
+    let mut responses = Vec::with_capacity(shape.len());
+    for (topic, topic_id, parts) in shape {
+        let mut out = Vec::with_capacity(parts.len());
+        for (index, slot) in parts {
+            let result = slot.and_then(|i| results[i].take());
+            let mut pd = PartitionData::default().with_partition_index(index);
+            match result {
+                Some(Ok(f)) => {
+                    pd = pd
+                        .with_high_watermark(f.high_watermark)
+                        .with_last_stable_offset(f.high_watermark)
+                        .with_records(Some(f.data));
+                    if v >= 5 {
+                        pd = pd.with_log_start_offset(f.log_start_offset);
+                    }
+                }
+                other => {
+                    let code = match other {
+                        Some(Err(e)) => codes::code(&e),
+                        _ => ResponseError::UnknownTopicId.code(),
+                    };
+                    pd = pd
+                        .with_error_code(code)
+                        .with_high_watermark(-1)
+                        .with_last_stable_offset(-1)
+                        .with_records(Some(Bytes::new()));
+                    if v >= 5 {
+                        pd = pd.with_log_start_offset(-1);
+                    }
+                }
+            }
+            if v >= 11 {
+                pd = pd.with_preferred_read_replica(BrokerId(-1));
+            }
+            out.push(pd);
+        }
+        let mut t = FetchableTopicResponse::default().with_partitions(out);
+        if v >= 13 {
+            t = t.with_topic_id(topic_id);
+        } else {
+            t = t.with_topic(topic);
+        }
+        responses.push(t);
+    }
+    req.encode(&FetchResponse::default().with_responses(responses))
+}
+
+pub(crate) fn list_offsets(mut req: Req<'_>) -> Result<Reply, Fatal> {
+    let r: ListOffsetsRequest = req.decode()?;
+    let v = req.version;
+    let broker = &req.ctx.broker;
+    let topics = r
+        .topics
+        .into_iter()
+        .map(|t| {
+            let parts = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    let mut out = ListOffsetsPartitionResponse::default()
+                        .with_partition_index(p.partition_index);
+                    match broker.list_offset(&t.name, p.partition_index, p.timestamp) {
+                        Ok((offset, ts)) => {
+                            out = out.with_offset(offset).with_timestamp(ts);
+                            if v >= 4 {
+                                out = out.with_leader_epoch(0);
+                            }
+                        }
+                        Err(e) => {
+                            out = out
+                                .with_error_code(codes::code(&e))
+                                .with_offset(-1)
+                                .with_timestamp(-1);
+                        }
+                    }
+                    out
+                })
+                .collect();
+            ListOffsetsTopicResponse::default()
+                .with_name(TopicName(t.name.0))
+                .with_partitions(parts)
+        })
+        .collect();
+    req.encode(&ListOffsetsResponse::default().with_topics(topics))
+}

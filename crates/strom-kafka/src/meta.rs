@@ -1,0 +1,224 @@
+//! ApiVersions, Metadata, DescribeCluster, InitProducerId.
+
+use bytes::{BufMut, BytesMut};
+use kafka_protocol::messages::api_versions_response::{ApiVersion, ApiVersionsResponse};
+use kafka_protocol::messages::describe_cluster_response::{
+    DescribeClusterBroker, DescribeClusterResponse,
+};
+use kafka_protocol::messages::init_producer_id_response::InitProducerIdResponse;
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponse, MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{
+    ApiVersionsRequest, BrokerId, DescribeClusterRequest, InitProducerIdRequest, MetadataRequest,
+    ProducerId, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+use strom_broker::{BrokerError, Topic};
+
+use crate::codes;
+use crate::server::{advertised, Fatal, Reply, Req};
+use crate::versions::SUPPORTED;
+
+fn api_list() -> Vec<ApiVersion> {
+    SUPPORTED
+        .iter()
+        .map(|&(key, min, max)| {
+            ApiVersion::default()
+                .with_api_key(key as i16)
+                .with_min_version(min)
+                .with_max_version(max)
+        })
+        .collect()
+}
+
+pub(crate) fn api_versions(mut req: Req<'_>) -> Result<Reply, Fatal> {
+    let _r: ApiVersionsRequest = req.decode()?;
+    req.encode(&ApiVersionsResponse::default().with_api_keys(api_list()))
+}
+
+/// The v0 answer to an ApiVersions request at a version we do not know: UNSUPPORTED_VERSION
+/// and our ranges, so the client can retry with a version we speak.
+pub(crate) fn api_versions_fallback(correlation: i32) -> Result<BytesMut, Fatal> {
+    let resp = ApiVersionsResponse::default()
+        .with_error_code(ResponseError::UnsupportedVersion.code())
+        .with_api_keys(api_list());
+    let mut body = BytesMut::new();
+    kafka_protocol::protocol::Encodable::encode(&resp, &mut body, 0)?;
+    let mut out = BytesMut::with_capacity(8 + body.len());
+    out.put_i32(4 + body.len() as i32);
+    out.put_i32(correlation);
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+fn str_bytes(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+fn describe(t: &Topic, node: i32, version: i16) -> MetadataResponseTopic {
+    let partitions = t
+        .partitions()
+        .iter()
+        .map(|p| {
+            let mut mp = MetadataResponsePartition::default()
+                .with_partition_index(p.index())
+                .with_leader_id(BrokerId(node))
+                .with_replica_nodes(vec![BrokerId(node)])
+                .with_isr_nodes(vec![BrokerId(node)]);
+            if version >= 7 {
+                mp = mp.with_leader_epoch(0);
+            }
+            mp
+        })
+        .collect();
+    let mut mt = MetadataResponseTopic::default()
+        .with_name(Some(TopicName(str_bytes(t.name()))))
+        .with_partitions(partitions);
+    if version >= 1 {
+        mt = mt.with_is_internal(t.is_internal());
+    }
+    if version >= 10 {
+        mt = mt.with_topic_id(uuid::Uuid::from_bytes(t.id()));
+    }
+    mt
+}
+
+fn topic_error(
+    name: Option<TopicName>,
+    id: uuid::Uuid,
+    code: i16,
+    version: i16,
+) -> MetadataResponseTopic {
+    let mut mt = MetadataResponseTopic::default()
+        .with_error_code(code)
+        .with_name(name);
+    if version >= 10 {
+        mt = mt.with_topic_id(id);
+    }
+    mt
+}
+
+pub(crate) fn metadata(mut req: Req<'_>) -> Result<Reply, Fatal> {
+    let r: MetadataRequest = req.decode()?;
+    let v = req.version;
+    let broker = &req.ctx.broker;
+    let node = broker.node_id();
+    let all = match &r.topics {
+        None => true,
+        Some(t) => t.is_empty() && v == 0,
+    };
+    // Before v4 a client cannot opt out of auto-creation.
+    let allow_create = v < 4 || r.allow_auto_topic_creation;
+    let mut topics = Vec::new();
+    if all {
+        for info in broker.topics() {
+            if let Some(t) = broker.topic(&info.name) {
+                topics.push(describe(&t, node, v));
+            }
+        }
+    } else {
+        for rt in r.topics.unwrap_or_default() {
+            let Some(name) = rt.name.clone() else {
+                let id = rt.topic_id;
+                match broker.topics().into_iter().find(|i| i.id == *id.as_bytes()) {
+                    Some(info) => match broker.topic(&info.name) {
+                        Some(t) => topics.push(describe(&t, node, v)),
+                        None => topics.push(topic_error(
+                            None,
+                            id,
+                            ResponseError::UnknownTopicId.code(),
+                            v,
+                        )),
+                    },
+                    None => topics.push(topic_error(
+                        None,
+                        id,
+                        ResponseError::UnknownTopicId.code(),
+                        v,
+                    )),
+                }
+                continue;
+            };
+            let found = if allow_create {
+                broker.topic_or_create(&name)
+            } else {
+                broker
+                    .topic(&name)
+                    .ok_or_else(|| BrokerError::UnknownTopicOrPartition {
+                        topic: name.to_string(),
+                        partition: -1,
+                    })
+            };
+            match found {
+                Ok(t) => topics.push(describe(&t, node, v)),
+                Err(e) => topics.push(topic_error(
+                    Some(name),
+                    uuid::Uuid::nil(),
+                    codes::code(&e),
+                    v,
+                )),
+            }
+        }
+    }
+    let (host, port) = advertised(req.ctx);
+    let mut resp = MetadataResponse::default()
+        .with_brokers(vec![MetadataResponseBroker::default()
+            .with_node_id(BrokerId(node))
+            .with_host(str_bytes(&host))
+            .with_port(port)])
+        .with_topics(topics);
+    if v >= 1 {
+        resp = resp.with_controller_id(BrokerId(node));
+    }
+    if v >= 2 {
+        resp = resp.with_cluster_id(Some(str_bytes(broker.cluster_id())));
+    }
+    req.encode(&resp)
+}
+
+pub(crate) fn describe_cluster(mut req: Req<'_>) -> Result<Reply, Fatal> {
+    let r: DescribeClusterRequest = req.decode()?;
+    let broker = &req.ctx.broker;
+    let (host, port) = advertised(req.ctx);
+    let mut resp = DescribeClusterResponse::default()
+        .with_cluster_id(str_bytes(broker.cluster_id()))
+        .with_controller_id(BrokerId(broker.node_id()))
+        .with_brokers(vec![DescribeClusterBroker::default()
+            .with_broker_id(BrokerId(broker.node_id()))
+            .with_host(str_bytes(&host))
+            .with_port(port)]);
+    if req.version >= 1 {
+        resp = resp.with_endpoint_type(r.endpoint_type);
+    }
+    req.encode(&resp)
+}
+
+pub(crate) fn init_producer_id(mut req: Req<'_>) -> Result<Reply, Fatal> {
+    let r: InitProducerIdRequest = req.decode()?;
+    let resp = if r.transactional_id.is_some() {
+        // Transactions are a later issue; refuse clearly instead of pretending.
+        InitProducerIdResponse::default()
+            .with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code())
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1)
+    } else if r.producer_id.0 >= 0 && r.producer_epoch >= 0 && r.producer_epoch < i16::MAX - 1 {
+        // KIP-360: an idempotent producer recovering from an error asks for its epoch to be
+        // bumped; its sequences restart at 0 under the new epoch.
+        InitProducerIdResponse::default()
+            .with_producer_id(r.producer_id)
+            .with_producer_epoch(r.producer_epoch + 1)
+    } else {
+        match req.ctx.broker.init_producer_id() {
+            Ok(id) => InitProducerIdResponse::default()
+                .with_producer_id(ProducerId(id))
+                .with_producer_epoch(0),
+            Err(e) => InitProducerIdResponse::default()
+                .with_error_code(codes::code(&e))
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1),
+        }
+    };
+    req.encode(&resp)
+}

@@ -1,0 +1,291 @@
+//! The listener, connections, framing and request dispatch.
+//!
+//! One task per connection reads a frame, handles it, and queues the response in a write
+//! buffer that is flushed once no further whole request is already buffered, so pipelined
+//! requests get their responses in order and in few writes. Requests of one connection are
+//! handled one at a time, as Kafka does: that keeps a producer's pipelined batches in order.
+//! A frame that is too large, too short or undecodable closes that connection only.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable};
+use strom_broker::Broker;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::{admin, data, legacy, meta, versions};
+
+/// Settings of the Kafka door.
+#[derive(Clone, Debug)]
+pub struct KafkaConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Host advertised in metadata (clients connect there).
+    pub advertised_host: String,
+    /// Port advertised in metadata.
+    pub advertised_port: u16,
+    /// Largest request frame accepted (`socket.request.max.bytes`, Kafka's default 100 MiB).
+    pub max_request_bytes: usize,
+}
+
+/// What handlers share.
+pub(crate) struct Ctx {
+    pub(crate) broker: Arc<Broker>,
+    pub(crate) config: KafkaConfig,
+    pub(crate) connections: AtomicUsize,
+}
+
+/// A bound Kafka listener.
+pub struct KafkaServer {
+    listener: TcpListener,
+    ctx: Arc<Ctx>,
+}
+
+/// Why a connection is closed.
+#[derive(Debug)]
+pub(crate) struct Fatal(pub(crate) String);
+
+impl<E: std::fmt::Display> From<E> for Fatal {
+    fn from(e: E) -> Fatal {
+        Fatal(e.to_string())
+    }
+}
+
+/// What a handler produced: a response body to frame, or nothing (Produce with acks=0).
+pub(crate) type Reply = Option<BytesMut>;
+
+impl KafkaServer {
+    /// Binds the listener.
+    pub async fn bind(config: KafkaConfig, broker: Arc<Broker>) -> io::Result<KafkaServer> {
+        let listener = TcpListener::bind(config.listen).await?;
+        Ok(KafkaServer {
+            listener,
+            ctx: Arc::new(Ctx {
+                broker,
+                config,
+                connections: AtomicUsize::new(0),
+            }),
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` turns true; then stops accepting, lets every connection finish
+    /// the request it is handling (at most `drain` long) and returns.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>, drain: Duration) {
+        let mut conns = JoinSet::new();
+        loop {
+            tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        let ctx = self.ctx.clone();
+                        let stop = shutdown.clone();
+                        conns.spawn(async move {
+                            ctx.connections.fetch_add(1, Ordering::Relaxed);
+                            if let Err(e) = connection(stream, peer, &ctx, stop).await {
+                                tracing::info!(%peer, reason = %e.0, "kafka connection closed");
+                            }
+                            ctx.connections.fetch_sub(1, Ordering::Relaxed);
+                        });
+                    }
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                Some(_) = conns.join_next(), if !conns.is_empty() => {}
+                _ = shutdown.changed() => break,
+            }
+        }
+        drop(self.listener);
+        tracing::info!(
+            connections = conns.len(),
+            "kafka listener closed, draining connections"
+        );
+        let _ =
+            tokio::time::timeout(drain, async { while conns.join_next().await.is_some() {} }).await;
+        conns.abort_all();
+    }
+}
+
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    ctx: &Ctx,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), Fatal> {
+    stream.set_nodelay(true)?;
+    let (rd, wr) = stream.into_split();
+    let mut rd = BufReader::with_capacity(16 * 1024, rd);
+    let mut wr = BufWriter::with_capacity(64 * 1024, wr);
+    let max = ctx.config.max_request_bytes;
+    loop {
+        let len = tokio::select! {
+            r = rd.read_i32() => match r {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
+                Err(e) => return Err(e.into()),
+            },
+            _ = shutdown.changed() => break,
+        };
+        if len < 8 || len as usize > max {
+            return Err(Fatal(format!(
+                "request frame of {len} bytes is outside [8, {max}] (max request bytes)"
+            )));
+        }
+        let mut frame = BytesMut::zeroed(len as usize);
+        rd.read_exact(&mut frame)
+            .await
+            .map_err(|e| Fatal(format!("truncated request frame: {e}")))?;
+        if let Some(response) = handle(ctx, frame.freeze()).await? {
+            wr.write_all(&response).await?;
+        }
+        if !whole_frame_buffered(rd.buffer()) {
+            wr.flush().await?;
+        }
+    }
+    wr.flush().await?;
+    tracing::debug!(%peer, "kafka connection ended");
+    Ok(())
+}
+
+fn whole_frame_buffered(buf: &[u8]) -> bool {
+    buf.len() >= 4
+        && buf.len() - 4 >= i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]).max(0) as usize
+}
+
+/// Handles one request frame (without its length prefix); returns the framed response.
+async fn handle(ctx: &Ctx, frame: Bytes) -> Result<Reply, Fatal> {
+    let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let correlation = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    let key = ApiKey::try_from(raw_key).map_err(|_| Fatal(format!("unknown api key {raw_key}")))?;
+    let Some((min, max)) = versions::supported(key) else {
+        return Err(Fatal(format!("api {key:?} is not supported")));
+    };
+    if version < min || version > max {
+        if key == ApiKey::ApiVersions {
+            // Kafka's rule: answer in v0 with UNSUPPORTED_VERSION and the supported ranges.
+            return Ok(Some(meta::api_versions_fallback(correlation)?));
+        }
+        return Err(Fatal(format!(
+            "api {key:?} v{version} is not supported ({min}-{max})"
+        )));
+    }
+    if version < versions::decodable_min(key) {
+        let mut body = frame.slice(8..);
+        skip_client_id(&mut body)?;
+        let reply = legacy::unsupported(key, version, body)?;
+        return Ok(reply.map(|b| frame_response(correlation, 0, b)));
+    }
+    let mut buf = frame;
+    let header = RequestHeader::decode(&mut buf, key.request_header_version(version))?;
+    let req = Req {
+        ctx,
+        version,
+        body: buf,
+        correlation: header.correlation_id,
+        response_header_version: key.response_header_version(version),
+    };
+    let api = key;
+    let body = match key {
+        ApiKey::ApiVersions => meta::api_versions(req),
+        ApiKey::Metadata => meta::metadata(req),
+        ApiKey::DescribeCluster => meta::describe_cluster(req),
+        ApiKey::InitProducerId => meta::init_producer_id(req),
+        ApiKey::Produce => data::produce(req).await,
+        ApiKey::Fetch => data::fetch(req).await,
+        ApiKey::ListOffsets => data::list_offsets(req),
+        ApiKey::CreateTopics => admin::create_topics(req),
+        ApiKey::DeleteTopics => admin::delete_topics(req),
+        ApiKey::CreatePartitions => admin::create_partitions(req),
+        ApiKey::DescribeConfigs => admin::describe_configs(req),
+        ApiKey::IncrementalAlterConfigs => admin::incremental_alter_configs(req),
+        other => return Err(Fatal(format!("api {other:?} has no handler"))),
+    }
+    .map_err(|e| Fatal(format!("{api:?} v{version}: {}", e.0)))?;
+    Ok(body)
+}
+
+/// A decoded request: the handler's input.
+pub(crate) struct Req<'a> {
+    pub(crate) ctx: &'a Ctx,
+    pub(crate) version: i16,
+    body: Bytes,
+    correlation: i32,
+    response_header_version: i16,
+}
+
+impl Req<'_> {
+    /// Decodes the body as `T`. Trailing bytes are tolerated and logged (librdkafka's
+    /// Metadata v13 carries some), as Kafka's own parser tolerates them.
+    pub(crate) fn decode<T: Decodable>(&mut self) -> Result<T, Fatal> {
+        let v = T::decode(&mut self.body, self.version)?;
+        if self.body.has_remaining() {
+            let n = self.body.remaining();
+            let head = &self.body[..n.min(16)];
+            tracing::debug!(left = n, bytes = ?head, "bytes after the request body");
+        }
+        Ok(v)
+    }
+
+    /// Encodes the framed response (length, header, body) at the request's version, in one
+    /// buffer.
+    pub(crate) fn encode<T: Encodable>(&self, resp: &T) -> Result<Reply, Fatal> {
+        let header = ResponseHeader::default().with_correlation_id(self.correlation);
+        let size =
+            header.compute_size(self.response_header_version)? + resp.compute_size(self.version)?;
+        let mut out = BytesMut::with_capacity(4 + size);
+        out.put_i32(size as i32);
+        header.encode(&mut out, self.response_header_version)?;
+        resp.encode(&mut out, self.version)?;
+        Ok(Some(out))
+    }
+}
+
+fn skip_client_id(body: &mut Bytes) -> Result<(), Fatal> {
+    if body.remaining() < 2 {
+        return Err(Fatal("truncated request header".into()));
+    }
+    let n = body.get_i16();
+    if n > 0 {
+        if body.remaining() < n as usize {
+            return Err(Fatal("truncated request header".into()));
+        }
+        body.advance(n as usize);
+    }
+    Ok(())
+}
+
+/// Length prefix + response header + body.
+pub(crate) fn frame_response(correlation: i32, header_version: i16, body: BytesMut) -> BytesMut {
+    let header = ResponseHeader::default().with_correlation_id(correlation);
+    let hlen = header.compute_size(header_version).unwrap_or(4);
+    let mut out = BytesMut::with_capacity(4 + hlen + body.len());
+    out.put_i32((hlen + body.len()) as i32);
+    if header.encode(&mut out, header_version).is_err() {
+        out.put_i32(correlation);
+    }
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Advertised address of this broker.
+pub(crate) fn advertised(ctx: &Ctx) -> (String, i32) {
+    (
+        ctx.config.advertised_host.clone(),
+        i32::from(ctx.config.advertised_port),
+    )
+}

@@ -1,0 +1,57 @@
+//! The APIs and versions this door implements, as advertised in ApiVersions.
+//!
+//! Each range is what the handlers implement and the end-to-end suite exercises, clipped to
+//! what the `kafka-protocol` crate can decode. Produce and Fetch are advertised from v0
+//! although the crate decodes Produce only from v3 and Fetch from v4: librdkafka before
+//! 2.11.1 turns compression off unless those ranges include v2 (KAFKA-18659, Kafka 4.0 does
+//! the same). Such old requests are answered with UNSUPPORTED_VERSION (see `legacy`).
+
+use kafka_protocol::messages::ApiKey;
+
+/// `(api, min, max)` for every API served.
+pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 0, 13),
+    (ApiKey::Fetch, 0, 18),
+    (ApiKey::ListOffsets, 1, 10),
+    (ApiKey::Metadata, 0, 13),
+    (ApiKey::ApiVersions, 0, 4),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::DescribeCluster, 0, 2),
+    (ApiKey::InitProducerId, 0, 5),
+];
+
+/// The version range served for `key`, if any.
+pub(crate) fn supported(key: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED
+        .iter()
+        .find(|(k, _, _)| *k == key)
+        .map(|&(_, min, max)| (min, max))
+}
+
+/// The lowest version the crate can decode (below it, `legacy` answers).
+pub(crate) fn decodable_min(key: ApiKey) -> i16 {
+    key.valid_versions().min
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_range_is_within_what_the_crate_encodes() {
+        for &(key, min, max) in SUPPORTED {
+            let v = key.valid_versions();
+            assert!(max <= v.max, "{key:?} max {max} > crate {}", v.max);
+            let legacy = matches!(key, ApiKey::Produce | ApiKey::Fetch);
+            assert!(
+                legacy || min >= v.min,
+                "{key:?} min {min} < crate {}",
+                v.min
+            );
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! `strom serve`: settings (flags > `STROM_*` environment > `--config` TOML > defaults),
+//! logging, the broker core, the Kafka door, signals and graceful shutdown.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use serde::Deserialize;
+use strom_broker::{Broker, BrokerConfig};
+use strom_kafka::{KafkaConfig, KafkaServer};
+use tokio::sync::watch;
+
+/// Flags of `strom serve`. Each also reads `STROM_<NAME>` and the `--config` file.
+#[derive(Args, Debug, Default)]
+pub(crate) struct ServeArgs {
+    /// TOML file with any of the settings below (keys in snake_case, e.g. `data_dir`).
+    #[arg(long, env = "STROM_CONFIG")]
+    config: Option<PathBuf>,
+    /// Where topics and broker state are stored [default: ./strom-data].
+    #[arg(long, env = "STROM_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Kafka listener address [default: 127.0.0.1:9092].
+    #[arg(long, env = "STROM_KAFKA_ADDR")]
+    kafka_addr: Option<String>,
+    /// HOST:PORT advertised to Kafka clients [default: the listener's, 127.0.0.1 for 0.0.0.0].
+    #[arg(long, env = "STROM_ADVERTISED_ADDR")]
+    advertised_addr: Option<String>,
+    /// HTTP listener address (reserved: the HTTP door is not built yet).
+    #[arg(long, env = "STROM_HTTP_ADDR")]
+    http_addr: Option<String>,
+    /// auto.create.topics.enable [default: true].
+    #[arg(long, env = "STROM_AUTO_CREATE_TOPICS")]
+    auto_create_topics: Option<bool>,
+    /// num.partitions of auto-created topics [default: 1].
+    #[arg(long, env = "STROM_NUM_PARTITIONS")]
+    num_partitions: Option<i32>,
+    /// socket.request.max.bytes: largest request frame [default: 104857600].
+    #[arg(long, env = "STROM_MAX_REQUEST_BYTES")]
+    max_request_bytes: Option<usize>,
+    /// log.retention.check.interval.ms [default: 300000].
+    #[arg(long, env = "STROM_RETENTION_CHECK_INTERVAL_MS")]
+    retention_check_interval_ms: Option<u64>,
+    /// This broker's node id [default: 1].
+    #[arg(long, env = "STROM_NODE_ID")]
+    node_id: Option<i32>,
+    /// Log filter (error, warn, info, debug, trace or a tracing directive) [default: info].
+    #[arg(long, env = "STROM_LOG_LEVEL")]
+    log_level: Option<String>,
+}
+
+/// The same settings in the TOML file.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    kafka_addr: Option<String>,
+    advertised_addr: Option<String>,
+    http_addr: Option<String>,
+    auto_create_topics: Option<bool>,
+    num_partitions: Option<i32>,
+    max_request_bytes: Option<usize>,
+    retention_check_interval_ms: Option<u64>,
+    node_id: Option<i32>,
+    log_level: Option<String>,
+}
+
+/// Resolved settings.
+struct Settings {
+    broker: BrokerConfig,
+    kafka: KafkaConfig,
+    http_addr: Option<String>,
+    log_level: String,
+}
+
+fn resolve(a: ServeArgs) -> Result<Settings> {
+    let f = match &a.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read config file {}", path.display()))?;
+            toml::from_str::<FileConfig>(&text)
+                .with_context(|| format!("invalid config file {}", path.display()))?
+        }
+        None => FileConfig::default(),
+    };
+    let data_dir = a
+        .data_dir
+        .or(f.data_dir)
+        .unwrap_or_else(|| "strom-data".into());
+    let kafka_addr = a
+        .kafka_addr
+        .or(f.kafka_addr)
+        .unwrap_or_else(|| "127.0.0.1:9092".into());
+    let listen: SocketAddr = kafka_addr
+        .to_socket_addrs()
+        .with_context(|| format!("invalid --kafka-addr {kafka_addr:?}"))?
+        .next()
+        .with_context(|| format!("--kafka-addr {kafka_addr:?} resolves to nothing"))?;
+    let (advertised_host, advertised_port) = match a.advertised_addr.or(f.advertised_addr) {
+        Some(s) => {
+            let (h, p) = s
+                .rsplit_once(':')
+                .with_context(|| format!("--advertised-addr {s:?} is not HOST:PORT"))?;
+            let port: u16 = p
+                .parse()
+                .with_context(|| format!("invalid port in --advertised-addr {s:?}"))?;
+            (h.trim_matches(|c| c == '[' || c == ']').to_string(), port)
+        }
+        None => {
+            let host = if listen.ip().is_unspecified() {
+                "127.0.0.1".to_string()
+            } else {
+                listen.ip().to_string()
+            };
+            (host, listen.port())
+        }
+    };
+    let mut broker = BrokerConfig::new(data_dir);
+    broker.auto_create_topics = a
+        .auto_create_topics
+        .or(f.auto_create_topics)
+        .unwrap_or(true);
+    broker.num_partitions = a.num_partitions.or(f.num_partitions).unwrap_or(1);
+    if broker.num_partitions < 1 {
+        bail!("--num-partitions must be at least 1");
+    }
+    if let Some(ms) = a
+        .retention_check_interval_ms
+        .or(f.retention_check_interval_ms)
+    {
+        if ms == 0 {
+            bail!("--retention-check-interval-ms must be positive");
+        }
+        broker.retention_check_interval_ms = ms;
+    }
+    if let Some(id) = a.node_id.or(f.node_id) {
+        broker.node_id = id;
+    }
+    let max_request_bytes = a
+        .max_request_bytes
+        .or(f.max_request_bytes)
+        .unwrap_or(100 * 1024 * 1024);
+    if max_request_bytes < 64 {
+        bail!("--max-request-bytes must be at least 64");
+    }
+    Ok(Settings {
+        broker,
+        kafka: KafkaConfig {
+            listen,
+            advertised_host,
+            advertised_port,
+            max_request_bytes,
+        },
+        http_addr: a.http_addr.or(f.http_addr),
+        log_level: a.log_level.or(f.log_level).unwrap_or_else(|| "info".into()),
+    })
+}
+
+/// Runs the broker until SIGTERM or SIGINT.
+pub(crate) fn run(args: ServeArgs) -> Result<()> {
+    let s = resolve(args)?;
+    let filter = tracing_subscriber::EnvFilter::try_new(&s.log_level)
+        .with_context(|| format!("invalid --log-level {:?}", s.log_level))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("strom")
+        .build()
+        .context("cannot start the runtime")?;
+    rt.block_on(serve(s))
+}
+
+async fn serve(s: Settings) -> Result<()> {
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), data_dir = %s.broker.data_dir.display(), "strom starting");
+    let data_dir = s.broker.data_dir.clone();
+    let broker = tokio::task::spawn_blocking(move || Broker::open(s.broker))
+        .await?
+        .with_context(|| format!("cannot open the data directory {}", data_dir.display()))?;
+    if let Some(http) = &s.http_addr {
+        tracing::warn!(addr = %http, "--http-addr is reserved: the HTTP door is not built yet");
+    }
+    let listen = s.kafka.listen;
+    let server = KafkaServer::bind(s.kafka.clone(), broker.clone())
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    tracing::info!(
+        addr = %server.local_addr()?,
+        advertised = %format!("{}:{}", s.kafka.advertised_host, s.kafka.advertised_port),
+        "kafka listener ready"
+    );
+    let maintenance = tokio::spawn(broker.clone().run_maintenance());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let serving = tokio::spawn(server.run(stop_rx, Duration::from_secs(10)));
+    wait_for_signal().await?;
+    tracing::info!("shutting down: draining connections");
+    let _ = stop_tx.send(true);
+    broker.stop_waiting();
+    let _ = serving.await;
+    let b = broker.clone();
+    tokio::task::spawn_blocking(move || b.shutdown())
+        .await?
+        .context("flushing the logs at shutdown")?;
+    maintenance.abort();
+    tracing::info!("strom stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+    Ok(())
+}
