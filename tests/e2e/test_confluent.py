@@ -38,8 +38,9 @@ def admin(broker):
 
 
 def create(broker, name, partitions=1, config=None):
-    futures = admin(broker).create_topics([NewTopic(name, partitions, 1, config=config or {})],
-                                          operation_timeout=10)
+    a = admin(broker)  # keep the client alive until its future resolves
+    futures = a.create_topics([NewTopic(name, partitions, 1, config=config or {})],
+                              operation_timeout=10)
     futures[name].result(timeout=20)
 
 

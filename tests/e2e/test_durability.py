@@ -18,8 +18,8 @@ pytestmark = pytest.mark.timeout(240)
 
 
 def create(broker, name, partitions, config):
-    fs = AdminClient({"bootstrap.servers": broker.bootstrap}).create_topics(
-        [NewTopic(name, partitions, 1, config=config)], operation_timeout=10)
+    a = AdminClient({"bootstrap.servers": broker.bootstrap})  # alive until the future resolves
+    fs = a.create_topics([NewTopic(name, partitions, 1, config=config)], operation_timeout=10)
     fs[name].result(timeout=20)
 
 
