@@ -13,6 +13,7 @@
 
 pub mod broker;
 pub mod config;
+pub mod coordinator;
 pub mod error;
 pub mod producer;
 pub mod topic;

@@ -1,0 +1,514 @@
+//! Durable group state: committed offsets and group metadata, written as records of an
+//! internal log (`<data-dir>/.strom/groups/`, record batch v2 like every partition, one
+//! fdatasync per write) and replayed at start. A key is written again to replace its value;
+//! a record without a value (tombstone) deletes it, as in Kafka's `__consumer_offsets`.
+//!
+//! Key: `type u8` then `group` (u16 length + UTF-8); type 0 (offset) adds `topic` (u16 + UTF-8)
+//! and `partition i32`; type 1 is the group's metadata.
+//! Offset value: `version u8 = 0, offset i64, leader_epoch i32, commit_timestamp i64,
+//! metadata (i32 length, -1 = null)`.
+//! Group value: `version u8 = 0, generation i32, protocol_type, protocol, leader (u16 + UTF-8
+//! each), member count u32`, then per member `id, instance id (i16 length, -1 = null),
+//! client id, client host, session timeout i32, rebalance timeout i32, metadata (u32 + bytes),
+//! assignment (u32 + bytes)`.
+
+use std::path::Path;
+
+use bytes::Bytes;
+use strom_log::{batch_headers, Log, LogConfig, HEADER_LEN, MAGIC_V2};
+
+/// A committed offset.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Committed {
+    /// The offset (the next record to consume).
+    pub offset: i64,
+    /// Leader epoch of the record before it, -1 if unknown.
+    pub leader_epoch: i32,
+    /// The client's metadata string.
+    pub metadata: Option<String>,
+    /// When it was committed (ms).
+    pub timestamp: i64,
+}
+
+/// A member as persisted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct StoredMember {
+    pub(crate) id: String,
+    pub(crate) instance_id: Option<String>,
+    pub(crate) client_id: String,
+    pub(crate) client_host: String,
+    pub(crate) session_timeout_ms: i32,
+    pub(crate) rebalance_timeout_ms: i32,
+    pub(crate) metadata: Bytes,
+    pub(crate) assignment: Bytes,
+}
+
+/// A group's metadata as persisted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct StoredGroup {
+    pub(crate) generation: i32,
+    pub(crate) protocol_type: String,
+    pub(crate) protocol: String,
+    pub(crate) leader: String,
+    pub(crate) members: Vec<StoredMember>,
+}
+
+/// One write to the store.
+#[derive(Clone, Debug)]
+pub(crate) enum Entry {
+    Offset {
+        group: String,
+        topic: String,
+        partition: i32,
+        value: Option<Committed>,
+    },
+    Group {
+        group: String,
+        value: Option<StoredGroup>,
+    },
+}
+
+/// The internal log.
+pub(crate) struct Store {
+    log: Log,
+}
+
+impl Store {
+    pub(crate) fn open(data_dir: &Path) -> std::io::Result<Store> {
+        let config = LogConfig {
+            segment_bytes: 64 << 20,
+            retention_ms: None,
+            flush_messages: Some(1),
+            max_batch_bytes: 16 << 20,
+            ..LogConfig::default()
+        };
+        let log = Log::open(data_dir.join(".strom").join("groups"), config)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        Ok(Store { log })
+    }
+
+    /// Every entry in the log, oldest first.
+    pub(crate) fn replay(&self) -> std::io::Result<Vec<Entry>> {
+        let mut out = Vec::new();
+        let mut from = self.log.log_start_offset();
+        while from < self.log.log_end_offset() {
+            let read = self
+                .log
+                .read(from, 1 << 20)
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            if read.data.is_empty() {
+                break;
+            }
+            for (pos, h) in batch_headers(&read.data) {
+                if h.last_offset() >= from {
+                    let batch = &read.data[pos..pos + h.total_len()];
+                    for (key, value) in records(batch, h.records_count) {
+                        if let Some(e) = decode_entry(key, value) {
+                            out.push(e);
+                        }
+                    }
+                }
+                from = from.max(h.last_offset() + 1);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Appends the entries as one batch and waits until it is on disk.
+    pub(crate) fn write(&self, entries: &[Entry]) -> std::io::Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let records: Vec<(Vec<u8>, Option<Vec<u8>>)> = entries.iter().map(encode_entry).collect();
+        let mut batch = build_batch(strom_log::now_ms(), &records);
+        let info = self
+            .log
+            .append(&mut batch)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        self.log
+            .flush_to(info.last_offset + 1)
+            .map_err(|e| std::io::Error::other(e.to_string()))
+    }
+
+    pub(crate) fn close(&self) {
+        let _ = self.log.flush();
+        let _ = self.log.close();
+    }
+}
+
+// --- encoding ------------------------------------------------------------------------------
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    let b = &s.as_bytes()[..s.len().min(u16::MAX as usize)];
+    out.extend_from_slice(&(b.len() as u16).to_be_bytes());
+    out.extend_from_slice(b);
+}
+
+fn put_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        None => out.extend_from_slice(&(-1i16).to_be_bytes()),
+        Some(s) => {
+            let b = &s.as_bytes()[..s.len().min(i16::MAX as usize)];
+            out.extend_from_slice(&(b.len() as i16).to_be_bytes());
+            out.extend_from_slice(b);
+        }
+    }
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(&(b.len() as u32).to_be_bytes());
+    out.extend_from_slice(b);
+}
+
+fn encode_entry(e: &Entry) -> (Vec<u8>, Option<Vec<u8>>) {
+    let mut key = Vec::new();
+    match e {
+        Entry::Offset {
+            group,
+            topic,
+            partition,
+            value,
+        } => {
+            key.push(0);
+            put_str(&mut key, group);
+            put_str(&mut key, topic);
+            key.extend_from_slice(&partition.to_be_bytes());
+            let value = value.as_ref().map(|c| {
+                let mut v = vec![0u8];
+                v.extend_from_slice(&c.offset.to_be_bytes());
+                v.extend_from_slice(&c.leader_epoch.to_be_bytes());
+                v.extend_from_slice(&c.timestamp.to_be_bytes());
+                match &c.metadata {
+                    None => v.extend_from_slice(&(-1i32).to_be_bytes()),
+                    Some(m) => {
+                        v.extend_from_slice(&(m.len() as i32).to_be_bytes());
+                        v.extend_from_slice(m.as_bytes());
+                    }
+                }
+                v
+            });
+            (key, value)
+        }
+        Entry::Group { group, value } => {
+            key.push(1);
+            put_str(&mut key, group);
+            let value = value.as_ref().map(|g| {
+                let mut v = vec![0u8];
+                v.extend_from_slice(&g.generation.to_be_bytes());
+                put_str(&mut v, &g.protocol_type);
+                put_str(&mut v, &g.protocol);
+                put_str(&mut v, &g.leader);
+                v.extend_from_slice(&(g.members.len() as u32).to_be_bytes());
+                for m in &g.members {
+                    put_str(&mut v, &m.id);
+                    put_opt_str(&mut v, m.instance_id.as_deref());
+                    put_str(&mut v, &m.client_id);
+                    put_str(&mut v, &m.client_host);
+                    v.extend_from_slice(&m.session_timeout_ms.to_be_bytes());
+                    v.extend_from_slice(&m.rebalance_timeout_ms.to_be_bytes());
+                    put_bytes(&mut v, &m.metadata);
+                    put_bytes(&mut v, &m.assignment);
+                }
+                v
+            });
+            (key, value)
+        }
+    }
+}
+
+struct Cursor<'a>(&'a [u8]);
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Some(a)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.take(1).map(|b| b[0])
+    }
+    fn i16(&mut self) -> Option<i16> {
+        self.take(2).map(|b| i16::from_be_bytes([b[0], b[1]]))
+    }
+    fn i32(&mut self) -> Option<i32> {
+        self.take(4)
+            .map(|b| i32::from_be_bytes(b.try_into().expect("4")))
+    }
+    fn i64(&mut self) -> Option<i64> {
+        self.take(8)
+            .map(|b| i64::from_be_bytes(b.try_into().expect("8")))
+    }
+    fn str(&mut self) -> Option<String> {
+        let n = self.take(2).map(|b| u16::from_be_bytes([b[0], b[1]]))?;
+        String::from_utf8(self.take(n as usize)?.to_vec()).ok()
+    }
+    fn opt_str(&mut self) -> Option<Option<String>> {
+        let n = self.i16()?;
+        if n < 0 {
+            return Some(None);
+        }
+        Some(Some(
+            String::from_utf8(self.take(n as usize)?.to_vec()).ok()?,
+        ))
+    }
+    fn bytes(&mut self) -> Option<Bytes> {
+        let n = self.i32()? as u32 as usize;
+        Some(Bytes::copy_from_slice(self.take(n)?))
+    }
+}
+
+fn decode_entry(key: &[u8], value: Option<&[u8]>) -> Option<Entry> {
+    let mut k = Cursor(key);
+    match k.u8()? {
+        0 => {
+            let group = k.str()?;
+            let topic = k.str()?;
+            let partition = k.i32()?;
+            let value = match value {
+                None => None,
+                Some(v) => {
+                    let mut v = Cursor(v);
+                    let _version = v.u8()?;
+                    let offset = v.i64()?;
+                    let leader_epoch = v.i32()?;
+                    let timestamp = v.i64()?;
+                    let n = v.i32()?;
+                    let metadata = if n < 0 {
+                        None
+                    } else {
+                        Some(String::from_utf8(v.take(n as usize)?.to_vec()).ok()?)
+                    };
+                    Some(Committed {
+                        offset,
+                        leader_epoch,
+                        metadata,
+                        timestamp,
+                    })
+                }
+            };
+            Some(Entry::Offset {
+                group,
+                topic,
+                partition,
+                value,
+            })
+        }
+        1 => {
+            let group = k.str()?;
+            let value = match value {
+                None => None,
+                Some(v) => {
+                    let mut v = Cursor(v);
+                    let _version = v.u8()?;
+                    let generation = v.i32()?;
+                    let protocol_type = v.str()?;
+                    let protocol = v.str()?;
+                    let leader = v.str()?;
+                    let n = v.i32()? as u32;
+                    let mut members = Vec::new();
+                    for _ in 0..n {
+                        members.push(StoredMember {
+                            id: v.str()?,
+                            instance_id: v.opt_str()?,
+                            client_id: v.str()?,
+                            client_host: v.str()?,
+                            session_timeout_ms: v.i32()?,
+                            rebalance_timeout_ms: v.i32()?,
+                            metadata: v.bytes()?,
+                            assignment: v.bytes()?,
+                        });
+                    }
+                    Some(StoredGroup {
+                        generation,
+                        protocol_type,
+                        protocol,
+                        leader,
+                        members,
+                    })
+                }
+            };
+            Some(Entry::Group { group, value })
+        }
+        _ => None,
+    }
+}
+
+// --- record batch v2 (uncompressed, written and read only by this store) -------------------
+
+fn put_varint(out: &mut Vec<u8>, v: i64) {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    while z >= 0x80 {
+        out.push((z as u8) | 0x80);
+        z >>= 7;
+    }
+    out.push(z as u8);
+}
+
+fn varint(buf: &[u8]) -> Option<(i64, usize)> {
+    let mut raw = 0u64;
+    for (i, b) in buf.iter().take(10).enumerate() {
+        raw |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some((((raw >> 1) as i64) ^ -((raw & 1) as i64), i + 1));
+        }
+    }
+    None
+}
+
+fn build_batch(timestamp: i64, records: &[(Vec<u8>, Option<Vec<u8>>)]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (i, (key, value)) in records.iter().enumerate() {
+        let mut r = vec![0u8];
+        put_varint(&mut r, 0);
+        put_varint(&mut r, i as i64);
+        put_varint(&mut r, key.len() as i64);
+        r.extend_from_slice(key);
+        match value {
+            None => put_varint(&mut r, -1),
+            Some(v) => {
+                put_varint(&mut r, v.len() as i64);
+                r.extend_from_slice(v);
+            }
+        }
+        put_varint(&mut r, 0);
+        put_varint(&mut body, r.len() as i64);
+        body.extend_from_slice(&r);
+    }
+    let count = records.len() as i32;
+    let mut out = Vec::with_capacity(HEADER_LEN + body.len());
+    out.extend_from_slice(&0i64.to_be_bytes());
+    out.extend_from_slice(&((HEADER_LEN - 12 + body.len()) as i32).to_be_bytes());
+    out.extend_from_slice(&0i32.to_be_bytes());
+    out.push(MAGIC_V2 as u8);
+    out.extend_from_slice(&0u32.to_be_bytes());
+    out.extend_from_slice(&0i16.to_be_bytes());
+    out.extend_from_slice(&(count - 1).to_be_bytes());
+    out.extend_from_slice(&timestamp.to_be_bytes());
+    out.extend_from_slice(&timestamp.to_be_bytes());
+    out.extend_from_slice(&(-1i64).to_be_bytes());
+    out.extend_from_slice(&(-1i16).to_be_bytes());
+    out.extend_from_slice(&(-1i32).to_be_bytes());
+    out.extend_from_slice(&count.to_be_bytes());
+    out.extend_from_slice(&body);
+    let crc = crc32c::crc32c(&out[21..]);
+    out[17..21].copy_from_slice(&crc.to_be_bytes());
+    out
+}
+
+/// `(key, value)` of each record of an uncompressed batch.
+fn records(batch: &[u8], count: i32) -> Vec<(&[u8], Option<&[u8]>)> {
+    let mut out = Vec::new();
+    let mut pos = HEADER_LEN;
+    for _ in 0..count {
+        let Some((len, n)) = batch.get(pos..).and_then(varint) else {
+            break;
+        };
+        let Some(rec) = batch.get(pos + n..pos + n + len.max(0) as usize) else {
+            break;
+        };
+        pos += n + len.max(0) as usize;
+        let mut p = 1;
+        for _ in 0..2 {
+            let Some((_, m)) = rec.get(p..).and_then(varint) else {
+                return out;
+            };
+            p += m;
+        }
+        let Some((klen, m)) = rec.get(p..).and_then(varint) else {
+            break;
+        };
+        p += m;
+        let Some(key) = rec.get(p..p + klen.max(0) as usize) else {
+            break;
+        };
+        p += klen.max(0) as usize;
+        let Some((vlen, m)) = rec.get(p..).and_then(varint) else {
+            break;
+        };
+        p += m;
+        let value = if vlen < 0 {
+            None
+        } else {
+            match rec.get(p..p + vlen as usize) {
+                Some(v) => Some(v),
+                None => break,
+            }
+        };
+        out.push((key, value));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_round_trip_through_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let group = StoredGroup {
+            generation: 3,
+            protocol_type: "consumer".into(),
+            protocol: "range".into(),
+            leader: "m1".into(),
+            members: vec![StoredMember {
+                id: "m1".into(),
+                instance_id: Some("i1".into()),
+                client_id: "c".into(),
+                client_host: "/127.0.0.1".into(),
+                session_timeout_ms: 10_000,
+                rebalance_timeout_ms: 30_000,
+                metadata: Bytes::from_static(b"meta"),
+                assignment: Bytes::from_static(b"assign"),
+            }],
+        };
+        let committed = Committed {
+            offset: 42,
+            leader_epoch: 0,
+            metadata: Some("hello".into()),
+            timestamp: 7,
+        };
+        {
+            let s = Store::open(dir.path()).unwrap();
+            s.write(&[
+                Entry::Offset {
+                    group: "g".into(),
+                    topic: "t".into(),
+                    partition: 1,
+                    value: Some(committed.clone()),
+                },
+                Entry::Group {
+                    group: "g".into(),
+                    value: Some(group.clone()),
+                },
+            ])
+            .unwrap();
+            s.write(&[Entry::Offset {
+                group: "g".into(),
+                topic: "t".into(),
+                partition: 2,
+                value: None,
+            }])
+            .unwrap();
+            s.close();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        let entries = s.replay().unwrap();
+        assert_eq!(entries.len(), 3);
+        assert!(
+            matches!(&entries[0], Entry::Offset { value: Some(c), partition: 1, .. } if *c == committed)
+        );
+        assert!(matches!(&entries[1], Entry::Group { value: Some(g), .. } if *g == group));
+        assert!(matches!(
+            &entries[2],
+            Entry::Offset {
+                value: None,
+                partition: 2,
+                ..
+            }
+        ));
+    }
+}
