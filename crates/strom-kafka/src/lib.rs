@@ -7,13 +7,14 @@
 //! - `server`: listener, framing (length prefix, `socket.request.max.bytes`), one task per
 //!   connection, in-order pipelined responses, graceful drain, the dispatch table;
 //! - `versions`: the advertised API ranges;
-//! - `meta`, `data`, `admin`: the handlers; `legacy`: UNSUPPORTED_VERSION answers for the
+//! - `meta`, `data`, `admin`, `group_api`: the handlers; `legacy`: UNSUPPORTED_VERSION answers for the
 //!   old Produce/Fetch versions advertised for old librdkafka; `codes`: core errors to Kafka
 //!   error codes.
 
 mod admin;
 mod codes;
 mod data;
+mod group_api;
 mod legacy;
 mod meta;
 mod server;

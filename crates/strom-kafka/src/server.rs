@@ -15,13 +15,14 @@ use std::time::Duration;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable};
+use strom_broker::coordinator::GroupCoordinator;
 use strom_broker::Broker;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::{admin, data, legacy, meta, versions};
+use crate::{admin, data, group_api, legacy, meta, versions};
 
 /// Settings of the Kafka door.
 #[derive(Clone, Debug)]
@@ -39,6 +40,7 @@ pub struct KafkaConfig {
 /// What handlers share.
 pub(crate) struct Ctx {
     pub(crate) broker: Arc<Broker>,
+    pub(crate) groups: Arc<GroupCoordinator>,
     pub(crate) config: KafkaConfig,
     pub(crate) connections: AtomicUsize,
 }
@@ -64,12 +66,17 @@ pub(crate) type Reply = Option<BytesMut>;
 
 impl KafkaServer {
     /// Binds the listener.
-    pub async fn bind(config: KafkaConfig, broker: Arc<Broker>) -> io::Result<KafkaServer> {
+    pub async fn bind(
+        config: KafkaConfig,
+        broker: Arc<Broker>,
+        groups: Arc<GroupCoordinator>,
+    ) -> io::Result<KafkaServer> {
         let listener = TcpListener::bind(config.listen).await?;
         Ok(KafkaServer {
             listener,
             ctx: Arc::new(Ctx {
                 broker,
+                groups,
                 config,
                 connections: AtomicUsize::new(0),
             }),
@@ -149,7 +156,7 @@ async fn connection(
         rd.read_exact(&mut frame)
             .await
             .map_err(|e| Fatal(format!("truncated request frame: {e}")))?;
-        if let Some(response) = handle(ctx, frame.freeze()).await? {
+        if let Some(response) = handle(ctx, peer, frame.freeze()).await? {
             wr.write_all(&response).await?;
         }
         if !whole_frame_buffered(rd.buffer()) {
@@ -167,7 +174,7 @@ fn whole_frame_buffered(buf: &[u8]) -> bool {
 }
 
 /// Handles one request frame (without its length prefix); returns the framed response.
-async fn handle(ctx: &Ctx, frame: Bytes) -> Result<Reply, Fatal> {
+async fn handle(ctx: &Ctx, peer: SocketAddr, frame: Bytes) -> Result<Reply, Fatal> {
     let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
     let version = i16::from_be_bytes([frame[2], frame[3]]);
     let correlation = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
@@ -198,6 +205,8 @@ async fn handle(ctx: &Ctx, frame: Bytes) -> Result<Reply, Fatal> {
         body: buf,
         correlation: header.correlation_id,
         response_header_version: key.response_header_version(version),
+        client_id: header.client_id.map(|c| c.to_string()).unwrap_or_default(),
+        peer,
     };
     let api = key;
     let body = match key {
@@ -213,6 +222,17 @@ async fn handle(ctx: &Ctx, frame: Bytes) -> Result<Reply, Fatal> {
         ApiKey::CreatePartitions => admin::create_partitions(req),
         ApiKey::DescribeConfigs => admin::describe_configs(req),
         ApiKey::IncrementalAlterConfigs => admin::incremental_alter_configs(req),
+        ApiKey::FindCoordinator => group_api::find_coordinator(req),
+        ApiKey::JoinGroup => group_api::join_group(req).await,
+        ApiKey::SyncGroup => group_api::sync_group(req).await,
+        ApiKey::Heartbeat => group_api::heartbeat(req),
+        ApiKey::LeaveGroup => group_api::leave_group(req).await,
+        ApiKey::OffsetCommit => group_api::offset_commit(req).await,
+        ApiKey::OffsetFetch => group_api::offset_fetch(req),
+        ApiKey::DescribeGroups => group_api::describe_groups(req),
+        ApiKey::ListGroups => group_api::list_groups(req),
+        ApiKey::DeleteGroups => group_api::delete_groups(req).await,
+        ApiKey::OffsetDelete => group_api::offset_delete(req).await,
         other => return Err(Fatal(format!("api {other:?} has no handler"))),
     }
     .map_err(|e| Fatal(format!("{api:?} v{version}: {}", e.0)))?;
@@ -226,6 +246,10 @@ pub(crate) struct Req<'a> {
     body: Bytes,
     correlation: i32,
     response_header_version: i16,
+    /// The client id from the request header.
+    pub(crate) client_id: String,
+    /// The client's address.
+    pub(crate) peer: SocketAddr,
 }
 
 impl Req<'_> {

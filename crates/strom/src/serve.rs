@@ -3,11 +3,13 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde::Deserialize;
+use strom_broker::coordinator::{GroupConfig, GroupCoordinator, PartitionExists};
 use strom_broker::{Broker, BrokerConfig};
 use strom_kafka::{KafkaConfig, KafkaServer};
 use tokio::sync::watch;
@@ -45,6 +47,15 @@ pub(crate) struct ServeArgs {
     /// This broker's node id [default: 1].
     #[arg(long, env = "STROM_NODE_ID")]
     node_id: Option<i32>,
+    /// group.initial.rebalance.delay.ms: how long a new group waits for more members [default: 3000].
+    #[arg(long, env = "STROM_GROUP_INITIAL_REBALANCE_DELAY_MS")]
+    group_initial_rebalance_delay_ms: Option<u64>,
+    /// group.min.session.timeout.ms [default: 1000].
+    #[arg(long, env = "STROM_GROUP_MIN_SESSION_TIMEOUT_MS")]
+    group_min_session_timeout_ms: Option<i32>,
+    /// offsets.retention.minutes: committed offsets of empty groups expire after this [default: 10080].
+    #[arg(long, env = "STROM_OFFSETS_RETENTION_MINUTES")]
+    offsets_retention_minutes: Option<i64>,
     /// Log filter (error, warn, info, debug, trace or a tracing directive) [default: info].
     #[arg(long, env = "STROM_LOG_LEVEL")]
     log_level: Option<String>,
@@ -63,12 +74,16 @@ struct FileConfig {
     max_request_bytes: Option<usize>,
     retention_check_interval_ms: Option<u64>,
     node_id: Option<i32>,
+    group_initial_rebalance_delay_ms: Option<u64>,
+    group_min_session_timeout_ms: Option<i32>,
+    offsets_retention_minutes: Option<i64>,
     log_level: Option<String>,
 }
 
 /// Resolved settings.
 struct Settings {
     broker: BrokerConfig,
+    groups: GroupConfig,
     kafka: KafkaConfig,
     http_addr: Option<String>,
     log_level: String,
@@ -144,8 +159,28 @@ fn resolve(a: ServeArgs) -> Result<Settings> {
     if max_request_bytes < 64 {
         bail!("--max-request-bytes must be at least 64");
     }
+    let mut groups = GroupConfig::default();
+    if let Some(ms) = a
+        .group_initial_rebalance_delay_ms
+        .or(f.group_initial_rebalance_delay_ms)
+    {
+        groups.initial_rebalance_delay_ms = ms;
+    }
+    if let Some(ms) = a
+        .group_min_session_timeout_ms
+        .or(f.group_min_session_timeout_ms)
+    {
+        groups.min_session_timeout_ms = ms;
+    }
+    if let Some(m) = a.offsets_retention_minutes.or(f.offsets_retention_minutes) {
+        if m < 1 {
+            bail!("--offsets-retention-minutes must be at least 1");
+        }
+        groups.offsets_retention_ms = m.saturating_mul(60_000);
+    }
     Ok(Settings {
         broker,
+        groups,
         kafka: KafkaConfig {
             listen,
             advertised_host,
@@ -181,11 +216,18 @@ async fn serve(s: Settings) -> Result<()> {
     let broker = tokio::task::spawn_blocking(move || Broker::open(s.broker))
         .await?
         .with_context(|| format!("cannot open the data directory {}", data_dir.display()))?;
+    let b = broker.clone();
+    let exists: PartitionExists = Arc::new(move |t: &str, p: i32| b.partition(t, p).is_ok());
+    let (dir, gconf) = (data_dir.clone(), s.groups.clone());
+    let groups = tokio::task::spawn_blocking(move || GroupCoordinator::open(&dir, gconf, exists))
+        .await?
+        .context("cannot load the consumer groups")?;
+    let coordinator = tokio::spawn(groups.clone().run());
     if let Some(http) = &s.http_addr {
         tracing::warn!(addr = %http, "--http-addr is reserved: the HTTP door is not built yet");
     }
     let listen = s.kafka.listen;
-    let server = KafkaServer::bind(s.kafka.clone(), broker.clone())
+    let server = KafkaServer::bind(s.kafka.clone(), broker.clone(), groups.clone())
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!(
@@ -206,6 +248,8 @@ async fn serve(s: Settings) -> Result<()> {
         .await?
         .context("flushing the logs at shutdown")?;
     maintenance.abort();
+    coordinator.abort();
+    groups.close();
     tracing::info!("strom stopped");
     Ok(())
 }

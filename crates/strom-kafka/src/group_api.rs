@@ -1,0 +1,557 @@
+//! The consumer group APIs: FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup,
+//! OffsetCommit, OffsetFetch, DescribeGroups, ListGroups, DeleteGroups, OffsetDelete.
+//! Each translates to a call on `strom_broker::coordinator::GroupCoordinator`.
+
+use kafka_protocol::messages::delete_groups_response::{
+    DeletableGroupResult, DeleteGroupsResponse,
+};
+use kafka_protocol::messages::describe_groups_response::{
+    DescribeGroupsResponse, DescribedGroup, DescribedGroupMember,
+};
+use kafka_protocol::messages::find_coordinator_response::{Coordinator, FindCoordinatorResponse};
+use kafka_protocol::messages::heartbeat_response::HeartbeatResponse;
+use kafka_protocol::messages::join_group_response::{JoinGroupResponse, JoinGroupResponseMember};
+use kafka_protocol::messages::leave_group_response::{LeaveGroupResponse, MemberResponse};
+use kafka_protocol::messages::list_groups_response::{ListGroupsResponse, ListedGroup};
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponse, OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponse, OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponse, OffsetFetchResponseGroup, OffsetFetchResponsePartition,
+    OffsetFetchResponsePartitions, OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::sync_group_response::SyncGroupResponse;
+use kafka_protocol::messages::{
+    BrokerId, DeleteGroupsRequest, DescribeGroupsRequest, FindCoordinatorRequest, GroupId,
+    HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest, OffsetCommitRequest,
+    OffsetDeleteRequest, OffsetFetchRequest, SyncGroupRequest, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError as E;
+use strom_broker::coordinator::{Committed, GroupError, JoinRequest, OffsetCommit};
+
+use crate::server::{advertised, Fatal, Reply, Req};
+
+fn sb(s: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(s.into())
+}
+
+/// The Kafka error code of a group error.
+pub(crate) fn code(e: &GroupError) -> i16 {
+    match e {
+        GroupError::CoordinatorNotAvailable | GroupError::Storage(_) => {
+            E::CoordinatorNotAvailable.code()
+        }
+        GroupError::RebalanceInProgress => E::RebalanceInProgress.code(),
+        GroupError::UnknownMemberId => E::UnknownMemberId.code(),
+        GroupError::IllegalGeneration => E::IllegalGeneration.code(),
+        GroupError::FencedInstanceId => E::FencedInstanceId.code(),
+        GroupError::MemberIdRequired(_) => E::MemberIdRequired.code(),
+        GroupError::InconsistentGroupProtocol => E::InconsistentGroupProtocol.code(),
+        GroupError::InvalidSessionTimeout => E::InvalidSessionTimeout.code(),
+        GroupError::InvalidGroupId => E::InvalidGroupId.code(),
+        GroupError::GroupIdNotFound => E::GroupIdNotFound.code(),
+        GroupError::NonEmptyGroup => E::NonEmptyGroup.code(),
+        GroupError::GroupSubscribedToTopic => E::GroupSubscribedToTopic.code(),
+        GroupError::UnknownTopicOrPartition => E::UnknownTopicOrPartition.code(),
+        GroupError::OffsetMetadataTooLarge => E::OffsetMetadataTooLarge.code(),
+    }
+}
+
+fn err_code<T>(r: &Result<T, GroupError>) -> i16 {
+    r.as_ref().err().map_or(0, code)
+}
+
+pub(crate) fn find_coordinator(mut req: Req<'_>) -> Result<Reply, Fatal> {
+    let r: FindCoordinatorRequest = req.decode()?;
+    let v = req.version;
+    let (host, port) = advertised(req.ctx);
+    let node = req.ctx.broker.node_id();
+    // Groups (key type 0) are coordinated here; transactions (1) are not supported yet.
+    let answer = |key_type: i8| -> (i16, Option<StrBytes>) {
+        if key_type == 0 {
+            (0, None)
+        } else {
+            (
+                E::CoordinatorNotAvailable.code(),
+                Some(sb("transactions are not supported")),
+            )
+        }
+    };
+    let mut resp = FindCoordinatorResponse::default();
+    if v >= 4 {
+        resp = resp.with_coordinators(
+            r.coordinator_keys
+                .iter()
+                .map(|k| {
+                    let (c, msg) = answer(r.key_type);
+                    Coordinator::default()
+                        .with_key(k.clone())
+                        .with_node_id(BrokerId(if c == 0 { node } else { -1 }))
+                        .with_host(if c == 0 { sb(host.clone()) } else { sb("") })
+                        .with_port(if c == 0 { port } else { -1 })
+                        .with_error_code(c)
+                        .with_error_message(msg)
+                })
+                .collect(),
+        );
+    } else {
+        let (c, msg) = answer(if v >= 1 { r.key_type } else { 0 });
+        resp = resp
+            .with_error_code(c)
+            .with_node_id(BrokerId(if c == 0 { node } else { -1 }))
+            .with_host(if c == 0 { sb(host) } else { sb("") })
+            .with_port(if c == 0 { port } else { -1 });
+        if v >= 1 {
+            resp = resp.with_error_message(msg);
+        }
+    }
+    req.encode(&resp)
+}
+
+pub(crate) async fn join_group(mut req: Req<'_>) -> Result<Reply, Fatal> {
+    let r: JoinGroupRequest = req.decode()?;
+    let v = req.version;
+    let groups = req.ctx.groups.clone();
+    let join = JoinRequest {
+        group_id: r.group_id.to_string(),
+        member_id: r.member_id.to_string(),
+        instance_id: r.group_instance_id.as_ref().map(|s| s.to_string()),
+        client_id: req.client_id.clone(),
+        client_host: format!("/{}", req.peer.ip()),
+        session_timeout_ms: r.session_timeout_ms,
+        rebalance_timeout_ms: if v >= 1 {
+            r.rebalance_timeout_ms
+        } else {
+            r.session_timeout_ms
+        },
+        protocol_type: r.protocol_type.to_string(),
+        protocols: r
+            .protocols
+            .iter()
+            .map(|p| (p.name.to_string(), p.metadata.clone()))
+            .collect(),
+        require_known_member_id: v >= 4,
+    };
+    let mut resp = JoinGroupResponse::default();
+    match groups.join(join).await {
+        Ok(j) => {
+            resp = resp
+                .with_generation_id(j.generation)
+                .with_leader(sb(j.leader))
+                .with_member_id(sb(j.member_id))
+                .with_protocol_name(Some(sb(j.protocol_name)))
+                .with_members(
+                    j.members
+                        .into_iter()
+                        .map(|(id, inst, meta)| {
+                            let mut m = JoinGroupResponseMember::default()
+                                .with_member_id(sb(id))
+                                .with_metadata(meta);
+                            if v >= 5 {
+                                m = m.with_group_instance_id(inst.map(sb));
+                            }
+                            m
+                        })
+                        .collect(),
+                );
+            if v >= 7 {
+                resp = resp.with_protocol_type(Some(sb(j.protocol_type)));
+            }
+            if v >= 9 {
+                resp = resp.with_skip_assignment(j.skip_assignment);
+            }
+        }
+        Err(e) => {
+            let member = match &e {
+                GroupError::MemberIdRequired(id) => id.clone(),
+                _ => r.member_id.to_string(),
+            };
+            resp = resp
+                .with_error_code(code(&e))
+                .with_generation_id(-1)
+                .with_member_id(sb(member))
+                .with_protocol_name(if v >= 7 { None } else { Some(sb("")) });
+        }
+    }
+    req.encode(&resp)
+}
+
+pub(crate) async fn sync_group(mut req: Req<'_>) -> Result<Reply, Fatal> {
+    let r: SyncGroupRequest = req.decode()?;
+    let v = req.version;
+    let groups = req.ctx.groups.clone();
+    let ptype = r
+        .protocol_type
+        .as_ref()
+        .map(|s| s.to_string())
+        .unwrap_or_default();
+    let pname = r
+        .protocol_name
+        .as_ref()
+        .map(|s| s.to_string())
+        .unwrap_or_default();
+    let result = groups
+        .sync(
+            &r.group_id,
+            r.generation_id,
+            &r.member_id,
+            r.group_instance_id.as_deref(),
+            Some((&ptype, &pname)),
+            r.assignments
+                .iter()
+                .map(|a| (a.member_id.to_string(), a.assignment.clone()))
+                .collect(),
+        )
+        .await;
+    let mut resp = SyncGroupResponse::default().with_error_code(err_code(&result));
+    if let Ok((t, n, assignment)) = result {
+        resp = resp.with_assignment(assignment);
+        if v >= 5 {
+            resp = resp
+                .with_protocol_type(Some(sb(t)))
+                .with_protocol_name(Some(sb(n)));
+        }
+    }
+    req.encode(&resp)
+}
+
+pub(crate) fn heartbeat(mut req: Req<'_>) -> Result<Reply, Fatal> {
+    let r: HeartbeatRequest = req.decode()?;
+    let result = req.ctx.groups.heartbeat(
+        &r.group_id,
+        r.generation_id,
+        &r.member_id,
+        r.group_instance_id.as_deref(),
+    );
+    req.encode(&HeartbeatResponse::default().with_error_code(err_code(&result)))
+}
+
+pub(crate) async fn leave_group(mut req: Req<'_>) -> Result<Reply, Fatal> {
+    let r: LeaveGroupRequest = req.decode()?;
+    let v = req.version;
+    let groups = req.ctx.groups.clone();
+    let members: Vec<(String, Option<String>)> = if v >= 3 {
+        r.members
+            .iter()
+            .map(|m| {
+                (
+                    m.member_id.to_string(),
+                    m.group_instance_id.as_ref().map(|s| s.to_string()),
+                )
+            })
+            .collect()
+    } else {
+        vec![(r.member_id.to_string(), None)]
+    };
+    let results = groups.leave(&r.group_id, &members).await;
+    let mut resp = LeaveGroupResponse::default();
+    if v >= 3 {
+        resp = resp.with_members(
+            members
+                .iter()
+                .zip(&results)
+                .map(|((id, inst), res)| {
+                    MemberResponse::default()
+                        .with_member_id(sb(res
+                            .as_ref()
+                            .map(|s| s.clone())
+                            .unwrap_or_else(|_| id.clone())))
+                        .with_group_instance_id(inst.clone().map(sb))
+                        .with_error_code(err_code(res))
+                })
+                .collect(),
+        );
+    } else {
+        resp = resp.with_error_code(results.first().map_or(0, err_code));
+    }
+    req.encode(&resp)
+}
+
+pub(crate) async fn offset_commit(mut req: Req<'_>) -> Result<Reply, Fatal> {
+    let r: OffsetCommitRequest = req.decode()?;
+    let v = req.version;
+    let groups = req.ctx.groups.clone();
+    let offsets: Vec<OffsetCommit> = r
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(move |p| OffsetCommit {
+                topic: t.name.to_string(),
+                partition: p.partition_index,
+                offset: p.committed_offset,
+                leader_epoch: if v >= 6 { p.committed_leader_epoch } else { -1 },
+                metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
+            })
+        })
+        .collect();
+    let instance = if v >= 7 {
+        r.group_instance_id.as_deref()
+    } else {
+        None
+    };
+    let result = groups
+        .commit(
+            &r.group_id,
+            r.generation_id_or_member_epoch,
+            &r.member_id,
+            instance,
+            offsets,
+        )
+        .await;
+    let mut codes = match &result {
+        Ok(per) => per.iter().map(err_code).collect::<Vec<_>>(),
+        Err(e) => vec![code(e); r.topics.iter().map(|t| t.partitions.len()).sum()],
+    }
+    .into_iter();
+    let topics = r
+        .topics
+        .iter()
+        .map(|t| {
+            OffsetCommitResponseTopic::default()
+                .with_name(t.name.clone())
+                .with_partitions(
+                    t.partitions
+                        .iter()
+                        .map(|p| {
+                            OffsetCommitResponsePartition::default()
+                                .with_partition_index(p.partition_index)
+                                .with_error_code(codes.next().unwrap_or(0))
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    req.encode(&OffsetCommitResponse::default().with_topics(topics))
+}
+
+fn committed_fields(c: Option<Committed>) -> (i64, i32, Option<StrBytes>) {
+    match c {
+        Some(c) => (
+            c.offset,
+            c.leader_epoch,
+            Some(sb(c.metadata.unwrap_or_default())),
+        ),
+        None => (-1, -1, Some(sb(""))),
+    }
+}
+
+/// Groups `(topic, partition, committed)` by topic, keeping first-seen topic order.
+fn by_topic(
+    rows: Vec<(String, i32, Option<Committed>)>,
+) -> Vec<(String, Vec<(i32, Option<Committed>)>)> {
+    let mut out: Vec<(String, Vec<(i32, Option<Committed>)>)> = Vec::new();
+    for (t, p, c) in rows {
+        match out.iter_mut().find(|(n, _)| *n == t) {
+            Some((_, v)) => v.push((p, c)),
+            None => out.push((t, vec![(p, c)])),
+        }
+    }
+    out
+}
+
+pub(crate) fn offset_fetch(mut req: Req<'_>) -> Result<Reply, Fatal> {
+    let r: OffsetFetchRequest = req.decode()?;
+    let v = req.version;
+    let groups = &req.ctx.groups;
+    if v >= 8 {
+        let out = r
+            .groups
+            .iter()
+            .map(|g| {
+                let wanted = g.topics.as_ref().map(|ts| {
+                    ts.iter()
+                        .flat_map(|t| {
+                            t.partition_indexes
+                                .iter()
+                                .map(move |p| (t.name.to_string(), *p))
+                        })
+                        .collect()
+                });
+                let topics = by_topic(groups.fetch_offsets(&g.group_id, wanted))
+                    .into_iter()
+                    .map(|(t, ps)| {
+                        OffsetFetchResponseTopics::default()
+                            .with_name(TopicName(sb(t)))
+                            .with_partitions(
+                                ps.into_iter()
+                                    .map(|(p, c)| {
+                                        let (o, e, m) = committed_fields(c);
+                                        OffsetFetchResponsePartitions::default()
+                                            .with_partition_index(p)
+                                            .with_committed_offset(o)
+                                            .with_committed_leader_epoch(e)
+                                            .with_metadata(m)
+                                    })
+                                    .collect(),
+                            )
+                    })
+                    .collect();
+                OffsetFetchResponseGroup::default()
+                    .with_group_id(g.group_id.clone())
+                    .with_topics(topics)
+            })
+            .collect();
+        return req.encode(&OffsetFetchResponse::default().with_groups(out));
+    }
+    let wanted = r.topics.as_ref().map(|ts| {
+        ts.iter()
+            .flat_map(|t| {
+                t.partition_indexes
+                    .iter()
+                    .map(move |p| (t.name.to_string(), *p))
+            })
+            .collect()
+    });
+    let topics = by_topic(groups.fetch_offsets(&r.group_id, wanted))
+        .into_iter()
+        .map(|(t, ps)| {
+            OffsetFetchResponseTopic::default()
+                .with_name(TopicName(sb(t)))
+                .with_partitions(
+                    ps.into_iter()
+                        .map(|(p, c)| {
+                            let (o, e, m) = committed_fields(c);
+                            let mut part = OffsetFetchResponsePartition::default()
+                                .with_partition_index(p)
+                                .with_committed_offset(o)
+                                .with_metadata(m);
+                            if v >= 5 {
+                                part = part.with_committed_leader_epoch(e);
+                            }
+                            part
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    req.encode(&OffsetFetchResponse::default().with_topics(topics))
+}
+
+pub(crate) fn describe_groups(mut req: Req<'_>) -> Result<Reply, Fatal> {
+    let r: DescribeGroupsRequest = req.decode()?;
+    let v = req.version;
+    let groups = &req.ctx.groups;
+    let out = r
+        .groups
+        .iter()
+        .map(|id| {
+            let d = groups.describe(id);
+            let members = d
+                .members
+                .into_iter()
+                .map(|m| {
+                    let mut dm = DescribedGroupMember::default()
+                        .with_member_id(sb(m.member_id))
+                        .with_client_id(sb(m.client_id))
+                        .with_client_host(sb(m.client_host))
+                        .with_member_metadata(m.metadata)
+                        .with_member_assignment(m.assignment);
+                    if v >= 4 {
+                        dm = dm.with_group_instance_id(m.instance_id.map(sb));
+                    }
+                    dm
+                })
+                .collect();
+            DescribedGroup::default()
+                .with_group_id(id.clone())
+                .with_group_state(sb(d.state.name()))
+                .with_protocol_type(sb(d.protocol_type))
+                .with_protocol_data(sb(d.protocol))
+                .with_members(members)
+        })
+        .collect();
+    req.encode(&DescribeGroupsResponse::default().with_groups(out))
+}
+
+pub(crate) fn list_groups(mut req: Req<'_>) -> Result<Reply, Fatal> {
+    let r: ListGroupsRequest = req.decode()?;
+    let v = req.version;
+    let states: Vec<String> = r.states_filter.iter().map(|s| s.to_lowercase()).collect();
+    let classic_wanted = r.types_filter.is_empty()
+        || r.types_filter
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case("classic"));
+    let out = req
+        .ctx
+        .groups
+        .list()
+        .into_iter()
+        .filter(|(_, _, s)| {
+            classic_wanted && (states.is_empty() || states.contains(&s.name().to_lowercase()))
+        })
+        .map(|(id, ptype, state)| {
+            let mut g = ListedGroup::default()
+                .with_group_id(GroupId(sb(id)))
+                .with_protocol_type(sb(ptype));
+            if v >= 4 {
+                g = g.with_group_state(sb(state.name()));
+            }
+            if v >= 5 {
+                g = g.with_group_type(sb("classic"));
+            }
+            g
+        })
+        .collect();
+    req.encode(&ListGroupsResponse::default().with_groups(out))
+}
+
+pub(crate) async fn delete_groups(mut req: Req<'_>) -> Result<Reply, Fatal> {
+    let r: DeleteGroupsRequest = req.decode()?;
+    let groups = req.ctx.groups.clone();
+    let mut results = Vec::with_capacity(r.groups_names.len());
+    for id in r.groups_names {
+        let res = groups.delete(&id).await;
+        results.push(
+            DeletableGroupResult::default()
+                .with_group_id(id)
+                .with_error_code(err_code(&res)),
+        );
+    }
+    req.encode(&DeleteGroupsResponse::default().with_results(results))
+}
+
+pub(crate) async fn offset_delete(mut req: Req<'_>) -> Result<Reply, Fatal> {
+    let r: OffsetDeleteRequest = req.decode()?;
+    let groups = req.ctx.groups.clone();
+    let wanted: Vec<(String, i32)> = r
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(move |p| (t.name.to_string(), p.partition_index))
+        })
+        .collect();
+    let result = groups.delete_offsets(&r.group_id, wanted).await;
+    let mut resp = OffsetDeleteResponse::default();
+    match result {
+        Err(e) => resp = resp.with_error_code(code(&e)),
+        Ok(per) => {
+            let mut codes = per.iter().map(err_code);
+            resp = resp.with_topics(
+                r.topics
+                    .iter()
+                    .map(|t| {
+                        OffsetDeleteResponseTopic::default()
+                            .with_name(t.name.clone())
+                            .with_partitions(
+                                t.partitions
+                                    .iter()
+                                    .map(|p| {
+                                        OffsetDeleteResponsePartition::default()
+                                            .with_partition_index(p.partition_index)
+                                            .with_error_code(codes.next().unwrap_or(0))
+                                    })
+                                    .collect(),
+                            )
+                    })
+                    .collect(),
+            );
+        }
+    }
+    req.encode(&resp)
+}
