@@ -256,10 +256,7 @@ pub(crate) async fn leave_group(mut req: Req<'_>) -> Result<Reply, Fatal> {
                 .zip(&results)
                 .map(|((id, inst), res)| {
                     MemberResponse::default()
-                        .with_member_id(sb(res
-                            .as_ref()
-                            .map(|s| s.clone())
-                            .unwrap_or_else(|_| id.clone())))
+                        .with_member_id(sb(res.clone().unwrap_or_else(|_| id.clone())))
                         .with_group_instance_id(inst.clone().map(sb))
                         .with_error_code(err_code(res))
                 })
@@ -339,11 +336,12 @@ fn committed_fields(c: Option<Committed>) -> (i64, i32, Option<StrBytes>) {
     }
 }
 
+/// A topic's partitions with their committed offsets.
+type TopicOffsets = (String, Vec<(i32, Option<Committed>)>);
+
 /// Groups `(topic, partition, committed)` by topic, keeping first-seen topic order.
-fn by_topic(
-    rows: Vec<(String, i32, Option<Committed>)>,
-) -> Vec<(String, Vec<(i32, Option<Committed>)>)> {
-    let mut out: Vec<(String, Vec<(i32, Option<Committed>)>)> = Vec::new();
+fn by_topic(rows: Vec<(String, i32, Option<Committed>)>) -> Vec<TopicOffsets> {
+    let mut out: Vec<TopicOffsets> = Vec::new();
     for (t, p, c) in rows {
         match out.iter_mut().find(|(n, _)| *n == t) {
             Some((_, v)) => v.push((p, c)),
