@@ -1,0 +1,247 @@
+//! Retention, index lookups, segment rolls, limits, and readers running beside the writer.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use strom_log::{batch_headers, build_batch, now_ms, validate_batches, Log, LogConfig, LogError};
+
+fn config() -> LogConfig {
+    LogConfig {
+        segment_bytes: 4096,
+        index_interval_bytes: 512,
+        retention_ms: None,
+        ..LogConfig::default()
+    }
+}
+
+fn append(log: &Log, ts: i64, value: &[u8]) -> i64 {
+    let mut b = build_batch(ts, &[value]);
+    log.append(&mut b).unwrap().base_offset
+}
+
+#[test]
+fn retention_by_time_deletes_old_segments_and_moves_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        retention_ms: Some(3_600_000),
+        ..config()
+    };
+    let log = Log::open(dir.path(), cfg).unwrap();
+    let old = now_ms() - 2 * 3_600_000;
+    let v = [7u8; 500];
+    for i in 0..40 {
+        append(&log, old + i, &v);
+    }
+    let first_new = append(&log, now_ms(), &v);
+    for _ in 0..20 {
+        append(&log, now_ms(), &v);
+    }
+    let before = log.segment_count();
+    let out = log.enforce_retention(now_ms()).unwrap();
+    assert!(out.segments > 0 && log.segment_count() == before - out.segments);
+    let start = log.log_start_offset();
+    assert!(
+        start > 0 && start <= first_new,
+        "start {start} moved up to at most the first new record"
+    );
+    assert!(matches!(
+        log.read(start - 1, 1 << 20),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+    assert!(!log.read(start, 1 << 20).unwrap().data.is_empty());
+    // The start survives a reopen.
+    log.close().unwrap();
+    drop(log);
+    let log = Log::open(dir.path(), cfg).unwrap();
+    assert_eq!(log.log_start_offset(), start);
+}
+
+#[test]
+fn retention_by_size_keeps_the_newest_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        retention_bytes: Some(3 * 4096),
+        ..config()
+    };
+    let log = Log::open(dir.path(), cfg).unwrap();
+    for _ in 0..100 {
+        append(&log, now_ms(), &[1u8; 400]);
+    }
+    log.enforce_retention(now_ms()).unwrap();
+    assert!(
+        log.size_bytes() <= 4 * 4096,
+        "size {} after retention",
+        log.size_bytes()
+    );
+    assert!(log.log_start_offset() > 0);
+    assert_eq!(log.log_end_offset(), 100);
+}
+
+#[test]
+fn segments_roll_by_size_and_by_age() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), config()).unwrap();
+    for _ in 0..30 {
+        append(&log, 1, &[0u8; 600]);
+    }
+    let n = log.segment_count();
+    assert!(n >= 5, "30 × ~670 bytes in 4 KiB segments: {n} segments");
+    let dir2 = tempfile::tempdir().unwrap();
+    let log = Log::open(
+        dir2.path(),
+        LogConfig {
+            segment_ms: 20,
+            segment_bytes: 1 << 20,
+            ..config()
+        },
+    )
+    .unwrap();
+    append(&log, 1, b"a");
+    std::thread::sleep(Duration::from_millis(40));
+    append(&log, 1, b"b");
+    std::thread::sleep(Duration::from_millis(40));
+    append(&log, 1, b"c");
+    assert_eq!(log.segment_count(), 3, "segment.ms rolled twice");
+    let names: Vec<String> = std::fs::read_dir(dir2.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".log"))
+        .collect();
+    for base in [
+        "00000000000000000000.log",
+        "00000000000000000001.log",
+        "00000000000000000002.log",
+    ] {
+        assert!(names.iter().any(|n| n == base), "{base} in {names:?}");
+    }
+}
+
+#[test]
+fn offset_and_time_lookups_go_through_the_indexes() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), config()).unwrap();
+    for i in 0..500i64 {
+        append(&log, 1_000 + 10 * i, format!("v{i}").as_bytes());
+    }
+    for o in [0i64, 1, 2, 99, 250, 498, 499] {
+        let r = log.read(o, 1).unwrap();
+        let (_, h) = batch_headers(&r.data).next().unwrap();
+        assert_eq!(h.base_offset, o);
+    }
+    assert_eq!(log.find_by_timestamp(0).unwrap().unwrap().base_offset, 0);
+    assert_eq!(
+        log.find_by_timestamp(1_000).unwrap().unwrap().base_offset,
+        0
+    );
+    assert_eq!(
+        log.find_by_timestamp(1_001).unwrap().unwrap().base_offset,
+        1
+    );
+    assert_eq!(
+        log.find_by_timestamp(3_500).unwrap().unwrap().base_offset,
+        250
+    );
+    assert_eq!(
+        log.find_by_timestamp(5_990).unwrap().unwrap().base_offset,
+        499
+    );
+    assert!(log.find_by_timestamp(5_991).unwrap().is_none());
+    assert!(matches!(
+        log.read(501, 1),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+    assert!(
+        log.read(500, 1).unwrap().data.is_empty(),
+        "the end: no data, no error"
+    );
+}
+
+#[test]
+fn invalid_batches_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(
+        dir.path(),
+        LogConfig {
+            max_batch_bytes: 1000,
+            ..config()
+        },
+    )
+    .unwrap();
+    append(&log, 1, b"ok");
+    let size = log.size_bytes();
+    let mut big = build_batch(1, &[&[0u8; 2000]]);
+    assert!(matches!(
+        log.append(&mut big),
+        Err(LogError::BatchTooLarge { .. })
+    ));
+    let mut bad_crc = build_batch(1, &[b"x"]);
+    let n = bad_crc.len();
+    bad_crc[n - 1] ^= 0xFF;
+    assert!(matches!(
+        log.append(&mut bad_crc),
+        Err(LogError::CorruptBatch(_))
+    ));
+    let mut old_magic = build_batch(1, &[b"x"]);
+    old_magic[16] = 1;
+    assert!(matches!(
+        log.append(&mut old_magic),
+        Err(LogError::UnsupportedMagic(1))
+    ));
+    // Two batches where the second is bad: the first is not written either.
+    let mut two = build_batch(1, &[b"fine"]);
+    two.extend_from_slice(&bad_crc);
+    assert!(log.append(&mut two).is_err());
+    assert_eq!(log.size_bytes(), size);
+    assert_eq!(log.log_end_offset(), 1);
+}
+
+#[test]
+fn readers_never_see_a_partial_batch_while_the_writer_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(
+        Log::open(
+            dir.path(),
+            LogConfig {
+                segment_bytes: 64 * 1024,
+                ..config()
+            },
+        )
+        .unwrap(),
+    );
+    let done = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..3)
+        .map(|_| {
+            let (log, done) = (log.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut reads = 0u64;
+                while !done.load(Ordering::Acquire) {
+                    let mut offset = log.log_start_offset();
+                    let end = log.log_end_offset();
+                    while offset < end {
+                        let r = log.read(offset, 8192).unwrap();
+                        // Whole, CRC-valid batches only.
+                        validate_batches(&r.data, 1 << 20).unwrap();
+                        let (_, first) = batch_headers(&r.data).next().unwrap();
+                        assert!(first.base_offset <= offset);
+                        offset = batch_headers(&r.data).last().unwrap().1.last_offset() + 1;
+                        reads += 1;
+                    }
+                }
+                reads
+            })
+        })
+        .collect();
+    for i in 0..3000 {
+        let values: Vec<Vec<u8>> = (0..(1 + i % 7))
+            .map(|j| vec![(i + j) as u8; 10 + (i * 13) % 300])
+            .collect();
+        let refs: Vec<&[u8]> = values.iter().map(|v| v.as_slice()).collect();
+        let mut b = build_batch(i as i64, &refs);
+        log.append(&mut b).unwrap();
+    }
+    done.store(true, Ordering::Release);
+    for r in readers {
+        assert!(r.join().unwrap() > 0);
+    }
+}
