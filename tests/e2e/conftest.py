@@ -171,6 +171,10 @@ class Broker:
 
     def cleanup(self):
         self.kill()
+        keep = os.environ.get("STROM_E2E_KEEP_LOGS")  # a directory: keep every broker's whole log
+        if keep:
+            Path(keep).mkdir(parents=True, exist_ok=True)
+            (Path(keep) / f"strom-{self.port}.log").write_text(self.log)
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
 

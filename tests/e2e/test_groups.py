@@ -116,7 +116,12 @@ def split_covers(ms, partitions):
 
 @pytest.mark.parametrize("client", CLIENTS)
 def test_three_consumers_share_twelve_partitions(broker_factory, members, client):
-    broker = broker_factory(group_initial_rebalance_delay_ms=0)
+    # kafka-python 3.0.12's group leader sometimes goes silent after a SyncGroup when it led a
+    # one-member generation just before (seen 2 times in ~50 runs under CPU load; the broker
+    # had answered every request, see the issue 4 note). Kafka's default initial delay (3 s)
+    # lets the three processes join one first generation, which is what this test is about.
+    delay = 0 if client == "confluent" else 3000
+    broker = broker_factory(group_initial_rebalance_delay_ms=delay)
     create(broker, "shared", 12)
     ms = [Member(broker, "g-shared", "shared", client) for _ in range(3)]
     members.extend(ms)

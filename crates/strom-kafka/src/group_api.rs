@@ -137,7 +137,9 @@ pub(crate) async fn join_group(mut req: Req<'_>) -> Result<Reply, Fatal> {
         require_known_member_id: v >= 4,
     };
     let mut resp = JoinGroupResponse::default();
-    match groups.join(join).await {
+    let result = groups.join(join).await;
+    tracing::debug!(group = %r.group_id.as_str(), member = %r.member_id, v, result = ?result.as_ref().map(|j| (j.generation, j.member_id.clone(), j.leader.clone(), j.members.len())), "JoinGroup");
+    match result {
         Ok(j) => {
             resp = resp
                 .with_generation_id(j.generation)
@@ -207,6 +209,7 @@ pub(crate) async fn sync_group(mut req: Req<'_>) -> Result<Reply, Fatal> {
                 .collect(),
         )
         .await;
+    tracing::debug!(group = %r.group_id.as_str(), member = %r.member_id, generation = r.generation_id, assignments = r.assignments.len(), result = ?result.as_ref().map(|(_, _, a)| a.len()), "SyncGroup");
     let mut resp = SyncGroupResponse::default().with_error_code(err_code(&result));
     if let Ok((t, n, assignment)) = result {
         resp = resp.with_assignment(assignment);
@@ -248,6 +251,7 @@ pub(crate) async fn leave_group(mut req: Req<'_>) -> Result<Reply, Fatal> {
         vec![(r.member_id.to_string(), None)]
     };
     let results = groups.leave(&r.group_id, &members).await;
+    tracing::debug!(group = %r.group_id.as_str(), ?members, ?results, "LeaveGroup");
     let mut resp = LeaveGroupResponse::default();
     if v >= 3 {
         resp = resp.with_members(

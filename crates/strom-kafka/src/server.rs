@@ -209,6 +209,7 @@ async fn handle(ctx: &Ctx, peer: SocketAddr, frame: Bytes) -> Result<Reply, Fata
         peer,
     };
     let api = key;
+    tracing::trace!(%peer, ?api, version, correlation, "request");
     let body = match key {
         ApiKey::ApiVersions => meta::api_versions(req),
         ApiKey::Metadata => meta::metadata(req),
