@@ -156,6 +156,12 @@ async fn connection(
         rd.read_exact(&mut frame)
             .await
             .map_err(|e| Fatal(format!("truncated request frame: {e}")))?;
+        // A request that may wait (long poll, rebalance) must not hold back the responses
+        // already queued for this client.
+        let may_wait = matches!(i16::from_be_bytes([frame[0], frame[1]]), 1 | 11 | 14);
+        if may_wait && !wr.buffer().is_empty() {
+            wr.flush().await?;
+        }
         if let Some(response) = handle(ctx, peer, frame.freeze()).await? {
             wr.write_all(&response).await?;
         }
