@@ -283,3 +283,22 @@ def test_group_bad_input_gets_kafka_errors_and_the_group_stays_usable(broker_fac
         c.close()
     produce(broker, "strict", [f"s{i}" for i in range(10)], partitions=2)
     wait_for(lambda: len(m.consumed()) >= 10, 30, "the group still consumes")
+
+
+def test_oversized_commit_metadata_is_refused(broker_factory):
+    broker = broker_factory(group_initial_rebalance_delay_ms=0)
+    create(broker, "meta", 1)
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "g-meta", "enable.auto.commit": False})
+    try:
+        c.assign([TopicPartition("meta", 0)])
+        try:
+            res = c.commit(offsets=[TopicPartition("meta", 0, 1, metadata="m" * 5000)], asynchronous=False)
+            err = res[0].error
+        except Exception as e:  # librdkafka may raise the partition error
+            err = e.args[0]
+        assert err is not None and err.code() == 12, err  # OFFSET_METADATA_TOO_LARGE
+        c.commit(offsets=[TopicPartition("meta", 0, 1, metadata="small")], asynchronous=False)
+        (tp,) = c.committed([TopicPartition("meta", 0)], timeout=10)
+        assert (tp.offset, tp.metadata) == (1, "small")
+    finally:
+        c.close()

@@ -162,3 +162,24 @@ def test_aiokafka_old_protocol_versions_round_trip(broker):
         assert by_key.setdefault(m.key, m.partition) == m.partition, "a key moved partition"
         assert m.headers == (("h", m.value[1:]),) or list(m.headers) == [("h", m.value[1:])]
     assert sorted(int(m.value[1:]) for m in got) == list(range(n))
+
+
+def test_invalid_required_acks_writes_nothing(broker):
+    setup_topic(broker, "acks")
+    with Conn(broker.bootstrap) as c:
+        assert c.produce("acks", 0, kwire.record_batch([b"x"]), acks=2)[0] == 21  # INVALID_REQUIRED_ACKS
+        assert c.produce("acks", 0, kwire.record_batch([b"ok"])) == (kwire.NONE, 0)
+
+
+def test_describe_cluster_and_unsupported_configs(broker):
+    from confluent_kafka.admin import AdminClient, NewTopic
+    a = AdminClient({"bootstrap.servers": broker.bootstrap})
+    cluster = a.describe_cluster().result(timeout=20)
+    assert cluster.cluster_id and len(cluster.nodes) == 1
+    node = cluster.nodes[0]
+    assert (node.host, node.port) == ("127.0.0.1", broker.port)
+    # Compaction is not implemented: asking for it is refused, not silently ignored.
+    fs = a.create_topics([NewTopic("compacted", 1, 1, config={"cleanup.policy": "compact"})])
+    with pytest.raises(Exception) as e:
+        fs["compacted"].result(timeout=20)
+    assert "cleanup.policy" in str(e.value)

@@ -145,3 +145,16 @@ def test_consuming_twice_gives_the_same_answer(broker):
     first = consume_json(broker, "kcat-twice")
     second = consume_json(broker, "kcat-twice")
     assert len(first) == 1 and first == second
+
+
+def test_balanced_consumer_group(broker_factory):
+    """kcat -G: librdkafka's balanced consumer joins a group, consumes, commits."""
+    broker = broker_factory(group_initial_rebalance_delay_ms=0)
+    create(broker, "kcat-group", 3)
+    kcat(broker, "-P", "-t", "kcat-group", "-K:", stdin=b"".join(f"k{i}:v{i}\n".encode() for i in range(30)))
+    out = kcat(broker, "-G", "kcat-g", "-o", "beginning", "-c", "30", "-f", "%s\n", "kcat-group", timeout=90)
+    assert sorted(out.decode().split()) == sorted(f"v{i}" for i in range(30))
+    # The group committed: a second run from the committed offsets finds nothing new.
+    kcat(broker, "-P", "-t", "kcat-group", "-K:", stdin=b"k0:late\n")
+    again = kcat(broker, "-G", "kcat-g", "-c", "1", "-f", "%s\n", "kcat-group", timeout=90)
+    assert again.decode().split() == ["late"]
