@@ -994,7 +994,8 @@ impl GroupCoordinator {
                         });
                     }
                 }
-                if now.duration_since(last_retention) >= Duration::from_secs(60) {
+                let every = (self.config.offsets_retention_ms / 4).clamp(100, 60_000) as u64;
+                if now.duration_since(last_retention) >= Duration::from_millis(every) {
                     last_retention = now;
                     persist.extend(self.expire_offsets(&mut groups));
                 }

@@ -295,3 +295,36 @@ async fn initial_rebalance_delay_gathers_members() {
     );
     assert_eq!(first.generation, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_of_empty_groups_expire_after_the_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = GroupConfig {
+        offsets_retention_ms: 400,
+        ..GroupConfig::default()
+    };
+    let exists: PartitionExists = Arc::new(|_: &str, _: i32| true);
+    let c = GroupCoordinator::open(dir.path(), config.clone(), exists.clone()).unwrap();
+    tokio::spawn(c.clone().run());
+    let commit = OffsetCommit {
+        topic: "t".into(),
+        partition: 0,
+        offset: 9,
+        leader_epoch: -1,
+        metadata: None,
+    };
+    c.commit("old", -1, "", None, vec![commit]).await.unwrap();
+    assert_eq!(c.fetch_offsets("old", None).len(), 1);
+    let started = Instant::now();
+    while !c.fetch_offsets("old", None).is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "offsets never expired"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The expiry is durable: a reopened coordinator does not bring them back.
+    c.close();
+    let c = GroupCoordinator::open(dir.path(), config, exists).unwrap();
+    assert!(c.fetch_offsets("old", None).is_empty());
+}
