@@ -21,7 +21,7 @@ pub enum BrokerError {
         reason: String,
     },
     /// No such topic, or no such partition in it.
-    #[error("unknown topic or partition {topic}-{partition}")]
+    #[error("unknown topic or partition: {}", if *partition < 0 { format!("topic {topic:?}") } else { format!("{topic:?} partition {partition}") })]
     UnknownTopicOrPartition {
         /// The topic.
         topic: String,

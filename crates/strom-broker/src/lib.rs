@@ -16,6 +16,7 @@ pub mod config;
 pub mod coordinator;
 pub mod error;
 pub mod producer;
+pub mod records;
 pub mod topic;
 
 pub use broker::{

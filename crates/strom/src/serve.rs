@@ -29,7 +29,8 @@ pub(crate) struct ServeArgs {
     /// HOST:PORT advertised to Kafka clients [default: the listener's, 127.0.0.1 for 0.0.0.0].
     #[arg(long, env = "STROM_ADVERTISED_ADDR")]
     advertised_addr: Option<String>,
-    /// HTTP listener address (reserved: the HTTP door is not built yet).
+    /// HTTP door address (REST, SSE, WebSocket, /metrics), or "off" [default: 127.0.0.1:8080;
+    /// if that default is taken, the broker runs without the HTTP door and says so].
     #[arg(long, env = "STROM_HTTP_ADDR")]
     http_addr: Option<String>,
     /// auto.create.topics.enable [default: true].
@@ -223,9 +224,8 @@ async fn serve(s: Settings) -> Result<()> {
         .await?
         .context("cannot load the consumer groups")?;
     let coordinator = tokio::spawn(groups.clone().run());
-    if let Some(http) = &s.http_addr {
-        tracing::warn!(addr = %http, "--http-addr is reserved: the HTTP door is not built yet");
-    }
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let http = start_http(s.http_addr.as_deref(), &broker, stop_rx.clone()).await?;
     let listen = s.kafka.listen;
     let server = KafkaServer::bind(s.kafka.clone(), broker.clone(), groups.clone())
         .await
@@ -236,13 +236,15 @@ async fn serve(s: Settings) -> Result<()> {
         "kafka listener ready"
     );
     let maintenance = tokio::spawn(broker.clone().run_maintenance());
-    let (stop_tx, stop_rx) = watch::channel(false);
     let serving = tokio::spawn(server.run(stop_rx, Duration::from_secs(10)));
     wait_for_signal().await?;
     tracing::info!("shutting down: draining connections");
     let _ = stop_tx.send(true);
     broker.stop_waiting();
     let _ = serving.await;
+    if let Some(h) = http {
+        let _ = tokio::time::timeout(Duration::from_secs(10), h).await;
+    }
     let b = broker.clone();
     tokio::task::spawn_blocking(move || b.shutdown())
         .await?
@@ -252,6 +254,37 @@ async fn serve(s: Settings) -> Result<()> {
     groups.close();
     tracing::info!("strom stopped");
     Ok(())
+}
+
+/// Binds and spawns the HTTP door. The default address is best effort (a taken port is
+/// logged, not fatal); an address given explicitly must work.
+async fn start_http(
+    addr: Option<&str>,
+    broker: &Arc<Broker>,
+    stop: watch::Receiver<bool>,
+) -> Result<Option<tokio::task::JoinHandle<()>>> {
+    let explicit = addr.is_some();
+    let addr = addr.unwrap_or("127.0.0.1:8080");
+    if addr == "off" {
+        return Ok(None);
+    }
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) if !explicit => {
+            tracing::warn!(%addr, error = %e, "HTTP door not started: the default address is taken (set --http-addr)");
+            return Ok(None);
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot listen on --http-addr {addr}")),
+    };
+    tracing::info!(addr = %listener.local_addr()?, "http listener ready");
+    let b = broker.clone();
+    Ok(Some(tokio::spawn(async move {
+        if let Err(e) =
+            strom_http::serve(listener, b, strom_http::HttpConfig::default(), stop).await
+        {
+            tracing::error!(error = %e, "HTTP door failed");
+        }
+    })))
 }
 
 async fn wait_for_signal() -> Result<()> {

@@ -1,0 +1,588 @@
+//! REST handlers: topics, produce, fetch, health, OpenAPI; JSON errors.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use strom_broker::records::{build_batch, partition_for_key, NewRecord};
+use strom_broker::{BrokerError, FetchLimits, FetchSpec};
+use strom_log::LogError;
+
+use crate::AppState;
+
+/// A refused request: status, a stable code and a message naming the problem.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    pub(crate) fn new(
+        status: StatusCode,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn bad(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"code": self.code, "message": self.message}});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<BrokerError> for ApiError {
+    fn from(e: BrokerError) -> ApiError {
+        let msg = e.to_string();
+        let (status, code) = match &e {
+            BrokerError::UnknownTopicOrPartition { .. } => {
+                (StatusCode::NOT_FOUND, "unknown_topic_or_partition")
+            }
+            BrokerError::TopicAlreadyExists(_) => (StatusCode::CONFLICT, "topic_already_exists"),
+            BrokerError::InvalidTopic { .. } => (StatusCode::BAD_REQUEST, "invalid_topic"),
+            BrokerError::InvalidPartitions(_) => (StatusCode::BAD_REQUEST, "invalid_partitions"),
+            BrokerError::InvalidConfig(_) => (StatusCode::BAD_REQUEST, "invalid_config"),
+            BrokerError::Log(
+                LogError::BatchTooLarge { .. } | LogError::RecordSetTooLarge { .. },
+            ) => (StatusCode::PAYLOAD_TOO_LARGE, "message_too_large"),
+            BrokerError::Log(LogError::OffsetOutOfRange { .. }) => {
+                (StatusCode::RANGE_NOT_SATISFIABLE, "offset_out_of_range")
+            }
+            BrokerError::Log(LogError::Closed) => {
+                (StatusCode::NOT_FOUND, "unknown_topic_or_partition")
+            }
+            BrokerError::Log(
+                LogError::CorruptBatch(_)
+                | LogError::InvalidRecord(_)
+                | LogError::UnsupportedMagic(_),
+            ) => (StatusCode::BAD_REQUEST, "invalid_record"),
+            BrokerError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, "storage_error"),
+        };
+        ApiError::new(status, code, msg)
+    }
+}
+
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
+
+/// Parses a JSON body, turning every failure into a 4xx that names the problem.
+pub(crate) fn parse_body<T: for<'de> Deserialize<'de>>(
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<T> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                e.body_text(),
+            )
+        } else {
+            ApiError::bad(e.body_text())
+        }
+    })?;
+    serde_json::from_slice(&body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", e.to_string()))
+}
+
+pub(crate) async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+pub(crate) async fn readyz(State(s): State<AppState>) -> Response {
+    if *s.shutdown.borrow() {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the broker is stopping",
+        )
+        .into_response();
+    }
+    Json(json!({"status": "ready", "topics": s.broker.topics().len()})).into_response()
+}
+
+pub(crate) async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such endpoint (see /openapi.json)",
+    )
+}
+
+pub(crate) async fn list_topics(State(s): State<AppState>) -> Json<Value> {
+    let topics: Vec<Value> = s
+        .broker
+        .topics()
+        .into_iter()
+        .map(|t| json!({"name": t.name, "partitions": t.partitions, "internal": t.internal}))
+        .collect();
+    Json(json!({ "topics": topics }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateTopic {
+    name: String,
+    #[serde(default = "minus_one")]
+    partitions: i32,
+    #[serde(default)]
+    configs: BTreeMap<String, String>,
+}
+
+fn minus_one() -> i32 {
+    -1
+}
+
+pub(crate) async fn create_topic(
+    State(s): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    let req: CreateTopic = parse_body(body)?;
+    s.broker.create_topic(
+        &req.name,
+        req.partitions,
+        req.configs.into_iter().collect(),
+        false,
+    )?;
+    let t = s
+        .broker
+        .topic(&req.name)
+        .ok_or_else(|| ApiError::bad("topic vanished"))?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"name": req.name, "partitions": t.partitions().len()})),
+    )
+        .into_response())
+}
+
+pub(crate) async fn describe_topic(
+    State(s): State<AppState>,
+    Path(topic): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let t = s
+        .broker
+        .topic(&topic)
+        .ok_or(BrokerError::UnknownTopicOrPartition {
+            topic: topic.clone(),
+            partition: -1,
+        })?;
+    let partitions: Vec<Value> = t
+        .partitions()
+        .iter()
+        .map(|p| {
+            json!({
+                "partition": p.index(),
+                "log_start_offset": p.log().log_start_offset(),
+                "log_end_offset": p.log().log_end_offset(),
+                "size_bytes": p.log().size_bytes(),
+            })
+        })
+        .collect();
+    let config = t.config();
+    let configs: BTreeMap<&str, String> = strom_broker::config::TOPIC_CONFIGS
+        .iter()
+        .map(|d| {
+            (
+                d.name,
+                config.get(d.name).map(|(v, _)| v).unwrap_or_default(),
+            )
+        })
+        .collect();
+    let id: String = t.id().iter().map(|b| format!("{b:02x}")).collect();
+    Ok(Json(
+        json!({"name": topic, "id": id, "partitions": partitions, "configs": configs}),
+    ))
+}
+
+pub(crate) async fn delete_topic(
+    State(s): State<AppState>,
+    Path(topic): Path<String>,
+) -> ApiResult<StatusCode> {
+    s.broker.delete_topic(&topic)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// How a JSON field becomes bytes.
+#[derive(Clone, Copy, Deserialize, Default, PartialEq, Eq, Debug)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Format {
+    /// A JSON string's UTF-8 bytes (other JSON values are refused).
+    #[default]
+    Text,
+    /// Any JSON value, serialised.
+    Json,
+    /// A base64 string.
+    Base64,
+}
+
+impl Format {
+    pub(crate) fn encode(self, field: &str, v: &Value) -> ApiResult<Option<Vec<u8>>> {
+        match (self, v) {
+            (_, Value::Null) => Ok(None),
+            (Format::Json, v) => Ok(Some(serde_json::to_vec(v).expect("a Value serialises"))),
+            (Format::Text, Value::String(s)) => Ok(Some(s.as_bytes().to_vec())),
+            (Format::Text, _) => Err(ApiError::bad(format!(
+                "{field} must be a string with format text (use \"json\" for other JSON values)"
+            ))),
+            (Format::Base64, Value::String(s)) => base64::engine::general_purpose::STANDARD
+                .decode(s)
+                .map(Some)
+                .map_err(|e| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_base64",
+                        format!("{field}: {e}"),
+                    )
+                }),
+            (Format::Base64, _) => Err(ApiError::bad(format!("{field} must be a base64 string"))),
+        }
+    }
+
+    pub(crate) fn decode(self, b: Option<&[u8]>) -> Value {
+        let Some(b) = b else { return Value::Null };
+        match self {
+            Format::Base64 => Value::String(base64::engine::general_purpose::STANDARD.encode(b)),
+            Format::Json => serde_json::from_slice(b)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(b).into())),
+            Format::Text => Value::String(String::from_utf8_lossy(b).into()),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct InRecord {
+    #[serde(default)]
+    key: Value,
+    #[serde(default)]
+    value: Value,
+    #[serde(default)]
+    headers: Option<Value>,
+    #[serde(default)]
+    partition: Option<i32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ProduceBody {
+    records: Vec<InRecord>,
+    #[serde(default)]
+    value_format: Format,
+    #[serde(default)]
+    key_format: Format,
+}
+
+/// Headers as `{"k": "v"}` or `[["k", "v"], ...]` (duplicates allowed); values are text.
+fn headers(v: &Option<Value>) -> ApiResult<Vec<(String, Option<Vec<u8>>)>> {
+    let as_bytes = |v: &Value| -> ApiResult<Option<Vec<u8>>> {
+        match v {
+            Value::Null => Ok(None),
+            Value::String(s) => Ok(Some(s.as_bytes().to_vec())),
+            _ => Err(ApiError::bad("header values must be strings or null")),
+        }
+    };
+    match v {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Object(m)) => m
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), as_bytes(v)?)))
+            .collect(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|pair| match pair {
+                Value::Array(kv) if kv.len() == 2 && kv[0].is_string() => Ok((
+                    kv[0].as_str().unwrap_or_default().to_string(),
+                    as_bytes(&kv[1])?,
+                )),
+                _ => Err(ApiError::bad(
+                    "headers as a list must be [[name, value], ...]",
+                )),
+            })
+            .collect(),
+        Some(_) => Err(ApiError::bad(
+            "headers must be an object or a list of [name, value] pairs",
+        )),
+    }
+}
+
+/// One record prepared for a partition.
+struct Prepared {
+    index: usize,
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+    headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+static ROUND_ROBIN: AtomicUsize = AtomicUsize::new(0);
+
+/// Produces JSON records: one batch per partition; the answer lists each record's partition
+/// and offset in request order. Every record is checked before anything is written.
+pub(crate) async fn produce(
+    State(s): State<AppState>,
+    Path(topic): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<Value>> {
+    let req: ProduceBody = parse_body(body)?;
+    if req.records.is_empty() {
+        return Err(ApiError::bad("records is empty"));
+    }
+    let t = s
+        .broker
+        .topic(&topic)
+        .ok_or(BrokerError::UnknownTopicOrPartition {
+            topic: topic.clone(),
+            partition: -1,
+        })?;
+    let n = t.partitions().len() as i32;
+    let mut by_partition: BTreeMap<i32, Vec<Prepared>> = BTreeMap::new();
+    let rr = ROUND_ROBIN.fetch_add(1, Ordering::Relaxed) as i32;
+    for (i, r) in req.records.iter().enumerate() {
+        let key = req
+            .key_format
+            .encode(&format!("records[{i}].key"), &r.key)?;
+        let value = req
+            .value_format
+            .encode(&format!("records[{i}].value"), &r.value)?;
+        let partition = match (r.partition, &key) {
+            (Some(p), _) if p < 0 || p >= n => {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "unknown_topic_or_partition",
+                    format!(
+                        "records[{i}].partition {p}: topic {topic} has partitions 0..{}",
+                        n - 1
+                    ),
+                ))
+            }
+            (Some(p), _) => p,
+            (None, Some(k)) => partition_for_key(k, n),
+            (None, None) => rr.rem_euclid(n),
+        };
+        let headers = headers(&r.headers)?;
+        by_partition.entry(partition).or_default().push(Prepared {
+            index: i,
+            key,
+            value,
+            headers,
+        });
+    }
+    let mut out = vec![Value::Null; req.records.len()];
+    let now = strom_log::now_ms();
+    let mut bytes_in = 0usize;
+    for (partition, recs) in by_partition {
+        let new: Vec<NewRecord<'_>> = recs
+            .iter()
+            .map(|r| NewRecord {
+                key: r.key.as_deref(),
+                value: r.value.as_deref(),
+                headers: r
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_deref()))
+                    .collect(),
+            })
+            .collect();
+        let batch = build_batch(now, &new);
+        bytes_in += batch.len();
+        let ack = s.broker.produce(&topic, partition, &batch).await?;
+        for (i, r) in recs.iter().enumerate() {
+            out[r.index] = json!({"partition": partition, "offset": ack.base_offset + i as i64});
+        }
+    }
+    s.metrics.bytes_in(&topic, bytes_in);
+    Ok(Json(json!({ "offsets": out })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FetchQuery {
+    #[serde(default)]
+    offset: Option<i64>,
+    #[serde(default)]
+    max_bytes: Option<usize>,
+    #[serde(default)]
+    max_records: Option<usize>,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+    #[serde(default)]
+    format: Format,
+}
+
+/// A zig-zag varint from the front of `b`.
+fn varint(b: &mut &[u8]) -> Option<i64> {
+    let mut raw = 0u64;
+    for i in 0..10 {
+        let (&byte, rest) = b.split_first()?;
+        *b = rest;
+        raw |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some(((raw >> 1) as i64) ^ -((raw & 1) as i64));
+        }
+    }
+    None
+}
+
+/// A length-prefixed field (`-1` = null).
+fn field<'a>(b: &mut &'a [u8]) -> Option<Option<&'a [u8]>> {
+    let n = varint(b)?;
+    if n < 0 {
+        return Some(None);
+    }
+    let n = usize::try_from(n).ok()?;
+    if b.len() < n {
+        return None;
+    }
+    let (f, rest) = b.split_at(n);
+    *b = rest;
+    Some(Some(f))
+}
+
+fn decompress(codec: i16, data: bytes::Bytes) -> anyhow::Result<bytes::Bytes> {
+    use kafka_protocol::compression::{Decompressor, Gzip, Lz4, Snappy, Zstd};
+    let mut d = data;
+    let keep = |b: &mut bytes::Bytes| Ok(b.clone());
+    match codec {
+        0 => Ok(d),
+        1 => Gzip::decompress(&mut d, keep),
+        2 => Snappy::decompress(&mut d, keep),
+        3 => Lz4::decompress(&mut d, keep),
+        4 => Zstd::decompress(&mut d, keep),
+        c => Err(anyhow::anyhow!("unknown compression codec {c}")),
+    }
+}
+
+/// Decodes stored batches (any codec) into JSON records from offset `from` on, at most `max`.
+/// Headers keep their order and duplicate names; control records are skipped.
+pub(crate) fn records_json(
+    data: &bytes::Bytes,
+    from: i64,
+    max: usize,
+    format: Format,
+) -> ApiResult<Vec<Value>> {
+    let corrupt = |what: &str| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "decode_error",
+            what.to_string(),
+        )
+    };
+    let mut out = Vec::new();
+    for (pos, h) in strom_log::batch_headers(data) {
+        if out.len() >= max {
+            break;
+        }
+        if h.is_control() || h.last_offset() < from {
+            continue;
+        }
+        let body = data.slice(pos + strom_log::HEADER_LEN..pos + h.total_len());
+        let plain = decompress(h.compression(), body).map_err(|e| corrupt(&e.to_string()))?;
+        let mut b: &[u8] = &plain;
+        for _ in 0..h.records_count {
+            let len = varint(&mut b).ok_or_else(|| corrupt("record length"))?;
+            let len = usize::try_from(len).map_err(|_| corrupt("record length"))?;
+            if b.len() < len {
+                return Err(corrupt("record runs past its batch"));
+            }
+            let (mut r, rest) = b.split_at(len);
+            b = rest;
+            r = &r[1..]; // attributes
+            let ts_delta = varint(&mut r).ok_or_else(|| corrupt("timestamp"))?;
+            let off_delta = varint(&mut r).ok_or_else(|| corrupt("offset"))?;
+            let key = field(&mut r).ok_or_else(|| corrupt("key"))?;
+            let value = field(&mut r).ok_or_else(|| corrupt("value"))?;
+            let n = varint(&mut r).ok_or_else(|| corrupt("headers"))?;
+            let mut headers = Vec::new();
+            for _ in 0..n.max(0) {
+                let k = field(&mut r)
+                    .ok_or_else(|| corrupt("header name"))?
+                    .unwrap_or_default();
+                let v = field(&mut r).ok_or_else(|| corrupt("header value"))?;
+                headers.push(json!([
+                    String::from_utf8_lossy(k),
+                    v.map(|v| String::from_utf8_lossy(v).into_owned())
+                ]));
+            }
+            let offset = h.base_offset + off_delta;
+            if offset < from || out.len() >= max {
+                continue;
+            }
+            let timestamp = if h.is_log_append_time() {
+                h.max_timestamp
+            } else {
+                h.base_timestamp + ts_delta
+            };
+            out.push(json!({
+                "offset": offset,
+                "timestamp": timestamp,
+                "key": format.decode(key),
+                "value": format.decode(value),
+                "headers": headers,
+            }));
+        }
+    }
+    Ok(out)
+}
+
+pub(crate) async fn fetch(
+    State(s): State<AppState>,
+    Path((topic, partition)): Path<(String, i32)>,
+    query: Result<Query<FetchQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let Query(q) = query.map_err(|e| ApiError::bad(e.body_text()))?;
+    let p = s.broker.partition(&topic, partition)?;
+    let offset = q.offset.unwrap_or_else(|| p.log().log_start_offset());
+    let max_bytes = q.max_bytes.unwrap_or(1 << 20).clamp(1, 64 << 20);
+    let max_records = q.max_records.unwrap_or(500).clamp(1, 100_000);
+    let spec = FetchSpec {
+        topic: topic.clone(),
+        partition,
+        offset,
+        max_bytes,
+    };
+    let limits = FetchLimits {
+        max_bytes,
+        min_bytes: 1,
+        max_wait: Duration::from_millis(q.timeout_ms.unwrap_or(0).min(30_000)),
+    };
+    let read = s
+        .broker
+        .fetch(std::slice::from_ref(&spec), limits)
+        .await
+        .remove(0)?;
+    let records = records_json(&read.data, offset, max_records, q.format)?;
+    let next = records
+        .last()
+        .and_then(|r| r["offset"].as_i64())
+        .map_or(offset, |o| o + 1);
+    s.metrics.bytes_out(&topic, read.data.len());
+    Ok(Json(json!({
+        "records": records,
+        "next_offset": next,
+        "high_watermark": read.high_watermark,
+        "log_start_offset": read.log_start_offset,
+    })))
+}
+
+pub(crate) async fn openapi() -> Json<Value> {
+    Json(crate::push::openapi_document())
+}

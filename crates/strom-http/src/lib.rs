@@ -1,0 +1,100 @@
+//! # strom-http: the HTTP door
+//!
+//! REST topics/produce/fetch, Server-Sent Events and WebSocket push, Prometheus metrics and
+//! health checks over the same [`Broker`] the Kafka door uses. Records produced here are
+//! built into Kafka record batches (`strom_broker::records`) and land in the partition a Kafka
+//! client would choose for their key (murmur2); fetched batches are decoded (every codec) into
+//! JSON. Client mistakes get a 4xx with `{"error": {"code", "message"}}`; nothing is written
+//! when a request is refused.
+
+mod api;
+mod metrics;
+mod push;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use strom_broker::Broker;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use metrics::Metrics;
+
+/// Settings of the HTTP door.
+#[derive(Clone, Debug)]
+pub struct HttpConfig {
+    /// Largest request body (413 above).
+    pub max_body_bytes: usize,
+    /// Records buffered per WebSocket before a slow client is disconnected (close 1013).
+    pub ws_buffer_records: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            max_body_bytes: 8 << 20,
+            ws_buffer_records: 4096,
+        }
+    }
+}
+
+/// What handlers share.
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub(crate) broker: Arc<Broker>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) config: HttpConfig,
+    pub(crate) shutdown: watch::Receiver<bool>,
+}
+
+/// The router (exposed for tests and embedding).
+fn router(state: AppState) -> Router {
+    let limit = state.config.max_body_bytes;
+    Router::new()
+        .route("/healthz", get(api::healthz))
+        .route("/readyz", get(api::readyz))
+        .route("/metrics", get(metrics::render))
+        .route("/openapi.json", get(api::openapi))
+        .route("/topics", get(api::list_topics).post(api::create_topic))
+        .route(
+            "/topics/{topic}",
+            get(api::describe_topic).delete(api::delete_topic),
+        )
+        .route("/topics/{topic}/records", post(api::produce))
+        .route(
+            "/topics/{topic}/partitions/{partition}/records",
+            get(api::fetch),
+        )
+        .route("/topics/{topic}/events", get(push::sse))
+        .route("/ws", get(push::websocket))
+        .fallback(api::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+/// Serves HTTP on `listener` until `shutdown` turns true (graceful: in-flight requests end).
+pub async fn serve(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    config: HttpConfig,
+    shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let state = AppState {
+        broker,
+        metrics: Arc::new(Metrics::default()),
+        config,
+        shutdown: shutdown.clone(),
+    };
+    let mut stop = shutdown;
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await
+}

@@ -1,0 +1,202 @@
+//! `/metrics` in Prometheus text format (`strom_` prefix): HTTP requests and latency per
+//! route, bytes in/out per topic through this door, open WebSockets and SSE streams, and per
+//! partition log start/end offsets and sizes read from the core at scrape time.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use parking_lot::Mutex;
+
+use crate::AppState;
+
+/// Upper bounds (seconds) of the latency histogram buckets.
+const BUCKETS: [f64; 10] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0,
+];
+
+#[derive(Default)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    sum: f64,
+    count: u64,
+}
+
+/// The HTTP door's counters.
+#[derive(Default)]
+pub struct Metrics {
+    requests: Mutex<BTreeMap<(String, String, u16), u64>>,
+    latency: Mutex<BTreeMap<String, Histogram>>,
+    bytes_in: Mutex<BTreeMap<String, u64>>,
+    bytes_out: Mutex<BTreeMap<String, u64>>,
+    /// Open WebSocket connections.
+    pub(crate) websockets: AtomicI64,
+    /// Open SSE streams.
+    pub(crate) sse_streams: AtomicI64,
+}
+
+impl Metrics {
+    pub(crate) fn bytes_in(&self, topic: &str, n: usize) {
+        *self.bytes_in.lock().entry(topic.to_string()).or_default() += n as u64;
+    }
+
+    pub(crate) fn bytes_out(&self, topic: &str, n: usize) {
+        *self.bytes_out.lock().entry(topic.to_string()).or_default() += n as u64;
+    }
+
+    fn observe(&self, route: &str, method: &str, status: u16, seconds: f64) {
+        *self
+            .requests
+            .lock()
+            .entry((route.to_string(), method.to_string(), status))
+            .or_default() += 1;
+        let mut lat = self.latency.lock();
+        let h = lat.entry(route.to_string()).or_default();
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if seconds <= *b {
+                h.counts[i] += 1;
+            }
+        }
+        h.sum += seconds;
+        h.count += 1;
+    }
+}
+
+/// Middleware: counts requests and their latency per matched route.
+pub(crate) async fn track(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
+    let method = req.method().to_string();
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    s.metrics.observe(
+        &route,
+        &method,
+        resp.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    resp
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+pub(crate) async fn render(State(s): State<AppState>) -> Response {
+    let m = &s.metrics;
+    let mut out = String::new();
+    out.push_str("# HELP strom_http_requests_total HTTP requests by route, method and status.\n");
+    out.push_str("# TYPE strom_http_requests_total counter\n");
+    for ((route, method, status), n) in m.requests.lock().iter() {
+        let _ = writeln!(
+            out,
+            "strom_http_requests_total{{route=\"{}\",method=\"{method}\",status=\"{status}\"}} {n}",
+            escape(route)
+        );
+    }
+    out.push_str("# HELP strom_http_request_duration_seconds HTTP request latency by route.\n");
+    out.push_str("# TYPE strom_http_request_duration_seconds histogram\n");
+    for (route, h) in m.latency.lock().iter() {
+        let r = escape(route);
+        for (i, b) in BUCKETS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "strom_http_request_duration_seconds_bucket{{route=\"{r}\",le=\"{b}\"}} {}",
+                h.counts[i]
+            );
+        }
+        let _ = writeln!(
+            out,
+            "strom_http_request_duration_seconds_bucket{{route=\"{r}\",le=\"+Inf\"}} {}",
+            h.count
+        );
+        let _ = writeln!(
+            out,
+            "strom_http_request_duration_seconds_sum{{route=\"{r}\"}} {}",
+            h.sum
+        );
+        let _ = writeln!(
+            out,
+            "strom_http_request_duration_seconds_count{{route=\"{r}\"}} {}",
+            h.count
+        );
+    }
+    for (name, help, map) in [
+        (
+            "strom_http_bytes_in_total",
+            "Record batch bytes produced through the HTTP door, by topic.",
+            &m.bytes_in,
+        ),
+        (
+            "strom_http_bytes_out_total",
+            "Record batch bytes fetched through the HTTP door, by topic.",
+            &m.bytes_out,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (t, n) in map.lock().iter() {
+            let _ = writeln!(out, "{name}{{topic=\"{}\"}} {n}", escape(t));
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP strom_http_open_connections Open push connections of the HTTP door by kind."
+    );
+    let _ = writeln!(out, "# TYPE strom_http_open_connections gauge");
+    let _ = writeln!(
+        out,
+        "strom_http_open_connections{{kind=\"websocket\"}} {}",
+        m.websockets.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "strom_http_open_connections{{kind=\"sse\"}} {}",
+        m.sse_streams.load(Ordering::Relaxed)
+    );
+    let mut starts = String::new();
+    let mut ends = String::new();
+    let mut sizes = String::new();
+    for info in s.broker.topics() {
+        let Some(t) = s.broker.topic(&info.name) else {
+            continue;
+        };
+        for p in t.partitions().iter() {
+            let labels = format!(
+                "topic=\"{}\",partition=\"{}\"",
+                escape(&info.name),
+                p.index()
+            );
+            let _ = writeln!(
+                starts,
+                "strom_log_start_offset{{{labels}}} {}",
+                p.log().log_start_offset()
+            );
+            let _ = writeln!(
+                ends,
+                "strom_log_end_offset{{{labels}}} {}",
+                p.log().log_end_offset()
+            );
+            let _ = writeln!(
+                sizes,
+                "strom_log_size_bytes{{{labels}}} {}",
+                p.log().size_bytes()
+            );
+        }
+    }
+    out.push_str("# HELP strom_log_start_offset First offset still stored, per partition.\n# TYPE strom_log_start_offset gauge\n");
+    out.push_str(&starts);
+    out.push_str("# HELP strom_log_end_offset Log end offset (high watermark), per partition.\n# TYPE strom_log_end_offset gauge\n");
+    out.push_str(&ends);
+    out.push_str("# HELP strom_log_size_bytes Bytes stored, per partition.\n# TYPE strom_log_size_bytes gauge\n");
+    out.push_str(&sizes);
+    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}

@@ -1,0 +1,438 @@
+//! Push: Server-Sent Events (`/topics/{topic}/events`) and WebSocket (`/ws`). Both follow
+//! partitions with the core's long-poll fetch, so a record is pushed as soon as it is appended.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::stream;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use strom_broker::{Broker, FetchLimits, FetchSpec};
+use tokio::sync::mpsc;
+
+use crate::api::{records_json, ApiError, ApiResult, Format};
+use crate::AppState;
+
+/// Where to start following.
+fn start_offset(broker: &Broker, topic: &str, partition: i32, from: &str) -> ApiResult<i64> {
+    let p = broker.partition(topic, partition)?;
+    match from {
+        "earliest" => Ok(p.log().log_start_offset()),
+        "latest" | "" => Ok(p.log().log_end_offset()),
+        n => n.parse::<i64>().map_err(|_| {
+            ApiError::bad(format!(
+                "from must be earliest, latest or an offset, not {n:?}"
+            ))
+        }),
+    }
+}
+
+/// Cursor text `p:o,p:o` (the next offset of each partition) used as the SSE event id.
+fn cursor_text(cursors: &BTreeMap<i32, i64>) -> String {
+    cursors
+        .iter()
+        .map(|(p, o)| format!("{p}:{o}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn parse_cursor(s: &str) -> Option<BTreeMap<i32, i64>> {
+    s.split(',')
+        .map(|kv| {
+            let (p, o) = kv.split_once(':')?;
+            Some((p.trim().parse().ok()?, o.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// One long-poll round over `cursors`: records as `(partition, json)`, cursors advanced.
+async fn poll_once(
+    broker: &Broker,
+    topic: &str,
+    cursors: &mut BTreeMap<i32, i64>,
+    wait: Duration,
+    format: Format,
+) -> ApiResult<Vec<(i32, Value)>> {
+    let specs: Vec<FetchSpec> = cursors
+        .iter()
+        .map(|(p, o)| FetchSpec {
+            topic: topic.to_string(),
+            partition: *p,
+            offset: *o,
+            max_bytes: 1 << 20,
+        })
+        .collect();
+    let limits = FetchLimits {
+        max_bytes: 4 << 20,
+        min_bytes: 1,
+        max_wait: wait,
+    };
+    let results = broker.fetch(&specs, limits).await;
+    let mut out = Vec::new();
+    for (spec, r) in specs.iter().zip(results) {
+        let read = match r {
+            Ok(r) => r,
+            Err(strom_broker::BrokerError::Log(strom_log::LogError::OffsetOutOfRange {
+                start,
+                ..
+            })) => {
+                // Retention moved past the cursor: continue from the oldest record kept.
+                cursors.insert(spec.partition, start);
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        for rec in records_json(&read.data, spec.offset, usize::MAX, format)? {
+            let o = rec["offset"].as_i64().unwrap_or(spec.offset);
+            cursors.insert(spec.partition, o + 1);
+            out.push((spec.partition, rec));
+        }
+    }
+    Ok(out)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SseQuery {
+    #[serde(default)]
+    from: Option<String>,
+    #[serde(default)]
+    partition: Option<i32>,
+    #[serde(default)]
+    format: Format,
+}
+
+/// `GET /topics/{topic}/events`: each record is an event `record` with JSON data and the id
+/// `p:o,...` (every partition's next offset), so `Last-Event-ID` resumes exactly.
+pub(crate) async fn sse(
+    State(s): State<AppState>,
+    Path(topic): Path<String>,
+    headers: HeaderMap,
+    query: Result<Query<SseQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Response> {
+    let Query(q) = query.map_err(|e| ApiError::bad(e.body_text()))?;
+    let t = s
+        .broker
+        .topic(&topic)
+        .ok_or(strom_broker::BrokerError::UnknownTopicOrPartition {
+            topic: topic.clone(),
+            partition: -1,
+        })?;
+    let parts: Vec<i32> = match q.partition {
+        Some(p) => {
+            s.broker.partition(&topic, p)?;
+            vec![p]
+        }
+        None => (0..t.partitions().len() as i32).collect(),
+    };
+    let mut cursors = BTreeMap::new();
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_cursor);
+    for p in parts {
+        let o = match resume.as_ref().and_then(|r| r.get(&p)) {
+            Some(o) => *o,
+            None => start_offset(&s.broker, &topic, p, q.from.as_deref().unwrap_or("latest"))?,
+        };
+        cursors.insert(p, o);
+    }
+    s.metrics.sse_streams.fetch_add(1, Ordering::Relaxed);
+    let guard = Gauge(s.metrics.clone());
+    let state = (s, topic, cursors, Vec::<Event>::new(), guard, q.format);
+    let events = stream::unfold(
+        state,
+        |(s, topic, mut cursors, mut pending, guard, format)| async move {
+            loop {
+                if let Some(e) = pending.pop() {
+                    return Some((
+                        Ok::<Event, Infallible>(e),
+                        (s, topic, cursors, pending, guard, format),
+                    ));
+                }
+                if *s.shutdown.borrow() {
+                    return None;
+                }
+                let before = cursors.clone();
+                match poll_once(
+                    &s.broker,
+                    &topic,
+                    &mut cursors,
+                    Duration::from_secs(15),
+                    format,
+                )
+                .await
+                {
+                    Ok(recs) => {
+                        // Each event's id is the cursor right after it, so a resume loses nothing.
+                        let mut running = before;
+                        let mut evs = Vec::with_capacity(recs.len());
+                        for (p, rec) in &recs {
+                            if let Some(o) = rec["offset"].as_i64() {
+                                running.insert(*p, o + 1);
+                            }
+                            let data = json!({"topic": topic, "partition": p, "record": rec});
+                            evs.push(
+                                Event::default()
+                                    .event("record")
+                                    .id(cursor_text(&running))
+                                    .data(data.to_string()),
+                            );
+                        }
+                        evs.reverse();
+                        pending = evs;
+                    }
+                    Err(_) => return None,
+                }
+            }
+        },
+    );
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+/// Decrements the open-stream gauge when the stream ends.
+struct Gauge(std::sync::Arc<crate::Metrics>);
+
+impl Drop for Gauge {
+    fn drop(&mut self) {
+        self.0.sse_streams.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// `*` matches any run of characters.
+fn glob(pattern: &str, name: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == name,
+        Some((head, rest)) => {
+            name.starts_with(head)
+                && (0..=name.len() - head.len()).any(|i| {
+                    name.is_char_boundary(head.len() + i) && glob(rest, &name[head.len() + i..])
+                })
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase", deny_unknown_fields)]
+enum WsIn {
+    Subscribe {
+        topics: Vec<String>,
+        #[serde(default)]
+        from: Option<String>,
+        #[serde(default)]
+        format: Format,
+    },
+    Produce {
+        topic: String,
+        records: Value,
+        #[serde(default)]
+        value_format: Option<Value>,
+    },
+}
+
+/// `GET /ws`: JSON messages. In: `{"op":"subscribe","topics":["orders.*"],"from":"latest"}`,
+/// `{"op":"produce","topic":"t","records":[...]}`. Out: `{"type":"record",...}`,
+/// `{"type":"produced","offsets":[...]}`, `{"type":"error","message":...}`. A client that does
+/// not keep up is closed with code 1013 once its buffer is full.
+pub(crate) async fn websocket(State(s): State<AppState>, ws: WebSocketUpgrade) -> Response {
+    ws.max_message_size(s.config.max_body_bytes)
+        .on_upgrade(move |socket| ws_session(s, socket))
+}
+
+async fn ws_session(s: AppState, mut socket: WebSocket) {
+    s.metrics.websockets.fetch_add(1, Ordering::Relaxed);
+    let (tx, mut rx) = mpsc::channel::<Value>(s.config.ws_buffer_records.max(1));
+    let (overflow_tx, mut overflow_rx) = mpsc::channel::<()>(1);
+    let mut followers = Vec::new();
+    loop {
+        tokio::select! {
+            msg = socket.recv() => {
+                let Some(Ok(msg)) = msg else { break };
+                let text = match msg {
+                    Message::Text(t) => t.to_string(),
+                    Message::Binary(b) => String::from_utf8_lossy(&b).into_owned(),
+                    Message::Close(_) => break,
+                    _ => continue,
+                };
+                let reply = match serde_json::from_str::<WsIn>(&text) {
+                    Err(e) => json!({"type": "error", "message": format!("invalid message: {e}")}),
+                    Ok(WsIn::Subscribe { topics, from, format }) => {
+                        let from = from.unwrap_or_else(|| "latest".into());
+                        let matched: Vec<String> = s.broker.topics().into_iter().map(|t| t.name)
+                            .filter(|n| topics.iter().any(|p| glob(p, n))).collect();
+                        let mut count = 0;
+                        for name in &matched {
+                            let Some(t) = s.broker.topic(name) else { continue };
+                            let mut cursors = BTreeMap::new();
+                            for p in 0..t.partitions().len() as i32 {
+                                if let Ok(o) = start_offset(&s.broker, name, p, &from) {
+                                    cursors.insert(p, o);
+                                }
+                            }
+                            count += cursors.len();
+                            followers.push(tokio::spawn(follow(s.clone(), name.clone(), cursors, format, tx.clone(), overflow_tx.clone())));
+                        }
+                        json!({"type": "subscribed", "topics": matched, "partitions": count})
+                    }
+                    Ok(WsIn::Produce { topic, records, value_format }) => {
+                        let mut body = json!({"records": records});
+                        if let Some(f) = value_format {
+                            body["value_format"] = f;
+                        }
+                        let bytes = axum::body::Bytes::from(body.to_string());
+                        match crate::api::produce(axum::extract::State(s.clone()), Path(topic), Ok(bytes)).await {
+                            Ok(axum::Json(v)) => json!({"type": "produced", "offsets": v["offsets"]}),
+                            Err(e) => json!({"type": "error", "message": format!("{e:?}")}),
+                        }
+                    }
+                };
+                if socket.send(Message::Text(reply.to_string().into())).await.is_err() {
+                    break;
+                }
+            }
+            Some(rec) = rx.recv() => {
+                if socket.send(Message::Text(rec.to_string().into())).await.is_err() {
+                    break;
+                }
+            }
+            Some(()) = overflow_rx.recv() => {
+                let frame = CloseFrame { code: 1013, reason: "client too slow: push buffer full".into() };
+                let _ = socket.send(Message::Close(Some(frame))).await;
+                break;
+            }
+        }
+    }
+    for f in followers {
+        f.abort();
+    }
+    s.metrics.websockets.fetch_sub(1, Ordering::Relaxed);
+}
+
+async fn follow(
+    s: AppState,
+    topic: String,
+    mut cursors: BTreeMap<i32, i64>,
+    format: Format,
+    tx: mpsc::Sender<Value>,
+    overflow: mpsc::Sender<()>,
+) {
+    while !*s.shutdown.borrow() {
+        let Ok(recs) = poll_once(
+            &s.broker,
+            &topic,
+            &mut cursors,
+            Duration::from_secs(5),
+            format,
+        )
+        .await
+        else {
+            return;
+        };
+        for (p, rec) in recs {
+            let msg = json!({"type": "record", "topic": topic, "partition": p, "offset": rec["offset"],
+                "timestamp": rec["timestamp"], "key": rec["key"], "value": rec["value"], "headers": rec["headers"]});
+            if tx.try_send(msg).is_err() {
+                let _ = overflow.try_send(());
+                return;
+            }
+        }
+    }
+}
+
+/// The OpenAPI 3 description of this door (kept next to the handlers it describes).
+pub(crate) fn openapi_document() -> Value {
+    let err = json!({"$ref": "#/components/schemas/Error"});
+    let errors = json!({
+        "400": {"description": "invalid request", "content": {"application/json": {"schema": err}}},
+        "404": {"description": "unknown topic or partition", "content": {"application/json": {"schema": err}}},
+        "413": {"description": "body or record too large", "content": {"application/json": {"schema": err}}}
+    });
+    let topic =
+        json!({"name": "topic", "in": "path", "required": true, "schema": {"type": "string"}});
+    json!({
+        "openapi": "3.0.3",
+        "info": {"title": "Strom HTTP door", "version": env!("CARGO_PKG_VERSION")},
+        "paths": {
+            "/healthz": {"get": {"responses": {"200": {"description": "alive"}}}},
+            "/readyz": {"get": {"responses": {"200": {"description": "ready"}, "503": {"description": "stopping"}}}},
+            "/metrics": {"get": {"responses": {"200": {"description": "Prometheus text format"}}}},
+            "/topics": {
+                "get": {"responses": {"200": {"description": "topics"}}},
+                "post": {
+                    "requestBody": {"required": true, "content": {"application/json": {"schema": {
+                        "type": "object", "required": ["name"], "additionalProperties": false,
+                        "properties": {"name": {"type": "string"}, "partitions": {"type": "integer"},
+                            "configs": {"type": "object", "additionalProperties": {"type": "string"}}}}}}},
+                    "responses": {"201": {"description": "created"}, "409": {"description": "exists"}, "400": errors["400"]}
+                }
+            },
+            "/topics/{topic}": {
+                "parameters": [topic],
+                "get": {"responses": {"200": {"description": "partitions, offsets, configs"}, "404": errors["404"]}},
+                "delete": {"responses": {"204": {"description": "deleted"}, "404": errors["404"]}}
+            },
+            "/topics/{topic}/records": {
+                "parameters": [topic],
+                "post": {
+                    "requestBody": {"required": true, "content": {"application/json": {"schema": {
+                        "type": "object", "required": ["records"], "additionalProperties": false,
+                        "properties": {
+                            "value_format": {"type": "string", "enum": ["text", "json", "base64"]},
+                            "key_format": {"type": "string", "enum": ["text", "json", "base64"]},
+                            "records": {"type": "array", "items": {"type": "object", "additionalProperties": false,
+                                "properties": {"key": {}, "value": {}, "headers": {}, "partition": {"type": "integer"}}}}}}}}},
+                    "responses": {"200": {"description": "each record's partition and offset"},
+                        "400": errors["400"], "404": errors["404"], "413": errors["413"]}
+                }
+            },
+            "/topics/{topic}/partitions/{partition}/records": {
+                "parameters": [topic, {"name": "partition", "in": "path", "required": true, "schema": {"type": "integer"}}],
+                "get": {
+                    "parameters": [
+                        {"name": "offset", "in": "query", "schema": {"type": "integer"}},
+                        {"name": "max_bytes", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                        {"name": "max_records", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                        {"name": "timeout_ms", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                        {"name": "format", "in": "query", "schema": {"type": "string", "enum": ["text", "json", "base64"]}}
+                    ],
+                    "responses": {"200": {"description": "records"}, "400": errors["400"], "404": errors["404"],
+                        "416": {"description": "offset out of range", "content": {"application/json": {"schema": err}}}}
+                }
+            },
+            "/topics/{topic}/events": {
+                "parameters": [topic],
+                "get": {"responses": {"200": {"description": "text/event-stream of records"}, "404": errors["404"]}}
+            },
+            "/ws": {"get": {"responses": {"101": {"description": "WebSocket upgrade"}}}}
+        },
+        "components": {"schemas": {"Error": {"type": "object", "required": ["error"], "properties": {"error": {
+            "type": "object", "required": ["code", "message"],
+            "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}}}}
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_and_cursors() {
+        assert!(glob("orders.*", "orders.eu"));
+        assert!(glob("*", "x"));
+        assert!(glob("a*c", "abbc"));
+        assert!(!glob("orders.*", "order"));
+        assert!(!glob("a", "ab"));
+        let c = parse_cursor("0:5,2:9").unwrap();
+        assert_eq!(cursor_text(&c), "0:5,2:9");
+        assert!(parse_cursor("zz").is_none());
+    }
+}

@@ -1,0 +1,247 @@
+"""The HTTP door: REST, SSE, WebSocket, metrics, with `requests`, `websockets` and
+confluent-kafka for the cross-door checks."""
+
+import base64
+import json
+import threading
+import time
+
+import pytest
+import requests
+from confluent_kafka import Consumer, Producer, TopicPartition
+from websockets.sync.client import connect as ws_connect
+
+from conftest import free_port
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def http_broker(broker_factory):
+    port = free_port()
+    b = broker_factory("--http-addr", f"127.0.0.1:{port}")
+    b.http = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            if requests.get(b.http + "/healthz", timeout=2).status_code == 200:
+                return b
+        except requests.ConnectionError:
+            pass
+        assert time.monotonic() < deadline, "HTTP door did not come up"
+        time.sleep(0.05)
+
+
+def create(b, name, partitions=1, configs=None):
+    r = requests.post(f"{b.http}/topics", json={"name": name, "partitions": partitions, "configs": configs or {}})
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def hw(b, topic):
+    return [p["log_end_offset"] for p in requests.get(f"{b.http}/topics/{topic}").json()["partitions"]]
+
+
+def test_topics_produce_fetch_round_trip(http_broker):
+    b = http_broker
+    create(b, "h-rt", 3, {"retention.ms": "3600000"})
+    assert "h-rt" in [t["name"] for t in requests.get(f"{b.http}/topics").json()["topics"]]
+    d = requests.get(f"{b.http}/topics/h-rt").json()
+    assert len(d["partitions"]) == 3 and d["configs"]["retention.ms"] == "3600000"
+    r = requests.post(f"{b.http}/topics/h-rt/records", json={"records": [
+        {"key": "k1", "value": "text value", "headers": [["h", "1"], ["h", "2"]]}]})
+    assert r.status_code == 200, r.text
+    p = r.json()["offsets"][0]["partition"]
+    rec = requests.get(f"{b.http}/topics/h-rt/partitions/{p}/records").json()["records"][0]
+    assert (rec["key"], rec["value"], rec["headers"]) == ("k1", "text value", [["h", "1"], ["h", "2"]])
+    other = (p + 1) % 3
+    r = requests.post(f"{b.http}/topics/h-rt/records", json={"records": [
+        {"value": "second", "partition": other}, {"key": None, "value": None, "partition": other}]})
+    assert r.json()["offsets"] == [{"partition": other, "offset": 0}, {"partition": other, "offset": 1}]
+    got = requests.get(f"{b.http}/topics/h-rt/partitions/{other}/records", params={"offset": 0}).json()
+    assert [x["value"] for x in got["records"]] == ["second", None]
+    assert got["next_offset"] == 2 and got["high_watermark"] == 2
+    # JSON and base64 values.
+    r = requests.post(f"{b.http}/topics/h-rt/records", json={"value_format": "json", "records": [
+        {"value": {"a": [1, 2]}, "partition": 0}]})
+    o = r.json()["offsets"][0]["offset"]
+    got = requests.get(f"{b.http}/topics/h-rt/partitions/0/records", params={"offset": o, "format": "json"}).json()
+    assert got["records"][0]["value"] == {"a": [1, 2]}
+    raw = bytes(range(256))
+    r = requests.post(f"{b.http}/topics/h-rt/records", json={"value_format": "base64", "records": [
+        {"value": base64.b64encode(raw).decode(), "partition": 1}]})
+    o = r.json()["offsets"][0]["offset"]
+    got = requests.get(f"{b.http}/topics/h-rt/partitions/1/records", params={"offset": o, "format": "base64"}).json()
+    assert base64.b64decode(got["records"][0]["value"]) == raw
+    assert requests.delete(f"{b.http}/topics/h-rt").status_code == 204
+    assert requests.get(f"{b.http}/topics/h-rt").status_code == 404
+
+
+def test_http_to_kafka_same_partition_and_bytes(http_broker):
+    b = http_broker
+    create(b, "h2k", 6)
+    keys = [f"user-{i}" for i in range(40)]
+    r = requests.post(f"{b.http}/topics/h2k/records", json={"records": [
+        {"key": k, "value": f"v-{k}", "headers": {"src": "http"}} for k in keys]})
+    http_part = {k: o["partition"] for k, o in zip(keys, r.json()["offsets"])}
+    # librdkafka's murmur2_random is Kafka's Java default partitioner.
+    p = Producer({"bootstrap.servers": b.bootstrap, "partitioner": "murmur2_random"})
+    delivered = {}
+    for k in keys:
+        p.produce("h2k", key=k.encode(), value=b"x", on_delivery=lambda e, m: delivered.__setitem__(m.key().decode(), m.partition()))
+    assert p.flush(20) == 0
+    assert delivered == http_part, "the HTTP door and a Kafka client chose different partitions"
+    c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": "h2k", "auto.offset.reset": "earliest"})
+    c.assign([TopicPartition("h2k", i, 0) for i in range(6)])
+    seen = {}
+    deadline = time.monotonic() + 30
+    while len(seen) < 40 and time.monotonic() < deadline:
+        m = c.poll(0.5)
+        if m is not None and not m.error() and m.value() != b"x":
+            seen[m.key().decode()] = (m.partition(), m.value(), m.headers())
+    c.close()
+    assert seen == {k: (http_part[k], f"v-{k}".encode(), [("src", b"http")]) for k in keys}
+
+
+def test_kafka_to_http_fetch_sse_and_websocket(http_broker):
+    b = http_broker
+    create(b, "k2h", 1)
+    payloads = [bytes([i, 0, 255, i]) * 5 for i in range(20)]
+    # Subscribe before producing: pushes arrive as records land.
+    ws = ws_connect(f"ws://{b.http[len('http://'):]}/ws", open_timeout=10)
+    ws.send(json.dumps({"op": "subscribe", "topics": ["k2*"], "from": "latest", "format": "base64"}))
+    assert json.loads(ws.recv(10))["type"] == "subscribed"
+    sse_lines = []
+
+    def read_sse():
+        with requests.get(f"{b.http}/topics/k2h/events", params={"from": "earliest", "format": "base64"},
+                          stream=True, timeout=30) as r:
+            for line in r.iter_lines():
+                if line.startswith(b"data:"):
+                    sse_lines.append(json.loads(line[5:]))
+                if len(sse_lines) >= 20:
+                    return
+
+    t = threading.Thread(target=read_sse, daemon=True)
+    t.start()
+    time.sleep(0.5)
+    p = Producer({"bootstrap.servers": b.bootstrap, "compression.type": "lz4", "linger.ms": 5})
+    for i, v in enumerate(payloads):
+        p.produce("k2h", key=f"k{i}".encode(), value=v, partition=0)
+    assert p.flush(20) == 0
+    pushed = []
+    while len(pushed) < 20:
+        m = json.loads(ws.recv(20))
+        if m["type"] == "record":
+            pushed.append(m)
+    ws.close()
+    assert [base64.b64decode(m["value"]) for m in pushed] == payloads
+    assert [m["offset"] for m in pushed] == list(range(20))
+    t.join(20)
+    assert [base64.b64decode(e["record"]["value"]) for e in sse_lines] == payloads
+    got = requests.get(f"{b.http}/topics/k2h/partitions/0/records", params={"format": "base64", "max_records": 100}).json()
+    assert [base64.b64decode(r["value"]) for r in got["records"]] == payloads
+
+
+def test_websocket_produce_reaches_kafka(http_broker):
+    b = http_broker
+    create(b, "ws-in", 1)
+    with ws_connect(f"ws://{b.http[len('http://'):]}/ws", open_timeout=10) as ws:
+        ws.send(json.dumps({"op": "produce", "topic": "ws-in", "records": [{"value": "chat-1"}, {"value": "chat-2"}]}))
+        reply = json.loads(ws.recv(10))
+        assert reply["type"] == "produced" and [o["offset"] for o in reply["offsets"]] == [0, 1]
+        ws.send("not json")
+        assert json.loads(ws.recv(10))["type"] == "error"
+    c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": "ws-in", "auto.offset.reset": "earliest"})
+    c.assign([TopicPartition("ws-in", 0, 0)])
+    vals = []
+    deadline = time.monotonic() + 20
+    while len(vals) < 2 and time.monotonic() < deadline:
+        m = c.poll(0.5)
+        if m is not None and not m.error():
+            vals.append(m.value())
+    c.close()
+    assert vals == [b"chat-1", b"chat-2"]
+
+
+def test_sse_resumes_from_last_event_id(http_broker):
+    b = http_broker
+    create(b, "resume", 2)
+    requests.post(f"{b.http}/topics/resume/records", json={"records": [
+        {"value": f"r{i}", "partition": i % 2} for i in range(10)]})
+    events = []
+    with requests.get(f"{b.http}/topics/resume/events", params={"from": "earliest"}, stream=True, timeout=20) as r:
+        ev = {}
+        for line in r.iter_lines():
+            if line.startswith(b"id:"):
+                ev["id"] = line[3:].strip().decode()
+            elif line.startswith(b"data:"):
+                ev["data"] = json.loads(line[5:])
+                events.append(ev)
+                ev = {}
+            if len(events) == 4:
+                break
+    last = events[-1]["id"]
+    first_four = [e["data"]["record"]["value"] for e in events]
+    with requests.get(f"{b.http}/topics/resume/events", headers={"Last-Event-ID": last}, stream=True, timeout=20) as r:
+        rest = []
+        for line in r.iter_lines():
+            if line.startswith(b"data:"):
+                rest.append(json.loads(line[5:])["record"]["value"])
+            if len(rest) == 6:
+                break
+    assert sorted(first_four + rest) == sorted(f"r{i}" for i in range(10)), "a resume lost or repeated a record"
+
+
+@pytest.mark.parametrize("body,status,code", [
+    (b"{not json", 400, "invalid_json"),
+    (json.dumps({"records": [{"value": 5}]}).encode(), 400, "invalid_request"),
+    (json.dumps({"records": [{"value": "%%%"}], "value_format": "base64"}).encode(), 400, "invalid_base64"),
+    (json.dumps({"records": [{"value": "x", "partition": 9}]}).encode(), 404, "unknown_topic_or_partition"),
+    (json.dumps({"records": []}).encode(), 400, "invalid_request"),
+    (json.dumps({"rekords": []}).encode(), 400, "invalid_json"),
+    (json.dumps({"records": [{"value": "x", "headers": 7}]}).encode(), 400, "invalid_request"),
+])
+def test_bad_input_is_a_4xx_json_error_and_writes_nothing(http_broker, body, status, code):
+    b = http_broker
+    create(b, "strict", 1)
+    r = requests.post(f"{b.http}/topics/strict/records", data=body, headers={"content-type": "application/json"})
+    assert r.status_code == status, r.text
+    assert r.json()["error"]["code"] == code and r.json()["error"]["message"]
+    assert hw(b, "strict") == [0]
+
+
+def test_unknown_topic_too_large_body_and_bad_queries(http_broker):
+    b = http_broker
+    create(b, "lim", 1, {"max.message.bytes": "1024"})
+    r = requests.post(f"{b.http}/topics/nope/records", json={"records": [{"value": "x"}]})
+    assert r.status_code == 404 and r.json()["error"]["code"] == "unknown_topic_or_partition"
+    r = requests.post(f"{b.http}/topics/lim/records", data=b"{" + b" " * (9 << 20) + b"}",
+                      headers={"content-type": "application/json"})
+    assert r.status_code == 413 and r.json()["error"]["code"] == "body_too_large"
+    r = requests.post(f"{b.http}/topics/lim/records", json={"records": [{"value": "x" * 4000}]})
+    assert r.status_code == 413 and r.json()["error"]["code"] == "message_too_large"
+    r = requests.get(f"{b.http}/topics/lim/partitions/0/records", params={"offset": "abc"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_request"
+    r = requests.get(f"{b.http}/topics/lim/partitions/0/records", params={"offset": 99})
+    assert r.status_code == 416 and r.json()["error"]["code"] == "offset_out_of_range"
+    r = requests.post(f"{b.http}/topics", json={"name": "bad/name"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_topic"
+    r = requests.post(f"{b.http}/topics", json={"name": "lim"})
+    assert r.status_code == 409
+    assert requests.get(f"{b.http}/no/such/path").status_code == 404
+    assert hw(b, "lim") == [0]
+
+
+def test_metrics_health_and_openapi(http_broker):
+    b = http_broker
+    create(b, "met", 2)
+    requests.post(f"{b.http}/topics/met/records", json={"records": [{"value": "a", "partition": 1}]})
+    text = requests.get(f"{b.http}/metrics").text
+    assert 'strom_log_end_offset{topic="met",partition="1"} 1' in text
+    assert 'strom_http_requests_total{route="/topics/{topic}/records",method="POST",status="200"} 1' in text
+    assert "strom_http_bytes_in_total{topic=\"met\"}" in text
+    assert requests.get(f"{b.http}/healthz").json()["status"] == "ok"
+    assert requests.get(f"{b.http}/readyz").status_code == 200
+    doc = requests.get(f"{b.http}/openapi.json").json()
+    assert doc["openapi"].startswith("3.") and "/topics/{topic}/records" in doc["paths"]
