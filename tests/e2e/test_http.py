@@ -245,3 +245,73 @@ def test_metrics_health_and_openapi(http_broker):
     assert requests.get(f"{b.http}/readyz").status_code == 200
     doc = requests.get(f"{b.http}/openapi.json").json()
     assert doc["openapi"].startswith("3.") and "/topics/{topic}/records" in doc["paths"]
+
+
+def poll_until(b, group, member, want, timeout=60):
+    got = []
+    deadline = time.monotonic() + timeout
+    while len(got) < want and time.monotonic() < deadline:
+        r = requests.get(f"{b.http}/groups/{group}/members/{member}/records", params={"timeout_ms": 500}, timeout=40)
+        assert r.status_code == 200, r.text
+        got += r.json()["records"]
+    return got
+
+
+def test_http_group_member_commits_and_resumes(http_broker):
+    b = http_broker
+    create(b, "hg", 2)
+    requests.post(f"{b.http}/topics/hg/records", json={"records": [{"value": f"m{i}", "partition": i % 2} for i in range(100)]})
+    r = requests.post(f"{b.http}/groups/hg-g/members", json={"topics": ["hg"], "from": "earliest", "session_timeout_ms": 10000})
+    assert r.status_code == 201, r.text
+    member = r.json()["member_id"]
+    assert sorted(a["partition"] for a in r.json()["assignment"]) == [0, 1]
+    got = poll_until(b, "hg-g", member, 100)
+    assert sorted(x["value"] for x in got) == sorted(f"m{i}" for i in range(100))
+    assert requests.post(f"{b.http}/groups/hg-g/members/{member}/commit").status_code == 200
+    assert requests.delete(f"{b.http}/groups/hg-g/members/{member}").status_code == 204
+    # Visible to Kafka tools: committed offsets of the group.
+    c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": "hg-g"})
+    committed = c.committed([TopicPartition("hg", 0), TopicPartition("hg", 1)], timeout=10)
+    c.close()
+    assert [tp.offset for tp in committed] == [50, 50]
+    # A new member resumes at the committed offsets.
+    requests.post(f"{b.http}/topics/hg/records", json={"records": [{"value": "late", "partition": 1}]})
+    r = requests.post(f"{b.http}/groups/hg-g/members", json={"topics": ["hg"], "from": "earliest"})
+    member = r.json()["member_id"]
+    assert [x["value"] for x in poll_until(b, "hg-g", member, 1)] == ["late"]
+    r = requests.get(f"{b.http}/groups/hg-g/members/nobody/records")
+    assert r.status_code == 404 and r.json()["error"]["code"] == "unknown_member"
+    r = requests.post(f"{b.http}/groups/hg-g/members", json={"topics": ["missing"]})
+    assert r.status_code == 404
+
+
+def test_http_and_kafka_members_share_one_group(http_broker):
+    b = http_broker
+    create(b, "mixed", 4)
+    r = requests.post(f"{b.http}/groups/mix-g/members", json={"topics": ["mixed"], "from": "earliest", "session_timeout_ms": 10000})
+    member = r.json()["member_id"]
+    stop = threading.Event()
+    kafka_owned = []
+
+    def kafka_member():
+        c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": "mix-g", "auto.offset.reset": "earliest",
+                      "session.timeout.ms": 10000, "partition.assignment.strategy": "range"})
+        c.subscribe(["mixed"])
+        while not stop.is_set():
+            c.poll(0.1)
+            kafka_owned[:] = sorted(p.partition for p in c.assignment())
+        c.close()
+
+    t = threading.Thread(target=kafka_member, daemon=True)
+    t.start()
+    deadline = time.monotonic() + 60
+    http_owned = []
+    while time.monotonic() < deadline:
+        r = requests.get(f"{b.http}/groups/mix-g/members/{member}/records", params={"timeout_ms": 200}, timeout=40)
+        assert r.status_code == 200, r.text
+        http_owned = sorted(a["partition"] for a in r.json()["assignment"])
+        if kafka_owned and http_owned and sorted(kafka_owned + http_owned) == [0, 1, 2, 3]:
+            break
+    stop.set()
+    t.join(20)
+    assert len(http_owned) == 2 and len(kafka_owned) == 2 and not set(http_owned) & set(kafka_owned)

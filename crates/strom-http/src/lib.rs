@@ -8,14 +8,18 @@
 //! when a request is refused.
 
 mod api;
+mod groups;
 mod metrics;
 mod push;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
+use parking_lot::Mutex;
+use strom_broker::coordinator::GroupCoordinator;
 use strom_broker::Broker;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -44,6 +48,9 @@ impl Default for HttpConfig {
 #[derive(Clone)]
 pub(crate) struct AppState {
     pub(crate) broker: Arc<Broker>,
+    pub(crate) groups: Arc<GroupCoordinator>,
+    /// Group members that consume over HTTP, by member id.
+    pub(crate) members: Arc<Mutex<HashMap<String, groups::HttpMember>>>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) config: HttpConfig,
     pub(crate) shutdown: watch::Receiver<bool>,
@@ -69,6 +76,19 @@ fn router(state: AppState) -> Router {
         )
         .route("/topics/{topic}/events", get(push::sse))
         .route("/ws", get(push::websocket))
+        .route("/groups/{group}/members", post(groups::join))
+        .route(
+            "/groups/{group}/members/{member}",
+            axum::routing::delete(groups::leave),
+        )
+        .route(
+            "/groups/{group}/members/{member}/records",
+            get(groups::poll),
+        )
+        .route(
+            "/groups/{group}/members/{member}/commit",
+            post(groups::commit_offsets),
+        )
         .fallback(api::not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -82,11 +102,14 @@ fn router(state: AppState) -> Router {
 pub async fn serve(
     listener: TcpListener,
     broker: Arc<Broker>,
+    groups: Arc<GroupCoordinator>,
     config: HttpConfig,
     shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let state = AppState {
         broker,
+        groups,
+        members: Arc::new(Mutex::new(HashMap::new())),
         metrics: Arc::new(Metrics::default()),
         config,
         shutdown: shutdown.clone(),

@@ -225,7 +225,7 @@ async fn serve(s: Settings) -> Result<()> {
         .context("cannot load the consumer groups")?;
     let coordinator = tokio::spawn(groups.clone().run());
     let (stop_tx, stop_rx) = watch::channel(false);
-    let http = start_http(s.http_addr.as_deref(), &broker, stop_rx.clone()).await?;
+    let http = start_http(s.http_addr.as_deref(), &broker, &groups, stop_rx.clone()).await?;
     let listen = s.kafka.listen;
     let server = KafkaServer::bind(s.kafka.clone(), broker.clone(), groups.clone())
         .await
@@ -261,6 +261,7 @@ async fn serve(s: Settings) -> Result<()> {
 async fn start_http(
     addr: Option<&str>,
     broker: &Arc<Broker>,
+    groups: &Arc<GroupCoordinator>,
     stop: watch::Receiver<bool>,
 ) -> Result<Option<tokio::task::JoinHandle<()>>> {
     let explicit = addr.is_some();
@@ -277,11 +278,10 @@ async fn start_http(
         Err(e) => return Err(e).with_context(|| format!("cannot listen on --http-addr {addr}")),
     };
     tracing::info!(addr = %listener.local_addr()?, "http listener ready");
-    let b = broker.clone();
+    let (b, g) = (broker.clone(), groups.clone());
     Ok(Some(tokio::spawn(async move {
-        if let Err(e) =
-            strom_http::serve(listener, b, strom_http::HttpConfig::default(), stop).await
-        {
+        let config = strom_http::HttpConfig::default();
+        if let Err(e) = strom_http::serve(listener, b, g, config, stop).await {
             tracing::error!(error = %e, "HTTP door failed");
         }
     })))

@@ -1,0 +1,528 @@
+//! Consuming as a consumer-group member over HTTP. The door plays the part a Kafka consumer
+//! plays: it joins the group with the "consumer" protocol and the `range` assignor (Kafka's
+//! subscription/assignment encoding, so Kafka clients and HTTP members share one group), runs
+//! the assignment when it is the leader, fetches the assigned partitions, and commits.
+//!
+//! - `POST /groups/{group}/members` `{"topics": [...], "from": "earliest"|"latest",
+//!   "session_timeout_ms": 30000, "auto_commit": true}` → member id and assignment;
+//! - `GET /groups/{group}/members/{member}/records?timeout_ms=&max_records=&format=` → records
+//!   (each poll renews the lease; with auto-commit, a poll first commits what the previous poll
+//!   returned: at-least-once, as a Kafka consumer's auto-commit);
+//! - `POST /groups/{group}/members/{member}/commit` (optional `{"offsets": [...]}`);
+//! - `DELETE /groups/{group}/members/{member}` leaves (the group rebalances at once).
+//!   A member that does not poll within its session timeout loses its partitions.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use bytes::{BufMut, BytesMut};
+use kafka_protocol::messages::consumer_protocol_assignment::{
+    ConsumerProtocolAssignment, TopicPartition as AssignedPartitions,
+};
+use kafka_protocol::messages::{ConsumerProtocolSubscription, TopicName};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use strom_broker::coordinator::{GroupError, JoinRequest, OffsetCommit};
+use strom_broker::{FetchLimits, FetchSpec};
+
+use crate::api::{parse_body, records_json, ApiError, ApiResult, Format};
+use crate::AppState;
+
+/// One HTTP member as the door remembers it.
+#[derive(Clone, Debug)]
+pub(crate) struct HttpMember {
+    group: String,
+    generation: i32,
+    topics: Vec<String>,
+    session_timeout_ms: i32,
+    from_earliest: bool,
+    auto_commit: bool,
+    /// Next offset to return, per assigned partition.
+    positions: BTreeMap<(String, i32), i64>,
+    /// What the last poll returned up to (committed by the next poll with auto-commit).
+    delivered: BTreeMap<(String, i32), i64>,
+}
+
+fn group_error(e: GroupError) -> ApiError {
+    let status = match e {
+        GroupError::UnknownMemberId
+        | GroupError::IllegalGeneration
+        | GroupError::FencedInstanceId => StatusCode::GONE,
+        GroupError::InconsistentGroupProtocol
+        | GroupError::InvalidSessionTimeout
+        | GroupError::InvalidGroupId => StatusCode::BAD_REQUEST,
+        GroupError::GroupIdNotFound | GroupError::UnknownTopicOrPartition => StatusCode::NOT_FOUND,
+        GroupError::OffsetMetadataTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        GroupError::RebalanceInProgress
+        | GroupError::NonEmptyGroup
+        | GroupError::GroupSubscribedToTopic => StatusCode::CONFLICT,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    ApiError::new(status, "group_error", e.to_string())
+}
+
+fn encode_versioned<T: Encodable>(v: &T, version: i16) -> Bytes {
+    let mut out = BytesMut::new();
+    out.put_i16(version);
+    v.encode(&mut out, version)
+        .expect("consumer protocol messages encode");
+    out.freeze()
+}
+
+fn subscription(topics: &[String]) -> Bytes {
+    let s = ConsumerProtocolSubscription::default().with_topics(
+        topics
+            .iter()
+            .map(|t| StrBytes::from_string(t.clone()))
+            .collect(),
+    );
+    encode_versioned(&s, 0)
+}
+
+fn decode_subscription(mut b: Bytes) -> Vec<String> {
+    if b.len() < 2 {
+        return Vec::new();
+    }
+    let version = i16::from_be_bytes([b[0], b[1]]).clamp(0, 3);
+    let mut body = b.split_off(2);
+    ConsumerProtocolSubscription::decode(&mut body, version)
+        .map(|s| s.topics.iter().map(|t| t.to_string()).collect())
+        .unwrap_or_default()
+}
+
+fn encode_assignment(parts: &BTreeMap<String, Vec<i32>>) -> Bytes {
+    let a = ConsumerProtocolAssignment::default().with_assigned_partitions(
+        parts
+            .iter()
+            .map(|(t, ps)| {
+                AssignedPartitions::default()
+                    .with_topic(TopicName(StrBytes::from_string(t.clone())))
+                    .with_partitions(ps.clone())
+            })
+            .collect(),
+    );
+    encode_versioned(&a, 0)
+}
+
+fn decode_assignment(mut b: Bytes) -> Vec<(String, i32)> {
+    if b.len() < 2 {
+        return Vec::new();
+    }
+    let version = i16::from_be_bytes([b[0], b[1]]).clamp(0, 3);
+    let mut body = b.split_off(2);
+    ConsumerProtocolAssignment::decode(&mut body, version)
+        .map(|a| {
+            a.assigned_partitions
+                .iter()
+                .flat_map(|tp| {
+                    tp.partitions
+                        .iter()
+                        .map(move |p| (tp.topic.to_string(), *p))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Kafka's range assignor: per topic, members (sorted by id) get contiguous ranges.
+fn range_assign(
+    s: &AppState,
+    members: &[(String, Vec<String>)],
+) -> HashMap<String, BTreeMap<String, Vec<i32>>> {
+    let mut out: HashMap<String, BTreeMap<String, Vec<i32>>> = members
+        .iter()
+        .map(|(m, _)| (m.clone(), BTreeMap::new()))
+        .collect();
+    let topics: BTreeSet<&String> = members.iter().flat_map(|(_, t)| t).collect();
+    for topic in topics {
+        let n = s
+            .broker
+            .topic(topic)
+            .map_or(0, |t| t.partitions().len() as i32);
+        let mut subs: Vec<&String> = members
+            .iter()
+            .filter(|(_, t)| t.contains(topic))
+            .map(|(m, _)| m)
+            .collect();
+        subs.sort();
+        if subs.is_empty() || n == 0 {
+            continue;
+        }
+        let k = subs.len() as i32;
+        let (per, extra) = (n / k, n % k);
+        let mut next = 0;
+        for (i, m) in subs.iter().enumerate() {
+            let count = per + i32::from((i as i32) < extra);
+            let parts: Vec<i32> = (next..next + count).collect();
+            next += count;
+            if !parts.is_empty() {
+                out.get_mut(*m)
+                    .expect("member")
+                    .insert(topic.clone(), parts);
+            }
+        }
+    }
+    out
+}
+
+/// Joins (or rejoins) and syncs; returns the member id, generation and assignment.
+async fn join_and_sync(
+    s: &AppState,
+    group: &str,
+    member_id: &str,
+    topics: &[String],
+    session_timeout_ms: i32,
+) -> ApiResult<(String, i32, Vec<(String, i32)>)> {
+    let mut member = member_id.to_string();
+    for _ in 0..10 {
+        let req = JoinRequest {
+            group_id: group.to_string(),
+            member_id: member.clone(),
+            instance_id: None,
+            client_id: "strom-http".into(),
+            client_host: "http".into(),
+            session_timeout_ms,
+            rebalance_timeout_ms: session_timeout_ms,
+            protocol_type: "consumer".into(),
+            protocols: vec![("range".into(), subscription(topics))],
+            require_known_member_id: false,
+        };
+        let joined = match s.groups.join(req).await {
+            Ok(j) => j,
+            Err(GroupError::MemberIdRequired(id)) => {
+                member = id;
+                continue;
+            }
+            Err(GroupError::UnknownMemberId) if !member.is_empty() => {
+                member.clear();
+                continue;
+            }
+            Err(e) => return Err(group_error(e)),
+        };
+        member = joined.member_id.clone();
+        let assignments = if joined.leader == member {
+            let subs: Vec<(String, Vec<String>)> = joined
+                .members
+                .iter()
+                .map(|(id, _, meta)| (id.clone(), decode_subscription(meta.clone())))
+                .collect();
+            range_assign(s, &subs)
+                .into_iter()
+                .map(|(m, parts)| (m, encode_assignment(&parts)))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        match s
+            .groups
+            .sync(group, joined.generation, &member, None, None, assignments)
+            .await
+        {
+            Ok((_, _, a)) => return Ok((member, joined.generation, decode_assignment(a))),
+            Err(GroupError::RebalanceInProgress) => continue,
+            Err(e) => return Err(group_error(e)),
+        }
+    }
+    Err(ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "group_error",
+        "the group kept rebalancing; retry",
+    ))
+}
+
+fn positions_for(
+    s: &AppState,
+    group: &str,
+    assignment: &[(String, i32)],
+    from_earliest: bool,
+    old: &BTreeMap<(String, i32), i64>,
+) -> BTreeMap<(String, i32), i64> {
+    let committed = s.groups.fetch_offsets(group, Some(assignment.to_vec()));
+    committed
+        .into_iter()
+        .map(|(t, p, c)| {
+            let start = old
+                .get(&(t.clone(), p))
+                .copied()
+                .or(c.map(|c| c.offset))
+                .unwrap_or_else(|| {
+                    s.broker.partition(&t, p).map_or(0, |part| {
+                        if from_earliest {
+                            part.log().log_start_offset()
+                        } else {
+                            part.log().log_end_offset()
+                        }
+                    })
+                });
+            ((t, p), start)
+        })
+        .collect()
+}
+
+fn assignment_json(positions: &BTreeMap<(String, i32), i64>) -> Value {
+    Value::Array(
+        positions
+            .iter()
+            .map(|((t, p), o)| json!({"topic": t, "partition": p, "position": o}))
+            .collect(),
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct JoinBody {
+    topics: Vec<String>,
+    #[serde(default)]
+    from: Option<String>,
+    #[serde(default)]
+    session_timeout_ms: Option<i32>,
+    #[serde(default)]
+    auto_commit: Option<bool>,
+}
+
+pub(crate) async fn join(
+    State(s): State<AppState>,
+    Path(group): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let b: JoinBody = parse_body(body)?;
+    if b.topics.is_empty() {
+        return Err(ApiError::bad("topics is empty"));
+    }
+    for t in &b.topics {
+        if s.broker.topic(t).is_none() {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_topic_or_partition",
+                format!("unknown topic {t:?}"),
+            ));
+        }
+    }
+    let from_earliest = match b.from.as_deref().unwrap_or("latest") {
+        "earliest" => true,
+        "latest" => false,
+        other => {
+            return Err(ApiError::bad(format!(
+                "from must be earliest or latest, not {other:?}"
+            )))
+        }
+    };
+    let session = b.session_timeout_ms.unwrap_or(30_000);
+    let (member, generation, assignment) =
+        join_and_sync(&s, &group, "", &b.topics, session).await?;
+    let positions = positions_for(&s, &group, &assignment, from_earliest, &BTreeMap::new());
+    let m = HttpMember {
+        group: group.clone(),
+        generation,
+        topics: b.topics,
+        session_timeout_ms: session,
+        from_earliest,
+        auto_commit: b.auto_commit.unwrap_or(true),
+        positions: positions.clone(),
+        delivered: BTreeMap::new(),
+    };
+    s.members.lock().insert(member.clone(), m);
+    Ok((
+        StatusCode::CREATED,
+        Json(
+            json!({"member_id": member, "generation": generation, "assignment": assignment_json(&positions)}),
+        ),
+    ))
+}
+
+fn member(s: &AppState, group: &str, id: &str) -> ApiResult<HttpMember> {
+    s.members
+        .lock()
+        .get(id)
+        .filter(|m| m.group == group)
+        .cloned()
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_member",
+                format!("no member {id:?} in group {group:?}"),
+            )
+        })
+}
+
+async fn commit(
+    s: &AppState,
+    id: &str,
+    m: &HttpMember,
+    offsets: Vec<((String, i32), i64)>,
+) -> ApiResult<()> {
+    if offsets.is_empty() {
+        return Ok(());
+    }
+    let commits = offsets
+        .into_iter()
+        .map(|((topic, partition), offset)| OffsetCommit {
+            topic,
+            partition,
+            offset,
+            leader_epoch: -1,
+            metadata: None,
+        })
+        .collect();
+    let per = s
+        .groups
+        .commit(&m.group, m.generation, id, None, commits)
+        .await
+        .map_err(group_error)?;
+    match per.into_iter().find_map(Result::err) {
+        Some(e) => Err(group_error(e)),
+        None => Ok(()),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PollQuery {
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+    #[serde(default)]
+    max_records: Option<usize>,
+    #[serde(default)]
+    format: Format,
+}
+
+pub(crate) async fn poll(
+    State(s): State<AppState>,
+    Path((group, id)): Path<(String, String)>,
+    query: Result<Query<PollQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let Query(q) = query.map_err(|e| ApiError::bad(e.body_text()))?;
+    let mut m = member(&s, &group, &id)?;
+    if m.auto_commit {
+        let delivered: Vec<_> = m.delivered.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        // On failure (a rebalance) the rejoin below sorts it out; records may come again.
+        if commit(&s, &id, &m, delivered).await.is_ok() {
+            m.delivered.clear();
+        }
+    }
+    // The poll is the member's heartbeat; a rebalance makes it rejoin.
+    match s.groups.heartbeat(&group, m.generation, &id, None) {
+        Ok(()) => {}
+        Err(GroupError::RebalanceInProgress | GroupError::IllegalGeneration) => {
+            let (_, generation, assignment) =
+                join_and_sync(&s, &group, &id, &m.topics, m.session_timeout_ms).await?;
+            m.generation = generation;
+            let kept: BTreeMap<_, _> = m.positions.clone();
+            m.positions = positions_for(&s, &group, &assignment, m.from_earliest, &kept);
+            m.delivered.retain(|k, _| m.positions.contains_key(k));
+        }
+        Err(e) => {
+            s.members.lock().remove(&id);
+            return Err(group_error(e));
+        }
+    }
+    let max_records = q.max_records.unwrap_or(500).clamp(1, 100_000);
+    let specs: Vec<FetchSpec> = m
+        .positions
+        .iter()
+        .map(|((t, p), o)| FetchSpec {
+            topic: t.clone(),
+            partition: *p,
+            offset: *o,
+            max_bytes: 1 << 20,
+        })
+        .collect();
+    let wait = Duration::from_millis(q.timeout_ms.unwrap_or(0).min(30_000));
+    let limits = FetchLimits {
+        max_bytes: 8 << 20,
+        min_bytes: 1,
+        max_wait: wait,
+    };
+    let results = s.broker.fetch(&specs, limits).await;
+    let mut records = Vec::new();
+    for (spec, r) in specs.iter().zip(results) {
+        let key = (spec.topic.clone(), spec.partition);
+        let read = match r {
+            Ok(read) => read,
+            Err(strom_broker::BrokerError::Log(strom_log::LogError::OffsetOutOfRange {
+                start,
+                ..
+            })) => {
+                m.positions.insert(key, start);
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let left = max_records.saturating_sub(records.len());
+        for rec in records_json(&read.data, spec.offset, left, q.format)? {
+            let o = rec["offset"].as_i64().unwrap_or(spec.offset);
+            m.positions.insert(key.clone(), o + 1);
+            m.delivered.insert(key.clone(), o + 1);
+            let mut rec = rec;
+            rec["topic"] = json!(spec.topic);
+            rec["partition"] = json!(spec.partition);
+            records.push(rec);
+        }
+    }
+    let generation = m.generation;
+    let positions = assignment_json(&m.positions);
+    s.members.lock().insert(id, m);
+    Ok(Json(
+        json!({"records": records, "generation": generation, "assignment": positions}),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CommitBody {
+    #[serde(default)]
+    offsets: Option<Vec<CommitOffset>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CommitOffset {
+    topic: String,
+    partition: i32,
+    offset: i64,
+}
+
+pub(crate) async fn commit_offsets(
+    State(s): State<AppState>,
+    Path((group, id)): Path<(String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<Value>> {
+    let m = member(&s, &group, &id)?;
+    let explicit = match body {
+        Ok(b) if b.is_empty() => None,
+        other => parse_body::<CommitBody>(other)?.offsets,
+    };
+    let offsets: Vec<((String, i32), i64)> = match explicit {
+        Some(list) => list
+            .into_iter()
+            .map(|c| ((c.topic, c.partition), c.offset))
+            .collect(),
+        None => m.positions.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+    };
+    let committed = offsets
+        .iter()
+        .map(|((t, p), o)| json!({"topic": t, "partition": p, "offset": o}))
+        .collect::<Vec<_>>();
+    commit(&s, &id, &m, offsets).await?;
+    Ok(Json(json!({ "committed": committed })))
+}
+
+pub(crate) async fn leave(
+    State(s): State<AppState>,
+    Path((group, id)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let m = member(&s, &group, &id)?;
+    if m.auto_commit {
+        let delivered: Vec<_> = m.delivered.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        let _ = commit(&s, &id, &m, delivered).await;
+    }
+    s.members.lock().remove(&id);
+    let _ = s.groups.leave(&group, &[(id, None)]).await;
+    Ok(StatusCode::NO_CONTENT)
+}
