@@ -315,3 +315,22 @@ def test_http_and_kafka_members_share_one_group(http_broker):
     stop.set()
     t.join(20)
     assert len(http_owned) == 2 and len(kafka_owned) == 2 and not set(http_owned) & set(kafka_owned)
+
+
+def test_schemathesis_finds_no_server_error(http_broker):
+    """schemathesis generates requests from /openapi.json; a client's input is never a 5xx."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    b = http_broker
+    create(b, "fuzz", 2)
+    exe = shutil.which("schemathesis", path=str(Path(sys.executable).parent))
+    assert exe, "schemathesis is not installed (scripts/setup)"
+    p = subprocess.run([exe, "run", f"{b.http}/openapi.json", "--checks", "not_a_server_error",
+                        "--max-examples", "30", "--seed", "20261124", "--exclude-path", "/ws",
+                        "--exclude-path", "/topics/{topic}/events"],
+                       capture_output=True, text=True, timeout=240)
+    assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-2000:]
+    assert requests.get(f"{b.http}/healthz").status_code == 200

@@ -412,7 +412,33 @@ pub(crate) fn openapi_document() -> Value {
                 "parameters": [topic],
                 "get": {"responses": {"200": {"description": "text/event-stream of records"}, "404": errors["404"]}}
             },
-            "/ws": {"get": {"responses": {"101": {"description": "WebSocket upgrade"}}}}
+            "/ws": {"get": {"responses": {"101": {"description": "WebSocket upgrade"}}}},
+            "/groups/{group}/members": {
+                "parameters": [{"name": "group", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "post": {
+                    "requestBody": {"required": true, "content": {"application/json": {"schema": {
+                        "type": "object", "required": ["topics"], "additionalProperties": false,
+                        "properties": {"topics": {"type": "array", "items": {"type": "string"}},
+                            "from": {"type": "string", "enum": ["earliest", "latest"]},
+                            "session_timeout_ms": {"type": "integer"}, "auto_commit": {"type": "boolean"}}}}}},
+                    "responses": {"201": {"description": "joined: member id and assignment"}, "400": errors["400"], "404": errors["404"]}
+                }
+            },
+            "/groups/{group}/members/{member}": {
+                "parameters": [{"name": "group", "in": "path", "required": true, "schema": {"type": "string"}},
+                    {"name": "member", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "delete": {"responses": {"204": {"description": "left"}, "404": errors["404"]}}
+            },
+            "/groups/{group}/members/{member}/records": {
+                "parameters": [{"name": "group", "in": "path", "required": true, "schema": {"type": "string"}},
+                    {"name": "member", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "get": {"responses": {"200": {"description": "records of the member's partitions"}, "404": errors["404"]}}
+            },
+            "/groups/{group}/members/{member}/commit": {
+                "parameters": [{"name": "group", "in": "path", "required": true, "schema": {"type": "string"}},
+                    {"name": "member", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "post": {"responses": {"200": {"description": "committed"}, "404": errors["404"]}}
+            }
         },
         "components": {"schemas": {"Error": {"type": "object", "required": ["error"], "properties": {"error": {
             "type": "object", "required": ["code", "message"],
