@@ -334,3 +334,31 @@ def test_schemathesis_finds_no_server_error(http_broker):
                        capture_output=True, text=True, timeout=240)
     assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-2000:]
     assert requests.get(f"{b.http}/healthz").status_code == 200
+
+
+def test_metrics_cover_the_kafka_door_fsync_and_group_lag(http_broker):
+    import re
+
+    b = http_broker
+    create(b, "kmet", 1, {"flush.messages": "1"})
+    p = Producer({"bootstrap.servers": b.bootstrap, "linger.ms": 0})
+    for i in range(10):
+        p.produce("kmet", value=f"v{i}".encode(), partition=0)
+    assert p.flush(20) == 0
+    c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": "kmet-g", "enable.auto.commit": False})
+    c.commit(offsets=[TopicPartition("kmet", 0, 4)], asynchronous=False)
+    c.close()
+    text = requests.get(f"{b.http}/metrics").text
+
+    def value(pattern):
+        m = re.search(pattern + r" (\d+(?:\.\d+)?)\n", text)
+        assert m, f"{pattern} missing from /metrics"
+        return float(m.group(1))
+
+    assert value(r'strom_requests_total\{door="kafka",api="Produce"\}') >= 1
+    assert value(r'strom_fsync_duration_seconds_count\{\}') >= 1
+    assert value(r'strom_topic_bytes_in_total\{topic="kmet"\}') > 0
+    assert value(r'strom_group_lag\{group="kmet-g",topic="kmet",partition="0"\}') == 6
+    assert value(r"strom_records_in_total") >= 10
+    assert 'strom_open_connections{door="kafka"}' in text
+    assert "strom_group_rebalances_total" in text

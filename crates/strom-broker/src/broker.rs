@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 use crate::config::{BrokerConfig, TopicConfig};
 use crate::error::{BrokerError, Result};
+use crate::metrics::CoreMetrics;
 use crate::producer::{BatchCheck, ProducerIds};
 use crate::topic::{self, validate_topic_name, Partition, Topic, TopicMeta};
 
@@ -101,6 +102,7 @@ pub struct Broker {
     appended: Notify,
     /// Set when shutdown begins: long polls return at once.
     stopping: AtomicBool,
+    metrics: CoreMetrics,
     closed: AtomicBool,
 }
 
@@ -126,6 +128,7 @@ impl Broker {
             producer_ids,
             appended: Notify::new(),
             stopping: AtomicBool::new(false),
+            metrics: CoreMetrics::default(),
             closed: AtomicBool::new(false),
         }))
     }
@@ -138,6 +141,11 @@ impl Broker {
     /// The cluster id (persisted at first start).
     pub fn cluster_id(&self) -> &str {
         &self.cluster_id
+    }
+
+    /// The metrics registry every door records into.
+    pub fn metrics(&self) -> &CoreMetrics {
+        &self.metrics
     }
 
     /// This broker's node id.
@@ -344,8 +352,9 @@ impl Broker {
         let ack = match outcome {
             Ok(info) => {
                 self.appended.notify_waiters();
+                self.metrics.bytes_in(topic, buf.len(), info.records);
                 if info.flush_due {
-                    flush_to(&p, info.last_offset + 1).await?;
+                    self.flush_partition(&p, info.last_offset + 1).await?;
                 }
                 ProduceAck {
                     base_offset: info.base_offset,
@@ -357,7 +366,7 @@ impl Broker {
             }
             Err((first, last)) => {
                 if p.log.config().flush_messages.is_some() {
-                    flush_to(&p, last + 1).await?;
+                    self.flush_partition(&p, last + 1).await?;
                 }
                 ProduceAck {
                     base_offset: first,
@@ -391,15 +400,40 @@ impl Broker {
                 || Instant::now() >= deadline
                 || self.stopping.load(Ordering::Acquire)
             {
-                return results;
+                return self.count_out(specs, results);
             }
             tokio::select! {
                 _ = &mut notified => {}
                 _ = tokio::time::sleep_until(deadline) => {
-                    return self.read_once(specs, limits.max_bytes).0;
+                    let results = self.read_once(specs, limits.max_bytes).0;
+                    return self.count_out(specs, results);
                 }
             }
         }
+    }
+
+    fn count_out(
+        &self,
+        specs: &[FetchSpec],
+        results: Vec<Result<FetchedPartition>>,
+    ) -> Vec<Result<FetchedPartition>> {
+        for (s, r) in specs.iter().zip(&results) {
+            if let Ok(f) = r {
+                self.metrics.bytes_out(&s.topic, f.data.len());
+            }
+        }
+        results
+    }
+
+    /// Waits until `offset` is durable in `p` (group commit), timing the fdatasync.
+    async fn flush_partition(&self, p: &Arc<Partition>, offset: i64) -> Result<()> {
+        let started = std::time::Instant::now();
+        let p = p.clone();
+        tokio::task::spawn_blocking(move || p.log.flush_to(offset))
+            .await
+            .map_err(|e| BrokerError::Io(std::io::Error::other(e)))??;
+        self.metrics.fsync(started.elapsed());
+        Ok(())
     }
 
     fn read_once(
@@ -568,14 +602,6 @@ fn info(t: &Topic) -> TopicInfo {
         partitions: t.partitions().len() as i32,
         internal: t.is_internal(),
     }
-}
-
-async fn flush_to(p: &Arc<Partition>, offset: i64) -> Result<()> {
-    let p = p.clone();
-    tokio::task::spawn_blocking(move || p.log.flush_to(offset))
-        .await
-        .map_err(|e| BrokerError::Io(std::io::Error::other(e)))??;
-    Ok(())
 }
 
 /// In an uncompressed batch, the first record with a timestamp at or after `target`:

@@ -198,5 +198,104 @@ pub(crate) async fn render(State(s): State<AppState>) -> Response {
     out.push_str(&ends);
     out.push_str("# HELP strom_log_size_bytes Bytes stored, per partition.\n# TYPE strom_log_size_bytes gauge\n");
     out.push_str(&sizes);
+    core_metrics(&s, &mut out);
     ([(CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+fn histogram(out: &mut String, name: &str, labels: &str, h: &strom_broker::metrics::Histogram) {
+    let sep = if labels.is_empty() { "" } else { "," };
+    for (i, b) in strom_broker::metrics::BUCKETS.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {}",
+            h.counts[i]
+        );
+    }
+    let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", h.count);
+    let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum);
+    let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count);
+}
+
+/// What the core and the Kafka door record: requests per Kafka API, connections, bytes per
+/// topic (every door), fsync latency, group rebalances and lag.
+fn core_metrics(s: &AppState, out: &mut String) {
+    let m = s.broker.metrics();
+    out.push_str("# HELP strom_requests_total Requests by door and API.\n# TYPE strom_requests_total counter\n");
+    let reqs = m.requests();
+    for ((door, api), h) in &reqs {
+        let _ = writeln!(
+            out,
+            "strom_requests_total{{door=\"{door}\",api=\"{api}\"}} {}",
+            h.count
+        );
+    }
+    out.push_str("# HELP strom_request_duration_seconds Request latency by door and API.\n# TYPE strom_request_duration_seconds histogram\n");
+    for ((door, api), h) in &reqs {
+        histogram(
+            out,
+            "strom_request_duration_seconds",
+            &format!("door=\"{door}\",api=\"{api}\""),
+            h,
+        );
+    }
+    out.push_str("# HELP strom_open_connections Open connections by door.\n# TYPE strom_open_connections gauge\n");
+    for (door, n) in m.connections() {
+        let _ = writeln!(out, "strom_open_connections{{door=\"{door}\"}} {n}");
+    }
+    let bytes = m.topic_bytes();
+    out.push_str("# HELP strom_topic_bytes_in_total Record batch bytes appended, by topic (all doors).\n# TYPE strom_topic_bytes_in_total counter\n");
+    for (t, b) in &bytes {
+        let _ = writeln!(
+            out,
+            "strom_topic_bytes_in_total{{topic=\"{}\"}} {}",
+            escape(t),
+            b.bytes_in
+        );
+    }
+    out.push_str("# HELP strom_topic_bytes_out_total Record batch bytes fetched, by topic (all doors).\n# TYPE strom_topic_bytes_out_total counter\n");
+    for (t, b) in &bytes {
+        let _ = writeln!(
+            out,
+            "strom_topic_bytes_out_total{{topic=\"{}\"}} {}",
+            escape(t),
+            b.bytes_out
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP strom_records_in_total Records appended.\n# TYPE strom_records_in_total counter"
+    );
+    let _ = writeln!(
+        out,
+        "strom_records_in_total {}",
+        m.records_in.load(Ordering::Relaxed)
+    );
+    out.push_str("# HELP strom_fsync_duration_seconds fdatasync latency of produce acknowledgements.\n# TYPE strom_fsync_duration_seconds histogram\n");
+    histogram(
+        out,
+        "strom_fsync_duration_seconds",
+        "",
+        &m.fsync_histogram(),
+    );
+    let _ = writeln!(out, "# HELP strom_group_rebalances_total Consumer group rebalances completed.\n# TYPE strom_group_rebalances_total counter");
+    let _ = writeln!(
+        out,
+        "strom_group_rebalances_total {}",
+        s.groups.rebalances()
+    );
+    out.push_str("# HELP strom_group_lag Log end offset minus committed offset, by group and partition.\n# TYPE strom_group_lag gauge\n");
+    for (group, _, _) in s.groups.list() {
+        for (topic, partition, committed) in s.groups.fetch_offsets(&group, None) {
+            let (Some(c), Ok(p)) = (committed, s.broker.partition(&topic, partition)) else {
+                continue;
+            };
+            let lag = (p.log().log_end_offset() - c.offset).max(0);
+            let _ = writeln!(
+                out,
+                "strom_group_lag{{group=\"{}\",topic=\"{}\",partition=\"{partition}\"}} {lag}",
+                escape(&group),
+                escape(&topic)
+            );
+        }
+    }
 }

@@ -100,10 +100,12 @@ impl KafkaServer {
                         let stop = shutdown.clone();
                         conns.spawn(async move {
                             ctx.connections.fetch_add(1, Ordering::Relaxed);
+                            ctx.broker.metrics().connection("kafka", 1);
                             if let Err(e) = connection(stream, peer, &ctx, stop).await {
                                 tracing::info!(%peer, reason = %e.0, "kafka connection closed");
                             }
                             ctx.connections.fetch_sub(1, Ordering::Relaxed);
+                            ctx.broker.metrics().connection("kafka", -1);
                         });
                     }
                     Err(e) => {
@@ -216,6 +218,7 @@ async fn handle(ctx: &Ctx, peer: SocketAddr, frame: Bytes) -> Result<Reply, Fata
     };
     let api = key;
     tracing::trace!(%peer, ?api, version, correlation, "request");
+    let started = std::time::Instant::now();
     let body = match key {
         ApiKey::ApiVersions => meta::api_versions(req),
         ApiKey::Metadata => meta::metadata(req),
@@ -243,6 +246,9 @@ async fn handle(ctx: &Ctx, peer: SocketAddr, frame: Bytes) -> Result<Reply, Fata
         other => return Err(Fatal(format!("api {other:?} has no handler"))),
     }
     .map_err(|e| Fatal(format!("{api:?} v{version}: {}", e.0)))?;
+    ctx.broker
+        .metrics()
+        .request("kafka", versions::name(api), started.elapsed());
     Ok(body)
 }
 

@@ -431,6 +431,7 @@ pub struct GroupCoordinator {
     /// Serialises store writes with their in-memory effect, so memory follows log order.
     write_lock: tokio::sync::Mutex<()>,
     exists: PartitionExists,
+    rebalances: std::sync::atomic::AtomicU64,
 }
 
 fn new_member_id(client_id: &str) -> String {
@@ -522,7 +523,13 @@ impl GroupCoordinator {
             store: Arc::new(store),
             write_lock: tokio::sync::Mutex::new(()),
             exists,
+            rebalances: std::sync::atomic::AtomicU64::new(0),
         }))
+    }
+
+    /// Rebalances completed since start.
+    pub fn rebalances(&self) -> u64 {
+        self.rebalances.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The settings.
@@ -747,6 +754,8 @@ impl GroupCoordinator {
         // Members that did not rejoin in time leave.
         g.members.retain(|m| m.join.is_some());
         g.generation += 1;
+        self.rebalances
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         g.delay_until = None;
         g.rebalance_deadline = None;
         for m in &mut g.members {
