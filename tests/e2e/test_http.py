@@ -317,7 +317,7 @@ def test_http_and_kafka_members_share_one_group(http_broker):
     assert len(http_owned) == 2 and len(kafka_owned) == 2 and not set(http_owned) & set(kafka_owned)
 
 
-def test_schemathesis_finds_no_server_error(http_broker):
+def test_schemathesis_finds_no_server_error(http_broker, tmp_path):
     """schemathesis generates requests from /openapi.json; a client's input is never a 5xx."""
     import shutil
     import subprocess
@@ -331,7 +331,7 @@ def test_schemathesis_finds_no_server_error(http_broker):
     p = subprocess.run([exe, "run", f"{b.http}/openapi.json", "--checks", "not_a_server_error",
                         "--max-examples", "30", "--seed", "20261124", "--exclude-path", "/ws",
                         "--exclude-path", "/topics/{topic}/events"],
-                       capture_output=True, text=True, timeout=240)
+                       capture_output=True, text=True, timeout=240, cwd=tmp_path)
     assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-2000:]
     assert requests.get(f"{b.http}/healthz").status_code == 200
 
