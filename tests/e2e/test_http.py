@@ -362,3 +362,71 @@ def test_metrics_cover_the_kafka_door_fsync_and_group_lag(http_broker):
     assert value(r"strom_records_in_total") >= 10
     assert 'strom_open_connections{door="kafka"}' in text
     assert "strom_group_rebalances_total" in text
+
+
+def test_websocket_group_member_shares_partitions_and_leaves_on_close(http_broker):
+    b = http_broker
+    create(b, "wsg", 2)
+    ws = ws_connect(f"ws://{b.http[len('http://'):]}/ws", open_timeout=10)
+    ws.send(json.dumps({"op": "subscribe", "topics": ["wsg"], "group": "wsg-g", "from": "earliest"}))
+    assert json.loads(ws.recv(10))["type"] == "subscribed"
+    first = json.loads(ws.recv(30))
+    assert first["type"] == "assigned" and sorted(a["partition"] for a in first["assignment"]) == [0, 1]
+    requests.post(f"{b.http}/topics/wsg/records", json={"records": [{"value": f"w{i}", "partition": i % 2} for i in range(20)]})
+    got = []
+    while len(got) < 20:
+        m = json.loads(ws.recv(20))
+        if m["type"] == "record":
+            got.append(m["value"])
+    assert sorted(got) == sorted(f"w{i}" for i in range(20))
+    # Committed as pushed: visible to Kafka clients of the group.
+    deadline = time.monotonic() + 10
+    while True:
+        c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": "wsg-g"})
+        committed = [tp.offset for tp in c.committed([TopicPartition("wsg", 0), TopicPartition("wsg", 1)], timeout=10)]
+        c.close()
+        if committed == [10, 10] or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert committed == [10, 10]
+    ws.close()
+    # The socket's member left: the group is empty again (no session timeout to wait for).
+    from confluent_kafka.admin import AdminClient
+    admin = AdminClient({"bootstrap.servers": b.bootstrap})  # alive while its futures resolve
+    deadline = time.monotonic() + 8
+    while time.monotonic() < deadline:
+        d = admin.describe_consumer_groups(["wsg-g"])["wsg-g"].result(timeout=10)
+        if not d.members:
+            break
+        time.sleep(0.2)
+    assert not d.members, "the WebSocket member did not leave the group"
+
+
+def test_slow_websocket_client_is_closed_with_1013_and_the_broker_is_fine(broker_factory):
+    from websockets.exceptions import ConnectionClosed
+
+    port = free_port()
+    b = broker_factory("--http-addr", f"127.0.0.1:{port}", "--ws-buffer-records", "8")
+    b.http = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            requests.get(b.http + "/healthz", timeout=2)
+            break
+        except requests.ConnectionError:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    create(b, "burst", 1)
+    ws = ws_connect(f"ws://127.0.0.1:{port}/ws", open_timeout=10)
+    ws.send(json.dumps({"op": "subscribe", "topics": ["burst"], "from": "earliest"}))
+    assert json.loads(ws.recv(10))["type"] == "subscribed"
+    big = "x" * 20000
+    for _ in range(8):  # 8 batches of 40 × 20 KB, under max.message.bytes
+        r = requests.post(f"{b.http}/topics/burst/records", json={"records": [{"value": big} for _ in range(40)]})
+        assert r.status_code == 200, r.text
+    with pytest.raises(ConnectionClosed) as e:
+        while True:
+            ws.recv(30)
+    assert e.value.rcvd is not None and e.value.rcvd.code == 1013, e.value
+    assert requests.get(f"{b.http}/healthz").status_code == 200
+    assert hw(b, "burst") == [320]

@@ -526,3 +526,105 @@ pub(crate) async fn leave(
     let _ = s.groups.leave(&group, &[(id, None)]).await;
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// A WebSocket subscription as a group member: joins, pushes the records of the partitions the
+/// group assigns it, commits what it pushed after each round (at-least-once), rejoins on a
+/// rebalance, and leaves when the socket goes away (its receiver is dropped).
+pub(crate) async fn follow_as_member(
+    s: AppState,
+    group: String,
+    topics: Vec<String>,
+    from_earliest: bool,
+    format: Format,
+    tx: tokio::sync::mpsc::Sender<Value>,
+    overflow: tokio::sync::mpsc::Sender<()>,
+) {
+    const SESSION_MS: i32 = 10_000;
+    let mut member = String::new();
+    let mut generation = -1;
+    let mut positions: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    let mut joined = false;
+    while !*s.shutdown.borrow() && !tx.is_closed() {
+        let healthy = joined
+            && matches!(
+                s.groups.heartbeat(&group, generation, &member, None),
+                Ok(())
+            );
+        if !healthy {
+            match join_and_sync(&s, &group, &member, &topics, SESSION_MS).await {
+                Ok((m, g, assignment)) => {
+                    member = m;
+                    generation = g;
+                    positions = positions_for(&s, &group, &assignment, from_earliest, &positions);
+                    joined = true;
+                    let msg = json!({"type": "assigned", "group": group, "member_id": member,
+                        "generation": generation, "assignment": assignment_json(&positions)});
+                    if tx.send(msg).await.is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx
+                        .send(json!({"type": "error", "message": format!("{e:?}")}))
+                        .await;
+                    return;
+                }
+            }
+        }
+        let specs: Vec<FetchSpec> = positions
+            .iter()
+            .map(|((t, p), o)| FetchSpec {
+                topic: t.clone(),
+                partition: *p,
+                offset: *o,
+                max_bytes: 1 << 20,
+            })
+            .collect();
+        let limits = FetchLimits {
+            max_bytes: 4 << 20,
+            min_bytes: 1,
+            max_wait: Duration::from_millis(1000),
+        };
+        let results = s.broker.fetch(&specs, limits).await;
+        let mut pushed = Vec::new();
+        for (spec, r) in specs.iter().zip(results) {
+            let key = (spec.topic.clone(), spec.partition);
+            let Ok(read) = r else { continue };
+            let Ok(recs) = records_json(&read.data, spec.offset, usize::MAX, format) else {
+                continue;
+            };
+            for rec in recs {
+                let o = rec["offset"].as_i64().unwrap_or(spec.offset);
+                let msg = json!({"type": "record", "topic": spec.topic, "partition": spec.partition,
+                    "offset": o, "timestamp": rec["timestamp"], "key": rec["key"], "value": rec["value"],
+                    "headers": rec["headers"], "group": group});
+                if tx.try_send(msg).is_err() {
+                    let _ = overflow.try_send(());
+                    let _ = s.groups.leave(&group, &[(member.clone(), None)]).await;
+                    return;
+                }
+                positions.insert(key.clone(), o + 1);
+                pushed.push((key.clone(), o + 1));
+            }
+        }
+        if !pushed.is_empty() {
+            let commits = pushed
+                .into_iter()
+                .map(|((topic, partition), offset)| OffsetCommit {
+                    topic,
+                    partition,
+                    offset,
+                    leader_epoch: -1,
+                    metadata: None,
+                })
+                .collect();
+            let _ = s
+                .groups
+                .commit(&group, generation, &member, None, commits)
+                .await;
+        }
+    }
+    if joined {
+        let _ = s.groups.leave(&group, &[(member, None)]).await;
+    }
+}

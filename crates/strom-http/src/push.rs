@@ -230,6 +230,10 @@ enum WsIn {
         from: Option<String>,
         #[serde(default)]
         format: Format,
+        /// Consume as a member of this consumer group (partitions shared with its other
+        /// members, Kafka clients included; positions committed).
+        #[serde(default)]
+        group: Option<String>,
     },
     Produce {
         topic: String,
@@ -253,6 +257,8 @@ async fn ws_session(s: AppState, mut socket: WebSocket) {
     let (tx, mut rx) = mpsc::channel::<Value>(s.config.ws_buffer_records.max(1));
     let (overflow_tx, mut overflow_rx) = mpsc::channel::<()>(1);
     let mut followers = Vec::new();
+    // Group followers are not aborted: they notice the closed channel and leave the group.
+    let mut members = Vec::new();
     loop {
         tokio::select! {
             msg = socket.recv() => {
@@ -265,10 +271,20 @@ async fn ws_session(s: AppState, mut socket: WebSocket) {
                 };
                 let reply = match serde_json::from_str::<WsIn>(&text) {
                     Err(e) => json!({"type": "error", "message": format!("invalid message: {e}")}),
-                    Ok(WsIn::Subscribe { topics, from, format }) => {
+                    Ok(WsIn::Subscribe { topics, from, format, group }) => {
                         let from = from.unwrap_or_else(|| "latest".into());
                         let matched: Vec<String> = s.broker.topics().into_iter().map(|t| t.name)
                             .filter(|n| topics.iter().any(|p| glob(p, n))).collect();
+                        if let Some(group) = group {
+                            if matched.is_empty() {
+                                json!({"type": "error", "message": "no topic matches"})
+                            } else {
+                                members.push(tokio::spawn(crate::groups::follow_as_member(
+                                    s.clone(), group.clone(), matched.clone(), from == "earliest", format,
+                                    tx.clone(), overflow_tx.clone())));
+                                json!({"type": "subscribed", "topics": matched, "group": group})
+                            }
+                        } else {
                         let mut count = 0;
                         for name in &matched {
                             let Some(t) = s.broker.topic(name) else { continue };
@@ -282,6 +298,7 @@ async fn ws_session(s: AppState, mut socket: WebSocket) {
                             followers.push(tokio::spawn(follow(s.clone(), name.clone(), cursors, format, tx.clone(), overflow_tx.clone())));
                         }
                         json!({"type": "subscribed", "topics": matched, "partitions": count})
+                        }
                     }
                     Ok(WsIn::Produce { topic, records, value_format }) => {
                         let mut body = json!({"records": records});
@@ -313,6 +330,10 @@ async fn ws_session(s: AppState, mut socket: WebSocket) {
     }
     for f in followers {
         f.abort();
+    }
+    drop(rx);
+    for m in members {
+        let _ = tokio::time::timeout(Duration::from_secs(5), m).await;
     }
     s.metrics.websockets.fetch_sub(1, Ordering::Relaxed);
 }

@@ -33,6 +33,10 @@ pub(crate) struct ServeArgs {
     /// if that default is taken, the broker runs without the HTTP door and says so].
     #[arg(long, env = "STROM_HTTP_ADDR")]
     http_addr: Option<String>,
+    /// Records buffered per WebSocket before a client that does not keep up is closed (1013)
+    /// [default: 4096].
+    #[arg(long, env = "STROM_WS_BUFFER_RECORDS")]
+    ws_buffer_records: Option<usize>,
     /// auto.create.topics.enable [default: true].
     #[arg(long, env = "STROM_AUTO_CREATE_TOPICS")]
     auto_create_topics: Option<bool>,
@@ -70,6 +74,7 @@ struct FileConfig {
     kafka_addr: Option<String>,
     advertised_addr: Option<String>,
     http_addr: Option<String>,
+    ws_buffer_records: Option<usize>,
     auto_create_topics: Option<bool>,
     num_partitions: Option<i32>,
     max_request_bytes: Option<usize>,
@@ -87,6 +92,7 @@ struct Settings {
     groups: GroupConfig,
     kafka: KafkaConfig,
     http_addr: Option<String>,
+    http: strom_http::HttpConfig,
     log_level: String,
 }
 
@@ -189,6 +195,14 @@ fn resolve(a: ServeArgs) -> Result<Settings> {
             max_request_bytes,
         },
         http_addr: a.http_addr.or(f.http_addr),
+        http: strom_http::HttpConfig {
+            ws_buffer_records: a
+                .ws_buffer_records
+                .or(f.ws_buffer_records)
+                .unwrap_or(4096)
+                .max(1),
+            ..strom_http::HttpConfig::default()
+        },
         log_level: a.log_level.or(f.log_level).unwrap_or_else(|| "info".into()),
     })
 }
@@ -225,7 +239,14 @@ async fn serve(s: Settings) -> Result<()> {
         .context("cannot load the consumer groups")?;
     let coordinator = tokio::spawn(groups.clone().run());
     let (stop_tx, stop_rx) = watch::channel(false);
-    let http = start_http(s.http_addr.as_deref(), &broker, &groups, stop_rx.clone()).await?;
+    let http = start_http(
+        s.http_addr.as_deref(),
+        s.http.clone(),
+        &broker,
+        &groups,
+        stop_rx.clone(),
+    )
+    .await?;
     let listen = s.kafka.listen;
     let server = KafkaServer::bind(s.kafka.clone(), broker.clone(), groups.clone())
         .await
@@ -260,6 +281,7 @@ async fn serve(s: Settings) -> Result<()> {
 /// logged, not fatal); an address given explicitly must work.
 async fn start_http(
     addr: Option<&str>,
+    config: strom_http::HttpConfig,
     broker: &Arc<Broker>,
     groups: &Arc<GroupCoordinator>,
     stop: watch::Receiver<bool>,
@@ -280,7 +302,6 @@ async fn start_http(
     tracing::info!(addr = %listener.local_addr()?, "http listener ready");
     let (b, g) = (broker.clone(), groups.clone());
     Ok(Some(tokio::spawn(async move {
-        let config = strom_http::HttpConfig::default();
         if let Err(e) = strom_http::serve(listener, b, g, config, stop).await {
             tracing::error!(error = %e, "HTTP door failed");
         }
