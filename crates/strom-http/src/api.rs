@@ -11,11 +11,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use strom_broker::records::{build_batch, partition_for_key, NewRecord};
 use strom_broker::{BrokerError, FetchLimits, FetchSpec};
 use strom_log::LogError;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
 
@@ -86,6 +87,19 @@ impl From<BrokerError> for ApiError {
 
 pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
+/// The body of every refused request.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ErrorBody {
+    error: ErrorDetail,
+}
+
+/// What went wrong: a stable code and a message naming the problem.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ErrorDetail {
+    code: String,
+    message: String,
+}
+
 /// Parses a JSON body, turning every failure into a 4xx that names the problem.
 pub(crate) fn parse_body<T: for<'de> Deserialize<'de>>(
     body: Result<Bytes, BytesRejection>,
@@ -105,10 +119,12 @@ pub(crate) fn parse_body<T: for<'de> Deserialize<'de>>(
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", e.to_string()))
 }
 
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "alive")))]
 pub(crate) async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
+#[utoipa::path(get, path = "/readyz", responses((status = 200, description = "ready"), (status = 503, body = ErrorBody)))]
 pub(crate) async fn readyz(State(s): State<AppState>) -> Response {
     if *s.shutdown.borrow() {
         return ApiError::new(
@@ -129,6 +145,7 @@ pub(crate) async fn not_found() -> ApiError {
     )
 }
 
+#[utoipa::path(get, path = "/topics", responses((status = 200, description = "topics")))]
 pub(crate) async fn list_topics(State(s): State<AppState>) -> Json<Value> {
     let topics: Vec<Value> = s
         .broker
@@ -139,7 +156,7 @@ pub(crate) async fn list_topics(State(s): State<AppState>) -> Json<Value> {
     Json(json!({ "topics": topics }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateTopic {
     name: String,
@@ -153,6 +170,8 @@ fn minus_one() -> i32 {
     -1
 }
 
+#[utoipa::path(post, path = "/topics", request_body = CreateTopic,
+    responses((status = 201, description = "created"), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(crate) async fn create_topic(
     State(s): State<AppState>,
     body: Result<Bytes, BytesRejection>,
@@ -175,6 +194,8 @@ pub(crate) async fn create_topic(
         .into_response())
 }
 
+#[utoipa::path(get, path = "/topics/{topic}", params(("topic" = String, Path)),
+    responses((status = 200, description = "partitions, offsets, configs"), (status = 404, body = ErrorBody)))]
 pub(crate) async fn describe_topic(
     State(s): State<AppState>,
     Path(topic): Path<String>,
@@ -214,6 +235,8 @@ pub(crate) async fn describe_topic(
     ))
 }
 
+#[utoipa::path(delete, path = "/topics/{topic}", params(("topic" = String, Path)),
+    responses((status = 204, description = "deleted"), (status = 404, body = ErrorBody)))]
 pub(crate) async fn delete_topic(
     State(s): State<AppState>,
     Path(topic): Path<String>,
@@ -223,7 +246,7 @@ pub(crate) async fn delete_topic(
 }
 
 /// How a JSON field becomes bytes.
-#[derive(Clone, Copy, Deserialize, Default, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, Deserialize, Default, PartialEq, Eq, Debug, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum Format {
     /// A JSON string's UTF-8 bytes (other JSON values are refused).
@@ -269,7 +292,7 @@ impl Format {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct InRecord {
     #[serde(default)]
@@ -282,7 +305,7 @@ pub(crate) struct InRecord {
     partition: Option<i32>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ProduceBody {
     records: Vec<InRecord>,
@@ -335,6 +358,9 @@ struct Prepared {
 
 static ROUND_ROBIN: AtomicUsize = AtomicUsize::new(0);
 
+#[utoipa::path(post, path = "/topics/{topic}/records", params(("topic" = String, Path)), request_body = ProduceBody,
+    responses((status = 200, description = "each record's partition and offset"), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 413, body = ErrorBody)))]
 /// Produces JSON records: one batch per partition; the answer lists each record's partition
 /// and offset in request order. Every record is checked before anything is written.
 pub(crate) async fn produce(
@@ -413,7 +439,8 @@ pub(crate) async fn produce(
     Ok(Json(json!({ "offsets": out })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct FetchQuery {
     #[serde(default)]
@@ -543,6 +570,10 @@ pub(crate) fn records_json(
     Ok(out)
 }
 
+#[utoipa::path(get, path = "/topics/{topic}/partitions/{partition}/records",
+    params(("topic" = String, Path), ("partition" = i32, Path), FetchQuery),
+    responses((status = 200, description = "records"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 416, body = ErrorBody)))]
 pub(crate) async fn fetch(
     State(s): State<AppState>,
     Path((topic, partition)): Path<(String, i32)>,
@@ -583,6 +614,7 @@ pub(crate) async fn fetch(
     })))
 }
 
+#[utoipa::path(get, path = "/openapi.json", responses((status = 200, description = "this document")))]
 pub(crate) async fn openapi() -> Json<Value> {
-    Json(crate::push::openapi_document())
+    Json(crate::openapi_document())
 }

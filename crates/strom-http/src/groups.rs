@@ -30,8 +30,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use strom_broker::coordinator::{GroupError, JoinRequest, OffsetCommit};
 use strom_broker::{FetchLimits, FetchSpec};
+use utoipa::{IntoParams, ToSchema};
 
-use crate::api::{parse_body, records_json, ApiError, ApiResult, Format};
+use crate::api::{parse_body, records_json, ApiError, ApiResult, ErrorBody, Format};
 use crate::AppState;
 
 /// One HTTP member as the door remembers it.
@@ -274,7 +275,7 @@ fn assignment_json(positions: &BTreeMap<(String, i32), i64>) -> Value {
     )
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct JoinBody {
     topics: Vec<String>,
@@ -286,6 +287,9 @@ pub(crate) struct JoinBody {
     auto_commit: Option<bool>,
 }
 
+#[utoipa::path(post, path = "/groups/{group}/members", params(("group" = String, Path)), request_body = JoinBody,
+    responses((status = 201, description = "member id and assignment"), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
 pub(crate) async fn join(
     State(s): State<AppState>,
     Path(group): Path<String>,
@@ -381,7 +385,8 @@ async fn commit(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct PollQuery {
     #[serde(default)]
@@ -392,6 +397,10 @@ pub(crate) struct PollQuery {
     format: Format,
 }
 
+#[utoipa::path(get, path = "/groups/{group}/members/{member}/records",
+    params(("group" = String, Path), ("member" = String, Path), PollQuery),
+    responses((status = 200, description = "records of the member's partitions"), (status = 404, body = ErrorBody),
+        (status = 410, body = ErrorBody)))]
 pub(crate) async fn poll(
     State(s): State<AppState>,
     Path((group, id)): Path<(String, String)>,
@@ -473,14 +482,14 @@ pub(crate) async fn poll(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CommitBody {
     #[serde(default)]
     offsets: Option<Vec<CommitOffset>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CommitOffset {
     topic: String,
@@ -488,6 +497,9 @@ pub(crate) struct CommitOffset {
     offset: i64,
 }
 
+#[utoipa::path(post, path = "/groups/{group}/members/{member}/commit",
+    params(("group" = String, Path), ("member" = String, Path)), request_body(content = CommitBody, description = "optional"),
+    responses((status = 200, description = "committed"), (status = 404, body = ErrorBody), (status = 410, body = ErrorBody)))]
 pub(crate) async fn commit_offsets(
     State(s): State<AppState>,
     Path((group, id)): Path<(String, String)>,
@@ -513,6 +525,9 @@ pub(crate) async fn commit_offsets(
     Ok(Json(json!({ "committed": committed })))
 }
 
+#[utoipa::path(delete, path = "/groups/{group}/members/{member}",
+    params(("group" = String, Path), ("member" = String, Path)),
+    responses((status = 204, description = "left"), (status = 404, body = ErrorBody)))]
 pub(crate) async fn leave(
     State(s): State<AppState>,
     Path((group, id)): Path<(String, String)>,

@@ -56,6 +56,47 @@ pub(crate) struct AppState {
     pub(crate) shutdown: watch::Receiver<bool>,
 }
 
+/// The OpenAPI document, generated from the handlers' `#[utoipa::path]` annotations and the
+/// request types' `ToSchema`/`IntoParams` derives.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "Strom HTTP door"),
+    paths(
+        api::healthz,
+        api::readyz,
+        metrics::render,
+        api::openapi,
+        api::list_topics,
+        api::create_topic,
+        api::describe_topic,
+        api::delete_topic,
+        api::produce,
+        api::fetch,
+        push::sse,
+        push::websocket,
+        groups::join,
+        groups::poll,
+        groups::commit_offsets,
+        groups::leave
+    ),
+    components(schemas(
+        api::ErrorBody,
+        api::ErrorDetail,
+        api::CreateTopic,
+        api::ProduceBody,
+        api::InRecord,
+        api::Format,
+        groups::JoinBody,
+        groups::CommitBody,
+        groups::CommitOffset
+    ))
+)]
+struct ApiDoc;
+
+pub(crate) fn openapi_document() -> serde_json::Value {
+    serde_json::to_value(<ApiDoc as utoipa::OpenApi>::openapi()).unwrap_or_default()
+}
+
 /// The router (exposed for tests and embedding).
 fn router(state: AppState) -> Router {
     let limit = state.config.max_body_bytes;

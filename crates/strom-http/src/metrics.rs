@@ -91,6 +91,7 @@ fn escape(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub(crate) async fn render(State(s): State<AppState>) -> Response {
     let m = &s.metrics;
     let mut out = String::new();

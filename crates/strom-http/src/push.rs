@@ -16,8 +16,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use strom_broker::{Broker, FetchLimits, FetchSpec};
 use tokio::sync::mpsc;
+use utoipa::IntoParams;
 
-use crate::api::{records_json, ApiError, ApiResult, Format};
+use crate::api::{records_json, ApiError, ApiResult, ErrorBody, Format};
 use crate::AppState;
 
 /// Where to start following.
@@ -98,7 +99,8 @@ async fn poll_once(
     Ok(out)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SseQuery {
     #[serde(default)]
@@ -111,6 +113,9 @@ pub(crate) struct SseQuery {
 
 /// `GET /topics/{topic}/events`: each record is an event `record` with JSON data and the id
 /// `p:o,...` (every partition's next offset), so `Last-Event-ID` resumes exactly.
+#[utoipa::path(get, path = "/topics/{topic}/events", params(("topic" = String, Path), SseQuery),
+    responses((status = 200, description = "text/event-stream of records", content_type = "text/event-stream"),
+        (status = 404, body = ErrorBody)))]
 pub(crate) async fn sse(
     State(s): State<AppState>,
     Path(topic): Path<String>,
@@ -247,6 +252,7 @@ enum WsIn {
 /// `{"op":"produce","topic":"t","records":[...]}`. Out: `{"type":"record",...}`,
 /// `{"type":"produced","offsets":[...]}`, `{"type":"error","message":...}`. A client that does
 /// not keep up is closed with code 1013 once its buffer is full.
+#[utoipa::path(get, path = "/ws", responses((status = 101, description = "WebSocket upgrade")))]
 pub(crate) async fn websocket(State(s): State<AppState>, ws: WebSocketUpgrade) -> Response {
     ws.max_message_size(s.config.max_body_bytes)
         .on_upgrade(move |socket| ws_session(s, socket))
@@ -367,104 +373,6 @@ async fn follow(
             }
         }
     }
-}
-
-/// The OpenAPI 3 description of this door (kept next to the handlers it describes).
-pub(crate) fn openapi_document() -> Value {
-    let err = json!({"$ref": "#/components/schemas/Error"});
-    let errors = json!({
-        "400": {"description": "invalid request", "content": {"application/json": {"schema": err}}},
-        "404": {"description": "unknown topic or partition", "content": {"application/json": {"schema": err}}},
-        "413": {"description": "body or record too large", "content": {"application/json": {"schema": err}}}
-    });
-    let topic =
-        json!({"name": "topic", "in": "path", "required": true, "schema": {"type": "string"}});
-    json!({
-        "openapi": "3.0.3",
-        "info": {"title": "Strom HTTP door", "version": env!("CARGO_PKG_VERSION")},
-        "paths": {
-            "/healthz": {"get": {"responses": {"200": {"description": "alive"}}}},
-            "/readyz": {"get": {"responses": {"200": {"description": "ready"}, "503": {"description": "stopping"}}}},
-            "/metrics": {"get": {"responses": {"200": {"description": "Prometheus text format"}}}},
-            "/topics": {
-                "get": {"responses": {"200": {"description": "topics"}}},
-                "post": {
-                    "requestBody": {"required": true, "content": {"application/json": {"schema": {
-                        "type": "object", "required": ["name"], "additionalProperties": false,
-                        "properties": {"name": {"type": "string"}, "partitions": {"type": "integer"},
-                            "configs": {"type": "object", "additionalProperties": {"type": "string"}}}}}}},
-                    "responses": {"201": {"description": "created"}, "409": {"description": "exists"}, "400": errors["400"]}
-                }
-            },
-            "/topics/{topic}": {
-                "parameters": [topic],
-                "get": {"responses": {"200": {"description": "partitions, offsets, configs"}, "404": errors["404"]}},
-                "delete": {"responses": {"204": {"description": "deleted"}, "404": errors["404"]}}
-            },
-            "/topics/{topic}/records": {
-                "parameters": [topic],
-                "post": {
-                    "requestBody": {"required": true, "content": {"application/json": {"schema": {
-                        "type": "object", "required": ["records"], "additionalProperties": false,
-                        "properties": {
-                            "value_format": {"type": "string", "enum": ["text", "json", "base64"]},
-                            "key_format": {"type": "string", "enum": ["text", "json", "base64"]},
-                            "records": {"type": "array", "items": {"type": "object", "additionalProperties": false,
-                                "properties": {"key": {}, "value": {}, "headers": {}, "partition": {"type": "integer"}}}}}}}}},
-                    "responses": {"200": {"description": "each record's partition and offset"},
-                        "400": errors["400"], "404": errors["404"], "413": errors["413"]}
-                }
-            },
-            "/topics/{topic}/partitions/{partition}/records": {
-                "parameters": [topic, {"name": "partition", "in": "path", "required": true, "schema": {"type": "integer"}}],
-                "get": {
-                    "parameters": [
-                        {"name": "offset", "in": "query", "schema": {"type": "integer"}},
-                        {"name": "max_bytes", "in": "query", "schema": {"type": "integer", "minimum": 0}},
-                        {"name": "max_records", "in": "query", "schema": {"type": "integer", "minimum": 0}},
-                        {"name": "timeout_ms", "in": "query", "schema": {"type": "integer", "minimum": 0}},
-                        {"name": "format", "in": "query", "schema": {"type": "string", "enum": ["text", "json", "base64"]}}
-                    ],
-                    "responses": {"200": {"description": "records"}, "400": errors["400"], "404": errors["404"],
-                        "416": {"description": "offset out of range", "content": {"application/json": {"schema": err}}}}
-                }
-            },
-            "/topics/{topic}/events": {
-                "parameters": [topic],
-                "get": {"responses": {"200": {"description": "text/event-stream of records"}, "404": errors["404"]}}
-            },
-            "/ws": {"get": {"responses": {"101": {"description": "WebSocket upgrade"}}}},
-            "/groups/{group}/members": {
-                "parameters": [{"name": "group", "in": "path", "required": true, "schema": {"type": "string"}}],
-                "post": {
-                    "requestBody": {"required": true, "content": {"application/json": {"schema": {
-                        "type": "object", "required": ["topics"], "additionalProperties": false,
-                        "properties": {"topics": {"type": "array", "items": {"type": "string"}},
-                            "from": {"type": "string", "enum": ["earliest", "latest"]},
-                            "session_timeout_ms": {"type": "integer"}, "auto_commit": {"type": "boolean"}}}}}},
-                    "responses": {"201": {"description": "joined: member id and assignment"}, "400": errors["400"], "404": errors["404"]}
-                }
-            },
-            "/groups/{group}/members/{member}": {
-                "parameters": [{"name": "group", "in": "path", "required": true, "schema": {"type": "string"}},
-                    {"name": "member", "in": "path", "required": true, "schema": {"type": "string"}}],
-                "delete": {"responses": {"204": {"description": "left"}, "404": errors["404"]}}
-            },
-            "/groups/{group}/members/{member}/records": {
-                "parameters": [{"name": "group", "in": "path", "required": true, "schema": {"type": "string"}},
-                    {"name": "member", "in": "path", "required": true, "schema": {"type": "string"}}],
-                "get": {"responses": {"200": {"description": "records of the member's partitions"}, "404": errors["404"]}}
-            },
-            "/groups/{group}/members/{member}/commit": {
-                "parameters": [{"name": "group", "in": "path", "required": true, "schema": {"type": "string"}},
-                    {"name": "member", "in": "path", "required": true, "schema": {"type": "string"}}],
-                "post": {"responses": {"200": {"description": "committed"}, "404": errors["404"]}}
-            }
-        },
-        "components": {"schemas": {"Error": {"type": "object", "required": ["error"], "properties": {"error": {
-            "type": "object", "required": ["code", "message"],
-            "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}}}}
-    })
 }
 
 #[cfg(test)]
