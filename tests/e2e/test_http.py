@@ -430,3 +430,32 @@ def test_slow_websocket_client_is_closed_with_1013_and_the_broker_is_fine(broker
     assert e.value.rcvd is not None and e.value.rcvd.code == 1013, e.value
     assert requests.get(f"{b.http}/healthz").status_code == 200
     assert hw(b, "burst") == [320]
+
+
+def test_websocket_group_member_commits_on_request(http_broker):
+    b = http_broker
+    create(b, "wsc", 1)
+    requests.post(f"{b.http}/topics/wsc/records", json={"records": [{"value": f"c{i}"} for i in range(10)]})
+    with ws_connect(f"ws://{b.http[len('http://'):]}/ws", open_timeout=10) as ws:
+        ws.send(json.dumps({"op": "subscribe", "topics": ["wsc"], "group": "wsc-g", "from": "earliest",
+                            "auto_commit": False}))
+        got = []
+        while len(got) < 10:
+            m = json.loads(ws.recv(20))
+            if m["type"] == "record":
+                got.append(m["value"])
+        c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": "wsc-g"})
+        assert c.committed([TopicPartition("wsc", 0)], timeout=10)[0].offset < 0, "committed before the client asked"
+        ws.send(json.dumps({"op": "commit"}))
+        while True:
+            m = json.loads(ws.recv(20))
+            if m["type"] == "committed":
+                break
+        assert m["groups"][0]["committed"] == [{"topic": "wsc", "partition": 0, "offset": 10}]
+        assert c.committed([TopicPartition("wsc", 0)], timeout=10)[0].offset == 10
+        c.close()
+        # The socket's membership is visible to Kafka admin tools.
+        from confluent_kafka.admin import AdminClient
+        admin = AdminClient({"bootstrap.servers": b.bootstrap})
+        d = admin.describe_consumer_groups(["wsc-g"])["wsc-g"].result(timeout=10)
+        assert [m.client_id for m in d.members] == ["strom-http"]

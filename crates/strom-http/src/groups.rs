@@ -551,6 +551,8 @@ pub(crate) async fn follow_as_member(
     topics: Vec<String>,
     from_earliest: bool,
     format: Format,
+    auto_commit: bool,
+    mut commit_requests: tokio::sync::mpsc::Receiver<tokio::sync::oneshot::Sender<Value>>,
     tx: tokio::sync::mpsc::Sender<Value>,
     overflow: tokio::sync::mpsc::Sender<()>,
 ) {
@@ -559,7 +561,35 @@ pub(crate) async fn follow_as_member(
     let mut generation = -1;
     let mut positions: BTreeMap<(String, i32), i64> = BTreeMap::new();
     let mut joined = false;
+    // Pushed but not yet committed, per partition.
+    let mut uncommitted: BTreeMap<(String, i32), i64> = BTreeMap::new();
     while !*s.shutdown.borrow() && !tx.is_closed() {
+        while let Ok(reply) = commit_requests.try_recv() {
+            let offsets: Vec<_> = std::mem::take(&mut uncommitted).into_iter().collect();
+            let listed: Vec<Value> = offsets
+                .iter()
+                .map(|((t, p), o)| json!({"topic": t, "partition": p, "offset": o}))
+                .collect();
+            let commits = offsets
+                .into_iter()
+                .map(|((topic, partition), offset)| OffsetCommit {
+                    topic,
+                    partition,
+                    offset,
+                    leader_epoch: -1,
+                    metadata: None,
+                })
+                .collect();
+            let answer = match s
+                .groups
+                .commit(&group, generation, &member, None, commits)
+                .await
+            {
+                Ok(_) => json!({"group": group, "committed": listed}),
+                Err(e) => json!({"group": group, "error": e.to_string()}),
+            };
+            let _ = reply.send(answer);
+        }
         let healthy = joined
             && matches!(
                 s.groups.heartbeat(&group, generation, &member, None),
@@ -619,10 +649,12 @@ pub(crate) async fn follow_as_member(
                     return;
                 }
                 positions.insert(key.clone(), o + 1);
+                uncommitted.insert(key.clone(), o + 1);
                 pushed.push((key.clone(), o + 1));
             }
         }
-        if !pushed.is_empty() {
+        if auto_commit && !pushed.is_empty() {
+            uncommitted.clear();
             let commits = pushed
                 .into_iter()
                 .map(|((topic, partition), offset)| OffsetCommit {

@@ -239,7 +239,13 @@ enum WsIn {
         /// members, Kafka clients included; positions committed).
         #[serde(default)]
         group: Option<String>,
+        /// For a group subscription: commit what was pushed after each round (default), or
+        /// only when the client sends `{"op":"commit"}`.
+        #[serde(default)]
+        auto_commit: Option<bool>,
     },
+    /// Commits the positions pushed so far by this socket's group subscriptions.
+    Commit {},
     Produce {
         topic: String,
         records: Value,
@@ -265,6 +271,7 @@ async fn ws_session(s: AppState, mut socket: WebSocket) {
     let mut followers = Vec::new();
     // Group followers are not aborted: they notice the closed channel and leave the group.
     let mut members = Vec::new();
+    let mut commit_txs: Vec<mpsc::Sender<tokio::sync::oneshot::Sender<Value>>> = Vec::new();
     loop {
         tokio::select! {
             msg = socket.recv() => {
@@ -277,7 +284,21 @@ async fn ws_session(s: AppState, mut socket: WebSocket) {
                 };
                 let reply = match serde_json::from_str::<WsIn>(&text) {
                     Err(e) => json!({"type": "error", "message": format!("invalid message: {e}")}),
-                    Ok(WsIn::Subscribe { topics, from, format, group }) => {
+                    Ok(WsIn::Commit {}) => {
+                        let mut waiting = Vec::new();
+                        for c in &commit_txs {
+                            let (one_tx, one_rx) = tokio::sync::oneshot::channel();
+                            if c.send(one_tx).await.is_ok() {
+                                waiting.push(one_rx);
+                            }
+                        }
+                        let mut results = Vec::new();
+                        for w in waiting {
+                            results.push(w.await.unwrap_or_else(|_| json!({"error": "the subscription ended"})));
+                        }
+                        json!({"type": "committed", "groups": results})
+                    }
+                    Ok(WsIn::Subscribe { topics, from, format, group, auto_commit }) => {
                         let from = from.unwrap_or_else(|| "latest".into());
                         let matched: Vec<String> = s.broker.topics().into_iter().map(|t| t.name)
                             .filter(|n| topics.iter().any(|p| glob(p, n))).collect();
@@ -285,9 +306,11 @@ async fn ws_session(s: AppState, mut socket: WebSocket) {
                             if matched.is_empty() {
                                 json!({"type": "error", "message": "no topic matches"})
                             } else {
+                                let (commit_tx, commit_rx) = mpsc::channel(4);
+                                commit_txs.push(commit_tx);
                                 members.push(tokio::spawn(crate::groups::follow_as_member(
                                     s.clone(), group.clone(), matched.clone(), from == "earliest", format,
-                                    tx.clone(), overflow_tx.clone())));
+                                    auto_commit.unwrap_or(true), commit_rx, tx.clone(), overflow_tx.clone())));
                                 json!({"type": "subscribed", "topics": matched, "group": group})
                             }
                         } else {
