@@ -545,17 +545,29 @@ pub(crate) async fn leave(
 /// A WebSocket subscription as a group member: joins, pushes the records of the partitions the
 /// group assigns it, commits what it pushed after each round (at-least-once), rejoins on a
 /// rebalance, and leaves when the socket goes away (its receiver is dropped).
+/// What a WebSocket group subscription asked for.
+pub(crate) struct GroupSubscription {
+    pub(crate) group: String,
+    pub(crate) topics: Vec<String>,
+    pub(crate) from_earliest: bool,
+    pub(crate) format: Format,
+    pub(crate) auto_commit: bool,
+}
+
 pub(crate) async fn follow_as_member(
     s: AppState,
-    group: String,
-    topics: Vec<String>,
-    from_earliest: bool,
-    format: Format,
-    auto_commit: bool,
+    sub: GroupSubscription,
     mut commit_requests: tokio::sync::mpsc::Receiver<tokio::sync::oneshot::Sender<Value>>,
     tx: tokio::sync::mpsc::Sender<Value>,
     overflow: tokio::sync::mpsc::Sender<()>,
 ) {
+    let GroupSubscription {
+        group,
+        topics,
+        from_earliest,
+        format,
+        auto_commit,
+    } = sub;
     const SESSION_MS: i32 = 10_000;
     let mut member = String::new();
     let mut generation = -1;

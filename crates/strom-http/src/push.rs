@@ -308,9 +308,15 @@ async fn ws_session(s: AppState, mut socket: WebSocket) {
                             } else {
                                 let (commit_tx, commit_rx) = mpsc::channel(4);
                                 commit_txs.push(commit_tx);
+                                let sub = crate::groups::GroupSubscription {
+                                    group: group.clone(),
+                                    topics: matched.clone(),
+                                    from_earliest: from == "earliest",
+                                    format,
+                                    auto_commit: auto_commit.unwrap_or(true),
+                                };
                                 members.push(tokio::spawn(crate::groups::follow_as_member(
-                                    s.clone(), group.clone(), matched.clone(), from == "earliest", format,
-                                    auto_commit.unwrap_or(true), commit_rx, tx.clone(), overflow_tx.clone())));
+                                    s.clone(), sub, commit_rx, tx.clone(), overflow_tx.clone())));
                                 json!({"type": "subscribed", "topics": matched, "group": group})
                             }
                         } else {
