@@ -374,20 +374,41 @@ pub(crate) async fn run(a: BenchArgs) -> Result<()> {
     shared.measuring.store(true, Ordering::Relaxed);
     let t0 = Instant::now();
     let (mut lp, mut lc) = (0u64, 0u64);
+    // A live progress bar on a terminal; one line per second otherwise (logs, CI).
+    let bar = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
+        let b = indicatif::ProgressBar::new(a.duration_secs);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{elapsed_precise} [{bar:30}] {pos}/{len}s {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        b
+    });
     for sec in 1..=a.duration_secs {
         tokio::time::sleep_until((t0 + Duration::from_secs(sec)).into()).await;
         let p = shared.c.produced_bytes.load(Ordering::Relaxed);
         let c = shared.c.consumed_bytes.load(Ordering::Relaxed);
-        eprintln!(
-            "[{sec:>3}/{}s] produce {:>8.1} MB/s  consume {:>8.1} MB/s",
-            a.duration_secs,
+        let line = format!(
+            "produce {:>8.1} MB/s  consume {:>8.1} MB/s",
             (p - lp) as f64 / 1e6,
             (c - lc) as f64 / 1e6
         );
+        match &bar {
+            Some(b) => {
+                b.set_position(sec);
+                b.set_message(line);
+            }
+            None => eprintln!("[{sec:>3}/{}s] {line}", a.duration_secs),
+        }
         (lp, lc) = (p, c);
         if prods.iter().any(|t| t.is_finished()) {
             break;
         }
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
     }
     let secs = t0.elapsed().as_secs_f64();
     let produced = shared.c.produced.load(Ordering::Relaxed);
