@@ -1,7 +1,7 @@
 """The client command line (issue 6) against a real `strom serve`.
 
-The CLI is run as `strom-cli` (the same commands `strom` exposes once wired into its clap
-enum); set STROM_CLI to use another binary, e.g. `STROM_CLI="target/debug/strom"`.
+The CLI is the `strom` binary (scripts/test sets STROM_CLI to it; `strom-cli` has the same
+commands without `serve`).
 librdkafka (confluent-kafka) is used as the independent client to cross-check.
 """
 
@@ -140,3 +140,38 @@ def test_bench_json(broker):
     e = r["e2e_latency_ms"]
     assert 0 < e["p50"] <= e["p99"] <= e["p999"] <= e["max"]
     assert e["count"] > 5000
+
+
+def test_consume_as_group_members_share_partitions_and_commit(broker_factory):
+    """`strom consume --group`: two CLI members split the partitions; offsets are committed."""
+    import threading
+
+    broker = broker_factory(group_initial_rebalance_delay_ms=1000)
+    run(broker, "topic", "create", "cg", "--partitions", "4")
+    p = Producer({"bootstrap.servers": broker.bootstrap})
+    for i in range(400):
+        p.produce("cg", value=f"g{i}".encode(), partition=i % 4)
+    assert p.flush(20) == 0
+    outs = [None, None]
+
+    def member(i):
+        outs[i] = run(broker, "consume", "cg", "--group", "cli-g", "--from-beginning",
+                      "--idle-exit-ms", "3000", timeout=90)
+
+    ts = [threading.Thread(target=member, args=(i,)) for i in range(2)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(100)
+    got = [o.stdout.split() for o in outs]
+    assert sorted(got[0] + got[1]) == sorted(f"g{i}" for i in range(400)), "lost or duplicated records"
+    assert got[0] and got[1], "one member got no partitions"
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "cli-g"})
+    committed = c.committed([TopicPartition("cg", i) for i in range(4)], timeout=10)
+    c.close()
+    assert [tp.offset for tp in committed] == [100, 100, 100, 100]
+    # A later member resumes from the commits: nothing old, only the new record.
+    p.produce("cg", value=b"new", partition=2)
+    assert p.flush(10) == 0
+    again = run(broker, "consume", "cg", "--group", "cli-g", "--count", "1", timeout=60)
+    assert again.stdout.split() == ["new"]

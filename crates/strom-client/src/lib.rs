@@ -9,6 +9,7 @@
 
 pub mod client;
 pub mod conn;
+pub mod consumer;
 pub mod groups;
 pub mod partitioner;
 pub mod records;

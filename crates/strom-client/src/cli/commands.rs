@@ -111,6 +111,11 @@ pub struct ConsumeArgs {
     /// Exit after this many ms without new records (default: wait forever, or 10 s with --count).
     #[arg(long)]
     pub idle_exit_ms: Option<u64>,
+    /// Consume as a member of this consumer group: partitions are shared with the group's other
+    /// members (any Kafka client), start at the group's committed offsets (else as
+    /// --from-beginning says), positions are committed every second and at exit.
+    #[arg(long, conflicts_with = "partition")]
+    pub group: Option<String>,
 }
 
 pub(crate) fn parse_kv(s: &str) -> Result<(String, String)> {
@@ -365,16 +370,68 @@ fn text(b: &Option<Bytes>) -> serde_json::Value {
     }
 }
 
+/// Where to start in partition `p` when no committed offset says.
+async fn start_offset(c: &Client, a: &ConsumeArgs, p: i32) -> Result<i64> {
+    Ok(match (a.from_beginning, a.offset, a.timestamp) {
+        (true, _, _) => c.list_offset(&a.topic, p, -2).await?,
+        (_, Some(o), _) => o,
+        (_, _, Some(ts)) => {
+            let o = c.list_offset(&a.topic, p, ts).await?;
+            if o < 0 {
+                c.list_offset(&a.topic, p, -1).await?
+            } else {
+                o
+            }
+        }
+        _ => c.list_offset(&a.topic, p, -1).await?,
+    })
+}
+
+/// The group's positions for its new assignment: kept partitions keep their position, others
+/// start at the committed offset (or as the flags say).
+async fn group_positions(
+    c: &Client,
+    a: &ConsumeArgs,
+    group: &str,
+    assigned: &[(String, i32)],
+    old: &[(i32, i64)],
+) -> Result<Vec<(i32, i64)>> {
+    let committed = c.committed_offsets(group).await?;
+    let mut pos = Vec::new();
+    for (t, p) in assigned.iter().filter(|(t, _)| *t == a.topic) {
+        let o = match old.iter().find(|(q, _)| q == p) {
+            Some((_, o)) => *o,
+            None => match committed
+                .iter()
+                .find(|(ct, cp, o)| ct == t && cp == p && *o >= 0)
+            {
+                Some((_, _, o)) => *o,
+                None => start_offset(c, a, *p).await?,
+            },
+        };
+        pos.push((*p, o));
+    }
+    Ok(pos)
+}
+
 pub(crate) async fn consume(a: ConsumeArgs) -> Result<()> {
-    let c = Client::connect(&a.conn.bootstrap).await?;
+    let c = std::sync::Arc::new(Client::connect(&a.conn.bootstrap).await?);
     let t = c.topic(&a.topic).await?;
     let parts: Vec<i32> = if a.partition.is_empty() {
         t.partitions.iter().map(|p| p.partition).collect()
     } else {
         a.partition.clone()
     };
+    let mut member = None;
     let mut pos = Vec::new();
-    for &p in &parts {
+    if let Some(g) = &a.group {
+        let mut m =
+            crate::consumer::GroupConsumer::new(c.clone(), g, vec![a.topic.clone()]).await?;
+        let assigned = m.join().await?;
+        pos = group_positions(&c, &a, g, &assigned, &[]).await?;
+        member = Some(m);
+    }
+    for &p in parts.iter().filter(|_| member.is_none()) {
         let o = match (a.from_beginning, a.offset, a.timestamp) {
             (true, _, _) => c.list_offset(&a.topic, p, -2).await?,
             (_, Some(o), _) => o,
@@ -399,7 +456,27 @@ pub(crate) async fn consume(a: ConsumeArgs) -> Result<()> {
     let mut last = std::time::Instant::now();
     let mut seen = 0u64;
     let stdout = std::io::stdout();
+    let mut last_beat = std::time::Instant::now();
     loop {
+        if let Some(m) = member.as_mut() {
+            if last_beat.elapsed() >= std::time::Duration::from_secs(1) {
+                last_beat = std::time::Instant::now();
+                let _ = m.commit(&committable(&a.topic, &pos)).await;
+                if m.heartbeat().await? == crate::consumer::Liveness::Rejoin {
+                    let assigned = m.join().await?;
+                    let group = a.group.clone().unwrap_or_default();
+                    pos = group_positions(&c, &a, &group, &assigned, &pos).await?;
+                }
+            }
+        }
+        if pos.is_empty() {
+            // A group member with no partitions (more members than partitions) waits.
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            if idle.is_some_and(|ms| last.elapsed().as_millis() as u64 >= ms) {
+                return finish(member.as_ref(), &a.topic, &pos).await;
+            }
+            continue;
+        }
         let fetched = c.fetch(&a.topic, &pos, 500, 8 << 20).await?;
         let mut out = stdout.lock();
         let mut got = false;
@@ -430,17 +507,38 @@ pub(crate) async fn consume(a: ConsumeArgs) -> Result<()> {
                 seen += 1;
                 if a.count.is_some_and(|n| seen >= n) {
                     out.flush()?;
-                    return Ok(());
+                    drop(out);
+                    return finish(member.as_ref(), &a.topic, &pos).await;
                 }
             }
         }
         out.flush()?;
+        drop(out);
         if got {
             last = std::time::Instant::now();
         } else if idle.is_some_and(|ms| last.elapsed().as_millis() as u64 >= ms) {
-            return Ok(());
+            return finish(member.as_ref(), &a.topic, &pos).await;
         }
     }
+}
+
+/// At exit: a group member commits its positions and leaves.
+async fn finish(
+    member: Option<&crate::consumer::GroupConsumer>,
+    topic: &str,
+    pos: &[(i32, i64)],
+) -> Result<()> {
+    if let Some(m) = member {
+        m.commit(&committable(topic, pos)).await?;
+        m.leave().await?;
+    }
+    Ok(())
+}
+
+fn committable(topic: &str, pos: &[(i32, i64)]) -> Vec<((String, i32), i64)> {
+    pos.iter()
+        .map(|(p, o)| ((topic.to_string(), *p), *o))
+        .collect()
 }
 
 pub(crate) async fn group(conn: &Conn, cmd: GroupCmd) -> Result<()> {
