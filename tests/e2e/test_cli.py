@@ -175,3 +175,24 @@ def test_consume_as_group_members_share_partitions_and_commit(broker_factory):
     assert p.flush(10) == 0
     again = run(broker, "consume", "cg", "--group", "cli-g", "--count", "1", timeout=60)
     assert again.stdout.split() == ["new"]
+
+
+def test_bench_keyed_run_places_keys_like_kafka(broker):
+    run(broker, "bench", "--json", "--topic", "bench-keyed", "--partitions", "4", "--keys", "16",
+        "--batch", "50", "--duration-secs", "1", "--warmup-secs", "1", timeout=90)
+    placed = {}
+    for part in range(4):  # the first batch of each partition holds all of its keys
+        c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "bk", "auto.offset.reset": "earliest"})
+        c.assign([TopicPartition("bench-keyed", part, 0)])
+        for m in c.consume(50, timeout=10):
+            if not m.error():
+                assert placed.setdefault(m.key(), m.partition()) == m.partition(), "a key in two partitions"
+        c.close()
+    assert len(placed) == 16
+    # The same keys through librdkafka's murmur2_random partitioner (Kafka's Java default).
+    p = Producer({"bootstrap.servers": broker.bootstrap, "partitioner": "murmur2_random"})
+    expect = {}
+    for k in placed:
+        p.produce("bench-keyed", key=k, value=b"x", on_delivery=lambda e, m: expect.__setitem__(m.key(), m.partition()))
+    assert p.flush(20) == 0
+    assert expect == placed

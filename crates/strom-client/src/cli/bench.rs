@@ -59,6 +59,10 @@ pub struct BenchArgs {
     /// Warm-up before measuring (not counted).
     #[arg(long, default_value_t = 2)]
     pub warmup_secs: u64,
+    /// Keyed run: records carry keys from a pool of N ("key-0".."key-{N-1}"), each sent to the
+    /// partition Kafka's default partitioner picks for it (murmur2); 0 = no keys.
+    #[arg(long, default_value_t = 0)]
+    pub keys: usize,
     /// Topic config key=value for the created topic (e.g. flush.messages=1), repeatable.
     #[arg(long = "topic-config")]
     pub topic_configs: Vec<String>,
@@ -156,6 +160,18 @@ async fn producer(
     let mut rr = id;
     let mut buf = BytesMut::with_capacity(a.batch * (a.message_size + 32) + 128);
     let filler = vec![0x5au8; a.message_size.saturating_sub(16)];
+    // Keyed runs: the keys of each partition, as murmur2 places them.
+    let n = partitions.iter().max().map_or(1, |m| m + 1);
+    let mut keyed: Vec<(i32, Vec<Bytes>)> = Vec::new();
+    for k in 0..a.keys {
+        let key = Bytes::from(format!("key-{k}"));
+        let p = crate::partitioner::partition_for_key(&key, n);
+        match keyed.iter_mut().find(|(q, _)| *q == p) {
+            Some((_, ks)) => ks.push(key),
+            None => keyed.push((p, vec![key])),
+        }
+    }
+    keyed.sort_by_key(|(p, _)| *p);
     while !s.stop.load(Ordering::Relaxed) {
         // Due time of this batch's first record.
         let (due_us, send_at) = if dt_ns > 0 {
@@ -174,17 +190,22 @@ async fn producer(
         v.extend_from_slice(&filler);
         let value = v.freeze();
         buf.clear();
+        let (p, keys) = if keyed.is_empty() {
+            (partitions[rr % partitions.len()], None)
+        } else {
+            let (p, ks) = &keyed[rr % keyed.len()];
+            (*p, Some(ks.as_slice()))
+        };
+        rr += 1;
         encode_uniform_batch(
             &mut buf,
-            None,
+            keys,
             &value,
             a.batch,
             (due_us / 1000) as i64,
             compression,
         )?;
         let batch = buf.split().freeze();
-        let p = partitions[rr % partitions.len()];
-        rr += 1;
         let req: ProduceRequest = Client::produce_request(&a.topic, acks, 30_000, vec![(p, batch)]);
         seq += a.batch as u64;
         let sent = Instant::now();
@@ -434,7 +455,7 @@ pub(crate) async fn run(a: BenchArgs) -> Result<()> {
     let ack = shared.ack.lock().clone();
     let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     let out = json!({
-        "topic": a.topic, "partitions": parts.len(), "producers": a.producers, "consumers": a.consumers,
+        "topic": a.topic, "partitions": parts.len(), "producers": a.producers, "consumers": a.consumers, "keys": a.keys,
         "message_size": a.message_size, "rate": a.rate, "batch": a.batch, "acks": a.acks,
         "compression": a.compression, "seconds": secs,
         "produce_msgs_per_s": produced as f64 / secs,
