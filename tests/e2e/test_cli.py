@@ -196,3 +196,13 @@ def test_bench_keyed_run_places_keys_like_kafka(broker):
         p.produce("bench-keyed", key=k, value=b"x", on_delivery=lambda e, m: expect.__setitem__(m.key(), m.partition()))
     assert p.flush(20) == 0
     assert expect == placed
+
+
+def test_bench_linger_sends_partial_batches_at_a_fixed_rate(broker):
+    """At 2000 records/s a 1000-record batch takes 500 ms to fill; --linger-ms 5 sends it
+    after 5 ms, so records wait for their batch far less than a full batch's fill time."""
+    p = run(broker, "bench", "--json", "--topic", "bench-linger", "--rate", "2000", "--batch", "1000",
+            "--linger-ms", "5", "--duration-secs", "2", "--warmup-secs", "1", timeout=90)
+    d = json.loads(p.stdout.strip().splitlines()[-1])
+    assert d["linger_ms"] == 5 and d["produce_msgs_per_s"] > 0
+    assert d["e2e_latency_ms"]["p50"] < 250, d["e2e_latency_ms"]

@@ -46,6 +46,10 @@ pub struct BenchArgs {
     /// Records per batch.
     #[arg(long, default_value_t = 1000)]
     pub batch: usize,
+    /// At a fixed rate, send a batch at the latest this long after its first record was due,
+    /// even if it holds fewer than --batch records (0 = wait for a full batch).
+    #[arg(long, default_value_t = 0)]
+    pub linger_ms: u64,
     /// Produce requests in flight per producer.
     #[arg(long, default_value_t = 8)]
     pub inflight: usize,
@@ -155,7 +159,8 @@ async fn producer(
     };
     let start = Instant::now();
     let start_us = now_us();
-    let mut inflight: VecDeque<(Instant, tokio::sync::oneshot::Receiver<Bytes>)> = VecDeque::new();
+    let mut inflight: VecDeque<(Instant, usize, tokio::sync::oneshot::Receiver<Bytes>)> =
+        VecDeque::new();
     let mut seq: u64 = 0; // records scheduled so far
     let mut rr = id;
     let mut buf = BytesMut::with_capacity(a.batch * (a.message_size + 32) + 128);
@@ -174,9 +179,16 @@ async fn producer(
     keyed.sort_by_key(|(p, _)| *p);
     while !s.stop.load(Ordering::Relaxed) {
         // Due time of this batch's first record.
+        // Records in this batch: a full batch, or at a fixed rate with --linger-ms only those
+        // due within the linger window after the first.
+        let count = if dt_ns > 0 && a.linger_ms > 0 {
+            ((a.linger_ms * 1_000_000 / dt_ns) as usize + 1).min(a.batch)
+        } else {
+            a.batch
+        };
         let (due_us, send_at) = if dt_ns > 0 {
             let first = seq * dt_ns / 1000;
-            let last = Duration::from_nanos((seq + a.batch as u64 - 1) * dt_ns);
+            let last = Duration::from_nanos((seq + count as u64 - 1) * dt_ns);
             (start_us + first, Some(start + last))
         } else {
             (now_us(), None)
@@ -201,20 +213,20 @@ async fn producer(
             &mut buf,
             keys,
             &value,
-            a.batch,
+            count,
             (due_us / 1000) as i64,
             compression,
         )?;
         let batch = buf.split().freeze();
         let req: ProduceRequest = Client::produce_request(&a.topic, acks, 30_000, vec![(p, batch)]);
-        seq += a.batch as u64;
+        seq += count as u64;
         let sent = Instant::now();
         if acks == 0 {
             conn.send_no_response(&req, version).await?;
-            count_produced(&a, &s);
+            count_produced(&a, &s, count);
             continue;
         }
-        inflight.push_back((sent, conn.start(&req, version).await?));
+        inflight.push_back((sent, count, conn.start(&req, version).await?));
         while inflight.len() >= a.inflight.max(1) {
             complete(&a, &s, &mut inflight, version).await?;
         }
@@ -225,21 +237,21 @@ async fn producer(
     Ok(())
 }
 
-fn count_produced(a: &BenchArgs, s: &Shared) {
+fn count_produced(a: &BenchArgs, s: &Shared, records: usize) {
     if s.measuring.load(Ordering::Relaxed) {
-        s.c.produced.fetch_add(a.batch as u64, Ordering::Relaxed);
+        s.c.produced.fetch_add(records as u64, Ordering::Relaxed);
         s.c.produced_bytes
-            .fetch_add((a.batch * a.message_size) as u64, Ordering::Relaxed);
+            .fetch_add((records * a.message_size) as u64, Ordering::Relaxed);
     }
 }
 
 async fn complete(
     a: &BenchArgs,
     s: &Shared,
-    inflight: &mut VecDeque<(Instant, tokio::sync::oneshot::Receiver<Bytes>)>,
+    inflight: &mut VecDeque<(Instant, usize, tokio::sync::oneshot::Receiver<Bytes>)>,
     version: i16,
 ) -> Result<()> {
-    let Some((sent, rx)) = inflight.pop_front() else {
+    let Some((sent, records, rx)) = inflight.pop_front() else {
         return Ok(());
     };
     let frame = rx.await.map_err(|_| Error::Closed)?;
@@ -249,7 +261,7 @@ async fn complete(
         let us = sent.elapsed().as_micros() as u64;
         let _ = s.ack.lock().record(us.max(1));
     }
-    count_produced(a, s);
+    count_produced(a, s, records);
     Ok(())
 }
 
@@ -456,7 +468,7 @@ pub(crate) async fn run(a: BenchArgs) -> Result<()> {
     let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     let out = json!({
         "topic": a.topic, "partitions": parts.len(), "producers": a.producers, "consumers": a.consumers, "keys": a.keys,
-        "message_size": a.message_size, "rate": a.rate, "batch": a.batch, "acks": a.acks,
+        "message_size": a.message_size, "rate": a.rate, "batch": a.batch, "linger_ms": a.linger_ms, "acks": a.acks,
         "compression": a.compression, "seconds": secs,
         "produce_msgs_per_s": produced as f64 / secs,
         "produce_mb_per_s": produced_bytes as f64 / secs / 1e6,
