@@ -279,14 +279,27 @@ pub(crate) fn stamp(
     leader_epoch: i32,
     append_time: Option<i64>,
 ) {
-    batch[0..8].copy_from_slice(&base_offset.to_be_bytes());
-    batch[LEADER_EPOCH_AT..LEADER_EPOCH_AT + 4].copy_from_slice(&leader_epoch.to_be_bytes());
+    let (head, rest) = batch.split_at_mut(HEADER_LEN);
+    stamp_header(head, rest, base_offset, leader_epoch, append_time);
+}
+
+/// [`stamp`] for a batch whose header (`head`, the first [`HEADER_LEN`] bytes) is a copy
+/// apart from the rest of the batch (`rest`), which stays untouched.
+pub(crate) fn stamp_header(
+    head: &mut [u8],
+    rest: &[u8],
+    base_offset: i64,
+    leader_epoch: i32,
+    append_time: Option<i64>,
+) {
+    head[0..8].copy_from_slice(&base_offset.to_be_bytes());
+    head[LEADER_EPOCH_AT..LEADER_EPOCH_AT + 4].copy_from_slice(&leader_epoch.to_be_bytes());
     if let Some(now) = append_time {
-        let attrs = be_i16(batch, ATTRIBUTES_AT) | ATTR_LOG_APPEND_TIME;
-        batch[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attrs.to_be_bytes());
-        batch[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&now.to_be_bytes());
-        let crc = crc32c::crc32c(&batch[ATTRIBUTES_AT..]);
-        batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+        let attrs = be_i16(head, ATTRIBUTES_AT) | ATTR_LOG_APPEND_TIME;
+        head[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attrs.to_be_bytes());
+        head[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&now.to_be_bytes());
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&head[ATTRIBUTES_AT..HEADER_LEN]), rest);
+        head[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
     }
 }
 

@@ -22,9 +22,10 @@
 //!   writer waits on for longer than a pointer copy.
 //! - An append is all-or-nothing: validation happens before any write, and a failed write is
 //!   truncated away.
-//! - Recovery checks only the active segment's bytes after its last index entry, truncates
-//!   at the first batch that fails, and rebuilds the indexes from what it verified. Sealed
-//!   segments were fdatasync'ed when they were sealed.
+//! - Recovery checks the bytes after the last index entry of every segment from the
+//!   recovery point on (normally only the active segment), truncates at the first batch that
+//!   fails, drops the segments after a hole, and rebuilds the indexes from what it verified.
+//!   Segments below the recovery point were fdatasync'ed by their (background) seal.
 //!
 //! ## Durability
 //!

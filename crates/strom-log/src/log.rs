@@ -2,11 +2,11 @@
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
-use std::io;
-use std::os::unix::fs::FileExt;
+use std::io::{self, IoSlice};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
@@ -83,6 +83,151 @@ struct Writer {
     bytes_since_index: u64,
 }
 
+/// Appends at least this large that must be durable at once are written with `RWF_DSYNC`
+/// (one syscall that writes and syncs the range) instead of a write and a separate
+/// fdatasync; smaller ones keep the group commit of [`Log::flush_to`].
+const DSYNC_WRITE_MIN: usize = 128 << 10;
+
+/// Name of the file holding the recovery point: the base offset of the oldest segment that
+/// may not be fully on disk. Every segment from it on is checked when the log is opened.
+pub(crate) const RECOVERY_POINT_FILE: &str = "recovery-point";
+
+/// Segments sealed by a roll whose fdatasync runs in the background.
+struct Sealing {
+    /// Sealed segments not yet known to be on disk, oldest first.
+    pending: Vec<Arc<Segment>>,
+    /// Base offset of the active segment.
+    active_base: i64,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Sealing {
+    fn recovery_point(&self) -> i64 {
+        self.pending
+            .iter()
+            .map(|s| s.base_offset)
+            .min()
+            .unwrap_or(self.active_base)
+    }
+}
+
+/// Shared between the log and its seal threads.
+struct SealState {
+    dir: PathBuf,
+    sealing: Mutex<Sealing>,
+    /// The recovery point last written to disk (writes are serialised by this lock).
+    written_point: Mutex<i64>,
+}
+
+impl SealState {
+    /// Writes the recovery point if it moved forward (temp file, fsync, rename, fsync dir).
+    fn save_recovery_point(&self) -> io::Result<()> {
+        let mut written = self.written_point.lock();
+        let point = self.sealing.lock().recovery_point();
+        if point <= *written {
+            return Ok(());
+        }
+        write_recovery_point(&self.dir, point)?;
+        *written = point;
+        Ok(())
+    }
+
+    /// Background half of a roll: the sealed segment's data and indexes reach the disk,
+    /// then the recovery point moves past it. On error the segment stays pending, so
+    /// [`Log::flush_to`] retries (and reports) the sync and recovery keeps checking it.
+    fn seal(&self, seg: &Arc<Segment>, index_file: &File, time_index_file: &File) {
+        let synced = seg
+            .file
+            .sync_data()
+            .and_then(|()| index_file.sync_data())
+            .and_then(|()| time_index_file.sync_data());
+        if let Err(e) = synced {
+            tracing::error!(segment = %seg.path("log").display(), error = %e, "sealing a segment failed");
+            return;
+        }
+        self.sealing.lock().pending.retain(|s| !Arc::ptr_eq(s, seg));
+        if let Err(e) = self.save_recovery_point() {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "writing the recovery point failed");
+        }
+    }
+}
+
+fn write_recovery_point(dir: &Path, point: i64) -> io::Result<()> {
+    let tmp = dir.join(format!("{RECOVERY_POINT_FILE}.tmp"));
+    {
+        let mut f = File::create(&tmp)?;
+        io::Write::write_all(&mut f, format!("{point}\n").as_bytes())?;
+        f.sync_data()?;
+    }
+    std::fs::rename(&tmp, dir.join(RECOVERY_POINT_FILE))?;
+    sync_dir(dir)
+}
+
+/// The saved recovery point: `Ok(None)` if there is none, 0 (check everything) if the file
+/// is unreadable.
+fn read_recovery_point(dir: &Path) -> io::Result<Option<i64>> {
+    match std::fs::read_to_string(dir.join(RECOVERY_POINT_FILE)) {
+        Ok(s) => Ok(Some(s.trim().parse().unwrap_or(0))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes all of `slices` at `pos` (`pwritev2`); with `dsync`, each call returns once its
+/// range is on disk (`RWF_DSYNC`: one syscall instead of a write and an fdatasync).
+fn write_all_vectored_at(
+    file: &File,
+    mut slices: &mut [IoSlice<'_>],
+    mut pos: u64,
+    dsync: bool,
+) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let flags = if dsync { libc::RWF_DSYNC } else { 0 };
+    while !slices.is_empty() {
+        let count = slices.len().min(1024) as libc::c_int;
+        // SAFETY: `IoSlice` is ABI compatible with `iovec` on Unix; the slices borrow live
+        // buffers for the duration of the call, and the fd is open.
+        let n = unsafe {
+            libc::pwritev2(
+                file.as_raw_fd(),
+                slices.as_ptr().cast::<libc::iovec>(),
+                count,
+                pos as libc::off_t,
+                flags,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        pos += n as u64;
+        IoSlice::advance_slices(&mut slices, n as usize);
+    }
+    Ok(())
+}
+
+/// The batches of an append: stamped in place, or left untouched (stamped header copies
+/// are written next to them).
+enum Batches<'a> {
+    InPlace(&'a mut [u8]),
+    Shared(&'a [u8]),
+}
+
+impl Batches<'_> {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Batches::InPlace(b) => b,
+            Batches::Shared(b) => b,
+        }
+    }
+}
+
 /// A partition's log. `Log` is `Send + Sync`: appends are serialised by an internal writer
 /// lock; reads run concurrently and take only short read locks.
 pub struct Log {
@@ -97,6 +242,7 @@ pub struct Log {
     last_flush_ms: AtomicI64,
     unflushed_messages: AtomicU64,
     closed: AtomicBool,
+    seals: Arc<SealState>,
 }
 
 fn open_append(path: &Path) -> io::Result<File> {
@@ -137,8 +283,34 @@ impl Log {
             segments.push_back(Arc::new(Segment::create(&dir, 0, now)?));
             sync_dir(&dir)?;
         }
+        // Sealed segments from the recovery point on may not have reached the disk before
+        // a crash: check them too. A hole ends the log there (what follows it is dropped).
+        let last_base = segments.back().expect("one segment").base_offset;
+        let saved_point = read_recovery_point(&dir)?;
+        let point = saved_point.unwrap_or(last_base);
+        let mut i = segments.partition_point(|s| s.base_offset < point);
+        while i + 1 < segments.len() {
+            let seg = segments[i].clone();
+            recover(&seg, config.index_interval_bytes)?;
+            if seg.next_offset() != segments[i + 1].base_offset {
+                tracing::warn!(
+                    segment = %seg.path("log").display(),
+                    dropped_segments = segments.len() - i - 1,
+                    "a sealed segment lost its tail: the segments after it are dropped"
+                );
+                for later in segments.drain(i + 1..) {
+                    later.delete_files()?;
+                }
+                break;
+            }
+            seg.file.sync_data()?;
+            i += 1;
+        }
         let active = segments.back().expect("one segment").clone();
         let bytes_since_index = recover(&active, config.index_interval_bytes)?;
+        if saved_point != Some(active.base_offset) {
+            write_recovery_point(&dir, active.base_offset)?;
+        }
         let writer = Writer {
             index_file: open_append(&active.path("index"))?,
             time_index_file: open_append(&active.path("timeindex"))?,
@@ -147,6 +319,15 @@ impl Log {
         };
         let start = segments.front().expect("one segment").base_offset;
         let end = active.next_offset();
+        let seals = Arc::new(SealState {
+            dir: dir.clone(),
+            sealing: Mutex::new(Sealing {
+                pending: Vec::new(),
+                active_base: active.base_offset,
+                threads: Vec::new(),
+            }),
+            written_point: Mutex::new(active.base_offset),
+        });
         Ok(Log {
             dir,
             config: RwLock::new(config),
@@ -159,6 +340,7 @@ impl Log {
             last_flush_ms: AtomicI64::new(now),
             unflushed_messages: AtomicU64::new(0),
             closed: AtomicBool::new(false),
+            seals,
         })
     }
 
@@ -208,11 +390,23 @@ impl Log {
     /// in place and appends them atomically: all or nothing, in order. On any error nothing
     /// is written and the log end offset is unchanged.
     pub fn append(&self, batches: &mut [u8]) -> Result<AppendInfo> {
+        self.append_batches(Batches::InPlace(batches))
+    }
+
+    /// [`Log::append`] that leaves `batches` untouched (e.g. a slice of a shared request
+    /// buffer): the stamped headers are copies, written beside the caller's bytes in one
+    /// vectored write, so the records are copied once, into the page cache.
+    pub fn append_shared(&self, batches: &[u8]) -> Result<AppendInfo> {
+        self.append_batches(Batches::Shared(batches))
+    }
+
+    fn append_batches(&self, mut batches: Batches<'_>) -> Result<AppendInfo> {
         let config = self.config();
-        let summary = batch::validate(batches, config.max_batch_bytes as usize)?;
-        if batches.len() as u64 > config.segment_bytes {
+        let len = batches.bytes().len();
+        let summary = batch::validate(batches.bytes(), config.max_batch_bytes as usize)?;
+        if len as u64 > config.segment_bytes {
             return Err(LogError::RecordSetTooLarge {
-                size: batches.len(),
+                size: len,
                 max: config.segment_bytes,
             });
         }
@@ -223,7 +417,7 @@ impl Log {
         let now = now_ms();
         let active_size = w.active.size();
         if active_size > 0
-            && (active_size + batches.len() as u64 > config.segment_bytes
+            && (active_size + len as u64 > config.segment_bytes
                 || now.saturating_sub(w.active.created_ms) >= config.segment_ms as i64)
         {
             self.roll(&mut w, now)?;
@@ -239,15 +433,25 @@ impl Log {
         let last_time = seg.last_time_entry().map_or(-1, |t| t.timestamp);
         let mut new_index = Vec::new();
         let mut new_times = Vec::new();
-        while pos < batches.len() {
-            let header = BatchHeader::parse(&batches[pos..]).expect("validated");
+        let mut heads: Vec<[u8; HEADER_LEN]> = Vec::new();
+        while pos < len {
+            let header = BatchHeader::parse(&batches.bytes()[pos..]).expect("validated");
             let total = header.total_len();
-            batch::stamp(
-                &mut batches[pos..pos + total],
-                next,
-                config.leader_epoch,
-                append_time,
-            );
+            match &mut batches {
+                Batches::InPlace(b) => batch::stamp(
+                    &mut b[pos..pos + total],
+                    next,
+                    config.leader_epoch,
+                    append_time,
+                ),
+                Batches::Shared(b) => {
+                    let mut head = [0u8; HEADER_LEN];
+                    head.copy_from_slice(&b[pos..pos + HEADER_LEN]);
+                    let rest = &b[pos + HEADER_LEN..pos + total];
+                    batch::stamp_header(&mut head, rest, next, config.leader_epoch, append_time);
+                    heads.push(head);
+                }
+            }
             let ts = append_time.unwrap_or(header.max_timestamp);
             seg_max_ts = seg_max_ts.max(ts);
             let rel = (next - seg.base_offset) as u32;
@@ -272,7 +476,31 @@ impl Log {
             next += i64::from(header.last_offset_delta) + 1;
             pos += total;
         }
-        if let Err(e) = seg.file.write_all_at(batches, seg_pos) {
+        // A large append that must be durable now, with everything before it already on
+        // disk, is written and synced by one `RWF_DSYNC` write.
+        let sync_now = len >= DSYNC_WRITE_MIN
+            && config.flush_messages.is_some_and(|n| {
+                self.unflushed_messages.load(Ordering::Acquire) + summary.records >= n
+            })
+            && self.flushed_offset() >= base_offset
+            && self.seals.sealing.lock().pending.is_empty();
+        let written = match &batches {
+            Batches::InPlace(b) => {
+                write_all_vectored_at(&seg.file, &mut [IoSlice::new(b)], seg_pos, sync_now)
+            }
+            Batches::Shared(b) => {
+                let mut slices = Vec::with_capacity(2 * heads.len());
+                let mut at = 0usize;
+                for head in &heads {
+                    let total = BatchHeader::parse(&b[at..]).expect("validated").total_len();
+                    slices.push(IoSlice::new(head));
+                    slices.push(IoSlice::new(&b[at + HEADER_LEN..at + total]));
+                    at += total;
+                }
+                write_all_vectored_at(&seg.file, &mut slices, seg_pos, sync_now)
+            }
+        };
+        if let Err(e) = written {
             // Nothing of a failed append may stay behind.
             let _ = seg.file.set_len(seg_pos);
             return Err(e.into());
@@ -280,13 +508,20 @@ impl Log {
         write_entries(&mut w, &new_index, &new_times)?;
         seg.push_index(&new_index, &new_times);
         w.bytes_since_index = since;
-        seg.publish(seg_pos + batches.len() as u64, next, seg_max_ts);
+        seg.publish(seg_pos + len as u64, next, seg_max_ts);
         self.end_offset.store(next, Ordering::Release);
+        if sync_now {
+            self.flushed_offset.fetch_max(next, Ordering::AcqRel);
+            self.last_flush_ms.store(now, Ordering::Release);
+        }
         drop(w);
-        let unflushed = self
-            .unflushed_messages
-            .fetch_add(summary.records, Ordering::AcqRel)
-            + summary.records;
+        let unflushed = if sync_now {
+            0
+        } else {
+            self.unflushed_messages
+                .fetch_add(summary.records, Ordering::AcqRel)
+                + summary.records
+        };
         Ok(AppendInfo {
             base_offset,
             last_offset: next - 1,
@@ -298,8 +533,11 @@ impl Log {
         })
     }
 
-    /// Seals the active segment (its data and indexes reach the disk) and starts a new one
-    /// at the log end offset.
+    /// Seals the active segment and starts a new one at the log end offset. The sealed
+    /// segment's data and indexes are fdatasync'ed by a background thread (the append that
+    /// rolled does not wait for a whole segment to reach the disk); until that is done the
+    /// segment is pending: [`Log::flush_to`] syncs it too, and the recovery point stays at
+    /// or below it, so a crash makes the next open check it.
     fn roll(&self, w: &mut Writer, now: i64) -> Result<()> {
         let old = w.active.clone();
         let max_ts = old.max_timestamp();
@@ -313,18 +551,33 @@ impl Log {
             write_entries(w, &[], &[entry])?;
             old.push_index(&[], &[entry]);
         }
-        old.file.sync_data()?;
-        w.index_file.sync_data()?;
-        w.time_index_file.sync_data()?;
         let base = self.log_end_offset();
         let seg = Arc::new(Segment::create(&self.dir, base, now)?);
         sync_dir(&self.dir)?;
-        w.index_file = open_append(&seg.path("index"))?;
-        w.time_index_file = open_append(&seg.path("timeindex"))?;
+        let index_file = std::mem::replace(&mut w.index_file, open_append(&seg.path("index"))?);
+        let time_index_file =
+            std::mem::replace(&mut w.time_index_file, open_append(&seg.path("timeindex"))?);
         w.bytes_since_index = 0;
         w.active = seg.clone();
-        self.segments.write().push_back(seg);
-        self.flushed_offset.fetch_max(base, Ordering::AcqRel);
+        {
+            let mut sealing = self.seals.sealing.lock();
+            sealing.pending.push(old.clone());
+            sealing.active_base = base;
+            self.segments.write().push_back(seg);
+            sealing.threads.retain(|t| !t.is_finished());
+        }
+        let seals = self.seals.clone();
+        let sealed = old.clone();
+        let (index_file, time_index_file) = (Arc::new(index_file), Arc::new(time_index_file));
+        let files = (index_file.clone(), time_index_file.clone());
+        let spawned = std::thread::Builder::new()
+            .name("strom-log-seal".into())
+            .spawn(move || seals.seal(&sealed, &files.0, &files.1));
+        match spawned {
+            Ok(handle) => self.seals.sealing.lock().threads.push(handle),
+            // No thread to spare: seal inline.
+            Err(_) => self.seals.seal(&old, &index_file, &time_index_file),
+        }
         Ok(())
     }
 
@@ -338,17 +591,32 @@ impl Log {
         if self.flushed_offset() >= offset {
             return Ok(());
         }
-        // Read the end before choosing the segment: anything below it is either in the
-        // active segment or in a sealed one, which was synced when it was sealed.
+        // Read the end before choosing the segments: anything below it is in the active
+        // segment, in a sealed one still pending, or in one already sealed on disk.
         let target = self.log_end_offset();
         let unflushed = self.unflushed_messages.load(Ordering::Acquire);
-        let active = self.segments.read().back().expect("one segment").clone();
+        let (pending, active) = {
+            let sealing = self.seals.sealing.lock();
+            let active = self.segments.read().back().expect("one segment").clone();
+            (sealing.pending.clone(), active)
+        };
+        for seg in &pending {
+            seg.file.sync_data()?;
+        }
         active.file.sync_data()?;
         self.flushed_offset.fetch_max(target, Ordering::AcqRel);
         self.unflushed_messages
             .fetch_sub(unflushed, Ordering::AcqRel);
         self.last_flush_ms.store(now_ms(), Ordering::Release);
         Ok(())
+    }
+
+    /// Waits for the background seals of rolled segments to finish.
+    fn wait_for_seals(&self) {
+        let threads = std::mem::take(&mut self.seals.sealing.lock().threads);
+        for t in threads {
+            let _ = t.join();
+        }
     }
 
     /// Flushes everything appended so far.
@@ -479,13 +747,17 @@ impl Log {
         w.index_file.sync_data()?;
         w.time_index_file.sync_data()?;
         drop(w);
-        self.flush()
+        self.flush()?;
+        self.wait_for_seals();
+        Ok(())
     }
 
     /// Closes the log and removes its directory.
     pub fn delete(&self) -> Result<()> {
         let _w = self.writer.lock();
         self.closed.store(true, Ordering::Release);
+        // A seal still running would write its recovery point into the deleted directory.
+        self.wait_for_seals();
         std::fs::remove_dir_all(&self.dir)?;
         Ok(())
     }
@@ -523,8 +795,8 @@ fn read_batches(seg: &Segment, pos: u64, max_bytes: usize) -> Result<Bytes> {
     let size = seg.size();
     let available = size - pos;
     let want = (max_bytes as u64).min(available) as usize;
-    let mut buf = BytesMut::zeroed(want.max(HEADER_LEN.min(available as usize)));
-    seg.read_at(&mut buf, pos)?;
+    let mut buf = BytesMut::new();
+    seg.read_into(&mut buf, want.max(HEADER_LEN.min(available as usize)), pos)?;
     let whole: usize = batch::headers(&buf).map(|(_, h)| h.total_len()).sum();
     if whole > 0 {
         buf.truncate(whole);
@@ -535,8 +807,8 @@ fn read_batches(seg: &Segment, pos: u64, max_bytes: usize) -> Result<Bytes> {
         .map(|h| h.total_len())
         .filter(|&n| n as u64 <= available)
         .ok_or_else(|| LogError::CorruptBatch(format!("unreadable batch at position {pos}")))?;
-    let mut buf = BytesMut::zeroed(first);
-    seg.read_at(&mut buf, pos)?;
+    let mut buf = BytesMut::new();
+    seg.read_into(&mut buf, first, pos)?;
     Ok(buf.freeze())
 }
 

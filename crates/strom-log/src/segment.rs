@@ -131,6 +131,46 @@ impl Segment {
         self.publish(size, next_offset, max_timestamp);
     }
 
+    /// Appends `len` bytes read at `pos` to `buf`, without zero-filling them first.
+    pub(crate) fn read_into(
+        &self,
+        buf: &mut bytes::BytesMut,
+        len: usize,
+        pos: u64,
+    ) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        buf.reserve(len);
+        let mut done = 0usize;
+        while done < len {
+            let spare = buf.spare_capacity_mut();
+            // SAFETY: `pread` writes at most `len - done` bytes into the spare capacity
+            // (reserved above), a valid writable allocation; nothing reads it before
+            // `set_len` below covers exactly the bytes written.
+            let n = unsafe {
+                libc::pread(
+                    self.file.as_raw_fd(),
+                    spare.as_mut_ptr().cast::<libc::c_void>(),
+                    len - done,
+                    (pos + done as u64) as libc::off_t,
+                )
+            };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            if n == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            // SAFETY: the kernel initialised these `n` bytes.
+            unsafe { buf.set_len(buf.len() + n as usize) };
+            done += n as usize;
+        }
+        Ok(())
+    }
+
     pub(crate) fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<()> {
         self.file.read_exact_at(buf, pos)
     }

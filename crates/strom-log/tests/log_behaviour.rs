@@ -245,3 +245,101 @@ fn readers_never_see_a_partial_batch_while_the_writer_appends() {
         assert!(r.join().unwrap() > 0);
     }
 }
+
+/// With `flush.messages=1`, a large append is written and synced by one `RWF_DSYNC` write
+/// (durable on return: no flush due), a small one leaves the fdatasync to `flush_to` so that
+/// concurrent appenders share it, and a roll does not make unsynced data count as flushed.
+#[test]
+fn durable_appends_large_ones_synced_in_the_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        segment_bytes: 1 << 20,
+        flush_messages: Some(1),
+        ..config()
+    };
+    let log = Log::open(dir.path(), cfg).unwrap();
+    let big = vec![3u8; 300 << 10];
+    let mut b = build_batch(1, &[&big]);
+    let info = log.append(&mut b).unwrap();
+    assert!(!info.flush_due, "a large append is durable when it returns");
+    assert_eq!(log.flushed_offset(), 1);
+
+    let mut b = build_batch(2, &[b"small"]);
+    let info = log.append(&mut b).unwrap();
+    assert!(info.flush_due, "a small append asks for the shared flush");
+    assert_eq!(log.flushed_offset(), 1);
+    // Everything before this large append is not durable yet: it takes the normal path.
+    let mut b = build_batch(3, &[&big]);
+    let info = log.append(&mut b).unwrap();
+    assert!(info.flush_due);
+    log.flush_to(info.last_offset + 1).unwrap();
+    assert_eq!(log.flushed_offset(), 3);
+
+    // Without a flush policy, rolls leave the flushed offset alone.
+    let log2_dir = tempfile::tempdir().unwrap();
+    let log2 = Log::open(log2_dir.path(), config()).unwrap();
+    for i in 0..50 {
+        append(&log2, i, &[1u8; 300]);
+    }
+    assert!(log2.segment_count() > 2);
+    assert_eq!(
+        log2.flushed_offset(),
+        0,
+        "rolled segments are not counted as synced"
+    );
+    log2.flush().unwrap();
+    assert_eq!(log2.flushed_offset(), 50);
+}
+
+/// `append_shared` writes what `append` would have: offsets, leader epoch, and for
+/// `LogAppendTime` the broker's timestamp with a recomputed CRC, for several batches at once.
+#[test]
+fn shared_appends_store_the_same_bytes_as_in_place_ones() {
+    use strom_log::TimestampType;
+    for timestamp_type in [TimestampType::CreateTime, TimestampType::LogAppendTime] {
+        let cfg = LogConfig {
+            timestamp_type,
+            leader_epoch: 4,
+            ..config()
+        };
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (in_place, shared) = (
+            Log::open(a.path(), cfg).unwrap(),
+            Log::open(b.path(), cfg).unwrap(),
+        );
+        let mut two = build_batch(5, &[b"x", b"yy"]);
+        two.extend_from_slice(&build_batch(6, &[&[9u8; 300]]));
+        for _ in 0..3 {
+            let original = two.clone();
+            let mut copy = two.clone();
+            let i = in_place.append(&mut copy).unwrap();
+            let s = shared.append_shared(&two).unwrap();
+            assert_eq!(two, original, "the caller's bytes are untouched");
+            assert_eq!(
+                (i.base_offset, i.last_offset),
+                (s.base_offset, s.last_offset)
+            );
+        }
+        let (ri, rs) = (
+            in_place.read(0, 1 << 20).unwrap(),
+            shared.read(0, 1 << 20).unwrap(),
+        );
+        validate_batches(&rs.data, 1 << 20).expect("stored batches are valid (CRC)");
+        let stamps = |data: &[u8]| -> Vec<(i64, i32, i64)> {
+            batch_headers(data)
+                .map(|(_, h)| (h.base_offset, h.leader_epoch, h.max_timestamp))
+                .collect()
+        };
+        let (si, ss) = (stamps(&ri.data), stamps(&rs.data));
+        assert_eq!(si.len(), 6);
+        assert_eq!(
+            si.iter().map(|s| (s.0, s.1)).collect::<Vec<_>>(),
+            ss.iter().map(|s| (s.0, s.1)).collect::<Vec<_>>()
+        );
+        if timestamp_type == TimestampType::CreateTime {
+            assert_eq!(ri.data, rs.data, "byte-identical");
+        } else {
+            assert!(ss.iter().all(|s| s.2 > 1_000_000), "broker time stamped");
+        }
+    }
+}

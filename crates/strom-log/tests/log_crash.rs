@@ -29,7 +29,13 @@ fn crash_child() {
     let mut i = log.log_end_offset();
     loop {
         let value = format!("acked-{i}");
-        let pad = vec![b'p'; (i % 700) as usize];
+        // Every 25th append is large enough to take the `RWF_DSYNC` path and to roll often.
+        let pad_len = if i % 50 == 0 {
+            140 << 10
+        } else {
+            (i % 700) as usize
+        };
+        let pad = vec![b'p'; pad_len];
         let mut b = build_batch(i, &[value.as_bytes(), &pad]);
         let info = log.append(&mut b).unwrap();
         if info.flush_due {

@@ -184,3 +184,96 @@ fn lost_or_corrupt_indexes_are_rebuilt() {
         assert_eq!(hit.base_offset, i, "time lookup of {i}");
     }
 }
+
+/// Segments sealed by a roll are synced in the background; the recovery point records the
+/// oldest one that may not be on disk. A sealed segment at or after the recovery point is
+/// checked on open like the active one, and a hole in it drops everything after it.
+#[test]
+fn sealed_segments_after_the_recovery_point_are_checked() {
+    let src = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        segment_bytes: 4096,
+        ..config()
+    };
+    let log = Log::open(src.path(), cfg).unwrap();
+    let mut batches = Vec::new();
+    for i in 0..200 {
+        let v = vec![(i % 251) as u8; 100];
+        let mut b = build_batch(1_000 * i as i64, &[&v]);
+        log.append(&mut b).unwrap();
+        batches.push(b);
+    }
+    log.close().unwrap();
+    drop(log);
+    let mut segs: Vec<PathBuf> = fs::read_dir(src.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    segs.sort();
+    assert!(segs.len() > 4, "several segments");
+    let base_of = |p: &Path| -> i64 { p.file_stem().unwrap().to_str().unwrap().parse().unwrap() };
+    // A clean close leaves the recovery point at the active segment.
+    let point = fs::read_to_string(src.path().join("recovery-point")).unwrap();
+    assert_eq!(
+        point.trim().parse::<i64>().unwrap(),
+        base_of(segs.last().unwrap())
+    );
+
+    // Untouched segments after the recovery point are checked and kept.
+    let work = tempfile::tempdir().unwrap();
+    copy_dir(src.path(), work.path());
+    fs::write(
+        work.path().join("recovery-point"),
+        format!("{}\n", base_of(&segs[1])),
+    )
+    .unwrap();
+    let log = Log::open(work.path(), cfg).unwrap();
+    assert_eq!(log.log_end_offset(), 200);
+    assert_eq!(all_batches(&log), batches);
+    drop(log);
+    let point = fs::read_to_string(work.path().join("recovery-point")).unwrap();
+    assert_eq!(
+        point.trim().parse::<i64>().unwrap(),
+        base_of(segs.last().unwrap())
+    );
+
+    // A torn tail in a sealed segment after the recovery point ends the log there.
+    let work = tempfile::tempdir().unwrap();
+    copy_dir(src.path(), work.path());
+    fs::write(
+        work.path().join("recovery-point"),
+        format!("{}\n", base_of(&segs[1])),
+    )
+    .unwrap();
+    let torn = work.path().join(segs[2].file_name().unwrap());
+    let len = fs::metadata(&torn).unwrap().len();
+    let f = fs::OpenOptions::new().write(true).open(&torn).unwrap();
+    f.set_len(len - 7).unwrap();
+    drop(f);
+    let intact = base_of(&segs[3]) as usize - 1;
+    check_recovered_cfg(work.path(), cfg, &batches, intact);
+    let left: Vec<_> = fs::read_dir(work.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    assert_eq!(left.len(), 3, "the segments after the hole are gone");
+}
+
+/// Like `check_recovered`, for logs of one record per batch and any config.
+fn check_recovered_cfg(dir: &Path, cfg: LogConfig, batches: &[Vec<u8>], intact: usize) {
+    let log = Log::open(dir, cfg).unwrap();
+    assert_eq!(
+        log.log_end_offset(),
+        intact as i64,
+        "log end after recovery"
+    );
+    assert_eq!(all_batches(&log), batches[..intact].to_vec());
+    let mut b = build_batch(99, &[b"after"]);
+    assert_eq!(log.append(&mut b).unwrap().base_offset, intact as i64);
+    log.close().unwrap();
+    drop(log);
+    let log = Log::open(dir, cfg).unwrap();
+    assert_eq!(log.log_end_offset(), intact as i64 + 1);
+}
