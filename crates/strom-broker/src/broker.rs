@@ -225,8 +225,14 @@ impl Broker {
             partitions,
             configs: config.overrides().clone(),
         };
-        let t = Topic::open(&self.config.data_dir, &meta)?;
-        topic::save_meta(&self.config.data_dir, &meta)?;
+        let t = Topic::open(&self.config.data_dir, &meta)
+            .and_then(|t| {
+                topic::save_meta(&self.config.data_dir, &meta)?;
+                Ok(t)
+            })
+            .inspect_err(
+                |e| tracing::error!(topic = name, error = %e, "creating the topic failed"),
+            )?;
         self.topics.write().insert(name.to_string(), Arc::new(t));
         tracing::info!(topic = name, partitions, "topic created");
         Ok(())
@@ -330,18 +336,18 @@ impl Broker {
     pub async fn produce(&self, topic: &str, partition: i32, records: &[u8]) -> Result<ProduceAck> {
         self.check_open()?;
         let p = self.partition(topic, partition)?;
-        let mut buf = records.to_vec();
         let now = now_ms();
         let outcome = {
             let mut producers = p.producers.lock();
-            match producers.check(&buf, |id| self.producer_ids.was_issued(id))? {
+            match producers.check(records, |id| self.producer_ids.was_issued(id))? {
                 BatchCheck::Duplicate {
                     first_offset,
                     last_offset,
                 } => Err((first_offset, last_offset)),
                 BatchCheck::New => {
-                    let info = p.log.append(&mut buf)?;
-                    producers.record(&buf, now);
+                    // The request's bytes go to the page cache as they are: no copy.
+                    let info = p.log.append_shared(records)?;
+                    producers.record(records, info.base_offset, now);
                     if let Err(e) = producers.after_append(&p.log, &info) {
                         tracing::warn!(topic, partition, error = %e, "producer snapshot failed");
                     }
@@ -352,7 +358,7 @@ impl Broker {
         let ack = match outcome {
             Ok(info) => {
                 self.appended.notify_waiters();
-                self.metrics.bytes_in(topic, buf.len(), info.records);
+                self.metrics.bytes_in(topic, records.len(), info.records);
                 if info.flush_due {
                     self.flush_partition(&p, info.last_offset + 1).await?;
                 }

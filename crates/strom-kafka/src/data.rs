@@ -170,6 +170,7 @@ pub(crate) async fn fetch(mut req: Req<'_>) -> Result<Reply, Fatal> {
         .map(Some)
         .collect();
     let mut responses = Vec::with_capacity(shape.len());
+    let mut shared = Vec::new();
     for (topic, topic_id, parts) in shape {
         let mut out = Vec::with_capacity(parts.len());
         for (index, slot) in parts {
@@ -177,6 +178,9 @@ pub(crate) async fn fetch(mut req: Req<'_>) -> Result<Reply, Fatal> {
             let mut pd = PartitionData::default().with_partition_index(index);
             match result {
                 Some(Ok(f)) => {
+                    if !f.data.is_empty() {
+                        shared.push(f.data.clone());
+                    }
                     pd = pd
                         .with_high_watermark(f.high_watermark)
                         .with_last_stable_offset(f.high_watermark)
@@ -213,7 +217,7 @@ pub(crate) async fn fetch(mut req: Req<'_>) -> Result<Reply, Fatal> {
         }
         responses.push(t);
     }
-    req.encode(&FetchResponse::default().with_responses(responses))
+    req.encode_sharing(&FetchResponse::default().with_responses(responses), shared)
 }
 
 pub(crate) fn list_offsets(mut req: Req<'_>) -> Result<Reply, Fatal> {

@@ -13,11 +13,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use crate::chunked::Chunked;
+pub(crate) use crate::chunked::Response;
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable};
 use strom_broker::coordinator::GroupCoordinator;
 use strom_broker::Broker;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -61,8 +64,8 @@ impl<E: std::fmt::Display> From<E> for Fatal {
     }
 }
 
-/// What a handler produced: a response body to frame, or nothing (Produce with acks=0).
-pub(crate) type Reply = Option<BytesMut>;
+/// What a handler produced: a framed response, or nothing (Produce with acks=0).
+pub(crate) type Reply = Option<Response>;
 
 impl KafkaServer {
     /// Binds the listener.
@@ -140,6 +143,9 @@ async fn connection(
     let mut rd = BufReader::with_capacity(16 * 1024, rd);
     let mut wr = BufWriter::with_capacity(64 * 1024, wr);
     let max = ctx.config.max_request_bytes;
+    // Request frames are read into this buffer; once a frame's last slice is dropped (after
+    // its response), the next frame reuses the same memory instead of fresh pages.
+    let mut frames = BytesMut::new();
     loop {
         let len = tokio::select! {
             r = rd.read_i32() => match r {
@@ -154,10 +160,7 @@ async fn connection(
                 "request frame of {len} bytes is outside [8, {max}] (max request bytes)"
             )));
         }
-        let mut frame = BytesMut::zeroed(len as usize);
-        rd.read_exact(&mut frame)
-            .await
-            .map_err(|e| Fatal(format!("truncated request frame: {e}")))?;
+        let frame = read_frame(&mut rd, &mut frames, len as usize).await?;
         // A request that may wait (long poll, rebalance) must not hold back the responses
         // already queued for this client.
         let may_wait = matches!(i16::from_be_bytes([frame[0], frame[1]]), 1 | 11 | 14);
@@ -165,7 +168,11 @@ async fn connection(
             wr.flush().await?;
         }
         if let Some(response) = handle(ctx, peer, frame.freeze()).await? {
-            wr.write_all(&response).await?;
+            // Small chunks gather in the writer's buffer; large ones (records) go to the
+            // socket directly.
+            for chunk in &response.0 {
+                wr.write_all(chunk).await?;
+            }
         }
         if !whole_frame_buffered(rd.buffer()) {
             wr.flush().await?;
@@ -174,6 +181,30 @@ async fn connection(
     wr.flush().await?;
     tracing::debug!(%peer, "kafka connection ended");
     Ok(())
+}
+
+/// Reads a request frame of `len` bytes into `buf` (not zeroed first) and splits it off.
+async fn read_frame<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    buf: &mut BytesMut,
+    len: usize,
+) -> Result<BytesMut, Fatal> {
+    buf.clear();
+    buf.reserve(len);
+    let mut rest = rd.take(len as u64);
+    while buf.len() < len {
+        let n = rest
+            .read_buf(buf)
+            .await
+            .map_err(|e| Fatal(format!("truncated request frame: {e}")))?;
+        if n == 0 {
+            return Err(Fatal(format!(
+                "truncated request frame: {} of {len} bytes",
+                buf.len()
+            )));
+        }
+    }
+    Ok(buf.split())
 }
 
 fn whole_frame_buffered(buf: &[u8]) -> bool {
@@ -193,7 +224,7 @@ async fn handle(ctx: &Ctx, peer: SocketAddr, frame: Bytes) -> Result<Reply, Fata
     if version < min || version > max {
         if key == ApiKey::ApiVersions {
             // Kafka's rule: answer in v0 with UNSUPPORTED_VERSION and the supported ranges.
-            return Ok(Some(meta::api_versions_fallback(correlation)?));
+            return Ok(Some(meta::api_versions_fallback(correlation)?.into()));
         }
         return Err(Fatal(format!(
             "api {key:?} v{version} is not supported ({min}-{max})"
@@ -203,7 +234,7 @@ async fn handle(ctx: &Ctx, peer: SocketAddr, frame: Bytes) -> Result<Reply, Fata
         let mut body = frame.slice(8..);
         skip_client_id(&mut body)?;
         let reply = legacy::unsupported(key, version, body)?;
-        return Ok(reply.map(|b| frame_response(correlation, 0, b)));
+        return Ok(reply.map(|b| frame_response(correlation, 0, b).into()));
     }
     let mut buf = frame;
     let header = RequestHeader::decode(&mut buf, key.request_header_version(version))?;
@@ -281,14 +312,25 @@ impl Req<'_> {
     /// Encodes the framed response (length, header, body) at the request's version, in one
     /// buffer.
     pub(crate) fn encode<T: Encodable>(&self, resp: &T) -> Result<Reply, Fatal> {
+        self.encode_sharing(resp, Vec::new())
+    }
+
+    /// [`Req::encode`] where the `shared` byte fields of `resp` (records read from the log)
+    /// stay chunks of their own instead of being copied into the response buffer.
+    pub(crate) fn encode_sharing<T: Encodable>(
+        &self,
+        resp: &T,
+        shared: Vec<Bytes>,
+    ) -> Result<Reply, Fatal> {
         let header = ResponseHeader::default().with_correlation_id(self.correlation);
         let size =
             header.compute_size(self.response_header_version)? + resp.compute_size(self.version)?;
-        let mut out = BytesMut::with_capacity(4 + size);
+        let shared_len: usize = shared.iter().map(Bytes::len).sum();
+        let mut out = Chunked::new((4 + size).saturating_sub(shared_len), shared);
         out.put_i32(size as i32);
         header.encode(&mut out, self.response_header_version)?;
         resp.encode(&mut out, self.version)?;
-        Ok(Some(out))
+        Ok(Some(out.finish()))
     }
 }
 

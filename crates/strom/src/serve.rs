@@ -227,6 +227,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
 
 async fn serve(s: Settings) -> Result<()> {
     tracing::info!(version = env!("CARGO_PKG_VERSION"), data_dir = %s.broker.data_dir.display(), "strom starting");
+    raise_open_files_limit();
     let data_dir = s.broker.data_dir.clone();
     let broker = tokio::task::spawn_blocking(move || Broker::open(s.broker))
         .await?
@@ -317,4 +318,29 @@ async fn wait_for_signal() -> Result<()> {
         _ = int.recv() => tracing::info!("SIGINT received"),
     }
     Ok(())
+}
+
+/// Every segment keeps its data file open and every connection is a socket: raise the soft
+/// limit on open files to the hard limit (as `ulimit -n unlimited`-style deployments of Kafka
+/// do). When it is still exhausted, opening a partition fails with KAFKA_STORAGE_ERROR
+/// ("Too many open files") and the broker keeps serving everything else.
+fn raise_open_files_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain syscalls on a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return;
+        }
+        let before = lim.rlim_cur;
+        if lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                lim.rlim_cur = before;
+            }
+        }
+    }
+    tracing::info!(limit = lim.rlim_cur, "open files limit");
 }

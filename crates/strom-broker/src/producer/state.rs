@@ -265,8 +265,11 @@ impl PartitionProducers {
 
     /// Remembers the batches of an appended record set. `stamped` is the buffer after
     /// [`Log::append`] assigned its offsets.
-    pub fn record(&mut self, stamped: &[u8], now_ms: i64) {
-        for (_, h) in batch_headers(stamped) {
+    pub fn record(&mut self, batches: &[u8], base_offset: i64, now_ms: i64) {
+        let mut next = base_offset;
+        for (_, mut h) in batch_headers(batches) {
+            h.base_offset = next;
+            next = h.last_offset() + 1;
             if is_idempotent(&h) {
                 self.remember(&h, now_ms);
             }
@@ -469,12 +472,12 @@ mod tests {
     fn produce(
         log: &Log,
         state: &mut PartitionProducers,
-        mut b: Vec<u8>,
+        b: Vec<u8>,
     ) -> Result<(BatchCheck, i64), ProducerStateError> {
         match state.check(&b, issued)? {
             BatchCheck::New => {
-                let info = log.append(&mut b).unwrap();
-                state.record(&b, 5);
+                let info = log.append_shared(&b).unwrap();
+                state.record(&b, info.base_offset, 5);
                 state.after_append(log, &info).unwrap();
                 Ok((BatchCheck::New, info.base_offset))
             }
