@@ -26,13 +26,22 @@ PEERS="$ROOT/target/release/strom-bench-peers"
 STROMCLI="$ROOT/target/release/strom-cli"
 STROM="$ROOT/target/release/strom"
 
-# name | partitions producers consumers size rate
+# name | partitions producers consumers size rate keys
+# Fixed-rate runs send a batch (Strom) / pipeline (Redis) at the latest LINGER_MS after its
+# first record was due; NATS publishes every message when it is due.
+LINGER_MS=${LINGER_MS:-1}
 WORKLOADS=(
-  "1p-1KB-max|1 1 1 1024 0"
-  "1p-1KB-50k|1 1 1 1024 50000"
-  "16p-4prod-4cons-1KB-max|16 4 4 1024 0"
-  "1p-100B-max|1 1 1 100 0"
+  "1p-1KB-max|1 1 1 1024 0 0"
+  "1p-1KB-50k|1 1 1 1024 50000 0"
+  "16p-4prod-4cons-1KB-max|16 4 4 1024 0 0"
+  "16p-1prod-4cons-1KB-max|16 1 4 1024 0 0"
+  "16p-4prod-4cons-1KB-max-keyed|16 4 4 1024 0 1000"
+  "1p-100B-max|1 1 1 100 0 0"
 )
+if [ -n "${ONLY:-}" ]; then  # e.g. ONLY="1p-1KB-max 1p-1KB-50k"
+  sel=(); for w in "${WORKLOADS[@]}"; do [[ " $ONLY " == *" ${w%%|*} "* ]] && sel+=("$w"); done
+  WORKLOADS=("${sel[@]}")
+fi
 
 start_system() { # sys durability -> sets URL / BOOT, appends PIDS
   local sys=$1 dur=$2 dir; dir=$(mktemp -d "$OUT/$sys-$dur.XXXX")
@@ -56,16 +65,16 @@ start_system() { # sys durability -> sets URL / BOOT, appends PIDS
 }
 
 run_one() { # sys durability workload-spec
-  local sys=$1 dur=$2 p pr co sz rate; read -r p pr co sz rate <<<"$3"
+  local sys=$1 dur=$2 p pr co sz rate keys; read -r p pr co sz rate keys <<<"$3"
   case $sys in
     strom)
       local cfg=(); [ "$dur" = fsync ] && cfg=(--topic-config flush.messages=1)
       "$STROMCLI" bench --json --bootstrap "$URL" --topic "b$RANDOM" --partitions "$p" --producers "$pr" \
-        --consumers "$co" --message-size "$sz" --rate "$rate" --batch $([ "$rate" = 0 ] && echo 1000 || echo 50) \
+        --consumers "$co" --message-size "$sz" --rate "$rate" --batch 1000 --linger-ms "$LINGER_MS" --keys "$keys" \
         --duration-secs "$DURATION" --warmup-secs "$WARMUP" "${cfg[@]}" 2>/dev/null;;
     *)
       "$PEERS" --json --system "$sys" --url "$URL" --partitions "$p" --producers "$pr" --consumers "$co" \
-        --message-size "$sz" --rate "$rate" --batch $([ "$rate" = 0 ] && echo 256 || echo 50) \
+        --message-size "$sz" --rate "$rate" --batch 256 --linger-ms "$LINGER_MS" --keys "$keys" \
         --duration-secs "$DURATION" --warmup-secs "$WARMUP" 2>/dev/null;;
   esac
 }

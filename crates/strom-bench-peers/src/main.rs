@@ -44,6 +44,16 @@ struct Args {
     /// Messages per pipelined round (Redis pipeline size / NATS publish window).
     #[arg(long, default_value_t = 1000)]
     batch: usize,
+    /// At a fixed rate, Redis sends a pipeline at the latest this long after its first
+    /// message was due, even if it holds fewer than --batch (0 = full pipelines). NATS
+    /// publishes each message when it is due, so it has nothing to linger over.
+    #[arg(long, default_value_t = 0)]
+    linger_ms: u64,
+    /// Keyed run: messages carry keys from a pool of N ("key-0".."key-{N-1}"); each key
+    /// always goes to the same stream (NATS subject / Redis key), chosen by a hash of the
+    /// key, and travels with the message (NATS header / Redis field). 0 = round robin.
+    #[arg(long, default_value_t = 0)]
+    keys: usize,
     #[arg(long, default_value_t = 10)]
     duration_secs: u64,
     #[arg(long, default_value_t = 2)]
@@ -84,6 +94,27 @@ fn payload(size: usize, due_us: u64, dt_ns: u64) -> Bytes {
     v.freeze()
 }
 
+/// The key of message `seq` in a keyed run, and the stream it belongs to (FNV-1a of the key:
+/// any stable hash does, the point is that a key always lands on the same stream).
+fn key_of(a: &Args, seq: u64) -> Option<(String, usize)> {
+    if a.keys == 0 {
+        return None;
+    }
+    let key = format!("key-{}", seq % a.keys as u64);
+    let h = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    Some((key, (h % a.partitions as u64) as usize))
+}
+
+/// Stream of message `seq` of producer `id`: by key, or round robin.
+fn stream_of(a: &Args, id: usize, seq: u64) -> (Option<String>, usize) {
+    match key_of(a, seq) {
+        Some((k, p)) => (Some(k), p),
+        None => (None, (id + seq as usize) % a.partitions),
+    }
+}
+
 fn record_latency(s: &Shared, local: &mut Histogram<u64>, p: &[u8]) {
     if p.len() >= 8 && s.measuring.load(Ordering::Relaxed) {
         let due = u64::from_be_bytes(p[0..8].try_into().unwrap_or([0; 8]));
@@ -112,12 +143,19 @@ async fn nats_producer(id: usize, a: Arc<Args>, s: Arc<Shared>) -> Result<(), Bo
         if let Some(t) = at {
             tokio::time::sleep_until(t.into()).await;
         }
-        let subject = format!("bench.{}", (id + seq as usize) % a.partitions);
+        let (key, stream) = stream_of(&a, id, seq);
+        let subject = format!("bench.{stream}");
         let sent = Instant::now();
-        window.push_back((
-            sent,
-            js.publish(subject, payload(a.message_size, due, 0)).await?,
-        ));
+        let body = payload(a.message_size, due, 0);
+        let ack = match key {
+            Some(k) => {
+                let mut h = async_nats::HeaderMap::new();
+                h.insert("k", k.as_str());
+                js.publish_with_headers(subject, h, body).await?
+            }
+            None => js.publish(subject, body).await?,
+        };
+        window.push_back((sent, ack));
         seq += 1;
         while window.len() >= a.batch {
             let Some((sent, f)) = window.pop_front() else {
@@ -183,37 +221,42 @@ async fn redis_producer(id: usize, a: Arc<Args>, s: Arc<Shared>) -> Result<(), B
     let start_us = now_us();
     let mut seq = 0u64;
     while !s.stop.load(Ordering::Relaxed) {
-        // One pipeline = `batch` messages, due at their own times; sent when the last is due.
-        let (due0, _) = schedule(&a, start, start_us, seq);
-        let (_, at) = schedule(&a, start, start_us, seq + a.batch as u64 - 1);
-        if let Some(t) = at {
-            tokio::time::sleep_until(t.into()).await;
-        }
+        // One pipeline = `batch` messages (fewer with --linger-ms at a fixed rate: those due
+        // within the linger window), due at their own times; sent when the last is due.
         let dt_ns = if a.rate == 0 {
             0
         } else {
             (1e9 / (a.rate as f64 / a.producers as f64)) as u64
         };
+        let count = if dt_ns > 0 && a.linger_ms > 0 {
+            ((a.linger_ms * 1_000_000 / dt_ns) as usize + 1).min(a.batch)
+        } else {
+            a.batch
+        };
+        let (due0, _) = schedule(&a, start, start_us, seq);
+        let (_, at) = schedule(&a, start, start_us, seq + count as u64 - 1);
+        if let Some(t) = at {
+            tokio::time::sleep_until(t.into()).await;
+        }
         let mut p = redis::pipe();
-        for k in 0..a.batch as u64 {
-            let key = format!("bench.{}", (id + (seq + k) as usize) % a.partitions);
+        for k in 0..count as u64 {
+            let (key, stream) = stream_of(&a, id, seq + k);
             let v = payload(a.message_size, due0 + k * dt_ns / 1000, 0);
-            p.cmd("XADD")
-                .arg(key)
-                .arg("*")
-                .arg("v")
-                .arg(&v[..])
-                .ignore();
+            let c = p.cmd("XADD").arg(format!("bench.{stream}")).arg("*");
+            if let Some(key) = key {
+                c.arg("k").arg(key);
+            }
+            c.arg("v").arg(&v[..]).ignore();
         }
         let sent = Instant::now();
         p.query_async::<()>(&mut con).await?;
-        seq += a.batch as u64;
+        seq += count as u64;
         if s.measuring.load(Ordering::Relaxed) {
             let _ = s
                 .ack
                 .lock()
                 .map(|mut h| h.record((sent.elapsed().as_micros() as u64).max(1)));
-            s.produced.fetch_add(a.batch as u64, Ordering::Relaxed);
+            s.produced.fetch_add(count as u64, Ordering::Relaxed);
         }
     }
     Ok(())
@@ -361,7 +404,7 @@ async fn run(a: Args) -> Result<(), BoxErr> {
     let out = json!({
         "system": format!("{:?}", a.system).to_lowercase(), "partitions": a.partitions,
         "producers": a.producers, "consumers": a.consumers, "message_size": a.message_size,
-        "rate": a.rate, "batch": a.batch, "seconds": secs,
+        "rate": a.rate, "batch": a.batch, "linger_ms": a.linger_ms, "keys": a.keys, "seconds": secs,
         "produce_msgs_per_s": produced as f64 / secs, "produce_mb_per_s": produced as f64 * mb / secs,
         "consume_msgs_per_s": consumed as f64 / csecs, "consume_mb_per_s": consumed as f64 * mb / csecs,
         "e2e_latency_ms": {"p50": ms(&e2e, 0.5), "p90": ms(&e2e, 0.9), "p99": ms(&e2e, 0.99),

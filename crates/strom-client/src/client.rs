@@ -396,28 +396,44 @@ impl Client {
         max_wait_ms: i32,
         max_bytes: i32,
     ) -> FetchRequest {
+        Self::fetch_request_topics(&[(topic, parts)], max_wait_ms, max_bytes)
+    }
+
+    /// A Fetch of partitions of several topics, each from its offset.
+    pub fn fetch_request_topics(
+        topics: &[(&str, &[(i32, i64)])],
+        max_wait_ms: i32,
+        max_bytes: i32,
+    ) -> FetchRequest {
         FetchRequest::default()
             .with_replica_id(BrokerId(-1))
             .with_max_wait_ms(max_wait_ms)
             .with_min_bytes(1)
             .with_max_bytes(max_bytes)
             .with_session_epoch(-1)
-            .with_topics(vec![FetchTopic::default()
-                .with_topic(topic_name(topic))
-                .with_partitions(
-                    parts
-                        .iter()
-                        .map(|&(p, o)| {
-                            FetchPartition::default()
-                                .with_partition(p)
-                                .with_current_leader_epoch(-1)
-                                .with_fetch_offset(o)
-                                .with_last_fetched_epoch(-1)
-                                .with_log_start_offset(-1)
-                                .with_partition_max_bytes(max_bytes)
-                        })
-                        .collect(),
-                )])
+            .with_topics(
+                topics
+                    .iter()
+                    .map(|(topic, parts)| {
+                        FetchTopic::default()
+                            .with_topic(topic_name(topic))
+                            .with_partitions(
+                                parts
+                                    .iter()
+                                    .map(|&(p, o)| {
+                                        FetchPartition::default()
+                                            .with_partition(p)
+                                            .with_current_leader_epoch(-1)
+                                            .with_fetch_offset(o)
+                                            .with_last_fetched_epoch(-1)
+                                            .with_log_start_offset(-1)
+                                            .with_partition_max_bytes(max_bytes)
+                                    })
+                                    .collect(),
+                            )
+                    })
+                    .collect(),
+            )
     }
 
     /// Fetches partitions of one topic from their offsets.

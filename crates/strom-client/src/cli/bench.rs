@@ -28,9 +28,13 @@ use kafka_protocol::messages::{FetchRequest, ProduceRequest};
 pub struct BenchArgs {
     #[command(flatten)]
     pub conn: super::Conn,
-    /// Topic (created if missing).
+    /// Topic (created if missing); with --topics N > 1, the topics are TOPIC-0 .. TOPIC-{N-1}.
     #[arg(long, default_value = "strom-bench")]
     pub topic: String,
+    /// Number of topics; producers spread their batches over every partition of every topic.
+    #[arg(long, default_value_t = 1)]
+    pub topics: usize,
+    /// Partitions per topic.
     #[arg(long, default_value_t = 1)]
     pub partitions: i32,
     #[arg(long, default_value_t = 1)]
@@ -60,6 +64,10 @@ pub struct BenchArgs {
     /// Measured duration.
     #[arg(long, default_value_t = 10)]
     pub duration_secs: u64,
+    /// Stop once this many records were produced in the measured phase (acknowledged, over
+    /// all producers), instead of after --duration-secs; 0 = by duration.
+    #[arg(long, default_value_t = 0)]
+    pub messages: u64,
     /// Warm-up before measuring (not counted).
     #[arg(long, default_value_t = 2)]
     pub warmup_secs: u64,
@@ -137,12 +145,53 @@ fn first_value_prefix(b: &[u8]) -> Option<(u64, u64)> {
     Some((due, dt))
 }
 
+/// Where a producer's batches go, in turn: a topic, a partition, and for keyed runs the keys
+/// that Kafka's default partitioner (murmur2) maps to that partition.
+#[derive(Clone)]
+struct Target {
+    topic: Arc<str>,
+    partition: i32,
+    keys: Option<Vec<Bytes>>,
+}
+
+/// Every partition of every topic, or for keyed runs every partition that some key maps to.
+fn targets(topics: &[(Arc<str>, Vec<i32>)], keys: usize) -> Vec<Target> {
+    let mut out = Vec::new();
+    for (topic, partitions) in topics {
+        if keys == 0 {
+            out.extend(partitions.iter().map(|&partition| Target {
+                topic: topic.clone(),
+                partition,
+                keys: None,
+            }));
+            continue;
+        }
+        let n = partitions.iter().max().map_or(1, |m| m + 1);
+        let mut keyed: Vec<(i32, Vec<Bytes>)> = Vec::new();
+        for k in 0..keys {
+            let key = Bytes::from(format!("key-{k}"));
+            let p = crate::partitioner::partition_for_key(&key, n);
+            match keyed.iter_mut().find(|(q, _)| *q == p) {
+                Some((_, ks)) => ks.push(key),
+                None => keyed.push((p, vec![key])),
+            }
+        }
+        keyed.sort_by_key(|(p, _)| *p);
+        out.extend(keyed.into_iter().map(|(partition, ks)| Target {
+            topic: topic.clone(),
+            partition,
+            keys: Some(ks),
+        }));
+    }
+    out
+}
+
 async fn producer(
     id: usize,
     a: Arc<BenchArgs>,
     s: Arc<Shared>,
     version: i16,
-    partitions: Vec<i32>,
+    targets: Vec<Target>,
 ) -> Result<()> {
     let conn = Connection::connect(&a.conn.bootstrap, &format!("strom-bench-p{id}")).await?;
     let acks = parse_acks(&a.acks)?;
@@ -165,18 +214,6 @@ async fn producer(
     let mut rr = id;
     let mut buf = BytesMut::with_capacity(a.batch * (a.message_size + 32) + 128);
     let filler = vec![0x5au8; a.message_size.saturating_sub(16)];
-    // Keyed runs: the keys of each partition, as murmur2 places them.
-    let n = partitions.iter().max().map_or(1, |m| m + 1);
-    let mut keyed: Vec<(i32, Vec<Bytes>)> = Vec::new();
-    for k in 0..a.keys {
-        let key = Bytes::from(format!("key-{k}"));
-        let p = crate::partitioner::partition_for_key(&key, n);
-        match keyed.iter_mut().find(|(q, _)| *q == p) {
-            Some((_, ks)) => ks.push(key),
-            None => keyed.push((p, vec![key])),
-        }
-    }
-    keyed.sort_by_key(|(p, _)| *p);
     while !s.stop.load(Ordering::Relaxed) {
         // Due time of this batch's first record.
         // Records in this batch: a full batch, or at a fixed rate with --linger-ms only those
@@ -202,23 +239,19 @@ async fn producer(
         v.extend_from_slice(&filler);
         let value = v.freeze();
         buf.clear();
-        let (p, keys) = if keyed.is_empty() {
-            (partitions[rr % partitions.len()], None)
-        } else {
-            let (p, ks) = &keyed[rr % keyed.len()];
-            (*p, Some(ks.as_slice()))
-        };
+        let target = &targets[rr % targets.len()];
         rr += 1;
         encode_uniform_batch(
             &mut buf,
-            keys,
+            target.keys.as_deref(),
             &value,
             count,
             (due_us / 1000) as i64,
             compression,
         )?;
         let batch = buf.split().freeze();
-        let req: ProduceRequest = Client::produce_request(&a.topic, acks, 30_000, vec![(p, batch)]);
+        let req: ProduceRequest =
+            Client::produce_request(&target.topic, acks, 30_000, vec![(target.partition, batch)]);
         seq += count as u64;
         let sent = Instant::now();
         if acks == 0 {
@@ -265,25 +298,34 @@ async fn complete(
     Ok(())
 }
 
+/// A consumer's next offsets: per topic, (partition, offset).
+type Positions = Vec<(Arc<str>, Vec<(i32, i64)>)>;
+
 async fn consumer(
     id: usize,
     a: Arc<BenchArgs>,
     s: Arc<Shared>,
     version: i16,
-    mut pos: Vec<(i32, i64)>,
+    mut pos: Positions,
 ) -> Result<()> {
     let conn = Connection::connect(&a.conn.bootstrap, &format!("strom-bench-c{id}")).await?;
     let mut local = hist();
     let mut idle_since: Option<Instant> = None;
     loop {
-        let req: FetchRequest = Client::fetch_request(&a.topic, &pos, 100, 64 << 20);
+        let topics: Vec<(&str, &[(i32, i64)])> =
+            pos.iter().map(|(t, ps)| (&**t, ps.as_slice())).collect();
+        let req: FetchRequest = Client::fetch_request_topics(&topics, 100, 64 << 20);
         let resp = conn.call(&req, version).await?;
         let now = now_us();
         let measuring = s.measuring.load(Ordering::Relaxed);
         let mut got = false;
         for f in flatten_fetch(resp) {
             crate::check(f.error_code, || format!("{}/{}", f.topic, f.partition))?;
-            let Some(slot) = pos.iter_mut().find(|(p, _)| *p == f.partition) else {
+            let Some(slot) = pos
+                .iter_mut()
+                .find(|(t, _)| **t == *f.topic)
+                .and_then(|(_, ps)| ps.iter_mut().find(|(p, _)| *p == f.partition))
+            else {
                 continue;
             };
             let data = &f.records[..];
@@ -339,8 +381,10 @@ pub(crate) async fn run(a: BenchArgs) -> Result<()> {
     if a.message_size < 16 {
         return Err(Error::Invalid("--message-size must be >= 16".into()));
     }
-    if a.batch == 0 || a.producers == 0 {
-        return Err(Error::Invalid("--batch and --producers must be > 0".into()));
+    if a.batch == 0 || a.producers == 0 || a.topics == 0 {
+        return Err(Error::Invalid(
+            "--batch, --producers and --topics must be > 0".into(),
+        ));
     }
     let client = Client::connect_with_id(&a.conn.bootstrap, "strom-bench").await?;
     let cfg = a
@@ -348,20 +392,31 @@ pub(crate) async fn run(a: BenchArgs) -> Result<()> {
         .iter()
         .map(|s| super::commands::parse_kv(s))
         .collect::<Result<Vec<_>>>()?;
-    let topic = match client.topic(&a.topic).await {
-        Ok(t) => t,
-        Err(_) => {
-            client.create_topic(&a.topic, a.partitions, &cfg).await?;
-            client.topic(&a.topic).await?
-        }
+    let names: Vec<String> = if a.topics == 1 {
+        vec![a.topic.clone()]
+    } else {
+        (0..a.topics).map(|i| format!("{}-{i}", a.topic)).collect()
     };
-    let parts: Vec<i32> = topic.partitions.iter().map(|p| p.partition).collect();
-    if parts.is_empty() {
-        return Err(Error::Invalid(format!(
-            "topic {} has no partitions",
-            a.topic
-        )));
+    let mut topics: Vec<(Arc<str>, Vec<i32>)> = Vec::new();
+    for name in &names {
+        let topic = match client.topic(name).await {
+            Ok(t) => t,
+            Err(_) => {
+                client.create_topic(name, a.partitions, &cfg).await?;
+                client.topic(name).await?
+            }
+        };
+        let parts: Vec<i32> = topic.partitions.iter().map(|p| p.partition).collect();
+        if parts.is_empty() {
+            return Err(Error::Invalid(format!("topic {name} has no partitions")));
+        }
+        topics.push((Arc::from(name.as_str()), parts));
     }
+    // All (topic, partition) pairs; consumer c reads every consumers-th of them.
+    let all: Vec<(Arc<str>, i32)> = topics
+        .iter()
+        .flat_map(|(t, ps)| ps.iter().map(move |&p| (t.clone(), p)))
+        .collect();
     let pv = client.version::<ProduceRequest>()?;
     let fv = client.version::<FetchRequest>()?;
     let shared = Arc::new(Shared {
@@ -374,10 +429,15 @@ pub(crate) async fn run(a: BenchArgs) -> Result<()> {
     let a = Arc::new(a);
     let mut tasks = Vec::new();
     for c in 0..a.consumers {
-        let mut mine = Vec::new();
-        for (i, &p) in parts.iter().enumerate() {
-            if i % a.consumers == c {
-                mine.push((p, client.list_offset(&a.topic, p, -1).await?));
+        let mut mine: Positions = Vec::new();
+        for (i, (t, p)) in all.iter().enumerate() {
+            if i % a.consumers != c {
+                continue;
+            }
+            let at = client.list_offset(t, *p, -1).await?;
+            match mine.iter_mut().find(|(u, _)| u == t) {
+                Some((_, ps)) => ps.push((*p, at)),
+                None => mine.push((t.clone(), vec![(*p, at)])),
             }
         }
         if !mine.is_empty() {
@@ -391,15 +451,15 @@ pub(crate) async fn run(a: BenchArgs) -> Result<()> {
         }
     }
     let mut prods = Vec::new();
+    let targets = targets(&topics, a.keys);
     for p in 0..a.producers {
-        // Every producer round-robins over all partitions, starting at its own index.
-        let mine: Vec<i32> = parts.clone();
+        // Every producer round-robins over all targets, starting at its own index.
         prods.push(tokio::spawn(producer(
             p,
             a.clone(),
             shared.clone(),
             pv,
-            mine,
+            targets.clone(),
         )));
     }
     eprintln!("warming up {} s ...", a.warmup_secs);
@@ -408,19 +468,42 @@ pub(crate) async fn run(a: BenchArgs) -> Result<()> {
     let t0 = Instant::now();
     let (mut lp, mut lc) = (0u64, 0u64);
     // A live progress bar on a terminal; one line per second otherwise (logs, CI).
+    // The bar counts seconds, or records with --messages.
+    let (bar_len, bar_unit) = if a.messages > 0 {
+        (a.messages, "records")
+    } else {
+        (a.duration_secs, "s")
+    };
     let bar = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
-        let b = indicatif::ProgressBar::new(a.duration_secs);
+        let b = indicatif::ProgressBar::new(bar_len);
         b.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{elapsed_precise} [{bar:30}] {pos}/{len}s {msg}",
-            )
+            indicatif::ProgressStyle::with_template(&format!(
+                "{{elapsed_precise}} [{{bar:30}}] {{pos}}/{{len}}{bar_unit} {{msg}}"
+            ))
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
             .progress_chars("=> "),
         );
         b
     });
-    for sec in 1..=a.duration_secs {
-        tokio::time::sleep_until((t0 + Duration::from_secs(sec)).into()).await;
+    let mut sec = 0u64;
+    loop {
+        if a.messages > 0 {
+            // Check often so that the overshoot stays small; report once a second.
+            let next = t0 + Duration::from_secs(sec + 1);
+            while Instant::now() < next
+                && shared.c.produced.load(Ordering::Relaxed) < a.messages
+                && !prods.iter().any(|t| t.is_finished())
+            {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        } else {
+            if sec >= a.duration_secs {
+                break;
+            }
+            tokio::time::sleep_until((t0 + Duration::from_secs(sec + 1)).into()).await;
+        }
+        sec += 1;
+        let done = a.messages > 0 && shared.c.produced.load(Ordering::Relaxed) >= a.messages;
         let p = shared.c.produced_bytes.load(Ordering::Relaxed);
         let c = shared.c.consumed_bytes.load(Ordering::Relaxed);
         let line = format!(
@@ -428,15 +511,20 @@ pub(crate) async fn run(a: BenchArgs) -> Result<()> {
             (p - lp) as f64 / 1e6,
             (c - lc) as f64 / 1e6
         );
+        let progress = if a.messages > 0 {
+            shared.c.produced.load(Ordering::Relaxed).min(a.messages)
+        } else {
+            sec
+        };
         match &bar {
             Some(b) => {
-                b.set_position(sec);
+                b.set_position(progress);
                 b.set_message(line);
             }
-            None => eprintln!("[{sec:>3}/{}s] {line}", a.duration_secs),
+            None => eprintln!("[{progress:>3}/{bar_len}{bar_unit}] {line}"),
         }
         (lp, lc) = (p, c);
-        if prods.iter().any(|t| t.is_finished()) {
+        if done || prods.iter().any(|t| t.is_finished()) {
             break;
         }
     }
@@ -467,7 +555,8 @@ pub(crate) async fn run(a: BenchArgs) -> Result<()> {
     let ack = shared.ack.lock().clone();
     let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     let out = json!({
-        "topic": a.topic, "partitions": parts.len(), "producers": a.producers, "consumers": a.consumers, "keys": a.keys,
+        "topic": a.topic, "topics": names.len(), "partitions": all.len(), "producers": a.producers, "consumers": a.consumers, "keys": a.keys,
+        "messages": produced, "consumed": consumed,
         "message_size": a.message_size, "rate": a.rate, "batch": a.batch, "linger_ms": a.linger_ms, "acks": a.acks,
         "compression": a.compression, "seconds": secs,
         "produce_msgs_per_s": produced as f64 / secs,
