@@ -91,6 +91,12 @@ pub enum ConfigOp {
     Delete(String),
 }
 
+/// Bytes one fetch reads from one partition at most (whole batches: a single larger batch is
+/// still returned whole). Bounds the memory a fetch holds whatever the client asks for, and
+/// keeps read buffers small enough for the allocator to recycle them instead of mapping fresh
+/// zeroed pages for every response. A client asking for more gets it in several fetches.
+pub const READ_MAX_BYTES: usize = 4 << 20;
+
 /// The broker core.
 pub struct Broker {
     config: BrokerConfig,
@@ -400,8 +406,8 @@ impl Broker {
             let notified = self.appended.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let (results, bytes, failed) = self.read_once(specs, limits.max_bytes);
-            if failed
+            let (results, bytes, answer_now) = self.read_once(specs, limits.max_bytes);
+            if answer_now
                 || bytes >= limits.min_bytes.max(1)
                 || Instant::now() >= deadline
                 || self.stopping.load(Ordering::Acquire)
@@ -442,18 +448,22 @@ impl Broker {
         Ok(())
     }
 
+    /// One pass over the partitions: the results, the bytes read, and whether to answer now
+    /// (an error, or a read cut short by [`READ_MAX_BYTES`]: more is there).
     fn read_once(
         &self,
         specs: &[FetchSpec],
         max_bytes: usize,
     ) -> (Vec<Result<FetchedPartition>>, usize, bool) {
         let mut total = 0usize;
-        let mut failed = false;
+        let mut answer_now = false;
         let mut out = Vec::with_capacity(specs.len());
         for s in specs {
             let r = self.partition(&s.topic, s.partition).and_then(|p| {
                 let budget = s.max_bytes.min(max_bytes.saturating_sub(total));
-                let read = p.log.read(s.offset, budget.max(1))?;
+                let capped = budget > READ_MAX_BYTES;
+                let read = p.log.read(s.offset, budget.clamp(1, READ_MAX_BYTES))?;
+                answer_now |= capped && read.data.len() * 2 > READ_MAX_BYTES;
                 let mut data = read.data;
                 if total > 0 && data.len() > budget {
                     data = Bytes::new();
@@ -465,10 +475,10 @@ impl Broker {
                     log_start_offset: read.log_start_offset,
                 })
             });
-            failed |= r.is_err();
+            answer_now |= r.is_err();
             out.push(r);
         }
-        (out, total, failed)
+        (out, total, answer_now)
     }
 
     /// Kafka's ListOffsets for one partition: `-2` earliest, `-1` latest (the end), else the

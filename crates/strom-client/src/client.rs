@@ -380,13 +380,16 @@ impl Client {
         batches: Vec<(i32, Bytes)>,
     ) -> Result<Vec<(i32, i64)>> {
         let v = self.version::<ProduceRequest>()?;
+        // The batches are sent as they are, not copied into the request.
+        let shared: Vec<Bytes> = batches.iter().map(|(_, b)| b.clone()).collect();
         let req = Self::produce_request(topic, acks, 30_000, batches);
         if acks == 0 {
-            self.bootstrap.send_no_response(&req, v).await?;
+            self.bootstrap.send_no_response(&req, v, shared).await?;
             return Ok(Vec::new());
         }
-        let resp = self.bootstrap.call(&req, v).await?;
-        check_produce(&resp)
+        let rx = self.bootstrap.start_sharing(&req, v, shared).await?;
+        let frame = rx.await.map_err(|_| Error::Closed)?;
+        check_produce(&Connection::decode::<ProduceRequest>(frame, v)?)
     }
 
     /// Builds a fetch request for `(partition, offset)` pairs of one topic.

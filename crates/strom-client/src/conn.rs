@@ -3,16 +3,23 @@
 //! Requests are framed and queued to a writer task; a reader task matches responses to
 //! waiters by correlation id, so many requests can be in flight on one socket (Kafka
 //! answers in order per connection, but we don't rely on it).
+//!
+//! Record batches handed to [`Connection::start_sharing`] travel as chunks of their own
+//! (`strom_wire::Chunked`): the writer sends the queued chunks with vectored writes, so a
+//! batch is copied once, into the socket. Response frames are read into one reused buffer.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
 
+use std::io::IoSlice;
+
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
 use parking_lot::Mutex;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use strom_wire::{Chunked, Frame};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
@@ -28,7 +35,7 @@ pub struct Connection {
     addr: String,
     client_id: StrBytes,
     next_id: AtomicI32,
-    tx: mpsc::Sender<Bytes>,
+    tx: mpsc::Sender<Frame>,
     waiters: Waiters,
 }
 
@@ -43,24 +50,27 @@ impl Connection {
             })?;
         stream.set_nodelay(true)?;
         let (rd, mut wr) = stream.into_split();
-        let (tx, mut rx) = mpsc::channel::<Bytes>(1024);
+        let (tx, mut rx) = mpsc::channel::<Frame>(1024);
         let waiters: Waiters = Arc::new(Mutex::new(Some(HashMap::new())));
 
-        // Writer: coalesce whatever is queued into one write.
+        // Writer: whatever is queued (up to 4 MiB, 256 chunks) goes out in vectored writes.
         tokio::spawn(async move {
-            let mut buf = BytesMut::with_capacity(1 << 20);
+            let mut chunks: Vec<Bytes> = Vec::new();
             while let Some(frame) = rx.recv().await {
-                buf.extend_from_slice(&frame);
-                while buf.len() < (4 << 20) {
+                let mut queued = frame.len();
+                chunks.extend(frame.0);
+                while queued < (4 << 20) && chunks.len() < 256 {
                     match rx.try_recv() {
-                        Ok(f) => buf.extend_from_slice(&f),
+                        Ok(f) => {
+                            queued += f.len();
+                            chunks.extend(f.0);
+                        }
                         Err(_) => break,
                     }
                 }
-                if wr.write_all(&buf).await.is_err() {
+                if write_all_chunks(&mut wr, &mut chunks).await.is_err() {
                     break;
                 }
-                buf.clear();
             }
         });
 
@@ -68,15 +78,15 @@ impl Connection {
         let w = waiters.clone();
         tokio::spawn(async move {
             let mut rd = BufReader::with_capacity(1 << 20, rd);
+            let mut frames = BytesMut::new();
             loop {
                 let len = match rd.read_i32().await {
                     Ok(n) if n >= 4 && (n as usize) <= MAX_FRAME => n as usize,
                     _ => break,
                 };
-                let mut frame = BytesMut::zeroed(len);
-                if rd.read_exact(&mut frame).await.is_err() {
+                let Ok(frame) = read_frame(&mut rd, &mut frames, len).await else {
                     break;
-                }
+                };
                 let frame = frame.freeze();
                 let id = i32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]);
                 let waiter = w.lock().as_mut().and_then(|m| m.remove(&id));
@@ -102,7 +112,13 @@ impl Connection {
         &self.addr
     }
 
-    fn frame<R: Request>(&self, req: &R, version: i16, id: i32) -> Result<Bytes> {
+    fn frame<R: Request>(
+        &self,
+        req: &R,
+        version: i16,
+        id: i32,
+        shared: Vec<Bytes>,
+    ) -> Result<Frame> {
         let header = RequestHeader::default()
             .with_request_api_key(R::KEY)
             .with_request_api_version(version)
@@ -113,13 +129,14 @@ impl Connection {
             .compute_size(hv)
             .and_then(|h| req.compute_size(version).map(|b| h + b))
             .map_err(|e| Error::Protocol(e.to_string()))?;
-        let mut buf = BytesMut::with_capacity(4 + size);
+        let shared_len: usize = shared.iter().map(Bytes::len).sum();
+        let mut buf = Chunked::new((4 + size).saturating_sub(shared_len), shared);
         buf.put_i32(size as i32);
         header
             .encode(&mut buf, hv)
             .and_then(|_| req.encode(&mut buf, version))
             .map_err(|e| Error::Protocol(e.to_string()))?;
-        Ok(buf.freeze())
+        Ok(buf.finish())
     }
 
     /// Queues a request and returns a receiver for its raw response frame. Lets callers keep
@@ -129,8 +146,19 @@ impl Connection {
         req: &R,
         version: i16,
     ) -> Result<oneshot::Receiver<Bytes>> {
+        self.start_sharing(req, version, Vec::new()).await
+    }
+
+    /// [`Connection::start`] where the `shared` byte fields of `req` (record batches) are
+    /// sent as they are instead of being copied into the request's buffer.
+    pub async fn start_sharing<R: Request>(
+        &self,
+        req: &R,
+        version: i16,
+        shared: Vec<Bytes>,
+    ) -> Result<oneshot::Receiver<Bytes>> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) & 0x7fff_ffff;
-        let frame = self.frame(req, version, id)?;
+        let frame = self.frame(req, version, id, shared)?;
         let (tx, rx) = oneshot::channel();
         match self.waiters.lock().as_mut() {
             Some(m) => {
@@ -143,9 +171,14 @@ impl Connection {
     }
 
     /// Sends a request that gets no response (Produce with acks=0).
-    pub async fn send_no_response<R: Request>(&self, req: &R, version: i16) -> Result<()> {
+    pub async fn send_no_response<R: Request>(
+        &self,
+        req: &R,
+        version: i16,
+        shared: Vec<Bytes>,
+    ) -> Result<()> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) & 0x7fff_ffff;
-        let frame = self.frame(req, version, id)?;
+        let frame = self.frame(req, version, id, shared)?;
         self.tx.send(frame).await.map_err(|_| Error::Closed)
     }
 
@@ -170,4 +203,56 @@ impl Connection {
         let frame = rx.await.map_err(|_| Error::Closed)?;
         Self::decode::<R>(frame, version)
     }
+}
+
+/// Writes every chunk (vectored writes, resumed after partial ones) and empties `chunks`.
+async fn write_all_chunks<W: AsyncWriteExt + Unpin>(
+    wr: &mut W,
+    chunks: &mut Vec<Bytes>,
+) -> std::io::Result<()> {
+    let mut first = 0;
+    while first < chunks.len() {
+        let slices: Vec<IoSlice<'_>> = chunks[first..]
+            .iter()
+            .take(64)
+            .map(|c| IoSlice::new(c))
+            .collect();
+        let mut n = wr.write_vectored(&slices).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while n > 0 {
+            let c = &mut chunks[first];
+            if n >= c.len() {
+                n -= c.len();
+                first += 1;
+            } else {
+                c.advance(n);
+                n = 0;
+            }
+        }
+        while first < chunks.len() && chunks[first].is_empty() {
+            first += 1;
+        }
+    }
+    chunks.clear();
+    Ok(())
+}
+
+/// Reads a frame of `len` bytes into `buf` (not zeroed first) and splits it off; the
+/// buffer's memory is reused once the previous frame is dropped.
+async fn read_frame<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    buf: &mut BytesMut,
+    len: usize,
+) -> std::io::Result<BytesMut> {
+    buf.clear();
+    buf.reserve(len);
+    let mut rest = rd.take(len as u64);
+    while buf.len() < len {
+        if rest.read_buf(buf).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+    Ok(buf.split())
 }

@@ -6,15 +6,12 @@
 //!
 //! - `server`: listener, framing (length prefix, `socket.request.max.bytes`), one task per
 //!   connection, in-order pipelined responses, graceful drain, the dispatch table;
-//! - `chunked`: responses as byte chunks, so fetched records are written to the socket
-//!   without a copy into the response;
 //! - `versions`: the advertised API ranges;
 //! - `meta`, `data`, `admin`, `group_api`: the handlers; `legacy`: UNSUPPORTED_VERSION answers for the
 //!   old Produce/Fetch versions advertised for old librdkafka; `codes`: core errors to Kafka
 //!   error codes.
 
 mod admin;
-mod chunked;
 mod codes;
 mod data;
 mod group_api;

@@ -14,12 +14,11 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use crate::chunked::Chunked;
-pub(crate) use crate::chunked::Response;
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable};
 use strom_broker::coordinator::GroupCoordinator;
 use strom_broker::Broker;
+use strom_wire::{Chunked, Frame as Response};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;

@@ -250,16 +250,21 @@ async fn producer(
             compression,
         )?;
         let batch = buf.split().freeze();
+        let shared = vec![batch.clone()];
         let req: ProduceRequest =
             Client::produce_request(&target.topic, acks, 30_000, vec![(target.partition, batch)]);
         seq += count as u64;
         let sent = Instant::now();
         if acks == 0 {
-            conn.send_no_response(&req, version).await?;
+            conn.send_no_response(&req, version, shared).await?;
             count_produced(&a, &s, count);
             continue;
         }
-        inflight.push_back((sent, count, conn.start(&req, version).await?));
+        inflight.push_back((
+            sent,
+            count,
+            conn.start_sharing(&req, version, shared).await?,
+        ));
         while inflight.len() >= a.inflight.max(1) {
             complete(&a, &s, &mut inflight, version).await?;
         }

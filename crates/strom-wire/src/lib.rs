@@ -1,5 +1,9 @@
-//! Responses as a list of byte chunks, so that record batches read from the log reach the
-//! socket without being copied into the response.
+//! # strom-wire: Kafka messages as byte chunks
+//!
+//! Requests and responses as a list of byte chunks, so that record batches (read from the
+//! log by the broker, built by a producer) reach the socket without being copied into the
+//! message's buffer. Used by `strom-kafka` (Fetch responses) and `strom-client` (Produce
+//! requests).
 //!
 //! kafka-protocol encodes a `records` field with one `put_slice` of the `Bytes` it holds.
 //! [`Chunked`] is the buffer it encodes into: the small fields accumulate in a `BytesMut`,
@@ -12,17 +16,30 @@ use bytes::buf::UninitSlice;
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::protocol::buf::ByteBufMut;
 
-/// A framed response: its bytes, in order.
-pub(crate) struct Response(pub(crate) Vec<Bytes>);
+/// A framed message: its bytes, in order.
+#[derive(Debug, Clone, Default)]
+pub struct Frame(pub Vec<Bytes>);
 
-impl From<BytesMut> for Response {
-    fn from(b: BytesMut) -> Response {
-        Response(vec![b.freeze()])
+impl From<BytesMut> for Frame {
+    fn from(b: BytesMut) -> Frame {
+        Frame(vec![b.freeze()])
     }
 }
 
-/// The encoder's buffer; see the module documentation.
-pub(crate) struct Chunked {
+impl Frame {
+    /// Total length in bytes.
+    pub fn len(&self) -> usize {
+        self.0.iter().map(Bytes::len).sum()
+    }
+
+    /// Whether the frame holds no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(Bytes::is_empty)
+    }
+}
+
+/// The encoder's buffer; see the crate documentation.
+pub struct Chunked {
     done: Vec<Bytes>,
     done_len: usize,
     cur: BytesMut,
@@ -31,7 +48,7 @@ pub(crate) struct Chunked {
 
 impl Chunked {
     /// `capacity`: bytes expected outside of `shared`; `shared`: the `Bytes` to pass through.
-    pub(crate) fn new(capacity: usize, shared: Vec<Bytes>) -> Chunked {
+    pub fn new(capacity: usize, shared: Vec<Bytes>) -> Chunked {
         Chunked {
             done: Vec::with_capacity(2 * shared.len() + 1),
             done_len: 0,
@@ -40,11 +57,12 @@ impl Chunked {
         }
     }
 
-    pub(crate) fn finish(mut self) -> Response {
+    /// The encoded bytes as chunks.
+    pub fn finish(mut self) -> Frame {
         if !self.cur.is_empty() {
             self.done.push(self.cur.freeze());
         }
-        Response(self.done)
+        Frame(self.done)
     }
 }
 
