@@ -227,3 +227,22 @@ def test_bench_several_topics_and_a_message_count(broker):
             lo, hi = c.get_watermark_offsets(TopicPartition(f"bench-multi-{t}", part), timeout=10)
             assert hi > 0, f"bench-multi-{t}/{part} got no records"
     c.close()
+
+
+def test_bench_backlog_run_drains_what_a_producer_only_run_wrote(broker):
+    """`--consumers 0` only produces; `--producers 0` then reads the topic from its start to
+    its end (a backlog drain: consume throughput without a producer on the same cores)."""
+    p = run(broker, "bench", "--json", "--topic", "bench-backlog", "--partitions", "2", "--consumers", "0",
+            "--batch", "200", "--messages", "20000", "--warmup-secs", "0", timeout=120)
+    made = json.loads(p.stdout.strip().splitlines()[-1])
+    assert made["consume_mb_per_s"] == 0 and made["messages"] >= 20000
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "bb"})
+    total = sum(c.get_watermark_offsets(TopicPartition("bench-backlog", i), timeout=10)[1] for i in range(2))
+    c.close()
+    assert total >= made["messages"]
+    p = run(broker, "bench", "--json", "--topic", "bench-backlog", "--producers", "0", "--consumers", "2",
+            timeout=120)
+    drained = json.loads(p.stdout.strip().splitlines()[-1])
+    assert drained["consumed"] == total, (drained, total)
+    assert drained["messages"] == 0 and drained["consume_mb_per_s"] > 0
+    assert drained["e2e_latency_ms"]["count"] == 0, "a backlog's age is not reported as latency"

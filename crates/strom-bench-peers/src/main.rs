@@ -1,7 +1,8 @@
 //! `strom-bench-peers`: the workloads of `strom bench` against NATS JetStream and Redis
 //! Streams, with the same measurement (payload prefix = due time µs + interval ns, HDR
 //! histograms, coordinated-omission-corrected at fixed rates) and the same `--json` keys.
-//! Kept out of the `strom` binary's dependency tree.
+//! Kept out of the `strom` binary's dependency tree. Fixed-rate pacing is the same as
+//! `strom bench`'s (`strom_client::pacing`, sub-millisecond).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -141,7 +142,7 @@ async fn nats_producer(id: usize, a: Arc<Args>, s: Arc<Shared>) -> Result<(), Bo
     while !s.stop.load(Ordering::Relaxed) {
         let (due, at) = schedule(&a, start, start_us, seq);
         if let Some(t) = at {
-            tokio::time::sleep_until(t.into()).await;
+            strom_client::pacing::sleep_until_precisely(t).await;
         }
         let (key, stream) = stream_of(&a, id, seq);
         let subject = format!("bench.{stream}");
@@ -236,7 +237,7 @@ async fn redis_producer(id: usize, a: Arc<Args>, s: Arc<Shared>) -> Result<(), B
         let (due0, _) = schedule(&a, start, start_us, seq);
         let (_, at) = schedule(&a, start, start_us, seq + count as u64 - 1);
         if let Some(t) = at {
-            tokio::time::sleep_until(t.into()).await;
+            strom_client::pacing::sleep_until_precisely(t).await;
         }
         let mut p = redis::pipe();
         for k in 0..count as u64 {

@@ -6,11 +6,13 @@
 //!   produce of pre-encoded batches, fetch, ListOffsets.
 //! - [`partitioner`]: Kafka's default murmur2 key partitioner.
 //! - [`records`]: record batch encoding/decoding helpers.
+//! - [`pacing`]: sub-millisecond sleeps for fixed-rate load.
 
 pub mod client;
 pub mod conn;
 pub mod consumer;
 pub mod groups;
+pub mod pacing;
 pub mod partitioner;
 pub mod records;
 

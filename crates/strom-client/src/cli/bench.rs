@@ -37,6 +37,8 @@ pub struct BenchArgs {
     /// Partitions per topic.
     #[arg(long, default_value_t = 1)]
     pub partitions: i32,
+    /// Producers; 0 = a backlog run: the consumers read the topic from its start until they
+    /// reach its end (no warm-up; consume throughput only).
     #[arg(long, default_value_t = 1)]
     pub producers: usize,
     #[arg(long, default_value_t = 1)]
@@ -231,7 +233,7 @@ async fn producer(
             (now_us(), None)
         };
         if let Some(t) = send_at {
-            tokio::time::sleep_until(t.into()).await;
+            crate::pacing::sleep_until_precisely(t).await;
         }
         let mut v = BytesMut::with_capacity(a.message_size.max(16));
         v.put_u64(due_us);
@@ -348,7 +350,8 @@ async fn consumer(
                 let count = i32::from_be_bytes(b[57..61].try_into().unwrap_or([0; 4])) as u64;
                 if base + last_delta >= slot.1 {
                     n_total += count;
-                    if measuring {
+                    // A backlog's records are old: their age is no end-to-end latency.
+                    if measuring && a.producers > 0 {
                         if let Some((due, dt_ns)) = first_value_prefix(b) {
                             for k in 0..count {
                                 let d = due + k * dt_ns / 1000;
@@ -386,11 +389,12 @@ pub(crate) async fn run(a: BenchArgs) -> Result<()> {
     if a.message_size < 16 {
         return Err(Error::Invalid("--message-size must be >= 16".into()));
     }
-    if a.batch == 0 || a.producers == 0 || a.topics == 0 {
+    if a.batch == 0 || a.topics == 0 || a.producers + a.consumers == 0 {
         return Err(Error::Invalid(
-            "--batch, --producers and --topics must be > 0".into(),
+            "--batch and --topics must be > 0, and there must be producers or consumers".into(),
         ));
     }
+    let backlog = a.producers == 0;
     let client = Client::connect_with_id(&a.conn.bootstrap, "strom-bench").await?;
     let cfg = a
         .topic_configs
@@ -439,7 +443,9 @@ pub(crate) async fn run(a: BenchArgs) -> Result<()> {
             if i % a.consumers != c {
                 continue;
             }
-            let at = client.list_offset(t, *p, -1).await?;
+            let at = client
+                .list_offset(t, *p, if backlog { -2 } else { -1 })
+                .await?;
             match mine.iter_mut().find(|(u, _)| u == t) {
                 Some((_, ps)) => ps.push((*p, at)),
                 None => mine.push((t.clone(), vec![(*p, at)])),
@@ -467,8 +473,13 @@ pub(crate) async fn run(a: BenchArgs) -> Result<()> {
             targets.clone(),
         )));
     }
-    eprintln!("warming up {} s ...", a.warmup_secs);
-    tokio::time::sleep(Duration::from_secs(a.warmup_secs)).await;
+    if backlog {
+        // Consumers stop after 500 ms without data once `stop` is set.
+        shared.stop.store(true, Ordering::Relaxed);
+    } else {
+        eprintln!("warming up {} s ...", a.warmup_secs);
+        tokio::time::sleep(Duration::from_secs(a.warmup_secs)).await;
+    }
     shared.measuring.store(true, Ordering::Relaxed);
     let t0 = Instant::now();
     let (mut lp, mut lc) = (0u64, 0u64);
@@ -491,7 +502,11 @@ pub(crate) async fn run(a: BenchArgs) -> Result<()> {
         b
     });
     let mut sec = 0u64;
+    // A backlog run has nothing to pace: it waits for its consumers below.
     loop {
+        if backlog {
+            break;
+        }
         if a.messages > 0 {
             // Check often so that the overshoot stays small; report once a second.
             let next = t0 + Duration::from_secs(sec + 1);
@@ -564,8 +579,8 @@ pub(crate) async fn run(a: BenchArgs) -> Result<()> {
         "messages": produced, "consumed": consumed,
         "message_size": a.message_size, "rate": a.rate, "batch": a.batch, "linger_ms": a.linger_ms, "acks": a.acks,
         "compression": a.compression, "seconds": secs,
-        "produce_msgs_per_s": produced as f64 / secs,
-        "produce_mb_per_s": produced_bytes as f64 / secs / 1e6,
+        "produce_msgs_per_s": produced as f64 / secs.max(1e-3),
+        "produce_mb_per_s": produced_bytes as f64 / secs.max(1e-3) / 1e6,
         "consume_msgs_per_s": consumed as f64 / csecs.max(0.001),
         "consume_mb_per_s": consumed_bytes as f64 / csecs.max(0.001) / 1e6,
         "e2e_latency_ms": {"p50": ms(&e2e, 0.5), "p90": ms(&e2e, 0.9), "p99": ms(&e2e, 0.99),
