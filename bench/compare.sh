@@ -44,7 +44,7 @@ if [ -n "${ONLY:-}" ]; then  # e.g. ONLY="1p-1KB-max 1p-1KB-50k"
 fi
 
 start_system() { # sys durability -> sets URL / BOOT, appends PIDS
-  local sys=$1 dur=$2 dir; dir=$(mktemp -d "$OUT/$sys-$dur.XXXX")
+  local sys=$1 dur=$2 dir; dir=$(mktemp -d "$OUT/$sys-$dur.XXXX"); DIR=$dir
   case $sys in
     redis)
       local port; port=$(free_port)
@@ -92,6 +92,7 @@ for sys in $SYSTEMS; do
           echo "{\"sys\":\"$sys\",\"durability\":\"$dur\",\"workload\":\"$name\",\"run\":$r,\"error\":true}" >>"$OUT/raw.jsonl"
         fi
         kill "$CUR" 2>/dev/null; wait "$CUR" 2>/dev/null || true
+        rm -rf "$DIR"  # each run writes GBs: keep the disk from filling up
       done
     done
   done
