@@ -216,7 +216,14 @@ async fn producer(
     let mut rr = id;
     let mut buf = BytesMut::with_capacity(a.batch * (a.message_size + 32) + 128);
     let filler = vec![0x5au8; a.message_size.saturating_sub(16)];
-    while !s.stop.load(Ordering::Relaxed) {
+    // With --messages, stop scheduling once the count is reached (what is in flight still
+    // completes), so the run overshoots by at most the batches in flight.
+    let count_reached = || {
+        a.messages > 0
+            && s.measuring.load(Ordering::Relaxed)
+            && s.c.produced.load(Ordering::Relaxed) >= a.messages
+    };
+    while !s.stop.load(Ordering::Relaxed) && !count_reached() {
         // Due time of this batch's first record.
         // Records in this batch: a full batch, or at a fixed rate with --linger-ms only those
         // due within the linger window after the first.
