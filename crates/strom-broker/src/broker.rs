@@ -91,6 +91,17 @@ pub enum ConfigOp {
     Delete(String),
 }
 
+/// Runs `f`, which may block on the disk (a write throttled by the kernel's dirty-page
+/// limit, an `RWF_DSYNC` append), without stalling the other tasks of this runtime worker:
+/// on a multi-threaded runtime the worker hands its queue to another thread first
+/// (`block_in_place`); elsewhere (single-threaded tests) it just runs.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 /// Bytes one fetch reads from one partition at most (whole batches: a single larger batch is
 /// still returned whole). Bounds the memory a fetch holds whatever the client asks for, and
 /// keeps read buffers small enough for the allocator to recycle them instead of mapping fresh
@@ -343,13 +354,13 @@ impl Broker {
         self.check_open()?;
         let p = self.partition(topic, partition)?;
         let now = now_ms();
-        let outcome = {
+        let outcome = blocking(|| -> Result<_> {
             let mut producers = p.producers.lock();
             match producers.check(records, |id| self.producer_ids.was_issued(id))? {
                 BatchCheck::Duplicate {
                     first_offset,
                     last_offset,
-                } => Err((first_offset, last_offset)),
+                } => Ok(Err((first_offset, last_offset))),
                 BatchCheck::New => {
                     // The request's bytes go to the page cache as they are: no copy.
                     let info = p.log.append_shared(records)?;
@@ -357,10 +368,10 @@ impl Broker {
                     if let Err(e) = producers.after_append(&p.log, &info) {
                         tracing::warn!(topic, partition, error = %e, "producer snapshot failed");
                     }
-                    Ok(info)
+                    Ok(Ok(info))
                 }
             }
-        };
+        })?;
         let ack = match outcome {
             Ok(info) => {
                 self.appended.notify_waiters();
