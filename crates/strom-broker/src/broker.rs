@@ -50,12 +50,26 @@ pub struct FetchSpec {
 /// What a fetch returns for one partition.
 #[derive(Clone, Debug, Default)]
 pub struct FetchedPartition {
-    /// Whole record batches, as stored.
+    /// Whole record batches, as stored (empty when they are given as `file`).
     pub data: Bytes,
+    /// With [`Broker::fetch_ranges`]: where the batches are, for `sendfile`.
+    pub file: Option<strom_log::FileRange>,
     /// High watermark (= log end offset on a single node).
     pub high_watermark: i64,
     /// Log start offset.
     pub log_start_offset: i64,
+}
+
+impl FetchedPartition {
+    /// Bytes of batches, in memory or as a file range.
+    pub fn len(&self) -> usize {
+        self.data.len() + self.file.as_ref().map_or(0, |f| f.len)
+    }
+
+    /// Whether no batch was found.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// The limits of one fetch.
@@ -412,12 +426,31 @@ impl Broker {
         specs: &[FetchSpec],
         limits: FetchLimits,
     ) -> Vec<Result<FetchedPartition>> {
+        self.fetch_with(specs, limits, false).await
+    }
+
+    /// [`Broker::fetch`] that returns the batches as file ranges (`FetchedPartition::file`)
+    /// instead of reading them: for a door that sends them with `sendfile`.
+    pub async fn fetch_ranges(
+        &self,
+        specs: &[FetchSpec],
+        limits: FetchLimits,
+    ) -> Vec<Result<FetchedPartition>> {
+        self.fetch_with(specs, limits, true).await
+    }
+
+    async fn fetch_with(
+        &self,
+        specs: &[FetchSpec],
+        limits: FetchLimits,
+        ranges: bool,
+    ) -> Vec<Result<FetchedPartition>> {
         let deadline = Instant::now() + limits.max_wait;
         loop {
             let notified = self.appended.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let (results, bytes, answer_now) = self.read_once(specs, limits.max_bytes);
+            let (results, bytes, answer_now) = self.read_once(specs, limits.max_bytes, ranges);
             if answer_now
                 || bytes >= limits.min_bytes.max(1)
                 || Instant::now() >= deadline
@@ -428,7 +461,7 @@ impl Broker {
             tokio::select! {
                 _ = &mut notified => {}
                 _ = tokio::time::sleep_until(deadline) => {
-                    let results = self.read_once(specs, limits.max_bytes).0;
+                    let results = self.read_once(specs, limits.max_bytes, ranges).0;
                     return self.count_out(specs, results);
                 }
             }
@@ -442,7 +475,7 @@ impl Broker {
     ) -> Vec<Result<FetchedPartition>> {
         for (s, r) in specs.iter().zip(&results) {
             if let Ok(f) = r {
-                self.metrics.bytes_out(&s.topic, f.data.len());
+                self.metrics.bytes_out(&s.topic, f.len());
             }
         }
         results
@@ -465,6 +498,7 @@ impl Broker {
         &self,
         specs: &[FetchSpec],
         max_bytes: usize,
+        ranges: bool,
     ) -> (Vec<Result<FetchedPartition>>, usize, bool) {
         let mut total = 0usize;
         let mut answer_now = false;
@@ -473,18 +507,31 @@ impl Broker {
             let r = self.partition(&s.topic, s.partition).and_then(|p| {
                 let budget = s.max_bytes.min(max_bytes.saturating_sub(total));
                 let capped = budget > READ_MAX_BYTES;
-                let read = p.log.read(s.offset, budget.clamp(1, READ_MAX_BYTES))?;
-                answer_now |= capped && read.data.len() * 2 > READ_MAX_BYTES;
-                let mut data = read.data;
-                if total > 0 && data.len() > budget {
-                    data = Bytes::new();
+                let limit = budget.clamp(1, READ_MAX_BYTES);
+                let mut f = if ranges {
+                    let read = p.log.read_range(s.offset, limit)?;
+                    FetchedPartition {
+                        data: Bytes::new(),
+                        file: read.range,
+                        high_watermark: read.log_end_offset,
+                        log_start_offset: read.log_start_offset,
+                    }
+                } else {
+                    let read = p.log.read(s.offset, limit)?;
+                    FetchedPartition {
+                        data: read.data,
+                        file: None,
+                        high_watermark: read.log_end_offset,
+                        log_start_offset: read.log_start_offset,
+                    }
+                };
+                answer_now |= capped && f.len() * 2 > READ_MAX_BYTES;
+                if total > 0 && f.len() > budget {
+                    f.data = Bytes::new();
+                    f.file = None;
                 }
-                total += data.len();
-                Ok(FetchedPartition {
-                    data,
-                    high_watermark: read.log_end_offset,
-                    log_start_offset: read.log_start_offset,
-                })
+                total += f.len();
+                Ok(f)
             });
             answer_now |= r.is_err();
             out.push(r);

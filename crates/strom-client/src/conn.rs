@@ -18,7 +18,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
 use parking_lot::Mutex;
-use strom_wire::{Chunked, Frame};
+use strom_wire::{Chunk, Chunked, Frame};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -58,12 +58,12 @@ impl Connection {
             let mut chunks: Vec<Bytes> = Vec::new();
             while let Some(frame) = rx.recv().await {
                 let mut queued = frame.len();
-                chunks.extend(frame.0);
+                chunks.extend(frame.0.into_iter().map(in_memory));
                 while queued < (4 << 20) && chunks.len() < 256 {
                     match rx.try_recv() {
                         Ok(f) => {
                             queued += f.len();
-                            chunks.extend(f.0);
+                            chunks.extend(f.0.into_iter().map(in_memory));
                         }
                         Err(_) => break,
                     }
@@ -255,4 +255,13 @@ async fn read_frame<R: AsyncRead + Unpin>(
         }
     }
     Ok(buf.split())
+}
+
+/// A request's chunk: always in memory (only [`Chunked::new`] builds requests here; file
+/// chunks are the broker's).
+fn in_memory(c: Chunk) -> Bytes {
+    match c {
+        Chunk::Mem(b) => b,
+        Chunk::File { .. } => unreachable!("requests are built from memory only"),
+    }
 }

@@ -18,6 +18,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use strom_broker::{Broker, FetchLimits, FetchSpec};
+use strom_wire::{placeholder, Chunk};
 
 use crate::codes;
 use crate::server::{Fatal, Reply, Req};
@@ -164,7 +165,7 @@ pub(crate) async fn fetch(mut req: Req<'_>) -> Result<Reply, Fatal> {
         max_wait: Duration::from_millis(r.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP),
     };
     let mut results: Vec<_> = broker
-        .fetch(&specs, limits)
+        .fetch_ranges(&specs, limits)
         .await
         .into_iter()
         .map(Some)
@@ -178,13 +179,27 @@ pub(crate) async fn fetch(mut req: Req<'_>) -> Result<Reply, Fatal> {
             let mut pd = PartitionData::default().with_partition_index(index);
             match result {
                 Some(Ok(f)) => {
-                    if !f.data.is_empty() {
-                        shared.push(f.data.clone());
-                    }
+                    // The batches stay in the page cache: a placeholder stands for them in
+                    // the encoded response and the writer sends the file range (sendfile).
+                    let records = match f.file {
+                        Some(r) => match placeholder(r.len) {
+                            Some(ph) => {
+                                let chunk = Chunk::File {
+                                    file: r.file,
+                                    pos: r.pos,
+                                    len: r.len,
+                                };
+                                shared.push((ph.clone(), chunk));
+                                ph
+                            }
+                            None => read_range(&r)?,
+                        },
+                        None => f.data,
+                    };
                     pd = pd
                         .with_high_watermark(f.high_watermark)
                         .with_last_stable_offset(f.high_watermark)
-                        .with_records(Some(f.data));
+                        .with_records(Some(records));
                     if v >= 5 {
                         pd = pd.with_log_start_offset(f.log_start_offset);
                     }
@@ -217,7 +232,15 @@ pub(crate) async fn fetch(mut req: Req<'_>) -> Result<Reply, Fatal> {
         }
         responses.push(t);
     }
-    req.encode_sharing(&FetchResponse::default().with_responses(responses), shared)
+    req.encode_chunks(&FetchResponse::default().with_responses(responses), shared)
+}
+
+/// Reads a file range too large for a placeholder (a single batch above
+/// `strom_wire::PLACEHOLDER_MAX`, allowed by a topic's `max.message.bytes`).
+fn read_range(r: &strom_log::FileRange) -> Result<Bytes, Fatal> {
+    let mut buf = vec![0u8; r.len];
+    std::os::unix::fs::FileExt::read_exact_at(&*r.file, &mut buf, r.pos)?;
+    Ok(Bytes::from(buf))
 }
 
 pub(crate) fn list_offsets(mut req: Req<'_>) -> Result<Reply, Fatal> {

@@ -6,6 +6,7 @@
 //! handled one at a time, as Kafka does: that keeps a producer's pipelined batches in order.
 //! A frame that is too large, too short or undecodable closes that connection only.
 
+use std::fs::File;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,7 +19,8 @@ use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable};
 use strom_broker::coordinator::GroupCoordinator;
 use strom_broker::Broker;
-use strom_wire::{Chunked, Frame as Response};
+use strom_wire::{Chunk, Chunked, Frame as Response};
+use tokio::io::Interest;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -167,10 +169,16 @@ async fn connection(
             wr.flush().await?;
         }
         if let Some(response) = handle(ctx, peer, frame.freeze()).await? {
-            // Small chunks gather in the writer's buffer; large ones (records) go to the
-            // socket directly.
+            // Small chunks gather in the writer's buffer, large ones go to the socket
+            // directly, file ranges (fetched records) by sendfile.
             for chunk in &response.0 {
-                wr.write_all(chunk).await?;
+                match chunk {
+                    Chunk::Mem(b) => wr.write_all(b).await?,
+                    Chunk::File { file, pos, len } => {
+                        wr.flush().await?;
+                        send_file(wr.get_ref().as_ref(), file, *pos, *len).await?;
+                    }
+                }
             }
         }
         if !whole_frame_buffered(rd.buffer()) {
@@ -179,6 +187,45 @@ async fn connection(
     }
     wr.flush().await?;
     tracing::debug!(%peer, "kafka connection ended");
+    Ok(())
+}
+
+/// Sends `len` bytes of `file` from `pos` to the socket with `sendfile` (page cache →
+/// socket, no copy through user space), waiting for writability as needed.
+async fn send_file(sock: &TcpStream, file: &File, mut pos: u64, mut len: usize) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    while len > 0 {
+        sock.writable().await?;
+        let sent = sock.try_io(Interest::WRITABLE, || {
+            let mut off = pos as libc::off_t;
+            // SAFETY: both descriptors are open for the duration of the call; `off` is a
+            // valid local the kernel updates.
+            let n = unsafe { libc::sendfile(sock.as_raw_fd(), file.as_raw_fd(), &mut off, len) };
+            if n < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(n as usize)
+            }
+        });
+        match sent {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "segment file shorter than the range being sent",
+                ))
+            }
+            Ok(n) => {
+                pos += n as u64;
+                len -= n;
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => return Err(e),
+        }
+    }
     Ok(())
 }
 
@@ -311,21 +358,21 @@ impl Req<'_> {
     /// Encodes the framed response (length, header, body) at the request's version, in one
     /// buffer.
     pub(crate) fn encode<T: Encodable>(&self, resp: &T) -> Result<Reply, Fatal> {
-        self.encode_sharing(resp, Vec::new())
+        self.encode_chunks(resp, Vec::new())
     }
 
-    /// [`Req::encode`] where the `shared` byte fields of `resp` (records read from the log)
-    /// stay chunks of their own instead of being copied into the response buffer.
-    pub(crate) fn encode_sharing<T: Encodable>(
+    /// [`Req::encode`] where the `shared` byte fields of `resp` (records: placeholders of
+    /// file ranges) are replaced by their chunks instead of being copied into the response.
+    pub(crate) fn encode_chunks<T: Encodable>(
         &self,
         resp: &T,
-        shared: Vec<Bytes>,
+        shared: Vec<(Bytes, Chunk)>,
     ) -> Result<Reply, Fatal> {
         let header = ResponseHeader::default().with_correlation_id(self.correlation);
         let size =
             header.compute_size(self.response_header_version)? + resp.compute_size(self.version)?;
-        let shared_len: usize = shared.iter().map(Bytes::len).sum();
-        let mut out = Chunked::new((4 + size).saturating_sub(shared_len), shared);
+        let shared_len: usize = shared.iter().map(|(b, _)| b.len()).sum();
+        let mut out = Chunked::with_chunks((4 + size).saturating_sub(shared_len), shared);
         out.put_i32(size as i32);
         header.encode(&mut out, self.response_header_version)?;
         resp.encode(&mut out, self.version)?;

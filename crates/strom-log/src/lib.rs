@@ -47,4 +47,6 @@ pub use config::{
     SEGMENT_BYTES_MIN,
 };
 pub use error::{LogError, Result};
-pub use log::{now_ms, AppendInfo, Log, ReadResult, RetentionOutcome, TimestampHit};
+pub use log::{
+    now_ms, AppendInfo, FileRange, Log, RangeRead, ReadResult, RetentionOutcome, TimestampHit,
+};

@@ -56,6 +56,30 @@ pub struct ReadResult {
     pub log_end_offset: i64,
 }
 
+/// A byte range of a segment file holding whole batches, byte-identical to what was stored:
+/// for a door that sends it with `sendfile` (page cache → socket, no copy in user space).
+/// The file stays readable even if retention deletes the segment meanwhile.
+#[derive(Clone, Debug)]
+pub struct FileRange {
+    /// The segment's data file.
+    pub file: Arc<File>,
+    /// Start of the first batch.
+    pub pos: u64,
+    /// Length in bytes (whole batches).
+    pub len: usize,
+}
+
+/// What [`Log::read_range`] found.
+#[derive(Clone, Debug)]
+pub struct RangeRead {
+    /// Whole batches, `None` at the log end.
+    pub range: Option<FileRange>,
+    /// Log start offset at the time of the read.
+    pub log_start_offset: i64,
+    /// Log end offset at the time of the read.
+    pub log_end_offset: i64,
+}
+
 /// A batch located by timestamp, returned whole so that the caller can refine to the record.
 #[derive(Clone, Debug)]
 pub struct TimestampHit {
@@ -664,6 +688,38 @@ impl Log {
                 continue;
             };
             result.data = read_batches(&seg, pos, max_bytes)?;
+            return Ok(result);
+        }
+        Ok(result)
+    }
+
+    /// [`Log::read`] that returns where the batches are instead of reading them: the same
+    /// batches (at most `max_bytes`, at least one whole batch), as a range of a segment file.
+    pub fn read_range(&self, offset: i64, max_bytes: usize) -> Result<RangeRead> {
+        let start = self.log_start_offset();
+        let end = self.log_end_offset();
+        if offset < start || offset > end {
+            return Err(LogError::OffsetOutOfRange { offset, start, end });
+        }
+        let mut result = RangeRead {
+            range: None,
+            log_start_offset: start,
+            log_end_offset: end,
+        };
+        if offset == end {
+            return Ok(result);
+        }
+        let interval = self.config().index_interval_bytes;
+        for seg in self.segments_from(offset) {
+            let Some(pos) = seg.find_position(offset, interval)? else {
+                continue;
+            };
+            let stop = seg.whole_batches_end(pos, max_bytes, interval)?;
+            result.range = Some(FileRange {
+                file: seg.file.clone(),
+                pos,
+                len: (stop - pos) as usize,
+            });
             return Ok(result);
         }
         Ok(result)

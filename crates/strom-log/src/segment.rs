@@ -9,6 +9,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
 
 use parking_lot::RwLock;
 
@@ -23,7 +24,8 @@ pub(crate) fn file_stem(base_offset: i64) -> String {
 pub(crate) struct Segment {
     pub(crate) base_offset: i64,
     dir: PathBuf,
-    pub(crate) file: File,
+    /// Shared with readers that send a range of it (`sendfile`).
+    pub(crate) file: Arc<File>,
     /// Visible bytes: everything below is whole batches.
     size: AtomicU64,
     /// Offset after the last batch of this segment.
@@ -55,7 +57,7 @@ impl Segment {
         Ok(Segment {
             base_offset,
             dir: dir.to_path_buf(),
-            file,
+            file: Arc::new(file),
             size: AtomicU64::new(0),
             next_offset: AtomicI64::new(base_offset),
             max_timestamp: AtomicI64::new(-1),
@@ -78,7 +80,7 @@ impl Segment {
         let seg = Segment {
             base_offset,
             dir: dir.to_path_buf(),
-            file,
+            file: Arc::new(file),
             size: AtomicU64::new(len),
             next_offset: AtomicI64::new(next_offset),
             max_timestamp: AtomicI64::new(-1),
@@ -289,6 +291,54 @@ impl Segment {
             pos += h.total_len() as u64;
         }
         Ok(None)
+    }
+
+    /// End of the whole batches from `pos` (a batch start) that fit in `max_bytes` — at
+    /// least the first batch, whatever its size. Batch boundaries come from the sparse index
+    /// (the last entry within the budget), then a few headers after it, so the data itself
+    /// is not read.
+    pub(crate) fn whole_batches_end(
+        &self,
+        pos: u64,
+        max_bytes: usize,
+        interval: u64,
+    ) -> io::Result<u64> {
+        let size = self.size();
+        let limit = pos.saturating_add(max_bytes as u64);
+        if limit >= size {
+            return Ok(size);
+        }
+        self.ensure_indexes(interval)?;
+        let mut end = {
+            let idx = self.index.read();
+            let entries = idx.as_deref().unwrap_or(&[]);
+            let n = entries.partition_point(|e| e.position as u64 <= limit);
+            entries[..n]
+                .last()
+                .map(|e| e.position as u64)
+                .filter(|&p| p > pos)
+                .unwrap_or(pos)
+        };
+        for _ in 0..64 {
+            let Some(h) = self.header_at(end, size)? else {
+                break;
+            };
+            let next = end + h.total_len() as u64;
+            if next > limit {
+                break;
+            }
+            end = next;
+        }
+        if end == pos {
+            let h = self.header_at(pos, size)?.ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("no batch header at {pos}"),
+                )
+            })?;
+            end = (pos + h.total_len() as u64).min(size);
+        }
+        Ok(end)
     }
 
     /// Position and header of the first batch whose max timestamp is at least `timestamp`.

@@ -108,6 +108,16 @@ proptest! {
             let r = log.read(o, 1).unwrap();
             let (_, h) = batch_headers(&r.data).next().unwrap();
             prop_assert!(h.base_offset <= o && o <= h.last_offset());
+            // The file range of the same read: whole batches, a non-empty prefix of what
+            // `read` returns with the same budget.
+            let fr = log.read_range(o, budget).unwrap().range.unwrap();
+            let mut bytes = vec![0u8; fr.len];
+            std::os::unix::fs::FileExt::read_exact_at(&*fr.file, &mut bytes, fr.pos).unwrap();
+            let whole: usize = batch_headers(&bytes).map(|(_, h)| h.total_len()).sum();
+            prop_assert!(!bytes.is_empty() && whole == bytes.len());
+            let full = log.read(o, budget).unwrap().data;
+            prop_assert!(full.starts_with(&bytes));
         }
+        prop_assert!(log.read_range(next, budget).unwrap().range.is_none());
     }
 }
