@@ -2,7 +2,9 @@
 
 - kill -9 at a random moment while a client produces with acks=all to a topic with
   `flush.messages=1`; restart; every acknowledged message is there at the offset it was acknowledged
-  with, in order, and nothing is there that was never sent (three rounds on the same data dir).
+  with, in order, and nothing is there that was never sent (three rounds on the same data dir);
+  with one request in flight, and with five (pipelined: appends overlap earlier syncs).
+- pipelined produce to a synced topic: acknowledged once each, where stored, in order.
 - produce, SIGTERM (exit 0), restart: topics, configs and every message come back.
 """
 
@@ -52,10 +54,14 @@ def read_all(broker, topic, partitions, timeout_s=60):
         c.close()
 
 
-def produce_until_killed(broker, topic, round_no, rng):
-    """Produces until the broker is SIGKILLed at a random moment; returns (sent, acked)."""
-    p = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all", "enable.idempotence": False,
-                  "max.in.flight.requests.per.connection": 1, "linger.ms": 2,
+def produce_until_killed(broker, topic, round_no, rng, pipelined):
+    """Produces until the broker is SIGKILLed at a random moment; returns (sent, acked).
+
+    `pipelined`: an idempotent producer with 5 requests in flight per connection, so that
+    the broker appends the next requests while the earlier ones wait for their syncs."""
+    p = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all",
+                  "enable.idempotence": pipelined,
+                  "max.in.flight.requests.per.connection": 5 if pipelined else 1, "linger.ms": 2,
                   "message.timeout.ms": 4000, "request.timeout.ms": 3000,
                   "reconnect.backoff.max.ms": 200})
     sent, acked = set(), {}
@@ -93,13 +99,14 @@ def produce_until_killed(broker, topic, round_no, rng):
     return sent, acked
 
 
-def test_acked_messages_survive_kill_minus_9(broker):
+@pytest.mark.parametrize("pipelined", [False, True], ids=["one-in-flight", "five-in-flight"])
+def test_acked_messages_survive_kill_minus_9(broker, pipelined):
     topic, partitions = "durable", 3
     create(broker, topic, partitions, {"flush.messages": "1"})
     rng = random.Random()
     all_sent, all_acked = set(), {}
     for round_no in range(3):
-        sent, acked = produce_until_killed(broker, topic, round_no, rng)
+        sent, acked = produce_until_killed(broker, topic, round_no, rng, pipelined)
         all_sent |= sent
         all_acked.update(acked)
         broker.start()  # same data dir, same port
@@ -121,6 +128,47 @@ def test_acked_messages_survive_kill_minus_9(broker):
         moved = [v for v, at in all_acked.items() if where[v] != at]
         assert not moved, f"acknowledged at one offset, stored at another: {moved[:3]}"
         print(f"round {round_no}: {len(acked)} acked of {len(sent)} sent; {len(where)} stored in total")
+
+
+def test_pipelined_produce_to_synced_topic_acks_in_order(broker):
+    """Produce requests pipelined on one connection to a `flush.messages=1` topic: the broker
+    appends each while the earlier ones wait for their syncs; every record is acknowledged
+    once, at the offset where it is stored, in the order sent, interleaved with other requests
+    (metadata, fetches of another client) on the same broker."""
+    topic, partitions, n = "synced", 3, 30_000
+    create(broker, topic, partitions, {"flush.messages": "1"})
+    p = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all", "enable.idempotence": True,
+                  "max.in.flight.requests.per.connection": 5, "linger.ms": 1,
+                  "batch.num.messages": 500})
+    acked, errors = {}, []
+
+    def on_delivery(err, msg):
+        if err is not None:
+            errors.append(err)
+        else:
+            acked[msg.value()] = (msg.partition(), msg.offset())
+
+    for i in range(n):
+        while True:
+            try:
+                p.produce(topic, value=f"s-{i:08d}".encode(), key=str(i % 7).encode(),
+                          on_delivery=on_delivery)
+                break
+            except BufferError:
+                p.poll(0.01)
+        if i % 1000 == 0:
+            p.poll(0)
+            p.list_topics(topic, timeout=10)  # a metadata request between the produces
+    assert p.flush(60) == 0
+    assert not errors, errors[:3]
+    assert len(acked) == n
+    stored = read_all(broker, topic, partitions)
+    assert sum(map(len, stored.values())) == n
+    for part, msgs in stored.items():
+        values = [v for _, v in msgs]
+        assert values == sorted(values), f"partition {part}: out of order"
+        for o, v in msgs:
+            assert acked[v] == (part, o), f"{v!r} acknowledged at {acked[v]}, stored at {(part, o)}"
 
 
 def test_sigterm_restart_keeps_topics_configs_and_data(broker):

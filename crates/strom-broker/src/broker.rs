@@ -34,6 +34,21 @@ pub struct ProduceAck {
     pub duplicate: bool,
 }
 
+/// A produce whose acknowledgement waits for a sync: see [`Broker::produce_deferred`].
+#[must_use = "the records are not durable until Broker::wait_durable returns"]
+pub struct PendingFlush {
+    partition: Arc<Partition>,
+    offset: i64,
+}
+
+impl std::fmt::Debug for PendingFlush {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingFlush")
+            .field("offset", &self.offset)
+            .finish_non_exhaustive()
+    }
+}
+
 /// One partition to read in a fetch.
 #[derive(Clone, Debug)]
 pub struct FetchSpec {
@@ -365,6 +380,39 @@ impl Broker {
     /// returns once the topic's durability policy is met. A retried idempotent batch is
     /// acknowledged with its original offsets and not written again.
     pub async fn produce(&self, topic: &str, partition: i32, records: &[u8]) -> Result<ProduceAck> {
+        let (ack, pending) = self.append_records(topic, partition, records, true)?;
+        if let Some(pending) = pending {
+            self.wait_durable(pending).await?;
+        }
+        Ok(ack)
+    }
+
+    /// [`Broker::produce`] that returns as soon as the records are in the log: if the topic's
+    /// durability policy asks for a sync before the acknowledgement, the returned
+    /// [`PendingFlush`] must be passed to [`Broker::wait_durable`] before acknowledging. A
+    /// connection that appends its next request meanwhile lets one sync cover both.
+    pub fn produce_deferred(
+        &self,
+        topic: &str,
+        partition: i32,
+        records: &[u8],
+    ) -> Result<(ProduceAck, Option<PendingFlush>)> {
+        self.append_records(topic, partition, records, false)
+    }
+
+    /// Waits until the records of a [`Broker::produce_deferred`] are on disk.
+    pub async fn wait_durable(&self, pending: PendingFlush) -> Result<()> {
+        self.flush_partition(&pending.partition, pending.offset)
+            .await
+    }
+
+    fn append_records(
+        &self,
+        topic: &str,
+        partition: i32,
+        records: &[u8],
+        may_sync_inline: bool,
+    ) -> Result<(ProduceAck, Option<PendingFlush>)> {
         self.check_open()?;
         let p = self.partition(topic, partition)?;
         let now = now_ms();
@@ -377,7 +425,11 @@ impl Broker {
                 } => Ok(Err((first_offset, last_offset))),
                 BatchCheck::New => {
                     // The request's bytes go to the page cache as they are: no copy.
-                    let info = p.log.append_shared(records)?;
+                    let info = if may_sync_inline {
+                        p.log.append_shared(records)?
+                    } else {
+                        p.log.append_shared_unsynced(records)?
+                    };
                     producers.record(records, info.base_offset, now);
                     if let Err(e) = producers.after_append(&p.log, &info) {
                         tracing::warn!(topic, partition, error = %e, "producer snapshot failed");
@@ -386,35 +438,36 @@ impl Broker {
                 }
             }
         })?;
-        let ack = match outcome {
+        let pending = |offset| PendingFlush {
+            partition: p.clone(),
+            offset,
+        };
+        Ok(match outcome {
             Ok(info) => {
                 self.appended.notify_waiters();
                 self.metrics.bytes_in(topic, records.len(), info.records);
-                if info.flush_due {
-                    self.flush_partition(&p, info.last_offset + 1).await?;
-                }
-                ProduceAck {
+                let ack = ProduceAck {
                     base_offset: info.base_offset,
                     last_offset: info.last_offset,
                     log_append_time: info.log_append_time,
                     log_start_offset: info.log_start_offset,
                     duplicate: false,
-                }
+                };
+                (ack, info.flush_due.then(|| pending(info.last_offset + 1)))
             }
             Err((first, last)) => {
-                if p.log.config().flush_messages.is_some() {
-                    self.flush_partition(&p, last + 1).await?;
-                }
-                ProduceAck {
+                let ack = ProduceAck {
                     base_offset: first,
                     last_offset: last,
                     log_append_time: -1,
                     log_start_offset: p.log.log_start_offset(),
                     duplicate: true,
-                }
+                };
+                // A retry is acknowledged once its first write is durable.
+                let flush = p.log.config().flush_messages.is_some();
+                (ack, flush.then(|| pending(last + 1)))
             }
-        };
-        Ok(ack)
+        })
     }
 
     /// Reads from several partitions, waiting up to `limits.max_wait` until `min_bytes` are

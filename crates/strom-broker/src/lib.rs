@@ -21,7 +21,7 @@ pub mod records;
 pub mod topic;
 
 pub use broker::{
-    Broker, ConfigOp, FetchLimits, FetchSpec, FetchedPartition, ProduceAck, TopicInfo,
+    Broker, ConfigOp, FetchLimits, FetchSpec, FetchedPartition, PendingFlush, ProduceAck, TopicInfo,
 };
 pub use config::{BrokerConfig, TopicConfig};
 pub use error::{BrokerError, Result};

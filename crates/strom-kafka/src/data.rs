@@ -21,7 +21,7 @@ use strom_broker::{Broker, FetchLimits, FetchSpec};
 use strom_wire::{placeholder, Chunk};
 
 use crate::codes;
-use crate::server::{Fatal, Reply, Req};
+use crate::server::{Fatal, Handled, Reply, Req};
 
 /// Longest long poll honoured, whatever the client asks.
 const MAX_WAIT_CAP: Duration = Duration::from_secs(300);
@@ -55,12 +55,17 @@ fn partition_error(
     p
 }
 
-pub(crate) async fn produce(mut req: Req<'_>) -> Result<Reply, Fatal> {
+/// Appends every partition's records in request order; the reply waits for the syncs the
+/// topics' durability policies ask for (`Handled::Later`), so that the connection can append
+/// its next produce request meanwhile and one sync covers both.
+pub(crate) fn produce<'a>(mut req: Req<'a>) -> Result<Handled<'a>, Fatal> {
     let r: ProduceRequest = req.decode()?;
     let v = req.version;
-    let broker = &req.ctx.broker;
+    let broker: &'a Broker = &req.ctx.broker;
     let acks_ok = matches!(r.acks, -1..=1);
     let mut responses = Vec::with_capacity(r.topic_data.len());
+    // (topic response, partition response, the sync its acknowledgement waits for)
+    let mut pending = Vec::new();
     for td in r.topic_data {
         let name = if v >= 13 {
             name_by_id(broker, td.topic_id)
@@ -89,8 +94,11 @@ pub(crate) async fn produce(mut req: Req<'_>) -> Result<Reply, Fatal> {
                 continue;
             }
             let records = pd.records.unwrap_or_default();
-            match broker.produce(name, pd.index, &records).await {
-                Ok(ack) => {
+            match broker.produce_deferred(name, pd.index, &records) {
+                Ok((ack, flush)) => {
+                    if let Some(flush) = flush {
+                        pending.push((responses.len(), parts.len(), flush));
+                    }
                     let mut p = PartitionProduceResponse::default()
                         .with_index(pd.index)
                         .with_base_offset(ack.base_offset)
@@ -119,10 +127,32 @@ pub(crate) async fn produce(mut req: Req<'_>) -> Result<Reply, Fatal> {
         }
         responses.push(t);
     }
-    if r.acks == 0 {
-        return Ok(None);
+    let encoder = req.encoder();
+    let acks = r.acks;
+    let reply = move |responses| {
+        if acks == 0 {
+            return Ok(None);
+        }
+        encoder.encode(&ProduceResponse::default().with_responses(responses))
+    };
+    if pending.is_empty() {
+        return reply(responses).map(Handled::Now);
     }
-    req.encode(&ProduceResponse::default().with_responses(responses))
+    // Decoded names are slices of the request frame: own them, so that the frame's buffer is
+    // free for the next request while this reply waits.
+    for t in &mut responses {
+        t.name = TopicName(StrBytes::from_string(t.name.to_string()));
+    }
+    Ok(Handled::Later(Box::pin(async move {
+        for (t, p, flush) in pending {
+            if let Err(e) = broker.wait_durable(flush).await {
+                let part = &mut responses[t].partition_responses[p];
+                tracing::warn!(partition = part.index, error = %e, "produce not made durable");
+                *part = partition_error(part.index, codes::code(&e), Some(e.to_string()), v);
+            }
+        }
+        reply(responses)
+    })))
 }
 
 pub(crate) async fn fetch(mut req: Req<'_>) -> Result<Reply, Fatal> {

@@ -4,11 +4,15 @@
 //! buffer that is flushed once no further whole request is already buffered, so pipelined
 //! requests get their responses in order and in few writes. Requests of one connection are
 //! handled one at a time, as Kafka does: that keeps a producer's pipelined batches in order.
-//! A frame that is too large, too short or undecodable closes that connection only.
+//! A produce whose acknowledgement waits for a sync queues its reply and lets the next
+//! produce be appended meanwhile (see `connection`). A frame that is too large, too short or undecodable closes that connection only.
 
+use std::collections::VecDeque;
 use std::fs::File;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +25,8 @@ use strom_broker::coordinator::GroupCoordinator;
 use strom_broker::Broker;
 use strom_wire::{Chunk, Chunked, Frame as Response};
 use tokio::io::Interest;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -67,6 +72,19 @@ impl<E: std::fmt::Display> From<E> for Fatal {
 
 /// What a handler produced: a framed response, or nothing (Produce with acks=0).
 pub(crate) type Reply = Option<Response>;
+
+/// A reply to send in its turn.
+pub(crate) type LaterReply<'a> = Pin<Box<dyn Future<Output = Result<Reply, Fatal>> + Send + 'a>>;
+
+/// A handled request: its reply, or the reply once something it waits for is done (a
+/// produce's sync), while the connection goes on with its next request.
+pub(crate) enum Handled<'a> {
+    Now(Reply),
+    Later(LaterReply<'a>),
+}
+
+/// Produce replies a connection may hold waiting for their syncs.
+const MAX_LATER_REPLIES: usize = 32;
 
 impl KafkaServer {
     /// Binds the listener.
@@ -147,14 +165,48 @@ async fn connection(
     // Request frames are read into this buffer; once a frame's last slice is dropped (after
     // its response), the next frame reuses the same memory instead of fresh pages.
     let mut frames = BytesMut::new();
+    // Replies of produce requests waiting for their syncs, oldest first. Only the oldest is
+    // polled: its sync covers whatever was appended before it started, and the next one's
+    // starts when it is done and covers everything appended meanwhile (group commit).
+    let mut later: VecDeque<LaterReply<'_>> = VecDeque::new();
     loop {
+        let full = later.len() >= MAX_LATER_REPLIES;
+        if let Some(oldest) = later.front_mut() {
+            if !wr.buffer().is_empty() {
+                wr.flush().await?;
+            }
+            let next = if full {
+                Next::Reply(oldest.await)
+            } else {
+                tokio::select! {
+                    biased;
+                    reply = oldest => Next::Reply(reply),
+                    // Cancel-safe: nothing is consumed until a request is read below.
+                    more = rd.fill_buf() => Next::Request(more.map(|b| !b.is_empty())),
+                    _ = shutdown.changed() => Next::Stop,
+                }
+            };
+            match next {
+                Next::Reply(reply) => {
+                    later.pop_front();
+                    send(&mut wr, reply?).await?;
+                    if later.is_empty() && !whole_frame_buffered(rd.buffer()) {
+                        wr.flush().await?;
+                    }
+                    continue;
+                }
+                Next::Request(Ok(true)) => {}
+                Next::Request(Ok(false)) | Next::Stop => break,
+                Next::Request(Err(e)) => return Err(e.into()),
+            }
+        }
         let len = tokio::select! {
             r = rd.read_i32() => match r {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
                 Err(e) => return Err(e.into()),
             },
-            _ = shutdown.changed() => break,
+            _ = shutdown.changed(), if later.is_empty() => break,
         };
         if len < 8 || len as usize > max {
             return Err(Fatal(format!(
@@ -162,31 +214,60 @@ async fn connection(
             )));
         }
         let frame = read_frame(&mut rd, &mut frames, len as usize).await?;
+        // Only produce replies wait behind each other; any other request is handled once
+        // the replies before it are sent, in order.
+        let api = i16::from_be_bytes([frame[0], frame[1]]);
+        if api != ApiKey::Produce as i16 {
+            while let Some(reply) = later.pop_front() {
+                send(&mut wr, reply.await?).await?;
+            }
+        }
         // A request that may wait (long poll, rebalance) must not hold back the responses
         // already queued for this client.
-        let may_wait = matches!(i16::from_be_bytes([frame[0], frame[1]]), 1 | 11 | 14);
+        let may_wait = matches!(api, 1 | 11 | 14);
         if may_wait && !wr.buffer().is_empty() {
             wr.flush().await?;
         }
-        if let Some(response) = handle(ctx, peer, frame.freeze()).await? {
-            // Small chunks gather in the writer's buffer, large ones go to the socket
-            // directly, file ranges (fetched records) by sendfile.
-            for chunk in &response.0 {
-                match chunk {
-                    Chunk::Mem(b) => wr.write_all(b).await?,
-                    Chunk::File { file, pos, len } => {
-                        wr.flush().await?;
-                        send_file(wr.get_ref().as_ref(), file, *pos, *len).await?;
-                    }
-                }
-            }
+        match handle(ctx, peer, frame.freeze()).await? {
+            Handled::Now(reply) if later.is_empty() => send(&mut wr, reply).await?,
+            Handled::Now(reply) => later.push_back(Box::pin(std::future::ready(Ok(reply)))),
+            Handled::Later(reply) => later.push_back(reply),
         }
-        if !whole_frame_buffered(rd.buffer()) {
+        if later.is_empty() && !whole_frame_buffered(rd.buffer()) {
             wr.flush().await?;
         }
     }
+    // Whatever was read is answered.
+    while let Some(reply) = later.pop_front() {
+        send(&mut wr, reply.await?).await?;
+    }
     wr.flush().await?;
     tracing::debug!(%peer, "kafka connection ended");
+    Ok(())
+}
+
+/// What a connection waiting for a produce's sync saw first.
+enum Next {
+    Reply(Result<Reply, Fatal>),
+    Request(io::Result<bool>),
+    Stop,
+}
+
+/// Writes a response: small chunks gather in the writer's buffer, large ones go to the
+/// socket directly, file ranges (fetched records) by sendfile.
+async fn send(wr: &mut BufWriter<OwnedWriteHalf>, reply: Reply) -> Result<(), Fatal> {
+    let Some(response) = reply else {
+        return Ok(());
+    };
+    for chunk in &response.0 {
+        match chunk {
+            Chunk::Mem(b) => wr.write_all(b).await?,
+            Chunk::File { file, pos, len } => {
+                wr.flush().await?;
+                send_file(wr.get_ref().as_ref(), file, *pos, *len).await?;
+            }
+        }
+    }
     Ok(())
 }
 
@@ -259,7 +340,7 @@ fn whole_frame_buffered(buf: &[u8]) -> bool {
 }
 
 /// Handles one request frame (without its length prefix); returns the framed response.
-async fn handle(ctx: &Ctx, peer: SocketAddr, frame: Bytes) -> Result<Reply, Fatal> {
+async fn handle<'a>(ctx: &'a Ctx, peer: SocketAddr, frame: Bytes) -> Result<Handled<'a>, Fatal> {
     let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
     let version = i16::from_be_bytes([frame[2], frame[3]]);
     let correlation = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
@@ -270,7 +351,9 @@ async fn handle(ctx: &Ctx, peer: SocketAddr, frame: Bytes) -> Result<Reply, Fata
     if version < min || version > max {
         if key == ApiKey::ApiVersions {
             // Kafka's rule: answer in v0 with UNSUPPORTED_VERSION and the supported ranges.
-            return Ok(Some(meta::api_versions_fallback(correlation)?.into()));
+            return Ok(Handled::Now(Some(
+                meta::api_versions_fallback(correlation)?.into(),
+            )));
         }
         return Err(Fatal(format!(
             "api {key:?} v{version} is not supported ({min}-{max})"
@@ -280,7 +363,9 @@ async fn handle(ctx: &Ctx, peer: SocketAddr, frame: Bytes) -> Result<Reply, Fata
         let mut body = frame.slice(8..);
         skip_client_id(&mut body)?;
         let reply = legacy::unsupported(key, version, body)?;
-        return Ok(reply.map(|b| frame_response(correlation, 0, b).into()));
+        return Ok(Handled::Now(
+            reply.map(|b| frame_response(correlation, 0, b).into()),
+        ));
     }
     let mut buf = frame;
     let header = RequestHeader::decode(&mut buf, key.request_header_version(version))?;
@@ -296,12 +381,31 @@ async fn handle(ctx: &Ctx, peer: SocketAddr, frame: Bytes) -> Result<Reply, Fata
     let api = key;
     tracing::trace!(%peer, ?api, version, correlation, "request");
     let started = std::time::Instant::now();
+    let name = versions::name(api);
+    if key == ApiKey::Produce {
+        let handled =
+            data::produce(req).map_err(|e| Fatal(format!("{api:?} v{version}: {}", e.0)))?;
+        return Ok(match handled {
+            Handled::Now(reply) => {
+                ctx.broker
+                    .metrics()
+                    .request("kafka", name, started.elapsed());
+                Handled::Now(reply)
+            }
+            Handled::Later(reply) => Handled::Later(Box::pin(async move {
+                let reply = reply.await;
+                ctx.broker
+                    .metrics()
+                    .request("kafka", name, started.elapsed());
+                reply
+            })),
+        });
+    }
     let body = match key {
         ApiKey::ApiVersions => meta::api_versions(req),
         ApiKey::Metadata => meta::metadata(req),
         ApiKey::DescribeCluster => meta::describe_cluster(req),
         ApiKey::InitProducerId => meta::init_producer_id(req),
-        ApiKey::Produce => data::produce(req).await,
         ApiKey::Fetch => data::fetch(req).await,
         ApiKey::ListOffsets => data::list_offsets(req),
         ApiKey::CreateTopics => admin::create_topics(req),
@@ -325,8 +429,8 @@ async fn handle(ctx: &Ctx, peer: SocketAddr, frame: Bytes) -> Result<Reply, Fata
     .map_err(|e| Fatal(format!("{api:?} v{version}: {}", e.0)))?;
     ctx.broker
         .metrics()
-        .request("kafka", versions::name(api), started.elapsed());
-    Ok(body)
+        .request("kafka", name, started.elapsed());
+    Ok(Handled::Now(body))
 }
 
 /// A decoded request: the handler's input.
@@ -358,11 +462,44 @@ impl Req<'_> {
     /// Encodes the framed response (length, header, body) at the request's version, in one
     /// buffer.
     pub(crate) fn encode<T: Encodable>(&self, resp: &T) -> Result<Reply, Fatal> {
-        self.encode_chunks(resp, Vec::new())
+        self.encoder().encode(resp)
     }
 
     /// [`Req::encode`] where the `shared` byte fields of `resp` (records: placeholders of
     /// file ranges) are replaced by their chunks instead of being copied into the response.
+    pub(crate) fn encode_chunks<T: Encodable>(
+        &self,
+        resp: &T,
+        shared: Vec<(Bytes, Chunk)>,
+    ) -> Result<Reply, Fatal> {
+        self.encoder().encode_chunks(resp, shared)
+    }
+
+    /// What encoding this request's response takes, for a reply built later.
+    pub(crate) fn encoder(&self) -> Encoder {
+        Encoder {
+            version: self.version,
+            correlation: self.correlation,
+            response_header_version: self.response_header_version,
+        }
+    }
+}
+
+/// Encodes responses to one request: see [`Req::encoder`].
+#[derive(Clone, Copy)]
+pub(crate) struct Encoder {
+    version: i16,
+    correlation: i32,
+    response_header_version: i16,
+}
+
+impl Encoder {
+    /// See [`Req::encode`].
+    pub(crate) fn encode<T: Encodable>(&self, resp: &T) -> Result<Reply, Fatal> {
+        self.encode_chunks(resp, Vec::new())
+    }
+
+    /// See [`Req::encode_chunks`].
     pub(crate) fn encode_chunks<T: Encodable>(
         &self,
         resp: &T,

@@ -414,17 +414,25 @@ impl Log {
     /// in place and appends them atomically: all or nothing, in order. On any error nothing
     /// is written and the log end offset is unchanged.
     pub fn append(&self, batches: &mut [u8]) -> Result<AppendInfo> {
-        self.append_batches(Batches::InPlace(batches))
+        self.append_batches(Batches::InPlace(batches), true)
     }
 
     /// [`Log::append`] that leaves `batches` untouched (e.g. a slice of a shared request
     /// buffer): the stamped headers are copies, written beside the caller's bytes in one
     /// vectored write, so the records are copied once, into the page cache.
     pub fn append_shared(&self, batches: &[u8]) -> Result<AppendInfo> {
-        self.append_batches(Batches::Shared(batches))
+        self.append_batches(Batches::Shared(batches), true)
     }
 
-    fn append_batches(&self, mut batches: Batches<'_>) -> Result<AppendInfo> {
+    /// [`Log::append_shared`] that never syncs inside the append, even when
+    /// `flush.messages` makes it due (`AppendInfo::flush_due`): for a caller that acknowledges
+    /// after a later [`Log::flush_to`] and appends more in the meantime, so that one sync
+    /// covers several appends (group commit) instead of each append waiting for its own.
+    pub fn append_shared_unsynced(&self, batches: &[u8]) -> Result<AppendInfo> {
+        self.append_batches(Batches::Shared(batches), false)
+    }
+
+    fn append_batches(&self, mut batches: Batches<'_>, may_sync: bool) -> Result<AppendInfo> {
         let config = self.config();
         let len = batches.bytes().len();
         let summary = batch::validate(batches.bytes(), config.max_batch_bytes as usize)?;
@@ -502,7 +510,8 @@ impl Log {
         }
         // A large append that must be durable now, with everything before it already on
         // disk, is written and synced by one `RWF_DSYNC` write.
-        let sync_now = len >= DSYNC_WRITE_MIN
+        let sync_now = may_sync
+            && len >= DSYNC_WRITE_MIN
             && config.flush_messages.is_some_and(|n| {
                 self.unflushed_messages.load(Ordering::Acquire) + summary.records >= n
             })

@@ -291,6 +291,39 @@ fn durable_appends_large_ones_synced_in_the_write() {
     assert_eq!(log2.flushed_offset(), 50);
 }
 
+/// `append_shared_unsynced` never syncs in the append, even a large due one: the caller's
+/// `flush_to` makes it (and any appended after it) durable with one sync.
+#[test]
+fn unsynced_appends_leave_the_sync_to_flush_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        segment_bytes: 4 << 20,
+        flush_messages: Some(1),
+        ..config()
+    };
+    let log = Log::open(dir.path(), cfg).unwrap();
+    let big = vec![5u8; 300 << 10];
+    let first = log
+        .append_shared_unsynced(&build_batch(1, &[&big]))
+        .unwrap();
+    assert!(first.flush_due, "a due append reports it");
+    assert_eq!(log.flushed_offset(), 0, "nothing synced in the append");
+    let second = log
+        .append_shared_unsynced(&build_batch(2, &[&big]))
+        .unwrap();
+    assert_eq!(log.flushed_offset(), 0);
+    log.flush_to(first.last_offset + 1).unwrap();
+    assert_eq!(
+        log.flushed_offset(),
+        second.last_offset + 1,
+        "one sync covered both appends"
+    );
+    log.flush_to(second.last_offset + 1).unwrap();
+    let read = log.read(0, 1 << 20).unwrap();
+    validate_batches(&read.data, 1 << 20).expect("stored batches are valid");
+    assert_eq!(batch_headers(&read.data).count(), 2);
+}
+
 /// `append_shared` writes what `append` would have: offsets, leader epoch, and for
 /// `LogAppendTime` the broker's timestamp with a recomputed CRC, for several batches at once.
 #[test]
