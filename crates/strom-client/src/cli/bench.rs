@@ -7,7 +7,6 @@
 //! end-to-end latency from the moment it was *due* (coordinated-omission corrected at a
 //! fixed rate; at max rate the due time is the send time).
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -210,8 +209,11 @@ async fn producer(
     };
     let start = Instant::now();
     let start_us = now_us();
-    let mut inflight: VecDeque<(Instant, usize, tokio::sync::oneshot::Receiver<Bytes>)> =
-        VecDeque::new();
+    // Requests in flight are completed in order by a task of their own, so that an ack is
+    // timed when it arrives, not when this loop (pacing at a fixed rate) next looks.
+    let slots = Arc::new(tokio::sync::Semaphore::new(a.inflight.max(1)));
+    let (inflight, acks_rx) = tokio::sync::mpsc::unbounded_channel();
+    let completer = tokio::spawn(complete_in_order(a.clone(), s.clone(), acks_rx, version));
     let mut seq: u64 = 0; // records scheduled so far
     let mut rr = id;
     let mut buf = BytesMut::with_capacity(a.batch * (a.message_size + 32) + 128);
@@ -242,6 +244,11 @@ async fn producer(
         if let Some(t) = send_at {
             crate::pacing::sleep_until_precisely(t).await;
         }
+        // At most --inflight requests outstanding (the bound is the semaphore; the channel to
+        // the completer never holds more).
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            break;
+        };
         let mut v = BytesMut::with_capacity(a.message_size.max(16));
         v.put_u64(due_us);
         v.put_u64(dt_ns);
@@ -269,20 +276,22 @@ async fn producer(
             count_produced(&a, &s, count);
             continue;
         }
-        inflight.push_back((
-            sent,
-            count,
-            conn.start_sharing(&req, version, shared).await?,
-        ));
-        while inflight.len() >= a.inflight.max(1) {
-            complete(&a, &s, &mut inflight, version).await?;
+        let response = conn.start_sharing(&req, version, shared).await?;
+        if inflight.send((sent, count, response, slot)).is_err() {
+            break; // the completer stopped on an error, returned below
         }
     }
-    while !inflight.is_empty() {
-        complete(&a, &s, &mut inflight, version).await?;
-    }
-    Ok(())
+    drop(inflight);
+    completer.await.map_err(|_| Error::Closed)?
 }
+
+/// A produce request in flight: when it was sent, its records, its response, its slot.
+type InFlight = (
+    Instant,
+    usize,
+    tokio::sync::oneshot::Receiver<Bytes>,
+    tokio::sync::OwnedSemaphorePermit,
+);
 
 fn count_produced(a: &BenchArgs, s: &Shared, records: usize) {
     if s.measuring.load(Ordering::Relaxed) {
@@ -292,23 +301,24 @@ fn count_produced(a: &BenchArgs, s: &Shared, records: usize) {
     }
 }
 
-async fn complete(
-    a: &BenchArgs,
-    s: &Shared,
-    inflight: &mut VecDeque<(Instant, usize, tokio::sync::oneshot::Receiver<Bytes>)>,
+/// Completes a producer's requests in order as their responses arrive: ack latency (send →
+/// response), errors, produced counts. Each request's slot is freed once it is complete.
+async fn complete_in_order(
+    a: Arc<BenchArgs>,
+    s: Arc<Shared>,
+    mut inflight: tokio::sync::mpsc::UnboundedReceiver<InFlight>,
     version: i16,
 ) -> Result<()> {
-    let Some((sent, records, rx)) = inflight.pop_front() else {
-        return Ok(());
-    };
-    let frame = rx.await.map_err(|_| Error::Closed)?;
-    let resp = Connection::decode::<ProduceRequest>(frame, version)?;
-    check_produce(&resp)?;
-    if s.measuring.load(Ordering::Relaxed) {
+    while let Some((sent, records, response, _slot)) = inflight.recv().await {
+        let frame = response.await.map_err(|_| Error::Closed)?;
         let us = sent.elapsed().as_micros() as u64;
-        let _ = s.ack.lock().record(us.max(1));
+        let resp = Connection::decode::<ProduceRequest>(frame, version)?;
+        check_produce(&resp)?;
+        if s.measuring.load(Ordering::Relaxed) {
+            let _ = s.ack.lock().record(us.max(1));
+        }
+        count_produced(&a, &s, records);
     }
-    count_produced(a, s, records);
     Ok(())
 }
 
