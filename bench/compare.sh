@@ -9,7 +9,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 RUNS=${RUNS:-3}; DURATION=${DURATION:-5}; WARMUP=${WARMUP:-1}
 SYSTEMS=${SYSTEMS:-"strom nats redis"}
-OUT=${OUT:-$(mktemp -d /tmp/strom-compare.XXXXXX)}
+OUT=${OUT:-$(mktemp -d /tmp/strom-compare.XXXXXX)}; mkdir -p "$OUT"
 PIDS=()
 cleanup() { for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT

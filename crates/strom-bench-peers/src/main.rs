@@ -4,7 +4,6 @@
 //! Kept out of the `strom` binary's dependency tree. Fixed-rate pacing is the same as
 //! `strom bench`'s (`strom_client::pacing`, sub-millisecond).
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -137,13 +136,37 @@ async fn nats_producer(id: usize, a: Arc<Args>, s: Arc<Shared>) -> Result<(), Bo
     let js = async_nats::jetstream::new(async_nats::connect(&a.url).await?);
     let start = Instant::now();
     let start_us = now_us();
-    let mut window = VecDeque::new();
+    // Up to `batch` publishes await their acks; a task of their own completes them in order
+    // and times each ack as it arrives (not when the window next fills).
+    let slots = Arc::new(tokio::sync::Semaphore::new(a.batch.max(1)));
+    let (window, mut acks) = tokio::sync::mpsc::unbounded_channel::<(
+        Instant,
+        async_nats::jetstream::context::PublishAckFuture,
+        tokio::sync::OwnedSemaphorePermit,
+    )>();
+    let completer = {
+        let s = s.clone();
+        tokio::spawn(async move {
+            while let Some((sent, ack, _slot)) = acks.recv().await {
+                ack.await?;
+                if s.measuring.load(Ordering::Relaxed) {
+                    let us = (sent.elapsed().as_micros() as u64).max(1);
+                    let _ = s.ack.lock().map(|mut h| h.record(us));
+                    s.produced.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Ok::<(), BoxErr>(())
+        })
+    };
     let mut seq = 0u64;
     while !s.stop.load(Ordering::Relaxed) {
         let (due, at) = schedule(&a, start, start_us, seq);
         if let Some(t) = at {
             strom_client::pacing::sleep_until_precisely(t).await;
         }
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            break;
+        };
         let (key, stream) = stream_of(&a, id, seq);
         let subject = format!("bench.{stream}");
         let sent = Instant::now();
@@ -156,26 +179,13 @@ async fn nats_producer(id: usize, a: Arc<Args>, s: Arc<Shared>) -> Result<(), Bo
             }
             None => js.publish(subject, body).await?,
         };
-        window.push_back((sent, ack));
-        seq += 1;
-        while window.len() >= a.batch {
-            let Some((sent, f)) = window.pop_front() else {
-                break;
-            };
-            f.await?;
-            if s.measuring.load(Ordering::Relaxed) {
-                let _ = s
-                    .ack
-                    .lock()
-                    .map(|mut h| h.record((sent.elapsed().as_micros() as u64).max(1)));
-                s.produced.fetch_add(1, Ordering::Relaxed);
-            }
+        if window.send((sent, ack, slot)).is_err() {
+            break; // the completer stopped on an error, returned below
         }
+        seq += 1;
     }
-    for (_, f) in window {
-        f.await?;
-    }
-    Ok(())
+    drop(window);
+    completer.await?
 }
 
 async fn nats_consumer(id: usize, a: Arc<Args>, s: Arc<Shared>) -> Result<(), BoxErr> {
