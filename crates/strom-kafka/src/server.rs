@@ -5,7 +5,8 @@
 //! requests get their responses in order and in few writes. Requests of one connection are
 //! handled one at a time, as Kafka does: that keeps a producer's pipelined batches in order.
 //! A produce whose acknowledgement waits for a sync queues its reply and lets the next
-//! produce be appended meanwhile (see `connection`). A frame that is too large, too short or undecodable closes that connection only.
+//! produce be appended meanwhile (see `connection`). A frame that is too large, too short
+//! or undecodable closes that connection only.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -218,9 +219,7 @@ async fn connection(
         // the replies before it are sent, in order.
         let api = i16::from_be_bytes([frame[0], frame[1]]);
         if api != ApiKey::Produce as i16 {
-            while let Some(reply) = later.pop_front() {
-                send(&mut wr, reply.await?).await?;
-            }
+            send_in_turn(&mut wr, &mut later).await?;
         }
         // A request that may wait (long poll, rebalance) must not hold back the responses
         // already queued for this client.
@@ -238,9 +237,7 @@ async fn connection(
         }
     }
     // Whatever was read is answered.
-    while let Some(reply) = later.pop_front() {
-        send(&mut wr, reply.await?).await?;
-    }
+    send_in_turn(&mut wr, &mut later).await?;
     wr.flush().await?;
     tracing::debug!(%peer, "kafka connection ended");
     Ok(())
@@ -251,6 +248,17 @@ enum Next {
     Reply(Result<Reply, Fatal>),
     Request(io::Result<bool>),
     Stop,
+}
+
+/// Waits for every queued reply and writes each, oldest first.
+async fn send_in_turn(
+    wr: &mut BufWriter<OwnedWriteHalf>,
+    later: &mut VecDeque<LaterReply<'_>>,
+) -> Result<(), Fatal> {
+    while let Some(reply) = later.pop_front() {
+        send(wr, reply.await?).await?;
+    }
+    Ok(())
 }
 
 /// Writes a response: small chunks gather in the writer's buffer, large ones go to the
@@ -381,56 +389,56 @@ async fn handle<'a>(ctx: &'a Ctx, peer: SocketAddr, frame: Bytes) -> Result<Hand
     let api = key;
     tracing::trace!(%peer, ?api, version, correlation, "request");
     let started = std::time::Instant::now();
-    let name = versions::name(api);
-    if key == ApiKey::Produce {
-        let handled =
-            data::produce(req).map_err(|e| Fatal(format!("{api:?} v{version}: {}", e.0)))?;
-        return Ok(match handled {
-            Handled::Now(reply) => {
-                ctx.broker
-                    .metrics()
-                    .request("kafka", name, started.elapsed());
-                Handled::Now(reply)
-            }
-            Handled::Later(reply) => Handled::Later(Box::pin(async move {
-                let reply = reply.await;
-                ctx.broker
-                    .metrics()
-                    .request("kafka", name, started.elapsed());
-                reply
-            })),
-        });
-    }
-    let body = match key {
-        ApiKey::ApiVersions => meta::api_versions(req),
-        ApiKey::Metadata => meta::metadata(req),
-        ApiKey::DescribeCluster => meta::describe_cluster(req),
-        ApiKey::InitProducerId => meta::init_producer_id(req),
-        ApiKey::Fetch => data::fetch(req).await,
-        ApiKey::ListOffsets => data::list_offsets(req),
-        ApiKey::CreateTopics => admin::create_topics(req),
-        ApiKey::DeleteTopics => admin::delete_topics(req),
-        ApiKey::CreatePartitions => admin::create_partitions(req),
-        ApiKey::DescribeConfigs => admin::describe_configs(req),
-        ApiKey::IncrementalAlterConfigs => admin::incremental_alter_configs(req),
-        ApiKey::FindCoordinator => group_api::find_coordinator(req),
-        ApiKey::JoinGroup => group_api::join_group(req).await,
-        ApiKey::SyncGroup => group_api::sync_group(req).await,
-        ApiKey::Heartbeat => group_api::heartbeat(req),
-        ApiKey::LeaveGroup => group_api::leave_group(req).await,
-        ApiKey::OffsetCommit => group_api::offset_commit(req).await,
-        ApiKey::OffsetFetch => group_api::offset_fetch(req),
-        ApiKey::DescribeGroups => group_api::describe_groups(req),
-        ApiKey::ListGroups => group_api::list_groups(req),
-        ApiKey::DeleteGroups => group_api::delete_groups(req).await,
-        ApiKey::OffsetDelete => group_api::offset_delete(req).await,
-        other => return Err(Fatal(format!("api {other:?} has no handler"))),
+    let handled = if key == ApiKey::Produce {
+        // The one reply that may wait (for a sync) while the connection goes on.
+        data::produce(req)
+    } else {
+        match key {
+            ApiKey::ApiVersions => meta::api_versions(req),
+            ApiKey::Metadata => meta::metadata(req),
+            ApiKey::DescribeCluster => meta::describe_cluster(req),
+            ApiKey::InitProducerId => meta::init_producer_id(req),
+            ApiKey::Fetch => data::fetch(req).await,
+            ApiKey::ListOffsets => data::list_offsets(req),
+            ApiKey::CreateTopics => admin::create_topics(req),
+            ApiKey::DeleteTopics => admin::delete_topics(req),
+            ApiKey::CreatePartitions => admin::create_partitions(req),
+            ApiKey::DescribeConfigs => admin::describe_configs(req),
+            ApiKey::IncrementalAlterConfigs => admin::incremental_alter_configs(req),
+            ApiKey::FindCoordinator => group_api::find_coordinator(req),
+            ApiKey::JoinGroup => group_api::join_group(req).await,
+            ApiKey::SyncGroup => group_api::sync_group(req).await,
+            ApiKey::Heartbeat => group_api::heartbeat(req),
+            ApiKey::LeaveGroup => group_api::leave_group(req).await,
+            ApiKey::OffsetCommit => group_api::offset_commit(req).await,
+            ApiKey::OffsetFetch => group_api::offset_fetch(req),
+            ApiKey::DescribeGroups => group_api::describe_groups(req),
+            ApiKey::ListGroups => group_api::list_groups(req),
+            ApiKey::DeleteGroups => group_api::delete_groups(req).await,
+            ApiKey::OffsetDelete => group_api::offset_delete(req).await,
+            other => return Err(Fatal(format!("api {other:?} has no handler"))),
+        }
+        .map(Handled::Now)
     }
     .map_err(|e| Fatal(format!("{api:?} v{version}: {}", e.0)))?;
-    ctx.broker
-        .metrics()
-        .request("kafka", name, started.elapsed());
-    Ok(Handled::Now(body))
+    // A request's latency runs until its reply is ready.
+    let name = versions::name(api);
+    let record = move || {
+        ctx.broker
+            .metrics()
+            .request("kafka", name, started.elapsed())
+    };
+    Ok(match handled {
+        Handled::Now(reply) => {
+            record();
+            Handled::Now(reply)
+        }
+        Handled::Later(reply) => Handled::Later(Box::pin(async move {
+            let reply = reply.await;
+            record();
+            reply
+        })),
+    })
 }
 
 /// A decoded request: the handler's input.
