@@ -15,6 +15,7 @@ pub mod broker;
 pub mod config;
 pub mod coordinator;
 pub mod error;
+pub mod limits;
 pub mod metrics;
 pub mod producer;
 pub mod records;

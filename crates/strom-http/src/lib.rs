@@ -33,6 +33,16 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     /// Records buffered per WebSocket before a slow client is disconnected (close 1013).
     pub ws_buffer_records: usize,
+    /// Connections held at most; one more gets a 503 and is closed (the fd budget's share).
+    pub max_connections: usize,
+    /// A connection with no request in flight for this long is closed.
+    pub idle_timeout: std::time::Duration,
+    /// A request whose head stops arriving for this long is closed (slowloris).
+    pub read_timeout: std::time::Duration,
+    /// Bytes of responses waiting for slow readers, all connections together.
+    pub buffer_bytes: usize,
+    /// Bytes of responses waiting for one connection's reader.
+    pub connection_buffer_bytes: usize,
 }
 
 impl Default for HttpConfig {
@@ -40,6 +50,11 @@ impl Default for HttpConfig {
         HttpConfig {
             max_body_bytes: 8 << 20,
             ws_buffer_records: 4096,
+            max_connections: 4096,
+            idle_timeout: std::time::Duration::from_secs(600),
+            read_timeout: std::time::Duration::from_secs(10),
+            buffer_bytes: 256 << 20,
+            connection_buffer_bytes: 8 << 20,
         }
     }
 }

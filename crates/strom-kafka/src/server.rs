@@ -45,6 +45,35 @@ pub struct KafkaConfig {
     pub advertised_port: u16,
     /// Largest request frame accepted (`socket.request.max.bytes`, Kafka's default 100 MiB).
     pub max_request_bytes: usize,
+    /// Bytes of request frames held (being read or handled) by all connections together
+    /// (`queued.max.request.bytes`): reading pauses when they are reached.
+    pub queued_max_request_bytes: usize,
+    /// Connections held at most; one more is closed at once (the fd budget's share).
+    pub max_connections: usize,
+    /// The listen backlog (capped by the kernel's `somaxconn`).
+    pub listen_backlog: u32,
+    /// A connection with no request in flight for this long is closed
+    /// (`connections.max.idle.ms`).
+    pub connections_max_idle: Duration,
+    /// A request whose bytes stop arriving for this long closes its connection.
+    pub read_timeout: Duration,
+}
+
+impl KafkaConfig {
+    /// The door's settings for `listen`, with Kafka's defaults for everything else.
+    pub fn new(listen: SocketAddr) -> KafkaConfig {
+        KafkaConfig {
+            listen,
+            advertised_host: listen.ip().to_string(),
+            advertised_port: listen.port(),
+            max_request_bytes: 100 << 20,
+            queued_max_request_bytes: 100 << 20,
+            max_connections: 4096,
+            listen_backlog: 4096,
+            connections_max_idle: Duration::from_secs(600),
+            read_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 /// What handlers share.
@@ -94,7 +123,7 @@ impl KafkaServer {
         broker: Arc<Broker>,
         groups: Arc<GroupCoordinator>,
     ) -> io::Result<KafkaServer> {
-        let listener = TcpListener::bind(config.listen).await?;
+        let listener = strom_broker::limits::listen(config.listen, config.listen_backlog)?;
         Ok(KafkaServer {
             listener,
             ctx: Arc::new(Ctx {

@@ -10,6 +10,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde::Deserialize;
 use strom_broker::coordinator::{GroupConfig, GroupCoordinator, PartitionExists};
+use strom_broker::limits::FdBudget;
 use strom_broker::{Broker, BrokerConfig};
 use strom_kafka::{KafkaConfig, KafkaServer};
 use tokio::sync::watch;
@@ -46,6 +47,36 @@ pub(crate) struct ServeArgs {
     /// socket.request.max.bytes: largest request frame [default: 104857600].
     #[arg(long, env = "STROM_MAX_REQUEST_BYTES")]
     max_request_bytes: Option<usize>,
+    /// queued.max.request.bytes: request bytes all Kafka connections hold together before
+    /// reading pauses [default: 104857600].
+    #[arg(long, env = "STROM_QUEUED_MAX_REQUEST_BYTES")]
+    queued_max_request_bytes: Option<usize>,
+    /// Kafka connections held at most; more are closed at once [default: a quarter of the
+    /// open-files limit after the log's reserve].
+    #[arg(long, env = "STROM_KAFKA_MAX_CONNECTIONS")]
+    kafka_max_connections: Option<usize>,
+    /// HTTP connections held at most; more get 503 [default: the open-files limit minus the
+    /// log's reserve and the Kafka door's cap].
+    #[arg(long, env = "STROM_HTTP_MAX_CONNECTIONS")]
+    http_max_connections: Option<usize>,
+    /// Listen backlog of both doors (the kernel caps it at net.core.somaxconn) [default: 4096].
+    #[arg(long, env = "STROM_LISTEN_BACKLOG")]
+    listen_backlog: Option<u32>,
+    /// connections.max.idle.ms: a connection with nothing in flight for this long is closed,
+    /// on both doors [default: 600000].
+    #[arg(long, env = "STROM_CONNECTIONS_MAX_IDLE_MS")]
+    connections_max_idle_ms: Option<u64>,
+    /// A request that stops arriving (a Kafka frame announced but not sent, an HTTP request
+    /// head not finished) for this long closes its connection [default: 10000].
+    #[arg(long, env = "STROM_READ_TIMEOUT_MS")]
+    read_timeout_ms: Option<u64>,
+    /// Bytes of HTTP responses held for slow readers, all connections together
+    /// [default: 268435456].
+    #[arg(long, env = "STROM_HTTP_BUFFER_BYTES")]
+    http_buffer_bytes: Option<usize>,
+    /// Bytes of HTTP responses held for one slow reader [default: 8388608].
+    #[arg(long, env = "STROM_HTTP_CONNECTION_BUFFER_BYTES")]
+    http_connection_buffer_bytes: Option<usize>,
     /// log.retention.check.interval.ms [default: 300000].
     #[arg(long, env = "STROM_RETENTION_CHECK_INTERVAL_MS")]
     retention_check_interval_ms: Option<u64>,
@@ -78,6 +109,14 @@ struct FileConfig {
     auto_create_topics: Option<bool>,
     num_partitions: Option<i32>,
     max_request_bytes: Option<usize>,
+    queued_max_request_bytes: Option<usize>,
+    kafka_max_connections: Option<usize>,
+    http_max_connections: Option<usize>,
+    listen_backlog: Option<u32>,
+    connections_max_idle_ms: Option<u64>,
+    read_timeout_ms: Option<u64>,
+    http_buffer_bytes: Option<usize>,
+    http_connection_buffer_bytes: Option<usize>,
     retention_check_interval_ms: Option<u64>,
     node_id: Option<i32>,
     group_initial_rebalance_delay_ms: Option<u64>,
@@ -93,6 +132,8 @@ struct Settings {
     kafka: KafkaConfig,
     http_addr: Option<String>,
     http: strom_http::HttpConfig,
+    fds: FdBudget,
+    listen_backlog: u32,
     log_level: String,
 }
 
@@ -166,6 +207,36 @@ fn resolve(a: ServeArgs) -> Result<Settings> {
     if max_request_bytes < 64 {
         bail!("--max-request-bytes must be at least 64");
     }
+    let queued_max_request_bytes = a
+        .queued_max_request_bytes
+        .or(f.queued_max_request_bytes)
+        .unwrap_or(100 * 1024 * 1024);
+    if queued_max_request_bytes < 64 {
+        bail!("--queued-max-request-bytes must be at least 64");
+    }
+    // The open-files limit is raised before the budget is taken (see `serve`); the caps are
+    // computed from the limit in force at start.
+    raise_open_files_limit();
+    let fds = FdBudget::current(
+        a.kafka_max_connections.or(f.kafka_max_connections),
+        a.http_max_connections.or(f.http_max_connections),
+    );
+    if fds.kafka_max_connections == 0 || fds.http_max_connections == 0 {
+        bail!("--kafka-max-connections and --http-max-connections must be at least 1");
+    }
+    let listen_backlog = a.listen_backlog.or(f.listen_backlog).unwrap_or(4096).max(1);
+    let idle = Duration::from_millis(
+        a.connections_max_idle_ms
+            .or(f.connections_max_idle_ms)
+            .unwrap_or(600_000)
+            .max(1),
+    );
+    let read_timeout = Duration::from_millis(
+        a.read_timeout_ms
+            .or(f.read_timeout_ms)
+            .unwrap_or(10_000)
+            .max(1),
+    );
     let mut groups = GroupConfig::default();
     if let Some(ms) = a
         .group_initial_rebalance_delay_ms
@@ -189,11 +260,17 @@ fn resolve(a: ServeArgs) -> Result<Settings> {
         broker,
         groups,
         kafka: KafkaConfig {
-            listen,
             advertised_host,
             advertised_port,
             max_request_bytes,
+            queued_max_request_bytes,
+            max_connections: fds.kafka_max_connections,
+            listen_backlog,
+            connections_max_idle: idle,
+            read_timeout,
+            ..KafkaConfig::new(listen)
         },
+        fds,
         http_addr: a.http_addr.or(f.http_addr),
         http: strom_http::HttpConfig {
             ws_buffer_records: a
@@ -201,8 +278,22 @@ fn resolve(a: ServeArgs) -> Result<Settings> {
                 .or(f.ws_buffer_records)
                 .unwrap_or(4096)
                 .max(1),
+            max_connections: fds.http_max_connections,
+            idle_timeout: idle,
+            read_timeout,
+            buffer_bytes: a
+                .http_buffer_bytes
+                .or(f.http_buffer_bytes)
+                .unwrap_or(256 << 20)
+                .max(1 << 16),
+            connection_buffer_bytes: a
+                .http_connection_buffer_bytes
+                .or(f.http_connection_buffer_bytes)
+                .unwrap_or(8 << 20)
+                .max(1 << 16),
             ..strom_http::HttpConfig::default()
         },
+        listen_backlog,
         log_level: a.log_level.or(f.log_level).unwrap_or_else(|| "info".into()),
     })
 }
@@ -227,7 +318,13 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
 
 async fn serve(s: Settings) -> Result<()> {
     tracing::info!(version = env!("CARGO_PKG_VERSION"), data_dir = %s.broker.data_dir.display(), "strom starting");
-    raise_open_files_limit();
+    tracing::info!(
+        open_files = s.fds.limit,
+        log_reserve = s.fds.reserve,
+        kafka_max_connections = s.fds.kafka_max_connections,
+        http_max_connections = s.fds.http_max_connections,
+        "descriptor budget"
+    );
     let data_dir = s.broker.data_dir.clone();
     let broker = tokio::task::spawn_blocking(move || Broker::open(s.broker))
         .await?
@@ -246,6 +343,7 @@ async fn serve(s: Settings) -> Result<()> {
         &broker,
         &groups,
         stop_rx.clone(),
+        s.listen_backlog,
     )
     .await?;
     let listen = s.kafka.listen;
@@ -286,13 +384,18 @@ async fn start_http(
     broker: &Arc<Broker>,
     groups: &Arc<GroupCoordinator>,
     stop: watch::Receiver<bool>,
+    backlog: u32,
 ) -> Result<Option<tokio::task::JoinHandle<()>>> {
     let explicit = addr.is_some();
     let addr = addr.unwrap_or("127.0.0.1:8080");
     if addr == "off" {
         return Ok(None);
     }
-    let listener = match tokio::net::TcpListener::bind(addr).await {
+    let bound = addr
+        .to_socket_addrs()
+        .and_then(|mut a| a.next().ok_or_else(|| std::io::ErrorKind::NotFound.into()))
+        .and_then(|a| strom_broker::limits::listen(a, backlog));
+    let listener = match bound {
         Ok(l) => l,
         Err(e) if !explicit => {
             tracing::warn!(%addr, error = %e, "HTTP door not started: the default address is taken (set --http-addr)");
@@ -325,6 +428,11 @@ async fn wait_for_signal() -> Result<()> {
 /// do). When it is still exhausted, opening a partition fails with KAFKA_STORAGE_ERROR
 /// ("Too many open files") and the broker keeps serving everything else.
 fn raise_open_files_limit() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(raise_open_files_limit_now);
+}
+
+fn raise_open_files_limit_now() {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -342,5 +450,7 @@ fn raise_open_files_limit() {
             }
         }
     }
-    tracing::info!(limit = lim.rlim_cur, "open files limit");
+    // Logging is not set up yet when this runs (`resolve`): the limit is logged with the
+    // descriptor budget at start.
+    let _ = lim;
 }
