@@ -46,9 +46,35 @@ pub enum LogError {
     /// The log was closed or deleted.
     #[error("log is closed")]
     Closed,
-    /// The file system failed (disk full, too many open files, permissions...).
+    /// The file system failed (disk full, too many open files, permissions...). Nothing of
+    /// the failed operation is visible; the next operation tries again.
     #[error("log i/o error: {0}")]
     Io(#[from] io::Error),
+    /// A sync (fdatasync) of the log's files failed. After a failed sync the kernel may have
+    /// dropped the dirty pages it could not write and report success on the next sync
+    /// (PostgreSQL's "fsyncgate"), so what was not yet durable is treated as lost: the log
+    /// refuses every append, flush and read until it is opened again (at the next start),
+    /// when recovery checks it from its recovery point.
+    #[error("log offline after a failed sync: {0}; restart the broker to recover the log from what is on disk")]
+    Failed(String),
+    /// The log's files are damaged in a way recovery cannot repair without silently losing
+    /// or renumbering records (a segment's data file is missing while its indexes remain,
+    /// offsets that do not follow each other between synced segments): the log is not opened.
+    #[error("damaged log: {0}")]
+    Damaged(String),
+}
+
+impl LogError {
+    /// Whether the file system ran out of space (ENOSPC) or quota (EDQUOT): the operation
+    /// wrote nothing and may succeed once space is freed.
+    pub fn is_out_of_space(&self) -> bool {
+        matches!(self, LogError::Io(e) if is_out_of_space(e))
+    }
+}
+
+/// Whether an I/O error is ENOSPC or EDQUOT.
+pub(crate) fn is_out_of_space(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
 }
 
 /// Result alias of this crate.

@@ -76,6 +76,29 @@ pub(crate) fn load_offset_index(path: &Path, data_len: u64) -> io::Result<Option
     Ok(Some(out))
 }
 
+/// The last `n` whole entries of an offset index file (oldest first), read without loading
+/// the rest; empty if the file is missing. Not validated: the caller checks each against
+/// the data.
+pub(crate) fn load_offset_tail(path: &Path, n: usize) -> io::Result<Vec<IndexEntry>> {
+    use std::os::unix::fs::FileExt;
+    let f = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let whole = f.metadata()?.len() / INDEX_ENTRY_LEN as u64;
+    let take = whole.min(n as u64);
+    let mut buf = vec![0u8; take as usize * INDEX_ENTRY_LEN];
+    f.read_exact_at(&mut buf, (whole - take) * INDEX_ENTRY_LEN as u64)?;
+    Ok(buf
+        .chunks_exact(INDEX_ENTRY_LEN)
+        .map(|c| IndexEntry {
+            rel_offset: u32::from_be_bytes(c[0..4].try_into().expect("4 bytes")),
+            position: u32::from_be_bytes(c[4..8].try_into().expect("4 bytes")),
+        })
+        .collect())
+}
+
 /// Loads a time index, keeping the longest strictly increasing prefix. `None` if missing.
 pub(crate) fn load_time_index(path: &Path) -> io::Result<Option<Vec<TimeEntry>>> {
     let Some(buf) = read_all(path)? else {

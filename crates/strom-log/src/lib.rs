@@ -26,6 +26,14 @@
 //!   recovery point on (normally only the active segment), truncates at the first batch that
 //!   fails, drops the segments after a hole, and rebuilds the indexes from what it verified.
 //!   Segments below the recovery point were fdatasync'ed by their (background) seal.
+//! - Damage recovery cannot repair without losing or renumbering records (a segment data
+//!   file missing while its indexes remain, a hole between synced segments, a recovery point
+//!   past the last segment) is never papered over: [`Log::open`] fails with
+//!   [`LogError::Damaged`] naming the files, and the caller keeps the partition offline.
+//! - A write that fails (disk full) leaves nothing behind, data or index bytes; the next
+//!   append tries again. A sync that fails is never tried again: the log goes offline
+//!   ([`LogError::Failed`]) until it is reopened, because after a failed fsync the kernel may
+//!   drop the pages it could not write and report the next fsync as a success.
 //!
 //! ## Durability
 //!
@@ -36,6 +44,7 @@
 mod batch;
 mod config;
 mod error;
+pub mod fault;
 mod index;
 mod log;
 mod segment;

@@ -5,7 +5,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, IoSlice};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -13,8 +13,10 @@ use bytes::{Bytes, BytesMut};
 use parking_lot::{Mutex, RwLock};
 
 use crate::batch::{self, BatchHeader, HEADER_LEN};
+use crate::error::is_out_of_space;
+use crate::fault::{self, Point};
 use crate::index::{self, IndexEntry, TimeEntry};
-use crate::segment::{segment_path, Segment};
+use crate::segment::{self, segment_path, Segment};
 use crate::{LogConfig, LogError, Result, TimestampType};
 
 /// Wall-clock milliseconds since the Unix epoch.
@@ -104,6 +106,9 @@ struct Writer {
     active: Arc<Segment>,
     index_file: File,
     time_index_file: File,
+    /// Lengths of the two index files: a failed index write is cut back to them.
+    index_len: u64,
+    time_index_len: u64,
     bytes_since_index: u64,
 }
 
@@ -141,9 +146,43 @@ struct SealState {
     sealing: Mutex<Sealing>,
     /// The recovery point last written to disk (writes are serialised by this lock).
     written_point: Mutex<i64>,
+    /// Set by the first failed sync: why the log is offline (see [`LogError::Failed`]).
+    failed: OnceLock<String>,
+    /// Held by whoever syncs segment data: [`Log::flush_to`] (which makes concurrent callers
+    /// share one sync) and a seal. A failed sync reports its error to one caller only (the
+    /// kernel's per-file error cursor), so the sync and the setting of `failed` happen under
+    /// this lock and the next holder sees `failed` before it could take a later, clean sync
+    /// for a success.
+    flush_lock: Mutex<()>,
 }
 
 impl SealState {
+    /// Takes the log offline after a failed sync of `what`: logged once, at ERROR; every
+    /// later append, flush and read gets [`LogError::Failed`]. A failed sync is never tried
+    /// again: the kernel may have dropped the pages it could not write, and a second sync
+    /// would report success without them.
+    fn fail(&self, what: &str, e: &io::Error) -> LogError {
+        let reason = format!("{what}: {e}");
+        if self.failed.set(reason.clone()).is_ok() {
+            tracing::error!(
+                dir = %self.dir.display(),
+                error = %e,
+                "{what} failed: the log is offline until the broker restarts (what was not yet \
+                 on disk is treated as lost; recovery re-checks the log from its recovery point \
+                 at the next start)"
+            );
+        }
+        LogError::Failed(self.failed.get().cloned().unwrap_or(reason))
+    }
+
+    /// `Err(LogError::Failed)` once a sync has failed.
+    fn check(&self) -> Result<()> {
+        match self.failed.get() {
+            Some(reason) => Err(LogError::Failed(reason.clone())),
+            None => Ok(()),
+        }
+    }
+
     /// Writes the recovery point if it moved forward (temp file, fsync, rename, fsync dir).
     fn save_recovery_point(&self) -> io::Result<()> {
         let mut written = self.written_point.lock();
@@ -157,23 +196,40 @@ impl SealState {
     }
 
     /// Background half of a roll: the sealed segment's data and indexes reach the disk,
-    /// then the recovery point moves past it. On error the segment stays pending, so
-    /// [`Log::flush_to`] retries (and reports) the sync and recovery keeps checking it.
+    /// then the recovery point moves past it. A failed sync takes the log offline (the
+    /// segment stays pending, so the recovery point stays at or below it and the next open
+    /// checks it).
     fn seal(&self, seg: &Arc<Segment>, index_file: &File, time_index_file: &File) {
-        let synced = seg
-            .file
-            .sync_data()
-            .and_then(|()| index_file.sync_data())
-            .and_then(|()| time_index_file.sync_data());
-        if let Err(e) = synced {
-            tracing::error!(segment = %seg.path("log").display(), error = %e, "sealing a segment failed");
-            return;
+        {
+            let _g = self.flush_lock.lock();
+            if self.failed.get().is_some() {
+                return;
+            }
+            let synced = sync(&seg.file, &self.dir)
+                .and_then(|()| sync(index_file, &self.dir))
+                .and_then(|()| sync(time_index_file, &self.dir));
+            if let Err(e) = synced {
+                let what = format!("sealing segment {}", seg.path("log").display());
+                self.fail(&what, &e);
+                return;
+            }
+            self.sealing.lock().pending.retain(|s| !Arc::ptr_eq(s, seg));
         }
-        self.sealing.lock().pending.retain(|s| !Arc::ptr_eq(s, seg));
         if let Err(e) = self.save_recovery_point() {
-            tracing::warn!(dir = %self.dir.display(), error = %e, "writing the recovery point failed");
+            warn_recovery_point(&self.dir, &e);
         }
     }
+}
+
+/// The recovery point only decides how much the next open checks: an older one on disk
+/// makes it check more, never less, so a failed write of it is a warning, not a failure
+/// (the next seal or open writes it again).
+fn warn_recovery_point(dir: &Path, e: &io::Error) {
+    tracing::warn!(
+        dir = %dir.display(),
+        error = %e,
+        "writing the recovery point failed: the older one on disk stays (the next start checks more segments)"
+    );
 }
 
 fn write_recovery_point(dir: &Path, point: i64) -> io::Result<()> {
@@ -181,20 +237,46 @@ fn write_recovery_point(dir: &Path, point: i64) -> io::Result<()> {
     {
         let mut f = File::create(&tmp)?;
         io::Write::write_all(&mut f, format!("{point}\n").as_bytes())?;
-        f.sync_data()?;
+        sync(&f, dir)?;
     }
     std::fs::rename(&tmp, dir.join(RECOVERY_POINT_FILE))?;
     sync_dir(dir)
 }
 
-/// The saved recovery point: `Ok(None)` if there is none, 0 (check everything) if the file
-/// is unreadable.
-fn read_recovery_point(dir: &Path) -> io::Result<Option<i64>> {
-    match std::fs::read_to_string(dir.join(RECOVERY_POINT_FILE)) {
-        Ok(s) => Ok(Some(s.trim().parse().unwrap_or(0))),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
+/// What the `recovery-point` file says.
+enum SavedPoint {
+    /// No file: a log written before the file existed, whose rolls synced inline.
+    Missing,
+    /// A base offset.
+    At(i64),
+    /// Not a non-negative decimal number (empty, garbage, not UTF-8) or not readable: why.
+    Unreadable(String),
+}
+
+fn read_recovery_point(dir: &Path) -> SavedPoint {
+    match std::fs::read(dir.join(RECOVERY_POINT_FILE)) {
+        Ok(bytes) => std::str::from_utf8(&bytes)
+            .ok()
+            .and_then(|s| s.trim().parse::<i64>().ok())
+            .filter(|&p| p >= 0)
+            .map_or_else(
+                || {
+                    SavedPoint::Unreadable(format!(
+                        "{} bytes that are not a decimal offset",
+                        bytes.len()
+                    ))
+                },
+                SavedPoint::At,
+            ),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => SavedPoint::Missing,
+        Err(e) => SavedPoint::Unreadable(e.to_string()),
     }
+}
+
+/// fdatasync of one of the log's files (`dir` is the log's, for fault injection in tests).
+fn sync(file: &File, dir: &Path) -> io::Result<()> {
+    fault::check(dir, Point::Sync, None)?;
+    file.sync_data()
 }
 
 /// Writes all of `slices` at `pos` (`pwritev2`); with `dsync`, each call returns once its
@@ -262,11 +344,60 @@ pub struct Log {
     start_offset: AtomicI64,
     end_offset: AtomicI64,
     flushed_offset: AtomicI64,
-    flush_lock: Mutex<()>,
     last_flush_ms: AtomicI64,
     unflushed_messages: AtomicU64,
     closed: AtomicBool,
     seals: Arc<SealState>,
+}
+
+/// What a log directory holds, by file name.
+struct DirFiles {
+    /// Base offsets of the segment data files (`<base>.log`), sorted.
+    bases: Vec<i64>,
+    /// Base offsets that have an `.index` or `.timeindex` file.
+    indexed: Vec<i64>,
+}
+
+/// Lists the segment files of `dir` and removes the temporary file of an interrupted
+/// recovery-point write.
+fn scan_dir(dir: &Path) -> io::Result<DirFiles> {
+    let tmp = format!("{RECOVERY_POINT_FILE}.tmp");
+    let (mut bases, mut indexed) = (Vec::new(), Vec::new());
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name == tmp {
+            let path = dir.join(name);
+            match std::fs::remove_file(&path) {
+                Ok(()) => tracing::info!(
+                    path = %path.display(),
+                    "removed the temporary file of an interrupted recovery-point write"
+                ),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "could not remove a temporary file")
+                }
+            }
+            continue;
+        }
+        let Some((stem, ext)) = name.rsplit_once('.') else {
+            continue;
+        };
+        let Some(base) = (stem.len() == 20)
+            .then(|| stem.parse::<i64>().ok())
+            .flatten()
+        else {
+            continue;
+        };
+        match ext {
+            "log" => bases.push(base),
+            "index" | "timeindex" => indexed.push(base),
+            _ => {}
+        }
+    }
+    bases.sort_unstable();
+    indexed.sort_unstable();
+    indexed.dedup();
+    Ok(DirFiles { bases, indexed })
 }
 
 fn open_append(path: &Path) -> io::Result<File> {
@@ -274,30 +405,51 @@ fn open_append(path: &Path) -> io::Result<File> {
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
+    fault::check(dir, Point::DirSync, None)?;
     File::open(dir)?.sync_all()
 }
 
 impl Log {
     /// Opens (or creates) the log in `dir`, recovering the tail of the last segment: only
     /// bytes after its last index entry are checked, so opening costs the same for any size.
+    ///
+    /// Start-up rules (each logged with what was done): a leftover `recovery-point.tmp` is
+    /// removed; an unreadable recovery point means "check every segment"; segments below
+    /// the recovery point were synced, so a gap between their offsets, a segment data file
+    /// missing while its index files remain, or a recovery point past the last segment is
+    /// damage the log cannot repair without losing or renumbering records:
+    /// [`LogError::Damaged`], and the log is not opened.
     pub fn open(dir: impl Into<PathBuf>, config: LogConfig) -> Result<Log> {
         let dir = dir.into();
         config.validate().map_err(LogError::Config)?;
         std::fs::create_dir_all(&dir)?;
         let now = now_ms();
-        let mut bases = Vec::new();
-        for entry in std::fs::read_dir(&dir)? {
-            let name = entry?.file_name();
-            let Some(name) = name.to_str() else { continue };
-            if let Some(stem) = name.strip_suffix(".log") {
-                if stem.len() == 20 {
-                    if let Ok(base) = stem.parse::<i64>() {
-                        bases.push(base);
-                    }
-                }
-            }
+        let files = scan_dir(&dir)?;
+        let missing: Vec<String> = files
+            .indexed
+            .iter()
+            .filter(|b| files.bases.binary_search(b).is_err())
+            .map(|&b| segment_path(&dir, b, "log").display().to_string())
+            .collect();
+        if !missing.is_empty() {
+            return Err(LogError::Damaged(format!(
+                "segment data file {} is missing while its index files remain: the records it \
+                 held are lost and their offsets would be given again; restore the file, or \
+                 move {} away to start the partition empty",
+                missing.join(", "),
+                dir.display()
+            )));
         }
-        bases.sort_unstable();
+        let saved_point = read_recovery_point(&dir);
+        if files.bases.is_empty() && !matches!(saved_point, SavedPoint::Missing) {
+            return Err(LogError::Damaged(format!(
+                "{} has a recovery-point file but no segment data file (.log): the partition's \
+                 records are missing; restore them, or move the directory away to start the \
+                 partition empty",
+                dir.display()
+            )));
+        }
+        let bases = files.bases;
         let mut segments = VecDeque::with_capacity(bases.len().max(1));
         for (i, &base) in bases.iter().enumerate() {
             let next = bases.get(i + 1).copied().unwrap_or(base);
@@ -307,16 +459,77 @@ impl Log {
             segments.push_back(Arc::new(Segment::create(&dir, 0, now)?));
             sync_dir(&dir)?;
         }
+        let last_base = segments.back().expect("one segment").base_offset;
+        // `strict`: the recovery point is unknown, so a hole cannot be told from a tail that
+        // never reached the disk: it is damage, not a tail to drop.
+        let (point, strict) = match &saved_point {
+            SavedPoint::Missing => (last_base, false),
+            SavedPoint::At(p) if *p > last_base => {
+                return Err(LogError::Damaged(format!(
+                    "the recovery point of {} is offset {p}, past the last segment (base offset \
+                     {last_base}): the segments from the recovery point on are missing; restore \
+                     them, or remove the recovery-point file to accept the loss (offsets then \
+                     continue after the last segment)",
+                    dir.display()
+                )));
+            }
+            SavedPoint::At(p) => (*p, false),
+            SavedPoint::Unreadable(why) => {
+                tracing::warn!(
+                    dir = %dir.display(),
+                    reason = %why,
+                    "the recovery-point file is unreadable: every segment is checked (recovery point 0)"
+                );
+                (0, true)
+            }
+        };
+        // The segment holding the recovery point and every later one are checked; the ones
+        // before it were synced by their seal, so only their ends are compared with the next
+        // segment's base offset (a few header reads each).
+        let first_checked = segments
+            .partition_point(|s| s.base_offset <= point)
+            .saturating_sub(1);
+        for k in 0..first_checked {
+            let (seg, next) = (&segments[k], segments[k + 1].base_offset);
+            match seg.scan_end()? {
+                Ok(end) if end == next => {}
+                Ok(end) => {
+                    return Err(LogError::Damaged(format!(
+                        "segment {} ends at offset {end} but the next segment starts at {next}: \
+                         offsets {} are missing from synced segments",
+                        seg.path("log").display(),
+                        if end < next {
+                            format!("{end}..{next}")
+                        } else {
+                            format!("{next}..{end} overlap and")
+                        }
+                    )));
+                }
+                Err(why) => {
+                    return Err(LogError::Damaged(format!(
+                        "synced segment {} is damaged: {why}",
+                        seg.path("log").display()
+                    )));
+                }
+            }
+        }
         // Sealed segments from the recovery point on may not have reached the disk before
         // a crash: check them too. A hole ends the log there (what follows it is dropped).
-        let last_base = segments.back().expect("one segment").base_offset;
-        let saved_point = read_recovery_point(&dir)?;
-        let point = saved_point.unwrap_or(last_base);
-        let mut i = segments.partition_point(|s| s.base_offset < point);
+        let mut i = first_checked;
         while i + 1 < segments.len() {
             let seg = segments[i].clone();
             recover(&seg, config.index_interval_bytes)?;
             if seg.next_offset() != segments[i + 1].base_offset {
+                if strict {
+                    return Err(LogError::Damaged(format!(
+                        "segment {} ends at offset {} but the next segment starts at {}, and the \
+                         recovery point is unreadable, so whether the segment was synced is \
+                         unknown: the log is not opened rather than dropping the later segments",
+                        seg.path("log").display(),
+                        seg.next_offset(),
+                        segments[i + 1].base_offset
+                    )));
+                }
                 tracing::warn!(
                     segment = %seg.path("log").display(),
                     dropped_segments = segments.len() - i - 1,
@@ -327,17 +540,22 @@ impl Log {
                 }
                 break;
             }
-            seg.file.sync_data()?;
+            sync(&seg.file, &dir)?;
             i += 1;
         }
         let active = segments.back().expect("one segment").clone();
         let bytes_since_index = recover(&active, config.index_interval_bytes)?;
-        if saved_point != Some(active.base_offset) {
-            write_recovery_point(&dir, active.base_offset)?;
+        if !matches!(saved_point, SavedPoint::At(p) if p == active.base_offset) {
+            if let Err(e) = write_recovery_point(&dir, active.base_offset) {
+                warn_recovery_point(&dir, &e);
+            }
         }
+        let (index_len, time_index_len) = active.index_bytes();
         let writer = Writer {
             index_file: open_append(&active.path("index"))?,
             time_index_file: open_append(&active.path("timeindex"))?,
+            index_len,
+            time_index_len,
             active: active.clone(),
             bytes_since_index,
         };
@@ -351,6 +569,8 @@ impl Log {
                 threads: Vec::new(),
             }),
             written_point: Mutex::new(active.base_offset),
+            failed: OnceLock::new(),
+            flush_lock: Mutex::new(()),
         });
         Ok(Log {
             dir,
@@ -360,12 +580,16 @@ impl Log {
             start_offset: AtomicI64::new(start),
             end_offset: AtomicI64::new(end),
             flushed_offset: AtomicI64::new(end),
-            flush_lock: Mutex::new(()),
             last_flush_ms: AtomicI64::new(now),
             unflushed_messages: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             seals,
         })
+    }
+
+    /// Why the log is offline after a failed sync (see [`LogError::Failed`]), if it is.
+    pub fn failure(&self) -> Option<&str> {
+        self.seals.failed.get().map(String::as_str)
     }
 
     /// The directory holding this log's segments.
@@ -446,6 +670,7 @@ impl Log {
         if self.closed.load(Ordering::Acquire) {
             return Err(LogError::Closed);
         }
+        self.seals.check()?;
         let now = now_ms();
         let active_size = w.active.size();
         if active_size > 0
@@ -517,28 +742,45 @@ impl Log {
             })
             && self.flushed_offset() >= base_offset
             && self.seals.sealing.lock().pending.is_empty();
-        let written = match &batches {
-            Batches::InPlace(b) => {
-                write_all_vectored_at(&seg.file, &mut [IoSlice::new(b)], seg_pos, sync_now)
-            }
-            Batches::Shared(b) => {
-                let mut slices = Vec::with_capacity(2 * heads.len());
-                let mut at = 0usize;
-                for head in &heads {
-                    let total = BatchHeader::parse(&b[at..]).expect("validated").total_len();
-                    slices.push(IoSlice::new(head));
-                    slices.push(IoSlice::new(&b[at + HEADER_LEN..at + total]));
-                    at += total;
+        let written = fault::check(&self.dir, Point::DataWrite, Some((&seg.file, seg_pos)))
+            .and_then(|()| match &batches {
+                Batches::InPlace(b) => {
+                    write_all_vectored_at(&seg.file, &mut [IoSlice::new(b)], seg_pos, sync_now)
                 }
-                write_all_vectored_at(&seg.file, &mut slices, seg_pos, sync_now)
-            }
-        };
+                Batches::Shared(b) => {
+                    let mut slices = Vec::with_capacity(2 * heads.len());
+                    let mut at = 0usize;
+                    for head in &heads {
+                        let total = BatchHeader::parse(&b[at..]).expect("validated").total_len();
+                        slices.push(IoSlice::new(head));
+                        slices.push(IoSlice::new(&b[at + HEADER_LEN..at + total]));
+                        at += total;
+                    }
+                    write_all_vectored_at(&seg.file, &mut slices, seg_pos, sync_now)
+                }
+            });
         if let Err(e) = written {
-            // Nothing of a failed append may stay behind.
+            // Nothing of a failed append may stay behind: the bytes past the published size
+            // are cut off (and overwritten by the next append if even that fails).
             let _ = seg.file.set_len(seg_pos);
+            if sync_now && !is_out_of_space(&e) {
+                // The write's own sync may have failed: a failed sync takes the log offline.
+                return Err(self.seals.fail(
+                    &format!("an RWF_DSYNC write to {}", seg.path("log").display()),
+                    &e,
+                ));
+            }
             return Err(e.into());
         }
-        write_entries(&mut w, &new_index, &new_times)?;
+        let index_lens = (w.index_len, w.time_index_len);
+        if let Err(e) = write_entries(&self.dir, &mut w, &new_index, &new_times) {
+            // The data is not published: cut it and the torn index entries off again.
+            let _ = seg.file.set_len(seg_pos);
+            (w.index_len, w.time_index_len) = index_lens;
+            let _ = w.index_file.set_len(w.index_len);
+            let _ = w.time_index_file.set_len(w.time_index_len);
+            return Err(e.into());
+        }
         seg.push_index(&new_index, &new_times);
         w.bytes_since_index = since;
         seg.publish(seg_pos + len as u64, next, seg_max_ts);
@@ -581,15 +823,42 @@ impl Log {
                 timestamp: max_ts,
                 rel_offset: (last_base - old.base_offset) as u32,
             };
-            write_entries(w, &[], &[entry])?;
+            let index_lens = (w.index_len, w.time_index_len);
+            if let Err(e) = write_entries(&self.dir, w, &[], &[entry]) {
+                (w.index_len, w.time_index_len) = index_lens;
+                let _ = w.time_index_file.set_len(w.time_index_len);
+                return Err(e.into());
+            }
             old.push_index(&[], &[entry]);
         }
         let base = self.log_end_offset();
-        let seg = Arc::new(Segment::create(&self.dir, base, now)?);
-        sync_dir(&self.dir)?;
-        let index_file = std::mem::replace(&mut w.index_file, open_append(&seg.path("index"))?);
-        let time_index_file =
-            std::mem::replace(&mut w.time_index_file, open_append(&seg.path("timeindex"))?);
+        let created = Segment::create(&self.dir, base, now).and_then(|seg| {
+            let index_file = open_append(&seg.path("index"))?;
+            let time_index_file = open_append(&seg.path("timeindex"))?;
+            Ok((seg, index_file, time_index_file))
+        });
+        let (seg, index_file, time_index_file) = match created {
+            Ok(files) => files,
+            Err(e) => {
+                // Out of space or descriptors: the append fails, the next one rolls again.
+                let _ = segment::remove_files(&self.dir, base);
+                return Err(e.into());
+            }
+        };
+        if let Err(e) = sync_dir(&self.dir) {
+            return Err(self.seals.fail(
+                &format!(
+                    "syncing {} after creating segment {}",
+                    self.dir.display(),
+                    seg.path("log").display()
+                ),
+                &e,
+            ));
+        }
+        let seg = Arc::new(seg);
+        let index_file = std::mem::replace(&mut w.index_file, index_file);
+        let time_index_file = std::mem::replace(&mut w.time_index_file, time_index_file);
+        (w.index_len, w.time_index_len) = (0, 0);
         w.bytes_since_index = 0;
         w.active = seg.clone();
         {
@@ -620,10 +889,13 @@ impl Log {
         if self.flushed_offset() >= offset {
             return Ok(());
         }
-        let _g = self.flush_lock.lock();
+        self.seals.check()?;
+        let _g = self.seals.flush_lock.lock();
         if self.flushed_offset() >= offset {
             return Ok(());
         }
+        // A failed sync is never retried: whoever waited for it gets the error too.
+        self.seals.check()?;
         // Read the end before choosing the segments: anything below it is in the active
         // segment, in a sealed one still pending, or in one already sealed on disk.
         let target = self.log_end_offset();
@@ -633,10 +905,12 @@ impl Log {
             let active = self.segments.read().back().expect("one segment").clone();
             (sealing.pending.clone(), active)
         };
-        for seg in &pending {
-            seg.file.sync_data()?;
+        for seg in pending.iter().chain([&active]) {
+            if let Err(e) = sync(&seg.file, &self.dir) {
+                let what = format!("fdatasync of {}", seg.path("log").display());
+                return Err(self.seals.fail(&what, &e));
+            }
         }
-        active.file.sync_data()?;
         self.flushed_offset.fetch_max(target, Ordering::AcqRel);
         self.unflushed_messages
             .fetch_sub(unflushed, Ordering::AcqRel);
@@ -676,6 +950,7 @@ impl Log {
     /// at least one whole batch is returned if `offset` is below the end, even if it is larger
     /// than `max_bytes`. Reads stay within one segment. `offset == log end` gives no data.
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadResult> {
+        self.seals.check()?;
         let start = self.log_start_offset();
         let end = self.log_end_offset();
         let out_of_range = LogError::OffsetOutOfRange { offset, start, end };
@@ -705,6 +980,7 @@ impl Log {
     /// [`Log::read`] that returns where the batches are instead of reading them: the same
     /// batches (at most `max_bytes`, at least one whole batch), as a range of a segment file.
     pub fn read_range(&self, offset: i64, max_bytes: usize) -> Result<RangeRead> {
+        self.seals.check()?;
         let start = self.log_start_offset();
         let end = self.log_end_offset();
         if offset < start || offset > end {
@@ -746,6 +1022,7 @@ impl Log {
     /// The first batch whose max timestamp is at least `timestamp` (Kafka's ListOffsets by
     /// time), found through the time indexes; `None` if every record is older.
     pub fn find_by_timestamp(&self, timestamp: i64) -> Result<Option<TimestampHit>> {
+        self.seals.check()?;
         let interval = self.config().index_interval_bytes;
         let start = self.log_start_offset();
         let segments: Vec<_> = self.segments.read().iter().cloned().collect();
@@ -772,6 +1049,7 @@ impl Log {
     /// Deletes whole sealed segments past `retention.ms` (by their newest timestamp) or
     /// beyond `retention.bytes` (oldest first). The active segment is never deleted.
     pub fn enforce_retention(&self, now_ms: i64) -> Result<RetentionOutcome> {
+        self.seals.check()?;
         let config = self.config();
         let mut outcome = RetentionOutcome::default();
         let mut deleted = Vec::new();
@@ -805,16 +1083,24 @@ impl Log {
         Ok(outcome)
     }
 
-    /// Flushes and refuses further appends. Reads keep working.
+    /// Flushes and refuses further appends. Reads keep working. A log offline after a
+    /// failed sync is closed without syncing anything ([`LogError::Failed`]).
     pub fn close(&self) -> Result<()> {
         let w = self.writer.lock();
         self.closed.store(true, Ordering::Release);
-        w.index_file.sync_data()?;
-        w.time_index_file.sync_data()?;
+        let synced = self.seals.check().and_then(|()| {
+            for f in [&w.index_file, &w.time_index_file] {
+                if let Err(e) = sync(f, &self.dir) {
+                    let what = format!("fdatasync of the indexes in {}", self.dir.display());
+                    return Err(self.seals.fail(&what, &e));
+                }
+            }
+            Ok(())
+        });
         drop(w);
-        self.flush()?;
+        let flushed = synced.and_then(|()| self.flush());
         self.wait_for_seals();
-        Ok(())
+        flushed
     }
 
     /// Closes the log and removes its directory.
@@ -828,16 +1114,26 @@ impl Log {
     }
 }
 
-fn write_entries(w: &mut Writer, offsets: &[IndexEntry], times: &[TimeEntry]) -> Result<()> {
+/// Appends entries to the active segment's index files. On error the files may hold part
+/// of the entries: the caller cuts them back to `index_len` / `time_index_len`.
+fn write_entries(
+    dir: &Path,
+    w: &mut Writer,
+    offsets: &[IndexEntry],
+    times: &[TimeEntry],
+) -> io::Result<()> {
     if !offsets.is_empty() {
         let mut buf = Vec::with_capacity(offsets.len() * index::INDEX_ENTRY_LEN);
         offsets.iter().for_each(|e| e.encode(&mut buf));
+        fault::check(dir, Point::IndexWrite, Some((&w.index_file, w.index_len)))?;
         io::Write::write_all(&mut w.index_file, &buf)?;
+        w.index_len += buf.len() as u64;
     }
     if !times.is_empty() {
         let mut buf = Vec::with_capacity(times.len() * index::TIME_ENTRY_LEN);
         times.iter().for_each(|e| e.encode(&mut buf));
         io::Write::write_all(&mut w.time_index_file, &buf)?;
+        w.time_index_len += buf.len() as u64;
     }
     Ok(())
 }
@@ -882,8 +1178,12 @@ fn read_batches(seg: &Segment, pos: u64, max_bytes: usize) -> Result<Bytes> {
 /// file at the first one that fails. Returns the bytes written since the last index entry.
 fn recover(seg: &Segment, interval: u64) -> Result<u64> {
     let data_len = seg.file.metadata()?.len();
-    let mut offsets = index::load_offset_index(&seg.path("index"), data_len)?.unwrap_or_default();
-    let mut times = index::load_time_index(&seg.path("timeindex"))?.unwrap_or_default();
+    let (index_path, time_path) = (seg.path("index"), seg.path("timeindex"));
+    let on_disk = (file_len(&index_path)?, file_len(&time_path)?);
+    let mut offsets = index::load_offset_index(&index_path, data_len)?.unwrap_or_default();
+    let mut times = index::load_time_index(&time_path)?.unwrap_or_default();
+    // Whether the indexes differ from the files (then they are rewritten).
+    let mut changed = false;
     // Drop index entries that do not point at the batch they name (torn or stale index).
     let mut misses = 0;
     while let Some(last) = offsets.last().copied() {
@@ -894,6 +1194,7 @@ fn recover(seg: &Segment, interval: u64) -> Result<u64> {
             break;
         }
         offsets.pop();
+        changed = true;
         misses += 1;
         if misses > 8 {
             offsets.clear();
@@ -903,7 +1204,9 @@ fn recover(seg: &Segment, interval: u64) -> Result<u64> {
         (e.position as u64, seg.base_offset + i64::from(e.rel_offset))
     });
     let scan_from_offset = next;
+    let times_before = times.len();
     times.retain(|t| seg.base_offset + i64::from(t.rel_offset) < scan_from_offset);
+    changed |= times.len() != times_before;
     let mut max_ts = times.last().map_or(-1, |t| t.timestamp);
     let mut since = 0u64;
     let mut buf = Vec::new();
@@ -931,6 +1234,7 @@ fn recover(seg: &Segment, interval: u64) -> Result<u64> {
                     rel_offset: rel,
                 });
             }
+            changed = true;
             since = 0;
         }
         first = false;
@@ -948,20 +1252,30 @@ fn recover(seg: &Segment, interval: u64) -> Result<u64> {
         seg.file.set_len(pos)?;
         seg.file.sync_all()?;
     }
-    // Rewrite both indexes from what was verified.
+    // Rewrite both indexes from what was verified, unless the files already hold exactly
+    // that (the usual case after a clean shutdown: no write at start).
     let mut ibuf = Vec::with_capacity(offsets.len() * index::INDEX_ENTRY_LEN);
     offsets.iter().for_each(|e| e.encode(&mut ibuf));
-    std::fs::write(segment_path_of(seg, "index"), &ibuf)?;
     let mut tbuf = Vec::with_capacity(times.len() * index::TIME_ENTRY_LEN);
     times.iter().for_each(|e| e.encode(&mut tbuf));
-    std::fs::write(segment_path_of(seg, "timeindex"), &tbuf)?;
+    if changed || on_disk.0 != Some(ibuf.len() as u64) {
+        std::fs::write(&index_path, &ibuf)?;
+    }
+    if changed || on_disk.1 != Some(tbuf.len() as u64) {
+        std::fs::write(&time_path, &tbuf)?;
+    }
     seg.set_indexes(offsets, times);
     seg.set_recovered(pos, next, max_ts);
     Ok(since)
 }
 
-fn segment_path_of(seg: &Segment, ext: &str) -> PathBuf {
-    seg.path(ext)
+/// The length of a file, `None` if it does not exist.
+fn file_len(path: &Path) -> io::Result<Option<u64>> {
+    match std::fs::metadata(path) {
+        Ok(m) => Ok(Some(m.len())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 #[allow(dead_code)]

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use crate::batch::{BatchHeader, HEADER_LEN};
+use crate::batch::{BatchHeader, HEADER_LEN, LOG_OVERHEAD, MAGIC_V2};
 use crate::index::{self, IndexEntry, TimeEntry};
 
 /// File name stem of a segment: the base offset, zero-padded to 20 digits.
@@ -208,6 +208,16 @@ impl Segment {
         *self.time_index.write() = Some(times);
     }
 
+    /// Bytes of the in-memory indexes as files (entries × entry length).
+    pub(crate) fn index_bytes(&self) -> (u64, u64) {
+        let n = self.index.read().as_ref().map_or(0, Vec::len);
+        let t = self.time_index.read().as_ref().map_or(0, Vec::len);
+        (
+            (n * index::INDEX_ENTRY_LEN) as u64,
+            (t * index::TIME_ENTRY_LEN) as u64,
+        )
+    }
+
     pub(crate) fn last_time_entry(&self) -> Option<TimeEntry> {
         self.time_index
             .read()
@@ -368,17 +378,76 @@ impl Segment {
         Ok(None)
     }
 
-    /// Deletes the segment's files (readers holding it keep their open handle).
-    pub(crate) fn delete_files(&self) -> io::Result<()> {
-        for ext in ["log", "index", "timeindex"] {
-            match std::fs::remove_file(self.path(ext)) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
+    /// The offset after the last batch of a sealed segment: from the last index entry that
+    /// names a batch, a header scan to the end of the file (a few headers, as the index has
+    /// an entry every `index.interval.bytes`; the whole file if the index is lost).
+    /// `Ok(Err(reason))` if the batches do not follow each other up to the end of the file.
+    pub(crate) fn scan_end(&self) -> io::Result<Result<i64, String>> {
+        let size = self.size();
+        let (mut pos, mut next) = (0u64, self.base_offset);
+        for e in index::load_offset_tail(&self.path("index"), 8)?
+            .iter()
+            .rev()
+        {
+            let at = u64::from(e.position);
+            let due = self.base_offset + i64::from(e.rel_offset);
+            if at < size
+                && self
+                    .header_at(at, size)?
+                    .is_some_and(|h| h.base_offset == due)
+            {
+                (pos, next) = (at, due);
+                break;
             }
         }
-        Ok(())
+        while pos < size {
+            let Some(h) = self.header_at(pos, size)? else {
+                return Ok(Err(format!(
+                    "the last {} bytes (from position {pos}) are not a whole batch",
+                    size - pos
+                )));
+            };
+            if h.magic != MAGIC_V2
+                || h.batch_length < (HEADER_LEN - LOG_OVERHEAD) as i32
+                || h.last_offset_delta < 0
+                || pos + h.total_len() as u64 > size
+            {
+                return Ok(Err(format!(
+                    "the batch at position {pos} is not a whole batch"
+                )));
+            }
+            if h.base_offset != next {
+                return Ok(Err(format!(
+                    "the batch at position {pos} has base offset {} where {next} was due",
+                    h.base_offset
+                )));
+            }
+            next = h.last_offset() + 1;
+            pos += h.total_len() as u64;
+        }
+        Ok(Ok(next))
     }
+
+    /// Deletes the segment's files (readers holding it keep their open handle). The data
+    /// file goes last: a crash in between leaves a segment without indexes (rebuilt when
+    /// needed), never indexes without their data, which the next open would take for a lost
+    /// segment.
+    pub(crate) fn delete_files(&self) -> io::Result<()> {
+        remove_files(&self.dir, self.base_offset)
+    }
+}
+
+/// Removes the files of the segment at `base_offset` in `dir`, the data file last (see
+/// [`Segment::delete_files`]); missing files are no error.
+pub(crate) fn remove_files(dir: &Path, base_offset: i64) -> io::Result<()> {
+    for ext in ["index", "timeindex", "log"] {
+        match std::fs::remove_file(segment_path(dir, base_offset, ext)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 pub(crate) fn segment_path(dir: &Path, base_offset: i64, ext: &str) -> PathBuf {
