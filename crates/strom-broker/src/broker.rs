@@ -154,6 +154,12 @@ pub struct Broker {
 
 impl Broker {
     /// Opens the broker over its data directory, loading every topic and recovering each log.
+    ///
+    /// Start-up degrades per partition, not per broker (see [`crate::topic`]): a damaged
+    /// topic file is rebuilt from the partition directories, a partition whose log cannot be
+    /// opened is offline, an unreadable `producer-ids` restarts the id allocator above every
+    /// earlier id; each is logged with what was done. Only a data directory that cannot be
+    /// created or listed stops the start.
     pub fn open(config: BrokerConfig) -> Result<Arc<Broker>> {
         let data_dir = config.data_dir.clone();
         fs::create_dir_all(topic::meta_dir(&data_dir))?;
@@ -161,9 +167,31 @@ impl Broker {
         let cluster_id = load_cluster_id(&data_dir)?;
         let producer_ids = ProducerIds::open(&data_dir)?;
         let mut topics = BTreeMap::new();
-        for meta in topic::load_metas(&data_dir)? {
-            let t = Topic::open(&data_dir, &meta)?;
-            tracing::info!(topic = %meta.name, partitions = meta.partitions, "topic loaded");
+        for (meta, topic_config) in topic::load_metas(&data_dir, config.max_partitions_per_topic)? {
+            let t = match Topic::load(&data_dir, &meta, topic_config) {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::error!(topic = %meta.name, error = %e, "topic not loaded");
+                    continue;
+                }
+            };
+            let mut offline = 0;
+            for p in t.partitions().iter() {
+                match p.online() {
+                    // Ids found in the logs count as issued, whatever `producer-ids` says.
+                    Ok(o) => {
+                        if let Some(id) = o.producers.lock().max_producer_id() {
+                            producer_ids.ensure_above(id);
+                        }
+                    }
+                    Err(_) => offline += 1,
+                }
+            }
+            if offline > 0 {
+                tracing::error!(topic = %meta.name, partitions = meta.partitions, offline, "topic loaded with offline partitions");
+            } else {
+                tracing::info!(topic = %meta.name, partitions = meta.partitions, "topic loaded");
+            }
             topics.insert(meta.name.clone(), Arc::new(t));
         }
         Ok(Arc::new(Broker {
@@ -271,14 +299,19 @@ impl Broker {
             partitions,
             configs: config.overrides().clone(),
         };
-        let t = Topic::open(&self.config.data_dir, &meta)
-            .and_then(|t| {
-                topic::save_meta(&self.config.data_dir, &meta)?;
-                Ok(t)
-            })
-            .inspect_err(
-                |e| tracing::error!(topic = name, error = %e, "creating the topic failed"),
-            )?;
+        // On failure nothing stays behind (directories, metadata file): a retry starts clean.
+        let created = Topic::create(&self.config.data_dir, &meta).and_then(|t| {
+            match topic::save_new_meta(&self.config.data_dir, &meta) {
+                Ok(()) => Ok(t),
+                Err(e) => {
+                    t.discard();
+                    Err(e.into())
+                }
+            }
+        });
+        let t = created.inspect_err(|e| {
+            tracing::error!(topic = name, error = %e, "creating the topic failed; what it created was removed")
+        })?;
         self.topics.write().insert(name.to_string(), Arc::new(t));
         tracing::info!(topic = name, partitions, "topic created");
         Ok(())
@@ -296,8 +329,10 @@ impl Broker {
         topic::remove_meta(&self.config.data_dir, name)?;
         let tag = topic::hex(&t.id());
         for p in t.partitions().iter() {
-            let _ = p.log.close();
-            let dir = p.log.dir().to_path_buf();
+            if let Ok(log) = p.log() {
+                let _ = log.close();
+            }
+            let dir = p.dir().to_path_buf();
             let doomed = dir.with_file_name(format!("{}-{}.{tag}-delete", name, p.index()));
             if let Err(e) = fs::rename(&dir, &doomed).and_then(|_| fs::remove_dir_all(&doomed)) {
                 tracing::warn!(dir = %dir.display(), error = %e, "could not remove a deleted partition");
@@ -330,8 +365,11 @@ impl Broker {
         if validate_only {
             return Ok(());
         }
-        t.grow(&self.config.data_dir, total)?;
-        topic::save_meta(&self.config.data_dir, &t.meta())?;
+        let data_dir = &self.config.data_dir;
+        t.grow(data_dir, total, |meta| topic::save_meta(data_dir, meta))
+            .inspect_err(|e| {
+                tracing::error!(topic = name, error = %e, "adding partitions failed; what it created was removed")
+            })?;
         tracing::info!(topic = name, partitions = total, "partitions added");
         Ok(())
     }
@@ -415,9 +453,10 @@ impl Broker {
     ) -> Result<(ProduceAck, Option<PendingFlush>)> {
         self.check_open()?;
         let p = self.partition(topic, partition)?;
+        let online = p.online()?;
         let now = now_ms();
         let outcome = blocking(|| -> Result<_> {
-            let mut producers = p.producers.lock();
+            let mut producers = online.producers.lock();
             match producers.check(records, |id| self.producer_ids.was_issued(id))? {
                 BatchCheck::Duplicate {
                     first_offset,
@@ -426,18 +465,19 @@ impl Broker {
                 BatchCheck::New => {
                     // The request's bytes go to the page cache as they are: no copy.
                     let info = if may_sync_inline {
-                        p.log.append_shared(records)?
+                        online.log.append_shared(records)?
                     } else {
-                        p.log.append_shared_unsynced(records)?
+                        online.log.append_shared_unsynced(records)?
                     };
                     producers.record(records, info.base_offset, now);
-                    if let Err(e) = producers.after_append(&p.log, &info) {
+                    if let Err(e) = producers.after_append(&online.log, &info) {
                         tracing::warn!(topic, partition, error = %e, "producer snapshot failed");
                     }
                     Ok(Ok(info))
                 }
             }
-        })?;
+        })
+        .inspect_err(|e| self.log_storage_error(&p, e))?;
         let pending = |offset| PendingFlush {
             partition: p.clone(),
             offset,
@@ -460,14 +500,32 @@ impl Broker {
                     base_offset: first,
                     last_offset: last,
                     log_append_time: -1,
-                    log_start_offset: p.log.log_start_offset(),
+                    log_start_offset: online.log.log_start_offset(),
                     duplicate: true,
                 };
                 // A retry is acknowledged once its first write is durable.
-                let flush = p.log.config().flush_messages.is_some();
+                let flush = online.log.config().flush_messages.is_some();
                 (ack, flush.then(|| pending(last + 1)))
             }
         })
+    }
+
+    /// Logs a failed append at ERROR, at most once a second per partition (a full disk
+    /// fails every produce until space returns). Refused input is the client's business and
+    /// an offline partition was logged when it went offline: neither is logged here.
+    fn log_storage_error(&self, p: &Partition, e: &BrokerError) {
+        if !e.is_io() {
+            return;
+        }
+        if let Some(suppressed) = p.storage_errors.ready() {
+            let what = if e.is_out_of_space() {
+                "the disk is full: appends to this partition fail with a storage error until \
+                 space is freed (nothing of them is stored; reads go on), then resume by themselves"
+            } else {
+                "an append failed with an I/O error: nothing of it is stored"
+            };
+            tracing::error!(topic = p.topic(), partition = p.index(), error = %e, suppressed, "{what}");
+        }
     }
 
     /// Reads from several partitions, waiting up to `limits.max_wait` until `min_bytes` are
@@ -538,7 +596,7 @@ impl Broker {
     async fn flush_partition(&self, p: &Arc<Partition>, offset: i64) -> Result<()> {
         let started = std::time::Instant::now();
         let p = p.clone();
-        tokio::task::spawn_blocking(move || p.log.flush_to(offset))
+        tokio::task::spawn_blocking(move || Ok::<_, BrokerError>(p.log()?.flush_to(offset)?))
             .await
             .map_err(|e| BrokerError::Io(std::io::Error::other(e)))??;
         self.metrics.fsync(started.elapsed());
@@ -561,8 +619,9 @@ impl Broker {
                 let budget = s.max_bytes.min(max_bytes.saturating_sub(total));
                 let capped = budget > READ_MAX_BYTES;
                 let limit = budget.clamp(1, READ_MAX_BYTES);
+                let log = p.log()?;
                 let mut f = if ranges {
-                    let read = p.log.read_range(s.offset, limit)?;
+                    let read = log.read_range(s.offset, limit)?;
                     FetchedPartition {
                         data: Bytes::new(),
                         file: read.range,
@@ -570,7 +629,7 @@ impl Broker {
                         log_start_offset: read.log_start_offset,
                     }
                 } else {
-                    let read = p.log.read(s.offset, limit)?;
+                    let read = log.read(s.offset, limit)?;
                     FetchedPartition {
                         data: read.data,
                         file: None,
@@ -597,16 +656,20 @@ impl Broker {
     /// `(-1, -1)` when every record is older.
     pub fn list_offset(&self, topic: &str, partition: i32, timestamp: i64) -> Result<(i64, i64)> {
         let p = self.partition(topic, partition)?;
+        let log = p.log()?;
+        if let Some(reason) = log.failure() {
+            return Err(BrokerError::Log(LogError::Failed(reason.to_string())));
+        }
         match timestamp {
-            -1 => Ok((p.log.log_end_offset(), -1)),
-            -2 | -4 => Ok((p.log.log_start_offset(), -1)),
+            -1 => Ok((log.log_end_offset(), -1)),
+            -2 | -4 => Ok((log.log_start_offset(), -1)),
             t if t < 0 => Err(BrokerError::Log(LogError::Config(format!(
                 "ListOffsets timestamp {t} is not supported"
             )))),
-            t => match p.log.find_by_timestamp(t)? {
+            t => match log.find_by_timestamp(t)? {
                 None => Ok((-1, -1)),
                 Some(hit) => Ok(record_at_or_after(&hit.batch, t)
-                    .map(|(o, ts)| (o.max(p.log.log_start_offset()), ts))
+                    .map(|(o, ts)| (o.max(log.log_start_offset()), ts))
                     .unwrap_or((hit.base_offset, hit.header.max_timestamp))),
             },
         }
@@ -653,11 +716,19 @@ impl Broker {
         let topics: Vec<_> = self.topics.read().values().cloned().collect();
         for t in topics {
             for p in t.partitions().iter() {
-                if let Err(e) = p.log.flush_if_due(now) {
-                    tracing::error!(topic = t.name(), partition = p.index(), error = %e, "flush failed");
+                // An offline partition was logged when it went offline; nothing to do.
+                let Ok(o) = p.online() else { continue };
+                if o.log.failure().is_some() {
+                    continue;
+                }
+                if let Err(e) = o.log.flush_if_due(now) {
+                    // A failed sync was logged by the log as it went offline.
+                    if o.log.failure().is_none() {
+                        tracing::error!(topic = t.name(), partition = p.index(), error = %e, "flush failed");
+                    }
                 }
                 if retention {
-                    match p.log.enforce_retention(now) {
+                    match o.log.enforce_retention(now) {
                         Ok(o) if o.segments > 0 => tracing::info!(
                             topic = t.name(),
                             partition = p.index(),
@@ -672,7 +743,7 @@ impl Broker {
                     }
                 }
                 if expiry {
-                    p.producers
+                    o.producers
                         .lock()
                         .expire(now, self.config.producer_id_expiration_ms);
                 }
@@ -697,13 +768,20 @@ impl Broker {
         let mut first_err = None;
         for t in topics {
             for p in t.partitions().iter() {
-                let producers = p.producers.lock();
-                let r = p
+                let Ok(o) = p.online() else { continue };
+                if o.log.failure().is_some() {
+                    // Nothing of an offline log is synced or snapshotted: recovery at the
+                    // next start works from what is on disk.
+                    let _ = o.log.close();
+                    continue;
+                }
+                let producers = o.producers.lock();
+                let r = o
                     .log
                     .flush()
                     .map_err(BrokerError::from)
-                    .and_then(|_| Ok(producers.snapshot(p.log.log_end_offset())?))
-                    .and_then(|_| Ok(p.log.close()?));
+                    .and_then(|_| Ok(producers.snapshot(o.log.log_end_offset())?))
+                    .and_then(|_| Ok(o.log.close()?));
                 if let Err(e) = r {
                     tracing::error!(topic = t.name(), partition = p.index(), error = %e, "close failed");
                     first_err.get_or_insert(e);
@@ -768,14 +846,25 @@ fn varint(buf: &[u8]) -> Option<(i64, usize)> {
 
 fn load_cluster_id(data_dir: &std::path::Path) -> Result<String> {
     let path = data_dir.join(".strom").join("cluster-id");
-    match fs::read_to_string(&path) {
-        Ok(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
-        Ok(_) | Err(_) => {
-            let id = base64url(&topic::random_id()?);
-            topic::write_atomic(&path, id.as_bytes())?;
-            Ok(id)
-        }
+    let _ = fs::remove_file(path.with_extension("tmp"));
+    let why = match fs::read(&path) {
+        Ok(b) => match std::str::from_utf8(&b).map(str::trim) {
+            Ok(s) if !s.is_empty() && s.len() <= 64 && s.bytes().all(|c| c.is_ascii_graphic()) => {
+                return Ok(s.to_string());
+            }
+            _ => Some(format!("{} bytes that are not a cluster id", b.len())),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => Some(e.to_string()),
+    };
+    let id = base64url(&topic::random_id()?);
+    if let Some(why) = why {
+        tracing::warn!(path = %path.display(), reason = %why, cluster_id = %id, "the cluster id file is unreadable: a new cluster id was made");
     }
+    if let Err(e) = topic::write_atomic(&path, id.as_bytes()) {
+        tracing::warn!(path = %path.display(), error = %e, "could not save the cluster id (a new one is made at the next start)");
+    }
+    Ok(id)
 }
 
 fn base64url(bytes: &[u8]) -> String {
@@ -859,7 +948,10 @@ mod tests {
         let t = b.topic("t").unwrap();
         assert_eq!(t.partitions().len(), 2);
         assert_eq!(t.config().get("retention.ms").unwrap(), ("-1".into(), true));
-        assert_eq!(b.partition("t", 1).unwrap().log().log_end_offset(), 6);
+        assert_eq!(
+            b.partition("t", 1).unwrap().log().unwrap().log_end_offset(),
+            6
+        );
     }
 
     #[tokio::test]
@@ -932,13 +1024,21 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            b.partition("a", 2).unwrap().log().config().max_batch_bytes,
+            b.partition("a", 2)
+                .unwrap()
+                .log()
+                .unwrap()
+                .config()
+                .max_batch_bytes,
             2048
         );
         b.delete_topic("a").unwrap();
         assert!(b.topic("a").is_none());
         b.create_topic("a", 1, vec![], false).unwrap();
-        assert_eq!(b.partition("a", 0).unwrap().log().log_end_offset(), 0);
+        assert_eq!(
+            b.partition("a", 0).unwrap().log().unwrap().log_end_offset(),
+            0
+        );
     }
 
     #[test]

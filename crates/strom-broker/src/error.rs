@@ -37,6 +37,18 @@ pub enum BrokerError {
     /// The storage engine refused or failed.
     #[error(transparent)]
     Log(#[from] LogError),
+    /// A partition whose log could not be opened at start (damaged or missing files, an
+    /// I/O error): it is listed but serves nothing until the cause is fixed and the broker
+    /// restarted.
+    #[error("partition {topic}-{partition} is offline: {reason}")]
+    PartitionOffline {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// Why its log could not be opened.
+        reason: String,
+    },
     /// The idempotent producer checks refused a batch.
     #[error(transparent)]
     Producer(#[from] ProducerStateError),
@@ -49,6 +61,32 @@ pub enum BrokerError {
 }
 
 impl BrokerError {
+    /// Whether the disk (or quota) is full: nothing was written, and the same request may
+    /// succeed once space is freed.
+    pub fn is_out_of_space(&self) -> bool {
+        match self {
+            BrokerError::Log(e) => e.is_out_of_space(),
+            BrokerError::Io(e) => matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)),
+            _ => false,
+        }
+    }
+
+    /// Whether the partition is offline: not opened at start, or its log failed a sync.
+    /// Until a restart every request to it gets this error.
+    pub fn is_offline(&self) -> bool {
+        matches!(
+            self,
+            BrokerError::PartitionOffline { .. }
+                | BrokerError::Log(LogError::Failed(_) | LogError::Damaged(_))
+        )
+    }
+
+    /// Whether the file system failed under the request (disk full, I/O error, out of
+    /// descriptors), as opposed to a refused input or an offline partition.
+    pub fn is_io(&self) -> bool {
+        matches!(self, BrokerError::Io(_) | BrokerError::Log(LogError::Io(_)))
+    }
+
     pub(crate) fn unknown(topic: &str, partition: i32) -> BrokerError {
         BrokerError::UnknownTopicOrPartition {
             topic: topic.to_string(),

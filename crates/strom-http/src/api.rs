@@ -79,6 +79,10 @@ impl From<BrokerError> for ApiError {
                 | LogError::UnsupportedMagic(_),
             ) => (StatusCode::BAD_REQUEST, "invalid_record"),
             BrokerError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+            // Nothing was written; the same request succeeds once space is freed.
+            e if e.is_out_of_space() => (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage"),
+            // Until the broker restarts (a failed sync) or the damage is repaired.
+            e if e.is_offline() => (StatusCode::SERVICE_UNAVAILABLE, "partition_offline"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "storage_error"),
         };
         ApiError::new(status, code, msg)
@@ -210,13 +214,17 @@ pub(crate) async fn describe_topic(
     let partitions: Vec<Value> = t
         .partitions()
         .iter()
-        .map(|p| {
-            json!({
+        .map(|p| match (p.log(), p.offline_reason()) {
+            (Ok(log), None) => json!({
                 "partition": p.index(),
-                "log_start_offset": p.log().log_start_offset(),
-                "log_end_offset": p.log().log_end_offset(),
-                "size_bytes": p.log().size_bytes(),
-            })
+                "log_start_offset": log.log_start_offset(),
+                "log_end_offset": log.log_end_offset(),
+                "size_bytes": log.size_bytes(),
+            }),
+            (_, reason) => json!({
+                "partition": p.index(),
+                "offline": reason.unwrap_or_default(),
+            }),
         })
         .collect();
     let config = t.config();
@@ -581,7 +589,10 @@ pub(crate) async fn fetch(
 ) -> ApiResult<Json<Value>> {
     let Query(q) = query.map_err(|e| ApiError::bad(e.body_text()))?;
     let p = s.broker.partition(&topic, partition)?;
-    let offset = q.offset.unwrap_or_else(|| p.log().log_start_offset());
+    let offset = match q.offset {
+        Some(o) => o,
+        None => p.log()?.log_start_offset(),
+    };
     let max_bytes = q.max_bytes.unwrap_or(1 << 20).clamp(1, 64 << 20);
     let max_records = q.max_records.unwrap_or(500).clamp(1, 100_000);
     let spec = FetchSpec {

@@ -253,11 +253,13 @@ fn positions_for(
                 .copied()
                 .or(c.map(|c| c.offset))
                 .unwrap_or_else(|| {
-                    s.broker.partition(&t, p).map_or(0, |part| {
+                    let log = s.broker.partition(&t, p);
+                    let log = log.as_ref().ok().and_then(|part| part.log().ok());
+                    log.map_or(0, |log| {
                         if from_earliest {
-                            part.log().log_start_offset()
+                            log.log_start_offset()
                         } else {
-                            part.log().log_end_offset()
+                            log.log_end_offset()
                         }
                     })
                 });

@@ -166,6 +166,7 @@ pub(crate) async fn render(State(s): State<AppState>) -> Response {
     let mut starts = String::new();
     let mut ends = String::new();
     let mut sizes = String::new();
+    let mut offline = String::new();
     for info in s.broker.topics() {
         let Some(t) = s.broker.topic(&info.name) else {
             continue;
@@ -177,19 +178,25 @@ pub(crate) async fn render(State(s): State<AppState>) -> Response {
                 p.index()
             );
             let _ = writeln!(
+                offline,
+                "strom_partition_offline{{{labels}}} {}",
+                u8::from(!p.is_online())
+            );
+            let Ok(log) = p.log() else { continue };
+            let _ = writeln!(
                 starts,
                 "strom_log_start_offset{{{labels}}} {}",
-                p.log().log_start_offset()
+                log.log_start_offset()
             );
             let _ = writeln!(
                 ends,
                 "strom_log_end_offset{{{labels}}} {}",
-                p.log().log_end_offset()
+                log.log_end_offset()
             );
             let _ = writeln!(
                 sizes,
                 "strom_log_size_bytes{{{labels}}} {}",
-                p.log().size_bytes()
+                log.size_bytes()
             );
         }
     }
@@ -199,6 +206,8 @@ pub(crate) async fn render(State(s): State<AppState>) -> Response {
     out.push_str(&ends);
     out.push_str("# HELP strom_log_size_bytes Bytes stored, per partition.\n# TYPE strom_log_size_bytes gauge\n");
     out.push_str(&sizes);
+    out.push_str("# HELP strom_partition_offline 1 if the partition is offline (its log could not be opened, or a sync failed), per partition.\n# TYPE strom_partition_offline gauge\n");
+    out.push_str(&offline);
     core_metrics(&s, &mut out);
     ([(CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
@@ -290,7 +299,8 @@ fn core_metrics(s: &AppState, out: &mut String) {
             let (Some(c), Ok(p)) = (committed, s.broker.partition(&topic, partition)) else {
                 continue;
             };
-            let lag = (p.log().log_end_offset() - c.offset).max(0);
+            let Ok(log) = p.log() else { continue };
+            let lag = (log.log_end_offset() - c.offset).max(0);
             let _ = writeln!(
                 out,
                 "strom_group_lag{{group=\"{}\",topic=\"{}\",partition=\"{partition}\"}} {lag}",

@@ -25,8 +25,8 @@ use crate::AppState;
 fn start_offset(broker: &Broker, topic: &str, partition: i32, from: &str) -> ApiResult<i64> {
     let p = broker.partition(topic, partition)?;
     match from {
-        "earliest" => Ok(p.log().log_start_offset()),
-        "latest" | "" => Ok(p.log().log_end_offset()),
+        "earliest" => Ok(p.log()?.log_start_offset()),
+        "latest" | "" => Ok(p.log()?.log_end_offset()),
         n => n.parse::<i64>().map_err(|_| {
             ApiError::bad(format!(
                 "from must be earliest, latest or an offset, not {n:?}"

@@ -23,8 +23,13 @@ pub(crate) fn code(e: &BrokerError) -> i16 {
             LogError::Config(_) => E::InvalidRequest.code(),
             // A partition closed under a request: its topic is being deleted.
             LogError::Closed => E::UnknownTopicOrPartition.code(),
-            LogError::Io(_) => E::KafkaStorageError.code(),
+            // Disk full, an I/O error, a log offline after a failed sync: as Kafka answers
+            // for a partition on a failed log directory.
+            LogError::Io(_) | LogError::Failed(_) | LogError::Damaged(_) => {
+                E::KafkaStorageError.code()
+            }
         },
+        BrokerError::PartitionOffline { .. } => E::KafkaStorageError.code(),
         BrokerError::Producer(p) => match p {
             ProducerStateError::OutOfOrderSequence { .. } => E::OutOfOrderSequenceNumber.code(),
             ProducerStateError::InvalidProducerEpoch { .. } => E::InvalidProducerEpoch.code(),

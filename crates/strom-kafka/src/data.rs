@@ -109,7 +109,10 @@ pub(crate) fn produce<'a>(mut req: Req<'a>) -> Result<Handled<'a>, Fatal> {
                     parts.push(p);
                 }
                 Err(e) => {
-                    tracing::info!(topic = name, partition = pd.index, error = %e, "produce refused");
+                    // Storage failures are logged by the core, once a second at most.
+                    if !e.is_io() && !e.is_offline() {
+                        tracing::info!(topic = name, partition = pd.index, error = %e, "produce refused");
+                    }
                     parts.push(partition_error(
                         pd.index,
                         codes::code(&e),
@@ -147,7 +150,10 @@ pub(crate) fn produce<'a>(mut req: Req<'a>) -> Result<Handled<'a>, Fatal> {
         for (t, p, flush) in pending {
             if let Err(e) = broker.wait_durable(flush).await {
                 let part = &mut responses[t].partition_responses[p];
-                tracing::warn!(partition = part.index, error = %e, "produce not made durable");
+                // A failed sync was logged by the log as it went offline.
+                if !e.is_offline() {
+                    tracing::warn!(partition = part.index, error = %e, "produce not made durable");
+                }
                 *part = partition_error(part.index, codes::code(&e), Some(e.to_string()), v);
             }
         }

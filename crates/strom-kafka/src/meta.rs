@@ -67,6 +67,18 @@ fn describe(t: &Topic, node: i32, version: i16) -> MetadataResponseTopic {
                 .with_leader_id(BrokerId(node))
                 .with_replica_nodes(vec![BrokerId(node)])
                 .with_isr_nodes(vec![BrokerId(node)]);
+            if !p.is_online() {
+                // As Kafka lists a partition whose only replica's log directory failed: no
+                // leader (LEADER_NOT_AVAILABLE), the replica offline. Clients then wait for a
+                // leader instead of producing to it; a request sent anyway gets
+                // KAFKA_STORAGE_ERROR.
+                mp = mp
+                    .with_error_code(ResponseError::LeaderNotAvailable.code())
+                    .with_leader_id(BrokerId(-1));
+                if version >= 5 {
+                    mp = mp.with_offline_replicas(vec![BrokerId(node)]);
+                }
+            }
             if version >= 7 {
                 mp = mp.with_leader_epoch(0);
             }

@@ -25,7 +25,7 @@
 mod ids;
 mod state;
 
-pub use ids::ProducerIds;
+pub use ids::{ProducerIds, RESET_IDS_PER_MS};
 pub use state::{
     BatchCheck, PartitionProducers, ProducerEntry, ProducerStateError, SequenceRange, BATCHES_KEPT,
     PRODUCER_ID_EXPIRATION_MS_DEFAULT,

@@ -118,6 +118,7 @@ impl PartitionProducers {
     pub fn load(log: &Log) -> io::Result<PartitionProducers> {
         let dir = log.dir().to_path_buf();
         let end = log.log_end_offset();
+        remove_temp_snapshots(&dir)?;
         let mut snapshots = list_snapshots(&dir)?;
         snapshots.sort_unstable_by(|a, b| b.cmp(a));
         let mut state = PartitionProducers {
@@ -324,6 +325,11 @@ impl PartitionProducers {
         self.producers.get(&producer_id)
     }
 
+    /// The largest producer id known to this partition.
+    pub fn max_producer_id(&self) -> Option<i64> {
+        self.producers.keys().copied().max()
+    }
+
     /// Number of producers known to this partition.
     pub fn len(&self) -> usize {
         self.producers.len()
@@ -375,6 +381,26 @@ fn snapshot_path(dir: &Path, offset: i64) -> PathBuf {
     dir.join(format!("{offset:020}.snapshot"))
 }
 
+/// Removes the temporary files of snapshot writes a crash interrupted (a snapshot is
+/// written to `<offset>.snapshot.tmp`, synced, then renamed).
+fn remove_temp_snapshots(dir: &Path) -> io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        if name.to_str().is_some_and(|n| n.ends_with(".snapshot.tmp")) {
+            let path = dir.join(&name);
+            match fs::remove_file(&path) {
+                Ok(()) => {
+                    tracing::info!(path = %path.display(), "removed the temporary file of an interrupted producer snapshot")
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "could not remove a temporary file")
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 fn list_snapshots(dir: &Path) -> io::Result<Vec<i64>> {
     let mut out = Vec::new();
     for entry in fs::read_dir(dir)? {
@@ -420,7 +446,9 @@ fn read_snapshot(path: &Path) -> Option<HashMap<i64, ProducerEntry>> {
         return None;
     }
     let count = u32::from_be_bytes(r.take()?);
-    let mut out = HashMap::with_capacity(count as usize);
+    // The count comes from a file: it sizes nothing beyond what the file can hold (an
+    // entry takes at least 19 bytes).
+    let mut out = HashMap::with_capacity((count as usize).min(r.0.len() / 19));
     for _ in 0..count {
         let pid = r.i64()?;
         let epoch = r.i16()?;
