@@ -15,7 +15,7 @@
 use std::path::Path;
 
 use bytes::Bytes;
-use strom_log::{batch_headers, Log, LogConfig, HEADER_LEN, MAGIC_V2};
+use strom_log::{batch_headers, Log, LogConfig, LogError, HEADER_LEN, MAGIC_V2};
 
 /// A committed offset.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -82,8 +82,27 @@ impl Store {
             max_batch_bytes: 16 << 20,
             ..LogConfig::default()
         };
-        let log = Log::open(data_dir.join(".strom").join("groups"), config)
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let dir = data_dir.join(".strom").join("groups");
+        let log = match Log::open(&dir, config) {
+            // Damage that would lose or renumber records: the broker still starts, without
+            // the groups' committed offsets (consumers fall back to auto.offset.reset), and
+            // the damaged log is kept aside for the operator.
+            Err(LogError::Damaged(why)) => {
+                let aside = aside_name(&dir);
+                std::fs::rename(&dir, &aside)?;
+                tracing::error!(
+                    dir = %dir.display(),
+                    moved_to = %aside.display(),
+                    reason = %why,
+                    "the consumer groups' log is damaged: it was moved aside and the groups start \
+                     empty (committed offsets are lost: consumers restart from auto.offset.reset; \
+                     the topics' data is untouched)"
+                );
+                Log::open(&dir, config)
+            }
+            other => other,
+        }
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
         Ok(Store { log })
     }
 
@@ -134,6 +153,22 @@ impl Store {
         let _ = self.log.flush();
         let _ = self.log.close();
     }
+}
+
+/// `<dir>.damaged`, or `.damaged.1`, ... if taken.
+fn aside_name(dir: &Path) -> std::path::PathBuf {
+    (0..)
+        .map(|n| {
+            let mut name = dir.as_os_str().to_os_string();
+            name.push(if n == 0 {
+                ".damaged".to_string()
+            } else {
+                format!(".damaged.{n}")
+            });
+            std::path::PathBuf::from(name)
+        })
+        .find(|p| !p.exists())
+        .expect("a free name")
 }
 
 // --- encoding ------------------------------------------------------------------------------
@@ -510,5 +545,28 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn a_damaged_groups_log_is_moved_aside_and_the_groups_start_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            s.write(&[Entry::Group {
+                group: "g".into(),
+                value: None,
+            }])
+            .unwrap();
+            s.close();
+        }
+        let groups = dir.path().join(".strom").join("groups");
+        std::fs::remove_file(groups.join(format!("{:020}.log", 0))).unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        assert!(s.replay().unwrap().is_empty());
+        let aside = dir.path().join(".strom").join("groups.damaged");
+        assert!(
+            aside.join(format!("{:020}.index", 0)).exists(),
+            "kept aside"
+        );
     }
 }
