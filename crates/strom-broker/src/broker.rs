@@ -719,6 +719,8 @@ impl Broker {
                 // An offline partition was logged when it went offline; nothing to do.
                 let Ok(o) = p.online() else { continue };
                 if o.log.failure().is_some() {
+                    // Only retries the mark that makes the next start check every batch.
+                    let _ = o.log.flush_if_due(now);
                     continue;
                 }
                 if let Err(e) = o.log.flush_if_due(now) {

@@ -148,6 +148,9 @@ struct SealState {
     written_point: Mutex<i64>,
     /// Set by the first failed sync: why the log is offline (see [`LogError::Failed`]).
     failed: OnceLock<String>,
+    /// Whether the recovery point on disk asks for a full check (written after a failed
+    /// sync, see [`SealState::mark_for_full_check`]).
+    marked: AtomicBool,
     /// Held by whoever syncs segment data: [`Log::flush_to`] (which makes concurrent callers
     /// share one sync) and a seal. A failed sync reports its error to one caller only (the
     /// kernel's per-file error cursor), so the sync and the setting of `failed` happen under
@@ -171,8 +174,36 @@ impl SealState {
                  on disk is treated as lost; recovery re-checks the log from its recovery point \
                  at the next start)"
             );
+            self.mark_for_full_check();
         }
         LogError::Failed(self.failed.get().cloned().unwrap_or(reason))
+    }
+
+    /// After a failed sync, pages written since the last good sync may be lost anywhere,
+    /// also before index entries that did reach the disk, so the next open must not trust
+    /// the indexes of the unsynced segments: the recovery point is rewritten with the
+    /// `full-check` flag (every batch of the segments from it on is checked). Best effort on
+    /// a failing disk: retried by [`Log::flush_if_due`] and [`Log::close`] until it is written.
+    fn mark_for_full_check(&self) {
+        if self.marked.load(Ordering::Acquire) {
+            return;
+        }
+        let mut written = self.written_point.lock();
+        let point = self.sealing.lock().recovery_point().min(*written);
+        match write_recovery_point(&self.dir, point, true) {
+            Ok(()) => {
+                *written = point;
+                self.marked.store(true, Ordering::Release);
+                tracing::info!(
+                    dir = %self.dir.display(),
+                    recovery_point = point,
+                    "the next start checks every batch of this log from the recovery point"
+                );
+            }
+            Err(e) => {
+                tracing::debug!(dir = %self.dir.display(), error = %e, "could not mark the log for a full check yet")
+            }
+        }
     }
 
     /// `Err(LogError::Failed)` once a sync has failed.
@@ -187,10 +218,11 @@ impl SealState {
     fn save_recovery_point(&self) -> io::Result<()> {
         let mut written = self.written_point.lock();
         let point = self.sealing.lock().recovery_point();
-        if point <= *written {
+        // Never after a failed sync: the point on disk then asks for a full check.
+        if point <= *written || self.failed.get().is_some() {
             return Ok(());
         }
-        write_recovery_point(&self.dir, point)?;
+        write_recovery_point(&self.dir, point, false)?;
         *written = point;
         Ok(())
     }
@@ -232,11 +264,20 @@ fn warn_recovery_point(dir: &Path, e: &io::Error) {
     );
 }
 
-fn write_recovery_point(dir: &Path, point: i64) -> io::Result<()> {
+/// The flag after the offset in the recovery-point file: check every batch (no index entry
+/// trusted) of the segments from the recovery point on.
+const FULL_CHECK_FLAG: &str = "full-check";
+
+fn write_recovery_point(dir: &Path, point: i64, full_check: bool) -> io::Result<()> {
     let tmp = dir.join(format!("{RECOVERY_POINT_FILE}.tmp"));
     {
         let mut f = File::create(&tmp)?;
-        io::Write::write_all(&mut f, format!("{point}\n").as_bytes())?;
+        let text = if full_check {
+            format!("{point} {FULL_CHECK_FLAG}\n")
+        } else {
+            format!("{point}\n")
+        };
+        io::Write::write_all(&mut f, text.as_bytes())?;
         sync(&f, dir)?;
     }
     std::fs::rename(&tmp, dir.join(RECOVERY_POINT_FILE))?;
@@ -247,27 +288,36 @@ fn write_recovery_point(dir: &Path, point: i64) -> io::Result<()> {
 enum SavedPoint {
     /// No file: a log written before the file existed, whose rolls synced inline.
     Missing,
-    /// A base offset.
-    At(i64),
+    /// A base offset, and whether every batch from it on must be checked.
+    At(i64, bool),
     /// Not a non-negative decimal number (empty, garbage, not UTF-8) or not readable: why.
     Unreadable(String),
 }
 
 fn read_recovery_point(dir: &Path) -> SavedPoint {
+    let parse = |s: &str| -> Option<SavedPoint> {
+        let mut words = s.split_whitespace();
+        let point = words.next()?.parse::<i64>().ok().filter(|&p| p >= 0)?;
+        let full = match words.next() {
+            None => false,
+            Some(FULL_CHECK_FLAG) => true,
+            Some(_) => return None,
+        };
+        words
+            .next()
+            .is_none()
+            .then_some(SavedPoint::At(point, full))
+    };
     match std::fs::read(dir.join(RECOVERY_POINT_FILE)) {
         Ok(bytes) => std::str::from_utf8(&bytes)
             .ok()
-            .and_then(|s| s.trim().parse::<i64>().ok())
-            .filter(|&p| p >= 0)
-            .map_or_else(
-                || {
-                    SavedPoint::Unreadable(format!(
-                        "{} bytes that are not a decimal offset",
-                        bytes.len()
-                    ))
-                },
-                SavedPoint::At,
-            ),
+            .and_then(parse)
+            .unwrap_or_else(|| {
+                SavedPoint::Unreadable(format!(
+                    "{} bytes that are not a decimal offset",
+                    bytes.len()
+                ))
+            }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => SavedPoint::Missing,
         Err(e) => SavedPoint::Unreadable(e.to_string()),
     }
@@ -462,9 +512,12 @@ impl Log {
         let last_base = segments.back().expect("one segment").base_offset;
         // `strict`: the recovery point is unknown, so a hole cannot be told from a tail that
         // never reached the disk: it is damage, not a tail to drop.
+        // `full`: check every batch of the checked segments, trusting no index entry (the
+        // log went offline after a failed sync).
+        let mut full = false;
         let (point, strict) = match &saved_point {
             SavedPoint::Missing => (last_base, false),
-            SavedPoint::At(p) if *p > last_base => {
+            SavedPoint::At(p, _) if *p > last_base => {
                 return Err(LogError::Damaged(format!(
                     "the recovery point of {} is offset {p}, past the last segment (base offset \
                      {last_base}): the segments from the recovery point on are missing; restore \
@@ -473,7 +526,17 @@ impl Log {
                     dir.display()
                 )));
             }
-            SavedPoint::At(p) => (*p, false),
+            SavedPoint::At(p, full_check) => {
+                if *full_check {
+                    tracing::warn!(
+                        dir = %dir.display(),
+                        recovery_point = p,
+                        "the log went offline after a failed sync: every batch from the recovery point on is checked"
+                    );
+                    full = true;
+                }
+                (*p, false)
+            }
             SavedPoint::Unreadable(why) => {
                 tracing::warn!(
                     dir = %dir.display(),
@@ -518,7 +581,7 @@ impl Log {
         let mut i = first_checked;
         while i + 1 < segments.len() {
             let seg = segments[i].clone();
-            recover(&seg, config.index_interval_bytes)?;
+            recover(&seg, config.index_interval_bytes, full)?;
             if seg.next_offset() != segments[i + 1].base_offset {
                 if strict {
                     return Err(LogError::Damaged(format!(
@@ -544,9 +607,9 @@ impl Log {
             i += 1;
         }
         let active = segments.back().expect("one segment").clone();
-        let bytes_since_index = recover(&active, config.index_interval_bytes)?;
-        if !matches!(saved_point, SavedPoint::At(p) if p == active.base_offset) {
-            if let Err(e) = write_recovery_point(&dir, active.base_offset) {
+        let bytes_since_index = recover(&active, config.index_interval_bytes, full)?;
+        if !matches!(saved_point, SavedPoint::At(p, false) if p == active.base_offset) {
+            if let Err(e) = write_recovery_point(&dir, active.base_offset, false) {
                 warn_recovery_point(&dir, &e);
             }
         }
@@ -570,6 +633,7 @@ impl Log {
             }),
             written_point: Mutex::new(active.base_offset),
             failed: OnceLock::new(),
+            marked: AtomicBool::new(false),
             flush_lock: Mutex::new(()),
         });
         Ok(Log {
@@ -934,6 +998,10 @@ impl Log {
     /// Applies `flush.ms`: flushes if unflushed data is older than the setting. Returns
     /// whether it flushed. Call it periodically.
     pub fn flush_if_due(&self, now_ms: i64) -> Result<bool> {
+        if self.seals.failed.get().is_some() {
+            self.seals.mark_for_full_check();
+            self.seals.check()?;
+        }
         let Some(ms) = self.config().flush_ms else {
             return Ok(false);
         };
@@ -1100,6 +1168,9 @@ impl Log {
         drop(w);
         let flushed = synced.and_then(|()| self.flush());
         self.wait_for_seals();
+        if self.seals.failed.get().is_some() {
+            self.seals.mark_for_full_check();
+        }
         flushed
     }
 
@@ -1176,7 +1247,7 @@ fn read_batches(seg: &Segment, pos: u64, max_bytes: usize) -> Result<Bytes> {
 /// Recovers the active segment: keeps the index entries that point at real batches, then
 /// checks every batch after the last of them (length, magic, offsets, CRC) and truncates the
 /// file at the first one that fails. Returns the bytes written since the last index entry.
-fn recover(seg: &Segment, interval: u64) -> Result<u64> {
+fn recover(seg: &Segment, interval: u64, full: bool) -> Result<u64> {
     let data_len = seg.file.metadata()?.len();
     let (index_path, time_path) = (seg.path("index"), seg.path("timeindex"));
     let on_disk = (file_len(&index_path)?, file_len(&time_path)?);
@@ -1184,6 +1255,12 @@ fn recover(seg: &Segment, interval: u64) -> Result<u64> {
     let mut times = index::load_time_index(&time_path)?.unwrap_or_default();
     // Whether the indexes differ from the files (then they are rewritten).
     let mut changed = false;
+    if full {
+        // Every batch is checked from the start of the segment; the indexes are rebuilt.
+        offsets.clear();
+        times.clear();
+        changed = true;
+    }
     // Drop index entries that do not point at the batch they name (torn or stale index).
     let mut misses = 0;
     while let Some(last) = offsets.last().copied() {

@@ -326,12 +326,62 @@ fn a_failed_sync_takes_the_log_offline_until_it_is_reopened() {
     assert!(matches!(log.find_by_timestamp(0), Err(LogError::Failed(_))));
     assert!(matches!(log.close(), Err(LogError::Failed(_))));
     drop(log);
+    // The recovery point asks the next open to check every batch (the fault is gone, so
+    // the close could write it).
+    let point = fs::read_to_string(dir.path().join("recovery-point")).unwrap();
+    assert_eq!(point.trim(), "0 full-check");
     // Reopened: everything synced before the failure is there.
     let log = Log::open(dir.path(), durable_config()).unwrap();
     let got = all_batches(&log);
     assert!(got.len() >= synced.len() && got[..synced.len()] == synced[..]);
     assert!(log.failure().is_none());
     log.append(&mut batch(7)).unwrap();
+    let point = fs::read_to_string(dir.path().join("recovery-point")).unwrap();
+    assert_eq!(point.trim(), "0", "checked, back to normal");
+}
+
+/// After a failed sync, pages may be lost before index entries that reached the disk: the
+/// full check verifies every batch of the active segment, not only those after its last
+/// index entry.
+#[test]
+fn a_full_check_finds_damage_before_the_last_index_entry() {
+    let src = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        segment_bytes: 1 << 20,
+        ..config()
+    };
+    let log = Log::open(src.path(), cfg).unwrap();
+    let mut stored = Vec::new();
+    for i in 0..40 {
+        let mut b = batch(i);
+        log.append(&mut b).unwrap();
+        stored.push(b);
+    }
+    log.close().unwrap();
+    drop(log);
+    let seg = segments(src.path()).pop().unwrap();
+    let index_len = fs::metadata(seg.with_extension("index")).unwrap().len();
+    assert!(index_len >= 8 * 5, "several index entries");
+    // Zero a block in the middle (batch 10 of 40), well before the last index entry.
+    let batch_len = stored[0].len();
+    let mut data = fs::read(&seg).unwrap();
+    data[10 * batch_len + 20..10 * batch_len + 80].fill(0);
+    fs::write(&seg, &data).unwrap();
+    let copy = tempfile::tempdir().unwrap();
+    copy_dir(src.path(), copy.path());
+    // A normal open trusts the index entries: the damage is not looked at.
+    let log = Log::open(src.path(), cfg).unwrap();
+    assert_eq!(log.log_end_offset(), 40);
+    drop(log);
+    // With the flag, every batch is checked: the log ends before the damaged batch.
+    fs::write(copy.path().join("recovery-point"), b"0 full-check\n").unwrap();
+    let log = Log::open(copy.path(), cfg).unwrap();
+    assert_eq!(log.log_end_offset(), 10);
+    assert_eq!(all_batches(&log), stored[..10].to_vec());
+    for offset in 0..10 {
+        let r = log.read(offset, 1).unwrap();
+        assert_eq!(batch_headers(&r.data).next().unwrap().1.base_offset, offset);
+    }
 }
 
 #[test]
