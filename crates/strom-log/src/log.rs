@@ -171,8 +171,8 @@ impl SealState {
                 dir = %self.dir.display(),
                 error = %e,
                 "{what} failed: the log is offline until the broker restarts (what was not yet \
-                 on disk is treated as lost; recovery re-checks the log from its recovery point \
-                 at the next start)"
+                 on disk is treated as lost; the next start checks every batch from the \
+                 recovery point on)"
             );
             self.mark_for_full_check();
         }
