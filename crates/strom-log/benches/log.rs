@@ -1,5 +1,7 @@
 //! `cargo bench -p strom-log`: append of 1000-record batches of 1 KB records (no fsync, and
-//! an fsync per batch), sequential read, and the open time of a large log.
+//! an fsync per batch), sequential read, and the open time of a large log (in one segment,
+//! and in 1 MiB segments: the open checks the end of every synced segment against the next
+//! one's base offset).
 //!
 //! The data goes to `$STROM_BENCH_DIR` (default: `target/strom-log-bench` under the
 //! workspace, i.e. the same disk as the checkout). `STROM_BENCH_OPEN_GB` sets the size of the
@@ -132,5 +134,42 @@ fn open(c: &mut Criterion) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-criterion_group!(benches, append, read, open);
+fn open_many_segments(c: &mut Criterion) {
+    let gb: u64 = std::env::var("STROM_BENCH_OPEN_GB")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    let dir = bench_dir("open-segments");
+    let config = LogConfig {
+        segment_bytes: 1 << 20,
+        ..config(false)
+    };
+    let segments = {
+        let log = Log::open(&dir, config).unwrap();
+        // 64 records of 1 KB per batch: 15 batches per segment.
+        let value = vec![0x5au8; RECORD_BYTES];
+        let values: Vec<&[u8]> = (0..64).map(|_| value.as_slice()).collect();
+        let template = build_batch(1_700_000_000_000, &values);
+        let n = (gb << 30) / template.len() as u64;
+        for _ in 0..n {
+            let mut b = template.clone();
+            log.append(&mut b).unwrap();
+        }
+        log.close().unwrap();
+        log.segment_count()
+    };
+    let mut g = c.benchmark_group("open");
+    g.sample_size(20);
+    g.bench_function(format!("open_{gb}GiB_log_{segments}_segments"), |b| {
+        b.iter(|| {
+            let log = Log::open(&dir, config).unwrap();
+            assert!(log.log_end_offset() > 0);
+            log
+        })
+    });
+    g.finish();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+criterion_group!(benches, append, read, open, open_many_segments);
 criterion_main!(benches);
