@@ -291,8 +291,19 @@ def test_a_deleted_segment_takes_only_its_partition_offline(broker_factory):
     r = requests.post(f"{b.http}/topics/t/records", json={"records": [{"value": "x", "partition": 0}]},
                       timeout=10)
     assert r.status_code == 503 and r.json()["error"]["code"] == "partition_offline", r.text
-    # The rest serves.
+    # The rest serves, also to a Server-Sent Events stream of the whole topic.
     assert kcat_values(b, "t", 1) == [v.decode() for v in values("t1", 40)] + ["fine"]
+    streamed = []
+    with requests.get(f"{b.http}/topics/t/events", params={"from": "earliest"}, stream=True,
+                      timeout=20) as r:
+        assert r.status_code == 200, r.text
+        for line in r.iter_lines():
+            if line.startswith(b"data:"):
+                ev = json.loads(line[5:])
+                streamed.append((ev["partition"], ev["record"]["value"]))
+            if len(streamed) == 41:
+                break
+    assert streamed == [(1, v.decode()) for v in values("t1", 40)] + [(1, "fine")]
     assert read_partition(b.bootstrap, "other", 0) == values("o", 40)
     assert requests.get(f"{b.http}/healthz", timeout=10).status_code == 200
     metrics = requests.get(f"{b.http}/metrics", timeout=10).text

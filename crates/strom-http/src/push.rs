@@ -88,6 +88,12 @@ async fn poll_once(
                 cursors.insert(spec.partition, start);
                 continue;
             }
+            // Offline until a restart: stop following it (asking again would answer at once,
+            // every time), keep following the others.
+            Err(e) if e.is_offline() => {
+                cursors.remove(&spec.partition);
+                continue;
+            }
             Err(e) => return Err(e.into()),
         };
         for rec in records_json(&read.data, spec.offset, usize::MAX, format)? {
@@ -143,6 +149,10 @@ pub(crate) async fn sse(
         .and_then(|v| v.to_str().ok())
         .and_then(parse_cursor);
     for p in parts {
+        // An offline partition is not followed: the stream serves the others.
+        if s.broker.partition(&topic, p).is_ok_and(|p| !p.is_online()) {
+            continue;
+        }
         let o = match resume.as_ref().and_then(|r| r.get(&p)) {
             Some(o) => *o,
             None => start_offset(&s.broker, &topic, p, q.from.as_deref().unwrap_or("latest"))?,
