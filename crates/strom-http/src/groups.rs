@@ -434,9 +434,12 @@ pub(crate) async fn poll(
         }
     }
     let max_records = q.max_records.unwrap_or(500).clamp(1, 100_000);
+    // An offline partition is skipped (as a Kafka consumer waits for a leader): the others
+    // are served, and the long poll still waits.
     let specs: Vec<FetchSpec> = m
         .positions
         .iter()
+        .filter(|((t, p), _)| !s.broker.partition(t, *p).is_ok_and(|p| !p.is_online()))
         .map(|((t, p), o)| FetchSpec {
             topic: t.clone(),
             partition: *p,
@@ -463,6 +466,7 @@ pub(crate) async fn poll(
                 m.positions.insert(key, start);
                 continue;
             }
+            Err(e) if e.is_offline() => continue,
             Err(e) => return Err(e.into()),
         };
         let left = max_records.saturating_sub(records.len());
