@@ -243,6 +243,13 @@ fn core_metrics(s: &AppState, out: &mut String) {
     for (door, n) in m.connections() {
         let _ = writeln!(out, "strom_open_connections{{door=\"{door}\"}} {n}");
     }
+    out.push_str("# HELP strom_connections_refused_total Connections refused by door (at its cap, or out of descriptors).\n# TYPE strom_connections_refused_total counter\n");
+    for (door, n) in m.connections_refused() {
+        let _ = writeln!(
+            out,
+            "strom_connections_refused_total{{door=\"{door}\"}} {n}"
+        );
+    }
     let bytes = m.topic_bytes();
     out.push_str("# HELP strom_topic_bytes_in_total Record batch bytes appended, by topic (all doors).\n# TYPE strom_topic_bytes_in_total counter\n");
     for (t, b) in &bytes {
