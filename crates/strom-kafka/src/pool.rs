@@ -11,7 +11,10 @@
 //! budget may instead take the single overdraft slot and read the rest of itself without
 //! budget. At most one frame is ever in overdraft, so memory stays below the budget plus one
 //! largest frame (`socket.request.max.bytes`), and some frame always makes progress. A client
-//! that stalls while holding budget or the overdraft is closed by the read timeout.
+//! that stalls while holding budget or the overdraft is closed by the read timeout. Small
+//! frames (up to 16 KiB, see `server::FRAME_UNPOOLED_MAX`) are read without the pool, so a
+//! spent budget pauses large produce requests, never the small requests that keep clients
+//! alive.
 
 use std::sync::Arc;
 

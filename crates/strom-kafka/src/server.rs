@@ -446,11 +446,14 @@ async fn read_frame<R: AsyncRead + Unpin>(
 ) -> Result<(BytesMut, Held), Fatal> {
     buf.clear();
     let mut held = pool.hold();
+    let pooled = len > FRAME_UNPOOLED_MAX;
     while buf.len() < len {
         // Chunks grow with what has arrived: a few pool operations per frame, and memory
         // never more than twice what the client really sent.
         let chunk = (len - buf.len()).min(FRAME_CHUNK_BYTES.max(buf.len()));
-        held.take(chunk).await;
+        if pooled {
+            held.take(chunk).await;
+        }
         buf.reserve(chunk);
         let mut rest = (&mut *rd).take(chunk as u64);
         while rest.limit() > 0 {
@@ -477,6 +480,13 @@ async fn read_frame<R: AsyncRead + Unpin>(
 
 /// The first chunk of a frame read at once (later ones double).
 const FRAME_CHUNK_BYTES: usize = 64 << 10;
+
+/// Frames up to this size are read without the request pool: the small requests that keep
+/// clients alive (metadata, heartbeats, commits, fetch requests) go on while large produce
+/// requests wait for budget. They cost no more than the 16 KiB read buffer every connection
+/// has anyway, so the pool's bound becomes `queued.max.request.bytes` + one largest frame +
+/// 16 KiB per connection.
+const FRAME_UNPOOLED_MAX: usize = 16 << 10;
 
 fn whole_frame_buffered(buf: &[u8]) -> bool {
     buf.len() >= 4
