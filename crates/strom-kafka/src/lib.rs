@@ -15,6 +15,8 @@ mod admin;
 mod bounds;
 mod codes;
 mod data;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod group_api;
 mod legacy;
 mod meta;

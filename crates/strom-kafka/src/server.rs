@@ -494,7 +494,11 @@ fn whole_frame_buffered(buf: &[u8]) -> bool {
 }
 
 /// Handles one request frame (without its length prefix); returns the framed response.
-async fn handle<'a>(ctx: &'a Ctx, peer: SocketAddr, frame: Bytes) -> Result<Handled<'a>, Fatal> {
+pub(crate) async fn handle<'a>(
+    ctx: &'a Ctx,
+    peer: SocketAddr,
+    frame: Bytes,
+) -> Result<Handled<'a>, Fatal> {
     let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
     let version = i16::from_be_bytes([frame[2], frame[3]]);
     let correlation = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
