@@ -476,3 +476,20 @@ fn mutated_frames_never_pass_the_walk_with_a_large_allocation_nor_fail_it_when_v
         }
     }
 }
+
+/// Writes the generated frames as fuzz seeds: `STROM_SEED_DIR=fuzz/corpus/kafka_request
+/// cargo test -p strom-kafka -- --ignored write_generated_seeds`.
+#[test]
+#[ignore = "writes files: run by hand to refresh fuzz/corpus/kafka_request"]
+fn write_generated_seeds() {
+    let dir = std::env::var("STROM_SEED_DIR").expect("STROM_SEED_DIR names the corpus directory");
+    let mut written = 0;
+    for s in SCHEMAS {
+        for v in s.min..=s.max {
+            let path = format!("{dir}/generated-{}-v{v}.bin", s.name);
+            std::fs::write(&path, generate(s, v)).expect("write a seed");
+            written += 1;
+        }
+    }
+    assert!(written >= SCHEMAS.len());
+}
