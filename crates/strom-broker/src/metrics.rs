@@ -53,6 +53,7 @@ pub struct CoreMetrics {
     fsync: Mutex<Histogram>,
     requests: Mutex<BTreeMap<(&'static str, &'static str), Histogram>>,
     connections: Mutex<BTreeMap<&'static str, i64>>,
+    refused: Mutex<BTreeMap<&'static str, u64>>,
     /// Produce requests refused (any door).
     pub produce_errors: AtomicU64,
     /// Records appended.
@@ -97,6 +98,16 @@ impl CoreMetrics {
     /// A door's connection count changes by `delta`.
     pub fn connection(&self, door: &'static str, delta: i64) {
         *self.connections.lock().entry(door).or_default() += delta;
+    }
+
+    /// A door refused a connection (at its cap, or out of descriptors).
+    pub fn refused(&self, door: &'static str) {
+        *self.refused.lock().entry(door).or_default() += 1;
+    }
+
+    /// Connections refused per door.
+    pub fn refusals(&self) -> BTreeMap<&'static str, u64> {
+        self.refused.lock().clone()
     }
 
     /// Bytes per topic.

@@ -8,6 +8,8 @@
 //! when a request is refused.
 
 mod api;
+mod budget;
+mod conn;
 mod groups;
 mod metrics;
 mod push;
@@ -69,6 +71,8 @@ pub(crate) struct AppState {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) config: HttpConfig,
     pub(crate) shutdown: watch::Receiver<bool>,
+    /// Bytes of answers waiting for their readers.
+    pub(crate) budget: Arc<budget::Budget>,
 }
 
 /// The OpenAPI document, generated from the handlers' `#[utoipa::path]` annotations and the
@@ -155,6 +159,8 @@ fn router(state: AppState) -> Router {
 }
 
 /// Serves HTTP on `listener` until `shutdown` turns true (graceful: in-flight requests end).
+/// The door's own accept loop (see `conn`): a connection cap answered with 503, recovery
+/// from running out of descriptors, header / idle / write timeouts.
 pub async fn serve(
     listener: TcpListener,
     broker: Arc<Broker>,
@@ -162,18 +168,20 @@ pub async fn serve(
     config: HttpConfig,
     shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
+    let metrics = Arc::new(Metrics::default());
     let state = AppState {
-        broker,
+        broker: broker.clone(),
         groups,
         members: Arc::new(Mutex::new(HashMap::new())),
-        metrics: Arc::new(Metrics::default()),
-        config,
+        metrics: metrics.clone(),
+        config: config.clone(),
         shutdown: shutdown.clone(),
+        budget: Arc::new(budget::Budget::new(
+            config.buffer_bytes,
+            config.connection_buffer_bytes,
+        )),
     };
-    let mut stop = shutdown;
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|s| *s).await;
-        })
-        .await
+    let door = conn::Door::new(router(state), config, metrics, broker);
+    conn::run(listener, door, shutdown).await;
+    Ok(())
 }
