@@ -6,6 +6,11 @@
 //! client would choose for their key (murmur2); fetched batches are decoded (every codec) into
 //! JSON. Client mistakes get a 4xx with `{"error": {"code", "message"}}`; nothing is written
 //! when a request is refused.
+//!
+//! No client can take the door down for the others: `conn` runs its own accept loop (a
+//! connection cap answered with 503, recovery when the process runs out of descriptors,
+//! header / idle / write timeouts) and `budget` bounds the bytes of answers waiting for slow
+//! readers, per connection and in total.
 
 mod api;
 mod budget;
@@ -79,7 +84,10 @@ pub(crate) struct AppState {
 /// request types' `ToSchema`/`IntoParams` derives.
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    info(title = "Strom HTTP door"),
+    info(
+        title = "Strom HTTP door",
+        description = "Any request may be answered `503` with `{\"error\":{\"code\":\"too_many_connections\",...}}`, `Retry-After: 1` and `Connection: close` when the door holds its maximum of connections (`--http-max-connections`) or the broker is out of file descriptors; the connection is closed without reading the request. A request head that is not complete within `--read-timeout-ms` of its first byte, or a keep-alive connection without a request for `--connections-max-idle-ms`, is closed. Fetches and group polls answer `503 server_busy` with `Retry-After` when answers waiting for slow readers hold the door's whole buffer (`--http-buffer-bytes`)."
+    ),
     paths(
         api::healthz,
         api::readyz,
