@@ -311,7 +311,16 @@ def test_slow_readers_hold_at_most_the_buffer_budget(broker_factory):
             s.sendall(b"GET /topics/slow-read/partitions/0/records?offset=0&max_bytes=4194304&max_records=1000 "
                       b"HTTP/1.1\r\nHost: strom\r\n\r\n")
             readers.append(s)
-        time.sleep(2)  # every fetch has been answered or refused (each waits 0.5 s at most)
+        # Every fetch has been answered (its answer waiting for its reader) or refused.
+        route = 'strom_http_requests_total{route="/topics/{topic}/partitions/{partition}/records",method="GET"'
+        deadline = time.monotonic() + 60
+        while True:
+            text = requests.get(b.http + "/metrics", timeout=10).text
+            answered = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(route))
+            if answered >= len(readers) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert answered >= len(readers), f"{answered} of {len(readers)} fetches answered"
         peak = vm_rss_mib(b.proc.pid)
         assert metric(b, "strom_http_buffer_bytes") <= budget_mib << 20
         # Others are served meanwhile: health, produce, the Kafka door.
