@@ -100,16 +100,6 @@ impl CoreMetrics {
         *self.connections.lock().entry(door).or_default() += delta;
     }
 
-    /// A door refused a connection (at its cap, or out of descriptors).
-    pub fn refused(&self, door: &'static str) {
-        *self.refused.lock().entry(door).or_default() += 1;
-    }
-
-    /// Connections refused per door.
-    pub fn refusals(&self) -> BTreeMap<&'static str, u64> {
-        self.refused.lock().clone()
-    }
-
     /// Bytes per topic.
     pub fn topic_bytes(&self) -> BTreeMap<String, TopicBytes> {
         self.topics.lock().clone()
@@ -123,6 +113,16 @@ impl CoreMetrics {
     /// Request latency per `(door, api)`.
     pub fn requests(&self) -> BTreeMap<(&'static str, &'static str), Histogram> {
         self.requests.lock().clone()
+    }
+
+    /// A door refused a connection (at its cap, or out of descriptors).
+    pub fn connection_refused(&self, door: &'static str) {
+        *self.refused.lock().entry(door).or_default() += 1;
+    }
+
+    /// Connections refused per door since start.
+    pub fn connections_refused(&self) -> BTreeMap<&'static str, u64> {
+        self.refused.lock().clone()
     }
 
     /// Open connections per door.

@@ -136,7 +136,7 @@ impl Door {
         done: &mpsc::Sender<()>,
     ) {
         if self.open.load(Ordering::Acquire) >= self.config.max_connections {
-            self.broker.metrics().refused(DOOR);
+            self.broker.metrics().connection_refused(DOOR);
             if let Some(suppressed) = self.cap_log.ready() {
                 tracing::warn!(
                     max_connections = self.config.max_connections,
@@ -194,7 +194,7 @@ impl Door {
         spare: &mut Option<std::fs::File>,
         e: &io::Error,
     ) {
-        self.broker.metrics().refused(DOOR);
+        self.broker.metrics().connection_refused(DOOR);
         if let Some(suppressed) = self.fd_log.ready() {
             tracing::warn!(error = %e, suppressed, "HTTP accept out of file descriptors: answering 503 through the spare descriptor");
         }

@@ -260,8 +260,8 @@ fn core_metrics(s: &AppState, out: &mut String) {
     for (door, n) in m.connections() {
         let _ = writeln!(out, "strom_open_connections{{door=\"{door}\"}} {n}");
     }
-    out.push_str("# HELP strom_connections_refused_total Connections refused by door (at its connection cap, or out of file descriptors).\n# TYPE strom_connections_refused_total counter\n");
-    for (door, n) in m.refusals() {
+    out.push_str("# HELP strom_connections_refused_total Connections refused by door (at its cap, or out of descriptors).\n# TYPE strom_connections_refused_total counter\n");
+    for (door, n) in m.connections_refused() {
         let _ = writeln!(
             out,
             "strom_connections_refused_total{{door=\"{door}\"}} {n}"

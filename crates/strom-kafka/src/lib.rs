@@ -12,11 +12,14 @@
 //!   error codes.
 
 mod admin;
+mod bounds;
 mod codes;
 mod data;
 mod group_api;
 mod legacy;
 mod meta;
+mod pool;
+mod schema;
 mod server;
 mod versions;
 
