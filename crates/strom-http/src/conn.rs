@@ -635,3 +635,68 @@ impl HttpBody for TimedBody {
         self.inner.size_hint()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> HttpConfig {
+        HttpConfig {
+            idle_timeout: Duration::from_secs(60),
+            read_timeout: Duration::from_secs(5),
+            ..HttpConfig::default()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn deadlines_follow_what_the_connection_does() {
+        let c = config();
+        let a = Activity::new();
+        let opened = Instant::now();
+        assert_eq!(a.deadline(&c), (opened + c.idle_timeout, "idle"));
+        // The first bytes of a head start the header deadline.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        a.read_some();
+        let head = Instant::now();
+        assert_eq!(a.deadline(&c), (head + c.read_timeout, "header_timeout"));
+        // More bytes of the same head do not move it.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        a.read_some();
+        assert_eq!(a.deadline(&c).0, head + c.read_timeout);
+        // A request in flight has no deadline of its own (a long poll may wait) ...
+        a.request_started();
+        assert_eq!(a.deadline(&c).1, "none");
+        a.read_some(); // body bytes are not a head
+        assert_eq!(a.deadline(&c).1, "none");
+        // ... unless its answer cannot be written.
+        a.wrote(true);
+        let blocked = Instant::now();
+        assert_eq!(a.deadline(&c), (blocked + c.idle_timeout, "write_stalled"));
+        a.wrote(false);
+        assert_eq!(a.deadline(&c).1, "none");
+        // Once answered, the connection is idle again.
+        tokio::time::advance(Duration::from_secs(3)).await;
+        a.request_done();
+        assert_eq!(a.deadline(&c), (Instant::now() + c.idle_timeout, "idle"));
+    }
+
+    #[test]
+    fn refusal_is_a_complete_http_answer() {
+        let r = refusal("too_many_connections", "full");
+        let text = std::str::from_utf8(&r).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 503 Service Unavailable\r\n"));
+        assert!(head.contains("\r\nContent-Type: application/json"));
+        assert!(head.contains("\r\nConnection: close"));
+        assert!(head.contains(&format!("\r\nContent-Length: {}", body.len())));
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["error"]["code"], "too_many_connections");
+    }
+
+    #[test]
+    fn emfile_and_enfile_are_out_of_descriptors() {
+        assert!(out_of_descriptors(&io::Error::from_raw_os_error(24)));
+        assert!(out_of_descriptors(&io::Error::from_raw_os_error(23)));
+        assert!(!out_of_descriptors(&io::Error::from_raw_os_error(103)));
+    }
+}
