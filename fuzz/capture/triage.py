@@ -11,8 +11,8 @@ Usage: python fuzz/capture/triage.py --strom target/debug/strom [--frames 20000]
 
 import argparse
 import collections
+import signal
 import socket
-import struct
 import sys
 import time
 from pathlib import Path
@@ -26,7 +26,7 @@ import test_mutated_requests as mutated  # noqa: E402
 
 GROUP = 250
 # How long a frame gets to kill the broker before it is taken as harmless.
-SETTLE_S = 0.3
+SETTLE_S = 0.2
 
 
 class Target:
@@ -48,19 +48,30 @@ class Target:
         return said
 
     def alive_after(self, frames) -> bool:
+        log_from = self.broker.log_path.stat().st_size
         socks = []
         for data in frames:
             try:
                 s = socket.create_connection(self.addr, timeout=2)
-                s.sendall(data)
-                socks.append(s)
-            except OSError:
+            except OSError as e:
+                if self.broker.proc.poll() is None:
+                    raise SystemExit(f"cannot connect to a running broker: {e}")
                 break
+            socks.append(s)
+            try:
+                s.sendall(data)
+            except OSError:
+                pass  # the broker closed this connection already
         deadline = time.monotonic() + SETTLE_S
         while time.monotonic() < deadline and self.broker.proc.poll() is None:
             time.sleep(0.02)
         for s in socks:
             s.close()
+        # An abort prints its message at once, then a backtrace (slow in a debug build).
+        with open(self.broker.log_path, "rb") as f:
+            f.seek(log_from)
+            if b"memory allocation of" in f.read():
+                self.broker.proc.wait(timeout=30)
         return self.broker.proc.poll() is None
 
 
@@ -75,11 +86,14 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--strom", default=str(HERE.parents[1] / "target/debug/strom"))
     ap.add_argument("--frames", type=int, default=mutated.FRAMES)
+    ap.add_argument("--start", type=int, default=0, help="first frame number (to resume)")
     ap.add_argument("--out")
     args = ap.parse_args()
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # clean up the broker on SIGTERM
     frames = list(mutated.mutated_frames(mutated.load_seeds(), args.frames))
     target = Target(args.strom)
     killers = []
+    done = args.start
 
     def bisect(items):
         if target.alive_after([d for _, _, _, d in items]):
@@ -96,15 +110,19 @@ def main():
 
     try:
         indexed = [(k, name, muts, data) for k, (name, muts, data) in enumerate(frames)]
-        for g in range(0, len(indexed), GROUP):
+        for g in range(args.start, len(indexed), GROUP):
             bisect(indexed[g:g + GROUP])
+            done = min(g + GROUP, len(indexed))
+    except KeyboardInterrupt:
+        print(f"interrupted after frame {done}", flush=True)
     finally:
         target.broker.stop()
         target.broker.cleanup()
     # Seed names are <client>-<Api>-v<version>-<sha>.bin.
     by_api = collections.Counter("-".join(name.rsplit("-", 1)[0].split("-")[-2:])
                                  for _, name, _, _, _ in killers)
-    print(f"{len(killers)} of {len(frames)} frames stop the broker; by seed api: {dict(by_api.most_common())}")
+    print(f"{len(killers)} of frames {args.start}..{done} stop the broker; "
+          f"by seed api: {dict(by_api.most_common())}")
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
