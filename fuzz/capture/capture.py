@@ -391,6 +391,7 @@ def drive_confluent(bootstrap):
 
     def group():
         c = ck.Consumer({**base, "group.id": "confluent-group", "auto.offset.reset": "earliest",
+                         "group.instance.id": "confluent-static-1",
                          "enable.auto.commit": False, "session.timeout.ms": 6000,
                          "heartbeat.interval.ms": 500, "fetch.wait.max.ms": 100})
         c.subscribe([topic])
@@ -496,6 +497,8 @@ def drive_kafka_python(bootstrap):
         for i, m in enumerate(c):
             if i % 4 == 0:
                 c.commit()
+            if i == 8:
+                time.sleep(1.2)  # a heartbeat or two
             if i >= 12:
                 break
         c.commit()
@@ -520,6 +523,13 @@ def drive_kafka_python(bootstrap):
     step("list groups", admin.list_groups)
     step("describe groups", lambda: admin.describe_groups(["kpy-group"]))
     step("list group offsets", lambda: admin.list_group_offsets({"kpy-group": None}))
+    step("alter group offsets", lambda: admin.alter_group_offsets(
+        "kpy-assign", {kafka.TopicPartition(topic, 1): kafka.OffsetAndMetadata(1, "meta", -1)}))
+    step("delete group offsets", lambda: admin.delete_group_offsets(
+        "kpy-assign", [kafka.TopicPartition(topic, 1)]))
+    step("list partition offsets", lambda: admin.list_partition_offsets(
+        {kafka.TopicPartition(topic, 0): -1, kafka.TopicPartition(topic, 1): -2,
+         kafka.TopicPartition(topic, 2): int(time.time() * 1000) - 60000}))
     step("delete groups", lambda: admin.delete_groups(["kpy-assign"]))
     step("delete topics", lambda: admin.delete_topics(["kpy-tmp"]))
     step("close admin", admin.close)
