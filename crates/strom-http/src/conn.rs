@@ -38,7 +38,7 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
-use strom_broker::limits::LogEvery;
+use strom_broker::limits::{out_of_descriptors, LogEvery, SpareFd};
 use strom_broker::Broker;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -188,38 +188,25 @@ impl Door {
     }
 
     /// EMFILE / ENFILE on accept: answer the waiting client through the spare descriptor.
-    async fn out_of_descriptors(
-        &self,
-        listener: &TcpListener,
-        spare: &mut Option<std::fs::File>,
-        e: &io::Error,
-    ) {
+    async fn out_of_descriptors(&self, listener: &TcpListener, spare: &mut SpareFd, e: &io::Error) {
         self.broker.metrics().connection_refused(DOOR);
         if let Some(suppressed) = self.fd_log.ready() {
             tracing::warn!(error = %e, suppressed, "HTTP accept out of file descriptors: answering 503 through the spare descriptor");
         }
-        match spare.take() {
-            Some(file) => {
-                drop(file);
-                let now = std::future::poll_fn(|cx| {
-                    Poll::Ready(match listener.poll_accept(cx) {
-                        Poll::Ready(r) => Some(r),
-                        Poll::Pending => None,
-                    })
+        if spare.release() {
+            let now = std::future::poll_fn(|cx| {
+                Poll::Ready(match listener.poll_accept(cx) {
+                    Poll::Ready(r) => Some(r),
+                    Poll::Pending => None,
                 })
-                .await;
-                if let Some(Ok((stream, _))) = now {
-                    refuse_now(stream, &self.no_descriptors);
-                }
-                *spare = open_spare();
-                if spare.is_none() {
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                }
+            })
+            .await;
+            if let Some(Ok((stream, _))) = now {
+                refuse_now(stream, &self.no_descriptors);
             }
-            None => {
-                tokio::time::sleep(ACCEPT_BACKOFF).await;
-                *spare = open_spare();
-            }
+        }
+        if !spare.reopen() {
+            tokio::time::sleep(ACCEPT_BACKOFF).await;
         }
     }
 
@@ -282,23 +269,10 @@ fn refuse_now(stream: TcpStream, answer: &[u8]) {
     }
 }
 
-/// The spare descriptor given up when accept runs out of descriptors.
-fn open_spare() -> Option<std::fs::File> {
-    std::fs::File::open("/dev/null").ok()
-}
-
-fn out_of_descriptors(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(EMFILE | ENFILE))
-}
-
-/// errno values (Linux, and every other Unix Strom builds on).
-const EMFILE: i32 = 24;
-const ENFILE: i32 = 23;
-
 /// Accepts until `stop` turns true, then waits for the connections to finish.
 pub(crate) async fn run(listener: TcpListener, door: Arc<Door>, mut stop: watch::Receiver<bool>) {
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
-    let mut spare = open_spare();
+    let mut spare = SpareFd::open();
     loop {
         let accepted = tokio::select! {
             biased;
@@ -691,12 +665,5 @@ mod tests {
         assert!(head.contains(&format!("\r\nContent-Length: {}", body.len())));
         let v: serde_json::Value = serde_json::from_str(body).unwrap();
         assert_eq!(v["error"]["code"], "too_many_connections");
-    }
-
-    #[test]
-    fn emfile_and_enfile_are_out_of_descriptors() {
-        assert!(out_of_descriptors(&io::Error::from_raw_os_error(24)));
-        assert!(out_of_descriptors(&io::Error::from_raw_os_error(23)));
-        assert!(!out_of_descriptors(&io::Error::from_raw_os_error(103)));
     }
 }

@@ -34,7 +34,7 @@ use tokio::task::JoinSet;
 
 use crate::pool::{Held, RequestPool};
 use crate::{admin, bounds, data, group_api, legacy, meta, versions};
-use strom_broker::limits::LogEvery;
+use strom_broker::limits::{out_of_descriptors, LogEvery, SpareFd};
 
 /// Settings of the Kafka door.
 #[derive(Clone, Debug)]
@@ -154,7 +154,7 @@ impl KafkaServer {
     /// backlog, and the loop backs off briefly. Either is logged at most once per second.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>, drain: Duration) {
         let mut conns = JoinSet::new();
-        let mut spare = Spare::open();
+        let mut spare = SpareFd::open();
         let at_cap = LogEvery::per_second();
         let accept_failed = LogEvery::per_second();
         let max = self.ctx.config.max_connections;
@@ -184,8 +184,7 @@ impl KafkaServer {
                         });
                     }
                     Err(e) => {
-                        let out_of_fds = matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
-                        if out_of_fds && spare.release() {
+                        if out_of_descriptors(&e) && spare.release() {
                             // Take the waiting connection with the spare descriptor and
                             // close it: the client learns at once.
                             if let Ok(Ok((stream, _))) =
@@ -194,7 +193,7 @@ impl KafkaServer {
                                 drop(stream);
                                 self.ctx.broker.metrics().connection_refused("kafka");
                             }
-                            spare = Spare::open();
+                            spare.reopen();
                         }
                         if let Some(more) = accept_failed.ready() {
                             tracing::warn!(error = %e, failed_since_last = more, "kafka accept failed");
@@ -215,21 +214,6 @@ impl KafkaServer {
         let _ =
             tokio::time::timeout(drain, async { while conns.join_next().await.is_some() {} }).await;
         conns.abort_all();
-    }
-}
-
-/// A descriptor kept open to be given up when the process runs out of them, so that the
-/// accept loop can still take a waiting connection and close it.
-struct Spare(Option<File>);
-
-impl Spare {
-    fn open() -> Spare {
-        Spare(File::open("/dev/null").ok())
-    }
-
-    /// Closes the spare; whether there was one.
-    fn release(&mut self) -> bool {
-        self.0.take().is_some()
     }
 }
 
