@@ -117,11 +117,25 @@ impl Default for Harness {
     }
 }
 
-/// The old Produce / Fetch parser (`legacy`): its answer to `body` at `version` of `api`.
-pub fn legacy_request(api: i16, version: i16, body: &[u8]) {
-    if let Ok(key) = kafka_protocol::messages::ApiKey::try_from(api) {
-        let _ = crate::legacy::unsupported(key, version, Bytes::copy_from_slice(body));
+/// The old Produce / Fetch parser (`legacy`) on a request frame (without its length prefix,
+/// as in `fuzz/corpus/legacy_request/`): the frame's API is taken as Produce when even and
+/// Fetch when odd, its version folded into the old range (Produce v0-2, Fetch v0-3).
+pub fn legacy_frame(frame: &[u8]) {
+    if frame.len() < 10 {
+        return;
     }
+    let produce = frame[1] & 1 == 0;
+    let version = i16::from(frame[3]) % if produce { 3 } else { 4 };
+    let key = if produce {
+        kafka_protocol::messages::ApiKey::Produce
+    } else {
+        kafka_protocol::messages::ApiKey::Fetch
+    };
+    let client = i16::from_be_bytes([frame[8], frame[9]]).max(0) as usize;
+    let Some(body) = frame.get(10 + client..) else {
+        return;
+    };
+    let _ = crate::legacy::unsupported(key, version, Bytes::copy_from_slice(body));
 }
 
 /// The bounds check alone (`bounds`), for a frame without its length prefix.
