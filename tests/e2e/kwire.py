@@ -1,7 +1,9 @@
 """A tiny hand-written Kafka wire client for tests that must send what no client library sends.
 
-Only non-flexible request versions are spoken (request header v1, response header v0), encoded
-with `struct` by hand, so a test controls every byte: CRCs, lengths, record counts, versions.
+The request methods speak non-flexible versions (request header v1, response header v0),
+encoded with `struct` by hand, so a test controls every byte: CRCs, lengths, record counts,
+versions. `request_frame` and the compact encoders (`uvarint`, `compact_string`, ...) build
+any frame, flexible versions included, for `Conn.send_frame`.
 """
 
 import socket
@@ -18,6 +20,7 @@ UNSUPPORTED_VERSION = 35
 INVALID_RECORD = 87
 
 PRODUCE, FETCH, LIST_OFFSETS, METADATA, API_VERSIONS, CREATE_TOPICS = 0, 1, 2, 3, 18, 19
+OFFSET_COMMIT, JOIN_GROUP = 8, 11
 
 
 # --- CRC-32C (Castagnoli), as record batches v2 use ----------------------------------------
@@ -77,6 +80,41 @@ def kbytes(b) -> bytes:
     if b is None:
         return struct.pack(">i", -1)
     return struct.pack(">i", len(b)) + b
+
+
+def uvarint(v: int) -> bytes:
+    """An unsigned varint (the compact lengths and tag counts of flexible versions)."""
+    out = bytearray()
+    while v >= 0x80:
+        out.append((v & 0x7F) | 0x80)
+        v >>= 7
+    out.append(v)
+    return bytes(out)
+
+
+def compact_string(s) -> bytes:
+    """A compact (nullable) string: uvarint(length + 1), then the bytes; 0 is null."""
+    if s is None:
+        return uvarint(0)
+    b = s.encode() if isinstance(s, str) else s
+    return uvarint(len(b) + 1) + b
+
+
+def compact_array_count(n: int) -> bytes:
+    """The count of a compact array: uvarint(n + 1); -1 is null."""
+    return uvarint(n + 1)
+
+
+NO_TAGS = uvarint(0)  # an empty tagged-fields section
+
+
+def request_frame(api_key: int, version: int, body: bytes, correlation=1, client_id="strom-e2e",
+                  flexible=False) -> bytes:
+    """A request frame WITHOUT its length prefix: header v1 (v2 with `flexible`), then `body`."""
+    header = struct.pack(">hhi", api_key, version, correlation) + kstring(client_id)
+    if flexible:
+        header += NO_TAGS
+    return header + body
 
 
 # --- record batch v2 -----------------------------------------------------------------------
@@ -220,6 +258,10 @@ class Conn:
 
     def send_raw(self, data: bytes):
         self.sock.sendall(data)
+
+    def send_frame(self, frame: bytes):
+        """Sends a frame (from `request_frame`) with its length prefix."""
+        self.sock.sendall(struct.pack(">i", len(frame)) + frame)
 
     def recv_exact(self, n: int) -> bytes:
         buf = bytearray()

@@ -550,7 +550,33 @@ impl Broker {
         self.fetch_with(specs, limits, true).await
     }
 
+    /// Waits as [`Broker::fetch`] does, without reading the batches: per partition, how many
+    /// bytes of whole batches a fetch with the same specs would return now. A door that must
+    /// reserve memory for its answer sizes the reservation with it, then reads with
+    /// `max_wait` zero and each spec's `max_bytes` set to this length.
+    pub async fn fetch_available(
+        &self,
+        specs: &[FetchSpec],
+        limits: FetchLimits,
+    ) -> Vec<Result<usize>> {
+        self.wait_read(specs, limits, true)
+            .await
+            .into_iter()
+            .map(|r| r.map(|f| f.len()))
+            .collect()
+    }
+
     async fn fetch_with(
+        &self,
+        specs: &[FetchSpec],
+        limits: FetchLimits,
+        ranges: bool,
+    ) -> Vec<Result<FetchedPartition>> {
+        let results = self.wait_read(specs, limits, ranges).await;
+        self.count_out(specs, results)
+    }
+
+    async fn wait_read(
         &self,
         specs: &[FetchSpec],
         limits: FetchLimits,
@@ -567,13 +593,12 @@ impl Broker {
                 || Instant::now() >= deadline
                 || self.stopping.load(Ordering::Acquire)
             {
-                return self.count_out(specs, results);
+                return results;
             }
             tokio::select! {
                 _ = &mut notified => {}
                 _ = tokio::time::sleep_until(deadline) => {
-                    let results = self.read_once(specs, limits.max_bytes, ranges).0;
-                    return self.count_out(specs, results);
+                    return self.read_once(specs, limits.max_bytes, ranges).0;
                 }
             }
         }

@@ -87,6 +87,39 @@ pub fn listen(
     socket.listen(backlog)
 }
 
+/// Whether an accept error means the process (EMFILE) or the system (ENFILE) is out of
+/// descriptors.
+pub fn out_of_descriptors(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+}
+
+/// A descriptor kept open to be given up when accept runs out of descriptors, so that a door
+/// can still take the waiting connection, refuse it and close it (clients learn at once
+/// instead of waiting in the backlog), then take the spare back.
+pub struct SpareFd(Option<std::fs::File>);
+
+impl SpareFd {
+    /// Opens the spare (`/dev/null`).
+    pub fn open() -> SpareFd {
+        let mut spare = SpareFd(None);
+        spare.reopen();
+        spare
+    }
+
+    /// Closes the spare; whether there was one to close.
+    pub fn release(&mut self) -> bool {
+        self.0.take().is_some()
+    }
+
+    /// Opens the spare again if it is closed; whether there is one now.
+    pub fn reopen(&mut self) -> bool {
+        if self.0.is_none() {
+            self.0 = std::fs::File::open("/dev/null").ok();
+        }
+        self.0.is_some()
+    }
+}
+
 /// Rate limit for a repeated log line: [`LogEvery::ready`] says yes at most once per interval
 /// and tells how many calls were suppressed since the last yes.
 pub struct LogEvery {
@@ -162,6 +195,20 @@ mod tests {
             FdBudget::for_limit(20_000, Some(1), Some(2)).http_max_connections,
             2
         );
+    }
+
+    #[test]
+    fn emfile_and_enfile_are_out_of_descriptors_and_the_spare_comes_back() {
+        use std::io::Error;
+        assert!(out_of_descriptors(&Error::from_raw_os_error(libc::EMFILE)));
+        assert!(out_of_descriptors(&Error::from_raw_os_error(libc::ENFILE)));
+        assert!(!out_of_descriptors(&Error::from_raw_os_error(
+            libc::ECONNABORTED
+        )));
+        let mut spare = SpareFd::open();
+        assert!(spare.release());
+        assert!(!spare.release());
+        assert!(spare.reopen());
     }
 
     #[test]

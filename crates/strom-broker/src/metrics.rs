@@ -53,6 +53,7 @@ pub struct CoreMetrics {
     fsync: Mutex<Histogram>,
     requests: Mutex<BTreeMap<(&'static str, &'static str), Histogram>>,
     connections: Mutex<BTreeMap<&'static str, i64>>,
+    refused: Mutex<BTreeMap<&'static str, u64>>,
     /// Produce requests refused (any door).
     pub produce_errors: AtomicU64,
     /// Records appended.
@@ -112,6 +113,16 @@ impl CoreMetrics {
     /// Request latency per `(door, api)`.
     pub fn requests(&self) -> BTreeMap<(&'static str, &'static str), Histogram> {
         self.requests.lock().clone()
+    }
+
+    /// A door refused a connection (at its cap, or out of descriptors).
+    pub fn connection_refused(&self, door: &'static str) {
+        *self.refused.lock().entry(door).or_default() += 1;
+    }
+
+    /// Connections refused per door since start.
+    pub fn connections_refused(&self) -> BTreeMap<&'static str, u64> {
+        self.refused.lock().clone()
     }
 
     /// Open connections per door.

@@ -18,6 +18,7 @@ use strom_broker::{BrokerError, FetchLimits, FetchSpec};
 use strom_log::LogError;
 use utoipa::{IntoParams, ToSchema};
 
+use crate::budget::RecordsBody;
 use crate::AppState;
 
 /// A refused request: status, a stable code and a message naming the problem.
@@ -26,6 +27,8 @@ pub(crate) struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// `Retry-After` seconds (503 `server_busy`).
+    retry_after_s: Option<u64>,
 }
 
 impl ApiError {
@@ -38,7 +41,20 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after_s: None,
         }
+    }
+
+    /// The same error with a `Retry-After` header.
+    pub(crate) fn retry_after(mut self, seconds: u64) -> ApiError {
+        self.retry_after_s = Some(seconds);
+        self
+    }
+
+    /// The stable code.
+    #[cfg(test)]
+    pub(crate) fn code(&self) -> &'static str {
+        self.code
     }
 
     pub(crate) fn bad(message: impl Into<String>) -> ApiError {
@@ -49,7 +65,12 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({"error": {"code": self.code, "message": self.message}});
-        (self.status, Json(body)).into_response()
+        let mut resp = (self.status, Json(body)).into_response();
+        if let Some(s) = self.retry_after_s {
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, s.into());
+        }
+        resp
     }
 }
 
@@ -580,22 +601,30 @@ pub(crate) fn records_json(
 
 #[utoipa::path(get, path = "/topics/{topic}/partitions/{partition}/records",
     params(("topic" = String, Path), ("partition" = i32, Path), FetchQuery),
-    responses((status = 200, description = "records"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 416, body = ErrorBody)))]
+    responses((status = 200, description = "records; an answer is cut before the record that would take it past the connection's buffer bound (--http-connection-buffer-bytes): continue from next_offset"),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 416, body = ErrorBody),
+        (status = 503, body = ErrorBody, description = "server_busy: answers waiting for slow readers hold the door's whole buffer (--http-buffer-bytes); see Retry-After",
+            headers(("Retry-After" = u64, description = "seconds to wait before retrying")))))]
+/// Fetches records of one partition from `offset`: `max_bytes` of stored batches at most
+/// (clamped so that the answer fits one connection's buffer bound), `max_records`, waiting up
+/// to `timeout_ms` for the first record.
 pub(crate) async fn fetch(
     State(s): State<AppState>,
     Path((topic, partition)): Path<(String, i32)>,
     query: Result<Query<FetchQuery>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     let Query(q) = query.map_err(|e| ApiError::bad(e.body_text()))?;
     let p = s.broker.partition(&topic, partition)?;
     let offset = match q.offset {
         Some(o) => o,
         None => p.log()?.log_start_offset(),
     };
-    let max_bytes = q.max_bytes.unwrap_or(1 << 20).clamp(1, 64 << 20);
+    let max_bytes = q
+        .max_bytes
+        .unwrap_or(1 << 20)
+        .clamp(1, s.budget.max_stored_bytes());
     let max_records = q.max_records.unwrap_or(500).clamp(1, 100_000);
-    let spec = FetchSpec {
+    let mut spec = FetchSpec {
         topic: topic.clone(),
         partition,
         offset,
@@ -606,23 +635,58 @@ pub(crate) async fn fetch(
         min_bytes: 1,
         max_wait: Duration::from_millis(q.timeout_ms.unwrap_or(0).min(30_000)),
     };
+    // Wait for records without reading them, reserve the answer's bytes, then read.
+    let available = s
+        .broker
+        .fetch_available(std::slice::from_ref(&spec), limits)
+        .await
+        .remove(0)?;
+    let mut reservation = s.budget.reserve(s.budget.estimate(available)).await?;
+    spec.max_bytes = available.max(1);
+    let now = FetchLimits {
+        max_bytes: spec.max_bytes,
+        min_bytes: 1,
+        max_wait: Duration::ZERO,
+    };
     let read = s
         .broker
-        .fetch(std::slice::from_ref(&spec), limits)
+        .fetch(std::slice::from_ref(&spec), now)
         .await
         .remove(0)?;
     let records = records_json(&read.data, offset, max_records, q.format)?;
-    let next = records
-        .last()
-        .and_then(|r| r["offset"].as_i64())
-        .map_or(offset, |o| o + 1);
     s.metrics.bytes_out(&topic, read.data.len());
-    Ok(Json(json!({
-        "records": records,
-        "next_offset": next,
-        "high_watermark": read.high_watermark,
-        "log_start_offset": read.log_start_offset,
-    })))
+    drop(read.data);
+    let mut body = RecordsBody::new(reservation.bytes());
+    let mut next = offset;
+    for r in &records {
+        if !body.push(r) {
+            break;
+        }
+        next = r["offset"].as_i64().map_or(next, |o| o + 1);
+    }
+    drop(records);
+    let out = body.finish(&[
+        ("next_offset", json!(next)),
+        ("high_watermark", json!(read.high_watermark)),
+        ("log_start_offset", json!(read.log_start_offset)),
+    ]);
+    if out.len() > reservation.bytes() {
+        // A first record larger than the estimate.
+        reservation.merge(s.budget.reserve(out.len() - reservation.bytes()).await?);
+    }
+    Ok(json_bytes(reservation.into_bytes(out)))
+}
+
+/// A 200 answer with a JSON body already serialised.
+pub(crate) fn json_bytes(body: bytes::Bytes) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
 }
 
 #[utoipa::path(get, path = "/openapi.json", responses((status = 200, description = "this document")))]

@@ -33,6 +33,7 @@ use strom_broker::{FetchLimits, FetchSpec};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::api::{parse_body, records_json, ApiError, ApiResult, ErrorBody, Format};
+use crate::budget::RecordsBody;
 use crate::AppState;
 
 /// One HTTP member as the door remembers it.
@@ -401,13 +402,15 @@ pub(crate) struct PollQuery {
 
 #[utoipa::path(get, path = "/groups/{group}/members/{member}/records",
     params(("group" = String, Path), ("member" = String, Path), PollQuery),
-    responses((status = 200, description = "records of the member's partitions"), (status = 404, body = ErrorBody),
-        (status = 410, body = ErrorBody)))]
+    responses((status = 200, description = "records of the member's partitions; an answer is cut before the record that would take it past the connection's buffer bound (--http-connection-buffer-bytes), the rest comes with the next poll"),
+        (status = 404, body = ErrorBody), (status = 410, body = ErrorBody),
+        (status = 503, body = ErrorBody, description = "server_busy: answers waiting for slow readers hold the door's whole buffer (--http-buffer-bytes); see Retry-After",
+            headers(("Retry-After" = u64, description = "seconds to wait before retrying")))))]
 pub(crate) async fn poll(
     State(s): State<AppState>,
     Path((group, id)): Path<(String, String)>,
     query: Result<Query<PollQuery>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<axum::response::Response> {
     let Query(q) = query.map_err(|e| ApiError::bad(e.body_text()))?;
     let mut m = member(&s, &group, &id)?;
     if m.auto_commit {
@@ -434,6 +437,7 @@ pub(crate) async fn poll(
         }
     }
     let max_records = q.max_records.unwrap_or(500).clamp(1, 100_000);
+    let total_max = s.budget.max_stored_bytes().min(POLL_MAX_BYTES);
     // An offline partition is skipped (as a Kafka consumer waits for a leader): the others
     // are served, and the long poll still waits.
     let specs: Vec<FetchSpec> = m
@@ -444,18 +448,57 @@ pub(crate) async fn poll(
             topic: t.clone(),
             partition: *p,
             offset: *o,
-            max_bytes: 1 << 20,
+            max_bytes: POLL_PARTITION_MAX_BYTES.min(total_max),
         })
         .collect();
     let wait = Duration::from_millis(q.timeout_ms.unwrap_or(0).min(30_000));
     let limits = FetchLimits {
-        max_bytes: 8 << 20,
+        max_bytes: total_max,
         min_bytes: 1,
         max_wait: wait,
     };
-    let results = s.broker.fetch(&specs, limits).await;
-    let mut records = Vec::new();
-    for (spec, r) in specs.iter().zip(results) {
+    // Wait for records without reading them, reserve the answer's bytes, then read what
+    // was there.
+    let available = s.broker.fetch_available(&specs, limits).await;
+    let mut to_read = Vec::new();
+    for (spec, r) in specs.iter().zip(available) {
+        match r {
+            Ok(0) => {}
+            Ok(n) => to_read.push(FetchSpec {
+                max_bytes: n,
+                ..spec.clone()
+            }),
+            Err(strom_broker::BrokerError::Log(strom_log::LogError::OffsetOutOfRange {
+                start,
+                ..
+            })) => {
+                m.positions
+                    .insert((spec.topic.clone(), spec.partition), start);
+            }
+            Err(e) if e.is_offline() => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let stored: usize = to_read.iter().map(|s| s.max_bytes).sum();
+    let mut reservation = match s.budget.reserve(s.budget.estimate(stored)).await {
+        Ok(r) => r,
+        Err(e) => {
+            s.members.lock().insert(id, m);
+            return Err(e);
+        }
+    };
+    let now = FetchLimits {
+        max_bytes: stored.max(1),
+        min_bytes: 1,
+        max_wait: Duration::ZERO,
+    };
+    let results = if to_read.is_empty() {
+        Vec::new()
+    } else {
+        s.broker.fetch(&to_read, now).await
+    };
+    let mut body = RecordsBody::new(reservation.bytes());
+    'partitions: for (spec, r) in to_read.iter().zip(results) {
         let key = (spec.topic.clone(), spec.partition);
         let read = match r {
             Ok(read) => read,
@@ -469,24 +512,33 @@ pub(crate) async fn poll(
             Err(e) if e.is_offline() => continue,
             Err(e) => return Err(e.into()),
         };
-        let left = max_records.saturating_sub(records.len());
-        for rec in records_json(&read.data, spec.offset, left, q.format)? {
+        let left = max_records.saturating_sub(body.len());
+        for mut rec in records_json(&read.data, spec.offset, left, q.format)? {
             let o = rec["offset"].as_i64().unwrap_or(spec.offset);
-            m.positions.insert(key.clone(), o + 1);
-            m.delivered.insert(key.clone(), o + 1);
-            let mut rec = rec;
             rec["topic"] = json!(spec.topic);
             rec["partition"] = json!(spec.partition);
-            records.push(rec);
+            if !body.push(&rec) {
+                break 'partitions;
+            }
+            m.positions.insert(key.clone(), o + 1);
+            m.delivered.insert(key.clone(), o + 1);
         }
     }
     let generation = m.generation;
     let positions = assignment_json(&m.positions);
     s.members.lock().insert(id, m);
-    Ok(Json(
-        json!({"records": records, "generation": generation, "assignment": positions}),
-    ))
+    let out = body.finish(&[("generation", json!(generation)), ("assignment", positions)]);
+    if out.len() > reservation.bytes() {
+        // A first record larger than the estimate.
+        reservation.merge(s.budget.reserve(out.len() - reservation.bytes()).await?);
+    }
+    Ok(crate::api::json_bytes(reservation.into_bytes(out)))
 }
+
+/// Stored bytes a poll reads per partition at most.
+const POLL_PARTITION_MAX_BYTES: usize = 1 << 20;
+/// Stored bytes a poll reads at most (before the connection's buffer bound lowers it).
+const POLL_MAX_BYTES: usize = 8 << 20;
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -564,7 +616,7 @@ pub(crate) async fn follow_as_member(
     s: AppState,
     sub: GroupSubscription,
     mut commit_requests: tokio::sync::mpsc::Receiver<tokio::sync::oneshot::Sender<Value>>,
-    tx: tokio::sync::mpsc::Sender<Value>,
+    tx: crate::push::PushQueue,
     overflow: tokio::sync::mpsc::Sender<()>,
 ) {
     let GroupSubscription {
@@ -622,13 +674,12 @@ pub(crate) async fn follow_as_member(
                     joined = true;
                     let msg = json!({"type": "assigned", "group": group, "member_id": member,
                         "generation": generation, "assignment": assignment_json(&positions)});
-                    if tx.send(msg).await.is_err() {
+                    if !tx.send(msg).await {
                         break;
                     }
                 }
                 Err(e) => {
-                    let _ = tx
-                        .send(json!({"type": "error", "message": format!("{e:?}")}))
+                    tx.send(json!({"type": "error", "message": format!("{e:?}")}))
                         .await;
                     return;
                 }
@@ -644,7 +695,7 @@ pub(crate) async fn follow_as_member(
             })
             .collect();
         let limits = FetchLimits {
-            max_bytes: 4 << 20,
+            max_bytes: s.budget.max_stored_bytes().min(4 << 20),
             min_bytes: 1,
             max_wait: Duration::from_millis(1000),
         };
@@ -661,7 +712,7 @@ pub(crate) async fn follow_as_member(
                 let msg = json!({"type": "record", "topic": spec.topic, "partition": spec.partition,
                     "offset": o, "timestamp": rec["timestamp"], "key": rec["key"], "value": rec["value"],
                     "headers": rec["headers"], "group": group});
-                if tx.try_send(msg).is_err() {
+                if !tx.push(msg).await {
                     let _ = overflow.try_send(());
                     let _ = s.groups.leave(&group, &[(member.clone(), None)]).await;
                     return;

@@ -6,8 +6,15 @@
 //! client would choose for their key (murmur2); fetched batches are decoded (every codec) into
 //! JSON. Client mistakes get a 4xx with `{"error": {"code", "message"}}`; nothing is written
 //! when a request is refused.
+//!
+//! No client can take the door down for the others: `conn` runs its own accept loop (a
+//! connection cap answered with 503, recovery when the process runs out of descriptors,
+//! header / idle / write timeouts) and `budget` bounds the bytes of answers waiting for slow
+//! readers, per connection and in total.
 
 mod api;
+mod budget;
+mod conn;
 mod groups;
 mod metrics;
 mod push;
@@ -69,13 +76,18 @@ pub(crate) struct AppState {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) config: HttpConfig,
     pub(crate) shutdown: watch::Receiver<bool>,
+    /// Bytes of answers waiting for their readers.
+    pub(crate) budget: Arc<budget::Budget>,
 }
 
 /// The OpenAPI document, generated from the handlers' `#[utoipa::path]` annotations and the
 /// request types' `ToSchema`/`IntoParams` derives.
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    info(title = "Strom HTTP door"),
+    info(
+        title = "Strom HTTP door",
+        description = "Any request may be answered `503` with `{\"error\":{\"code\":\"too_many_connections\",...}}`, `Retry-After: 1` and `Connection: close` when the door holds its maximum of connections (`--http-max-connections`) or the broker is out of file descriptors; the connection is closed without reading the request. A request head that is not complete within `--read-timeout-ms` of its first byte, or a keep-alive connection without a request for `--connections-max-idle-ms`, is closed. Fetches and group polls answer `503 server_busy` with `Retry-After` when answers waiting for slow readers hold the door's whole buffer (`--http-buffer-bytes`)."
+    ),
     paths(
         api::healthz,
         api::readyz,
@@ -155,6 +167,8 @@ fn router(state: AppState) -> Router {
 }
 
 /// Serves HTTP on `listener` until `shutdown` turns true (graceful: in-flight requests end).
+/// The door's own accept loop (see `conn`): a connection cap answered with 503, recovery
+/// from running out of descriptors, header / idle / write timeouts.
 pub async fn serve(
     listener: TcpListener,
     broker: Arc<Broker>,
@@ -162,18 +176,20 @@ pub async fn serve(
     config: HttpConfig,
     shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
+    let metrics = Arc::new(Metrics::default());
     let state = AppState {
-        broker,
+        broker: broker.clone(),
         groups,
         members: Arc::new(Mutex::new(HashMap::new())),
-        metrics: Arc::new(Metrics::default()),
-        config,
+        metrics: metrics.clone(),
+        config: config.clone(),
         shutdown: shutdown.clone(),
+        budget: Arc::new(budget::Budget::new(
+            config.buffer_bytes,
+            config.connection_buffer_bytes,
+        )),
     };
-    let mut stop = shutdown;
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|s| *s).await;
-        })
-        .await
+    let door = conn::Door::new(router(state), config, metrics, broker);
+    conn::run(listener, door, shutdown).await;
+    Ok(())
 }

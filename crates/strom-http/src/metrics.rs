@@ -38,6 +38,8 @@ pub struct Metrics {
     pub(crate) websockets: AtomicI64,
     /// Open SSE streams.
     pub(crate) sse_streams: AtomicI64,
+    /// Connections closed by the door, by reason (idle, header_timeout, write_stalled).
+    closed: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Metrics {
@@ -47,6 +49,10 @@ impl Metrics {
 
     pub(crate) fn bytes_out(&self, topic: &str, n: usize) {
         *self.bytes_out.lock().entry(topic.to_string()).or_default() += n as u64;
+    }
+
+    pub(crate) fn closed(&self, reason: &'static str) {
+        *self.closed.lock().entry(reason).or_default() += 1;
     }
 
     fn observe(&self, route: &str, method: &str, status: u16, seconds: f64) {
@@ -163,6 +169,17 @@ pub(crate) async fn render(State(s): State<AppState>) -> Response {
         "strom_http_open_connections{{kind=\"sse\"}} {}",
         m.sse_streams.load(Ordering::Relaxed)
     );
+    out.push_str("# HELP strom_http_connections_closed_total Connections the HTTP door closed, by reason (idle: no request for --connections-max-idle-ms; header_timeout: a request head unfinished after --read-timeout-ms; write_stalled: an answer not read for --connections-max-idle-ms).\n# TYPE strom_http_connections_closed_total counter\n");
+    for (reason, n) in m.closed.lock().iter() {
+        let _ = writeln!(
+            out,
+            "strom_http_connections_closed_total{{reason=\"{reason}\"}} {n}"
+        );
+    }
+    out.push_str("# HELP strom_http_buffer_bytes Bytes of HTTP answers reserved for their readers (fetches, group polls, WebSocket queues).\n# TYPE strom_http_buffer_bytes gauge\n");
+    let _ = writeln!(out, "strom_http_buffer_bytes {}", s.budget.in_use());
+    out.push_str("# HELP strom_http_buffer_limit_bytes The HTTP door's answer buffer (--http-buffer-bytes).\n# TYPE strom_http_buffer_limit_bytes gauge\n");
+    let _ = writeln!(out, "strom_http_buffer_limit_bytes {}", s.budget.total());
     let mut starts = String::new();
     let mut ends = String::new();
     let mut sizes = String::new();
@@ -251,6 +268,13 @@ fn core_metrics(s: &AppState, out: &mut String) {
     out.push_str("# HELP strom_open_connections Open connections by door.\n# TYPE strom_open_connections gauge\n");
     for (door, n) in m.connections() {
         let _ = writeln!(out, "strom_open_connections{{door=\"{door}\"}} {n}");
+    }
+    out.push_str("# HELP strom_connections_refused_total Connections refused by door (at its cap, or out of descriptors).\n# TYPE strom_connections_refused_total counter\n");
+    for (door, n) in m.connections_refused() {
+        let _ = writeln!(
+            out,
+            "strom_connections_refused_total{{door=\"{door}\"}} {n}"
+        );
     }
     let bytes = m.topic_bytes();
     out.push_str("# HELP strom_topic_bytes_in_total Record batch bytes appended, by topic (all doors).\n# TYPE strom_topic_bytes_in_total counter\n");

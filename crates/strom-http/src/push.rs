@@ -19,7 +19,13 @@ use tokio::sync::mpsc;
 use utoipa::IntoParams;
 
 use crate::api::{records_json, ApiError, ApiResult, ErrorBody, Format};
+use crate::budget::{Budget, Queued, QueuedBytes, Reservation};
 use crate::AppState;
+
+/// Stored bytes one push round reads per partition at most.
+const PUSH_PARTITION_MAX_BYTES: usize = 1 << 20;
+/// Stored bytes one push round reads at most (the connection's buffer bound may lower it).
+const PUSH_ROUND_MAX_BYTES: usize = 4 << 20;
 
 /// Where to start following.
 fn start_offset(broker: &Broker, topic: &str, partition: i32, from: &str) -> ApiResult<i64> {
@@ -60,18 +66,20 @@ async fn poll_once(
     cursors: &mut BTreeMap<i32, i64>,
     wait: Duration,
     format: Format,
+    max_bytes: usize,
 ) -> ApiResult<Vec<(i32, Value)>> {
+    let max_bytes = max_bytes.clamp(1, PUSH_ROUND_MAX_BYTES);
     let specs: Vec<FetchSpec> = cursors
         .iter()
         .map(|(p, o)| FetchSpec {
             topic: topic.to_string(),
             partition: *p,
             offset: *o,
-            max_bytes: 1 << 20,
+            max_bytes: PUSH_PARTITION_MAX_BYTES.min(max_bytes),
         })
         .collect();
     let limits = FetchLimits {
-        max_bytes: 4 << 20,
+        max_bytes,
         min_bytes: 1,
         max_wait: wait,
     };
@@ -161,57 +169,91 @@ pub(crate) async fn sse(
     }
     s.metrics.sse_streams.fetch_add(1, Ordering::Relaxed);
     let guard = Gauge(s.metrics.clone());
-    let state = (s, topic, cursors, Vec::<Event>::new(), guard, q.format);
-    let events = stream::unfold(
-        state,
-        |(s, topic, mut cursors, mut pending, guard, format)| async move {
-            loop {
-                if let Some(e) = pending.pop() {
-                    return Some((
-                        Ok::<Event, Infallible>(e),
-                        (s, topic, cursors, pending, guard, format),
-                    ));
-                }
-                if *s.shutdown.borrow() {
-                    return None;
-                }
-                let before = cursors.clone();
-                match poll_once(
-                    &s.broker,
-                    &topic,
-                    &mut cursors,
-                    Duration::from_secs(15),
-                    format,
-                )
-                .await
-                {
-                    Ok(recs) => {
-                        // Each event's id is the cursor right after it, so a resume loses nothing.
-                        let mut running = before;
-                        let mut evs = Vec::with_capacity(recs.len());
-                        for (p, rec) in &recs {
-                            if let Some(o) = rec["offset"].as_i64() {
-                                running.insert(*p, o + 1);
-                            }
-                            let data = json!({"topic": topic, "partition": p, "record": rec});
-                            evs.push(
-                                Event::default()
-                                    .event("record")
-                                    .id(cursor_text(&running))
-                                    .data(data.to_string()),
-                            );
-                        }
-                        evs.reverse();
-                        pending = evs;
-                    }
-                    Err(_) => return None,
-                }
+    let state = SseState {
+        s,
+        topic,
+        cursors,
+        pending: Vec::new(),
+        _gauge: guard,
+        format: q.format,
+        held: None,
+    };
+    let events = stream::unfold(state, |mut st| async move {
+        loop {
+            if let Some(e) = st.pending.pop() {
+                return Some((Ok::<Event, Infallible>(e), st));
             }
-        },
-    );
+            st.held = None;
+            if *st.s.shutdown.borrow() {
+                return None;
+            }
+            let before = st.cursors.clone();
+            let recs = poll_once(
+                &st.s.broker,
+                &st.topic,
+                &mut st.cursors,
+                Duration::from_secs(15),
+                st.format,
+                st.s.budget.max_stored_bytes(),
+            )
+            .await
+            .ok()?;
+            if recs.is_empty() {
+                continue;
+            }
+            let bytes: usize = recs.iter().map(|(_, r)| json_len(r)).sum();
+            st.held = Some(st.s.budget.reserve(bytes).await.ok()?);
+            // Each event's id is the cursor right after it, so a resume loses nothing.
+            let mut running = before;
+            let mut evs = Vec::with_capacity(recs.len());
+            for (p, rec) in &recs {
+                if let Some(o) = rec["offset"].as_i64() {
+                    running.insert(*p, o + 1);
+                }
+                let data = json!({"topic": st.topic, "partition": p, "record": rec});
+                evs.push(
+                    Event::default()
+                        .event("record")
+                        .id(cursor_text(&running))
+                        .data(data.to_string()),
+                );
+            }
+            evs.reverse();
+            st.pending = evs;
+        }
+    });
     Ok(Sse::new(events)
         .keep_alive(KeepAlive::default())
         .into_response())
+}
+
+/// An SSE stream between events. A round's events hold a reservation of the door's buffer
+/// until all are handed to hyper; a round that cannot get one ends the stream (the client
+/// resumes with `Last-Event-ID`, losing nothing).
+struct SseState {
+    s: AppState,
+    topic: String,
+    cursors: BTreeMap<i32, i64>,
+    /// The round's events not yet yielded, last first.
+    pending: Vec<Event>,
+    _gauge: Gauge,
+    format: Format,
+    held: Option<Reservation>,
+}
+
+/// An estimate of a record's JSON size (its value, key and headers dominate).
+fn json_len(v: &Value) -> usize {
+    match v {
+        Value::String(s) => s.len() + 2,
+        Value::Array(a) => a.iter().map(json_len).sum::<usize>() + 2,
+        Value::Object(m) => {
+            m.iter()
+                .map(|(k, v)| k.len() + 4 + json_len(v))
+                .sum::<usize>()
+                + 2
+        }
+        _ => 20,
+    }
 }
 
 /// Decrements the open-stream gauge when the stream ends.
@@ -276,7 +318,12 @@ pub(crate) async fn websocket(State(s): State<AppState>, ws: WebSocketUpgrade) -
 
 async fn ws_session(s: AppState, mut socket: WebSocket) {
     s.metrics.websockets.fetch_add(1, Ordering::Relaxed);
-    let (tx, mut rx) = mpsc::channel::<Value>(s.config.ws_buffer_records.max(1));
+    let (tx, mut rx) = mpsc::channel::<Push>(s.config.ws_buffer_records.max(1));
+    let tx = PushQueue {
+        tx,
+        queued: QueuedBytes::default(),
+        budget: s.budget.clone(),
+    };
     let (overflow_tx, mut overflow_rx) = mpsc::channel::<()>(1);
     let mut followers = Vec::new();
     // Group followers are not aborted: they notice the closed channel and leave the group.
@@ -361,10 +408,12 @@ async fn ws_session(s: AppState, mut socket: WebSocket) {
                     break;
                 }
             }
-            Some(rec) = rx.recv() => {
-                if socket.send(Message::Text(rec.to_string().into())).await.is_err() {
+            Some(push) = rx.recv() => {
+                let Push { text, held } = push;
+                if socket.send(Message::Text(text.into())).await.is_err() {
                     break;
                 }
+                drop(held);
             }
             Some(()) = overflow_rx.recv() => {
                 let frame = CloseFrame { code: 1013, reason: "client too slow: push buffer full".into() };
@@ -388,7 +437,7 @@ async fn follow(
     topic: String,
     mut cursors: BTreeMap<i32, i64>,
     format: Format,
-    tx: mpsc::Sender<Value>,
+    tx: PushQueue,
     overflow: mpsc::Sender<()>,
 ) {
     while !*s.shutdown.borrow() {
@@ -398,6 +447,7 @@ async fn follow(
             &mut cursors,
             Duration::from_secs(5),
             format,
+            s.budget.max_stored_bytes(),
         )
         .await
         else {
@@ -406,11 +456,59 @@ async fn follow(
         for (p, rec) in recs {
             let msg = json!({"type": "record", "topic": topic, "partition": p, "offset": rec["offset"],
                 "timestamp": rec["timestamp"], "key": rec["key"], "value": rec["value"], "headers": rec["headers"]});
-            if tx.try_send(msg).is_err() {
+            if !tx.push(msg).await {
                 let _ = overflow.try_send(());
                 return;
             }
         }
+    }
+}
+
+/// A message for a WebSocket, with the buffer bytes it holds until it is sent.
+pub(crate) struct Push {
+    text: String,
+    held: Option<(Reservation, Queued)>,
+}
+
+/// A WebSocket's outgoing queue: at most `ws_buffer_records` messages, and records' bytes
+/// bounded by the connection's share of the door's buffer and by the buffer itself.
+#[derive(Clone)]
+pub(crate) struct PushQueue {
+    tx: mpsc::Sender<Push>,
+    queued: QueuedBytes,
+    budget: std::sync::Arc<Budget>,
+}
+
+impl PushQueue {
+    /// A control message (subscribed, assigned, error): small, waits for room.
+    pub(crate) async fn send(&self, v: Value) -> bool {
+        let push = Push {
+            text: v.to_string(),
+            held: None,
+        };
+        self.tx.send(push).await.is_ok()
+    }
+
+    /// A record; false when the subscriber does not keep up (its queue is full, in
+    /// messages or bytes) or the door's buffer stayed exhausted for `BUDGET_WAIT`.
+    pub(crate) async fn push(&self, v: Value) -> bool {
+        let text = v.to_string();
+        let Some(queued) = self.queued.add(text.len(), self.budget.per_connection()) else {
+            return false;
+        };
+        let Ok(reserved) = self.budget.reserve(text.len()).await else {
+            return false;
+        };
+        let push = Push {
+            text,
+            held: Some((reserved, queued)),
+        };
+        self.tx.try_send(push).is_ok()
+    }
+
+    /// Whether the socket's session has ended.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.tx.is_closed()
     }
 }
 

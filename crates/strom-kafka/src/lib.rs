@@ -12,11 +12,16 @@
 //!   error codes.
 
 mod admin;
+mod bounds;
 mod codes;
 mod data;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod group_api;
 mod legacy;
 mod meta;
+mod pool;
+mod schema;
 mod server;
 mod versions;
 

@@ -32,7 +32,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::{admin, data, group_api, legacy, meta, versions};
+use crate::pool::{Held, RequestPool};
+use crate::{admin, bounds, data, group_api, legacy, meta, versions};
+use strom_broker::limits::{out_of_descriptors, LogEvery, SpareFd};
 
 /// Settings of the Kafka door.
 #[derive(Clone, Debug)]
@@ -82,6 +84,8 @@ pub(crate) struct Ctx {
     pub(crate) groups: Arc<GroupCoordinator>,
     pub(crate) config: KafkaConfig,
     pub(crate) connections: AtomicUsize,
+    /// `queued.max.request.bytes`.
+    pub(crate) pool: RequestPool,
 }
 
 /// A bound Kafka listener.
@@ -129,6 +133,7 @@ impl KafkaServer {
             ctx: Arc::new(Ctx {
                 broker,
                 groups,
+                pool: RequestPool::new(config.queued_max_request_bytes),
                 config,
                 connections: AtomicUsize::new(0),
             }),
@@ -142,17 +147,35 @@ impl KafkaServer {
 
     /// Serves until `shutdown` turns true; then stops accepting, lets every connection finish
     /// the request it is handling (at most `drain` long) and returns.
+    ///
+    /// At `max_connections` a new connection is closed at once; when the process is out of
+    /// descriptors (EMFILE), the spare descriptor kept for that is closed to accept the
+    /// waiting connection and close it, so clients are told at once instead of waiting in the
+    /// backlog, and the loop backs off briefly. Either is logged at most once per second.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>, drain: Duration) {
         let mut conns = JoinSet::new();
+        let mut spare = SpareFd::open();
+        let at_cap = LogEvery::per_second();
+        let accept_failed = LogEvery::per_second();
+        let max = self.ctx.config.max_connections;
         loop {
             tokio::select! {
                 accepted = self.listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         let ctx = self.ctx.clone();
+                        if ctx.connections.load(Ordering::Relaxed) >= max {
+                            drop(stream);
+                            ctx.broker.metrics().connection_refused("kafka");
+                            if let Some(more) = at_cap.ready() {
+                                tracing::warn!(%peer, max_connections = max, refused_since_last = more,
+                                    "kafka connection refused: the door is at its connection cap");
+                            }
+                            continue;
+                        }
+                        ctx.connections.fetch_add(1, Ordering::Relaxed);
+                        ctx.broker.metrics().connection("kafka", 1);
                         let stop = shutdown.clone();
                         conns.spawn(async move {
-                            ctx.connections.fetch_add(1, Ordering::Relaxed);
-                            ctx.broker.metrics().connection("kafka", 1);
                             if let Err(e) = connection(stream, peer, &ctx, stop).await {
                                 tracing::info!(%peer, reason = %e.0, "kafka connection closed");
                             }
@@ -161,9 +184,22 @@ impl KafkaServer {
                         });
                     }
                     Err(e) => {
-                        // Out of file descriptors and the like: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        if out_of_descriptors(&e) && spare.release() {
+                            // Take the waiting connection with the spare descriptor and
+                            // close it: the client learns at once.
+                            if let Ok(Ok((stream, _))) =
+                                tokio::time::timeout(Duration::from_millis(10), self.listener.accept()).await
+                            {
+                                drop(stream);
+                                self.ctx.broker.metrics().connection_refused("kafka");
+                            }
+                            spare.reopen();
+                        }
+                        if let Some(more) = accept_failed.ready() {
+                            tracing::warn!(error = %e, failed_since_last = more, "kafka accept failed");
+                        }
+                        // Out of descriptors and the like: back off briefly instead of spinning.
+                        tokio::time::sleep(Duration::from_millis(5)).await;
                     }
                 },
                 Some(_) = conns.join_next(), if !conns.is_empty() => {}
@@ -192,6 +228,7 @@ async fn connection(
     let mut rd = BufReader::with_capacity(16 * 1024, rd);
     let mut wr = BufWriter::with_capacity(64 * 1024, wr);
     let max = ctx.config.max_request_bytes;
+    let idle = ctx.config.connections_max_idle;
     // Request frames are read into this buffer; once a frame's last slice is dropped (after
     // its response), the next frame reuses the same memory instead of fresh pages.
     let mut frames = BytesMut::new();
@@ -203,7 +240,7 @@ async fn connection(
         let full = later.len() >= MAX_LATER_REPLIES;
         if let Some(oldest) = later.front_mut() {
             if !wr.buffer().is_empty() {
-                wr.flush().await?;
+                within(idle, wr.flush()).await?;
             }
             let next = if full {
                 Next::Reply(oldest.await)
@@ -219,9 +256,9 @@ async fn connection(
             match next {
                 Next::Reply(reply) => {
                     later.pop_front();
-                    send(&mut wr, reply?).await?;
+                    within(idle, send(&mut wr, reply?)).await?;
                     if later.is_empty() && !whole_frame_buffered(rd.buffer()) {
-                        wr.flush().await?;
+                        within(idle, wr.flush()).await?;
                     }
                     continue;
                 }
@@ -230,6 +267,7 @@ async fn connection(
                 Next::Request(Err(e)) => return Err(e.into()),
             }
         }
+        // With nothing in flight the connection is idle: `connections.max.idle.ms` closes it.
         let len = tokio::select! {
             r = rd.read_i32() => match r {
                 Ok(n) => n,
@@ -237,37 +275,51 @@ async fn connection(
                 Err(e) => return Err(e.into()),
             },
             _ = shutdown.changed(), if later.is_empty() => break,
+            _ = tokio::time::sleep(idle), if later.is_empty() => {
+                return Err(Fatal(format!("idle for {} ms (connections.max.idle.ms)", idle.as_millis())));
+            }
         };
         if len < 8 || len as usize > max {
             return Err(Fatal(format!(
                 "request frame of {len} bytes is outside [8, {max}] (max request bytes)"
             )));
         }
-        let frame = read_frame(&mut rd, &mut frames, len as usize).await?;
+        let (frame, held) = read_frame(
+            &mut rd,
+            &mut frames,
+            len as usize,
+            &ctx.pool,
+            ctx.config.read_timeout,
+        )
+        .await?;
         // Only produce replies wait behind each other; any other request is handled once
         // the replies before it are sent, in order.
         let api = i16::from_be_bytes([frame[0], frame[1]]);
         if api != ApiKey::Produce as i16 {
-            send_in_turn(&mut wr, &mut later).await?;
+            within(idle, send_in_turn(&mut wr, &mut later)).await?;
         }
         // A request that may wait (long poll, rebalance) must not hold back the responses
         // already queued for this client.
         let may_wait = matches!(api, 1 | 11 | 14);
         if may_wait && !wr.buffer().is_empty() {
-            wr.flush().await?;
+            within(idle, wr.flush()).await?;
         }
-        match handle(ctx, peer, frame.freeze()).await? {
-            Handled::Now(reply) if later.is_empty() => send(&mut wr, reply).await?,
+        let handled = handle(ctx, peer, frame.freeze()).await;
+        // The request is handled: its bytes no longer count against the pool (a reply
+        // waiting for a sync holds none of them).
+        drop(held);
+        match handled? {
+            Handled::Now(reply) if later.is_empty() => within(idle, send(&mut wr, reply)).await?,
             Handled::Now(reply) => later.push_back(Box::pin(std::future::ready(Ok(reply)))),
             Handled::Later(reply) => later.push_back(reply),
         }
         if later.is_empty() && !whole_frame_buffered(rd.buffer()) {
-            wr.flush().await?;
+            within(idle, wr.flush()).await?;
         }
     }
     // Whatever was read is answered.
-    send_in_turn(&mut wr, &mut later).await?;
-    wr.flush().await?;
+    within(idle, send_in_turn(&mut wr, &mut later)).await?;
+    within(idle, wr.flush()).await?;
     tracing::debug!(%peer, "kafka connection ended");
     Ok(())
 }
@@ -347,29 +399,78 @@ async fn send_file(sock: &TcpStream, file: &File, mut pos: u64, mut len: usize) 
     Ok(())
 }
 
-/// Reads a request frame of `len` bytes into `buf` (not zeroed first) and splits it off.
+/// Writes that make no progress for this long close the connection: a client that stops
+/// reading its socket holds its descriptor and its in-flight responses only that long.
+async fn within<T, E>(
+    limit: Duration,
+    write: impl Future<Output = Result<T, E>>,
+) -> Result<T, Fatal>
+where
+    Fatal: From<E>,
+{
+    match tokio::time::timeout(limit, write).await {
+        Ok(r) => r.map_err(Fatal::from),
+        Err(_) => Err(Fatal(format!(
+            "the client has not read its responses for {} ms",
+            limit.as_millis()
+        ))),
+    }
+}
+
+/// Reads a request frame of `len` bytes into `buf` (not zeroed first) and splits it off,
+/// taking the bytes from the request pool chunk by chunk as they arrive: nothing is
+/// reserved at the announced size. A frame whose bytes stop arriving for `timeout` closes
+/// the connection.
 async fn read_frame<R: AsyncRead + Unpin>(
     rd: &mut R,
     buf: &mut BytesMut,
     len: usize,
-) -> Result<BytesMut, Fatal> {
+    pool: &RequestPool,
+    timeout: Duration,
+) -> Result<(BytesMut, Held), Fatal> {
     buf.clear();
-    buf.reserve(len);
-    let mut rest = rd.take(len as u64);
+    let mut held = pool.hold();
+    let pooled = len > FRAME_UNPOOLED_MAX;
     while buf.len() < len {
-        let n = rest
-            .read_buf(buf)
-            .await
-            .map_err(|e| Fatal(format!("truncated request frame: {e}")))?;
-        if n == 0 {
-            return Err(Fatal(format!(
-                "truncated request frame: {} of {len} bytes",
-                buf.len()
-            )));
+        // Chunks grow with what has arrived: a few pool operations per frame, and memory
+        // never more than twice what the client really sent.
+        let chunk = (len - buf.len()).min(FRAME_CHUNK_BYTES.max(buf.len()));
+        if pooled {
+            held.take(chunk).await;
+        }
+        buf.reserve(chunk);
+        let mut rest = (&mut *rd).take(chunk as u64);
+        while rest.limit() > 0 {
+            let n = match tokio::time::timeout(timeout, rest.read_buf(buf)).await {
+                Ok(r) => r.map_err(|e| Fatal(format!("truncated request frame: {e}")))?,
+                Err(_) => {
+                    return Err(Fatal(format!(
+                        "request frame stalled: {} of {len} bytes after {} ms without data",
+                        buf.len(),
+                        timeout.as_millis()
+                    )))
+                }
+            };
+            if n == 0 {
+                return Err(Fatal(format!(
+                    "truncated request frame: {} of {len} bytes",
+                    buf.len()
+                )));
+            }
         }
     }
-    Ok(buf.split())
+    Ok((buf.split(), held))
 }
+
+/// The first chunk of a frame read at once (later ones double).
+const FRAME_CHUNK_BYTES: usize = 64 << 10;
+
+/// Frames up to this size are read without the request pool: the small requests that keep
+/// clients alive (metadata, heartbeats, commits, fetch requests) go on while large produce
+/// requests wait for budget. They cost no more than the 16 KiB read buffer every connection
+/// has anyway, so the pool's bound becomes `queued.max.request.bytes` + one largest frame +
+/// 16 KiB per connection.
+const FRAME_UNPOOLED_MAX: usize = 16 << 10;
 
 fn whole_frame_buffered(buf: &[u8]) -> bool {
     buf.len() >= 4
@@ -377,7 +478,11 @@ fn whole_frame_buffered(buf: &[u8]) -> bool {
 }
 
 /// Handles one request frame (without its length prefix); returns the framed response.
-async fn handle<'a>(ctx: &'a Ctx, peer: SocketAddr, frame: Bytes) -> Result<Handled<'a>, Fatal> {
+pub(crate) async fn handle<'a>(
+    ctx: &'a Ctx,
+    peer: SocketAddr,
+    frame: Bytes,
+) -> Result<Handled<'a>, Fatal> {
     let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
     let version = i16::from_be_bytes([frame[2], frame[3]]);
     let correlation = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
@@ -404,6 +509,9 @@ async fn handle<'a>(ctx: &'a Ctx, peer: SocketAddr, frame: Bytes) -> Result<Hand
             reply.map(|b| frame_response(correlation, 0, b).into()),
         ));
     }
+    // Every count and length in the frame is checked against the bytes it holds before the
+    // crate sizes anything from them (see `bounds`).
+    bounds::check_request(raw_key, version, &frame).map_err(|e| Fatal(e.0))?;
     let mut buf = frame;
     let header = RequestHeader::decode(&mut buf, key.request_header_version(version))?;
     let req = Req {

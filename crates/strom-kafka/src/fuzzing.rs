@@ -1,0 +1,149 @@
+//! Entry points for the fuzz targets in `fuzz/` (feature `fuzzing`): the door's request path
+//! without a socket, over a real broker in a temporary directory.
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use strom_broker::coordinator::{GroupConfig, GroupCoordinator, PartitionExists};
+use strom_broker::{Broker, BrokerConfig};
+
+use crate::pool::RequestPool;
+use crate::server::{handle, Ctx, Handled, KafkaConfig};
+
+/// Topics that exist for every input; any other topic an input creates is deleted after it.
+const SEED_TOPICS: &[(&str, i32)] = &[("t0", 1), ("t1", 3)];
+
+/// A broker, its group coordinator and the door's shared state, on a current-thread runtime
+/// whose clock is paused: waits (long polls, rebalances) pass in virtual time at once.
+pub struct Harness {
+    rt: tokio::runtime::Runtime,
+    ctx: Ctx,
+    _dir: tempfile::TempDir,
+    inputs: u64,
+}
+
+impl Harness {
+    /// A fresh broker in a temporary directory (under `$TMPDIR`; a tmpfs is fastest).
+    pub fn new() -> Harness {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut config = BrokerConfig::new(dir.path());
+        config.auto_create_topics = false;
+        config.max_partitions_per_topic = 8;
+        let broker = Broker::open(config).expect("the broker opens");
+        let b = broker.clone();
+        let exists: PartitionExists = Arc::new(move |t: &str, p: i32| b.partition(t, p).is_ok());
+        let groups = GroupCoordinator::open(dir.path(), GroupConfig::default(), exists)
+            .expect("the coordinator opens");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .expect("a runtime");
+        let listen: SocketAddr = "127.0.0.1:9092".parse().expect("an address");
+        let config = KafkaConfig::new(listen);
+        let ctx = Ctx {
+            broker,
+            groups,
+            pool: RequestPool::new(config.queued_max_request_bytes),
+            config,
+            connections: AtomicUsize::new(0),
+        };
+        let h = Harness {
+            rt,
+            ctx,
+            _dir: dir,
+            inputs: 0,
+        };
+        h.reset_topics();
+        h
+    }
+
+    /// Handles one request frame (without its length prefix) as a connection would, reply
+    /// included; a malformed frame is an error, as it closes a connection. Each request
+    /// gets at most 5 s of virtual time.
+    pub fn request(&mut self, frame: &[u8]) {
+        if frame.len() < 8 {
+            return;
+        }
+        let frame = Bytes::copy_from_slice(frame);
+        let peer: SocketAddr = "127.0.0.1:40000".parse().expect("an address");
+        let ctx = &self.ctx;
+        self.rt.block_on(async {
+            let run = async {
+                match handle(ctx, peer, frame).await {
+                    Ok(Handled::Later(reply)) => {
+                        let _ = reply.await;
+                    }
+                    Ok(Handled::Now(_)) | Err(_) => {}
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(5), run).await;
+        });
+        self.inputs += 1;
+        if self.inputs % 64 == 0 || self.ctx.broker.topics().len() > SEED_TOPICS.len() {
+            self.reset_topics();
+        }
+    }
+
+    /// Deletes what inputs created and recreates the seed topics when they are gone or have
+    /// grown (their logs are kept small so that long runs do not fill the disk).
+    fn reset_topics(&self) {
+        let broker = &self.ctx.broker;
+        for t in broker.topics() {
+            let seed = SEED_TOPICS.iter().any(|(n, _)| *n == t.name);
+            let big = broker.topic(&t.name).is_some_and(|t| {
+                t.partitions()
+                    .iter()
+                    .any(|p| p.log().is_ok_and(|l| l.size_bytes() > 1 << 20))
+            });
+            if !seed || big {
+                let _ = broker.delete_topic(&t.name);
+            }
+        }
+        for (name, partitions) in SEED_TOPICS {
+            if broker.topic(name).is_none() {
+                let _ = broker.create_topic(name, *partitions, Vec::new(), false);
+            }
+        }
+    }
+}
+
+impl Default for Harness {
+    fn default() -> Self {
+        Harness::new()
+    }
+}
+
+/// The old Produce / Fetch parser (`legacy`) on a request frame (without its length prefix,
+/// as in `fuzz/corpus/legacy_request/`): the frame's API is taken as Produce when even and
+/// Fetch when odd, its version folded into the old range (Produce v0-2, Fetch v0-3).
+pub fn legacy_frame(frame: &[u8]) {
+    if frame.len() < 10 {
+        return;
+    }
+    let produce = frame[1] & 1 == 0;
+    let version = i16::from(frame[3]) % if produce { 3 } else { 4 };
+    let key = if produce {
+        kafka_protocol::messages::ApiKey::Produce
+    } else {
+        kafka_protocol::messages::ApiKey::Fetch
+    };
+    let client = i16::from_be_bytes([frame[8], frame[9]]).max(0) as usize;
+    let Some(body) = frame.get(10 + client..) else {
+        return;
+    };
+    let _ = crate::legacy::unsupported(key, version, Bytes::copy_from_slice(body));
+}
+
+/// The bounds check alone (`bounds`), for a frame without its length prefix.
+pub fn check_frame(frame: &[u8]) -> bool {
+    if frame.len() < 4 {
+        return false;
+    }
+    let api = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    crate::bounds::check_request(api, version, frame).is_ok()
+}
