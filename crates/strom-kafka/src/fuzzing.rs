@@ -83,7 +83,7 @@ impl Harness {
             let _ = tokio::time::timeout(Duration::from_secs(5), run).await;
         });
         self.inputs += 1;
-        if self.inputs % 64 == 0 || self.ctx.broker.topics().len() > SEED_TOPICS.len() {
+        if self.inputs.is_multiple_of(64) || self.ctx.broker.topics().len() > SEED_TOPICS.len() {
             self.reset_topics();
         }
     }
