@@ -61,6 +61,15 @@ def chaos_report(request):
     REPORTS.append(entry)
 
 
+def _per_cycle(r):
+    """A report entry for the JSON file: the summaries plus every cycle's times in ms."""
+    out = {k: v for k, v in r.items() if not k.startswith("_")}
+    for key, name in (("_ready", "ready_ms"), ("_first", "first_produce_ms"), ("_load", "load_resumed_ms")):
+        if r.get(key):
+            out[name] = [chaos.ms(x) for x in r[key]]
+    return out
+
+
 def _line(name, s):
     if not s or not s["n"]:
         return f"{name}: -"
@@ -98,6 +107,6 @@ def pytest_terminal_summary(terminalreporter):
         doc = {"cycles_per_test": chaos.CYCLES, "machine": {"cpus": os.cpu_count(),
                                                             "platform": platform.platform()},
                "strom_bin": os.environ.get("STROM_BIN"), "total": total,
-               "tests": [{k: v for k, v in r.items() if not k.startswith("_")} for r in REPORTS]}
+               "tests": [_per_cycle(r) for r in REPORTS]}
         Path(path).write_text(json.dumps(doc, indent=2) + "\n")
         tr.write_line(f"chaos report written to {path}")

@@ -14,6 +14,7 @@ segments roll (and producer snapshots are written) while the kills happen.
 """
 
 import random
+import time
 
 import pytest
 
@@ -56,3 +57,48 @@ def test_kill9_cycles_lose_nothing_acknowledged(broker_factory, workdir, chaos_r
             assert max(segments.values()) >= 2, f"no segment rolled: {segments}"
     finally:
         load.kill()
+
+
+def test_kill_between_roll_and_seal_keeps_lookups_by_time(broker_factory):
+    """A kill after a roll but before the sealed segment's background sync leaves the recovery
+    point at that segment (the file moves only after the sync), so the next start checks it
+    again and rewrites its indexes. Its time index must still end with the segment's newest
+    timestamp (the entry the roll wrote): on any later start that entry is the segment's max
+    timestamp, which ListOffsets by time (and retention) go by."""
+    from confluent_kafka import Consumer, Producer, TopicPartition
+
+    b = broker_factory(http_addr="off")
+    create_topic(b, "rolled", 1, {"segment.bytes": str(MIB)})
+    p = Producer({"bootstrap.servers": b.bootstrap, "acks": "all", "linger.ms": 5,
+                  "batch.num.messages": 20})
+    n, t0 = 10_000, int(time.time() * 1000) - 100_000
+    for i in range(n):
+        p.produce("rolled", value=b"%08d" % i + b"x" * 292, timestamp=t0 + i)
+        if i % 1000 == 0:
+            p.poll(0)
+    assert p.flush(60) == 0
+    pdir = partition_dir(b, "rolled", 0)
+    point = pdir / "recovery-point"
+    deadline = time.monotonic() + 20
+    while not (point.exists() and int(point.read_text()) >= segment_bases(pdir)[-1]):
+        assert time.monotonic() < deadline, "the sealed segments were never synced"
+        time.sleep(0.05)
+    b.kill()
+    bases = segment_bases(pdir)
+    assert len(bases) >= 3, bases
+    # The state a kill leaves between the roll to the last segment and the previous one's sync.
+    point.write_text(f"{bases[-2]}\n")
+    b.start()  # checks segment bases[-2] again
+    b.kill()
+    b.start()  # trusts it: below the recovery point
+    c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": "chaos-lookups"})
+    try:
+        wrong = []
+        for k in range(bases[-1] - 60, bases[-1]):  # the newest records of the rechecked segment
+            tp = c.offsets_for_times([TopicPartition("rolled", 0, t0 + k)], timeout=20)[0]
+            if tp.offset != k:
+                wrong.append((k, tp.offset))
+    finally:
+        c.close()
+    assert not wrong, (f"segments {bases}, rechecked {bases[-2]}: ListOffsets by time for record k's "
+                       f"timestamp answered (k, offset) {wrong[:4]} ({len(wrong)} of 60 wrong)")
