@@ -1,7 +1,8 @@
 """The chaos suite's machinery: the load and group-member processes, the kill cycle, damage to
 the files of a stopped broker, reading a topic back and checking it against what was acknowledged.
 
-Nothing here asserts; the tests do (the checks return counts and examples).
+The checks return counts and examples and the tests assert on them; `kill_cycles` raises
+AssertionError only when a run cannot go on (a restarted broker that never acknowledges again).
 """
 
 import json
@@ -12,6 +13,7 @@ import statistics
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 from array import array
 from bisect import bisect_left
@@ -351,7 +353,6 @@ def _parse_records(path):
 def read_partition(bootstrap, topic, p, timeout_s):
     """Every record of a partition from its log start to its end, read with kcat (CRCs
     checked): a list of (offset, timestamp ms, value bytes), and kcat's complaints."""
-    import tempfile
     with tempfile.NamedTemporaryFile(prefix="strom-chaos-kcat-") as tmp:
         err = _kcat_partition(bootstrap, topic, p, tmp.name, timeout_s)
         return list(_parse_records(tmp.name)), err
@@ -397,7 +398,6 @@ class Check:
 
 def check_topic(broker, load: Load, timeout_s=600) -> Check:
     """Reads the topic back and checks it against what `load` sent and had acknowledged."""
-    import tempfile
     c = Check()
     marks = watermarks(broker.bootstrap, load.topic, load.partitions)
     for p in range(load.partitions):

@@ -33,7 +33,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from values import value  # noqa: E402
 
-from confluent_kafka import KafkaError, Producer  # noqa: E402
+from confluent_kafka import Producer  # noqa: E402
 
 cfg = json.loads(sys.argv[1])
 stop = False
