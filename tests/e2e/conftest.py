@@ -18,7 +18,9 @@ Each broker object has:
 - ``.bootstrap``  "127.0.0.1:PORT" (the port stays the same across restarts)
 - ``.port``, ``.data_dir`` (a ``pathlib.Path``, removed at teardown), ``.proc`` (``subprocess.Popen``
   or None)
-- ``.start()``    spawn and wait until the port accepts connections (20 s, else fail with the log)
+- ``.start()``    spawn and wait until the port accepts connections (20 s, else fail with the log);
+  ``.spawned_at`` / ``.ready_at`` are the ``time.monotonic()`` of the last spawn and of its first
+  accepted connection (polled every 10 ms)
 - ``.stop()``     SIGTERM, wait (20 s), assert exit code 0
 - ``.kill()``     SIGKILL, wait
 - ``.restart()``  ``stop()`` then ``start()``
@@ -43,6 +45,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_S = 20.0
+READY_POLL_S = 0.01
 STOP_TIMEOUT_S = 20.0
 
 
@@ -81,6 +84,7 @@ class Broker:
         if env:
             self.env.update({k: str(v) for k, v in env.items()})
         self.proc = None
+        self.spawned_at = self.ready_at = None
         self._chunks = []
         self._lock = threading.Lock()
         self._reader = None
@@ -112,6 +116,7 @@ class Broker:
         cmd = self.command()
         with self._lock:
             self._chunks.append(f"--- $ {' '.join(cmd)}\n".encode())
+        self.spawned_at, self.ready_at = time.monotonic(), None
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, env=self.env, cwd=self.data_dir)
         self._reader = threading.Thread(target=self._pump, args=(self.proc.stdout,), daemon=True)
@@ -124,6 +129,7 @@ class Broker:
                             f"{self._log_tail()}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    self.ready_at = time.monotonic()
                     return self
             except OSError:
                 pass
@@ -131,7 +137,7 @@ class Broker:
                 self.kill()
                 pytest.fail(f"strom did not accept connections on {self.bootstrap} within "
                             f"{READY_TIMEOUT_S:.0f}s:\n{self._log_tail()}")
-            time.sleep(0.05)
+            time.sleep(READY_POLL_S)
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
