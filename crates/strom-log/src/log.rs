@@ -555,8 +555,16 @@ impl Log {
         for k in 0..first_checked {
             let (seg, next) = (&segments[k], segments[k + 1].base_offset);
             match seg.scan_end()? {
-                Ok(end) if end == next => {}
+                Ok(end) if end.next == next => {
+                    if seg.settle_max_timestamp(&end, config.index_interval_bytes)? {
+                        tracing::warn!(
+                            segment = %seg.path("log").display(),
+                            "the time index ended before the segment's last batches: both indexes rebuilt from the data"
+                        );
+                    }
+                }
                 Ok(end) => {
+                    let end = end.next;
                     return Err(LogError::Damaged(format!(
                         "segment {} ends at offset {end} but the next segment starts at {next}: \
                          offsets {} are missing from synced segments",
@@ -581,7 +589,7 @@ impl Log {
         let mut i = first_checked;
         while i + 1 < segments.len() {
             let seg = segments[i].clone();
-            recover(&seg, config.index_interval_bytes, full)?;
+            recover(&seg, config.index_interval_bytes, full, true)?;
             if seg.next_offset() != segments[i + 1].base_offset {
                 if strict {
                     return Err(LogError::Damaged(format!(
@@ -607,7 +615,7 @@ impl Log {
             i += 1;
         }
         let active = segments.back().expect("one segment").clone();
-        let bytes_since_index = recover(&active, config.index_interval_bytes, full)?;
+        let bytes_since_index = recover(&active, config.index_interval_bytes, full, false)?;
         if !matches!(saved_point, SavedPoint::At(p, false) if p == active.base_offset) {
             if let Err(e) = write_recovery_point(&dir, active.base_offset, false) {
                 warn_recovery_point(&dir, &e);
@@ -1247,7 +1255,7 @@ fn read_batches(seg: &Segment, pos: u64, max_bytes: usize) -> Result<Bytes> {
 /// Recovers the active segment: keeps the index entries that point at real batches, then
 /// checks every batch after the last of them (length, magic, offsets, CRC) and truncates the
 /// file at the first one that fails. Returns the bytes written since the last index entry.
-fn recover(seg: &Segment, interval: u64, full: bool) -> Result<u64> {
+fn recover(seg: &Segment, interval: u64, full: bool, sealed: bool) -> Result<u64> {
     let data_len = seg.file.metadata()?.len();
     let (index_path, time_path) = (seg.path("index"), seg.path("timeindex"));
     let on_disk = (file_len(&index_path)?, file_len(&time_path)?);
@@ -1288,6 +1296,7 @@ fn recover(seg: &Segment, interval: u64, full: bool) -> Result<u64> {
     let mut since = 0u64;
     let mut buf = Vec::new();
     let mut first = true;
+    let mut last_rel = None;
     while let Some(h) = seg.header_at(pos, data_len)? {
         let total = h.total_len() as u64;
         if h.batch_length < (HEADER_LEN - batch::LOG_OVERHEAD) as i32 || pos + total > data_len {
@@ -1315,9 +1324,23 @@ fn recover(seg: &Segment, interval: u64, full: bool) -> Result<u64> {
             since = 0;
         }
         first = false;
+        last_rel = Some(rel);
         since += total;
         pos += total;
         next = h.last_offset() + 1;
+    }
+    // A sealed segment's time index ends with its newest timestamp at its last batch, as
+    // `Log::roll` writes it: later opens take the segment's max timestamp from there
+    // (retention, lookups by time), so the entry dropped above for being past the last
+    // verified index entry must come back.
+    if let Some(rel) = last_rel.filter(|_| sealed) {
+        if times.last().is_none_or(|t| max_ts > t.timestamp) {
+            times.push(TimeEntry {
+                timestamp: max_ts,
+                rel_offset: rel,
+            });
+            changed = true;
+        }
     }
     if pos < data_len {
         tracing::warn!(

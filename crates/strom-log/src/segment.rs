@@ -21,6 +21,18 @@ pub(crate) fn file_stem(base_offset: i64) -> String {
     format!("{base_offset:020}")
 }
 
+/// What [`Segment::scan_end`] read: the batches from the offset index's last good entry to
+/// the end of the data file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ScanEnd {
+    /// The offset after the last batch.
+    pub(crate) next: i64,
+    /// The base offset of the first batch scanned.
+    pub(crate) from: i64,
+    /// The newest timestamp among the batches scanned, -1 if none.
+    pub(crate) max_timestamp: i64,
+}
+
 pub(crate) struct Segment {
     pub(crate) base_offset: i64,
     dir: PathBuf,
@@ -88,25 +100,50 @@ impl Segment {
             time_index: RwLock::new(None),
             created_ms: now_ms,
         };
-        seg.max_timestamp
-            .store(seg.last_time_entry_timestamp(), Ordering::Release);
+        let newest = seg.last_time_entry_on_disk().map_or(-1, |t| t.timestamp);
+        seg.max_timestamp.store(newest, Ordering::Release);
         Ok(seg)
     }
 
-    fn last_time_entry_timestamp(&self) -> i64 {
-        let Ok(f) = File::open(self.path("timeindex")) else {
-            return -1;
-        };
-        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    /// The last entry of the time index file, unchecked (see [`Segment::settle_max_timestamp`]).
+    fn last_time_entry_on_disk(&self) -> Option<TimeEntry> {
+        let f = File::open(self.path("timeindex")).ok()?;
+        let len = f.metadata().ok()?.len();
         let n = len / index::TIME_ENTRY_LEN as u64;
-        if n == 0 {
-            return -1;
+        let mut buf = [0u8; index::TIME_ENTRY_LEN];
+        f.read_exact_at(&mut buf, n.checked_sub(1)? * index::TIME_ENTRY_LEN as u64)
+            .ok()?;
+        Some(TimeEntry {
+            timestamp: i64::from_be_bytes(buf[0..8].try_into().expect("8 bytes")),
+            rel_offset: u32::from_be_bytes(buf[8..12].try_into().expect("4 bytes")),
+        })
+    }
+
+    /// Settles a synced segment's newest timestamp after [`Segment::scan_end`], whose scan
+    /// read the batches after the offset index's last entry: the time index's last entry
+    /// covers everything before it (a running maximum), the scan the rest. A time index that
+    /// ends before the scan started lost entries (or is missing while the segment holds
+    /// batches): then it could name a timestamp older than the segment's newest record, and
+    /// retention would delete records still within `retention.ms` and lookups by time would
+    /// skip them, so both indexes are rebuilt from the data. Returns whether it rebuilt.
+    pub(crate) fn settle_max_timestamp(&self, end: &ScanEnd, interval: u64) -> io::Result<bool> {
+        let covered = self
+            .last_time_entry_on_disk()
+            .is_some_and(|t| self.base_offset + i64::from(t.rel_offset) >= end.from);
+        if covered || end.next == self.base_offset {
+            self.max_timestamp
+                .fetch_max(end.max_timestamp, Ordering::AcqRel);
+            return Ok(false);
         }
-        let mut buf = [0u8; 8];
-        match f.read_exact_at(&mut buf, (n - 1) * index::TIME_ENTRY_LEN as u64) {
-            Ok(()) => i64::from_be_bytes(buf),
-            Err(_) => -1,
-        }
+        let (offsets, times) = self.rebuild_indexes(interval)?;
+        let mut ibuf = Vec::with_capacity(offsets.len() * index::INDEX_ENTRY_LEN);
+        offsets.iter().for_each(|e| e.encode(&mut ibuf));
+        let mut tbuf = Vec::with_capacity(times.len() * index::TIME_ENTRY_LEN);
+        times.iter().for_each(|e| e.encode(&mut tbuf));
+        std::fs::write(self.path("index"), &ibuf)?;
+        std::fs::write(self.path("timeindex"), &tbuf)?;
+        self.set_indexes(offsets, times);
+        Ok(true)
     }
 
     pub(crate) fn size(&self) -> u64 {
@@ -257,8 +294,10 @@ impl Segment {
         let mut pos = 0u64;
         let mut since = 0u64;
         let mut max_ts = -1i64;
+        let mut last_rel = None;
         while let Some(h) = self.header_at(pos, size)? {
             let rel = (h.base_offset - self.base_offset) as u32;
+            last_rel = Some(rel);
             max_ts = max_ts.max(h.max_timestamp);
             if since >= interval && pos > 0 {
                 offsets.push(IndexEntry {
@@ -279,7 +318,19 @@ impl Segment {
             since += h.total_len() as u64;
             pos += h.total_len() as u64;
         }
-        self.max_timestamp.fetch_max(max_ts, Ordering::AcqRel);
+        // The final entry `Log::roll` writes: the newest timestamp at the last batch.
+        if let Some(rel) = last_rel {
+            if times
+                .last()
+                .is_none_or(|t: &TimeEntry| max_ts > t.timestamp)
+            {
+                times.push(TimeEntry {
+                    timestamp: max_ts,
+                    rel_offset: rel,
+                });
+            }
+        }
+        self.max_timestamp.store(max_ts, Ordering::Release);
         Ok((offsets, times))
     }
 
@@ -382,9 +433,11 @@ impl Segment {
     /// names a batch, a header scan to the end of the file (a few headers, as the index has
     /// an entry every `index.interval.bytes`; the whole file if the index is lost).
     /// `Ok(Err(reason))` if the batches do not follow each other up to the end of the file.
-    pub(crate) fn scan_end(&self) -> io::Result<Result<i64, String>> {
+    pub(crate) fn scan_end(&self) -> io::Result<Result<ScanEnd, String>> {
         let size = self.size();
         let (mut pos, mut next) = (0u64, self.base_offset);
+        let mut max_timestamp = -1i64;
+        let mut from = None;
         for e in index::load_offset_tail(&self.path("index"), 8)?
             .iter()
             .rev()
@@ -422,10 +475,18 @@ impl Segment {
                     h.base_offset
                 )));
             }
+            if from.is_none() {
+                from = Some(h.base_offset);
+            }
+            max_timestamp = max_timestamp.max(h.max_timestamp);
             next = h.last_offset() + 1;
             pos += h.total_len() as u64;
         }
-        Ok(Ok(next))
+        Ok(Ok(ScanEnd {
+            next,
+            from: from.unwrap_or(next),
+            max_timestamp,
+        }))
     }
 
     /// Deletes the segment's files (readers holding it keep their open handle). The data

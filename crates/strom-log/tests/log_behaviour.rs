@@ -215,7 +215,10 @@ fn readers_never_see_a_partial_batch_while_the_writer_appends() {
             let (log, done) = (log.clone(), done.clone());
             std::thread::spawn(move || {
                 let mut reads = 0u64;
-                while !done.load(Ordering::Acquire) {
+                // Passes while the writer appends, and one more after it is done (on a
+                // loaded machine the writer may finish before a reader is scheduled).
+                loop {
+                    let finished = done.load(Ordering::Acquire);
                     let mut offset = log.log_start_offset();
                     let end = log.log_end_offset();
                     while offset < end {
@@ -226,6 +229,9 @@ fn readers_never_see_a_partial_batch_while_the_writer_appends() {
                         assert!(first.base_offset <= offset);
                         offset = batch_headers(&r.data).last().unwrap().1.last_offset() + 1;
                         reads += 1;
+                    }
+                    if finished {
+                        break;
                     }
                 }
                 reads
