@@ -284,7 +284,7 @@ fn check_recovered_cfg(dir: &Path, cfg: LogConfig, batches: &[Vec<u8>], intact: 
 fn check_times(dir: &Path, n: usize, now: i64) {
     let log = Log::open(dir, config()).unwrap();
     assert!(log.segment_count() > 2, "the log rolled");
-    for i in (0..n).step_by(7).chain([n - 1]) {
+    for i in 0..n {
         let hit = log.find_by_timestamp(10_000 + i as i64).unwrap().unwrap();
         assert_eq!(hit.base_offset, 3 * i as i64, "timestamp of batch {i}");
     }
