@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use strom_broker::records::{build_batch, partition_for_key, NewRecord};
 use strom_broker::{BrokerError, FetchLimits, FetchSpec};
-use strom_log::LogError;
+use strom_log::{BatchError, LogError};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
@@ -65,7 +65,10 @@ impl From<BrokerError> for ApiError {
             BrokerError::InvalidPartitions(_) => (StatusCode::BAD_REQUEST, "invalid_partitions"),
             BrokerError::InvalidConfig(_) => (StatusCode::BAD_REQUEST, "invalid_config"),
             BrokerError::Log(
-                LogError::BatchTooLarge { .. } | LogError::RecordSetTooLarge { .. },
+                LogError::Batch(
+                    BatchError::TooLarge { .. } | BatchError::DecompressedTooLarge { .. },
+                )
+                | LogError::RecordSetTooLarge { .. },
             ) => (StatusCode::PAYLOAD_TOO_LARGE, "message_too_large"),
             BrokerError::Log(LogError::OffsetOutOfRange { .. }) => {
                 (StatusCode::RANGE_NOT_SATISFIABLE, "offset_out_of_range")
@@ -73,11 +76,14 @@ impl From<BrokerError> for ApiError {
             BrokerError::Log(LogError::Closed) => {
                 (StatusCode::NOT_FOUND, "unknown_topic_or_partition")
             }
-            BrokerError::Log(
-                LogError::CorruptBatch(_)
-                | LogError::InvalidRecord(_)
-                | LogError::UnsupportedMagic(_),
-            ) => (StatusCode::BAD_REQUEST, "invalid_record"),
+            BrokerError::Log(LogError::Batch(BatchError::Corrupt(_))) => {
+                (StatusCode::BAD_REQUEST, "corrupt_message")
+            }
+            BrokerError::Log(LogError::Batch(
+                BatchError::Invalid(_)
+                | BatchError::InvalidRecord { .. }
+                | BatchError::UnsupportedMagic(_),
+            )) => (StatusCode::BAD_REQUEST, "invalid_record"),
             BrokerError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "storage_error"),
         };
