@@ -461,130 +461,116 @@ pub(crate) struct FetchQuery {
     format: Format,
 }
 
-/// A zig-zag varint from the front of `b`.
-fn varint(b: &mut &[u8]) -> Option<i64> {
-    let mut raw = 0u64;
-    for i in 0..10 {
-        let (&byte, rest) = b.split_first()?;
-        *b = rest;
-        raw |= u64::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            return Some(((raw >> 1) as i64) ^ -((raw & 1) as i64));
-        }
-    }
-    None
+/// Stored records decoded into JSON, and the stored batches that could not be read.
+#[derive(Debug, Default)]
+pub(crate) struct JsonRecords {
+    /// The records, oldest first.
+    pub(crate) records: Vec<Value>,
+    /// Each batch skipped because it could not be read, in order.
+    pub(crate) errors: Vec<FetchError>,
+    /// Where the next read starts: after the last record returned or the last batch
+    /// skipped; `None` if nothing was read.
+    pub(crate) next_offset: Option<i64>,
 }
 
-/// A length-prefixed field (`-1` = null).
-fn field<'a>(b: &mut &'a [u8]) -> Option<Option<&'a [u8]>> {
-    let n = varint(b)?;
-    if n < 0 {
-        return Some(None);
-    }
-    let n = usize::try_from(n).ok()?;
-    if b.len() < n {
-        return None;
-    }
-    let (f, rest) = b.split_at(n);
-    *b = rest;
-    Some(Some(f))
-}
-
-fn decompress(codec: i16, data: bytes::Bytes) -> anyhow::Result<bytes::Bytes> {
-    use kafka_protocol::compression::{Decompressor, Gzip, Lz4, Snappy, Zstd};
-    let mut d = data;
-    let keep = |b: &mut bytes::Bytes| Ok(b.clone());
-    match codec {
-        0 => Ok(d),
-        1 => Gzip::decompress(&mut d, keep),
-        2 => Snappy::decompress(&mut d, keep),
-        3 => Lz4::decompress(&mut d, keep),
-        4 => Zstd::decompress(&mut d, keep),
-        c => Err(anyhow::anyhow!("unknown compression codec {c}")),
-    }
-}
-
-/// Decodes stored batches (any codec) into JSON records from offset `from` on, at most `max`.
-/// Headers keep their order and duplicate names; control records are skipped.
-pub(crate) fn records_json(
-    data: &bytes::Bytes,
-    from: i64,
-    max: usize,
-    format: Format,
-) -> ApiResult<Vec<Value>> {
-    let corrupt = |what: &str| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "decode_error",
-            what.to_string(),
-        )
-    };
-    let mut out = Vec::new();
-    for (pos, h) in strom_log::batch_headers(data) {
-        if out.len() >= max {
+/// Decodes stored batches (any codec, through `strom_records`' bounded reader) into JSON
+/// records from offset `from` on, at most `max`. Headers keep their order and duplicate
+/// names; control batches hold no records. A batch that cannot be read (a bad CRC, bad
+/// framing, undecodable compressed data) is skipped whole, logged, and reported in `errors`
+/// with its base offset: a reader never stops at it.
+pub(crate) fn records_json(data: &Bytes, from: i64, max: usize, format: Format) -> JsonRecords {
+    let mut out = JsonRecords::default();
+    for (h, batch) in strom_records::decode_batches(data) {
+        if out.records.len() >= max {
             break;
         }
-        if h.is_control() || h.last_offset() < from {
+        if h.last_offset() < from {
             continue;
         }
-        let body = data.slice(pos + strom_log::HEADER_LEN..pos + h.total_len());
-        let plain = decompress(h.compression(), body).map_err(|e| corrupt(&e.to_string()))?;
-        let mut b: &[u8] = &plain;
-        for _ in 0..h.records_count {
-            let len = varint(&mut b).ok_or_else(|| corrupt("record length"))?;
-            let len = usize::try_from(len).map_err(|_| corrupt("record length"))?;
-            if b.len() < len {
-                return Err(corrupt("record runs past its batch"));
+        match batch {
+            Err(bad) => {
+                tracing::warn!(offset = bad.offset, error = %bad.error,
+                    "a stored batch cannot be read: skipped");
+                out.errors.push(FetchError {
+                    offset: bad.offset,
+                    message: bad.error.to_string(),
+                    next_offset: bad.next_offset,
+                });
+                out.next_offset = Some(bad.next_offset);
             }
-            let (mut r, rest) = b.split_at(len);
-            b = rest;
-            r = &r[1..]; // attributes
-            let ts_delta = varint(&mut r).ok_or_else(|| corrupt("timestamp"))?;
-            let off_delta = varint(&mut r).ok_or_else(|| corrupt("offset"))?;
-            let key = field(&mut r).ok_or_else(|| corrupt("key"))?;
-            let value = field(&mut r).ok_or_else(|| corrupt("value"))?;
-            let n = varint(&mut r).ok_or_else(|| corrupt("headers"))?;
-            let mut headers = Vec::new();
-            for _ in 0..n.max(0) {
-                let k = field(&mut r)
-                    .ok_or_else(|| corrupt("header name"))?
-                    .unwrap_or_default();
-                let v = field(&mut r).ok_or_else(|| corrupt("header value"))?;
-                headers.push(json!([
-                    String::from_utf8_lossy(k),
-                    v.map(|v| String::from_utf8_lossy(v).into_owned())
-                ]));
+            Ok(records) => {
+                let mut cut = false;
+                for r in records.into_iter().filter(|r| r.offset >= from) {
+                    if out.records.len() >= max {
+                        cut = true;
+                        break;
+                    }
+                    let headers: Vec<Value> = r
+                        .headers
+                        .iter()
+                        .map(|(k, v)| {
+                            json!([
+                                String::from_utf8_lossy(k),
+                                v.as_ref().map(|v| String::from_utf8_lossy(v).into_owned())
+                            ])
+                        })
+                        .collect();
+                    out.records.push(json!({
+                        "offset": r.offset,
+                        "timestamp": r.timestamp,
+                        "key": format.decode(r.key.as_deref()),
+                        "value": format.decode(r.value.as_deref()),
+                        "headers": headers,
+                    }));
+                    out.next_offset = Some(r.offset + 1);
+                }
+                if !cut {
+                    out.next_offset = Some(h.last_offset() + 1);
+                }
             }
-            let offset = h.base_offset + off_delta;
-            if offset < from || out.len() >= max {
-                continue;
-            }
-            let timestamp = if h.is_log_append_time() {
-                h.max_timestamp
-            } else {
-                h.base_timestamp + ts_delta
-            };
-            out.push(json!({
-                "offset": offset,
-                "timestamp": timestamp,
-                "key": format.decode(key),
-                "value": format.decode(value),
-                "headers": headers,
-            }));
         }
     }
-    Ok(out)
+    out
+}
+
+/// The answer of a fetch.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct FetchResponse {
+    /// The records, oldest first: `{offset, timestamp, key, value, headers: [[name, value]]}`.
+    #[schema(value_type = Vec<Object>)]
+    records: Vec<Value>,
+    /// Stored batches that could not be read (corrupt or invalid), skipped whole; the
+    /// records after them are in `records`.
+    errors: Vec<FetchError>,
+    /// Where the next fetch starts: after the last record returned or batch skipped.
+    next_offset: i64,
+    /// The partition's high watermark.
+    high_watermark: i64,
+    /// The partition's first offset.
+    log_start_offset: i64,
+}
+
+/// A stored batch a reader skipped.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub(crate) struct FetchError {
+    /// The batch's base offset.
+    pub(crate) offset: i64,
+    /// Why it cannot be read.
+    pub(crate) message: String,
+    /// The offset after it, where reading went on.
+    #[serde(skip)]
+    pub(crate) next_offset: i64,
 }
 
 #[utoipa::path(get, path = "/topics/{topic}/partitions/{partition}/records",
     params(("topic" = String, Path), ("partition" = i32, Path), FetchQuery),
-    responses((status = 200, description = "records"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 416, body = ErrorBody)))]
+    responses((status = 200, description = "records, and the stored batches skipped", body = FetchResponse),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 416, body = ErrorBody)))]
 pub(crate) async fn fetch(
     State(s): State<AppState>,
     Path((topic, partition)): Path<(String, i32)>,
     query: Result<Query<FetchQuery>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<FetchResponse>> {
     let Query(q) = query.map_err(|e| ApiError::bad(e.body_text()))?;
     let p = s.broker.partition(&topic, partition)?;
     let offset = q.offset.unwrap_or_else(|| p.log().log_start_offset());
@@ -606,18 +592,15 @@ pub(crate) async fn fetch(
         .fetch(std::slice::from_ref(&spec), limits)
         .await
         .remove(0)?;
-    let records = records_json(&read.data, offset, max_records, q.format)?;
-    let next = records
-        .last()
-        .and_then(|r| r["offset"].as_i64())
-        .map_or(offset, |o| o + 1);
+    let decoded = records_json(&read.data, offset, max_records, q.format);
     s.metrics.bytes_out(&topic, read.data.len());
-    Ok(Json(json!({
-        "records": records,
-        "next_offset": next,
-        "high_watermark": read.high_watermark,
-        "log_start_offset": read.log_start_offset,
-    })))
+    Ok(Json(FetchResponse {
+        records: decoded.records,
+        errors: decoded.errors,
+        next_offset: decoded.next_offset.unwrap_or(offset),
+        high_watermark: read.high_watermark,
+        log_start_offset: read.log_start_offset,
+    }))
 }
 
 #[utoipa::path(get, path = "/openapi.json", responses((status = 200, description = "this document")))]

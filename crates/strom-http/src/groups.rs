@@ -450,6 +450,7 @@ pub(crate) async fn poll(
     };
     let results = s.broker.fetch(&specs, limits).await;
     let mut records = Vec::new();
+    let mut errors = Vec::new();
     for (spec, r) in specs.iter().zip(results) {
         let key = (spec.topic.clone(), spec.partition);
         let read = match r {
@@ -464,11 +465,17 @@ pub(crate) async fn poll(
             Err(e) => return Err(e.into()),
         };
         let left = max_records.saturating_sub(records.len());
-        for rec in records_json(&read.data, spec.offset, left, q.format)? {
-            let o = rec["offset"].as_i64().unwrap_or(spec.offset);
-            m.positions.insert(key.clone(), o + 1);
-            m.delivered.insert(key.clone(), o + 1);
-            let mut rec = rec;
+        let decoded = records_json(&read.data, spec.offset, left, q.format);
+        // Past the records returned and the stored batches skipped.
+        if let Some(next) = decoded.next_offset {
+            m.positions.insert(key.clone(), next);
+            m.delivered.insert(key.clone(), next);
+        }
+        for e in decoded.errors {
+            errors.push(json!({"topic": spec.topic, "partition": spec.partition,
+                "offset": e.offset, "message": e.message}));
+        }
+        for mut rec in decoded.records {
             rec["topic"] = json!(spec.topic);
             rec["partition"] = json!(spec.partition);
             records.push(rec);
@@ -478,7 +485,7 @@ pub(crate) async fn poll(
     let positions = assignment_json(&m.positions);
     s.members.lock().insert(id, m);
     Ok(Json(
-        json!({"records": records, "generation": generation, "assignment": positions}),
+        json!({"records": records, "errors": errors, "generation": generation, "assignment": positions}),
     ))
 }
 
@@ -647,10 +654,18 @@ pub(crate) async fn follow_as_member(
         for (spec, r) in specs.iter().zip(results) {
             let key = (spec.topic.clone(), spec.partition);
             let Ok(read) = r else { continue };
-            let Ok(recs) = records_json(&read.data, spec.offset, usize::MAX, format) else {
-                continue;
-            };
-            for rec in recs {
+            let decoded = records_json(&read.data, spec.offset, usize::MAX, format);
+            for e in &decoded.errors {
+                // A stored batch that cannot be read: said, then passed (committed past).
+                let msg = json!({"type": "error", "topic": spec.topic, "partition": spec.partition,
+                    "offset": e.offset, "message": e.message, "group": group});
+                if tx.try_send(msg).is_err() {
+                    let _ = overflow.try_send(());
+                    let _ = s.groups.leave(&group, &[(member.clone(), None)]).await;
+                    return;
+                }
+            }
+            for rec in decoded.records {
                 let o = rec["offset"].as_i64().unwrap_or(spec.offset);
                 let msg = json!({"type": "record", "topic": spec.topic, "partition": spec.partition,
                     "offset": o, "timestamp": rec["timestamp"], "key": rec["key"], "value": rec["value"],
@@ -663,6 +678,12 @@ pub(crate) async fn follow_as_member(
                 positions.insert(key.clone(), o + 1);
                 uncommitted.insert(key.clone(), o + 1);
                 pushed.push((key.clone(), o + 1));
+            }
+            // Past skipped batches too (every record before them was pushed above).
+            if let (Some(next), false) = (decoded.next_offset, decoded.errors.is_empty()) {
+                positions.insert(key.clone(), next);
+                uncommitted.insert(key.clone(), next);
+                pushed.push((key.clone(), next));
             }
         }
         if auto_commit && !pushed.is_empty() {

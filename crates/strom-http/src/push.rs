@@ -18,7 +18,7 @@ use strom_broker::{Broker, FetchLimits, FetchSpec};
 use tokio::sync::mpsc;
 use utoipa::IntoParams;
 
-use crate::api::{records_json, ApiError, ApiResult, ErrorBody, Format};
+use crate::api::{records_json, ApiError, ApiResult, ErrorBody, FetchError, Format};
 use crate::AppState;
 
 /// Where to start following.
@@ -53,14 +53,23 @@ fn parse_cursor(s: &str) -> Option<BTreeMap<i32, i64>> {
         .collect()
 }
 
-/// One long-poll round over `cursors`: records as `(partition, json)`, cursors advanced.
+/// What a follower pushes: a record, or a stored batch it skipped.
+enum Pushed {
+    /// `(partition, record as JSON)`.
+    Record(i32, Value),
+    /// A stored batch of this partition that could not be read: skipped, cursor past it.
+    Skipped(i32, FetchError),
+}
+
+/// One long-poll round over `cursors`: records (and skipped batches) in order, cursors
+/// advanced past both.
 async fn poll_once(
     broker: &Broker,
     topic: &str,
     cursors: &mut BTreeMap<i32, i64>,
     wait: Duration,
     format: Format,
-) -> ApiResult<Vec<(i32, Value)>> {
+) -> ApiResult<Vec<Pushed>> {
     let specs: Vec<FetchSpec> = cursors
         .iter()
         .map(|(p, o)| FetchSpec {
@@ -90,11 +99,20 @@ async fn poll_once(
             }
             Err(e) => return Err(e.into()),
         };
-        for rec in records_json(&read.data, spec.offset, usize::MAX, format)? {
-            let o = rec["offset"].as_i64().unwrap_or(spec.offset);
-            cursors.insert(spec.partition, o + 1);
-            out.push((spec.partition, rec));
+        let decoded = records_json(&read.data, spec.offset, usize::MAX, format);
+        if let Some(next) = decoded.next_offset {
+            cursors.insert(spec.partition, next);
         }
+        // Records and skipped batches in offset order.
+        let mut errors = decoded.errors.into_iter().peekable();
+        for rec in decoded.records {
+            let o = rec["offset"].as_i64().unwrap_or(spec.offset);
+            while let Some(e) = errors.next_if(|e| e.offset < o) {
+                out.push(Pushed::Skipped(spec.partition, e));
+            }
+            out.push(Pushed::Record(spec.partition, rec));
+        }
+        out.extend(errors.map(|e| Pushed::Skipped(spec.partition, e)));
     }
     Ok(out)
 }
@@ -112,9 +130,11 @@ pub(crate) struct SseQuery {
 }
 
 /// `GET /topics/{topic}/events`: each record is an event `record` with JSON data and the id
-/// `p:o,...` (every partition's next offset), so `Last-Event-ID` resumes exactly.
+/// `p:o,...` (every partition's next offset), so `Last-Event-ID` resumes exactly. A stored
+/// batch that cannot be read is an event `error` (`{topic, partition, offset, message}`,
+/// offset = the batch's base offset) and the stream goes on after it.
 #[utoipa::path(get, path = "/topics/{topic}/events", params(("topic" = String, Path), SseQuery),
-    responses((status = 200, description = "text/event-stream of records", content_type = "text/event-stream"),
+    responses((status = 200, description = "text/event-stream of records (event `record`) and of stored batches skipped (event `error`)", content_type = "text/event-stream"),
         (status = 404, body = ErrorBody)))]
 pub(crate) async fn sse(
     State(s): State<AppState>,
@@ -179,14 +199,30 @@ pub(crate) async fn sse(
                         // Each event's id is the cursor right after it, so a resume loses nothing.
                         let mut running = before;
                         let mut evs = Vec::with_capacity(recs.len());
-                        for (p, rec) in &recs {
-                            if let Some(o) = rec["offset"].as_i64() {
-                                running.insert(*p, o + 1);
-                            }
-                            let data = json!({"topic": topic, "partition": p, "record": rec});
+                        for pushed in &recs {
+                            let (kind, data) = match pushed {
+                                Pushed::Record(p, rec) => {
+                                    if let Some(o) = rec["offset"].as_i64() {
+                                        running.insert(*p, o + 1);
+                                    }
+                                    (
+                                        "record",
+                                        json!({"topic": topic, "partition": p, "record": rec}),
+                                    )
+                                }
+                                // A stored batch that cannot be read: said, then passed.
+                                Pushed::Skipped(p, e) => {
+                                    running.insert(*p, e.next_offset);
+                                    (
+                                        "error",
+                                        json!({"topic": topic, "partition": p,
+                                        "offset": e.offset, "message": e.message}),
+                                    )
+                                }
+                            };
                             evs.push(
                                 Event::default()
-                                    .event("record")
+                                    .event(kind)
                                     .id(cursor_text(&running))
                                     .data(data.to_string()),
                             );
@@ -393,9 +429,14 @@ async fn follow(
         else {
             return;
         };
-        for (p, rec) in recs {
-            let msg = json!({"type": "record", "topic": topic, "partition": p, "offset": rec["offset"],
-                "timestamp": rec["timestamp"], "key": rec["key"], "value": rec["value"], "headers": rec["headers"]});
+        for pushed in recs {
+            let msg = match pushed {
+                Pushed::Record(p, rec) => json!({"type": "record", "topic": topic, "partition": p,
+                    "offset": rec["offset"], "timestamp": rec["timestamp"], "key": rec["key"],
+                    "value": rec["value"], "headers": rec["headers"]}),
+                Pushed::Skipped(p, e) => json!({"type": "error", "topic": topic, "partition": p,
+                    "offset": e.offset, "message": e.message}),
+            };
             if tx.try_send(msg).is_err() {
                 let _ = overflow.try_send(());
                 return;

@@ -96,13 +96,14 @@ pub(crate) fn unzigzag64(raw: u64) -> i64 {
 }
 
 /// Appends `v` as a varint (`v` in `i32`'s range) or varlong.
-pub fn put_varint(out: &mut Vec<u8>, v: i64) {
+#[inline]
+pub fn put_varint(out: &mut impl bytes::BufMut, v: i64) {
     let mut z = ((v << 1) ^ (v >> 63)) as u64;
     while z >= 0x80 {
-        out.push((z as u8) | 0x80);
+        out.put_u8((z as u8) | 0x80);
         z >>= 7;
     }
-    out.push(z as u8);
+    out.put_u8(z as u8);
 }
 
 /// Bytes [`put_varint`] writes for `v`.
