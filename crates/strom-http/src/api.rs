@@ -607,3 +607,59 @@ pub(crate) async fn fetch(
 pub(crate) async fn openapi() -> Json<Value> {
     Json(crate::openapi_document())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strom_records::{build_compressed, stamp, wrap_records, Codec, NewRecord};
+
+    fn at(mut b: Vec<u8>, base: i64) -> Vec<u8> {
+        stamp(&mut b, base, 0, None);
+        b
+    }
+
+    /// Good, bad (lz4 flag on uncompressed records), good (zstd): the bad batch is skipped,
+    /// named by its offset, and `next_offset` moves past whatever was read.
+    #[test]
+    fn records_json_skips_a_bad_batch() {
+        let rec = |v: &'static [u8]| NewRecord {
+            key: Some(b"k"),
+            value: Some(v),
+            headers: vec![("h", Some(b"1"))],
+        };
+        let mut data = at(
+            build_compressed(Codec::None, 5, &[rec(b"a"), rec(b"b")]).unwrap(),
+            0,
+        );
+        let body = strom_records::encode_records(&[rec(b"x")]);
+        data.extend(at(wrap_records(5, Codec::Lz4.id(), 1, &body), 2));
+        data.extend(at(
+            build_compressed(Codec::Zstd, 6, &[rec(b"c")]).unwrap(),
+            3,
+        ));
+        let data = Bytes::from(data);
+        let all = records_json(&data, 0, 100, Format::Text);
+        let values: Vec<&str> = all
+            .records
+            .iter()
+            .map(|r| r["value"].as_str().unwrap())
+            .collect();
+        assert_eq!(values, ["a", "b", "c"]);
+        assert_eq!(all.records[2]["offset"], 3);
+        assert_eq!(all.records[0]["headers"], json!([["h", "1"]]));
+        assert_eq!(all.errors.len(), 1);
+        assert_eq!((all.errors[0].offset, all.errors[0].next_offset), (2, 3));
+        assert!(
+            all.errors[0].message.contains("lz4"),
+            "{}",
+            all.errors[0].message
+        );
+        assert_eq!(all.next_offset, Some(4));
+        // Cut by max_records inside the first batch: next is the record after the last one.
+        let one = records_json(&data, 0, 1, Format::Text);
+        assert_eq!((one.records.len(), one.next_offset), (1, Some(1)));
+        // From inside the first batch: earlier records are left out.
+        let from = records_json(&data, 1, 100, Format::Text);
+        assert_eq!(from.records[0]["offset"], 1);
+    }
+}

@@ -14,18 +14,50 @@ const VALUE_BYTES: usize = 1024;
 /// Word-like bytes from a fixed-seed generator.
 fn text_value(seed: u64) -> Vec<u8> {
     const WORDS: [&[u8]; 16] = [
-        b"order", b"user", b"id", b"amount", b"eur", b"status", b"shipped", b"created",
-        b"\"", b":", b",", b"{", b"}", b"2026-12-02T10:00:00Z", b"warehouse", b"7",
+        b"order",
+        b"user",
+        b"id",
+        b"amount",
+        b"eur",
+        b"status",
+        b"shipped",
+        b"created",
+        b"\"",
+        b":",
+        b",",
+        b"{",
+        b"}",
+        b"2026-12-02T10:00:00Z",
+        b"warehouse",
+        b"7",
     ];
     let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
     let mut v = Vec::with_capacity(VALUE_BYTES + 32);
     while v.len() < VALUE_BYTES {
-        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         v.extend_from_slice(WORDS[(x >> 60) as usize]);
         v.extend_from_slice(&(x >> 40).to_le_bytes()[..(x >> 58) as usize % 3]);
     }
     v.truncate(VALUE_BYTES);
     v
+}
+
+fn decompress_only(codec: Codec, body: &[u8]) -> usize {
+    use std::io::Read;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut r: Box<dyn Read + '_> = match codec {
+        Codec::Lz4 => Box::new(lz4::Decoder::new(body).expect("lz4")),
+        _ => Box::new(zstd::stream::read::Decoder::with_buffer(body).expect("zstd")),
+    };
+    let mut n = 0;
+    loop {
+        match r.read(&mut buf).expect("decodes") {
+            0 => return n,
+            k => n += k,
+        }
+    }
 }
 
 fn bench(c: &mut Criterion) {
@@ -54,6 +86,13 @@ fn bench(c: &mut Criterion) {
             g.bench_with_input(id, &batch, |b, batch| {
                 b.iter(|| validate(black_box(batch), usize::MAX).expect("valid"))
             });
+            if codec == Codec::Lz4 || codec == Codec::Zstd {
+                // The yardstick: the codec alone, decompressing into a 64 KiB buffer.
+                let id = BenchmarkId::new(format!("{}_decompress_only", codec.name()), kind);
+                g.bench_with_input(id, &batch[61..], |b, body| {
+                    b.iter(|| decompress_only(codec, black_box(body)))
+                });
+            }
         }
         let plain = build_compressed(Codec::None, 1, &records).expect("builds");
         g.bench_with_input(BenchmarkId::new("crc32c_only", kind), &plain, |b, batch| {

@@ -47,6 +47,39 @@ pub(crate) fn read_with<E>(
     Ok(Err(VarintError::Malformed))
 }
 
+/// Decodes a raw (not yet zig-zagged) varint from the front of `buf`: `(raw, bytes used)`.
+/// `Truncated` when `buf` ends inside it, which may mean only that more bytes are needed.
+#[inline]
+pub(crate) fn decode_raw(
+    buf: &[u8],
+    max_bytes: usize,
+    bits: u32,
+) -> Result<(u64, usize), VarintError> {
+    // One byte (values -64..63) is the common case: lengths of small fields, deltas.
+    if let Some(&b) = buf.first() {
+        if b & 0x80 == 0 {
+            return Ok((u64::from(b), 1));
+        }
+    }
+    let mut raw = 0u64;
+    for (i, &b) in buf.iter().take(max_bytes).enumerate() {
+        let shift = 7 * i as u32;
+        let group = u64::from(b & 0x7f);
+        if shift + 7 > bits && group >> (bits - shift) != 0 {
+            return Err(VarintError::Malformed);
+        }
+        raw |= group << shift;
+        if b & 0x80 == 0 {
+            return Ok((raw, i + 1));
+        }
+    }
+    if buf.len() >= max_bytes {
+        Err(VarintError::Malformed)
+    } else {
+        Err(VarintError::Truncated)
+    }
+}
+
 #[inline]
 fn unzigzag(raw: u64) -> i64 {
     ((raw >> 1) as i64) ^ -((raw & 1) as i64)
@@ -54,34 +87,14 @@ fn unzigzag(raw: u64) -> i64 {
 
 /// Reads a varint from the front of `buf`: `(value, bytes used)`.
 pub fn read_varint(buf: &[u8]) -> Result<(i32, usize), VarintError> {
-    let mut i = 0;
-    let raw = read_with::<()>(
-        || {
-            let b = buf.get(i).copied();
-            i += usize::from(b.is_some());
-            Ok(b)
-        },
-        VARINT_BYTES_MAX,
-        32,
-    )
-    .unwrap_or(Err(VarintError::Truncated))?;
-    Ok((unzigzag32(raw), i))
+    let (raw, n) = decode_raw(buf, VARINT_BYTES_MAX, 32)?;
+    Ok((unzigzag32(raw), n))
 }
 
 /// Reads a varlong from the front of `buf`: `(value, bytes used)`.
 pub fn read_varlong(buf: &[u8]) -> Result<(i64, usize), VarintError> {
-    let mut i = 0;
-    let raw = read_with::<()>(
-        || {
-            let b = buf.get(i).copied();
-            i += usize::from(b.is_some());
-            Ok(b)
-        },
-        VARLONG_BYTES_MAX,
-        64,
-    )
-    .unwrap_or(Err(VarintError::Truncated))?;
-    Ok((unzigzag(raw), i))
+    let (raw, n) = decode_raw(buf, VARLONG_BYTES_MAX, 64)?;
+    Ok((unzigzag(raw), n))
 }
 
 #[inline]

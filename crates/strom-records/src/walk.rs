@@ -22,7 +22,7 @@
 //! skipped or taken, and the header count against the fewest bytes that many headers need
 //! (two each), so no count or length read here sizes an allocation.
 
-use crate::varint::{read_with, unzigzag32, unzigzag64, VarintError};
+use crate::varint::{decode_raw, read_with, unzigzag32, unzigzag64, VarintError};
 use crate::varint::{VARINT_BYTES_MAX, VARLONG_BYTES_MAX};
 use crate::BatchError;
 
@@ -36,6 +36,10 @@ pub(crate) trait Source {
     fn take(&mut self, n: usize) -> Result<Option<Self::Field>, BatchError>;
     /// Bytes consumed so far.
     fn consumed(&self) -> u64;
+    /// The bytes at hand without reading further (may be fewer than remain, or none).
+    fn buffered(&self) -> &[u8];
+    /// Consumes `n` of the [`Source::buffered`] bytes.
+    fn advance(&mut self, n: usize);
 }
 
 /// Records in place in a slice. `R` says whether fields are kept as ranges (readers) or
@@ -104,6 +108,16 @@ impl<K: FieldKind> Source for Slice<'_, K> {
     fn consumed(&self) -> u64 {
         self.pos as u64
     }
+
+    #[inline]
+    fn buffered(&self) -> &[u8] {
+        &self.buf[self.pos..]
+    }
+
+    #[inline]
+    fn advance(&mut self, n: usize) {
+        self.pos += n;
+    }
 }
 
 /// The fields of one record; key, value and headers as the source's fields.
@@ -163,6 +177,25 @@ fn varint<S: Source>(src: &mut S, rec: Rec, long: bool, what: &str) -> Result<i6
     } else {
         (VARINT_BYTES_MAX, 32)
     };
+    // Fast path: the varint lies whole in the bytes at hand, within the record.
+    let within = (rec.end - src.consumed()).min(src.buffered().len() as u64) as usize;
+    match decode_raw(&src.buffered()[..within], max, bits) {
+        Ok((raw, n)) => {
+            src.advance(n);
+            return Ok(if long {
+                unzigzag64(raw)
+            } else {
+                i64::from(unzigzag32(raw))
+            });
+        }
+        Err(VarintError::Malformed) => {
+            return Err(rec.err(format!(
+                "malformed {what}: a {} longer than {max} bytes",
+                if long { "varlong" } else { "varint" }
+            )))
+        }
+        Err(VarintError::Truncated) => {} // maybe only the bytes at hand end: byte by byte
+    }
     let mut data_ended = false;
     let raw = read_with(
         || {
@@ -290,6 +323,36 @@ pub(crate) fn record_length<S: Source>(
     index: i32,
     left: Option<u64>,
 ) -> Result<Option<u64>, BatchError> {
+    let fast = decode_raw(src.buffered(), VARINT_BYTES_MAX, 32);
+    if let Ok((_, n)) = fast {
+        src.advance(n);
+    }
+    let raw = match fast {
+        Ok((raw, _)) => Ok(raw),
+        Err(VarintError::Malformed) => Err(VarintError::Malformed),
+        Err(VarintError::Truncated) => match slow_record_length(src)? {
+            None => return Ok(None),
+            Some(raw) => raw,
+        },
+    };
+    let len = length_value(raw, index)?;
+    if let Some(left) = left {
+        let left = left.saturating_sub(src.consumed());
+        if len > left {
+            return Err(record_err(
+                index,
+                format!("record length {len} runs past the batch's end ({left} bytes left)"),
+            ));
+        }
+    }
+    Ok(Some(len))
+}
+
+/// A record length read byte by byte (the bytes at hand end inside it): `None` at the end
+/// of the data.
+fn slow_record_length<S: Source>(
+    src: &mut S,
+) -> Result<Option<Result<u64, VarintError>>, BatchError> {
     let Some(first) = src.byte()? else {
         return Ok(None);
     };
@@ -302,6 +365,11 @@ pub(crate) fn record_length<S: Source>(
         VARINT_BYTES_MAX,
         32,
     )?;
+    Ok(Some(raw))
+}
+
+/// A record length's value from its raw varint: >= 0.
+fn length_value(raw: Result<u64, VarintError>, index: i32) -> Result<u64, BatchError> {
     let len = match raw {
         Ok(raw) => unzigzag32(raw),
         Err(VarintError::Truncated) => {
@@ -320,17 +388,7 @@ pub(crate) fn record_length<S: Source>(
     if len < 0 {
         return Err(record_err(index, format!("record length {len}")));
     }
-    let len = len as u64;
-    if let Some(left) = left {
-        let left = left.saturating_sub(src.consumed());
-        if len > left {
-            return Err(record_err(
-                index,
-                format!("record length {len} runs past the batch's end ({left} bytes left)"),
-            ));
-        }
-    }
-    Ok(Some(len))
+    Ok(len as u64)
 }
 
 /// Walks the `count` records of a batch from `src` (all of the batch's record bytes, `len`
