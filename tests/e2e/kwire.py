@@ -6,6 +6,7 @@ versions. `request_frame` and the compact encoders (`uvarint`, `compact_string`,
 any frame, flexible versions included, for `Conn.send_frame`.
 """
 
+import gzip
 import socket
 import struct
 import time
@@ -146,6 +147,32 @@ def record_batch(values, keys=None, timestamp=None, last_offset_delta=None, coun
         crc ^= 0xDEADBEEF
     after_len = struct.pack(">ibI", 0, 2, crc) + after_crc
     return struct.pack(">qi", 0, len(after_len)) + after_len
+
+
+# Compression codec ids and the control bit of a batch's attributes.
+GZIP, SNAPPY, LZ4, ZSTD = 1, 2, 3, 4
+CONTROL = 0x20
+
+
+def raw_record(*fields, length=None) -> bytes:
+    """A record from raw fields (an int is written as a varint, bytes as they are), prefixed
+    by its length (or `length`): lets a test write framing no encoder would."""
+    body = b"".join(varint(f) if isinstance(f, int) else f for f in fields)
+    return varint(len(body) if length is None else length) + body
+
+
+def batch_of(records: bytes, count: int, attributes=0, base_offset=0, timestamp=None) -> bytes:
+    """A v2 batch around an encoded (possibly compressed) records section claiming `count`
+    records (last offset delta count - 1), with a correct CRC: what is wrong is inside."""
+    ts = int(time.time() * 1000) if timestamp is None else timestamp
+    after_crc = struct.pack(">hiqqqhii", attributes, count - 1, ts, ts, -1, -1, -1, count) + records
+    after_len = struct.pack(">ibI", 0, 2, crc32c(after_crc)) + after_crc
+    return struct.pack(">qi", base_offset, len(after_len)) + after_len
+
+
+def gzip_batch(records: bytes, count: int) -> bytes:
+    """`batch_of` with the records section gzip-compressed (Python's stdlib)."""
+    return batch_of(gzip.compress(records, 6), count, attributes=GZIP)
 
 
 def parse_batches(data: bytes):
@@ -315,6 +342,13 @@ class Conn:
 
     def produce(self, topic, partition, records: bytes, acks=-1, version=3, timeout_ms=10000):
         """Produce v3..v8 (non-flexible). Returns (error_code, base_offset)."""
+        p = self.produce_partition(topic, partition, records, acks, version, timeout_ms)
+        return None if p is None else (p["error_code"], p["base_offset"])
+
+    def produce_partition(self, topic, partition, records: bytes, acks=-1, version=3,
+                          timeout_ms=10000):
+        """Produce v3..v8 (non-flexible): the partition's response as a dict (from v8 with
+        `record_errors` [(batch_index, message)] and `error_message`, KIP-467)."""
         body = struct.pack(">hhi", -1, acks, timeout_ms)  # null transactional id
         body += struct.pack(">i", 1) + kstring(topic)
         body += struct.pack(">i", 1) + struct.pack(">i", partition) + kbytes(records)
@@ -325,7 +359,7 @@ class Conn:
         responses = r.array(lambda r: (r.string(), r.array(_produce_partition(version))))
         (_, parts), = responses
         (p,) = parts
-        return p["error_code"], p["base_offset"]
+        return p
 
     def fetch(self, topic, partition, offset, max_bytes=64 << 20, max_wait_ms=0):
         """Fetch v4. Returns (error_code, high_watermark, records bytes)."""
@@ -386,7 +420,7 @@ def _produce_partition(version):
         if version >= 5:
             p["log_start_offset"] = r.i64()
         if version >= 8:
-            r.array(lambda r: (r.i32(), r.string()))
+            p["record_errors"] = r.array(lambda r: (r.i32(), r.string()))
             p["error_message"] = r.string()
         return p
 

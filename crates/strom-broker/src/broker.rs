@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
-use strom_log::{batch_headers, now_ms, LogError};
+use strom_log::{now_ms, LogError};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -836,39 +836,15 @@ fn info(t: &Topic) -> TopicInfo {
     }
 }
 
-/// In an uncompressed batch, the first record with a timestamp at or after `target`:
-/// `(offset, timestamp)`. `None` for compressed batches (the caller uses the batch's base
-/// offset) or when no record qualifies.
-fn record_at_or_after(batch: &[u8], target: i64) -> Option<(i64, i64)> {
-    let (_, h) = batch_headers(batch).next()?;
-    if h.compression() != 0 {
-        return None;
-    }
-    let mut pos = strom_log::HEADER_LEN;
-    for _ in 0..h.records_count {
-        let (len, n) = varint(batch.get(pos..)?)?;
-        let rec = batch.get(pos + n..pos + n + usize::try_from(len).ok()?)?;
-        let (ts_delta, m) = varint(rec.get(1..)?)?;
-        let (off_delta, _) = varint(rec.get(1 + m..)?)?;
-        let ts = h.base_timestamp + ts_delta;
-        if ts >= target {
-            return Some((h.base_offset + off_delta, ts));
-        }
-        pos += n + len as usize;
-    }
-    None
-}
-
-/// A zig-zag varint (Kafka's record fields): value and bytes used.
-fn varint(buf: &[u8]) -> Option<(i64, usize)> {
-    let mut raw = 0u64;
-    for (i, b) in buf.iter().take(10).enumerate() {
-        raw |= u64::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            return Some((((raw >> 1) as i64) ^ -((raw & 1) as i64), i + 1));
-        }
-    }
-    None
+/// In a batch (of any codec), the first record with a timestamp at or after `target`:
+/// `(offset, timestamp)`. `None` when no record qualifies or the batch cannot be read (the
+/// caller then answers with the batch's base offset).
+fn record_at_or_after(batch: &bytes::Bytes, target: i64) -> Option<(i64, i64)> {
+    strom_records::records(batch)
+        .ok()?
+        .map_while(|r| r.ok())
+        .find(|r| r.timestamp >= target)
+        .map(|r| (r.offset, r.timestamp))
 }
 
 fn load_cluster_id(data_dir: &std::path::Path) -> Result<String> {
@@ -1069,11 +1045,7 @@ mod tests {
     }
 
     #[test]
-    fn varints_and_base64() {
-        assert_eq!(varint(&[0x00]), Some((0, 1)));
-        assert_eq!(varint(&[0x01]), Some((-1, 1)));
-        assert_eq!(varint(&[0x02]), Some((1, 1)));
-        assert_eq!(varint(&[0xd0, 0x0f]), Some((1000, 2)));
+    fn base64_ids() {
         assert_eq!(base64url(&[0xff; 16]).len(), 22);
     }
 }

@@ -1,11 +1,13 @@
-//! Record batch helpers on top of `kafka_protocol::records`.
+//! Record batch helpers: encoding through `kafka_protocol::records` (and a hand-written
+//! uncompressed fast path for the bench), decoding through `strom_records`' bounded reader.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
+use strom_records::varint::{put_varint, varint_len};
 
 use crate::{Error, Result};
 
@@ -137,20 +139,6 @@ pub fn encode_uniform_batch(
     .map_err(|e| Error::Protocol(e.to_string()))
 }
 
-fn put_varint(buf: &mut BytesMut, v: i64) {
-    let mut z = ((v << 1) ^ (v >> 63)) as u64;
-    while z >= 0x80 {
-        buf.put_u8((z as u8) | 0x80);
-        z >>= 7;
-    }
-    buf.put_u8(z as u8);
-}
-
-fn varint_len(v: i64) -> usize {
-    let z = ((v << 1) ^ (v >> 63)) as u64;
-    ((64 - z.leading_zeros() as usize).max(1)).div_ceil(7)
-}
-
 /// Uncompressed v2 batch written straight into `buf` (no per-record structs): header,
 /// then records with timestamp delta 0, then CRC-32C over attributes..end.
 fn write_plain_batch(
@@ -205,40 +193,58 @@ fn write_plain_batch(
     buf[start + 17..start + 21].copy_from_slice(&crc.to_be_bytes());
 }
 
-/// Decodes all batches in a fetched `records` blob (skips control records). A truncated
-/// trailing batch (allowed by the protocol) is ignored.
-pub fn decode_records(mut data: Bytes) -> Result<Vec<ConsumedRecord>> {
-    let mut out = Vec::new();
-    while data.len() >= 12 {
-        let batch_len = i32::from_be_bytes([data[8], data[9], data[10], data[11]]);
-        if batch_len < 0 {
-            return Err(Error::Protocol("negative batch length".into()));
-        }
-        let total = 12 + batch_len as usize;
-        if data.len() < total {
-            break; // partial batch at the end of a fetch
-        }
-        let mut one = data.split_to(total);
-        let set =
-            RecordBatchDecoder::decode(&mut one).map_err(|e| Error::Protocol(e.to_string()))?;
-        for r in set.records {
-            if r.control {
-                continue;
-            }
-            out.push(ConsumedRecord {
-                offset: r.offset,
-                timestamp: r.timestamp,
-                key: r.key,
-                value: r.value,
-                headers: r
-                    .headers
-                    .into_iter()
-                    .map(|(k, v)| (k.as_str().to_string(), v))
-                    .collect(),
-            });
+/// A fetched batch that could not be read (bad CRC, bad framing, undecodable compressed
+/// data): skipped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedBatch {
+    /// The batch's base offset.
+    pub offset: i64,
+    /// The offset after it.
+    pub next_offset: i64,
+    /// Why it cannot be read.
+    pub error: String,
+}
+
+/// The records of a fetched blob, and the batches skipped.
+#[derive(Debug, Clone, Default)]
+pub struct Decoded {
+    /// Every record of the good batches, in order (control records left out).
+    pub records: Vec<ConsumedRecord>,
+    /// The batches that could not be read, in order.
+    pub skipped: Vec<SkippedBatch>,
+    /// The offset after the last whole batch (good or skipped), `None` if there was none.
+    pub next_offset: Option<i64>,
+}
+
+/// Decodes all whole batches in a fetched `records` blob through `strom_records`' bounded
+/// reader (no count or length on the wire sizes an allocation). A batch that cannot be read
+/// is skipped and reported; a truncated trailing batch (allowed by the protocol) is ignored.
+pub fn decode_records(data: Bytes) -> Decoded {
+    let mut out = Decoded::default();
+    for (h, batch) in strom_records::decode_batches(&data) {
+        out.next_offset = Some(h.last_offset() + 1);
+        match batch {
+            Ok(records) => out.records.extend(records.into_iter().map(|r| {
+                ConsumedRecord {
+                    offset: r.offset,
+                    timestamp: r.timestamp,
+                    key: r.key,
+                    value: r.value,
+                    headers: r
+                        .headers
+                        .into_iter()
+                        .map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), v))
+                        .collect(),
+                }
+            })),
+            Err(bad) => out.skipped.push(SkippedBatch {
+                offset: bad.offset,
+                next_offset: bad.next_offset,
+                error: bad.error.to_string(),
+            }),
         }
     }
-    Ok(out)
+    out
 }
 
 /// Counts records and bytes in a fetched blob without decoding records (bench consume path).
@@ -292,7 +298,7 @@ mod tests {
             let next = scan_batches(&b, |base, n, ts| seen.push((base, n, ts)));
             assert_eq!(seen, vec![(0, 2, 1234)]);
             assert_eq!(next, Some(2));
-            let out = decode_records(b).unwrap();
+            let out = decode_records(b).records;
             assert_eq!(out.len(), 2);
             assert_eq!(out[0].value.as_deref(), Some(&b"hello"[..]));
             assert_eq!(out[0].key.as_deref(), Some(&b"k1"[..]));
@@ -311,13 +317,13 @@ mod tests {
         encode_uniform_batch(&mut buf, None, &v, 10, 100, Compression::None).unwrap();
         let mut two = buf.freeze();
         let truncated = two.split_to(full.len() + 30);
-        let out = decode_records(truncated).unwrap();
+        let out = decode_records(truncated).records;
         assert_eq!(out.len(), 10);
         // Keyed fast path decodes (CRC checked by the kafka-protocol decoder).
         let mut buf = BytesMut::new();
         let keys = [Bytes::from_static(b"a"), Bytes::from(vec![b'k'; 200])];
         encode_uniform_batch(&mut buf, Some(&keys), &v, 300, 5, Compression::None).unwrap();
-        let out = decode_records(buf.freeze()).unwrap();
+        let out = decode_records(buf.freeze()).records;
         assert_eq!(out.len(), 300);
         assert_eq!(out[299].offset, 299);
         assert_eq!(out[1].key.as_ref().unwrap().len(), 200);

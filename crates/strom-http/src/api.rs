@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use strom_broker::records::{build_batch, partition_for_key, NewRecord};
 use strom_broker::{BrokerError, FetchLimits, FetchSpec};
-use strom_log::LogError;
+use strom_log::{BatchError, LogError};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::budget::RecordsBody;
@@ -86,7 +86,10 @@ impl From<BrokerError> for ApiError {
             BrokerError::InvalidPartitions(_) => (StatusCode::BAD_REQUEST, "invalid_partitions"),
             BrokerError::InvalidConfig(_) => (StatusCode::BAD_REQUEST, "invalid_config"),
             BrokerError::Log(
-                LogError::BatchTooLarge { .. } | LogError::RecordSetTooLarge { .. },
+                LogError::Batch(
+                    BatchError::TooLarge { .. } | BatchError::DecompressedTooLarge { .. },
+                )
+                | LogError::RecordSetTooLarge { .. },
             ) => (StatusCode::PAYLOAD_TOO_LARGE, "message_too_large"),
             BrokerError::Log(LogError::OffsetOutOfRange { .. }) => {
                 (StatusCode::RANGE_NOT_SATISFIABLE, "offset_out_of_range")
@@ -94,11 +97,14 @@ impl From<BrokerError> for ApiError {
             BrokerError::Log(LogError::Closed) => {
                 (StatusCode::NOT_FOUND, "unknown_topic_or_partition")
             }
-            BrokerError::Log(
-                LogError::CorruptBatch(_)
-                | LogError::InvalidRecord(_)
-                | LogError::UnsupportedMagic(_),
-            ) => (StatusCode::BAD_REQUEST, "invalid_record"),
+            BrokerError::Log(LogError::Batch(BatchError::Corrupt(_))) => {
+                (StatusCode::BAD_REQUEST, "corrupt_message")
+            }
+            BrokerError::Log(LogError::Batch(
+                BatchError::Invalid(_)
+                | BatchError::InvalidRecord { .. }
+                | BatchError::UnsupportedMagic(_),
+            )) => (StatusCode::BAD_REQUEST, "invalid_record"),
             BrokerError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
             // Nothing was written; the same request succeeds once space is freed.
             e if e.is_out_of_space() => (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage"),
@@ -484,124 +490,111 @@ pub(crate) struct FetchQuery {
     format: Format,
 }
 
-/// A zig-zag varint from the front of `b`.
-fn varint(b: &mut &[u8]) -> Option<i64> {
-    let mut raw = 0u64;
-    for i in 0..10 {
-        let (&byte, rest) = b.split_first()?;
-        *b = rest;
-        raw |= u64::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            return Some(((raw >> 1) as i64) ^ -((raw & 1) as i64));
-        }
-    }
-    None
+/// Stored records decoded into JSON, and the stored batches that could not be read.
+#[derive(Debug, Default)]
+pub(crate) struct JsonRecords {
+    /// The records, oldest first.
+    pub(crate) records: Vec<Value>,
+    /// Each batch skipped because it could not be read, in order.
+    pub(crate) errors: Vec<FetchError>,
+    /// Where the next read starts: after the last record returned or the last batch
+    /// skipped; `None` if nothing was read.
+    pub(crate) next_offset: Option<i64>,
 }
 
-/// A length-prefixed field (`-1` = null).
-fn field<'a>(b: &mut &'a [u8]) -> Option<Option<&'a [u8]>> {
-    let n = varint(b)?;
-    if n < 0 {
-        return Some(None);
-    }
-    let n = usize::try_from(n).ok()?;
-    if b.len() < n {
-        return None;
-    }
-    let (f, rest) = b.split_at(n);
-    *b = rest;
-    Some(Some(f))
-}
-
-fn decompress(codec: i16, data: bytes::Bytes) -> anyhow::Result<bytes::Bytes> {
-    use kafka_protocol::compression::{Decompressor, Gzip, Lz4, Snappy, Zstd};
-    let mut d = data;
-    let keep = |b: &mut bytes::Bytes| Ok(b.clone());
-    match codec {
-        0 => Ok(d),
-        1 => Gzip::decompress(&mut d, keep),
-        2 => Snappy::decompress(&mut d, keep),
-        3 => Lz4::decompress(&mut d, keep),
-        4 => Zstd::decompress(&mut d, keep),
-        c => Err(anyhow::anyhow!("unknown compression codec {c}")),
-    }
-}
-
-/// Decodes stored batches (any codec) into JSON records from offset `from` on, at most `max`.
-/// Headers keep their order and duplicate names; control records are skipped.
-pub(crate) fn records_json(
-    data: &bytes::Bytes,
-    from: i64,
-    max: usize,
-    format: Format,
-) -> ApiResult<Vec<Value>> {
-    let corrupt = |what: &str| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "decode_error",
-            what.to_string(),
-        )
-    };
-    let mut out = Vec::new();
-    for (pos, h) in strom_log::batch_headers(data) {
-        if out.len() >= max {
+/// Decodes stored batches (any codec, through `strom_records`' bounded reader) into JSON
+/// records from offset `from` on, at most `max`. Headers keep their order and duplicate
+/// names; control batches hold no records. A batch that cannot be read (a bad CRC, bad
+/// framing, undecodable compressed data) is skipped whole, logged, and reported in `errors`
+/// with its base offset: a reader never stops at it.
+pub(crate) fn records_json(data: &Bytes, from: i64, max: usize, format: Format) -> JsonRecords {
+    let mut out = JsonRecords::default();
+    for (h, batch) in strom_records::decode_batches(data) {
+        if out.records.len() >= max {
             break;
         }
-        if h.is_control() || h.last_offset() < from {
+        if h.last_offset() < from {
             continue;
         }
-        let body = data.slice(pos + strom_log::HEADER_LEN..pos + h.total_len());
-        let plain = decompress(h.compression(), body).map_err(|e| corrupt(&e.to_string()))?;
-        let mut b: &[u8] = &plain;
-        for _ in 0..h.records_count {
-            let len = varint(&mut b).ok_or_else(|| corrupt("record length"))?;
-            let len = usize::try_from(len).map_err(|_| corrupt("record length"))?;
-            if b.len() < len {
-                return Err(corrupt("record runs past its batch"));
+        match batch {
+            Err(bad) => {
+                tracing::warn!(offset = bad.offset, error = %bad.error,
+                    "a stored batch cannot be read: skipped");
+                out.errors.push(FetchError {
+                    offset: bad.offset,
+                    message: bad.error.to_string(),
+                    next_offset: bad.next_offset,
+                });
+                out.next_offset = Some(bad.next_offset);
             }
-            let (mut r, rest) = b.split_at(len);
-            b = rest;
-            r = &r[1..]; // attributes
-            let ts_delta = varint(&mut r).ok_or_else(|| corrupt("timestamp"))?;
-            let off_delta = varint(&mut r).ok_or_else(|| corrupt("offset"))?;
-            let key = field(&mut r).ok_or_else(|| corrupt("key"))?;
-            let value = field(&mut r).ok_or_else(|| corrupt("value"))?;
-            let n = varint(&mut r).ok_or_else(|| corrupt("headers"))?;
-            let mut headers = Vec::new();
-            for _ in 0..n.max(0) {
-                let k = field(&mut r)
-                    .ok_or_else(|| corrupt("header name"))?
-                    .unwrap_or_default();
-                let v = field(&mut r).ok_or_else(|| corrupt("header value"))?;
-                headers.push(json!([
-                    String::from_utf8_lossy(k),
-                    v.map(|v| String::from_utf8_lossy(v).into_owned())
-                ]));
+            Ok(records) => {
+                let mut cut = false;
+                for r in records.into_iter().filter(|r| r.offset >= from) {
+                    if out.records.len() >= max {
+                        cut = true;
+                        break;
+                    }
+                    let headers: Vec<Value> = r
+                        .headers
+                        .iter()
+                        .map(|(k, v)| {
+                            json!([
+                                String::from_utf8_lossy(k),
+                                v.as_ref().map(|v| String::from_utf8_lossy(v).into_owned())
+                            ])
+                        })
+                        .collect();
+                    out.records.push(json!({
+                        "offset": r.offset,
+                        "timestamp": r.timestamp,
+                        "key": format.decode(r.key.as_deref()),
+                        "value": format.decode(r.value.as_deref()),
+                        "headers": headers,
+                    }));
+                    out.next_offset = Some(r.offset + 1);
+                }
+                if !cut {
+                    out.next_offset = Some(h.last_offset() + 1);
+                }
             }
-            let offset = h.base_offset + off_delta;
-            if offset < from || out.len() >= max {
-                continue;
-            }
-            let timestamp = if h.is_log_append_time() {
-                h.max_timestamp
-            } else {
-                h.base_timestamp + ts_delta
-            };
-            out.push(json!({
-                "offset": offset,
-                "timestamp": timestamp,
-                "key": format.decode(key),
-                "value": format.decode(value),
-                "headers": headers,
-            }));
         }
     }
-    Ok(out)
+    out
+}
+
+/// The answer of a fetch, as the OpenAPI document describes it (the answer itself is
+/// serialised record by record within its buffer reservation, see `RecordsBody`).
+#[derive(Serialize, ToSchema)]
+pub(crate) struct FetchResponse {
+    /// The records, oldest first: `{offset, timestamp, key, value, headers: [[name, value]]}`.
+    #[schema(value_type = Vec<Object>)]
+    records: Vec<Value>,
+    /// Stored batches that could not be read (corrupt or invalid), skipped whole; the
+    /// records after them are in `records`.
+    errors: Vec<FetchError>,
+    /// Where the next fetch starts: after the last record returned or batch skipped.
+    next_offset: i64,
+    /// The partition's high watermark.
+    high_watermark: i64,
+    /// The partition's first offset.
+    log_start_offset: i64,
+}
+
+/// A stored batch a reader skipped.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub(crate) struct FetchError {
+    /// The batch's base offset.
+    pub(crate) offset: i64,
+    /// Why it cannot be read.
+    pub(crate) message: String,
+    /// The offset after it, where reading went on.
+    #[serde(skip)]
+    pub(crate) next_offset: i64,
 }
 
 #[utoipa::path(get, path = "/topics/{topic}/partitions/{partition}/records",
     params(("topic" = String, Path), ("partition" = i32, Path), FetchQuery),
-    responses((status = 200, description = "records; an answer is cut before the record that would take it past the connection's buffer bound (--http-connection-buffer-bytes): continue from next_offset"),
+    responses((status = 200, body = FetchResponse, description = "records, and the stored batches skipped; an answer is cut before the record that would take it past the connection's buffer bound (--http-connection-buffer-bytes): continue from next_offset"),
         (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 416, body = ErrorBody),
         (status = 503, body = ErrorBody, description = "server_busy: answers waiting for slow readers hold the door's whole buffer (--http-buffer-bytes); see Retry-After",
             headers(("Retry-After" = u64, description = "seconds to wait before retrying")))))]
@@ -653,19 +646,26 @@ pub(crate) async fn fetch(
         .fetch(std::slice::from_ref(&spec), now)
         .await
         .remove(0)?;
-    let records = records_json(&read.data, offset, max_records, q.format)?;
+    let decoded = records_json(&read.data, offset, max_records, q.format);
     s.metrics.bytes_out(&topic, read.data.len());
     drop(read.data);
     let mut body = RecordsBody::new(reservation.bytes());
     let mut next = offset;
-    for r in &records {
+    let mut full = false;
+    for r in &decoded.records {
         if !body.push(r) {
+            full = true;
             break;
         }
         next = r["offset"].as_i64().map_or(next, |o| o + 1);
     }
-    drop(records);
+    if !full {
+        next = decoded.next_offset.unwrap_or(next).max(next);
+    }
+    // Batches skipped before where the next fetch starts (later ones are told then).
+    let errors: Vec<&FetchError> = decoded.errors.iter().filter(|e| e.offset < next).collect();
     let out = body.finish(&[
+        ("errors", json!(errors)),
         ("next_offset", json!(next)),
         ("high_watermark", json!(read.high_watermark)),
         ("log_start_offset", json!(read.log_start_offset)),
@@ -692,4 +692,60 @@ pub(crate) fn json_bytes(body: bytes::Bytes) -> Response {
 #[utoipa::path(get, path = "/openapi.json", responses((status = 200, description = "this document")))]
 pub(crate) async fn openapi() -> Json<Value> {
     Json(crate::openapi_document())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strom_records::{build_compressed, stamp, wrap_records, Codec, NewRecord};
+
+    fn at(mut b: Vec<u8>, base: i64) -> Vec<u8> {
+        stamp(&mut b, base, 0, None);
+        b
+    }
+
+    /// Good, bad (lz4 flag on uncompressed records), good (zstd): the bad batch is skipped,
+    /// named by its offset, and `next_offset` moves past whatever was read.
+    #[test]
+    fn records_json_skips_a_bad_batch() {
+        let rec = |v: &'static [u8]| NewRecord {
+            key: Some(b"k"),
+            value: Some(v),
+            headers: vec![("h", Some(b"1"))],
+        };
+        let mut data = at(
+            build_compressed(Codec::None, 5, &[rec(b"a"), rec(b"b")]).unwrap(),
+            0,
+        );
+        let body = strom_records::encode_records(&[rec(b"x")]);
+        data.extend(at(wrap_records(5, Codec::Lz4.id(), 1, &body), 2));
+        data.extend(at(
+            build_compressed(Codec::Zstd, 6, &[rec(b"c")]).unwrap(),
+            3,
+        ));
+        let data = Bytes::from(data);
+        let all = records_json(&data, 0, 100, Format::Text);
+        let values: Vec<&str> = all
+            .records
+            .iter()
+            .map(|r| r["value"].as_str().unwrap())
+            .collect();
+        assert_eq!(values, ["a", "b", "c"]);
+        assert_eq!(all.records[2]["offset"], 3);
+        assert_eq!(all.records[0]["headers"], json!([["h", "1"]]));
+        assert_eq!(all.errors.len(), 1);
+        assert_eq!((all.errors[0].offset, all.errors[0].next_offset), (2, 3));
+        assert!(
+            all.errors[0].message.contains("lz4"),
+            "{}",
+            all.errors[0].message
+        );
+        assert_eq!(all.next_offset, Some(4));
+        // Cut by max_records inside the first batch: next is the record after the last one.
+        let one = records_json(&data, 0, 1, Format::Text);
+        assert_eq!((one.records.len(), one.next_offset), (1, Some(1)));
+        // From inside the first batch: earlier records are left out.
+        let from = records_json(&data, 1, 100, Format::Text);
+        assert_eq!(from.records[0]["offset"], 1);
+    }
 }

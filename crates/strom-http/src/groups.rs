@@ -498,6 +498,7 @@ pub(crate) async fn poll(
         s.broker.fetch(&to_read, now).await
     };
     let mut body = RecordsBody::new(reservation.bytes());
+    let mut errors = Vec::new();
     'partitions: for (spec, r) in to_read.iter().zip(results) {
         let key = (spec.topic.clone(), spec.partition);
         let read = match r {
@@ -513,21 +514,36 @@ pub(crate) async fn poll(
             Err(e) => return Err(e.into()),
         };
         let left = max_records.saturating_sub(body.len());
-        for mut rec in records_json(&read.data, spec.offset, left, q.format)? {
+        let decoded = records_json(&read.data, spec.offset, left, q.format);
+        for e in &decoded.errors {
+            errors.push(json!({"topic": spec.topic, "partition": spec.partition,
+                "offset": e.offset, "message": e.message}));
+        }
+        for mut rec in decoded.records {
             let o = rec["offset"].as_i64().unwrap_or(spec.offset);
             rec["topic"] = json!(spec.topic);
             rec["partition"] = json!(spec.partition);
             if !body.push(&rec) {
+                // The answer is full: the member goes on from this record next time.
                 break 'partitions;
             }
             m.positions.insert(key.clone(), o + 1);
             m.delivered.insert(key.clone(), o + 1);
         }
+        // Past the records returned and the stored batches skipped.
+        if let Some(next) = decoded.next_offset {
+            m.positions.insert(key.clone(), next);
+            m.delivered.insert(key.clone(), next);
+        }
     }
     let generation = m.generation;
     let positions = assignment_json(&m.positions);
     s.members.lock().insert(id, m);
-    let out = body.finish(&[("generation", json!(generation)), ("assignment", positions)]);
+    let out = body.finish(&[
+        ("errors", json!(errors)),
+        ("generation", json!(generation)),
+        ("assignment", positions),
+    ]);
     if out.len() > reservation.bytes() {
         // A first record larger than the estimate.
         reservation.merge(s.budget.reserve(out.len() - reservation.bytes()).await?);
@@ -704,10 +720,18 @@ pub(crate) async fn follow_as_member(
         for (spec, r) in specs.iter().zip(results) {
             let key = (spec.topic.clone(), spec.partition);
             let Ok(read) = r else { continue };
-            let Ok(recs) = records_json(&read.data, spec.offset, usize::MAX, format) else {
-                continue;
-            };
-            for rec in recs {
+            let decoded = records_json(&read.data, spec.offset, usize::MAX, format);
+            for e in &decoded.errors {
+                // A stored batch that cannot be read: said, then passed (committed past).
+                let msg = json!({"type": "error", "topic": spec.topic, "partition": spec.partition,
+                    "offset": e.offset, "message": e.message, "group": group});
+                if !tx.push(msg).await {
+                    let _ = overflow.try_send(());
+                    let _ = s.groups.leave(&group, &[(member.clone(), None)]).await;
+                    return;
+                }
+            }
+            for rec in decoded.records {
                 let o = rec["offset"].as_i64().unwrap_or(spec.offset);
                 let msg = json!({"type": "record", "topic": spec.topic, "partition": spec.partition,
                     "offset": o, "timestamp": rec["timestamp"], "key": rec["key"], "value": rec["value"],
@@ -720,6 +744,12 @@ pub(crate) async fn follow_as_member(
                 positions.insert(key.clone(), o + 1);
                 uncommitted.insert(key.clone(), o + 1);
                 pushed.push((key.clone(), o + 1));
+            }
+            // Past skipped batches too (every record before them was pushed above).
+            if let (Some(next), false) = (decoded.next_offset, decoded.errors.is_empty()) {
+                positions.insert(key.clone(), next);
+                uncommitted.insert(key.clone(), next);
+                pushed.push((key.clone(), next));
             }
         }
         if auto_commit && !pushed.is_empty() {

@@ -113,6 +113,8 @@ pub(crate) struct AppState {
         api::ProduceBody,
         api::InRecord,
         api::Format,
+        api::FetchResponse,
+        api::FetchError,
         groups::JoinBody,
         groups::CommitBody,
         groups::CommitOffset

@@ -18,7 +18,7 @@ use strom_broker::{Broker, FetchLimits, FetchSpec};
 use tokio::sync::mpsc;
 use utoipa::IntoParams;
 
-use crate::api::{records_json, ApiError, ApiResult, ErrorBody, Format};
+use crate::api::{records_json, ApiError, ApiResult, ErrorBody, FetchError, Format};
 use crate::budget::{Budget, Queued, QueuedBytes, Reservation};
 use crate::AppState;
 
@@ -59,6 +59,51 @@ fn parse_cursor(s: &str) -> Option<BTreeMap<i32, i64>> {
         .collect()
 }
 
+/// What a follower pushes: a record, or a stored batch it skipped.
+enum Pushed {
+    /// `(partition, record as JSON)`.
+    Record(i32, Value),
+    /// A stored batch of this partition that could not be read: skipped, cursor past it.
+    Skipped(i32, FetchError),
+}
+
+impl Pushed {
+    /// The partition, the SSE event kind and the event's data.
+    fn event(&self, topic: &str) -> (i32, &'static str, Value) {
+        match self {
+            Pushed::Record(p, rec) => (
+                *p,
+                "record",
+                json!({"topic": topic, "partition": p, "record": rec}),
+            ),
+            Pushed::Skipped(p, e) => (
+                *p,
+                "error",
+                json!({"topic": topic, "partition": p, "offset": e.offset, "message": e.message}),
+            ),
+        }
+    }
+
+    /// The WebSocket message.
+    fn message(&self, topic: &str) -> Value {
+        match self {
+            Pushed::Record(p, rec) => json!({"type": "record", "topic": topic, "partition": p,
+                "offset": rec["offset"], "timestamp": rec["timestamp"], "key": rec["key"],
+                "value": rec["value"], "headers": rec["headers"]}),
+            Pushed::Skipped(p, e) => json!({"type": "error", "topic": topic, "partition": p,
+                "offset": e.offset, "message": e.message}),
+        }
+    }
+
+    /// Where the partition's cursor goes after this.
+    fn next(&self) -> Option<(i32, i64)> {
+        match self {
+            Pushed::Record(p, rec) => rec["offset"].as_i64().map(|o| (*p, o + 1)),
+            Pushed::Skipped(p, e) => Some((*p, e.next_offset)),
+        }
+    }
+}
+
 /// One long-poll round over `cursors`: records as `(partition, json)`, cursors advanced.
 async fn poll_once(
     broker: &Broker,
@@ -67,7 +112,7 @@ async fn poll_once(
     wait: Duration,
     format: Format,
     max_bytes: usize,
-) -> ApiResult<Vec<(i32, Value)>> {
+) -> ApiResult<Vec<Pushed>> {
     let max_bytes = max_bytes.clamp(1, PUSH_ROUND_MAX_BYTES);
     let specs: Vec<FetchSpec> = cursors
         .iter()
@@ -104,11 +149,20 @@ async fn poll_once(
             }
             Err(e) => return Err(e.into()),
         };
-        for rec in records_json(&read.data, spec.offset, usize::MAX, format)? {
-            let o = rec["offset"].as_i64().unwrap_or(spec.offset);
-            cursors.insert(spec.partition, o + 1);
-            out.push((spec.partition, rec));
+        let decoded = records_json(&read.data, spec.offset, usize::MAX, format);
+        if let Some(next) = decoded.next_offset {
+            cursors.insert(spec.partition, next);
         }
+        // Records and skipped batches in offset order.
+        let mut errors = decoded.errors.into_iter().peekable();
+        for rec in decoded.records {
+            let o = rec["offset"].as_i64().unwrap_or(spec.offset);
+            while let Some(e) = errors.next_if(|e| e.offset < o) {
+                out.push(Pushed::Skipped(spec.partition, e));
+            }
+            out.push(Pushed::Record(spec.partition, rec));
+        }
+        out.extend(errors.map(|e| Pushed::Skipped(spec.partition, e)));
     }
     Ok(out)
 }
@@ -201,19 +255,21 @@ pub(crate) async fn sse(
             if recs.is_empty() {
                 continue;
             }
-            let bytes: usize = recs.iter().map(|(_, r)| json_len(r)).sum();
+            let events: Vec<(i32, &'static str, Value)> =
+                recs.iter().map(|r| r.event(&st.topic)).collect();
+            let bytes: usize = events.iter().map(|(_, _, d)| json_len(d)).sum();
             st.held = Some(st.s.budget.reserve(bytes).await.ok()?);
-            // Each event's id is the cursor right after it, so a resume loses nothing.
+            // Each event's id is the cursor right after it, so a resume loses nothing (a
+            // skipped batch moves the cursor past it).
             let mut running = before;
             let mut evs = Vec::with_capacity(recs.len());
-            for (p, rec) in &recs {
-                if let Some(o) = rec["offset"].as_i64() {
-                    running.insert(*p, o + 1);
+            for (pushed, (_, kind, data)) in recs.iter().zip(events) {
+                if let Some((p, next)) = pushed.next() {
+                    running.insert(p, next);
                 }
-                let data = json!({"topic": st.topic, "partition": p, "record": rec});
                 evs.push(
                     Event::default()
-                        .event("record")
+                        .event(kind)
                         .id(cursor_text(&running))
                         .data(data.to_string()),
                 );
@@ -453,10 +509,8 @@ async fn follow(
         else {
             return;
         };
-        for (p, rec) in recs {
-            let msg = json!({"type": "record", "topic": topic, "partition": p, "offset": rec["offset"],
-                "timestamp": rec["timestamp"], "key": rec["key"], "value": rec["value"], "headers": rec["headers"]});
-            if !tx.push(msg).await {
+        for pushed in recs {
+            if !tx.push(pushed.message(&topic)).await {
                 let _ = overflow.try_send(());
                 return;
             }

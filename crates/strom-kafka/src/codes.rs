@@ -3,7 +3,7 @@
 use kafka_protocol::ResponseError as E;
 use strom_broker::producer::ProducerStateError;
 use strom_broker::BrokerError;
-use strom_log::LogError;
+use strom_log::{BatchError, LogError};
 
 /// The Kafka error code for a core error.
 pub(crate) fn code(e: &BrokerError) -> i16 {
@@ -14,10 +14,18 @@ pub(crate) fn code(e: &BrokerError) -> i16 {
         BrokerError::InvalidPartitions(_) => E::InvalidPartitions.code(),
         BrokerError::InvalidConfig(_) => E::InvalidConfig.code(),
         BrokerError::Log(l) => match l {
+            LogError::Batch(b) => match b {
+                BatchError::Corrupt(_) => E::CorruptMessage.code(),
+                BatchError::UnsupportedMagic(_) => E::UnsupportedForMessageFormat.code(),
+                BatchError::Invalid(_) | BatchError::InvalidRecord { .. } => {
+                    E::InvalidRecord.code()
+                }
+                BatchError::TooLarge { .. } | BatchError::DecompressedTooLarge { .. } => {
+                    E::MessageTooLarge.code()
+                }
+            },
+            // Stored bytes the log could not read back.
             LogError::CorruptBatch(_) => E::CorruptMessage.code(),
-            LogError::UnsupportedMagic(_) => E::UnsupportedForMessageFormat.code(),
-            LogError::InvalidRecord(_) => E::InvalidRecord.code(),
-            LogError::BatchTooLarge { .. } => E::MessageTooLarge.code(),
             LogError::RecordSetTooLarge { .. } => E::RecordListTooLarge.code(),
             LogError::OffsetOutOfRange { .. } => E::OffsetOutOfRange.code(),
             LogError::Config(_) => E::InvalidRequest.code(),
@@ -38,6 +46,15 @@ pub(crate) fn code(e: &BrokerError) -> i16 {
         },
         BrokerError::ShuttingDown => E::NotLeaderOrFollower.code(),
         BrokerError::Io(_) => E::KafkaStorageError.code(),
+    }
+}
+
+/// The record at fault in a refused produce (KIP-467 `record_errors`): its index within
+/// its batch and what is wrong with it.
+pub(crate) fn record_error(e: &BrokerError) -> Option<(i32, &str)> {
+    match e {
+        BrokerError::Log(LogError::Batch(b)) => b.record_error(),
+        _ => None,
     }
 }
 

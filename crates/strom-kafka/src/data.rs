@@ -10,7 +10,7 @@ use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsResponse, ListOffsetsTopicResponse,
 };
 use kafka_protocol::messages::produce_response::{
-    PartitionProduceResponse, ProduceResponse, TopicProduceResponse,
+    BatchIndexAndErrorMessage, PartitionProduceResponse, ProduceResponse, TopicProduceResponse,
 };
 use kafka_protocol::messages::{
     BrokerId, FetchRequest, ListOffsetsRequest, ProduceRequest, TopicName,
@@ -41,6 +41,18 @@ fn partition_error(
     msg: Option<String>,
     version: i16,
 ) -> PartitionProduceResponse {
+    partition_refused(index, code, msg, None, version)
+}
+
+/// A refused partition; `record` is the record at fault (KIP-467: index within its batch,
+/// message), sent from Produce v8 on.
+fn partition_refused(
+    index: i32,
+    code: i16,
+    msg: Option<String>,
+    record: Option<(i32, &str)>,
+    version: i16,
+) -> PartitionProduceResponse {
     let mut p = PartitionProduceResponse::default()
         .with_index(index)
         .with_error_code(code)
@@ -51,6 +63,11 @@ fn partition_error(
     }
     if version >= 8 {
         p = p.with_error_message(msg.map(StrBytes::from_string));
+        if let Some((i, m)) = record {
+            p = p.with_record_errors(vec![BatchIndexAndErrorMessage::default()
+                .with_batch_index(i)
+                .with_batch_index_error_message(Some(StrBytes::from_string(m.to_string())))]);
+        }
     }
     p
 }
@@ -113,10 +130,11 @@ pub(crate) fn produce<'a>(mut req: Req<'a>) -> Result<Handled<'a>, Fatal> {
                     if !e.is_io() && !e.is_offline() {
                         tracing::info!(topic = name, partition = pd.index, error = %e, "produce refused");
                     }
-                    parts.push(partition_error(
+                    parts.push(partition_refused(
                         pd.index,
                         codes::code(&e),
                         Some(e.to_string()),
+                        codes::record_error(&e),
                         v,
                     ));
                 }

@@ -5,23 +5,13 @@ use std::io;
 /// Why a log operation failed. Input errors write nothing.
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
-    /// A batch whose bytes do not hold together (CRC, lengths, truncation).
+    /// An appended batch refused by `strom_records::validate` (its kinds map to Kafka's
+    /// CORRUPT_MESSAGE, INVALID_RECORD, MESSAGE_TOO_LARGE...).
+    #[error(transparent)]
+    Batch(#[from] strom_records::BatchError),
+    /// Stored bytes the log cannot read back as a batch.
     #[error("corrupt record batch: {0}")]
     CorruptBatch(String),
-    /// A batch in a format other than v2.
-    #[error("unsupported record batch magic {0} (only v2 is stored)")]
-    UnsupportedMagic(i8),
-    /// A batch whose header contradicts itself (record count against last offset delta).
-    #[error("invalid record batch: {0}")]
-    InvalidRecord(String),
-    /// A batch above `max.message.bytes`.
-    #[error("record batch of {size} bytes exceeds the maximum of {max} bytes")]
-    BatchTooLarge {
-        /// Size of the offending batch.
-        size: usize,
-        /// The configured maximum.
-        max: usize,
-    },
     /// The batches of one append do not fit in a segment.
     #[error("record set of {size} bytes exceeds segment.bytes ({max})")]
     RecordSetTooLarge {

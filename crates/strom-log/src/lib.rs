@@ -15,7 +15,9 @@
 //! ## Invariants
 //!
 //! - **Architecture invariant:** this crate knows nothing of Kafka requests, topics or
-//!   networking. It knows the record batch *header*, never the records inside.
+//!   networking. The record batch format is `strom-records`'s: the log calls its validator
+//!   on every append (so no byte reaches a segment unvalidated) and its header parser and
+//!   stamps; it never reads records itself.
 //! - Offsets are contiguous: each batch's base offset is the previous batch's last offset + 1.
 //! - Every byte below a segment's published size is a whole, CRC-valid batch. Appends write
 //!   first and publish after, so readers never see a partial batch; readers take no lock the
@@ -41,7 +43,6 @@
 //! [`Log::flush_to`] (group commit: concurrent callers share one fdatasync) and
 //! [`Log::flush_if_due`]. With neither set, the OS writes back (Kafka's default).
 
-mod batch;
 mod config;
 mod error;
 pub mod fault;
@@ -49,8 +50,6 @@ mod index;
 mod log;
 mod segment;
 
-pub use batch::{build as build_batch, headers as batch_headers, validate as validate_batches};
-pub use batch::{BatchHeader, BatchesSummary, HEADER_LEN, LOG_OVERHEAD, MAGIC_V2};
 pub use config::{
     LogConfig, TimestampType, MAX_BATCH_BYTES_DEFAULT, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX,
     SEGMENT_BYTES_MIN,
@@ -58,4 +57,10 @@ pub use config::{
 pub use error::{LogError, Result};
 pub use log::{
     now_ms, AppendInfo, FileRange, Log, RangeRead, ReadResult, RetentionOutcome, TimestampHit,
+};
+pub use strom_records::{
+    build as build_batch, headers as batch_headers, validate as validate_batches,
+};
+pub use strom_records::{
+    BatchError, BatchHeader, BatchesSummary, HEADER_LEN, LOG_OVERHEAD, MAGIC_V2,
 };

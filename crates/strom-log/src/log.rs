@@ -12,12 +12,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::{Bytes, BytesMut};
 use parking_lot::{Mutex, RwLock};
 
-use crate::batch::{self, BatchHeader, HEADER_LEN};
 use crate::error::is_out_of_space;
 use crate::fault::{self, Point};
 use crate::index::{self, IndexEntry, TimeEntry};
 use crate::segment::{self, segment_path, Segment};
 use crate::{LogConfig, LogError, Result, TimestampType};
+use strom_records::{self as batch, BatchHeader, HEADER_LEN};
 
 /// Wall-clock milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {

@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use crate::batch::{BatchHeader, HEADER_LEN, LOG_OVERHEAD, MAGIC_V2};
 use crate::index::{self, IndexEntry, TimeEntry};
+use strom_records::{BatchHeader, HEADER_LEN, LOG_OVERHEAD, MAGIC_V2};
 
 /// File name stem of a segment: the base offset, zero-padded to 20 digits.
 pub(crate) fn file_stem(base_offset: i64) -> String {

@@ -4,7 +4,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use strom_log::{batch_headers, build_batch, now_ms, validate_batches, Log, LogConfig, LogError};
+use strom_log::{
+    batch_headers, build_batch, now_ms, validate_batches, BatchError, Log, LogConfig, LogError,
+    HEADER_LEN,
+};
 
 fn config() -> LogConfig {
     LogConfig {
@@ -173,20 +176,35 @@ fn invalid_batches_write_nothing() {
     let mut big = build_batch(1, &[&[0u8; 2000]]);
     assert!(matches!(
         log.append(&mut big),
-        Err(LogError::BatchTooLarge { .. })
+        Err(LogError::Batch(BatchError::TooLarge { .. }))
     ));
     let mut bad_crc = build_batch(1, &[b"x"]);
     let n = bad_crc.len();
     bad_crc[n - 1] ^= 0xFF;
     assert!(matches!(
         log.append(&mut bad_crc),
-        Err(LogError::CorruptBatch(_))
+        Err(LogError::Batch(BatchError::Corrupt(_)))
     ));
     let mut old_magic = build_batch(1, &[b"x"]);
     old_magic[16] = 1;
     assert!(matches!(
         log.append(&mut old_magic),
-        Err(LogError::UnsupportedMagic(1))
+        Err(LogError::Batch(BatchError::UnsupportedMagic(1)))
+    ));
+    // CRC-valid but with a record whose key length is 2^31-1: the append walks the records.
+    let mut bad_key = build_batch(1, &[b"x"]);
+    bad_key.splice(
+        HEADER_LEN + 4..HEADER_LEN + 5,
+        [0xfe, 0xff, 0xff, 0xff, 0x0f],
+    );
+    let len = bad_key.len() as i32 - 12;
+    bad_key[8..12].copy_from_slice(&len.to_be_bytes());
+    bad_key[HEADER_LEN] += 8; // the record's length (zigzag: +4 bytes)
+    let crc = crc32c::crc32c(&bad_key[21..]);
+    bad_key[17..21].copy_from_slice(&crc.to_be_bytes());
+    assert!(matches!(
+        log.append(&mut bad_key),
+        Err(LogError::Batch(BatchError::InvalidRecord { index: 0, .. }))
     ));
     // Two batches where the second is bad: the first is not written either.
     let mut two = build_batch(1, &[b"fine"]);

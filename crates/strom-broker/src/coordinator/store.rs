@@ -15,7 +15,8 @@
 use std::path::Path;
 
 use bytes::Bytes;
-use strom_log::{batch_headers, Log, LogConfig, LogError, HEADER_LEN, MAGIC_V2};
+use strom_log::{batch_headers, Log, LogConfig, LogError};
+use strom_records::NewRecord;
 
 /// A committed offset.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -120,11 +121,18 @@ impl Store {
             }
             for (pos, h) in batch_headers(&read.data) {
                 if h.last_offset() >= from {
-                    let batch = &read.data[pos..pos + h.total_len()];
-                    for (key, value) in records(batch, h.records_count) {
-                        if let Some(e) = decode_entry(key, value) {
-                            out.push(e);
-                        }
+                    let batch = read.data.slice(pos..pos + h.total_len());
+                    let read = strom_records::records(&batch)
+                        .and_then(|rs| rs.collect::<Result<Vec<_>, _>>());
+                    match read {
+                        Ok(records) => out.extend(records.iter().filter_map(|r| {
+                            decode_entry(r.key.as_deref().unwrap_or_default(), r.value.as_deref())
+                        })),
+                        Err(e) => tracing::error!(
+                            offset = h.base_offset,
+                            error = %e,
+                            "group store: an unreadable batch is skipped"
+                        ),
                     }
                 }
                 from = from.max(h.last_offset() + 1);
@@ -371,110 +379,17 @@ fn decode_entry(key: &[u8], value: Option<&[u8]>) -> Option<Entry> {
     }
 }
 
-// --- record batch v2 (uncompressed, written and read only by this store) -------------------
-
-fn put_varint(out: &mut Vec<u8>, v: i64) {
-    let mut z = ((v << 1) ^ (v >> 63)) as u64;
-    while z >= 0x80 {
-        out.push((z as u8) | 0x80);
-        z >>= 7;
-    }
-    out.push(z as u8);
-}
-
-fn varint(buf: &[u8]) -> Option<(i64, usize)> {
-    let mut raw = 0u64;
-    for (i, b) in buf.iter().take(10).enumerate() {
-        raw |= u64::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            return Some((((raw >> 1) as i64) ^ -((raw & 1) as i64), i + 1));
-        }
-    }
-    None
-}
-
+/// One uncompressed batch of `(key, value)` records (`strom_records`' builder).
 fn build_batch(timestamp: i64, records: &[(Vec<u8>, Option<Vec<u8>>)]) -> Vec<u8> {
-    let mut body = Vec::new();
-    for (i, (key, value)) in records.iter().enumerate() {
-        let mut r = vec![0u8];
-        put_varint(&mut r, 0);
-        put_varint(&mut r, i as i64);
-        put_varint(&mut r, key.len() as i64);
-        r.extend_from_slice(key);
-        match value {
-            None => put_varint(&mut r, -1),
-            Some(v) => {
-                put_varint(&mut r, v.len() as i64);
-                r.extend_from_slice(v);
-            }
-        }
-        put_varint(&mut r, 0);
-        put_varint(&mut body, r.len() as i64);
-        body.extend_from_slice(&r);
-    }
-    let count = records.len() as i32;
-    let mut out = Vec::with_capacity(HEADER_LEN + body.len());
-    out.extend_from_slice(&0i64.to_be_bytes());
-    out.extend_from_slice(&((HEADER_LEN - 12 + body.len()) as i32).to_be_bytes());
-    out.extend_from_slice(&0i32.to_be_bytes());
-    out.push(MAGIC_V2 as u8);
-    out.extend_from_slice(&0u32.to_be_bytes());
-    out.extend_from_slice(&0i16.to_be_bytes());
-    out.extend_from_slice(&(count - 1).to_be_bytes());
-    out.extend_from_slice(&timestamp.to_be_bytes());
-    out.extend_from_slice(&timestamp.to_be_bytes());
-    out.extend_from_slice(&(-1i64).to_be_bytes());
-    out.extend_from_slice(&(-1i16).to_be_bytes());
-    out.extend_from_slice(&(-1i32).to_be_bytes());
-    out.extend_from_slice(&count.to_be_bytes());
-    out.extend_from_slice(&body);
-    let crc = crc32c::crc32c(&out[21..]);
-    out[17..21].copy_from_slice(&crc.to_be_bytes());
-    out
-}
-
-/// `(key, value)` of each record of an uncompressed batch.
-fn records(batch: &[u8], count: i32) -> Vec<(&[u8], Option<&[u8]>)> {
-    let mut out = Vec::new();
-    let mut pos = HEADER_LEN;
-    for _ in 0..count {
-        let Some((len, n)) = batch.get(pos..).and_then(varint) else {
-            break;
-        };
-        let Some(rec) = batch.get(pos + n..pos + n + len.max(0) as usize) else {
-            break;
-        };
-        pos += n + len.max(0) as usize;
-        let mut p = 1;
-        for _ in 0..2 {
-            let Some((_, m)) = rec.get(p..).and_then(varint) else {
-                return out;
-            };
-            p += m;
-        }
-        let Some((klen, m)) = rec.get(p..).and_then(varint) else {
-            break;
-        };
-        p += m;
-        let Some(key) = rec.get(p..p + klen.max(0) as usize) else {
-            break;
-        };
-        p += klen.max(0) as usize;
-        let Some((vlen, m)) = rec.get(p..).and_then(varint) else {
-            break;
-        };
-        p += m;
-        let value = if vlen < 0 {
-            None
-        } else {
-            match rec.get(p..p + vlen as usize) {
-                Some(v) => Some(v),
-                None => break,
-            }
-        };
-        out.push((key, value));
-    }
-    out
+    let records: Vec<NewRecord<'_>> = records
+        .iter()
+        .map(|(k, v)| NewRecord {
+            key: Some(k),
+            value: v.as_deref(),
+            headers: Vec::new(),
+        })
+        .collect();
+    strom_records::build_records(timestamp, &records)
 }
 
 #[cfg(test)]

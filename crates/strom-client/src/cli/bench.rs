@@ -112,32 +112,20 @@ struct Shared {
 
 /// Reads the first record's value prefix of an uncompressed v2 batch at `b`.
 fn first_value_prefix(b: &[u8]) -> Option<(u64, u64)> {
-    fn varint(b: &[u8], pos: &mut usize) -> Option<i64> {
-        let mut v: u64 = 0;
-        for shift in (0..64).step_by(7) {
-            let x = *b.get(*pos)?;
-            *pos += 1;
-            v |= ((x & 0x7f) as u64) << shift;
-            if x & 0x80 == 0 {
-                return Some(((v >> 1) as i64) ^ -((v & 1) as i64));
-            }
-        }
-        None
-    }
+    use strom_records::varint::{read_varint, read_varlong};
     let attrs = i16::from_be_bytes([*b.get(21)?, *b.get(22)?]);
     if attrs & 0x7 != 0 {
         return None;
     }
     let mut pos = 61;
-    varint(b, &mut pos)?; // length
+    pos += read_varint(b.get(pos..)?).ok()?.1; // length
     pos += 1; // attributes
-    varint(b, &mut pos)?; // timestamp delta
-    varint(b, &mut pos)?; // offset delta
-    let klen = varint(b, &mut pos)?;
-    if klen > 0 {
-        pos += klen as usize;
-    }
-    let vlen = varint(b, &mut pos)?;
+    pos += read_varlong(b.get(pos..)?).ok()?.1; // timestamp delta
+    pos += read_varint(b.get(pos..)?).ok()?.1; // offset delta
+    let klen = read_varint(b.get(pos..)?).ok()?;
+    pos += klen.1 + klen.0.max(0) as usize;
+    let (vlen, n) = read_varint(b.get(pos..)?).ok()?;
+    pos += n;
     if vlen < 16 {
         return None;
     }

@@ -485,7 +485,17 @@ pub(crate) async fn consume(a: ConsumeArgs) -> Result<()> {
             let Some(slot) = pos.iter_mut().find(|(p, _)| *p == f.partition) else {
                 continue;
             };
-            for r in decode_records(f.records)? {
+            let decoded = decode_records(f.records);
+            for bad in &decoded.skipped {
+                if bad.next_offset > slot.1 {
+                    eprintln!(
+                        "warning: {}/{}: skipped the batch at offset {} that cannot be read: {}",
+                        f.topic, f.partition, bad.offset, bad.error
+                    );
+                }
+            }
+            let past = decoded.next_offset;
+            for r in decoded.records {
                 if r.offset < slot.1 {
                     continue;
                 }
@@ -510,6 +520,11 @@ pub(crate) async fn consume(a: ConsumeArgs) -> Result<()> {
                     drop(out);
                     return finish(member.as_ref(), &a.topic, &pos).await;
                 }
+            }
+            // Past the batches skipped and those without records for us (control batches).
+            if let Some(next) = past.filter(|&n| n > slot.1) {
+                slot.1 = next;
+                got = true;
             }
         }
         out.flush()?;

@@ -19,9 +19,12 @@
 //! | 57     | 4    | records count          | yes            |
 //! | 61     | ...  | records                | yes            |
 //!
-//! Records stay opaque: nothing here decompresses or walks them.
+//! Records are walked by [`crate::walk`]; this module owns the header, the batch-level
+//! checks and the broker's stamps.
 
-use crate::LogError;
+use crate::codec::{decompressed_bytes_max, Codec, Stream};
+use crate::walk::{timestamp, walk, Skip, Slice};
+use crate::BatchError;
 
 /// Bytes before the batch length field's payload starts (base offset + length).
 pub const LOG_OVERHEAD: usize = 12;
@@ -30,18 +33,18 @@ pub const HEADER_LEN: usize = 61;
 /// The only record batch format Strom stores.
 pub const MAGIC_V2: i8 = 2;
 
-const LENGTH_AT: usize = 8;
-const LEADER_EPOCH_AT: usize = 12;
-const MAGIC_AT: usize = 16;
-const CRC_AT: usize = 17;
-const ATTRIBUTES_AT: usize = 21;
-const LAST_OFFSET_DELTA_AT: usize = 23;
-const BASE_TIMESTAMP_AT: usize = 27;
-const MAX_TIMESTAMP_AT: usize = 35;
-const PRODUCER_ID_AT: usize = 43;
-const PRODUCER_EPOCH_AT: usize = 51;
-const BASE_SEQUENCE_AT: usize = 53;
-const RECORDS_COUNT_AT: usize = 57;
+pub(crate) const LENGTH_AT: usize = 8;
+pub(crate) const LEADER_EPOCH_AT: usize = 12;
+pub(crate) const MAGIC_AT: usize = 16;
+pub(crate) const CRC_AT: usize = 17;
+pub(crate) const ATTRIBUTES_AT: usize = 21;
+pub(crate) const LAST_OFFSET_DELTA_AT: usize = 23;
+pub(crate) const BASE_TIMESTAMP_AT: usize = 27;
+pub(crate) const MAX_TIMESTAMP_AT: usize = 35;
+pub(crate) const PRODUCER_ID_AT: usize = 43;
+pub(crate) const PRODUCER_EPOCH_AT: usize = 51;
+pub(crate) const BASE_SEQUENCE_AT: usize = 53;
+pub(crate) const RECORDS_COUNT_AT: usize = 57;
 
 const ATTR_COMPRESSION_MASK: i16 = 0x07;
 const ATTR_LOG_APPEND_TIME: i16 = 0x08;
@@ -145,7 +148,7 @@ impl BatchHeader {
 
     /// Checks a batch read back from disk at `position` where `expected_base` was due.
     /// `whole` must hold the entire batch. Used by recovery: any failure marks a torn tail.
-    pub(crate) fn check_stored(&self, whole: &[u8], expected_base: Option<i64>) -> bool {
+    pub fn check_stored(&self, whole: &[u8], expected_base: Option<i64>) -> bool {
         self.magic == MAGIC_V2
             && self.batch_length >= (HEADER_LEN - LOG_OVERHEAD) as i32
             && whole.len() == self.total_len()
@@ -168,124 +171,125 @@ pub struct BatchesSummary {
 }
 
 /// Validates a buffer of one or more client-sent v2 batches, before any byte is written:
-/// lengths, magic, CRC-32C, record count against last offset delta, and `max_batch_bytes`
-/// per batch. The buffer must end exactly at a batch boundary.
-pub fn validate(buf: &[u8], max_batch_bytes: usize) -> Result<BatchesSummary, LogError> {
+/// the header (lengths, magic, `max_batch_bytes` per batch, CRC-32C, record count against
+/// last offset delta, no control batch, a known codec) and every record's framing (see
+/// [`crate::walk`](crate#records)), decompressing compressed batches through a fixed window
+/// and refusing them past [`crate::decompressed_bytes_max`]. The buffer must end exactly at
+/// a batch boundary. Uncompressed records are walked in place, never copied.
+pub fn validate(buf: &[u8], max_batch_bytes: usize) -> Result<BatchesSummary, BatchError> {
     let mut summary = BatchesSummary {
         max_timestamp: -1,
         ..Default::default()
     };
     let mut pos = 0;
     if buf.is_empty() {
-        return Err(LogError::CorruptBatch("empty record set".into()));
+        return Err(BatchError::Corrupt("empty record set".into()));
     }
     while pos < buf.len() {
         let rest = &buf[pos..];
-        if rest.len() < LOG_OVERHEAD + 5 {
-            return Err(LogError::CorruptBatch(format!(
-                "truncated batch header at byte {pos}"
-            )));
+        let header = check_header(rest, pos, max_batch_bytes)?;
+        if header.is_control() {
+            return Err(BatchError::Invalid(
+                "a control batch (transaction marker): only the broker writes those".into(),
+            ));
         }
-        let magic = rest[MAGIC_AT] as i8;
-        if magic != MAGIC_V2 {
-            return Err(LogError::UnsupportedMagic(magic));
-        }
-        let header = BatchHeader::parse(rest).ok_or_else(|| {
-            LogError::CorruptBatch(format!("truncated batch header at byte {pos}"))
-        })?;
-        if header.batch_length < (HEADER_LEN - LOG_OVERHEAD) as i32 {
-            return Err(LogError::CorruptBatch(format!(
-                "batch length {} is shorter than a header",
-                header.batch_length
-            )));
-        }
-        let total = header.total_len();
-        if total > max_batch_bytes {
-            return Err(LogError::BatchTooLarge {
-                size: total,
-                max: max_batch_bytes,
-            });
-        }
-        if total > rest.len() {
-            return Err(LogError::CorruptBatch(format!(
-                "batch length {} runs past the end of the record set",
-                header.batch_length
-            )));
-        }
-        let whole = &rest[..total];
-        if crc32c::crc32c(&whole[ATTRIBUTES_AT..]) != header.crc {
-            return Err(LogError::CorruptBatch("CRC-32C mismatch".into()));
-        }
-        if header.records_count <= 0 || header.last_offset_delta != header.records_count - 1 {
-            return Err(LogError::InvalidRecord(format!(
-                "batch has {} records but last offset delta {}",
-                header.records_count, header.last_offset_delta
-            )));
-        }
-        if header.compression() == 0 {
-            check_record_lengths(whole, header.records_count)?;
-        }
+        let whole = &rest[..header.total_len()];
+        check_records(&header, whole)?;
         summary.batches += 1;
         summary.records += header.records_count as u64;
         summary.max_timestamp = summary.max_timestamp.max(header.max_timestamp);
-        pos += total;
+        pos += whole.len();
     }
     Ok(summary)
 }
 
-/// In an uncompressed batch, the records' length prefixes must add up to exactly the batch:
-/// `count` records, no byte missing or left over. (Compressed batches are checked by their
-/// CRC only: verifying their records would mean decompressing them.)
-fn check_record_lengths(batch: &[u8], count: i32) -> Result<(), LogError> {
-    let mut pos = HEADER_LEN;
-    for i in 0..count {
-        let bad = || LogError::InvalidRecord(format!("record {i} of {count} runs past the batch"));
-        let (len, n) = read_varint(&batch[pos.min(batch.len())..]).ok_or_else(bad)?;
-        if len < 0 {
-            return Err(bad());
-        }
-        pos = pos
-            .checked_add(n + len as usize)
-            .filter(|&p| p <= batch.len())
-            .ok_or_else(bad)?;
-    }
-    if pos != batch.len() {
-        return Err(LogError::InvalidRecord(format!(
-            "{} bytes after the batch's {count} records",
-            batch.len() - pos
+/// The header checks of [`validate`] for the batch at the start of `rest` (at byte `pos` of
+/// its buffer, for messages): it is whole, v2, within `max_batch_bytes`, CRC-valid, and its
+/// count agrees with its last offset delta.
+pub(crate) fn check_header(
+    rest: &[u8],
+    pos: usize,
+    max_batch_bytes: usize,
+) -> Result<BatchHeader, BatchError> {
+    if rest.len() < LOG_OVERHEAD + 5 {
+        return Err(BatchError::Corrupt(format!(
+            "truncated batch header at byte {pos}"
         )));
     }
-    Ok(())
+    let magic = rest[MAGIC_AT] as i8;
+    if magic != MAGIC_V2 {
+        return Err(BatchError::UnsupportedMagic(magic));
+    }
+    let header = BatchHeader::parse(rest)
+        .ok_or_else(|| BatchError::Corrupt(format!("truncated batch header at byte {pos}")))?;
+    if header.batch_length < (HEADER_LEN - LOG_OVERHEAD) as i32 {
+        return Err(BatchError::Corrupt(format!(
+            "batch length {} is shorter than a header",
+            header.batch_length
+        )));
+    }
+    let total = header.total_len();
+    if total > max_batch_bytes {
+        return Err(BatchError::TooLarge {
+            size: total,
+            max: max_batch_bytes,
+        });
+    }
+    if total > rest.len() {
+        return Err(BatchError::Corrupt(format!(
+            "batch length {} runs past the end of the record set",
+            header.batch_length
+        )));
+    }
+    if crc32c::crc32c(&rest[ATTRIBUTES_AT..total]) != header.crc {
+        return Err(BatchError::Corrupt("CRC-32C mismatch".into()));
+    }
+    if header.records_count <= 0 || header.last_offset_delta != header.records_count - 1 {
+        return Err(BatchError::Invalid(format!(
+            "batch has {} records but last offset delta {}",
+            header.records_count, header.last_offset_delta
+        )));
+    }
+    Ok(header)
 }
 
-/// A zig-zag varint: value and bytes used.
-fn read_varint(buf: &[u8]) -> Option<(i64, usize)> {
-    let mut raw = 0u64;
-    for (i, b) in buf.iter().take(10).enumerate() {
-        raw |= u64::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            return Some((((raw >> 1) as i64) ^ -((raw & 1) as i64), i + 1));
+/// Walks every record of the whole batch `whole` (header checked): in place when
+/// uncompressed, through a bounded decompressing stream otherwise.
+fn check_records(header: &BatchHeader, whole: &[u8]) -> Result<(), BatchError> {
+    let records = &whole[HEADER_LEN..];
+    let base = header.base_timestamp;
+    let ts = |index: i32, delta: i64| timestamp(index, base, delta).map(|_| ());
+    match Codec::from_id(header.compression())? {
+        Codec::None => {
+            let mut src = Slice::<Skip>::new(records);
+            walk(
+                &mut src,
+                header.records_count,
+                Some(records.len() as u64),
+                |i, p| ts(i, p.timestamp_delta),
+            )
+        }
+        codec => {
+            let max = decompressed_bytes_max(whole.len());
+            let mut src = Stream::new(codec, records, max)?;
+            walk(&mut src, header.records_count, None, |i, p| {
+                ts(i, p.timestamp_delta)
+            })
         }
     }
-    None
 }
 
 /// Writes the broker-assigned fields of one batch in place: base offset and leader epoch
 /// (outside the CRC), and for LogAppendTime the timestamp type and max timestamp (inside
 /// it, so the CRC is recomputed).
-pub(crate) fn stamp(
-    batch: &mut [u8],
-    base_offset: i64,
-    leader_epoch: i32,
-    append_time: Option<i64>,
-) {
+pub fn stamp(batch: &mut [u8], base_offset: i64, leader_epoch: i32, append_time: Option<i64>) {
     let (head, rest) = batch.split_at_mut(HEADER_LEN);
     stamp_header(head, rest, base_offset, leader_epoch, append_time);
 }
 
 /// [`stamp`] for a batch whose header (`head`, the first [`HEADER_LEN`] bytes) is a copy
 /// apart from the rest of the batch (`rest`), which stays untouched.
-pub(crate) fn stamp_header(
+pub fn stamp_header(
     head: &mut [u8],
     rest: &[u8],
     base_offset: i64,
@@ -318,55 +322,10 @@ pub fn headers(buf: &[u8]) -> impl Iterator<Item = (usize, BatchHeader)> + '_ {
     })
 }
 
-/// Builds an uncompressed v2 batch holding `values` as records with no key and no headers.
-/// For tests, benchmarks and tools; producers send their own batches.
-pub fn build(base_timestamp: i64, values: &[&[u8]]) -> Vec<u8> {
-    let mut records = Vec::new();
-    for (i, value) in values.iter().enumerate() {
-        let mut body = Vec::with_capacity(value.len() + 16);
-        body.push(0); // attributes
-        put_varint(&mut body, 0); // timestamp delta
-        put_varint(&mut body, i as i64); // offset delta
-        put_varint(&mut body, -1); // key length: null
-        put_varint(&mut body, value.len() as i64);
-        body.extend_from_slice(value);
-        put_varint(&mut body, 0); // headers count
-        put_varint(&mut records, body.len() as i64);
-        records.extend_from_slice(&body);
-    }
-    let count = values.len() as i32;
-    let mut out = Vec::with_capacity(HEADER_LEN + records.len());
-    out.extend_from_slice(&0i64.to_be_bytes());
-    out.extend_from_slice(&((HEADER_LEN - LOG_OVERHEAD + records.len()) as i32).to_be_bytes());
-    out.extend_from_slice(&0i32.to_be_bytes());
-    out.push(MAGIC_V2 as u8);
-    out.extend_from_slice(&0u32.to_be_bytes());
-    out.extend_from_slice(&0i16.to_be_bytes());
-    out.extend_from_slice(&(count - 1).to_be_bytes());
-    out.extend_from_slice(&base_timestamp.to_be_bytes());
-    out.extend_from_slice(&base_timestamp.to_be_bytes());
-    out.extend_from_slice(&(-1i64).to_be_bytes());
-    out.extend_from_slice(&(-1i16).to_be_bytes());
-    out.extend_from_slice(&(-1i32).to_be_bytes());
-    out.extend_from_slice(&count.to_be_bytes());
-    out.extend_from_slice(&records);
-    let crc = crc32c::crc32c(&out[ATTRIBUTES_AT..]);
-    out[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
-    out
-}
-
-fn put_varint(out: &mut Vec<u8>, v: i64) {
-    let mut z = ((v << 1) ^ (v >> 63)) as u64;
-    while z >= 0x80 {
-        out.push((z as u8) | 0x80);
-        z >>= 7;
-    }
-    out.push(z as u8);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::build;
 
     #[test]
     fn built_batch_validates_and_parses() {
@@ -387,21 +346,18 @@ mod tests {
         *crc.last_mut().unwrap() ^= 1;
         assert!(matches!(
             validate(&crc, 1 << 20),
-            Err(LogError::CorruptBatch(_))
+            Err(BatchError::Corrupt(_))
         ));
         let mut magic = b.clone();
         magic[MAGIC_AT] = 1;
         assert!(matches!(
             validate(&magic, 1 << 20),
-            Err(LogError::UnsupportedMagic(1))
+            Err(BatchError::UnsupportedMagic(1))
         ));
-        assert!(matches!(
-            validate(&b, 10),
-            Err(LogError::BatchTooLarge { .. })
-        ));
+        assert!(matches!(validate(&b, 10), Err(BatchError::TooLarge { .. })));
         assert!(matches!(
             validate(&b[..b.len() - 1], 1 << 20),
-            Err(LogError::CorruptBatch(_))
+            Err(BatchError::Corrupt(_))
         ));
         let mut count = b.clone();
         count[RECORDS_COUNT_AT..RECORDS_COUNT_AT + 4].copy_from_slice(&5i32.to_be_bytes());
@@ -409,7 +365,7 @@ mod tests {
         count[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
         assert!(matches!(
             validate(&count, 1 << 20),
-            Err(LogError::InvalidRecord(_))
+            Err(BatchError::Invalid(_))
         ));
     }
 

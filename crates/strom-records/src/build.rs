@@ -1,0 +1,137 @@
+//! Building v2 batches: for doors that receive records rather than batches (HTTP,
+//! WebSocket), the broker's internal logs, tests and benchmarks. Producers send their own.
+
+use std::io::Write;
+
+use crate::batch::{ATTRIBUTES_AT, CRC_AT, HEADER_LEN, LOG_OVERHEAD, MAGIC_V2};
+use crate::varint::put_varint;
+use crate::Codec;
+
+/// One record to build into a batch.
+#[derive(Clone, Debug, Default)]
+pub struct NewRecord<'a> {
+    /// Key (`None` = null).
+    pub key: Option<&'a [u8]>,
+    /// Value (`None` = null, a tombstone).
+    pub value: Option<&'a [u8]>,
+    /// Headers, in order; duplicate keys are kept.
+    pub headers: Vec<(&'a str, Option<&'a [u8]>)>,
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: Option<&[u8]>) {
+    match b {
+        None => put_varint(out, -1),
+        Some(b) => {
+            put_varint(out, b.len() as i64);
+            out.extend_from_slice(b);
+        }
+    }
+}
+
+/// The records section of a batch (each record length-prefixed), uncompressed.
+pub fn encode_records(records: &[NewRecord<'_>]) -> Vec<u8> {
+    let mut body = Vec::new();
+    let mut rec = Vec::new();
+    for (i, r) in records.iter().enumerate() {
+        rec.clear();
+        rec.push(0); // attributes
+        put_varint(&mut rec, 0); // timestamp delta
+        put_varint(&mut rec, i as i64); // offset delta
+        put_bytes(&mut rec, r.key);
+        put_bytes(&mut rec, r.value);
+        put_varint(&mut rec, r.headers.len() as i64);
+        for (k, v) in &r.headers {
+            put_bytes(&mut rec, Some(k.as_bytes()));
+            put_bytes(&mut rec, *v);
+        }
+        put_varint(&mut body, rec.len() as i64);
+        body.extend_from_slice(&rec);
+    }
+    body
+}
+
+/// A v2 batch around an already encoded records section `body` (compressed or not, as
+/// `attributes` says) claiming `count` records, all at `timestamp` (CreateTime), no
+/// producer id, base offset 0 until the log assigns it. The CRC is computed.
+pub fn wrap_records(timestamp: i64, attributes: i16, count: i32, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN + body.len());
+    out.extend_from_slice(&0i64.to_be_bytes()); // base offset
+    out.extend_from_slice(&((HEADER_LEN - LOG_OVERHEAD + body.len()) as i32).to_be_bytes());
+    out.extend_from_slice(&0i32.to_be_bytes()); // leader epoch
+    out.push(MAGIC_V2 as u8);
+    out.extend_from_slice(&0u32.to_be_bytes()); // CRC, below
+    out.extend_from_slice(&attributes.to_be_bytes());
+    out.extend_from_slice(&(count - 1).to_be_bytes());
+    out.extend_from_slice(&timestamp.to_be_bytes());
+    out.extend_from_slice(&timestamp.to_be_bytes());
+    out.extend_from_slice(&(-1i64).to_be_bytes()); // producer id
+    out.extend_from_slice(&(-1i16).to_be_bytes()); // producer epoch
+    out.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
+    out.extend_from_slice(&count.to_be_bytes());
+    out.extend_from_slice(body);
+    let crc = crc32c::crc32c(&out[ATTRIBUTES_AT..]);
+    out[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    out
+}
+
+/// An uncompressed v2 batch of `records`, all stamped with `timestamp` (CreateTime).
+pub fn build_records(timestamp: i64, records: &[NewRecord<'_>]) -> Vec<u8> {
+    wrap_records(timestamp, 0, records.len() as i32, &encode_records(records))
+}
+
+/// Builds an uncompressed v2 batch holding `values` as records with no key and no headers.
+pub fn build(base_timestamp: i64, values: &[&[u8]]) -> Vec<u8> {
+    let records: Vec<NewRecord<'_>> = values
+        .iter()
+        .map(|v| NewRecord {
+            value: Some(v),
+            ..Default::default()
+        })
+        .collect();
+    build_records(base_timestamp, &records)
+}
+
+/// Compresses a records section with `codec` as Kafka's producers do (gzip; snappy in
+/// xerial framing with 32 KiB blocks as Java writes it; an lz4 frame; a zstd frame).
+pub fn compress(codec: Codec, body: &[u8]) -> std::io::Result<Vec<u8>> {
+    match codec {
+        Codec::None => Ok(body.to_vec()),
+        Codec::Gzip => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(body)?;
+            e.finish()
+        }
+        Codec::Snappy => {
+            let mut out = b"\x82SNAPPY\x00\x00\x00\x00\x01\x00\x00\x00\x01".to_vec();
+            let mut enc = snap::raw::Encoder::new();
+            for block in body.chunks(32 * 1024) {
+                let c = enc.compress_vec(block).map_err(std::io::Error::other)?;
+                out.extend_from_slice(&(c.len() as u32).to_be_bytes());
+                out.extend_from_slice(&c);
+            }
+            Ok(out)
+        }
+        Codec::Lz4 => {
+            let mut e = lz4::EncoderBuilder::new().build(Vec::new())?;
+            e.write_all(body)?;
+            let (out, r) = e.finish();
+            r.map(|_| out)
+        }
+        Codec::Zstd => zstd::encode_all(body, 3),
+    }
+}
+
+/// A batch of `records` compressed with `codec`.
+pub fn build_compressed(
+    codec: Codec,
+    timestamp: i64,
+    records: &[NewRecord<'_>],
+) -> std::io::Result<Vec<u8>> {
+    let body = compress(codec, &encode_records(records))?;
+    Ok(wrap_records(
+        timestamp,
+        codec.id(),
+        records.len() as i32,
+        &body,
+    ))
+}
