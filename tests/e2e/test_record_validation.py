@@ -18,7 +18,7 @@ import pytest
 import requests
 
 import kwire
-from conftest import free_port
+from conftest import free_port, strom_bin
 from kwire import Conn
 
 pytestmark = pytest.mark.timeout(180)
@@ -159,9 +159,8 @@ def http_broker(broker_factory):
 
 
 def cli():
-    path = os.environ.get("STROM_CLI") or os.environ.get("STROM_BIN")
-    assert path, "set STROM_CLI (or STROM_BIN) to the strom binary"
-    return path
+    """The CLI: STROM_CLI, else the broker's own binary (it has the client commands too)."""
+    return os.environ.get("STROM_CLI") or strom_bin()
 
 
 def sse_events(b, topic, want, timeout=20):
