@@ -384,7 +384,7 @@ fn headers(v: &Option<Value>) -> ApiResult<Vec<(String, Option<Vec<u8>>)>> {
 }
 
 /// One record prepared for a partition.
-struct Prepared {
+pub(crate) struct Prepared {
     index: usize,
     key: Option<Vec<u8>>,
     value: Option<Vec<u8>>,
@@ -404,9 +404,6 @@ pub(crate) async fn produce(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<Value>> {
     let req: ProduceBody = parse_body(body)?;
-    if req.records.is_empty() {
-        return Err(ApiError::bad("records is empty"));
-    }
     let t = s
         .broker
         .topic(&topic)
@@ -414,9 +411,41 @@ pub(crate) async fn produce(
             topic: topic.clone(),
             partition: -1,
         })?;
-    let n = t.partitions().len() as i32;
-    let mut by_partition: BTreeMap<i32, Vec<Prepared>> = BTreeMap::new();
     let rr = ROUND_ROBIN.fetch_add(1, Ordering::Relaxed) as i32;
+    let prepared = prepare_produce(&req, &topic, t.partitions().len() as i32, rr)?;
+    let mut out = vec![Value::Null; req.records.len()];
+    let mut bytes_in = 0usize;
+    for (partition, recs, batch) in prepared.batches(strom_log::now_ms()) {
+        bytes_in += batch.len();
+        let ack = s.broker.produce(&topic, partition, &batch).await?;
+        for (i, r) in recs.iter().enumerate() {
+            out[r.index] = json!({"partition": partition, "offset": ack.base_offset + i as i64});
+        }
+    }
+    s.metrics.bytes_in(&topic, bytes_in);
+    Ok(Json(json!({ "offsets": out })))
+}
+
+/// A produce body's records, checked and placed in their partitions (request order kept
+/// within each): nothing is written until every record has passed.
+pub(crate) struct PreparedProduce {
+    by_partition: BTreeMap<i32, Vec<Prepared>>,
+}
+
+/// Checks every record of `req` (formats, headers, partitions of a topic of `partitions`)
+/// and places it: an explicit partition, its key's murmur2 partition, or round robin from
+/// `rr` for keyless records.
+pub(crate) fn prepare_produce(
+    req: &ProduceBody,
+    topic: &str,
+    partitions: i32,
+    rr: i32,
+) -> ApiResult<PreparedProduce> {
+    if req.records.is_empty() {
+        return Err(ApiError::bad("records is empty"));
+    }
+    let n = partitions.max(1);
+    let mut by_partition: BTreeMap<i32, Vec<Prepared>> = BTreeMap::new();
     for (i, r) in req.records.iter().enumerate() {
         let key = req
             .key_format
@@ -447,31 +476,31 @@ pub(crate) async fn produce(
             headers,
         });
     }
-    let mut out = vec![Value::Null; req.records.len()];
-    let now = strom_log::now_ms();
-    let mut bytes_in = 0usize;
-    for (partition, recs) in by_partition {
-        let new: Vec<NewRecord<'_>> = recs
+    Ok(PreparedProduce { by_partition })
+}
+
+impl PreparedProduce {
+    /// One uncompressed batch per partition, stamped `now`, with the records it holds.
+    pub(crate) fn batches(&self, now: i64) -> Vec<(i32, &[Prepared], Vec<u8>)> {
+        self.by_partition
             .iter()
-            .map(|r| NewRecord {
-                key: r.key.as_deref(),
-                value: r.value.as_deref(),
-                headers: r
-                    .headers
+            .map(|(&partition, recs)| {
+                let new: Vec<NewRecord<'_>> = recs
                     .iter()
-                    .map(|(k, v)| (k.as_str(), v.as_deref()))
-                    .collect(),
+                    .map(|r| NewRecord {
+                        key: r.key.as_deref(),
+                        value: r.value.as_deref(),
+                        headers: r
+                            .headers
+                            .iter()
+                            .map(|(k, v)| (k.as_str(), v.as_deref()))
+                            .collect(),
+                    })
+                    .collect();
+                (partition, recs.as_slice(), build_batch(now, &new))
             })
-            .collect();
-        let batch = build_batch(now, &new);
-        bytes_in += batch.len();
-        let ack = s.broker.produce(&topic, partition, &batch).await?;
-        for (i, r) in recs.iter().enumerate() {
-            out[r.index] = json!({"partition": partition, "offset": ack.base_offset + i as i64});
-        }
+            .collect()
     }
-    s.metrics.bytes_in(&topic, bytes_in);
-    Ok(Json(json!({ "offsets": out })))
 }
 
 #[derive(Deserialize, IntoParams)]

@@ -15,6 +15,8 @@
 mod api;
 mod budget;
 mod conn;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod groups;
 mod metrics;
 mod push;
