@@ -1,7 +1,7 @@
 //! `queued.max.request.bytes`: the request bytes all connections hold together.
 //!
-//! A connection reads a frame in chunks as its bytes arrive and takes budget for each chunk
-//! before reading it, so memory follows what clients really sent, not what they announced
+//! A connection reads a frame into a buffer that grows as its bytes arrive and takes budget
+//! for the buffer's room before reading into it, so memory follows what clients really sent, not what they announced
 //! (1,000 connections announcing 100 MB and sending 14 bytes hold 14 KB, not 100 GB). When
 //! the budget is spent, connections that need more stop reading (TCP backpressure) until
 //! handled requests give theirs back.
@@ -91,6 +91,13 @@ impl Held {
                 }
             }
             guard = self.overdraft_lock.clone().lock_owned() => self.overdraft = Some(guard),
+        }
+    }
+
+    /// Takes budget until `total` bytes are held (or the frame is in overdraft).
+    pub(crate) async fn cover(&mut self, total: usize) {
+        if total > self.bytes {
+            self.take(total - self.bytes).await;
         }
     }
 

@@ -432,37 +432,37 @@ async fn read_frame<R: AsyncRead + Unpin>(
     let mut held = pool.hold();
     let pooled = len > FRAME_UNPOOLED_MAX;
     while buf.len() < len {
-        // Chunks grow with what has arrived: a few pool operations per frame, and memory
-        // never more than twice what the client really sent.
-        let chunk = (len - buf.len()).min(FRAME_CHUNK_BYTES.max(buf.len()));
+        // Capacity grows with what has arrived (doubling from 64 KiB), so memory is never
+        // more than twice what the client really sent; a buffer reused from an earlier frame
+        // may already hold the whole frame. Each read takes what the socket has, up to the
+        // capacity there is.
+        buf.reserve((len - buf.len()).min(FRAME_CHUNK_BYTES.max(buf.len())));
+        let room = (buf.capacity() - buf.len()).min(len - buf.len());
         if pooled {
-            held.take(chunk).await;
+            held.cover(buf.len() + room).await;
         }
-        buf.reserve(chunk);
-        let mut rest = (&mut *rd).take(chunk as u64);
-        while rest.limit() > 0 {
-            let n = match tokio::time::timeout(timeout, rest.read_buf(buf)).await {
-                Ok(r) => r.map_err(|e| Fatal(format!("truncated request frame: {e}")))?,
-                Err(_) => {
-                    return Err(Fatal(format!(
-                        "request frame stalled: {} of {len} bytes after {} ms without data",
-                        buf.len(),
-                        timeout.as_millis()
-                    )))
-                }
-            };
-            if n == 0 {
+        let mut rest = (&mut *rd).take(room as u64);
+        let n = match tokio::time::timeout(timeout, rest.read_buf(buf)).await {
+            Ok(r) => r.map_err(|e| Fatal(format!("truncated request frame: {e}")))?,
+            Err(_) => {
                 return Err(Fatal(format!(
-                    "truncated request frame: {} of {len} bytes",
-                    buf.len()
-                )));
+                    "request frame stalled: {} of {len} bytes after {} ms without data",
+                    buf.len(),
+                    timeout.as_millis()
+                )))
             }
+        };
+        if n == 0 {
+            return Err(Fatal(format!(
+                "truncated request frame: {} of {len} bytes",
+                buf.len()
+            )));
         }
     }
     Ok((buf.split(), held))
 }
 
-/// The first chunk of a frame read at once (later ones double).
+/// The first buffer capacity a frame gets (later growth doubles it).
 const FRAME_CHUNK_BYTES: usize = 64 << 10;
 
 /// Frames up to this size are read without the request pool: the small requests that keep

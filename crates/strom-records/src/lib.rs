@@ -37,6 +37,7 @@ mod batch;
 mod build;
 mod codec;
 mod error;
+mod fast;
 mod read;
 pub mod varint;
 mod walk;

@@ -577,3 +577,80 @@ fn record_errors_name_the_record_for_kip_467() {
     assert!(msg.contains("header count -1"), "{msg}");
     assert!(BatchError::Invalid("x".into()).record_error().is_none());
 }
+
+/// The generic walker's verdict on uncompressed record bytes (what the fast path must never
+/// accept more than).
+fn generic_ok(records: &[u8], count: i32, base_timestamp: i64) -> bool {
+    let mut src = crate::walk::Slice::<crate::walk::Skip>::new(records);
+    crate::walk::walk(&mut src, count, Some(records.len() as u64), |i, p| {
+        crate::walk::timestamp(i, base_timestamp, p.timestamp_delta).map(|_| ())
+    })
+    .is_ok()
+}
+
+#[test]
+fn the_fast_path_accepts_nothing_the_walker_refuses() {
+    // Records of every shape the builders make, then mutated a million ways: whenever the
+    // fast path says valid, the walker agrees (the fast path may send valid batches on to
+    // the walker, never invalid ones past it).
+    let mut seeds: Vec<(Vec<u8>, i32)> = Vec::new();
+    let mut r = Vec::new();
+    for i in 0..5 {
+        r.extend(good(i));
+    }
+    seeds.push((r, 5));
+    let sample = sample();
+    let body = encode_records(&sample);
+    seeds.push((body, sample.len() as i32));
+    let many: Vec<NewRecord<'_>> = (0..50)
+        .map(|i| NewRecord {
+            key: (i % 3 == 0).then_some(b"key".as_slice()),
+            value: Some(&[9u8; 200][..(i * 4) % 200]),
+            headers: (0..i % 4).map(|_| ("hk", Some(b"hv".as_slice()))).collect(),
+        })
+        .collect();
+    seeds.push((encode_records(&many), 50));
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        x.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    };
+    let mut fast_accepted = 0u32;
+    for (seed, count) in &seeds {
+        assert!(
+            crate::fast::records_ok(seed, *count, 1),
+            "a valid seed passes the fast path"
+        );
+        assert!(generic_ok(seed, *count, 1));
+        for _ in 0..30_000 {
+            let mut m = seed.clone();
+            for _ in 0..1 + next() % 3 {
+                let at = (next() as usize) % m.len().max(1);
+                match next() % 5 {
+                    0 if at < m.len() => m[at] ^= 1 << (next() % 8),
+                    1 if at < m.len() => m[at] = next() as u8,
+                    2 => m.truncate(at),
+                    3 if at < m.len() => {
+                        m[at] = [0x7f, 0x80, 0xff, 0x01, 0x00][(next() % 5) as usize]
+                    }
+                    _ => m.insert(at.min(m.len()), next() as u8),
+                }
+            }
+            let count = if next() % 8 == 0 { count + 1 } else { *count };
+            let base = if next() % 16 == 0 { i64::MAX - 3 } else { 1 };
+            if crate::fast::records_ok(&m, count, base) {
+                fast_accepted += 1;
+                assert!(
+                    generic_ok(&m, count, base),
+                    "the fast path accepts what the walker refuses: {m:02x?} ({count} records)"
+                );
+            }
+        }
+    }
+    assert!(
+        fast_accepted > 100,
+        "mutations the fast path still accepted: {fast_accepted}"
+    );
+}
