@@ -436,7 +436,9 @@ async fn read_frame<R: AsyncRead + Unpin>(
         // more than twice what the client really sent; a buffer reused from an earlier frame
         // may already hold the whole frame. Each read takes what the socket has, up to the
         // capacity there is.
-        buf.reserve((len - buf.len()).min(FRAME_CHUNK_BYTES.max(buf.len())));
+        if buf.capacity() == buf.len() {
+            buf.reserve((len - buf.len()).min(FRAME_CHUNK_BYTES.max(buf.len())));
+        }
         let room = (buf.capacity() - buf.len()).min(len - buf.len());
         if pooled {
             held.cover(buf.len() + room).await;
