@@ -11,7 +11,9 @@ API (every e2e test file uses only this):
     ``--num-partitions 3``, ``max_request_bytes=1024`` -> ``--max-request-bytes 1024``
     (underscores become dashes, booleans become ``true``/``false``). Positional ``extra_args``
     are passed to ``strom serve`` verbatim. ``env={...}`` adds environment variables.
-    ``start=False`` returns the broker unstarted.
+    ``http=True`` puts the HTTP door on a free port (``.http_port``, ``.http`` = its base URL)
+    and makes ``start()`` wait until ``/healthz`` answers 200 too. ``start=False`` returns the
+    broker unstarted.
 
 Each broker object has:
 
@@ -39,6 +41,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -71,11 +74,16 @@ def _flag_value(v) -> str:
 class Broker:
     """One `strom serve` process (possibly started several times) over one data dir."""
 
-    def __init__(self, extra_args=(), env=None, **opts):
+    def __init__(self, extra_args=(), env=None, http=False, **opts):
         self.port = free_port()
         self.bootstrap = f"127.0.0.1:{self.port}"
         self.data_dir = Path(tempfile.mkdtemp(prefix="strom-e2e-"))
         self.args = []
+        self.http_port = self.http = None
+        if http:
+            self.http_port = free_port()
+            self.http = f"http://127.0.0.1:{self.http_port}"
+            self.args += ["--http-addr", f"127.0.0.1:{self.http_port}"]
         for k, v in opts.items():
             self.args += [f"--{k.replace('_', '-')}", _flag_value(v)]
         self.args += [str(a) for a in extra_args]
@@ -130,6 +138,8 @@ class Broker:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
                     self.ready_at = time.monotonic()
+                    if self.http_port is not None:
+                        self._wait_http(deadline)
                     return self
             except OSError:
                 pass
@@ -137,6 +147,19 @@ class Broker:
                 self.kill()
                 pytest.fail(f"strom did not accept connections on {self.bootstrap} within "
                             f"{READY_TIMEOUT_S:.0f}s:\n{self._log_tail()}")
+            time.sleep(READY_POLL_S)
+
+    def _wait_http(self, deadline):
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self.http}/healthz", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                self.kill()
+                pytest.fail(f"the HTTP door on {self.http} did not answer /healthz:\n{self._log_tail()}")
             time.sleep(READY_POLL_S)
 
     def running(self) -> bool:
@@ -188,8 +211,8 @@ class Broker:
 def broker_factory(request):
     brokers = []
 
-    def make(*extra_args, start=True, env=None, **opts):
-        b = Broker(extra_args, env=env, **opts)
+    def make(*extra_args, start=True, env=None, http=False, **opts):
+        b = Broker(extra_args, env=env, http=http, **opts)
         brokers.append(b)
         if start:
             b.start()

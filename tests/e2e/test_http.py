@@ -11,25 +11,13 @@ import requests
 from confluent_kafka import Consumer, Producer, TopicPartition
 from websockets.sync.client import connect as ws_connect
 
-from conftest import free_port
 
 pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture
 def http_broker(broker_factory):
-    port = free_port()
-    b = broker_factory("--http-addr", f"127.0.0.1:{port}")
-    b.http = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            if requests.get(b.http + "/healthz", timeout=2).status_code == 200:
-                return b
-        except requests.ConnectionError:
-            pass
-        assert time.monotonic() < deadline, "HTTP door did not come up"
-        time.sleep(0.05)
+    return broker_factory(http=True)
 
 
 def create(b, name, partitions=1, configs=None):
@@ -405,19 +393,9 @@ def test_websocket_group_member_shares_partitions_and_leaves_on_close(http_broke
 def test_slow_websocket_client_is_closed_with_1013_and_the_broker_is_fine(broker_factory):
     from websockets.exceptions import ConnectionClosed
 
-    port = free_port()
-    b = broker_factory("--http-addr", f"127.0.0.1:{port}", "--ws-buffer-records", "8")
-    b.http = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            requests.get(b.http + "/healthz", timeout=2)
-            break
-        except requests.ConnectionError:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+    b = broker_factory("--ws-buffer-records", "8", http=True)
     create(b, "burst", 1)
-    ws = ws_connect(f"ws://127.0.0.1:{port}/ws", open_timeout=10)
+    ws = ws_connect(f"ws://127.0.0.1:{b.http_port}/ws", open_timeout=10)
     ws.send(json.dumps({"op": "subscribe", "topics": ["burst"], "from": "earliest"}))
     assert json.loads(ws.recv(10))["type"] == "subscribed"
     big = "x" * 20000

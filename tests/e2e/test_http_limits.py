@@ -32,7 +32,6 @@ import requests
 from websockets.sync.client import connect as ws_connect
 
 import kwire
-from conftest import free_port
 from kwire import Conn
 
 pytestmark = pytest.mark.timeout(180)
@@ -41,24 +40,13 @@ HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: strom\r\n\r\n"
 
 
 def http_broker(broker_factory, *args, wrap=None, **opts):
-    """A broker with the HTTP door on a free port (``b.http_port``, ``b.http``)."""
-    port = free_port()
-    b = broker_factory("--http-addr", f"127.0.0.1:{port}", *args, start=False, **opts)
+    """A broker with the HTTP door on a free port (``b.http_port``, ``b.http``), optionally
+    started under a wrapper command (``prlimit ...``)."""
+    b = broker_factory(*args, start=False, http=True, **opts)
     if wrap is not None:
         plain = b.command
         b.command = lambda: [*wrap, "--", *plain()]
-    b.start()
-    b.http_port = port
-    b.http = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            if requests.get(b.http + "/healthz", timeout=2).status_code == 200:
-                return b
-        except requests.ConnectionError:
-            pass
-        assert time.monotonic() < deadline, "HTTP door did not come up"
-        time.sleep(0.05)
+    return b.start()
 
 
 def read_answer(s, timeout=5.0):
@@ -461,26 +449,36 @@ class Crowd:
                 p.wait()
 
 
+def median_of(tries, attempt):
+    """The median answer of `tries` fresh attempts (each `(ok, ms, what)`): a client
+    connecting after the crowd, measured a few times on a 2-core machine that the crowd's own
+    processes share."""
+    results = sorted((attempt() for _ in range(tries)), key=lambda r: r[1])
+    ok, ms, what = results[len(results) // 2]
+    return ok and ms < 100, f"{what} (median of {tries}: {[round(r[1], 1) for r in results]} ms)"
+
+
 def http_door_check(b, phase):
     """/healthz from a fresh client in < 100 ms: 200, or, while the crowd holds the HTTP door
     itself at its cap, the immediate 503 too_many_connections."""
-    status, ms = healthz_ms(b.http_port)
-    ok = status == 200 or (phase == "crowded" and status == 503)
-    return ok and ms < 100, f"/healthz {status} in {ms:.1f} ms"
+    def attempt():
+        status, ms = healthz_ms(b.http_port)
+        return status == 200 or (phase == "crowded" and status == 503), ms, f"/healthz {status}"
+    return median_of(5, attempt)
 
 
 def kafka_door_check(b, phase):
     """ApiVersions from a fresh Kafka client in < 100 ms, or, while the crowd holds the Kafka
     door itself at its cap, a connection closed at once."""
-    started = time.monotonic()
-    try:
-        with Conn(b.bootstrap, timeout=5) as c:
-            err, _ = c.api_versions()
-        ms = (time.monotonic() - started) * 1000
-        return err == kwire.NONE and ms < 100, f"ApiVersions {err} in {ms:.1f} ms"
-    except (kwire.Closed, OSError) as e:
-        ms = (time.monotonic() - started) * 1000
-        return phase == "crowded" and ms < 100, f"refused in {ms:.1f} ms ({e})"
+    def attempt():
+        started = time.monotonic()
+        try:
+            with Conn(b.bootstrap, timeout=5) as c:
+                err, _ = c.api_versions()
+            return err == kwire.NONE, (time.monotonic() - started) * 1000, f"ApiVersions {err}"
+        except (kwire.Closed, OSError) as e:
+            return phase == "crowded", (time.monotonic() - started) * 1000, f"refused ({e})"
+    return median_of(5, attempt)
 
 
 # Every door: where a crowd connects, and the check a client connecting during and after

@@ -18,7 +18,7 @@ import pytest
 import requests
 
 import kwire
-from conftest import free_port, strom_bin
+from conftest import strom_bin
 from kwire import Conn
 
 pytestmark = pytest.mark.timeout(180)
@@ -144,18 +144,7 @@ def test_produce_v8_names_the_record_at_fault(broker):
 
 @pytest.fixture
 def http_broker(broker_factory):
-    port = free_port()
-    b = broker_factory("--http-addr", f"127.0.0.1:{port}")
-    b.http = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            if requests.get(b.http + "/healthz", timeout=2).status_code == 200:
-                return b
-        except requests.ConnectionError:
-            pass
-        assert time.monotonic() < deadline, "HTTP door did not come up"
-        time.sleep(0.05)
+    return broker_factory(http=True)
 
 
 def cli():

@@ -37,7 +37,6 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, To
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 import kwire
-from conftest import free_port
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -49,25 +48,11 @@ SEGMENT0 = f"{0:020}"
 # --- helpers -------------------------------------------------------------------------------
 
 def http_broker(broker_factory, *extra, start=True, **opts):
-    port = free_port()
-    b = broker_factory("--http-addr", f"127.0.0.1:{port}", *extra, start=False, **opts)
-    b.http = f"http://127.0.0.1:{port}"
-    if start:
-        start_http(b)
-    return b
+    return broker_factory(*extra, start=start, http=True, **opts)
 
 
 def start_http(b):
-    b.start()
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            if requests.get(b.http + "/healthz", timeout=2).status_code == 200:
-                return b
-        except requests.ConnectionError:
-            pass
-        assert time.monotonic() < deadline, "HTTP door did not come up"
-        time.sleep(0.05)
+    return b.start()
 
 
 def create(b, name, partitions=1, config=None):
