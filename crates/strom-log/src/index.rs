@@ -35,6 +35,17 @@ impl IndexEntry {
 }
 
 impl TimeEntry {
+    /// Appends an entry for `timestamp` at `rel_offset` to `times` if it is newer than the
+    /// last one (a time index's timestamps only grow).
+    pub(crate) fn push_newer(times: &mut Vec<TimeEntry>, timestamp: i64, rel_offset: u32) {
+        if times.last().is_none_or(|t| timestamp > t.timestamp) {
+            times.push(TimeEntry {
+                timestamp,
+                rel_offset,
+            });
+        }
+    }
+
     pub(crate) fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.timestamp.to_be_bytes());
         out.extend_from_slice(&self.rel_offset.to_be_bytes());

@@ -1314,12 +1314,7 @@ fn recover(seg: &Segment, interval: u64, full: bool, sealed: bool) -> Result<u64
                 rel_offset: rel,
                 position: pos as u32,
             });
-            if times.last().is_none_or(|t| max_ts > t.timestamp) {
-                times.push(TimeEntry {
-                    timestamp: max_ts,
-                    rel_offset: rel,
-                });
-            }
+            TimeEntry::push_newer(&mut times, max_ts, rel);
             changed = true;
             since = 0;
         }
@@ -1334,13 +1329,9 @@ fn recover(seg: &Segment, interval: u64, full: bool, sealed: bool) -> Result<u64
     // (retention, lookups by time), so the entry dropped above for being past the last
     // verified index entry must come back.
     if let Some(rel) = last_rel.filter(|_| sealed) {
-        if times.last().is_none_or(|t| max_ts > t.timestamp) {
-            times.push(TimeEntry {
-                timestamp: max_ts,
-                rel_offset: rel,
-            });
-            changed = true;
-        }
+        let before = times.len();
+        TimeEntry::push_newer(&mut times, max_ts, rel);
+        changed |= times.len() != before;
     }
     if pos < data_len {
         tracing::warn!(

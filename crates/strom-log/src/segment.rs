@@ -304,15 +304,7 @@ impl Segment {
                     rel_offset: rel,
                     position: pos as u32,
                 });
-                if times
-                    .last()
-                    .is_none_or(|t: &TimeEntry| max_ts > t.timestamp)
-                {
-                    times.push(TimeEntry {
-                        timestamp: max_ts,
-                        rel_offset: rel,
-                    });
-                }
+                TimeEntry::push_newer(&mut times, max_ts, rel);
                 since = 0;
             }
             since += h.total_len() as u64;
@@ -320,15 +312,7 @@ impl Segment {
         }
         // The final entry `Log::roll` writes: the newest timestamp at the last batch.
         if let Some(rel) = last_rel {
-            if times
-                .last()
-                .is_none_or(|t: &TimeEntry| max_ts > t.timestamp)
-            {
-                times.push(TimeEntry {
-                    timestamp: max_ts,
-                    rel_offset: rel,
-                });
-            }
+            TimeEntry::push_newer(&mut times, max_ts, rel);
         }
         self.max_timestamp.store(max_ts, Ordering::Release);
         Ok((offsets, times))

@@ -18,6 +18,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use strom_log::fault::{inject, Point};
+
+mod common;
+use common::all_batches;
 use strom_log::{batch_headers, build_batch, Log, LogConfig, LogError};
 
 fn config() -> LogConfig {
@@ -44,19 +47,6 @@ fn make_log(dir: &Path, n: usize) -> Vec<Vec<u8>> {
         out.push(b);
     }
     log.close().unwrap();
-    out
-}
-
-fn all_batches(log: &Log) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut offset = log.log_start_offset();
-    while offset < log.log_end_offset() {
-        let r = log.read(offset, 1 << 20).unwrap();
-        for (pos, h) in batch_headers(&r.data) {
-            out.push(r.data[pos..pos + h.total_len()].to_vec());
-            offset = h.last_offset() + 1;
-        }
-    }
     out
 }
 

@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 
 use strom_log::{batch_headers, build_batch, Log, LogConfig};
 
+mod common;
+use common::all_batches;
+
 fn config() -> LogConfig {
     LogConfig {
         segment_bytes: 64 * 1024,
@@ -47,19 +50,6 @@ fn copy_dir(from: &Path, to: &Path) {
         let p = e.unwrap().path();
         fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
     }
-}
-
-fn all_batches(log: &Log) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut offset = 0;
-    while offset < log.log_end_offset() {
-        let r = log.read(offset, 1 << 20).unwrap();
-        for (pos, h) in batch_headers(&r.data) {
-            out.push(r.data[pos..pos + h.total_len()].to_vec());
-            offset = h.last_offset() + 1;
-        }
-    }
-    out
 }
 
 /// Reopens the damaged copy and checks it holds exactly `intact` batches, then appends.
