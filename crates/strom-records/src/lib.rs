@@ -33,6 +33,12 @@
 //!   one every reader can read, and a batch a reader refuses is one the log would refuse.
 //! - Nothing here panics on input.
 
+/// Header keys the broker acts on start with this (`strom.delay.ms`, `strom.deliver.at`,
+/// `strom.msg.id`): [`validate`] reports whether any record has one
+/// ([`BatchesSummary::reserved_headers`]), so batches without them never have their records
+/// read by the broker.
+pub const RESERVED_HEADER_PREFIX: &[u8] = b"strom.";
+
 mod batch;
 mod build;
 mod codec;
