@@ -126,6 +126,24 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
         },
         doc: "Roll to a new segment after this long",
     },
+    ConfigDef {
+        name: "strom.dedup.window.ms",
+        default: "120000",
+        kind: ConfigKind::Long {
+            min: 0,
+            max: LONG_MAX,
+        },
+        doc: "A record whose strom.msg.id header was stored this recently on its partition is acknowledged with the first one's offset and not stored; 0 disables",
+    },
+    ConfigDef {
+        name: "strom.delay.max.ms",
+        default: "604800000",
+        kind: ConfigKind::Long {
+            min: 0,
+            max: LONG_MAX,
+        },
+        doc: "Longest delay a strom.delay.ms or strom.deliver.at header may ask; a longer one refuses the produce",
+    },
 ];
 
 /// The definition of a known topic config.
@@ -208,6 +226,16 @@ impl TopicConfig {
         self.get(name)
             .and_then(|(v, _)| v.trim().parse().ok())
             .unwrap_or_else(|| panic!("{name} is a validated integer config"))
+    }
+
+    /// `strom.dedup.window.ms`.
+    pub fn dedup_window_ms(&self) -> i64 {
+        self.long("strom.dedup.window.ms")
+    }
+
+    /// `strom.delay.max.ms`.
+    pub fn delay_max_ms(&self) -> i64 {
+        self.long("strom.delay.max.ms")
     }
 
     /// The storage engine settings these configs mean.

@@ -415,11 +415,21 @@ pub(crate) async fn produce(
     let prepared = prepare_produce(&req, &topic, t.partitions().len() as i32, rr)?;
     let mut out = vec![Value::Null; req.records.len()];
     let mut bytes_in = 0usize;
-    for (partition, recs, batch) in prepared.batches(strom_log::now_ms()) {
+    let batches = prepared.batches(strom_log::now_ms());
+    // A `strom.` header the core would refuse refuses the whole request before any
+    // partition is written.
+    for (_, _, batch) in &batches {
+        s.broker.check_reserved(&topic, batch)?;
+    }
+    for (partition, recs, batch) in batches {
         bytes_in += batch.len();
         let ack = s.broker.produce(&topic, partition, &batch).await?;
         for (i, r) in recs.iter().enumerate() {
-            out[r.index] = json!({"partition": partition, "offset": ack.base_offset + i as i64});
+            let offset = match &ack.record_offsets {
+                Some(offsets) => offsets.get(i).copied().unwrap_or(-1),
+                None => ack.base_offset + i as i64,
+            };
+            out[r.index] = json!({"partition": partition, "offset": offset});
         }
     }
     s.metrics.bytes_in(&topic, bytes_in);

@@ -356,6 +356,7 @@ async fn serve(s: Settings) -> Result<()> {
         "kafka listener ready"
     );
     let maintenance = tokio::spawn(broker.clone().run_maintenance());
+    let delays = tokio::spawn(broker.clone().run_delays());
     let serving = tokio::spawn(server.run(stop_rx, Duration::from_secs(10)));
     wait_for_signal().await?;
     tracing::info!("shutting down: draining connections");
@@ -370,6 +371,7 @@ async fn serve(s: Settings) -> Result<()> {
         .await?
         .context("flushing the logs at shutdown")?;
     maintenance.abort();
+    delays.abort();
     coordinator.abort();
     groups.close();
     tracing::info!("strom stopped");
