@@ -269,3 +269,39 @@ def test_websocket_produce_honours_delay(broker_factory):
     assert [v for v, _, _ in got] == ["ws-now", "ws-later"]
     assert got[1][1] >= t0 + 1000
     reader.close()
+
+
+def test_idempotent_producer_with_delayed_and_duplicate_records(broker_factory):
+    """An idempotent producer's batches that the broker rewrites (a duplicate taken out) or
+    stores nothing of (all delayed, all duplicates) keep its sequence numbers in step, also
+    across a kill -9: every later produce succeeds, nothing is stored twice."""
+    b = broker_factory(http=True)
+    create(b, "idem")
+    p = Producer({"bootstrap.servers": b.bootstrap, "enable.idempotence": True, "linger.ms": 0,
+                  "message.timeout.ms": 30000})
+    reports = []
+
+    def send(value, headers=()):
+        p.produce("idem", value=value, headers=list(headers), partition=0,
+                  on_delivery=lambda err, msg: reports.append((value, err, msg.offset())))
+        assert p.flush(30) == 0
+
+    send(b"a")
+    send(b"x1", [("strom.msg.id", b"X")])
+    send(b"x2", [("strom.msg.id", b"X")])      # all duplicates: nothing stored
+    send(b"later", [("strom.delay.ms", b"4000")])  # all delayed: nothing stored now
+    b.kill()
+    b.start()
+    send(b"b")
+    send(b"x3", [("strom.msg.id", b"X")])
+    send(b"c")
+    assert all(err is None for _, err, _ in reports), reports
+    offsets = {v: o for v, _, o in reports}
+    assert offsets[b"x1"] == offsets[b"x2"] == offsets[b"x3"] == 1
+    assert offsets[b"b"] == 2 and offsets[b"c"] == 3, offsets
+    reader = Reader(b, "idem")
+    reader.wait_for(5)
+    assert sorted(reader.values()) == ["a", "b", "c", "later", "x1"], reader.values()
+    time.sleep(1)
+    assert len(reader.values()) == 5
+    reader.close()

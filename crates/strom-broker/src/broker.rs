@@ -692,7 +692,14 @@ impl Broker {
             }
             info = Some((i, batch.len()));
         } else {
+            // Nothing stored: an idempotent producer's sequence still moves past the batch,
+            // and only a snapshot makes that survive a crash (the log holds no trace of it).
             producers.record(records, -1, now);
+            if last_header.producer_id >= 0 && last_header.base_sequence >= 0 {
+                if let Err(e) = producers.snapshot(online.log.log_end_offset()) {
+                    tracing::warn!(topic, partition, error = %e, "producer snapshot failed");
+                }
+            }
         }
         if let Some((i, _)) = &info {
             if let Err(e) = producers.after_append(&online.log, i) {
@@ -1441,6 +1448,51 @@ mod tests {
             b.partition("a", 0).unwrap().log().unwrap().log_end_offset(),
             0
         );
+    }
+
+    /// A delivery interrupted by a crash (its intent recorded, the cursor not moved on) is
+    /// settled at the next start: delivered exactly once whether or not the append happened.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn interrupted_delivery_is_settled_exactly_once() {
+        for appended_before_crash in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let b = broker(dir.path());
+            b.create_topic("t", 1, vec![], false).unwrap();
+            let recs = [strom_records::NewRecord {
+                value: Some(b"late"),
+                headers: vec![("strom.delay.ms", Some(b"50"))],
+                ..Default::default()
+            }];
+            let batch = strom_records::build_records(now_ms(), &recs);
+            b.produce("t", 0, &batch).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(80)).await;
+            let end = |t: &str, p: i32| {
+                b.partition(t, p)
+                    .ok()
+                    .map(|p| p.log().unwrap().log_end_offset())
+            };
+            let d = b
+                .delay
+                .next_due(now_ms(), end, |_, _, _, _| false)
+                .unwrap()
+                .expect("due");
+            if appended_before_crash {
+                b.append_delivered(&d).unwrap();
+            }
+            // The crash: no `done`, no shutdown.
+            drop(d);
+            drop(b);
+            let b = broker(dir.path());
+            b.deliver_due();
+            let log = b.partition("t", 0).unwrap();
+            assert_eq!(
+                log.log().unwrap().log_end_offset(),
+                1,
+                "appended once ({appended_before_crash})"
+            );
+            assert_eq!(b.delayed_pending(), 0);
+            b.shutdown().unwrap();
+        }
     }
 
     #[test]
