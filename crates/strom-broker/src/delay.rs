@@ -63,6 +63,8 @@ pub const CHUNK_ENTRIES: usize = 1024;
 /// Records delivered in one batch at most.
 pub const DELIVERY_BATCH_RECORDS: usize = 500;
 const ENTRY_BYTES: usize = 16;
+/// Largest batch of the delay log (a produce's delayed records, decompressed).
+const DELAY_BATCH_BYTES_MAX: u64 = 256 << 20;
 const TARGET_HEADER: &[u8] = b"strom.delay.target";
 const DUE_HEADER: &[u8] = b"strom.delay.due";
 
@@ -126,6 +128,9 @@ impl DelayStore {
         fs::create_dir_all(&due_dir)?;
         let config = LogConfig {
             retention_ms: None,
+            // A produce's delayed records are one batch here, rebuilt uncompressed and with
+            // two more headers each: larger than the batch the client sent.
+            max_batch_bytes: DELAY_BATCH_BYTES_MAX,
             ..LogConfig::default()
         };
         let log = Log::open(dir.join("log"), config)?;

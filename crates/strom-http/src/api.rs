@@ -394,10 +394,13 @@ pub(crate) struct Prepared {
 static ROUND_ROBIN: AtomicUsize = AtomicUsize::new(0);
 
 #[utoipa::path(post, path = "/topics/{topic}/records", params(("topic" = String, Path)), request_body = ProduceBody,
-    responses((status = 200, description = "each record's partition and offset"), (status = 400, body = ErrorBody),
+    responses((status = 200, description = "each record's partition and offset (-1 for a record delayed by a strom.delay.ms / strom.deliver.at header; a duplicate by strom.msg.id gets its first copy's offset)"),
+        (status = 400, body = ErrorBody, description = "invalid_record: a record that cannot be stored, or a strom.delay.ms / strom.deliver.at / strom.msg.id header that is invalid; nothing written"),
         (status = 404, body = ErrorBody), (status = 413, body = ErrorBody)))]
 /// Produces JSON records: one batch per partition; the answer lists each record's partition
-/// and offset in request order. Every record is checked before anything is written.
+/// and offset in request order. Every record is checked before anything is written. Record
+/// headers `strom.delay.ms` / `strom.deliver.at` delay a record (offset -1 in the answer;
+/// appended when due), `strom.msg.id` drops a repeat within `strom.dedup.window.ms`.
 pub(crate) async fn produce(
     State(s): State<AppState>,
     Path(topic): Path<String>,
