@@ -801,9 +801,11 @@ impl Broker {
             let next = self.delay.next_due(
                 now_ms(),
                 |t, p| {
-                    self.partition(t, p)
-                        .ok()
-                        .and_then(|p| p.log().ok().map(|l| l.log_end_offset()))
+                    self.partition(t, p).ok().and_then(|p| {
+                        p.log()
+                            .ok()
+                            .map(|l| (l.log_end_offset(), l.config().max_batch_bytes))
+                    })
                 },
                 |t, p, from, id| self.holds_delay_id(t, p, from, id),
             );
@@ -1467,9 +1469,9 @@ mod tests {
             b.produce("t", 0, &batch).await.unwrap();
             tokio::time::sleep(Duration::from_millis(80)).await;
             let end = |t: &str, p: i32| {
-                b.partition(t, p)
-                    .ok()
-                    .map(|p| p.log().unwrap().log_end_offset())
+                let p = b.partition(t, p).ok()?;
+                let log = p.log().unwrap();
+                Some((log.log_end_offset(), log.config().max_batch_bytes))
             };
             let d = b
                 .delay

@@ -58,10 +58,13 @@ use crate::reserved::DELAY_ID_HEADER;
 pub const BUCKET_MS: i64 = 1000;
 /// How often due records are looked for.
 pub const TICK_MS: u64 = 50;
-/// Entries read from a bucket at a time.
-pub const CHUNK_ENTRIES: usize = 1024;
-/// Records delivered in one batch at most.
-pub const DELIVERY_BATCH_RECORDS: usize = 500;
+/// Entries read from a bucket at a time (16 bytes each).
+pub const CHUNK_ENTRIES: usize = 4096;
+/// Records delivered in one batch at most (and never more bytes than the target's
+/// `max.message.bytes`).
+pub const DELIVERY_BATCH_RECORDS: usize = 4096;
+/// The batch header and slack, kept out of a run's byte bound.
+const RUN_OVERHEAD_BYTES: u64 = 128;
 const ENTRY_BYTES: usize = 16;
 /// Largest batch of the delay log (a produce's delayed records, decompressed).
 const DELAY_BATCH_BYTES_MAX: u64 = 256 << 20;
@@ -227,14 +230,15 @@ impl DelayStore {
         self.due_dir.join(format!("{b}.due"))
     }
 
-    /// The next run of due records at `now_ms`, if any. `end_offset` gives a target's log
-    /// end offset (for the intent), `delivered` whether a target holds a record carrying a
+    /// The next run of due records at `now_ms`, if any. `target` gives a target's log
+    /// end offset (for the intent) and its largest batch (`max.message.bytes`: a run stays
+    /// within it), `delivered` whether a target holds a record carrying a
     /// `strom.delay.id` from a log end offset on (to settle an intent left by a crash).
     /// The caller appends [`Delivery::records`], syncs, and calls [`DelayStore::done`].
     pub(crate) fn next_due(
         &self,
         now_ms: i64,
-        end_offset: impl Fn(&str, i32) -> Option<i64>,
+        target_of: impl Fn(&str, i32) -> Option<(i64, u64)>,
         delivered: impl Fn(&str, i32, i64, i64) -> bool,
     ) -> crate::Result<Option<Delivery>> {
         let mut cache = self.delivering.lock();
@@ -276,6 +280,8 @@ impl DelayStore {
             let mut target: Option<(String, i32)> = None;
             let mut skipped = 0u64;
             let mut first_delay_offset = -1;
+            let mut run_bytes = 0u64;
+            let mut max_bytes = u64::MAX;
             for &(offset, due) in &entries {
                 if due > now_ms || run.len() >= DELIVERY_BATCH_RECORDS {
                     break;
@@ -290,7 +296,7 @@ impl DelayStore {
                 if target.as_ref().is_some_and(|(tt, pp)| *tt != t || *pp != p) {
                     break;
                 }
-                if end_offset(&t, p).is_none() {
+                let Some((_, target_max)) = target_of(&t, p) else {
                     // The topic or partition is gone: nothing to deliver to.
                     if run.is_empty() {
                         tracing::warn!(topic = %t, partition = p, "a delayed record's partition no longer exists: dropped");
@@ -298,7 +304,15 @@ impl DelayStore {
                         continue;
                     }
                     break;
+                };
+                // Within the target's max.message.bytes (the first record always goes: it
+                // came in a batch within it).
+                let bytes = record_bytes(&r);
+                max_bytes = max_bytes.min(target_max.saturating_sub(RUN_OVERHEAD_BYTES));
+                if !run.is_empty() && run_bytes + bytes > max_bytes {
+                    break;
                 }
+                run_bytes += bytes;
                 if first_delay_offset < 0 {
                     first_delay_offset = offset;
                 }
@@ -316,7 +330,7 @@ impl DelayStore {
             };
             cursor.done += skipped;
             self.pending.fetch_sub(skipped as i64, Ordering::Relaxed);
-            let before = end_offset(&topic, partition).unwrap_or(0);
+            let before = target_of(&topic, partition).map_or(0, |t| t.0);
             let intent = Cursor {
                 done: cursor.done,
                 intent: Some(Intent {
@@ -444,6 +458,17 @@ impl DelayStore {
         self.log.close()?;
         Ok(())
     }
+}
+
+/// A record's encoded size at most (its fields, the varints of their lengths, its framing).
+fn record_bytes(r: &Record) -> u64 {
+    let len = |b: &Option<Bytes>| b.as_ref().map_or(0, |b| b.len() as u64) + 5;
+    let headers: u64 = r
+        .headers
+        .iter()
+        .map(|(k, v)| k.len() as u64 + 5 + len(v))
+        .sum();
+    len(&r.key) + len(&r.value) + headers + 30
 }
 
 fn cursor_path(dir: &Path, b: i64) -> PathBuf {

@@ -180,3 +180,29 @@ async fn bad_delay_headers_refuse_the_produce_and_store_nothing() {
     assert_eq!(b.delayed_pending(), 0);
     b.shutdown().unwrap();
 }
+
+/// A run of due records is cut to the target's `max.message.bytes`: records that came in
+/// separate produces, each within it, are delivered however many are due at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_stay_within_the_targets_max_message_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(dir.path());
+    b.create_topic(
+        "t",
+        1,
+        vec![("max.message.bytes".into(), "2000".into())],
+        false,
+    )
+    .unwrap();
+    let value = "v".repeat(600);
+    for _ in 0..5 {
+        b.produce("t", 0, &batch(&[(&value, &[("strom.delay.ms", "100")])]))
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    b.deliver_due();
+    assert_eq!(stored(&b, "t").await.len(), 5);
+    assert_eq!(b.delayed_pending(), 0);
+    b.shutdown().unwrap();
+}
