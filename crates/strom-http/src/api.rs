@@ -421,8 +421,16 @@ pub(crate) async fn produce(
     let batches = prepared.batches(strom_log::now_ms());
     // A `strom.` header the core would refuse refuses the whole request before any
     // partition is written.
-    for (_, _, batch) in &batches {
-        s.broker.check_reserved(&topic, batch)?;
+    let reserved = |r: &Prepared| {
+        r.headers.iter().any(|(k, _)| {
+            k.as_bytes()
+                .starts_with(strom_records::RESERVED_HEADER_PREFIX)
+        })
+    };
+    for (_, recs, batch) in &batches {
+        if recs.iter().any(reserved) {
+            s.broker.check_reserved(&topic, batch)?;
+        }
     }
     for (partition, recs, batch) in batches {
         bytes_in += batch.len();
