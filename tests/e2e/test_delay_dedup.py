@@ -305,3 +305,14 @@ def test_idempotent_producer_with_delayed_and_duplicate_records(broker_factory):
     time.sleep(1)
     assert len(reader.values()) == 5
     reader.close()
+
+
+def test_broker_default_delay_max_and_topic_override(broker_factory):
+    b = broker_factory(http=True, delay_max_ms=1000)
+    create(b, "short")
+    create(b, "long", {"strom.delay.max.ms": "60000"})
+    err, _ = produce(b, "short", b"v", [("strom.delay.ms", b"2000")], retries=0)
+    assert err is not None and err.code() == KafkaError.INVALID_RECORD
+    err, off = produce(b, "long", b"v", [("strom.delay.ms", b"2000")])
+    assert err is None and off is None
+    assert wait_metric(b, "strom_delayed_records_pending", 1) == 1

@@ -574,7 +574,10 @@ impl Broker {
         now: i64,
     ) -> Result<Reserved> {
         let config = self.topic(topic).map(|t| t.config()).unwrap_or_default();
-        let (window_ms, delay_max_ms) = (config.dedup_window_ms(), config.delay_max_ms());
+        let (window_ms, delay_max_ms) = (
+            config.dedup_window_ms(),
+            config.delay_max_ms(self.config.delay_max_ms),
+        );
         let buf = Bytes::copy_from_slice(records);
         let mut all = Vec::new();
         let mut asks = Vec::new();
@@ -782,8 +785,13 @@ impl Broker {
                 .enumerate()
             {
                 let r = r.map_err(LogError::from)?;
-                crate::reserved::asks(&r, i as i32, now, config.delay_max_ms())
-                    .map_err(LogError::from)?;
+                crate::reserved::asks(
+                    &r,
+                    i as i32,
+                    now,
+                    config.delay_max_ms(self.config.delay_max_ms),
+                )
+                .map_err(LogError::from)?;
             }
         }
         Ok(())
