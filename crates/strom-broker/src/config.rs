@@ -126,6 +126,24 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
         },
         doc: "Roll to a new segment after this long",
     },
+    ConfigDef {
+        name: "strom.dedup.window.ms",
+        default: "120000",
+        kind: ConfigKind::Long {
+            min: 0,
+            max: LONG_MAX,
+        },
+        doc: "A record whose strom.msg.id header was stored this recently on its partition is acknowledged with the first one's offset and not stored; 0 disables",
+    },
+    ConfigDef {
+        name: "strom.delay.max.ms",
+        default: "604800000",
+        kind: ConfigKind::Long {
+            min: 0,
+            max: LONG_MAX,
+        },
+        doc: "Longest delay a strom.delay.ms or strom.deliver.at header may ask; a longer one refuses the produce",
+    },
 ];
 
 /// The definition of a known topic config.
@@ -210,6 +228,20 @@ impl TopicConfig {
             .unwrap_or_else(|| panic!("{name} is a validated integer config"))
     }
 
+    /// `strom.dedup.window.ms`.
+    pub fn dedup_window_ms(&self) -> i64 {
+        self.long("strom.dedup.window.ms")
+    }
+
+    /// `strom.delay.max.ms`: the topic's override, else `broker_default`
+    /// ([`BrokerConfig::delay_max_ms`]).
+    pub fn delay_max_ms(&self, broker_default: i64) -> i64 {
+        match self.get("strom.delay.max.ms") {
+            Some((_, true)) => self.long("strom.delay.max.ms"),
+            _ => broker_default,
+        }
+    }
+
     /// The storage engine settings these configs mean.
     pub fn log_config(&self) -> Result<LogConfig, String> {
         let opt = |v: i64| (v >= 0).then_some(v as u64);
@@ -251,6 +283,8 @@ pub struct BrokerConfig {
     pub producer_id_expiration_ms: i64,
     /// Largest partition count a topic may have.
     pub max_partitions_per_topic: i32,
+    /// `strom.delay.max.ms` of topics that do not set it (`--delay-max-ms`).
+    pub delay_max_ms: i64,
 }
 
 impl BrokerConfig {
@@ -264,9 +298,13 @@ impl BrokerConfig {
             retention_check_interval_ms: 300_000,
             producer_id_expiration_ms: crate::producer::PRODUCER_ID_EXPIRATION_MS_DEFAULT,
             max_partitions_per_topic: 10_000,
+            delay_max_ms: DELAY_MAX_MS_DEFAULT,
         }
     }
 }
+
+/// `strom.delay.max.ms` unless the broker or the topic says otherwise: 7 days.
+pub const DELAY_MAX_MS_DEFAULT: i64 = 7 * 24 * 60 * 60 * 1000;
 
 /// Kafka's default `max.message.bytes`, for doors that report it.
 pub const MAX_MESSAGE_BYTES_DEFAULT: u64 = MAX_BATCH_BYTES_DEFAULT;

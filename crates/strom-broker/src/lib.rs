@@ -6,7 +6,10 @@
 //! [`Broker`]; this crate knows no wire format.
 //!
 //! ## Invariants
-//! - Record batches stay opaque bytes: the core reads batch headers, never rebuilds records.
+//! - Record batches stay opaque bytes: the core reads batch headers, never rebuilds records
+//!   — except a batch in which the validator saw a `strom.` header (delay, dedup; see
+//!   [`reserved`]), whose records are read and, when some are delayed or duplicates,
+//!   rebuilt.
 //! - Per partition, the idempotence check, the append and the producer-state update happen
 //!   under one lock; a produce is acknowledged only once the topic's flush policy is met.
 //! - Topic metadata is replaced atomically and durably before a change is visible.
@@ -14,11 +17,14 @@
 pub mod broker;
 pub mod config;
 pub mod coordinator;
+pub mod dedup;
+pub mod delay;
 pub mod error;
 pub mod limits;
 pub mod metrics;
 pub mod producer;
 pub mod records;
+pub mod reserved;
 pub mod topic;
 
 pub use broker::{

@@ -60,6 +60,13 @@ pub struct CoreMetrics {
     pub records_in: AtomicU64,
     /// Long polls currently waiting.
     pub waiting_fetches: AtomicI64,
+    /// Records acknowledged with an earlier offset because their `strom.msg.id` was in the
+    /// dedup window (not stored).
+    pub dedup_hits: AtomicU64,
+    /// Delayed records appended to their partition when due.
+    pub delayed_delivered: AtomicU64,
+    /// Delayed records accepted.
+    pub delayed_accepted: AtomicU64,
 }
 
 impl CoreMetrics {

@@ -91,6 +91,9 @@ pub(crate) struct Online {
     pub(crate) log: Log,
     /// Check, append and record of one partition happen under this lock (see `producer`).
     pub(crate) producers: Mutex<PartitionProducers>,
+    /// The `strom.msg.id`s of the dedup window, loaded at the first use after a start
+    /// (taken under `producers`, after it).
+    pub(crate) dedup: Mutex<Option<crate::dedup::DedupWindow>>,
 }
 
 impl Partition {
@@ -106,6 +109,7 @@ impl Partition {
             storage: Ok(Online {
                 log,
                 producers: Mutex::new(producers),
+                dedup: Mutex::new(None),
             }),
             storage_errors: LogEvery::per_second(),
         })

@@ -394,10 +394,13 @@ pub(crate) struct Prepared {
 static ROUND_ROBIN: AtomicUsize = AtomicUsize::new(0);
 
 #[utoipa::path(post, path = "/topics/{topic}/records", params(("topic" = String, Path)), request_body = ProduceBody,
-    responses((status = 200, description = "each record's partition and offset"), (status = 400, body = ErrorBody),
+    responses((status = 200, description = "each record's partition and offset (-1 for a record delayed by a strom.delay.ms / strom.deliver.at header; a duplicate by strom.msg.id gets its first copy's offset)"),
+        (status = 400, body = ErrorBody, description = "invalid_record: a record that cannot be stored, or a strom.delay.ms / strom.deliver.at / strom.msg.id header that is invalid; nothing written"),
         (status = 404, body = ErrorBody), (status = 413, body = ErrorBody)))]
 /// Produces JSON records: one batch per partition; the answer lists each record's partition
-/// and offset in request order. Every record is checked before anything is written.
+/// and offset in request order. Every record is checked before anything is written. Record
+/// headers `strom.delay.ms` / `strom.deliver.at` delay a record (offset -1 in the answer;
+/// appended when due), `strom.msg.id` drops a repeat within `strom.dedup.window.ms`.
 pub(crate) async fn produce(
     State(s): State<AppState>,
     Path(topic): Path<String>,
@@ -415,11 +418,29 @@ pub(crate) async fn produce(
     let prepared = prepare_produce(&req, &topic, t.partitions().len() as i32, rr)?;
     let mut out = vec![Value::Null; req.records.len()];
     let mut bytes_in = 0usize;
-    for (partition, recs, batch) in prepared.batches(strom_log::now_ms()) {
+    let batches = prepared.batches(strom_log::now_ms());
+    // A `strom.` header the core would refuse refuses the whole request before any
+    // partition is written.
+    let reserved = |r: &Prepared| {
+        r.headers.iter().any(|(k, _)| {
+            k.as_bytes()
+                .starts_with(strom_records::RESERVED_HEADER_PREFIX)
+        })
+    };
+    for (_, recs, batch) in &batches {
+        if recs.iter().any(reserved) {
+            s.broker.check_reserved(&topic, batch)?;
+        }
+    }
+    for (partition, recs, batch) in batches {
         bytes_in += batch.len();
         let ack = s.broker.produce(&topic, partition, &batch).await?;
         for (i, r) in recs.iter().enumerate() {
-            out[r.index] = json!({"partition": partition, "offset": ack.base_offset + i as i64});
+            let offset = match &ack.record_offsets {
+                Some(offsets) => offsets.get(i).copied().unwrap_or(-1),
+                None => ack.base_offset + i as i64,
+            };
+            out[r.index] = json!({"partition": partition, "offset": offset});
         }
     }
     s.metrics.bytes_in(&topic, bytes_in);

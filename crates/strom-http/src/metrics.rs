@@ -311,6 +311,26 @@ fn core_metrics(s: &AppState, out: &mut String) {
         "",
         &m.fsync_histogram(),
     );
+    let _ = writeln!(
+        out,
+        "# HELP strom_delayed_records_pending Delayed records accepted and not yet appended to their partition.\n# TYPE strom_delayed_records_pending gauge\nstrom_delayed_records_pending {}",
+        s.broker.delayed_pending()
+    );
+    let _ = writeln!(
+        out,
+        "# HELP strom_delayed_records_total Delayed records accepted since start.\n# TYPE strom_delayed_records_total counter\nstrom_delayed_records_total {}",
+        m.delayed_accepted.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP strom_delayed_records_delivered_total Delayed records appended to their partition when due, since start.\n# TYPE strom_delayed_records_delivered_total counter\nstrom_delayed_records_delivered_total {}",
+        m.delayed_delivered.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP strom_dedup_hits_total Records acknowledged with an earlier copy's offset because their strom.msg.id was in the dedup window (not stored).\n# TYPE strom_dedup_hits_total counter\nstrom_dedup_hits_total {}",
+        m.dedup_hits.load(Ordering::Relaxed)
+    );
     let _ = writeln!(out, "# HELP strom_group_rebalances_total Consumer group rebalances completed.\n# TYPE strom_group_rebalances_total counter");
     let _ = writeln!(
         out,

@@ -710,14 +710,16 @@ impl Log {
     /// in place and appends them atomically: all or nothing, in order. On any error nothing
     /// is written and the log end offset is unchanged.
     pub fn append(&self, batches: &mut [u8]) -> Result<AppendInfo> {
-        self.append_batches(Batches::InPlace(batches), true)
+        self.append_batches(Batches::InPlace(batches), true, false)
+            .map(|a| a.expect("not diverted"))
     }
 
     /// [`Log::append`] that leaves `batches` untouched (e.g. a slice of a shared request
     /// buffer): the stamped headers are copies, written beside the caller's bytes in one
     /// vectored write, so the records are copied once, into the page cache.
     pub fn append_shared(&self, batches: &[u8]) -> Result<AppendInfo> {
-        self.append_batches(Batches::Shared(batches), true)
+        self.append_batches(Batches::Shared(batches), true, false)
+            .map(|a| a.expect("not diverted"))
     }
 
     /// [`Log::append_shared`] that never syncs inside the append, even when
@@ -725,13 +727,35 @@ impl Log {
     /// after a later [`Log::flush_to`] and appends more in the meantime, so that one sync
     /// covers several appends (group commit) instead of each append waiting for its own.
     pub fn append_shared_unsynced(&self, batches: &[u8]) -> Result<AppendInfo> {
-        self.append_batches(Batches::Shared(batches), false)
+        self.append_batches(Batches::Shared(batches), false, false)
+            .map(|a| a.expect("not diverted"))
     }
 
-    fn append_batches(&self, mut batches: Batches<'_>, may_sync: bool) -> Result<AppendInfo> {
+    /// [`Log::append_shared`] (`may_sync`) or [`Log::append_shared_unsynced`] (not), unless
+    /// a record carries a header key starting with `strom.`
+    /// ([`strom_records::BatchesSummary::reserved_headers`], learnt by the validation every
+    /// append does anyway): then nothing is written and `Ok(None)` says the caller must
+    /// read the records (the broker's delay and dedup) and append what it decides.
+    pub fn append_shared_unreserved(
+        &self,
+        batches: &[u8],
+        may_sync: bool,
+    ) -> Result<Option<AppendInfo>> {
+        self.append_batches(Batches::Shared(batches), may_sync, true)
+    }
+
+    fn append_batches(
+        &self,
+        mut batches: Batches<'_>,
+        may_sync: bool,
+        divert_reserved: bool,
+    ) -> Result<Option<AppendInfo>> {
         let config = self.config();
         let len = batches.bytes().len();
         let summary = batch::validate(batches.bytes(), config.max_batch_bytes as usize)?;
+        if divert_reserved && summary.reserved_headers {
+            return Ok(None);
+        }
         if len as u64 > config.segment_bytes {
             return Err(LogError::RecordSetTooLarge {
                 size: len,
@@ -869,7 +893,7 @@ impl Log {
                 .fetch_add(summary.records, Ordering::AcqRel)
                 + summary.records
         };
-        Ok(AppendInfo {
+        Ok(Some(AppendInfo {
             base_offset,
             last_offset: next - 1,
             log_append_time: append_time.unwrap_or(-1),
@@ -877,7 +901,7 @@ impl Log {
             batches: summary.batches,
             records: summary.records,
             flush_due: config.flush_messages.is_some_and(|n| unflushed >= n),
-        })
+        }))
     }
 
     /// Seals the active segment and starts a new one at the log end offset. The sealed

@@ -400,3 +400,35 @@ fn shared_appends_store_the_same_bytes_as_in_place_ones() {
         }
     }
 }
+
+/// `append_shared_unreserved` writes a batch without `strom.` headers as `append_shared`
+/// does, and nothing of one with such a header (the broker's delay and dedup take it).
+#[test]
+fn unreserved_appends_leave_strom_headers_to_the_caller() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), config()).unwrap();
+    let rec = |key: &'static str| strom_records::NewRecord {
+        value: Some(b"v"),
+        headers: vec![(key, Some(b"1"))],
+        ..Default::default()
+    };
+    let plain = strom_records::build_records(1, &[rec("trace"), rec("strom")]);
+    let info = log
+        .append_shared_unreserved(&plain, false)
+        .unwrap()
+        .unwrap();
+    assert_eq!((info.base_offset, info.records), (0, 2));
+    let reserved = strom_records::build_records(1, &[rec("trace"), rec("strom.delay.ms")]);
+    assert!(log
+        .append_shared_unreserved(&reserved, true)
+        .unwrap()
+        .is_none());
+    assert_eq!(log.log_end_offset(), 2);
+    // An invalid batch is still refused, with or without the header.
+    let mut bad = reserved.clone();
+    *bad.last_mut().unwrap() ^= 1;
+    assert!(matches!(
+        log.append_shared_unreserved(&bad, false),
+        Err(LogError::Batch(BatchError::Corrupt(_)))
+    ));
+}

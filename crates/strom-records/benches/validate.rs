@@ -94,6 +94,25 @@ fn bench(c: &mut Criterion) {
                 });
             }
         }
+        // Records with two headers each (none of them `strom.`): the header loop's cost,
+        // which the broker's check for reserved headers adds to.
+        let with_headers: Vec<NewRecord<'_>> = values
+            .iter()
+            .map(|v| NewRecord {
+                value: Some(v),
+                headers: vec![
+                    ("trace-id", Some(b"0af7651916cd43dd")),
+                    ("content-type", Some(b"json")),
+                ],
+                ..Default::default()
+            })
+            .collect();
+        let batch = build_compressed(Codec::None, 1, &with_headers).expect("builds");
+        g.bench_with_input(
+            BenchmarkId::new("none_2_headers", kind),
+            &batch,
+            |b, batch| b.iter(|| validate(black_box(batch), usize::MAX).expect("valid")),
+        );
         let plain = build_compressed(Codec::None, 1, &records).expect("builds");
         g.bench_with_input(BenchmarkId::new("crc32c_only", kind), &plain, |b, batch| {
             b.iter(|| crc32c::crc32c(black_box(&batch[21..])))

@@ -168,6 +168,11 @@ pub struct BatchesSummary {
     pub records: u64,
     /// Largest max timestamp over all batches.
     pub max_timestamp: i64,
+    /// Whether some record may carry a header whose key starts with
+    /// [`crate::RESERVED_HEADER_PREFIX`] (`strom.`): exact for uncompressed batches; for
+    /// compressed ones a key cut by the decompression window counts. `false` means
+    /// certainly none, so the broker's delay and dedup never need to read the records.
+    pub reserved_headers: bool,
 }
 
 /// Validates a buffer of one or more client-sent v2 batches, before any byte is written:
@@ -194,7 +199,7 @@ pub fn validate(buf: &[u8], max_batch_bytes: usize) -> Result<BatchesSummary, Ba
             ));
         }
         let whole = &rest[..header.total_len()];
-        check_records(&header, whole)?;
+        summary.reserved_headers |= check_records(&header, whole)?;
         summary.batches += 1;
         summary.records += header.records_count as u64;
         summary.max_timestamp = summary.max_timestamp.max(header.max_timestamp);
@@ -254,32 +259,36 @@ pub(crate) fn check_header(
 }
 
 /// Walks every record of the whole batch `whole` (header checked): in place when
-/// uncompressed, through a bounded decompressing stream otherwise.
-fn check_records(header: &BatchHeader, whole: &[u8]) -> Result<(), BatchError> {
+/// uncompressed, through a bounded decompressing stream otherwise. Returns whether a
+/// record may carry a reserved header (see [`BatchesSummary::reserved_headers`]).
+fn check_records(header: &BatchHeader, whole: &[u8]) -> Result<bool, BatchError> {
     let records = &whole[HEADER_LEN..];
     let base = header.base_timestamp;
-    let ts = |index: i32, delta: i64| timestamp(index, base, delta).map(|_| ());
+    let mut reserved = false;
+    let mut each = |index: i32, p: crate::walk::Parts<()>| {
+        reserved |= p.reserved;
+        timestamp(index, base, p.timestamp_delta).map(|_| ())
+    };
     match Codec::from_id(header.compression())? {
         Codec::None => {
-            if crate::fast::records_ok(records, header.records_count, base) {
-                return Ok(());
+            if let Some(reserved) = crate::fast::records_ok(records, header.records_count, base) {
+                return Ok(reserved);
             }
             let mut src = Slice::<Skip>::new(records);
             walk(
                 &mut src,
                 header.records_count,
                 Some(records.len() as u64),
-                |i, p| ts(i, p.timestamp_delta),
-            )
+                &mut each,
+            )?;
         }
         codec => {
             let max = decompressed_bytes_max(whole.len());
             let mut src = Stream::new(codec, records, max)?;
-            walk(&mut src, header.records_count, None, |i, p| {
-                ts(i, p.timestamp_delta)
-            })
+            walk(&mut src, header.records_count, None, &mut each)?;
         }
     }
+    Ok(reserved)
 }
 
 /// Writes the broker-assigned fields of one batch in place: base offset and leader epoch

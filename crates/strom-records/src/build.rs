@@ -79,6 +79,56 @@ pub fn build_records(timestamp: i64, records: &[NewRecord<'_>]) -> Vec<u8> {
     wrap_records(timestamp, 0, records.len() as i32, &encode_records(records))
 }
 
+/// Who wrote a batch, for [`rebuild`]: an idempotent producer's id, epoch and the
+/// sequence number of the batch's first record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProducerFields {
+    /// Producer id.
+    pub producer_id: i64,
+    /// Producer epoch.
+    pub producer_epoch: i16,
+    /// Sequence of the first record.
+    pub base_sequence: i32,
+}
+
+/// An uncompressed v2 batch (CreateTime) of records read from other batches: each keeps its
+/// timestamp, key, value and headers (in order, keys as bytes); `producer` stamps an
+/// idempotent producer's fields. `records` must not be empty.
+pub fn rebuild(records: &[crate::Record], producer: Option<ProducerFields>) -> Vec<u8> {
+    let base = records.iter().map(|r| r.timestamp).min().unwrap_or(0);
+    let max = records.iter().map(|r| r.timestamp).max().unwrap_or(0);
+    let mut body = Vec::new();
+    let mut rec = Vec::new();
+    let put = |out: &mut Vec<u8>, b: &Option<bytes::Bytes>| put_bytes(out, b.as_deref());
+    for (i, r) in records.iter().enumerate() {
+        rec.clear();
+        rec.push(0); // attributes
+        put_varint(&mut rec, r.timestamp - base);
+        put_varint(&mut rec, i as i64);
+        put(&mut rec, &r.key);
+        put(&mut rec, &r.value);
+        put_varint(&mut rec, r.headers.len() as i64);
+        for (k, v) in &r.headers {
+            put_bytes(&mut rec, Some(k));
+            put(&mut rec, v);
+        }
+        put_varint(&mut body, rec.len() as i64);
+        body.extend_from_slice(&rec);
+    }
+    let mut out = wrap_records(base, 0, records.len() as i32, &body);
+    out[crate::batch::MAX_TIMESTAMP_AT..crate::batch::MAX_TIMESTAMP_AT + 8]
+        .copy_from_slice(&max.to_be_bytes());
+    if let Some(p) = producer {
+        let at = crate::batch::PRODUCER_ID_AT;
+        out[at..at + 8].copy_from_slice(&p.producer_id.to_be_bytes());
+        out[at + 8..at + 10].copy_from_slice(&p.producer_epoch.to_be_bytes());
+        out[at + 10..at + 14].copy_from_slice(&p.base_sequence.to_be_bytes());
+    }
+    let crc = crc32c::crc32c(&out[ATTRIBUTES_AT..]);
+    out[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    out
+}
+
 /// Builds an uncompressed v2 batch holding `values` as records with no key and no headers.
 pub fn build(base_timestamp: i64, values: &[&[u8]]) -> Vec<u8> {
     let records: Vec<NewRecord<'_>> = values

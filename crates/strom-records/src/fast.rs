@@ -38,13 +38,16 @@ fn field(b: &[u8], pos: &mut usize, end: usize, nullable: bool) -> Option<()> {
 }
 
 /// Whether the `count` records in `records` (an uncompressed batch's record bytes) are
-/// certainly valid for a batch whose base timestamp is `base_timestamp`.
-pub(crate) fn records_ok(records: &[u8], count: i32, base_timestamp: i64) -> bool {
-    walk(records, count, base_timestamp).is_some()
+/// certainly valid for a batch whose base timestamp is `base_timestamp`: `Some(reserved)`
+/// if they are, `reserved` telling whether a header key starts with
+/// [`crate::RESERVED_HEADER_PREFIX`]; `None` to look closer.
+pub(crate) fn records_ok(records: &[u8], count: i32, base_timestamp: i64) -> Option<bool> {
+    walk(records, count, base_timestamp)
 }
 
-fn walk(b: &[u8], count: i32, base_timestamp: i64) -> Option<()> {
+fn walk(b: &[u8], count: i32, base_timestamp: i64) -> Option<bool> {
     let mut pos = 0usize;
+    let mut reserved = false;
     for index in 0..count {
         let len = usize::try_from(varint(b, &mut pos, b.len(), 4)?).ok()?;
         let end = pos.checked_add(len).filter(|&e| e <= b.len())?;
@@ -64,12 +67,26 @@ fn walk(b: &[u8], count: i32, base_timestamp: i64) -> Option<()> {
             return None;
         }
         for _ in 0..headers {
-            field(b, &mut pos, end, false)?; // key: never null
+            // The key (never null), and whether it is one of Strom's: one compare of a
+            // prefix the loop has in cache anyway.
+            let len = usize::try_from(varint(b, &mut pos, end, 4)?).ok()?;
+            if len > end - pos {
+                return None;
+            }
+            reserved |= is_reserved(&b[pos..pos + len]);
+            pos += len;
             field(b, &mut pos, end, true)?;
         }
         if pos != end {
             return None;
         }
     }
-    (pos == b.len()).then_some(())
+    (pos == b.len()).then_some(reserved)
+}
+
+/// Whether a header key is one of Strom's (`strom.`…).
+#[inline(always)]
+pub(crate) fn is_reserved(key: &[u8]) -> bool {
+    key.len() >= crate::RESERVED_HEADER_PREFIX.len()
+        && key[..crate::RESERVED_HEADER_PREFIX.len()] == *crate::RESERVED_HEADER_PREFIX
 }

@@ -33,6 +33,12 @@
 //!   one every reader can read, and a batch a reader refuses is one the log would refuse.
 //! - Nothing here panics on input.
 
+/// Header keys the broker acts on start with this (`strom.delay.ms`, `strom.deliver.at`,
+/// `strom.msg.id`): [`validate`] reports whether any record has one
+/// ([`BatchesSummary::reserved_headers`]), so batches without them never have their records
+/// read by the broker.
+pub const RESERVED_HEADER_PREFIX: &[u8] = b"strom.";
+
 mod batch;
 mod build;
 mod codec;
@@ -47,7 +53,8 @@ pub use batch::{
     MAGIC_V2,
 };
 pub use build::{
-    build, build_compressed, build_records, compress, encode_records, wrap_records, NewRecord,
+    build, build_compressed, build_records, compress, encode_records, rebuild, wrap_records,
+    NewRecord, ProducerFields,
 };
 pub use codec::{
     decompressed_bytes_max, Codec, DECOMPRESSION_FLOOR_BYTES, DECOMPRESSION_RATIO_MAX,

@@ -620,7 +620,7 @@ fn the_fast_path_accepts_nothing_the_walker_refuses() {
     let mut fast_accepted = 0u32;
     for (seed, count) in &seeds {
         assert!(
-            crate::fast::records_ok(seed, *count, 1),
+            crate::fast::records_ok(seed, *count, 1).is_some(),
             "a valid seed passes the fast path"
         );
         assert!(generic_ok(seed, *count, 1));
@@ -640,7 +640,7 @@ fn the_fast_path_accepts_nothing_the_walker_refuses() {
             }
             let count = if next() % 8 == 0 { count + 1 } else { *count };
             let base = if next() % 16 == 0 { i64::MAX - 3 } else { 1 };
-            if crate::fast::records_ok(&m, count, base) {
+            if crate::fast::records_ok(&m, count, base).is_some() {
                 fast_accepted += 1;
                 assert!(
                     generic_ok(&m, count, base),
@@ -653,4 +653,46 @@ fn the_fast_path_accepts_nothing_the_walker_refuses() {
         fast_accepted > 100,
         "mutations the fast path still accepted: {fast_accepted}"
     );
+}
+
+/// `reserved_headers`: a header key starting with `strom.` is seen by the fast path, the
+/// walker and every codec; anything else is not.
+#[test]
+fn reserved_headers_are_reported_on_every_path() {
+    let cases: [(&[&str], bool); 6] = [
+        (&[], false),
+        (&["trace-id", "content-type"], false),
+        (&["strom"], false),
+        (&["stromx.delay.ms", "Strom.msg.id"], false),
+        (&["strom.msg.id"], true),
+        (&["a", "b", "strom.delay.ms"], true),
+    ];
+    for (keys, want) in cases {
+        let records: Vec<NewRecord<'_>> = (0..20)
+            .map(|i| NewRecord {
+                key: Some(b"k".as_slice()),
+                value: Some(&[7u8; 300][..i * 10]),
+                // The keys only on the last record: every record before is walked first.
+                headers: if i == 19 {
+                    keys.iter().map(|k| (*k, Some(b"1".as_slice()))).collect()
+                } else {
+                    Vec::new()
+                },
+            })
+            .collect();
+        for codec in [
+            Codec::None,
+            Codec::Gzip,
+            Codec::Snappy,
+            Codec::Lz4,
+            Codec::Zstd,
+        ] {
+            let batch = build_compressed(codec, 5, &records).unwrap();
+            let summary = validate(&batch, usize::MAX).unwrap();
+            assert_eq!(summary.reserved_headers, want, "{keys:?} {}", codec.name());
+        }
+        // The generic walker (the fast path refuses a 5-byte varint length) agrees.
+        let body = encode_records(&records);
+        assert_eq!(crate::fast::records_ok(&body, 20, 5), Some(want));
+    }
 }

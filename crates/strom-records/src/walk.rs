@@ -130,6 +130,10 @@ pub(crate) struct Parts<F> {
     /// `(key, value)`; grown as headers are read (never sized by the count on the wire);
     /// for `F = ()` a `Vec` of a zero-sized type, which never allocates.
     pub(crate) headers: Vec<(F, Option<F>)>,
+    /// Whether a header key may start with [`crate::RESERVED_HEADER_PREFIX`]: exact over
+    /// bytes in place; over a decompressing stream a key whose first bytes straddle the
+    /// window's end counts as reserved (the caller then reads the records to be sure).
+    pub(crate) reserved: bool,
 }
 
 /// The record being read: its index, where it ends, its length.
@@ -291,7 +295,9 @@ pub(crate) fn record<S: Source>(
         )));
     }
     let mut headers = Vec::new();
+    let mut reserved = false;
     for _ in 0..count {
+        reserved |= may_be_reserved(src.buffered(), rec, src.consumed());
         // Not nullable: a length of -1 is refused inside, so `None` cannot come back.
         let Some(k) = field(src, rec, false, ("header key", "header key length"))? else {
             return Err(rec.err("null header key".into()));
@@ -312,7 +318,28 @@ pub(crate) fn record<S: Source>(
         key,
         value,
         headers,
+        reserved,
     })
+}
+
+/// Whether the header key whose length varint starts `at` hand (`buf`, the source's
+/// buffered bytes at position `consumed`) may start with the reserved prefix. Reads ahead
+/// without consuming; a key that the bytes at hand do not hold entirely is judged by the
+/// part they hold (an error in the key is left to the reader proper).
+fn may_be_reserved(buf: &[u8], rec: Rec, consumed: u64) -> bool {
+    let within = (rec.end.saturating_sub(consumed)).min(buf.len() as u64) as usize;
+    let buf = &buf[..within];
+    let Ok((raw, n)) = decode_raw(buf, VARINT_BYTES_MAX, 32) else {
+        return true; // the length itself straddles the window: look closer
+    };
+    let len = unzigzag32(raw);
+    let prefix = crate::RESERVED_HEADER_PREFIX;
+    if len < prefix.len() as i32 {
+        return false;
+    }
+    let key = &buf[n..];
+    let seen = key.len().min(prefix.len());
+    key[..seen] == prefix[..seen]
 }
 
 /// Reads the length field of the record `index` of a batch that claims `count`: `None` at

@@ -44,6 +44,10 @@ pub(crate) struct ServeArgs {
     /// num.partitions of auto-created topics [default: 1].
     #[arg(long, env = "STROM_NUM_PARTITIONS")]
     num_partitions: Option<i32>,
+    /// strom.delay.max.ms of topics that do not set it: the longest delay a strom.delay.ms /
+    /// strom.deliver.at header may ask [default: 604800000].
+    #[arg(long, env = "STROM_DELAY_MAX_MS")]
+    delay_max_ms: Option<i64>,
     /// socket.request.max.bytes: largest request frame [default: 104857600].
     #[arg(long, env = "STROM_MAX_REQUEST_BYTES")]
     max_request_bytes: Option<usize>,
@@ -108,6 +112,7 @@ struct FileConfig {
     ws_buffer_records: Option<usize>,
     auto_create_topics: Option<bool>,
     num_partitions: Option<i32>,
+    delay_max_ms: Option<i64>,
     max_request_bytes: Option<usize>,
     queued_max_request_bytes: Option<usize>,
     kafka_max_connections: Option<usize>,
@@ -187,6 +192,12 @@ fn resolve(a: ServeArgs) -> Result<Settings> {
     broker.num_partitions = a.num_partitions.or(f.num_partitions).unwrap_or(1);
     if broker.num_partitions < 1 {
         bail!("--num-partitions must be at least 1");
+    }
+    if let Some(ms) = a.delay_max_ms.or(f.delay_max_ms) {
+        if ms < 0 {
+            bail!("--delay-max-ms must not be negative");
+        }
+        broker.delay_max_ms = ms;
     }
     if let Some(ms) = a
         .retention_check_interval_ms
@@ -356,6 +367,7 @@ async fn serve(s: Settings) -> Result<()> {
         "kafka listener ready"
     );
     let maintenance = tokio::spawn(broker.clone().run_maintenance());
+    let delays = tokio::spawn(broker.clone().run_delays());
     let serving = tokio::spawn(server.run(stop_rx, Duration::from_secs(10)));
     wait_for_signal().await?;
     tracing::info!("shutting down: draining connections");
@@ -370,6 +382,7 @@ async fn serve(s: Settings) -> Result<()> {
         .await?
         .context("flushing the logs at shutdown")?;
     maintenance.abort();
+    delays.abort();
     coordinator.abort();
     groups.close();
     tracing::info!("strom stopped");

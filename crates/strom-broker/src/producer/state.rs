@@ -243,7 +243,14 @@ impl PartitionProducers {
         if let Some(dup) = entry
             .batches
             .iter()
-            .find(|b| b.first_seq == h.base_sequence && b.last_seq == last)
+            // A batch the broker stored rebuilt without its delayed or duplicate records
+            // (`Broker::append_reserved`) keeps the original's last sequences: as replayed
+            // from the log it starts later than the batch being retried.
+            .find(|b| {
+                b.last_seq == last
+                    && (b.first_seq == h.base_sequence
+                        || (h.base_sequence < b.first_seq && b.first_seq <= last))
+            })
         {
             return Ok(BatchCheck::Duplicate {
                 first_offset: dup.first_offset,
