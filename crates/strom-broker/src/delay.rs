@@ -14,7 +14,7 @@
 //!
 //! ## Memory
 //! Neither the pending records nor their due times are kept in memory: only the set of
-//! non-empty buckets (one `i64` each; at most `strom.delay.max.ms` / [`BUCKET_MS`] of them,
+//! non-empty buckets (two `i64` each; at most `strom.delay.max.ms` / [`BUCKET_MS`] of them,
 //! 604,800 for 7 days) and, while delivering, [`CHUNK_ENTRIES`] entries and the records of
 //! one delay-log batch. A million pending records cost 16 MB of index on disk and nothing
 //! per record in memory.
@@ -37,10 +37,17 @@
 //! cursor moves on; otherwise the entries are delivered again. So a record acknowledged is
 //! never lost and never appended twice.
 //!
-//! Not done: the delay log is never trimmed (its segments stay after their records are
-//! delivered); records whose target topic was deleted are dropped at their due time.
+//! ## Trimming
+//! Each non-empty bucket is remembered with the lowest delay-log offset among its pending
+//! entries (computed at open, lowered by each add; entries of one bucket need not be in
+//! offset order, since concurrent produces write their entries after their appends). When a
+//! bucket is all delivered and removed, the delay log's sealed segments below the lowest
+//! offset of every remaining bucket are deleted ([`Log::delete_segments_below`]); the log
+//! rolls at [`DELAY_SEGMENT_BYTES`], so delivered records leave the disk within that much.
+//!
+//! Not done: records whose target topic was deleted are dropped at their due time.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
@@ -48,7 +55,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use bytes::Bytes;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use strom_log::{Log, LogConfig};
 use strom_records::Record;
 
@@ -68,6 +75,8 @@ const RUN_OVERHEAD_BYTES: u64 = 128;
 const ENTRY_BYTES: usize = 16;
 /// Largest batch of the delay log (a produce's delayed records, decompressed).
 const DELAY_BATCH_BYTES_MAX: u64 = 256 << 20;
+/// Segment size of the delay log (what trimming frees at a time).
+pub const DELAY_SEGMENT_BYTES: u64 = 64 << 20;
 const TARGET_HEADER: &[u8] = b"strom.delay.target";
 const DUE_HEADER: &[u8] = b"strom.delay.due";
 
@@ -109,8 +118,12 @@ struct Intent {
 pub struct DelayStore {
     log: Log,
     due_dir: PathBuf,
-    /// Non-empty buckets; also serialises writes to the bucket files against their removal.
-    buckets: Mutex<BTreeSet<i64>>,
+    /// Non-empty buckets, each with the lowest delay-log offset of its pending entries; also
+    /// serialises writes to the bucket files against their removal.
+    buckets: Mutex<BTreeMap<i64, i64>>,
+    /// Held (shared) by an add from its append to its bucket entries, and (exclusive) by a
+    /// trim: a record appended but not yet in a bucket is never trimmed.
+    trim_gate: RwLock<()>,
     pending: AtomicI64,
     /// The delivery side: one at a time; the delay-log batch last read.
     delivering: Mutex<Option<(i64, i64, Vec<Record>)>>,
@@ -127,6 +140,10 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 impl DelayStore {
     /// Opens (or creates) the store under `dir` (`.strom/delay`).
     pub(crate) fn open(dir: &Path) -> crate::Result<DelayStore> {
+        Self::open_with(dir, DELAY_SEGMENT_BYTES.max(DELAY_BATCH_BYTES_MAX))
+    }
+
+    fn open_with(dir: &Path, segment_bytes: u64) -> crate::Result<DelayStore> {
         let due_dir = dir.join("due");
         fs::create_dir_all(&due_dir)?;
         let config = LogConfig {
@@ -134,10 +151,11 @@ impl DelayStore {
             // A produce's delayed records are one batch here, rebuilt uncompressed and with
             // two more headers each: larger than the batch the client sent.
             max_batch_bytes: DELAY_BATCH_BYTES_MAX,
+            segment_bytes,
             ..LogConfig::default()
         };
         let log = Log::open(dir.join("log"), config)?;
-        let mut buckets = BTreeSet::new();
+        let mut buckets = BTreeMap::new();
         let mut pending = 0i64;
         for entry in fs::read_dir(&due_dir)? {
             let name = entry?.file_name();
@@ -156,15 +174,44 @@ impl DelayStore {
             // A damaged cursor is reported when the bucket comes due.
             let done = read_cursor(&due_dir, b).map_or(0, |c| c.done);
             pending += entries.saturating_sub(done) as i64;
-            buckets.insert(b);
+            let lowest = lowest_pending(&due_dir.join(&*name), done)?;
+            buckets.insert(b, lowest.unwrap_or(i64::MAX));
         }
-        Ok(DelayStore {
+        let store = DelayStore {
             log,
             due_dir,
             buckets: Mutex::new(buckets),
+            trim_gate: RwLock::new(()),
             pending: AtomicI64::new(pending),
             delivering: Mutex::new(None),
-        })
+        };
+        store.trim()?;
+        Ok(store)
+    }
+
+    /// Deletes the delay log's sealed segments that hold no pending record.
+    fn trim(&self) -> crate::Result<()> {
+        let _gate = self.trim_gate.write();
+        let lowest = {
+            let buckets = self.buckets.lock();
+            buckets.values().copied().min()
+        };
+        // Nothing pending: everything before the log's end is delivered.
+        let below = lowest.unwrap_or_else(|| self.log.log_end_offset());
+        let freed = self.log.delete_segments_below(below)?;
+        if freed.segments > 0 {
+            tracing::debug!(
+                segments = freed.segments,
+                bytes = freed.bytes,
+                "delay log trimmed"
+            );
+        }
+        Ok(())
+    }
+
+    /// The delay log's size on disk.
+    pub fn log_bytes(&self) -> u64 {
+        self.log.size_bytes()
     }
 
     /// Records waiting for their time.
@@ -196,9 +243,10 @@ impl DelayStore {
             built.push(r);
         }
         let mut batch = strom_records::rebuild(&built, None);
+        let _gate = self.trim_gate.read();
         let info = self.log.append(&mut batch)?;
         self.log.flush_to(info.last_offset + 1)?;
-        let mut by_bucket: std::collections::BTreeMap<i64, Vec<u8>> = Default::default();
+        let mut by_bucket: BTreeMap<i64, Vec<u8>> = Default::default();
         for (i, d) in records.iter().enumerate() {
             let e = by_bucket.entry(d.due_ms.div_euclid(BUCKET_MS)).or_default();
             e.extend_from_slice(&(info.base_offset + i as i64).to_be_bytes());
@@ -219,7 +267,9 @@ impl DelayStore {
             if created {
                 sync_dir(&self.due_dir)?;
             }
-            buckets.insert(b);
+            let first = be(&entries, 0);
+            let lowest = buckets.entry(b).or_insert(first);
+            *lowest = (*lowest).min(first);
         }
         self.pending
             .fetch_add(records.len() as i64, Ordering::Relaxed);
@@ -243,7 +293,7 @@ impl DelayStore {
     ) -> crate::Result<Option<Delivery>> {
         let mut cache = self.delivering.lock();
         loop {
-            let Some(b) = self.buckets.lock().first().copied() else {
+            let Some(b) = self.buckets.lock().keys().next().copied() else {
                 return Ok(None);
             };
             if b.saturating_mul(BUCKET_MS) > now_ms {
@@ -273,6 +323,8 @@ impl DelayStore {
                     let _ = fs::remove_file(self.due_path(b));
                     let _ = fs::remove_file(cursor_path(&self.due_dir, b));
                     buckets.remove(&b);
+                    drop(buckets);
+                    self.trim()?;
                 }
                 continue;
             }
@@ -496,6 +548,25 @@ fn write_cursor(dir: &Path, b: i64, c: &Cursor) -> crate::Result<()> {
     Ok(())
 }
 
+/// The lowest delay-log offset among a bucket file's entries from `done` on.
+fn lowest_pending(path: &Path, done: u64) -> crate::Result<Option<i64>> {
+    let f = File::open(path)?;
+    let len = f.metadata()?.len() / ENTRY_BYTES as u64;
+    let mut lowest = None;
+    let mut at = done;
+    let mut buf = vec![0u8; CHUNK_ENTRIES * ENTRY_BYTES];
+    while at < len {
+        let n = (len - at).min(CHUNK_ENTRIES as u64) as usize;
+        f.read_exact_at(&mut buf[..n * ENTRY_BYTES], at * ENTRY_BYTES as u64)?;
+        for e in buf[..n * ENTRY_BYTES].chunks_exact(ENTRY_BYTES) {
+            let offset = be(e, 0);
+            lowest = Some(lowest.map_or(offset, |l: i64| l.min(offset)));
+        }
+        at += n as u64;
+    }
+    Ok(lowest)
+}
+
 fn read_cursor(dir: &Path, b: i64) -> crate::Result<Cursor> {
     let data = match fs::read(cursor_path(dir, b)) {
         Ok(d) => d,
@@ -557,5 +628,77 @@ mod tests {
         raw[0] ^= 1;
         fs::write(cursor_path(dir.path(), 5), raw).unwrap();
         assert!(read_cursor(dir.path(), 5).is_err());
+    }
+
+    fn delayed(due_ms: i64, n: usize) -> Vec<Delayed> {
+        (0..n)
+            .map(|i| Delayed {
+                topic: "t".into(),
+                partition: 0,
+                due_ms,
+                record: Record {
+                    offset: 0,
+                    timestamp: due_ms,
+                    key: Some(Bytes::from(format!("k{i}"))),
+                    value: Some(Bytes::from(vec![b'v'; 4096])),
+                    headers: vec![],
+                },
+            })
+            .collect()
+    }
+
+    /// Delivers every run due at `now`, returning the delay-log offsets delivered.
+    fn deliver(store: &DelayStore, now: i64) -> Vec<i64> {
+        let mut out = Vec::new();
+        while let Some(d) = store
+            .next_due(now, |_, _| Some((0, 1 << 30)), |_, _, _, _| false)
+            .unwrap()
+        {
+            for r in &d.records {
+                let (_, id) = r
+                    .headers
+                    .iter()
+                    .find(|(k, _)| k.as_ref() == DELAY_ID_HEADER)
+                    .expect("a delay id");
+                let id = std::str::from_utf8(id.as_deref().unwrap()).unwrap();
+                out.push(id.parse::<i64>().unwrap());
+            }
+            store.done(&d).unwrap();
+        }
+        out
+    }
+
+    #[test]
+    fn delivered_records_leave_the_delay_log_and_pending_ones_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = strom_log::now_ms();
+        let seg = 64 << 10;
+        let store = DelayStore::open_with(dir.path(), seg).unwrap();
+        // Offsets 0..12 due long ago, 12..24 due in a minute, 24..36 due long ago: one
+        // segment each (each add is ~50 KiB, the segments 64 KiB).
+        store.add(delayed(now - 5000, 12)).unwrap();
+        store.add(delayed(now + 60_000, 12)).unwrap();
+        store.add(delayed(now - 5000, 12)).unwrap();
+        let before = store.log_bytes();
+        assert_eq!(store.log.log_start_offset(), 0);
+        let got = deliver(&store, now);
+        assert_eq!(got, (0..12).chain(24..36).collect::<Vec<_>>());
+        // The bucket of the due ones is gone: what lies below the pending record at 12 is
+        // deleted, the pending one's segment (and what follows it) is kept.
+        assert_eq!(store.log.log_start_offset(), 12);
+        assert!(store.log_bytes() < before);
+        assert_eq!(store.pending(), 12);
+        store.close().unwrap();
+        drop(store);
+
+        // After a reopen the pending records are still there, and deliverable.
+        let store = DelayStore::open_with(dir.path(), seg).unwrap();
+        assert_eq!(store.pending(), 12);
+        assert_eq!(store.log.log_start_offset(), 12);
+        assert!(deliver(&store, now).is_empty());
+        assert_eq!(deliver(&store, now + 61_000), (12..24).collect::<Vec<_>>());
+        assert_eq!(store.pending(), 0);
+        // Nothing pending: every sealed segment goes.
+        assert_eq!(store.log.segment_count(), 1);
     }
 }

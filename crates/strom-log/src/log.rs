@@ -1183,6 +1183,30 @@ impl Log {
         Ok(outcome)
     }
 
+    /// Deletes the sealed segments whose records all lie below `offset` (oldest first; the
+    /// active segment is never deleted), for internal logs whose owner knows what it still
+    /// needs. The log start offset moves to the first segment kept.
+    pub fn delete_segments_below(&self, offset: i64) -> Result<RetentionOutcome> {
+        self.seals.check()?;
+        let mut outcome = RetentionOutcome::default();
+        let mut deleted = Vec::new();
+        {
+            let mut segs = self.segments.write();
+            while segs.len() > 1 && segs[1].base_offset <= offset {
+                let seg = segs.pop_front().expect("len > 1");
+                outcome.segments += 1;
+                outcome.bytes += seg.size();
+                self.start_offset
+                    .fetch_max(segs[0].base_offset, Ordering::AcqRel);
+                deleted.push(seg);
+            }
+        }
+        for seg in deleted {
+            seg.delete_files()?;
+        }
+        Ok(outcome)
+    }
+
     /// Flushes and refuses further appends. Reads keep working. A log offline after a
     /// failed sync is closed without syncing anything ([`LogError::Failed`]).
     pub fn close(&self) -> Result<()> {
