@@ -75,8 +75,8 @@ const RUN_OVERHEAD_BYTES: u64 = 128;
 const ENTRY_BYTES: usize = 16;
 /// Largest batch of the delay log (a produce's delayed records, decompressed).
 const DELAY_BATCH_BYTES_MAX: u64 = 256 << 20;
-/// Segment size of the delay log (what trimming frees at a time).
-pub const DELAY_SEGMENT_BYTES: u64 = 64 << 20;
+/// Segment size of the delay log (what trimming frees at a time): its largest batch must fit.
+pub const DELAY_SEGMENT_BYTES: u64 = DELAY_BATCH_BYTES_MAX;
 const TARGET_HEADER: &[u8] = b"strom.delay.target";
 const DUE_HEADER: &[u8] = b"strom.delay.due";
 
@@ -140,7 +140,7 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 impl DelayStore {
     /// Opens (or creates) the store under `dir` (`.strom/delay`).
     pub(crate) fn open(dir: &Path) -> crate::Result<DelayStore> {
-        Self::open_with(dir, DELAY_SEGMENT_BYTES.max(DELAY_BATCH_BYTES_MAX))
+        Self::open_with(dir, DELAY_SEGMENT_BYTES)
     }
 
     fn open_with(dir: &Path, segment_bytes: u64) -> crate::Result<DelayStore> {
