@@ -70,9 +70,11 @@ pub(crate) fn find_coordinator(mut req: Req<'_>) -> Result<Reply, Fatal> {
     let v = req.version;
     let (host, port) = advertised(req.ctx);
     let node = req.ctx.broker.node_id();
-    // Groups (key type 0) are coordinated here; transactions (1) are not supported yet.
+    // Groups (key type 0) and share groups (2, KIP-932; the key is the group id, or
+    // "group:topic id:partition" for the share-partition state, which lives here too) are
+    // coordinated here; transactions (1) are not supported yet.
     let answer = |key_type: i8| -> (i16, Option<StrBytes>) {
-        if key_type == 0 {
+        if key_type == 0 || key_type == 2 {
             (0, None)
         } else {
             (
