@@ -12,6 +12,7 @@ use strom_broker::{Broker, BrokerConfig};
 
 use crate::pool::RequestPool;
 use crate::server::{handle, Ctx, Handled, KafkaConfig};
+use strom_broker::share::{ShareConfig, ShareCoordinator};
 
 /// Topics that exist for every input; any other topic an input creates is deleted after it.
 const SEED_TOPICS: &[(&str, i32)] = &[("t0", 1), ("t1", 3)];
@@ -37,6 +38,13 @@ impl Harness {
         let exists: PartitionExists = Arc::new(move |t: &str, p: i32| b.partition(t, p).is_ok());
         let groups = GroupCoordinator::open(dir.path(), GroupConfig::default(), exists)
             .expect("the coordinator opens");
+        let shares = ShareCoordinator::open(
+            dir.path(),
+            ShareConfig::default(),
+            broker.clone(),
+            Some(groups.clone()),
+        )
+        .expect("the share coordinator opens");
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .start_paused(true)
@@ -47,6 +55,7 @@ impl Harness {
         let ctx = Ctx {
             broker,
             groups,
+            shares,
             pool: RequestPool::new(config.queued_max_request_bytes),
             config,
             connections: AtomicUsize::new(0),

@@ -23,6 +23,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable};
 use strom_broker::coordinator::GroupCoordinator;
+use strom_broker::share::ShareCoordinator;
 use strom_broker::Broker;
 use strom_wire::{Chunk, Chunked, Frame as Response};
 use tokio::io::Interest;
@@ -82,6 +83,9 @@ impl KafkaConfig {
 pub(crate) struct Ctx {
     pub(crate) broker: Arc<Broker>,
     pub(crate) groups: Arc<GroupCoordinator>,
+    /// The share-group coordinator (KIP-932 APIs).
+    #[allow(dead_code)]
+    pub(crate) shares: Arc<ShareCoordinator>,
     pub(crate) config: KafkaConfig,
     pub(crate) connections: AtomicUsize,
     /// `queued.max.request.bytes`.
@@ -126,6 +130,7 @@ impl KafkaServer {
         config: KafkaConfig,
         broker: Arc<Broker>,
         groups: Arc<GroupCoordinator>,
+        shares: Arc<ShareCoordinator>,
     ) -> io::Result<KafkaServer> {
         let listener = strom_broker::limits::listen(config.listen, config.listen_backlog)?;
         Ok(KafkaServer {
@@ -133,6 +138,7 @@ impl KafkaServer {
             ctx: Arc::new(Ctx {
                 broker,
                 groups,
+                shares,
                 pool: RequestPool::new(config.queued_max_request_bytes),
                 config,
                 connections: AtomicUsize::new(0),
