@@ -19,6 +19,7 @@ pub mod limits;
 pub mod metrics;
 pub mod producer;
 pub mod records;
+pub mod share;
 pub mod topic;
 
 pub use broker::{

@@ -29,6 +29,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use parking_lot::Mutex;
 use strom_broker::coordinator::GroupCoordinator;
+use strom_broker::share::ShareCoordinator;
 use strom_broker::Broker;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -73,6 +74,9 @@ impl Default for HttpConfig {
 pub(crate) struct AppState {
     pub(crate) broker: Arc<Broker>,
     pub(crate) groups: Arc<GroupCoordinator>,
+    /// The share-group coordinator (queues).
+    #[allow(dead_code)]
+    pub(crate) shares: Arc<ShareCoordinator>,
     /// Group members that consume over HTTP, by member id.
     pub(crate) members: Arc<Mutex<HashMap<String, groups::HttpMember>>>,
     pub(crate) metrics: Arc<Metrics>,
@@ -177,6 +181,7 @@ pub async fn serve(
     listener: TcpListener,
     broker: Arc<Broker>,
     groups: Arc<GroupCoordinator>,
+    shares: Arc<ShareCoordinator>,
     config: HttpConfig,
     shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
@@ -184,6 +189,7 @@ pub async fn serve(
     let state = AppState {
         broker: broker.clone(),
         groups,
+        shares,
         members: Arc::new(Mutex::new(HashMap::new())),
         metrics: metrics.clone(),
         config: config.clone(),
