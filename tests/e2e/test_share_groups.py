@@ -182,11 +182,11 @@ def raw_member(conn, group, topic):
     return member
 
 
-def acquired_offsets(fetch, partition=0):
-    p = fetch["partitions"].get(partition)
-    if not p:
-        return []
-    return [o for first, last, _ in p["acquired"] for o in range(first, last + 1)]
+def acquired_offsets(fetch, partition=0, topic=None):
+    """The offsets acquired in `partition` (of `topic`'s id, if given)."""
+    return [o for t, ps in fetch["topics"] if topic is None or t == topic
+            for p in ps if p["partition"] == partition
+            for first, last, _ in p["acquired"] for o in range(first, last + 1)]
 
 
 # --- the ShareConsumer --------------------------------------------------------------------
@@ -490,6 +490,32 @@ def test_list_describe_and_find_coordinator_know_share_groups(broker):
         assert m["member_id"] == member and m["subscribed"] == [topic], m
         assert [(name, parts) for _, name, parts in m["assignment"]] == [(topic, [0])], m
         assert groups[1]["group"] == "nope" and groups[1]["error"] == GROUP_ID_NOT_FOUND, groups[1]
+        # DescribeGroups v5 shows it with protocol type "share".
+        r = conn.call_flexible(DESCRIBE_GROUPS, 5, carray([compact_string(group)]) + b"\x00" + NO_TAGS)
+        r.i32()
+
+        def dg_member(r):
+            row = (r.cstring(), r.cstring(), r.cstring(), r.cstring(), r.cbytes(), r.cbytes())
+            r.tags()
+            return row
+
+        def dg(r):
+            g = (r.i16(), r.cstring(), r.cstring(), r.cstring(), r.cstring(), r.carray(dg_member), r.i32())
+            r.tags()
+            return g
+
+        [(err, gid, state, ptype, _, dmembers, _)] = r.carray(dg)
+        assert (err, gid, state, ptype) == (0, group, "Stable", "share")
+        assert [m[0] for m in dmembers] == [member]
+        # ListGroups with a states filter.
+        body = carray([compact_string("Empty")]) + carray([compact_string("share")]) + NO_TAGS
+        r = conn.call_flexible(LIST_GROUPS, 5, body)
+        r.i32(), r.i16()
+        assert r.carray(lambda r: (r.cstring(), r.cstring(), r.cstring(), r.cstring(), r.tags())) == []
+        # After the member leaves, the group is Empty.
+        assert heartbeat(conn, group, member, -1)["error"] == 0
+        rows = list_groups(conn, ["share"])
+        assert (rows[0][0], rows[0][2]) == (group, "Empty"), rows
 
 
 def test_share_group_offsets_are_described_altered_and_deleted(broker):
@@ -632,3 +658,93 @@ def test_renew_in_v2_keeps_the_lock(broker):
         assert r["partitions"][0]["error"] == 0, r
         f = share_fetch(conn, group, member, epoch, tid, partitions=(), version=2)
         assert [(a, b, c) for a, b, c in f["partitions"][0]["acquired"]] == [(1, 1, 2)], f
+
+
+def test_release_backoff_grows_between_deliveries(broker):
+    """strom.retry.backoff.ms: a released record is acquirable again only after
+    backoff x 2^(delivery_count-1) (+ up to 10 % jitter)."""
+    topic, group, backoff_ms = "backoff", "backoff-g", 400
+    create_topic(broker, topic)
+    set_group_configs(broker, group, share_auto_offset_reset="earliest",
+                      strom_retry_backoff_ms=backoff_ms, strom_retry_backoff_max_ms=60000)
+    produce(broker, topic, 1)
+    c = share_consumer(broker, group, topic, share_acknowledgement_mode="explicit")
+    released_at, delays, counts = None, [], []
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and len(counts) < 3:
+            for m in poll_records(c, 0.1):
+                now = time.monotonic()
+                if released_at is not None:
+                    delays.append((now - released_at) * 1000)
+                counts.append(m.delivery_count())
+                c.acknowledge(m, AcknowledgeType.RELEASE if len(counts) < 3 else AcknowledgeType.ACCEPT)
+                c.commit_sync(30)
+                released_at = time.monotonic()
+    finally:
+        c.close()
+    assert counts == [1, 2, 3]
+    print(f"redelivery delays: {[round(d) for d in delays]} ms (backoff {backoff_ms} ms)")
+    assert backoff_ms <= delays[0] < backoff_ms * 2 + 1000, delays
+    assert 2 * backoff_ms <= delays[1] < backoff_ms * 4 + 1000, delays
+
+
+def test_share_fetch_waits_for_records_and_wakes_on_produce(broker):
+    topic, group = "waits", "waits-g"
+    create_topic(broker, topic)
+    tid = topic_id(broker, topic)
+    with Conn(broker.bootstrap) as conn:
+        member = raw_member(conn, group, topic)
+        started = time.monotonic()
+        f = share_fetch(conn, group, member, 0, tid, max_wait_ms=300)
+        waited = time.monotonic() - started
+        assert f["error"] == 0 and acquired_offsets(f) == [], f
+        assert 0.25 <= waited < 5, waited
+        # A record produced while a fetch waits ends the wait.
+        threading.Timer(0.3, produce, args=(broker, topic, 1)).start()
+        started = time.monotonic()
+        f = share_fetch(conn, group, member, 1, tid, partitions=(), max_wait_ms=20000)
+        waited = time.monotonic() - started
+        assert acquired_offsets(f) == [0], f
+        assert waited < 10, waited
+        # max_records 0: acknowledgements only, no acquisition and no wait.
+        produce(broker, topic, 1, prefix="n")
+        started = time.monotonic()
+        f = share_fetch(conn, group, member, 2, tid, partitions=(), acks={0: [(0, 0, [ACCEPT])]},
+                        max_records=0, max_wait_ms=20000)
+        assert time.monotonic() - started < 5
+        assert f["partitions"][0]["ack_error"] == 0 and acquired_offsets(f) == [], f
+        # An unknown topic id is answered UNKNOWN_TOPIC_ID and not kept in the session.
+        bogus = uuid.uuid4().bytes
+        f = share_fetch(conn, group, member, 3, bogus, max_wait_ms=1000)
+        errors = {p["error"] for t, ps in f["topics"] for p in ps if t == bogus}
+        assert errors == {100}, f  # UNKNOWN_TOPIC_ID
+        # The session's partition of the known topic still fetches.
+        assert acquired_offsets(f, topic=tid) == [1], f
+        f = share_fetch(conn, group, member, 4, tid, partitions=(), max_wait_ms=100)
+        assert f["error"] == 0 and f["topics"] == [], f
+
+
+def test_huge_counts_in_share_requests_close_only_that_connection(broker):
+    topic = "bounds"
+    create_topic(broker, topic)
+    for api, version, body in [
+        # ShareFetch v1: topics announces 2^28 elements in a few bytes.
+        (SHARE_FETCH, 1, compact_string("g") + compact_string("m") + i32(0) * 6
+         + uvarint(1 << 28)),
+        # ShareAcknowledge v2: acknowledge types of one batch announce 2^30.
+        (SHARE_ACKNOWLEDGE, 2, compact_string("g") + compact_string("m") + i32(1) + b"\x00"
+         + carray([uuid.uuid4().bytes + carray([i32(0) + uvarint(2) + struct.pack(">qq", 0, 0)
+                                                 + uvarint(1 << 30)])])),
+        # ShareGroupHeartbeat: a topic name longer than the frame.
+        (SHARE_GROUP_HEARTBEAT, 1, compact_string("g") + compact_string("m") + i32(0)
+         + compact_string(None) + uvarint(2) + uvarint(1 << 20) + b"x"),
+    ]:
+        with Conn(broker.bootstrap) as conn:
+            conn.send_frame(kwire.request_frame(api, version, body, flexible=True))
+            assert conn.is_closed(10), (api, version)
+    # The broker serves the next client.
+    with Conn(broker.bootstrap) as conn:
+        member = raw_member(conn, "after-bounds", topic)
+        assert member
+    assert broker.running()
