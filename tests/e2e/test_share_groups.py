@@ -748,3 +748,36 @@ def test_huge_counts_in_share_requests_close_only_that_connection(broker):
         member = raw_member(conn, "after-bounds", topic)
         assert member
     assert broker.running()
+
+
+def test_a_share_consumer_goes_on_across_a_broker_restart(broker):
+    """After a restart the member is unknown and its session gone: librdkafka rejoins
+    (UNKNOWN_MEMBER_ID) and reopens its session (SHARE_SESSION_NOT_FOUND) by itself."""
+    topic, group = "restart-q", "restart-g"
+    create_topic(broker, topic)
+    set_group_configs(broker, group, share_auto_offset_reset="earliest")
+    produce(broker, topic, 10, prefix="a")
+    c = share_consumer(broker, group, topic, share_acknowledgement_mode="explicit")
+    got = []
+
+    def drain(until, seconds):
+        deadline = time.time() + seconds
+        while time.time() < deadline and len(got) < until:
+            for m in poll_records(c, 0.5):
+                got.append(m.value())
+                c.acknowledge(m, AcknowledgeType.ACCEPT)
+            try:
+                c.commit_sync(10)
+            except KafkaException:
+                pass  # while the broker is down
+
+    try:
+        drain(10, 60)
+        assert sorted(got) == sorted(f"a{i}".encode() for i in range(10))
+        broker.kill()
+        broker.start()
+        produce(broker, topic, 10, prefix="b")
+        drain(20, 90)
+    finally:
+        c.close()
+    assert sorted(got[10:]) == sorted(f"b{i}".encode() for i in range(10)), got
