@@ -798,33 +798,7 @@ impl ShareCoordinator {
         let part = self.broker.partition(topic, partition)?;
         let log = part.log()?;
         let now = strom_log::now_ms();
-        let (from, init) = {
-            let mut st = self.state.lock();
-            let State { groups, configs } = &mut *st;
-            let g = groups
-                .get_mut(group)
-                .ok_or_else(|| ShareError::GroupIdNotFound(group.to_string()))?;
-            if !g.members.contains_key(&**member) {
-                return Err(ShareError::UnknownMemberId);
-            }
-            let policy = self.policy(configs, group, topic);
-            let key = (topic.to_string(), partition);
-            let sp = match g.partitions.get_mut(&key) {
-                Some(sp) => sp,
-                None => {
-                    let start = self.initial_offset(configs.get(group), log)?;
-                    g.partitions
-                        .entry(key)
-                        .or_insert_with(|| SharePartition::new(start))
-                }
-            };
-            let log_start = log.log_start_offset();
-            if sp.spso < log_start {
-                sp.reset_start(log_start);
-            }
-            let init = dirty_entry(group, topic, partition, sp);
-            (sp.acquirable_from(now, policy.max_locks), init)
-        };
+        let (from, init) = self.plan(group, member, topic, partition, log, now)?;
         let from = match from {
             Some(f) if f < log.log_end_offset() => f,
             _ => {
@@ -891,6 +865,91 @@ impl ShareCoordinator {
             _ => read.data,
         };
         Ok(Some((records, acquired, w)))
+    }
+
+    /// Where an acquisition of this partition would start now (`None`: nothing acquirable
+    /// in the window and the window full), initialising the share-partition at the group's
+    /// `share.auto.offset.reset` on first use (the returned entry records it).
+    fn plan(
+        &self,
+        group: &str,
+        member: &str,
+        topic: &str,
+        partition: i32,
+        log: &strom_log::Log,
+        now: i64,
+    ) -> Result<(Option<i64>, Option<Entry>), ShareError> {
+        let mut st = self.state.lock();
+        let State { groups, configs } = &mut *st;
+        let g = groups
+            .get_mut(group)
+            .ok_or_else(|| ShareError::GroupIdNotFound(group.to_string()))?;
+        if !g.members.contains_key(member) {
+            return Err(ShareError::UnknownMemberId);
+        }
+        let policy = self.policy(configs, group, topic);
+        let key = (topic.to_string(), partition);
+        let sp = match g.partitions.get_mut(&key) {
+            Some(sp) => sp,
+            None => {
+                let start = self.initial_offset(configs.get(group), log)?;
+                g.partitions
+                    .entry(key)
+                    .or_insert_with(|| SharePartition::new(start))
+            }
+        };
+        let log_start = log.log_start_offset();
+        if sp.spso < log_start {
+            sp.reset_start(log_start);
+        }
+        let init = dirty_entry(group, topic, partition, sp);
+        Ok((sp.acquirable_from(now, policy.max_locks), init))
+    }
+
+    /// Waits up to `max_wait` until something of `partitions` can be acquired by the member,
+    /// without acquiring it (a door that must reserve memory for its answer first). True if
+    /// something is acquirable now (another member may still take it first).
+    pub async fn wait_acquirable(
+        &self,
+        group: &str,
+        member_id: &str,
+        partitions: &[(String, i32)],
+        max_wait: Duration,
+    ) -> Result<bool, ShareError> {
+        self.check_open()?;
+        let deadline = Instant::now() + max_wait.min(Duration::from_secs(300));
+        loop {
+            let appended = self.broker.append_notify().notified();
+            let changed = self.changed.notified();
+            tokio::pin!(appended);
+            tokio::pin!(changed);
+            appended.as_mut().enable();
+            changed.as_mut().enable();
+            let now = strom_log::now_ms();
+            let mut entries = Vec::new();
+            let mut ready = false;
+            for (topic, p) in partitions {
+                let part = self.broker.partition(topic, *p)?;
+                let log = part.log()?;
+                let (from, init) = self.plan(group, member_id, topic, *p, log, now)?;
+                entries.extend(init);
+                ready |= from.is_some_and(|f| f < log.log_end_offset());
+            }
+            let w = self.append(&entries)?;
+            self.flush(w).await?;
+            if ready
+                || Instant::now() >= deadline
+                || self.broker.is_stopping()
+                || self.closed.load(Ordering::Acquire)
+            {
+                return Ok(ready);
+            }
+            tokio::select! {
+                _ = &mut appended => {}
+                _ = &mut changed => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+        }
     }
 
     fn initial_offset(
