@@ -224,6 +224,7 @@ def test_three_share_consumers_on_one_partition_accept_every_record_once(broker)
     for t in threads:
         t.join(60)
     every = sorted(o for v in got.values() for o in v)
+    print(f"records per member: {[len(v) for v in got.values()]}")
     assert every == list(range(n)), f"{len(every)} deliveries of {n} records"
     assert sum(1 for v in got.values() if v) >= 2, {i: len(v) for i, v in got.items()}
     # Everything is accepted: a new member of the group gets nothing.
@@ -781,3 +782,50 @@ def test_a_share_consumer_goes_on_across_a_broker_restart(broker):
     finally:
         c.close()
     assert sorted(got[10:]) == sorted(f"b{i}".encode() for i in range(10)), got
+
+
+def test_http_and_kafka_members_share_one_group(broker_factory):
+    """A ShareConsumer (Kafka door) and an HTTP receiver (POST /queues/{group}/receive) in one
+    share group: each record is accepted once, by one of them."""
+    import requests
+    b = broker_factory(http=True)
+    topic, group, n = "mixed-q", "mixed-g", 200
+    create_topic(b, topic)
+    set_group_configs(b, group, share_auto_offset_reset="earliest")
+    produce(b, topic, n)
+    kafka_got, http_got = [], []
+    stop = threading.Event()
+
+    def kafka_member():
+        c = share_consumer(b, group, topic, share_acknowledgement_mode="explicit", max_poll_records=10)
+        try:
+            while not stop.is_set():
+                for m in poll_records(c, 0.3):
+                    kafka_got.append(m.offset())
+                    c.acknowledge(m, AcknowledgeType.ACCEPT)
+                    time.sleep(0.002)
+                c.commit_sync(30)
+        finally:
+            c.close()
+
+    t = threading.Thread(target=kafka_member)
+    t.start()
+    with requests.Session() as s:
+        deadline = time.time() + 90
+        while time.time() < deadline and len(kafka_got) + len(http_got) < n:
+            r = s.post(f"{b.http}/queues/{group}/receive",
+                       json={"topics": [topic], "max_records": 10, "wait_ms": 300})
+            assert r.status_code == 200, r.text
+            recs = r.json()["records"]
+            time.sleep(0.02 * len(recs))
+            if recs:
+                a = s.post(f"{b.http}/queues/{group}/ack",
+                           json={"acks": [{"receipt": x["receipt"], "type": "accept"} for x in recs]})
+                assert a.status_code == 200, a.text
+                http_got.extend(x["offset"] for x in recs)
+    time.sleep(1.5)
+    stop.set()
+    t.join(60)
+    print(f"kafka member: {len(kafka_got)} records, http member: {len(http_got)}")
+    assert sorted(kafka_got + http_got) == list(range(n))
+    assert kafka_got and http_got

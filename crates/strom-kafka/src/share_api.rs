@@ -793,3 +793,48 @@ pub(crate) async fn delete_offsets(mut req: Req<'_>) -> Result<Reply, Fatal> {
     };
     req.encode(&resp)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn acks(v: i16, batches: &[(i64, i64, &[i8])]) -> Acks {
+        let mut out = Acks::new();
+        collect_acks(&mut out, (Uuid::nil(), 0), batches.iter().copied(), v);
+        out
+    }
+
+    #[test]
+    fn acknowledgement_batches_become_ranges_or_a_refusal() {
+        let a = acks(1, &[(0, 3, &[1]), (5, 6, &[2, 3])]);
+        let ranges = a[&(Uuid::nil(), 0)].as_ref().expect("accepted");
+        assert_eq!(ranges.len(), 2);
+        assert_eq!((ranges[0].first_offset, ranges[0].last_offset), (0, 3));
+        assert_eq!(ranges[0].types, vec![AckType::Accept]);
+        assert_eq!(ranges[1].types, vec![AckType::Release, AckType::Reject]);
+        assert!(ranges.iter().all(|r| r.delivery_count.is_none()));
+        // RENEW exists from v2 on; unknown codes never.
+        assert!(acks(1, &[(0, 0, &[4])])[&(Uuid::nil(), 0)].is_err());
+        let renew = acks(2, &[(0, 0, &[4])]);
+        assert_eq!(
+            renew[&(Uuid::nil(), 0)].as_ref().expect("v2")[0].types,
+            vec![AckType::Renew]
+        );
+        assert!(acks(2, &[(0, 0, &[1]), (1, 1, &[9])])[&(Uuid::nil(), 0)].is_err());
+        // No batches: nothing to acknowledge for the partition.
+        assert!(acks(1, &[]).is_empty());
+    }
+
+    #[test]
+    fn share_errors_map_to_kafka_codes() {
+        assert_eq!(
+            partition_code(&ShareError::InvalidRecordState("x".into())),
+            121
+        );
+        assert_eq!(group_code(&ShareError::InvalidConfig("x".into())), 40);
+        assert_eq!(group_code(&ShareError::Storage("x".into())), 15);
+        assert_eq!(partition_code(&ShareError::Storage("x".into())), 56);
+        assert_eq!(group_code(&ShareError::GroupIdNotFound("g".into())), 69);
+        assert_eq!(group_code(&ShareError::NonEmptyGroup), 68);
+    }
+}
