@@ -829,3 +829,44 @@ def test_http_and_kafka_members_share_one_group(broker_factory):
     print(f"kafka member: {len(kafka_got)} records, http member: {len(http_got)}")
     assert sorted(kafka_got + http_got) == list(range(n))
     assert kafka_got and http_got
+
+
+def test_an_expired_lock_gives_the_records_to_another_member(broker):
+    """share.record.lock.duration.ms: records a member acquired and neither acknowledged nor
+    renewed go to another member when the lock expires, with delivery count 2; the first
+    member's late acknowledgement is refused (INVALID_RECORD_STATE)."""
+    topic, group = "locks", "locks-g"
+    create_topic(broker, topic)
+    set_group_configs(broker, group, share_auto_offset_reset="earliest",
+                      share_record_lock_duration_ms=1500)
+    produce(broker, topic, 5)
+    slow = share_consumer(broker, group, topic, share_acknowledgement_mode="explicit")
+    fast = share_consumer(broker, group, topic, share_acknowledgement_mode="explicit")
+    try:
+        held = []
+        deadline = time.time() + 30
+        while time.time() < deadline and len(held) < 5:
+            held += poll_records(slow, 0.5)
+        assert sorted(m.offset() for m in held) == [0, 1, 2, 3, 4]
+        assert {m.delivery_count() for m in held} == {1}
+        acquired_at = time.monotonic()
+        got = []
+        deadline = time.time() + 30
+        while time.time() < deadline and len(got) < 5:
+            for m in poll_records(fast, 0.5):
+                got.append((m.offset(), m.delivery_count(), time.monotonic() - acquired_at))
+                fast.acknowledge(m, AcknowledgeType.ACCEPT)
+            fast.commit_sync(30)
+        assert sorted((o, c) for o, c, _ in got) == [(o, 2) for o in range(5)], got
+        assert min(t for _, _, t in got) >= 1.4, got
+        # The slow member's acknowledgement comes too late.
+        for m in held:
+            slow.acknowledge(m, AcknowledgeType.ACCEPT)
+        r = slow.commit_sync(30)
+        errors = [e for e in r.values() if e is not None]
+        assert errors and all(e.args[0].code() == KafkaError.INVALID_RECORD_STATE for e in errors), r
+    finally:
+        slow.close()
+        fast.close()
+    with Conn(broker.bootstrap) as conn:
+        assert describe_share_offsets(conn, group, topic) == {0: (5, 0)}
