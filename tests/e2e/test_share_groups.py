@@ -562,6 +562,13 @@ def test_share_session_epochs_are_checked(broker):
     produce(broker, topic, 5)
     tid = topic_id(broker, topic)
     with Conn(broker.bootstrap) as conn:
+        # A member that never joined: UNKNOWN_MEMBER_ID, and no session is kept for it.
+        stranger = uuid.uuid4().hex[:22]
+        assert heartbeat(conn, group, stranger, 0, [topic])["error"] == 0  # creates the group
+        assert heartbeat(conn, group, stranger, -1)["error"] == 0
+        f = share_fetch(conn, group, stranger, 0, tid, max_wait_ms=0)
+        assert f["error"] == 25, f  # UNKNOWN_MEMBER_ID
+        assert share_fetch(conn, group, stranger, 1, tid)["error"] == SHARE_SESSION_NOT_FOUND
         member = raw_member(conn, group, topic)
         # No session yet: epoch 1 is not found.
         f = share_fetch(conn, group, member, 1, tid)

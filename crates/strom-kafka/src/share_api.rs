@@ -310,11 +310,25 @@ async fn acknowledge(
         .shares
         .acknowledge_many(group, member, &calls)
         .await
-        .map_err(|e| (group_code(&e), e.to_string()))?;
+        .map_err(|e| {
+            forget_if_gone(ctx, group, member, &e);
+            (group_code(&e), e.to_string())
+        })?;
     for (sp, r) in keys.into_iter().zip(results) {
         out.insert(sp, r.err().map(|e| (partition_code(&e), e.to_string())));
     }
     Ok(out)
+}
+
+/// A member the coordinator does not know has no share session either (so sessions opened
+/// for made-up member ids do not fill the cache).
+fn forget_if_gone(ctx: &Ctx, group: &str, member: &str, e: &ShareError) {
+    if matches!(
+        e,
+        ShareError::UnknownMemberId | ShareError::GroupIdNotFound(_)
+    ) {
+        ctx.share_sessions.close(group, member);
+    }
 }
 
 /// The lock every acquisition of `group` gets, for `acquisition_lock_timeout_ms`.
@@ -489,7 +503,10 @@ pub(crate) async fn fetch(mut req: Req<'_>) -> Result<Reply, Fatal> {
         if !wanted.is_empty() {
             let got = match ctx.shares.acquire(&group, &member, &wanted, limits).await {
                 Ok(g) => g,
-                Err(e) => return fail((group_code(&e), e.to_string()), lock_ms(&group)),
+                Err(e) => {
+                    forget_if_gone(ctx, &group, &member, &e);
+                    return fail((group_code(&e), e.to_string()), lock_ms(&group));
+                }
             };
             for (sp, ap) in wanted_ids.into_iter().zip(got) {
                 if ap.acquired.is_empty() && ap.error.is_none() {
