@@ -1514,6 +1514,26 @@ impl ShareCoordinator {
                     entries.extend(self.release_member(configs, id, g, &m));
                     wake = true;
                 }
+                // Share-partitions of deleted topics (or partitions) go with them.
+                let gone: Vec<(String, i32)> = g
+                    .partitions
+                    .keys()
+                    .filter(|(t, p)| {
+                        self.broker
+                            .topic(t)
+                            .is_none_or(|topic| topic.partition(*p).is_none())
+                    })
+                    .cloned()
+                    .collect();
+                for (t, p) in gone {
+                    g.partitions.remove(&(t.clone(), p));
+                    entries.push(Entry::Partition {
+                        group: id.clone(),
+                        topic: t,
+                        partition: p,
+                        value: None,
+                    });
+                }
                 for ((t, p), sp) in g.partitions.iter_mut() {
                     let policy = self.policy(configs, id, t);
                     if sp.expire_locks(now_ms, &policy, &mut |b| self.jitter(b)) > 0 {
