@@ -269,7 +269,8 @@ def test_implicit_mode_accepts_what_the_previous_poll_returned(broker):
         while time.time() < deadline and len(seen) < n:
             seen += [m.offset() for m in poll_records(c, 1.0)]
         assert sorted(seen) == list(range(n))
-        # The next poll acknowledges the last batch; close commits what is pending.
+        # The next poll acknowledges the last batch (librdkafka 2.16 does not accept the last
+        # poll's records at close in implicit mode: it closes the session with no acks).
         poll_records(c, 0.5)
     finally:
         c.close()
@@ -877,3 +878,28 @@ def test_an_expired_lock_gives_the_records_to_another_member(broker):
         fast.close()
     with Conn(broker.bootstrap) as conn:
         assert describe_share_offsets(conn, group, topic) == {0: (5, 0)}
+
+
+def test_acknowledgements_pending_at_close_are_not_lost(broker):
+    """close() sends the pending acknowledgements (closing the share session, epoch -1) and
+    the leave (ShareGroupHeartbeat epoch -1) at once, on two connections: the leave waits for
+    the session to close, so the acknowledgements land and nothing is redelivered."""
+    topic, group = "closing", "closing-g"
+    create_topic(broker, topic)
+    set_group_configs(broker, group, share_auto_offset_reset="earliest")
+    produce(broker, topic, 10)
+    total = 10
+    with Conn(broker.bootstrap) as conn:
+        for round in range(4):
+            c = share_consumer(broker, group, topic, share_acknowledgement_mode="explicit")
+            got = []
+            deadline = time.time() + 30
+            while time.time() < deadline and not got:
+                got = poll_records(c, 1.0)
+            assert sorted(m.offset() for m in got) == list(range(total - len(got), total)), round
+            for m in got:
+                c.acknowledge(m, AcknowledgeType.ACCEPT)
+            c.close()  # no commit before: close sends them
+            assert describe_share_offsets(conn, group, topic) == {0: (total, 0)}, round
+            produce(broker, topic, 1, prefix=f"r{round}-")
+            total += 1

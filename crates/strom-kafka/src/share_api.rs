@@ -55,7 +55,7 @@ use uuid::Uuid;
 
 use crate::data::name_by_id;
 use crate::server::{Ctx, Fatal, Reply, Req};
-use crate::share_session::{SharePartition, Turn};
+use crate::share_session::{SharePartition, Turn, LEAVE_GRACE};
 use crate::share_wire;
 
 /// The longest ShareFetch wait served (as Fetch's).
@@ -117,6 +117,14 @@ pub(crate) async fn heartbeat(mut req: Req<'_>) -> Result<Reply, Fatal> {
             client_host: format!("/{}", req.peer.ip()),
         };
         let leaving = r.member_epoch == -1;
+        if leaving {
+            // The member's last acknowledgements may be on their way in the request that
+            // closes its share session: let them land before its records are released.
+            req.ctx
+                .share_sessions
+                .closed(&group, &member, LEAVE_GRACE)
+                .await;
+        }
         let result = share.heartbeat(hb).await;
         if leaving || matches!(result, Err(ShareError::UnknownMemberId)) {
             // The member is gone: so is its share session.
