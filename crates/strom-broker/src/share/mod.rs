@@ -1184,6 +1184,18 @@ impl ShareCoordinator {
         }
     }
 
+    /// Records `member_id` holds acquired now (with a live lock), over the group's partitions.
+    pub fn held_by(&self, group: &str, member_id: &str) -> usize {
+        let now = strom_log::now_ms();
+        let st = self.state.lock();
+        st.groups.get(group).map_or(0, |g| {
+            g.partitions
+                .values()
+                .map(|sp| sp.held_by(member_id, now))
+                .sum()
+        })
+    }
+
     /// Every share-partition's stats (for `/metrics`).
     pub fn metrics(&self) -> Vec<SharePartitionStats> {
         let st = self.state.lock();

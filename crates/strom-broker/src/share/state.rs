@@ -591,6 +591,16 @@ impl SharePartition {
         (self.recs.len(), acquired, available)
     }
 
+    /// Records acquired by `member` with a live lock.
+    pub(crate) fn held_by(&self, member: &str, now_ms: i64) -> usize {
+        self.recs
+            .iter()
+            .filter(|r| {
+                matches!(&r.state, RecState::Acquired { member: m, until_ms } if &**m == member && *until_ms > now_ms)
+            })
+            .count()
+    }
+
     /// Records of the window that are finished (acknowledged or archived), for lag.
     pub(crate) fn finished(&self) -> usize {
         self.recs.iter().filter(|r| r.done()).count()
