@@ -369,3 +369,24 @@ def test_a_socket_that_never_acks_gets_its_expired_records_again(b):
         assert [(r["value"], r["delivery_count"]) for r in later] == [("a", 2), ("b", 2)], later
     m = requests.get(f"{b.http}/metrics").text
     assert 'strom_share_lock_expiries_total{group="wsq3",topic="q-ws3",partition="0"}' in m
+
+
+def test_a_share_group_id_cannot_be_joined_as_a_classic_group(b):
+    create(b, "q-ns")
+    configure(b, "shared-id", {"share.auto.offset.reset": "earliest"})
+    produce(b, "q-ns", ["x"])
+    assert len(receive(b, "shared-id", ["q-ns"], wait_ms=2000)) == 1
+    c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": "shared-id", "auto.offset.reset": "earliest"})
+    c.subscribe(["q-ns"])
+    errors = []
+    deadline = time.monotonic() + 20
+    try:
+        while not errors and time.monotonic() < deadline:
+            m = c.poll(0.2)
+            if m is not None and m.error():
+                errors.append(m.error())
+            elif m is not None:
+                pytest.fail("a classic member consumed from a share group's id")
+    finally:
+        c.close()
+    assert errors and "INCONSISTENT_GROUP_PROTOCOL" in str(errors[0]).upper(), errors
