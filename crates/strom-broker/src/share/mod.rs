@@ -1547,6 +1547,9 @@ impl ShareCoordinator {
                     });
                 }
                 for ((t, p), sp) in g.partitions.iter_mut() {
+                    if !sp.due(now_ms) {
+                        continue;
+                    }
                     let policy = self.policy(configs, id, t);
                     if sp.expire_locks(now_ms, &policy, &mut |b| self.jitter(b)) > 0 {
                         wake = true;
@@ -1554,6 +1557,7 @@ impl ShareCoordinator {
                     if !wake && sp.next_due_ms(last_ms).is_some_and(|d| d <= now_ms) {
                         wake = true;
                     }
+                    sp.schedule(now_ms);
                     entries.extend(dirty_entry(id, t, *p, sp));
                 }
             }
@@ -1572,16 +1576,16 @@ impl ShareCoordinator {
     /// the next start (at least once).
     async fn dead_letter_pass(&self) -> Result<(), ShareError> {
         let work: Vec<DeadLetter> = {
-            let st = self.state.lock();
+            let mut st = self.state.lock();
+            let State { groups, configs } = &mut *st;
             let mut work = Vec::new();
-            for (id, g) in &st.groups {
-                let dlq = st
-                    .configs
+            for (id, g) in groups.iter_mut() {
+                let dlq = configs
                     .get(id)
                     .and_then(|c| c.get(DLQ_TOPIC))
                     .filter(|v| !v.is_empty())
                     .cloned();
-                for ((t, p), sp) in &g.partitions {
+                for ((t, p), sp) in g.partitions.iter_mut() {
                     for (offset, delivery_count, reason) in sp.dead_letters(256) {
                         work.push(DeadLetter {
                             group: id.clone(),
