@@ -667,6 +667,26 @@ impl ShareCoordinator {
         self.flush(written).await
     }
 
+    /// Gives back every record `member_id` holds without leaving the group (a Kafka share
+    /// session that closes releases its acquired records).
+    pub async fn release_all(&self, group: &str, member_id: &str) -> Result<(), ShareError> {
+        let written = {
+            let mut st = self.state.lock();
+            let State { groups, configs } = &mut *st;
+            let g = groups
+                .get_mut(group)
+                .ok_or_else(|| ShareError::GroupIdNotFound(group.to_string()))?;
+            if !g.members.contains_key(member_id) {
+                return Err(ShareError::UnknownMemberId);
+            }
+            let entries = self.release_member(configs, group, g, member_id);
+            self.append(&entries)?
+        };
+        self.changed.notify_waiters();
+        self.dead_letter.notify_one();
+        self.flush(written).await
+    }
+
     fn release_member(
         &self,
         configs: &HashMap<String, BTreeMap<String, String>>,
@@ -1493,7 +1513,7 @@ impl ShareCoordinator {
                 tracing::warn!(error = %e, "share groups: dead-lettering failed (retried)");
             }
             if self.store.wants_rewrite(self.config.rewrite_after_bytes) {
-                if let Err(e) = self.rewrite() {
+                if let Err(e) = crate::broker::blocking(|| self.rewrite()) {
                     tracing::warn!(error = %e, "share groups: rewriting the internal log failed");
                 }
             }
