@@ -352,3 +352,41 @@ def test_openapi_describes_the_queue_endpoints(b):
     for path in ("/queues/{group}/receive", "/queues/{group}/ack", "/queues/{group}/renew",
                  "/queues/{group}", "/queues/{group}/config"):
         assert path in doc["paths"], path
+
+
+def test_a_socket_that_never_acks_gets_its_expired_records_again(b):
+    create(b, "q-ws3")
+    configure(b, "wsq3", {"share.auto.offset.reset": "earliest", "share.record.lock.duration.ms": "1000"})
+    produce(b, "q-ws3", ["a", "b", "c"])
+    with ws_connect(f"ws://127.0.0.1:{b.http_port}/ws", open_timeout=10) as ws:
+        ws.send(json.dumps({"op": "queue", "group": "wsq3", "topics": ["q-ws3"], "max_in_flight": 2}))
+        assert json.loads(ws.recv(timeout=10))["type"] == "subscribed"
+        seen = [json.loads(ws.recv(timeout=10))["record"] for _ in range(2)]
+        assert [(r["value"], r["delivery_count"]) for r in seen] == [("a", 1), ("b", 1)]
+        # At max_in_flight nothing more comes until the locks expire (1 s); then the socket
+        # gets records again (the expired ones first, delivery 2), never stalling.
+        later = [json.loads(ws.recv(timeout=10))["record"] for _ in range(2)]
+        assert [(r["value"], r["delivery_count"]) for r in later] == [("a", 2), ("b", 2)], later
+    m = requests.get(f"{b.http}/metrics").text
+    assert 'strom_share_lock_expiries_total{group="wsq3",topic="q-ws3",partition="0"}' in m
+
+
+def test_a_share_group_id_cannot_be_joined_as_a_classic_group(b):
+    create(b, "q-ns")
+    configure(b, "shared-id", {"share.auto.offset.reset": "earliest"})
+    produce(b, "q-ns", ["x"])
+    assert len(receive(b, "shared-id", ["q-ns"], wait_ms=2000)) == 1
+    c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": "shared-id", "auto.offset.reset": "earliest"})
+    c.subscribe(["q-ns"])
+    errors = []
+    deadline = time.monotonic() + 20
+    try:
+        while not errors and time.monotonic() < deadline:
+            m = c.poll(0.2)
+            if m is not None and m.error():
+                errors.append(m.error())
+            elif m is not None:
+                pytest.fail("a classic member consumed from a share group's id")
+    finally:
+        c.close()
+    assert errors and "INCONSISTENT_GROUP_PROTOCOL" in str(errors[0]).upper(), errors

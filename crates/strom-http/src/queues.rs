@@ -47,7 +47,7 @@ use crate::budget::RecordsBody;
 use crate::AppState;
 
 /// Stored bytes one receive acquires at most (the connection's buffer bound may lower it).
-const RECEIVE_MAX_BYTES: usize = 4 << 20;
+const RECEIVE_MAX_BYTES: usize = 1 << 20;
 /// Records one receive returns at most.
 const RECEIVE_MAX_RECORDS: usize = 10_000;
 /// Longest `wait_ms`.
@@ -773,7 +773,12 @@ pub(crate) async fn follow_queue(
                 break;
             }
         }
-        let held = q.in_flight.load(Ordering::Acquire);
+        let mut held = q.in_flight.load(Ordering::Acquire);
+        if held >= max_in_flight {
+            // Locks that expired (the client never acknowledged) no longer count.
+            held = s.shares.held_by(&group, &q.member_id);
+            q.in_flight.store(held, Ordering::Release);
+        }
         if held >= max_in_flight {
             // Wait for acknowledgements (or heartbeat again).
             let _ = tokio::time::timeout(Duration::from_secs(2), q.acked.notified()).await;

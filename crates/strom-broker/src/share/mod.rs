@@ -667,6 +667,26 @@ impl ShareCoordinator {
         self.flush(written).await
     }
 
+    /// Gives back every record `member_id` holds without leaving the group (a Kafka share
+    /// session that closes releases its acquired records).
+    pub async fn release_all(&self, group: &str, member_id: &str) -> Result<(), ShareError> {
+        let written = {
+            let mut st = self.state.lock();
+            let State { groups, configs } = &mut *st;
+            let g = groups
+                .get_mut(group)
+                .ok_or_else(|| ShareError::GroupIdNotFound(group.to_string()))?;
+            if !g.members.contains_key(member_id) {
+                return Err(ShareError::UnknownMemberId);
+            }
+            let entries = self.release_member(configs, group, g, member_id);
+            self.append(&entries)?
+        };
+        self.changed.notify_waiters();
+        self.dead_letter.notify_one();
+        self.flush(written).await
+    }
+
     fn release_member(
         &self,
         configs: &HashMap<String, BTreeMap<String, String>>,
@@ -1184,6 +1204,18 @@ impl ShareCoordinator {
         }
     }
 
+    /// Records `member_id` holds acquired now (with a live lock), over the group's partitions.
+    pub fn held_by(&self, group: &str, member_id: &str) -> usize {
+        let now = strom_log::now_ms();
+        let st = self.state.lock();
+        st.groups.get(group).map_or(0, |g| {
+            g.partitions
+                .values()
+                .map(|sp| sp.held_by(member_id, now))
+                .sum()
+        })
+    }
+
     /// Every share-partition's stats (for `/metrics`).
     pub fn metrics(&self) -> Vec<SharePartitionStats> {
         let st = self.state.lock();
@@ -1481,7 +1513,7 @@ impl ShareCoordinator {
                 tracing::warn!(error = %e, "share groups: dead-lettering failed (retried)");
             }
             if self.store.wants_rewrite(self.config.rewrite_after_bytes) {
-                if let Err(e) = self.rewrite() {
+                if let Err(e) = crate::broker::blocking(|| self.rewrite()) {
                     tracing::warn!(error = %e, "share groups: rewriting the internal log failed");
                 }
             }
@@ -1535,6 +1567,9 @@ impl ShareCoordinator {
                     });
                 }
                 for ((t, p), sp) in g.partitions.iter_mut() {
+                    if !sp.due(now_ms) {
+                        continue;
+                    }
                     let policy = self.policy(configs, id, t);
                     if sp.expire_locks(now_ms, &policy, &mut |b| self.jitter(b)) > 0 {
                         wake = true;
@@ -1542,6 +1577,7 @@ impl ShareCoordinator {
                     if !wake && sp.next_due_ms(last_ms).is_some_and(|d| d <= now_ms) {
                         wake = true;
                     }
+                    sp.schedule(now_ms);
                     entries.extend(dirty_entry(id, t, *p, sp));
                 }
             }
@@ -1560,16 +1596,16 @@ impl ShareCoordinator {
     /// the next start (at least once).
     async fn dead_letter_pass(&self) -> Result<(), ShareError> {
         let work: Vec<DeadLetter> = {
-            let st = self.state.lock();
+            let mut st = self.state.lock();
+            let State { groups, configs } = &mut *st;
             let mut work = Vec::new();
-            for (id, g) in &st.groups {
-                let dlq = st
-                    .configs
+            for (id, g) in groups.iter_mut() {
+                let dlq = configs
                     .get(id)
                     .and_then(|c| c.get(DLQ_TOPIC))
                     .filter(|v| !v.is_empty())
                     .cloned();
-                for ((t, p), sp) in &g.partitions {
+                for ((t, p), sp) in g.partitions.iter_mut() {
                     for (offset, delivery_count, reason) in sp.dead_letters(256) {
                         work.push(DeadLetter {
                             group: id.clone(),
