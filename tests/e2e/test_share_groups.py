@@ -903,3 +903,24 @@ def test_acknowledgements_pending_at_close_are_not_lost(broker):
             assert describe_share_offsets(conn, group, topic) == {0: (total, 0)}, round
             produce(broker, topic, 1, prefix=f"r{round}-")
             total += 1
+
+
+def test_a_share_session_that_ends_gives_back_its_records(broker):
+    """Closing a share session (epoch -1) or replacing it (epoch 0 again) releases what its
+    member still holds at once, without waiting for the locks (30 s here)."""
+    topic, group = "session-end", "session-end-g"
+    create_topic(broker, topic)
+    set_group_configs(broker, group, share_auto_offset_reset="earliest")
+    produce(broker, topic, 5)
+    tid = topic_id(broker, topic)
+    with Conn(broker.bootstrap) as a_conn, Conn(broker.bootstrap) as b_conn:
+        a = raw_member(a_conn, group, topic)
+        b = raw_member(b_conn, group, topic)
+        assert acquired_offsets(share_fetch(a_conn, group, a, 0, tid)) == [0, 1, 2, 3, 4]
+        r = share_ack(a_conn, group, a, -1, tid, {0: [(0, 1, [ACCEPT])]})
+        assert r["partitions"][0]["error"] == 0, r
+        f = share_fetch(b_conn, group, b, 0, tid, max_wait_ms=2000)
+        assert [(x, y, c) for x, y, c in f["partitions"][0]["acquired"]] == [(2, 4, 2)], f
+        # B opens a new session while holding 2..4: they are released, and acquired again.
+        f = share_fetch(b_conn, group, b, 0, tid, max_wait_ms=2000)
+        assert [(x, y, c) for x, y, c in f["partitions"][0]["acquired"]] == [(2, 4, 3)], f

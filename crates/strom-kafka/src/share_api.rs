@@ -339,6 +339,15 @@ fn forget_if_gone(ctx: &Ctx, group: &str, member: &str, e: &ShareError) {
     }
 }
 
+/// A share session that ends (closed at epoch -1 after its acknowledgements, or replaced by
+/// a new one at epoch 0) gives back the records its member still holds, as Kafka does; a
+/// member the coordinator no longer knows holds none.
+async fn end_session(ctx: &Ctx, group: &str, member: &str) {
+    if let Err(e) = ctx.shares.release_all(group, member).await {
+        tracing::debug!(group, member, error = %e, "records of a closed share session not released");
+    }
+}
+
 /// The lock every acquisition of `group` gets, for `acquisition_lock_timeout_ms`.
 fn lock_duration_ms(ctx: &Ctx, group: &str) -> i32 {
     ctx.shares
@@ -465,11 +474,15 @@ pub(crate) async fn fetch(mut req: Req<'_>) -> Result<Reply, Fatal> {
             )
             .with_records(Some(Bytes::new()))
     };
+    if turn == (Turn::Opened { replaced: true }) {
+        end_session(ctx, &group, &member).await;
+    }
     let acked = match acknowledge(ctx, &group, &member, acks).await {
         Ok(a) => a,
         Err(e) => {
             if turn == Turn::Closing {
                 ctx.share_sessions.close(&group, &member);
+                end_session(ctx, &group, &member).await;
             }
             return fail(e, lock_ms(&group));
         }
@@ -485,6 +498,7 @@ pub(crate) async fn fetch(mut req: Req<'_>) -> Result<Reply, Fatal> {
     }
     if turn == Turn::Closing {
         ctx.share_sessions.close(&group, &member);
+        end_session(ctx, &group, &member).await;
     } else if r.max_records > 0 && !session.is_empty() {
         let named = names(ctx, &session);
         let mut wanted = Vec::new();
@@ -636,6 +650,7 @@ pub(crate) async fn acknowledge_request(mut req: Req<'_>) -> Result<Reply, Fatal
     let result = acknowledge(ctx, &group, &member, acks).await;
     if turn == Turn::Closing {
         ctx.share_sessions.close(&group, &member);
+        end_session(ctx, &group, &member).await;
     }
     let lock = lock_duration_ms(ctx, &group);
     let acked = match result {
