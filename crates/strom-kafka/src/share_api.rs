@@ -55,7 +55,7 @@ use uuid::Uuid;
 
 use crate::data::name_by_id;
 use crate::server::{Ctx, Fatal, Reply, Req};
-use crate::share_session::{SharePartition, Turn};
+use crate::share_session::{SharePartition, Turn, LEAVE_GRACE};
 use crate::share_wire;
 
 /// The longest ShareFetch wait served (as Fetch's).
@@ -117,6 +117,14 @@ pub(crate) async fn heartbeat(mut req: Req<'_>) -> Result<Reply, Fatal> {
             client_host: format!("/{}", req.peer.ip()),
         };
         let leaving = r.member_epoch == -1;
+        if leaving {
+            // The member's last acknowledgements may be on their way in the request that
+            // closes its share session: let them land before its records are released.
+            req.ctx
+                .share_sessions
+                .closed(&group, &member, LEAVE_GRACE)
+                .await;
+        }
         let result = share.heartbeat(hb).await;
         if leaving || matches!(result, Err(ShareError::UnknownMemberId)) {
             // The member is gone: so is its share session.
@@ -310,11 +318,34 @@ async fn acknowledge(
         .shares
         .acknowledge_many(group, member, &calls)
         .await
-        .map_err(|e| (group_code(&e), e.to_string()))?;
+        .map_err(|e| {
+            forget_if_gone(ctx, group, member, &e);
+            (group_code(&e), e.to_string())
+        })?;
     for (sp, r) in keys.into_iter().zip(results) {
         out.insert(sp, r.err().map(|e| (partition_code(&e), e.to_string())));
     }
     Ok(out)
+}
+
+/// A member the coordinator does not know has no share session either (so sessions opened
+/// for made-up member ids do not fill the cache).
+fn forget_if_gone(ctx: &Ctx, group: &str, member: &str, e: &ShareError) {
+    if matches!(
+        e,
+        ShareError::UnknownMemberId | ShareError::GroupIdNotFound(_)
+    ) {
+        ctx.share_sessions.close(group, member);
+    }
+}
+
+/// A share session that ends (closed at epoch -1 after its acknowledgements, or replaced by
+/// a new one at epoch 0) gives back the records its member still holds, as Kafka does; a
+/// member the coordinator no longer knows holds none.
+async fn end_session(ctx: &Ctx, group: &str, member: &str) {
+    if let Err(e) = ctx.shares.release_all(group, member).await {
+        tracing::debug!(group, member, error = %e, "records of a closed share session not released");
+    }
 }
 
 /// The lock every acquisition of `group` gets, for `acquisition_lock_timeout_ms`.
@@ -443,11 +474,15 @@ pub(crate) async fn fetch(mut req: Req<'_>) -> Result<Reply, Fatal> {
             )
             .with_records(Some(Bytes::new()))
     };
+    if turn == (Turn::Opened { replaced: true }) {
+        end_session(ctx, &group, &member).await;
+    }
     let acked = match acknowledge(ctx, &group, &member, acks).await {
         Ok(a) => a,
         Err(e) => {
             if turn == Turn::Closing {
                 ctx.share_sessions.close(&group, &member);
+                end_session(ctx, &group, &member).await;
             }
             return fail(e, lock_ms(&group));
         }
@@ -463,6 +498,7 @@ pub(crate) async fn fetch(mut req: Req<'_>) -> Result<Reply, Fatal> {
     }
     if turn == Turn::Closing {
         ctx.share_sessions.close(&group, &member);
+        end_session(ctx, &group, &member).await;
     } else if r.max_records > 0 && !session.is_empty() {
         let named = names(ctx, &session);
         let mut wanted = Vec::new();
@@ -489,7 +525,10 @@ pub(crate) async fn fetch(mut req: Req<'_>) -> Result<Reply, Fatal> {
         if !wanted.is_empty() {
             let got = match ctx.shares.acquire(&group, &member, &wanted, limits).await {
                 Ok(g) => g,
-                Err(e) => return fail((group_code(&e), e.to_string()), lock_ms(&group)),
+                Err(e) => {
+                    forget_if_gone(ctx, &group, &member, &e);
+                    return fail((group_code(&e), e.to_string()), lock_ms(&group));
+                }
             };
             for (sp, ap) in wanted_ids.into_iter().zip(got) {
                 if ap.acquired.is_empty() && ap.error.is_none() {
@@ -611,6 +650,7 @@ pub(crate) async fn acknowledge_request(mut req: Req<'_>) -> Result<Reply, Fatal
     let result = acknowledge(ctx, &group, &member, acks).await;
     if turn == Turn::Closing {
         ctx.share_sessions.close(&group, &member);
+        end_session(ctx, &group, &member).await;
     }
     let lock = lock_duration_ms(ctx, &group);
     let acked = match result {
@@ -792,4 +832,49 @@ pub(crate) async fn delete_offsets(mut req: Req<'_>) -> Result<Reply, Fatal> {
         ),
     };
     req.encode(&resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn acks(v: i16, batches: &[(i64, i64, &[i8])]) -> Acks {
+        let mut out = Acks::new();
+        collect_acks(&mut out, (Uuid::nil(), 0), batches.iter().copied(), v);
+        out
+    }
+
+    #[test]
+    fn acknowledgement_batches_become_ranges_or_a_refusal() {
+        let a = acks(1, &[(0, 3, &[1]), (5, 6, &[2, 3])]);
+        let ranges = a[&(Uuid::nil(), 0)].as_ref().expect("accepted");
+        assert_eq!(ranges.len(), 2);
+        assert_eq!((ranges[0].first_offset, ranges[0].last_offset), (0, 3));
+        assert_eq!(ranges[0].types, vec![AckType::Accept]);
+        assert_eq!(ranges[1].types, vec![AckType::Release, AckType::Reject]);
+        assert!(ranges.iter().all(|r| r.delivery_count.is_none()));
+        // RENEW exists from v2 on; unknown codes never.
+        assert!(acks(1, &[(0, 0, &[4])])[&(Uuid::nil(), 0)].is_err());
+        let renew = acks(2, &[(0, 0, &[4])]);
+        assert_eq!(
+            renew[&(Uuid::nil(), 0)].as_ref().expect("v2")[0].types,
+            vec![AckType::Renew]
+        );
+        assert!(acks(2, &[(0, 0, &[1]), (1, 1, &[9])])[&(Uuid::nil(), 0)].is_err());
+        // No batches: nothing to acknowledge for the partition.
+        assert!(acks(1, &[]).is_empty());
+    }
+
+    #[test]
+    fn share_errors_map_to_kafka_codes() {
+        assert_eq!(
+            partition_code(&ShareError::InvalidRecordState("x".into())),
+            121
+        );
+        assert_eq!(group_code(&ShareError::InvalidConfig("x".into())), 40);
+        assert_eq!(group_code(&ShareError::Storage("x".into())), 15);
+        assert_eq!(partition_code(&ShareError::Storage("x".into())), 56);
+        assert_eq!(group_code(&ShareError::GroupIdNotFound("g".into())), 69);
+        assert_eq!(group_code(&ShareError::NonEmptyGroup), 68);
+    }
 }

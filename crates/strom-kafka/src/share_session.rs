@@ -56,10 +56,19 @@ pub(crate) enum Turn {
     Closing,
 }
 
+/// How long a member's leave (ShareGroupHeartbeat epoch -1) waits for the member's share
+/// session to close. A share consumer closes both at once, on two connections: its last
+/// acknowledgements travel in the request that closes the session (behind a ShareFetch that
+/// may wait up to its `max_wait_ms`, librdkafka's 500 ms), and a leave handled first would
+/// release those records for redelivery and refuse the acknowledgements.
+pub(crate) const LEAVE_GRACE: Duration = Duration::from_secs(2);
+
 /// The share sessions of the door, by (group, member).
 #[derive(Default)]
 pub(crate) struct ShareSessions {
     inner: Mutex<HashMap<(String, String), Session>>,
+    /// Woken whenever a session is closed.
+    closed: tokio::sync::Notify,
 }
 
 impl ShareSessions {
@@ -138,9 +147,37 @@ impl ShareSessions {
 
     /// Removes the session of (`group`, `member`), if any; whether there was one.
     pub(crate) fn close(&self, group: &str, member: &str) -> bool {
-        let mut map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        map.remove(&(group.to_string(), member.to_string()))
-            .is_some()
+        let removed = {
+            let mut map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            map.remove(&(group.to_string(), member.to_string()))
+                .is_some()
+        };
+        if removed {
+            self.closed.notify_waiters();
+        }
+        removed
+    }
+
+    fn exists(&self, group: &str, member: &str) -> bool {
+        let map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        map.contains_key(&(group.to_string(), member.to_string()))
+    }
+
+    /// Waits until (`group`, `member`) has no session, at most `grace`.
+    pub(crate) async fn closed(&self, group: &str, member: &str, grace: Duration) {
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            let woken = self.closed.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            if !self.exists(group, member) {
+                return;
+            }
+            tokio::select! {
+                _ = woken => {}
+                _ = tokio::time::sleep_until(deadline) => return,
+            }
+        }
     }
 
     /// Sessions held.
@@ -186,6 +223,30 @@ mod tests {
         assert_eq!(s.begin("g", "a", i32::MAX), Ok(Turn::Next));
         assert_eq!(s.begin("g", "a", 1), Ok(Turn::Next));
         assert_eq!(s.len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_leave_waits_for_the_session_to_close_within_the_grace() {
+        let s = std::sync::Arc::new(ShareSessions::default());
+        // No session: no wait.
+        let t = tokio::time::Instant::now();
+        s.closed("g", "m", LEAVE_GRACE).await;
+        assert_eq!(t.elapsed(), Duration::ZERO);
+        // A session closed meanwhile ends the wait.
+        s.begin("g", "m", 0).expect("open");
+        let closer = s.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            closer.close("g", "m");
+        });
+        let t = tokio::time::Instant::now();
+        s.closed("g", "m", LEAVE_GRACE).await;
+        assert_eq!(t.elapsed(), Duration::from_millis(300));
+        // One that stays open: the grace.
+        s.begin("g", "m", 0).expect("open");
+        let t = tokio::time::Instant::now();
+        s.closed("g", "m", LEAVE_GRACE).await;
+        assert_eq!(t.elapsed(), LEAVE_GRACE);
     }
 
     #[test]

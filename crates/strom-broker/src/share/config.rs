@@ -379,6 +379,24 @@ mod tests {
     }
 
     #[test]
+    fn a_topic_sets_the_retry_backoff_default_and_a_group_setting_wins() {
+        let topic = crate::config::TopicConfig::from_overrides([
+            (RETRY_BACKOFF_MS, "300"),
+            (RETRY_BACKOFF_MAX_MS, "900"),
+        ])
+        .unwrap();
+        let c = ShareConfig::default();
+        let p = Policy::resolve(&c, None, Some(&topic));
+        assert_eq!((p.backoff_ms, p.backoff_max_ms), (300, 900));
+        assert_eq!([p.backoff(1), p.backoff(2), p.backoff(3)], [300, 600, 900]);
+        let group = BTreeMap::from([(RETRY_BACKOFF_MS.to_string(), "50".to_string())]);
+        let p = Policy::resolve(&c, Some(&group), Some(&topic));
+        assert_eq!((p.backoff_ms, p.backoff_max_ms), (50, 900));
+        // Lock duration and the limit are group-level only (a topic cannot set them).
+        assert!(crate::config::validate_config(RECORD_LOCK_DURATION_MS, "1000").is_err());
+    }
+
+    #[test]
     fn backoff_doubles_and_is_capped() {
         let mut p = Policy::resolve(&ShareConfig::default(), None, None);
         assert_eq!(p.backoff(1), 0);

@@ -667,6 +667,26 @@ impl ShareCoordinator {
         self.flush(written).await
     }
 
+    /// Gives back every record `member_id` holds without leaving the group (a Kafka share
+    /// session that closes releases its acquired records).
+    pub async fn release_all(&self, group: &str, member_id: &str) -> Result<(), ShareError> {
+        let written = {
+            let mut st = self.state.lock();
+            let State { groups, configs } = &mut *st;
+            let g = groups
+                .get_mut(group)
+                .ok_or_else(|| ShareError::GroupIdNotFound(group.to_string()))?;
+            if !g.members.contains_key(member_id) {
+                return Err(ShareError::UnknownMemberId);
+            }
+            let entries = self.release_member(configs, group, g, member_id);
+            self.append(&entries)?
+        };
+        self.changed.notify_waiters();
+        self.dead_letter.notify_one();
+        self.flush(written).await
+    }
+
     fn release_member(
         &self,
         configs: &HashMap<String, BTreeMap<String, String>>,
@@ -798,33 +818,7 @@ impl ShareCoordinator {
         let part = self.broker.partition(topic, partition)?;
         let log = part.log()?;
         let now = strom_log::now_ms();
-        let (from, init) = {
-            let mut st = self.state.lock();
-            let State { groups, configs } = &mut *st;
-            let g = groups
-                .get_mut(group)
-                .ok_or_else(|| ShareError::GroupIdNotFound(group.to_string()))?;
-            if !g.members.contains_key(&**member) {
-                return Err(ShareError::UnknownMemberId);
-            }
-            let policy = self.policy(configs, group, topic);
-            let key = (topic.to_string(), partition);
-            let sp = match g.partitions.get_mut(&key) {
-                Some(sp) => sp,
-                None => {
-                    let start = self.initial_offset(configs.get(group), log)?;
-                    g.partitions
-                        .entry(key)
-                        .or_insert_with(|| SharePartition::new(start))
-                }
-            };
-            let log_start = log.log_start_offset();
-            if sp.spso < log_start {
-                sp.reset_start(log_start);
-            }
-            let init = dirty_entry(group, topic, partition, sp);
-            (sp.acquirable_from(now, policy.max_locks), init)
-        };
+        let (from, init) = self.plan(group, member, topic, partition, log, now)?;
         let from = match from {
             Some(f) if f < log.log_end_offset() => f,
             _ => {
@@ -891,6 +885,91 @@ impl ShareCoordinator {
             _ => read.data,
         };
         Ok(Some((records, acquired, w)))
+    }
+
+    /// Where an acquisition of this partition would start now (`None`: nothing acquirable
+    /// in the window and the window full), initialising the share-partition at the group's
+    /// `share.auto.offset.reset` on first use (the returned entry records it).
+    fn plan(
+        &self,
+        group: &str,
+        member: &str,
+        topic: &str,
+        partition: i32,
+        log: &strom_log::Log,
+        now: i64,
+    ) -> Result<(Option<i64>, Option<Entry>), ShareError> {
+        let mut st = self.state.lock();
+        let State { groups, configs } = &mut *st;
+        let g = groups
+            .get_mut(group)
+            .ok_or_else(|| ShareError::GroupIdNotFound(group.to_string()))?;
+        if !g.members.contains_key(member) {
+            return Err(ShareError::UnknownMemberId);
+        }
+        let policy = self.policy(configs, group, topic);
+        let key = (topic.to_string(), partition);
+        let sp = match g.partitions.get_mut(&key) {
+            Some(sp) => sp,
+            None => {
+                let start = self.initial_offset(configs.get(group), log)?;
+                g.partitions
+                    .entry(key)
+                    .or_insert_with(|| SharePartition::new(start))
+            }
+        };
+        let log_start = log.log_start_offset();
+        if sp.spso < log_start {
+            sp.reset_start(log_start);
+        }
+        let init = dirty_entry(group, topic, partition, sp);
+        Ok((sp.acquirable_from(now, policy.max_locks), init))
+    }
+
+    /// Waits up to `max_wait` until something of `partitions` can be acquired by the member,
+    /// without acquiring it (a door that must reserve memory for its answer first). True if
+    /// something is acquirable now (another member may still take it first).
+    pub async fn wait_acquirable(
+        &self,
+        group: &str,
+        member_id: &str,
+        partitions: &[(String, i32)],
+        max_wait: Duration,
+    ) -> Result<bool, ShareError> {
+        self.check_open()?;
+        let deadline = Instant::now() + max_wait.min(Duration::from_secs(300));
+        loop {
+            let appended = self.broker.append_notify().notified();
+            let changed = self.changed.notified();
+            tokio::pin!(appended);
+            tokio::pin!(changed);
+            appended.as_mut().enable();
+            changed.as_mut().enable();
+            let now = strom_log::now_ms();
+            let mut entries = Vec::new();
+            let mut ready = false;
+            for (topic, p) in partitions {
+                let part = self.broker.partition(topic, *p)?;
+                let log = part.log()?;
+                let (from, init) = self.plan(group, member_id, topic, *p, log, now)?;
+                entries.extend(init);
+                ready |= from.is_some_and(|f| f < log.log_end_offset());
+            }
+            let w = self.append(&entries)?;
+            self.flush(w).await?;
+            if ready
+                || Instant::now() >= deadline
+                || self.broker.is_stopping()
+                || self.closed.load(Ordering::Acquire)
+            {
+                return Ok(ready);
+            }
+            tokio::select! {
+                _ = &mut appended => {}
+                _ = &mut changed => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+        }
     }
 
     fn initial_offset(
@@ -1123,6 +1202,18 @@ impl ShareCoordinator {
             lock_expiries: sp.lock_expiries,
             lag: log_end.map_or(-1, |e| (e - sp.spso - sp.finished() as i64).max(0)),
         }
+    }
+
+    /// Records `member_id` holds acquired now (with a live lock), over the group's partitions.
+    pub fn held_by(&self, group: &str, member_id: &str) -> usize {
+        let now = strom_log::now_ms();
+        let st = self.state.lock();
+        st.groups.get(group).map_or(0, |g| {
+            g.partitions
+                .values()
+                .map(|sp| sp.held_by(member_id, now))
+                .sum()
+        })
     }
 
     /// Every share-partition's stats (for `/metrics`).
@@ -1422,7 +1513,7 @@ impl ShareCoordinator {
                 tracing::warn!(error = %e, "share groups: dead-lettering failed (retried)");
             }
             if self.store.wants_rewrite(self.config.rewrite_after_bytes) {
-                if let Err(e) = self.rewrite() {
+                if let Err(e) = crate::broker::blocking(|| self.rewrite()) {
                     tracing::warn!(error = %e, "share groups: rewriting the internal log failed");
                 }
             }
@@ -1455,7 +1546,30 @@ impl ShareCoordinator {
                     entries.extend(self.release_member(configs, id, g, &m));
                     wake = true;
                 }
+                // Share-partitions of deleted topics (or partitions) go with them.
+                let gone: Vec<(String, i32)> = g
+                    .partitions
+                    .keys()
+                    .filter(|(t, p)| {
+                        self.broker
+                            .topic(t)
+                            .is_none_or(|topic| topic.partition(*p).is_none())
+                    })
+                    .cloned()
+                    .collect();
+                for (t, p) in gone {
+                    g.partitions.remove(&(t.clone(), p));
+                    entries.push(Entry::Partition {
+                        group: id.clone(),
+                        topic: t,
+                        partition: p,
+                        value: None,
+                    });
+                }
                 for ((t, p), sp) in g.partitions.iter_mut() {
+                    if !sp.due(now_ms) {
+                        continue;
+                    }
                     let policy = self.policy(configs, id, t);
                     if sp.expire_locks(now_ms, &policy, &mut |b| self.jitter(b)) > 0 {
                         wake = true;
@@ -1463,6 +1577,7 @@ impl ShareCoordinator {
                     if !wake && sp.next_due_ms(last_ms).is_some_and(|d| d <= now_ms) {
                         wake = true;
                     }
+                    sp.schedule(now_ms);
                     entries.extend(dirty_entry(id, t, *p, sp));
                 }
             }
@@ -1481,16 +1596,16 @@ impl ShareCoordinator {
     /// the next start (at least once).
     async fn dead_letter_pass(&self) -> Result<(), ShareError> {
         let work: Vec<DeadLetter> = {
-            let st = self.state.lock();
+            let mut st = self.state.lock();
+            let State { groups, configs } = &mut *st;
             let mut work = Vec::new();
-            for (id, g) in &st.groups {
-                let dlq = st
-                    .configs
+            for (id, g) in groups.iter_mut() {
+                let dlq = configs
                     .get(id)
                     .and_then(|c| c.get(DLQ_TOPIC))
                     .filter(|v| !v.is_empty())
                     .cloned();
-                for ((t, p), sp) in &g.partitions {
+                for ((t, p), sp) in g.partitions.iter_mut() {
                     for (offset, delivery_count, reason) in sp.dead_letters(256) {
                         work.push(DeadLetter {
                             group: id.clone(),

@@ -158,6 +158,11 @@ pub(crate) struct SharePartition {
     /// Offsets whose state changed since the last [`SharePartition::take_dirty`].
     dirty: Vec<i64>,
     start_moved: bool,
+    /// The ticker need not look at this partition before then (the earliest lock expiry or
+    /// backoff end; `i64::MIN` after a change): keeps idle partitions cheap.
+    next_check_ms: i64,
+    /// Whether a record may be waiting to be dead-lettered (false after a scan found none).
+    may_dead_letter: bool,
 }
 
 /// A batch as acquisition sees it: offsets and whether it is a control batch.
@@ -178,6 +183,8 @@ impl SharePartition {
             lock_expiries: 0,
             dirty: Vec::new(),
             start_moved: true,
+            next_check_ms: i64::MIN,
+            may_dead_letter: true,
         }
     }
 
@@ -202,6 +209,33 @@ impl SharePartition {
 
     fn mark(&mut self, offset: i64) {
         self.dirty.push(offset);
+        self.changed();
+    }
+
+    fn changed(&mut self) {
+        self.next_check_ms = i64::MIN;
+        self.may_dead_letter = true;
+    }
+
+    /// Whether the ticker must look at this partition now.
+    pub(crate) fn due(&self, now_ms: i64) -> bool {
+        now_ms >= self.next_check_ms
+    }
+
+    /// After the ticker looked: the next time anything can happen by itself here.
+    pub(crate) fn schedule(&mut self, now_ms: i64) {
+        self.next_check_ms = self
+            .recs
+            .iter()
+            .filter_map(|r| match r.state {
+                RecState::Acquired { until_ms, .. } => Some(until_ms),
+                RecState::Available { not_before_ms } if not_before_ms > now_ms => {
+                    Some(not_before_ms)
+                }
+                _ => None,
+            })
+            .min()
+            .unwrap_or(i64::MAX);
     }
 
     /// Moves the start past finished entries.
@@ -225,6 +259,7 @@ impl SharePartition {
         }
         self.spso = offset;
         self.start_moved = true;
+        self.changed();
         self.dirty.retain(|&o| o >= offset);
         self.advance();
     }
@@ -458,6 +493,9 @@ impl SharePartition {
                 changed.push(spso + i as i64);
             }
         }
+        if !changed.is_empty() {
+            self.changed();
+        }
         self.dirty.extend(changed);
         self.advance();
     }
@@ -479,14 +517,21 @@ impl SharePartition {
         }
         let n = changed.len();
         self.lock_expiries += n as u64;
+        if !changed.is_empty() {
+            self.changed();
+        }
         self.dirty.extend(changed);
         self.advance();
         n
     }
 
     /// Dead-letter candidates: `(offset, delivery count, reason)`.
-    pub(crate) fn dead_letters(&self, max: usize) -> Vec<(i64, u16, DeadLetterReason)> {
-        self.recs
+    pub(crate) fn dead_letters(&mut self, max: usize) -> Vec<(i64, u16, DeadLetterReason)> {
+        if !self.may_dead_letter {
+            return Vec::new();
+        }
+        let found: Vec<_> = self
+            .recs
             .iter()
             .enumerate()
             .filter_map(|(i, r)| match r.state {
@@ -494,7 +539,9 @@ impl SharePartition {
                 _ => None,
             })
             .take(max)
-            .collect()
+            .collect();
+        self.may_dead_letter = !found.is_empty();
+        found
     }
 
     /// A dead-lettered record (now in the DLQ topic, or no DLQ topic any more) is archived.
@@ -575,6 +622,7 @@ impl SharePartition {
         self.dirty.clear();
         self.advance();
         self.start_moved = false;
+        self.changed();
     }
 
     /// Counts: (in flight, acquired, available).
@@ -589,6 +637,16 @@ impl SharePartition {
             }
         }
         (self.recs.len(), acquired, available)
+    }
+
+    /// Records acquired by `member` with a live lock.
+    pub(crate) fn held_by(&self, member: &str, now_ms: i64) -> usize {
+        self.recs
+            .iter()
+            .filter(|r| {
+                matches!(&r.state, RecState::Acquired { member: m, until_ms } if &**m == member && *until_ms > now_ms)
+            })
+            .count()
     }
 
     /// Records of the window that are finished (acknowledged or archived), for lag.

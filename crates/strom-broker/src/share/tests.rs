@@ -680,3 +680,49 @@ async fn the_internal_log_is_rewritten_and_replays_the_same_state() {
     drop(share);
     broker.shutdown().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn share_partitions_of_a_deleted_topic_go_with_it() {
+    let f = fixture(ShareConfig {
+        tick_ms: 10,
+        ..ShareConfig::default()
+    });
+    earliest(&f.share).await;
+    produce(&f.broker, 3).await;
+    join(&f.share, "a").await;
+    take(&f.share, "a", 3).await;
+    assert_eq!(f.share.metrics().len(), 1);
+    tokio::spawn(f.share.clone().run());
+    f.broker.delete_topic("t").unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !f.share.metrics().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "still there");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let path = f.path.clone();
+    f.share.close();
+    drop(f.share);
+    f.broker.shutdown().unwrap();
+    let (broker, share) = open(&path, ShareConfig::default());
+    assert!(share.metrics().is_empty(), "and the deletion is durable");
+    drop(share);
+    broker.shutdown().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_all_gives_back_a_members_records_and_it_stays_a_member() {
+    let f = fixture(ShareConfig::default());
+    earliest(&f.share).await;
+    produce(&f.broker, 4).await;
+    join(&f.share, "a").await;
+    join(&f.share, "b").await;
+    assert_eq!(offsets(&take(&f.share, "a", 4).await), vec![0, 1, 2, 3]);
+    assert!(take(&f.share, "b", 4).await.is_empty());
+    f.share.release_all("g", "a").await.unwrap();
+    let b = take(&f.share, "b", 4).await;
+    assert_eq!(offsets(&b), vec![0, 1, 2, 3]);
+    assert!(b.iter().all(|r| r.delivery_count == 2));
+    assert_eq!(f.share.describe("g").unwrap().members.len(), 2);
+    assert_eq!(f.share.held_by("g", "b"), 4);
+    assert_eq!(f.share.held_by("g", "a"), 0);
+}
