@@ -5,6 +5,7 @@
 mod bench;
 mod commands;
 mod queue;
+mod share_bench;
 
 use clap::{Args, Subcommand};
 
