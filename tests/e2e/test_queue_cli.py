@@ -245,3 +245,40 @@ def test_bad_input_is_one_line_and_an_error_exit(broker):
     run(broker, "consume", "qbad", "--group", "taken", "--count", "0", "--idle-exit-ms", "500")
     p = run(broker, "queue", "consume", "taken", "qbad", "--max-messages", "1", ok=False, timeout=30)
     assert p.returncode != 0 and "ShareGroupHeartbeat taken" in p.stderr, p.stderr
+
+
+def test_describe_with_the_http_door_shows_in_flight_and_redeliveries(broker_factory):
+    broker = broker_factory(http=True)
+    topic, group = "qhttp", "qhttp-g"
+    create_topic(broker, topic)
+    set_group_configs(broker, group, share_auto_offset_reset="earliest")
+    produce(broker, topic, 20)
+    # 4 released once (redelivered later), then a librdkafka member holds 5 records acquired.
+    run(broker, "queue", "consume", group, topic, "--ack", "release", "--max-messages", "4")
+    c = share_consumer(broker, group, topic, share_acknowledgement_mode="explicit",
+                       max_poll_records=5)
+    held = []
+    try:
+        deadline = time.time() + 30
+        while time.time() < deadline and not held:
+            held = poll_records(c, 1.0)
+        assert held
+        http = f"127.0.0.1:{broker.http_port}"
+        d = json.loads(run(broker, "group", "describe", group, "--json", "--http", http).stdout)
+        part = d["partitions"][0]
+        assert part["acquired"] == len(held), part
+        assert part["in_flight"] >= len(held) and part["available"] >= 0
+        assert part["redeliveries"] >= 1 and part["dead_lettered"] == 0
+        assert part["start_offset"] == 0 and part["end_offset"] == 20 and part["lag"] == 20
+        table = run(broker, "group", "describe", group, "--http", http).stdout
+        assert "IN-FLIGHT" in table and "(in-flight counts" not in table
+        # Without --http the table says where the counts are.
+        assert "(in-flight counts: give --http" in run(broker, "group", "describe", group).stdout
+        for m in held:
+            c.acknowledge(m, AcknowledgeType.ACCEPT)
+        c.commit_sync(30)
+    finally:
+        c.close()
+    # An HTTP door that does not answer is one error line.
+    p = run(broker, "group", "describe", group, "--http", "127.0.0.1:1", ok=False)
+    assert p.returncode != 0 and "cannot connect" in p.stderr
