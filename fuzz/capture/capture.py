@@ -5,7 +5,8 @@ temp dir with `--advertised-addr` set to the proxy, so that clients keep talking
 The client->broker byte stream of every connection is split into request frames by their
 4-byte length prefix. Real clients are then driven through the proxy one after another: kcat
 (Debian's librdkafka 2.0, also with the 0.9 / 0.10 fallbacks that send Produce v0-2 and Fetch
-v0-3), confluent-kafka, kafka-python, kafkajs and sarama (fuzz/capture/sarama/main.go).
+v0-3), confluent-kafka (its ShareConsumer too), kafka-python, kafkajs and sarama
+(fuzz/capture/sarama/main.go).
 
 What is written, under OUT (fuzz/corpus by default; each directory is emptied first):
 
@@ -76,6 +77,8 @@ API_NAMES = {
     64: "UnregisterBroker", 65: "DescribeTransactions", 66: "ListTransactions",
     68: "ConsumerGroupHeartbeat", 69: "ConsumerGroupDescribe", 71: "GetTelemetrySubscriptions",
     72: "PushTelemetry", 74: "ListClientMetricsResources", 75: "DescribeTopicPartitions",
+    76: "ShareGroupHeartbeat", 77: "ShareGroupDescribe", 78: "ShareFetch", 79: "ShareAcknowledge",
+    90: "DescribeShareGroupOffsets", 91: "AlterShareGroupOffsets", 92: "DeleteShareGroupOffsets",
 }
 CODECS = {0: "none", 1: "gzip", 2: "snappy", 3: "lz4", 4: "zstd"}
 PRODUCE, FETCH = 0, 1
@@ -418,6 +421,28 @@ def drive_confluent(bootstrap):
         time.sleep(0.3)
         c.close()
     step("assigned consumer", assign)
+
+    def share():
+        # A share group (KIP-932): its configs on the GROUP resource, then a ShareConsumer
+        # accepting, releasing and rejecting (ShareGroupHeartbeat, ShareFetch with
+        # piggy-backed acks, ShareAcknowledge, the closing epoch -1).
+        res = ConfigResource("GROUP", "confluent-share", incremental_configs=[ConfigEntry(
+            "share.auto.offset.reset", "earliest", incremental_operation=AlterConfigOpType.SET)])
+        wait(admin.incremental_alter_configs([res]))
+        wait(admin.describe_configs([ConfigResource("GROUP", "confluent-share")]))
+        c = ck.ShareConsumer({**base, "group.id": "confluent-share",
+                              "share.acknowledgement.mode": "explicit", "max.poll.records": 3})
+        c.subscribe([topic])
+        kinds = [ck.AcknowledgeType.ACCEPT, ck.AcknowledgeType.RELEASE, ck.AcknowledgeType.REJECT]
+        n, deadline = 0, time.time() + 20
+        while time.time() < deadline and n < 12:
+            for m in c.poll(1.0):
+                if m.error() is None:
+                    c.acknowledge(m, kinds[n % 3])
+                    n += 1
+            c.commit_sync(10)
+        c.close()
+    step("share consumer", share)
 
     step("list groups", lambda: admin.list_consumer_groups().result(timeout=20))
     step("describe groups", lambda: wait(admin.describe_consumer_groups(["confluent-group"])))

@@ -267,6 +267,51 @@ class Reader:
         n = self.i32()
         return [item(self) for _ in range(max(n, 0))]
 
+    # flexible versions
+
+    def uvarint(self):
+        v = shift = 0
+        while True:
+            b = self.data[self.pos]
+            self.pos += 1
+            v |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                return v
+
+    def uuid(self):
+        b = self.data[self.pos:self.pos + 16]
+        self.pos += 16
+        return b
+
+    def cstring(self):
+        """A compact nullable string."""
+        n = self.uvarint() - 1
+        if n < 0:
+            return None
+        s = self.data[self.pos:self.pos + n].decode()
+        self.pos += n
+        return s
+
+    def cbytes(self):
+        n = self.uvarint() - 1
+        if n < 0:
+            return None
+        b = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return b
+
+    def carray(self, item):
+        """A compact array of `item` (each a struct ending in its tagged fields, or not)."""
+        n = self.uvarint() - 1
+        return [item(self) for _ in range(max(n, 0))]
+
+    def tags(self):
+        """Skips a tagged-field section."""
+        for _ in range(self.uvarint()):
+            self.uvarint()
+            self.pos += self.uvarint()
+
 
 class Conn:
     def __init__(self, bootstrap: str, timeout=10.0):
@@ -318,6 +363,16 @@ class Conn:
 
     def call(self, api_key, version, body) -> Reader:
         return self.recv_response(self.send_request(api_key, version, body))
+
+    def call_flexible(self, api_key, version, body, client_id="strom-e2e") -> Reader:
+        """A request in a flexible version (header v2); the reader starts at the body (the
+        response header's tagged fields skipped)."""
+        self.correlation += 1
+        self.send_frame(request_frame(api_key, version, body, self.correlation, client_id,
+                                      flexible=True))
+        r = self.recv_response(self.correlation)
+        r.tags()
+        return r
 
     def is_closed(self, timeout=10.0) -> bool:
         """True when the broker closes the connection within `timeout` (nothing else is read)."""

@@ -14,6 +14,8 @@ use futures_util::StreamExt;
 use hdrhistogram::Histogram;
 use serde_json::json;
 
+mod queue;
+
 type BoxErr = Box<dyn std::error::Error + Send + Sync>;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -60,6 +62,16 @@ struct Args {
     warmup_secs: u64,
     #[arg(long)]
     json: bool,
+    /// `stream` (the workloads above) or `queue`: the share-group workload of
+    /// `strom bench --share-group` (see queue.rs): --messages preloaded, --consumers workers.
+    #[arg(long, default_value = "stream")]
+    workload: String,
+    /// Records preloaded by the queue workload (0 = 200000).
+    #[arg(long, default_value_t = 0)]
+    messages: u64,
+    /// Records of the queue workload's redelivery-latency phase (0 = skip).
+    #[arg(long, default_value_t = 200)]
+    redeliveries: u64,
 }
 
 fn now_us() -> u64 {
@@ -327,6 +339,11 @@ async fn redis_consumer(id: usize, a: Arc<Args>, s: Arc<Shared>) -> Result<(), B
 }
 
 async fn run(a: Args) -> Result<(), BoxErr> {
+    match a.workload.as_str() {
+        "stream" => {}
+        "queue" => return queue::run(a).await,
+        o => return Err(format!("unknown workload '{o}' (stream|queue)").into()),
+    }
     match a.system {
         System::Nats => {
             use async_nats::jetstream::stream::{Config, StorageType};

@@ -141,7 +141,7 @@ struct Reserved {
 /// limit, an `RWF_DSYNC` append), without stalling the other tasks of this runtime worker:
 /// on a multi-threaded runtime the worker hands its queue to another thread first
 /// (`block_in_place`); elsewhere (single-threaded tests) it just runs.
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
+pub(crate) fn blocking<T>(f: impl FnOnce() -> T) -> T {
     match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
         Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
         _ => f(),
@@ -1105,6 +1105,18 @@ impl Broker {
     pub fn init_producer_id(&self) -> Result<i64> {
         self.check_open()?;
         Ok(self.producer_ids.allocate()?)
+    }
+
+    /// The notification every append (and the start of shutdown) wakes. A long poll that
+    /// reads something other than the log (share groups) registers on it before looking, so
+    /// no append is missed.
+    pub fn append_notify(&self) -> &Notify {
+        &self.appended
+    }
+
+    /// Whether shutdown has begun (long polls return at once).
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
     }
 
     /// Waits until something is appended to any partition (or `timeout`). For push doors.

@@ -144,6 +144,25 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
         },
         doc: "Longest delay a strom.delay.ms or strom.deliver.at header may ask; a longer one refuses the produce",
     },
+    ConfigDef {
+        name: "strom.retry.backoff.max.ms",
+        default: "0",
+        kind: ConfigKind::Long {
+            min: 0,
+            max: 86_400_000,
+        },
+        doc: "Share groups: cap of the retry backoff of this topic's records; 0 = no cap",
+    },
+    ConfigDef {
+        name: "strom.retry.backoff.ms",
+        default: "0",
+        kind: ConfigKind::Long {
+            min: 0,
+            max: 86_400_000,
+        },
+        doc: "Share groups: a released record of this topic is acquirable again after this \
+              x 2^(delivery_count-1) ms (a group's own setting wins); 0 = at once",
+    },
 ];
 
 /// The definition of a known topic config.

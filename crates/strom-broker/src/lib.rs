@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod producer;
 pub mod records;
 pub mod reserved;
+pub mod share;
 pub mod topic;
 
 pub use broker::{

@@ -31,12 +31,17 @@ fn our_max(key: i16) -> i16 {
         Ok(ApiKey::DeleteTopics) => 5,
         Ok(ApiKey::DescribeConfigs) => 4,
         Ok(ApiKey::IncrementalAlterConfigs) => 1,
-        Ok(ApiKey::ListGroups) => 4,
         Ok(ApiKey::DescribeGroups) => 5,
         Ok(ApiKey::DeleteGroups) => 2,
         Ok(ApiKey::FindCoordinator) => 3,
         Ok(ApiKey::OffsetFetch) => 7,
         Ok(ApiKey::OffsetCommit) => 8,
+        Ok(ApiKey::ListGroups) => 5,
+        Ok(ApiKey::ShareGroupHeartbeat) => 1,
+        Ok(ApiKey::ShareGroupDescribe) => 1,
+        Ok(ApiKey::ShareFetch) => 1,
+        Ok(ApiKey::ShareAcknowledge) => 1,
+        Ok(ApiKey::DescribeShareGroupOffsets) => 0,
         _ => 0,
     }
 }
@@ -55,6 +60,8 @@ pub struct PartitionInfo {
 #[derive(Debug, Clone)]
 pub struct TopicInfo {
     pub name: String,
+    /// The topic id (nil from brokers before Metadata v10).
+    pub topic_id: uuid::Uuid,
     pub error_code: i16,
     pub internal: bool,
     pub partitions: Vec<PartitionInfo>,
@@ -68,6 +75,17 @@ pub struct FetchedPartition {
     pub error_code: i16,
     pub high_watermark: i64,
     pub records: Bytes,
+}
+
+/// A group as ListGroups shows it.
+#[derive(Debug, Clone)]
+pub struct GroupListing {
+    pub group: String,
+    /// `consumer` for classic consumer groups, `share` for share groups.
+    pub protocol_type: String,
+    pub state: String,
+    /// `classic`, `consumer` or `share` (ListGroups v5's GroupType, lower case).
+    pub group_type: String,
 }
 
 /// A Kafka client bound to a cluster through a bootstrap address.
@@ -183,6 +201,7 @@ impl Client {
             .into_iter()
             .map(|t| TopicInfo {
                 name: t.name.map(|n| n.0.as_str().to_string()).unwrap_or_default(),
+                topic_id: t.topic_id,
                 error_code: t.error_code,
                 internal: t.is_internal,
                 partitions: {
@@ -272,21 +291,30 @@ impl Client {
         Ok(())
     }
 
-    /// Topic configs (name, value, read-only, source).
+    /// Topic configs (name, value, source).
     pub async fn describe_topic_configs(
         &self,
         name: &str,
     ) -> Result<Vec<(String, Option<String>, i8)>> {
+        self.describe_configs(2, name).await
+    }
+
+    /// Configs of a resource (2 topic, 32 group): (name, value, source).
+    pub async fn describe_configs(
+        &self,
+        resource_type: i8,
+        name: &str,
+    ) -> Result<Vec<(String, Option<String>, i8)>> {
         let req = DescribeConfigsRequest::default().with_resources(vec![
             DescribeConfigsResource::default()
-                .with_resource_type(2)
+                .with_resource_type(resource_type)
                 .with_resource_name(StrBytes::from_string(name.to_string()))
                 .with_configuration_keys(None),
         ]);
         let resp = self.call(&req).await?;
         let mut out = Vec::new();
         for r in resp.results {
-            check(r.error_code, || format!("topic {name}"))?;
+            check(r.error_code, || name.to_string())?;
             for c in r.configs {
                 out.push((
                     c.name.as_str().to_string(),
@@ -304,6 +332,16 @@ impl Client {
         name: &str,
         set: &[(String, Option<String>)],
     ) -> Result<()> {
+        self.alter_configs(2, name, set).await
+    }
+
+    /// Sets (or with `None` deletes) configs of a resource (2 topic, 32 group).
+    pub async fn alter_configs(
+        &self,
+        resource_type: i8,
+        name: &str,
+        set: &[(String, Option<String>)],
+    ) -> Result<()> {
         let configs = set
             .iter()
             .map(|(k, v)| {
@@ -315,13 +353,14 @@ impl Client {
             .collect();
         let req = IncrementalAlterConfigsRequest::default().with_resources(vec![
             kafka_protocol::messages::incremental_alter_configs_request::AlterConfigsResource::default()
-                .with_resource_type(2)
+                .with_resource_type(resource_type)
                 .with_resource_name(StrBytes::from_string(name.to_string()))
                 .with_configs(configs),
         ]);
         let resp = self.call(&req).await?;
         for r in resp.responses {
-            check(r.error_code, || format!("topic {name}"))?;
+            let msg = r.error_message.map(|m| m.to_string()).unwrap_or_default();
+            check(r.error_code, || format!("{name}: {msg}"))?;
         }
         Ok(())
     }
@@ -452,19 +491,26 @@ impl Client {
         Ok(flatten_fetch(resp))
     }
 
-    /// Lists consumer groups: (group id, protocol type, state).
-    pub async fn list_groups(&self) -> Result<Vec<(String, String, String)>> {
+    /// Lists groups of every type (classic, consumer, share).
+    pub async fn list_groups(&self) -> Result<Vec<GroupListing>> {
         let resp = self.call(&ListGroupsRequest::default()).await?;
         check(resp.error_code, || "ListGroups".into())?;
         Ok(resp
             .groups
             .into_iter()
             .map(|g| {
-                (
-                    g.group_id.0.as_str().to_string(),
-                    g.protocol_type.as_str().to_string(),
-                    g.group_state.as_str().to_string(),
-                )
+                let protocol_type = g.protocol_type.as_str().to_string();
+                // Before ListGroups v5 there is no type: a group with a protocol is classic.
+                let group_type = match g.group_type.as_str() {
+                    "" => "classic".to_string(),
+                    t => t.to_lowercase(),
+                };
+                GroupListing {
+                    group: g.group_id.0.as_str().to_string(),
+                    protocol_type,
+                    state: g.group_state.as_str().to_string(),
+                    group_type,
+                }
             })
             .collect())
     }
@@ -518,6 +564,11 @@ fn api_name(key: i16) -> &'static str {
         Ok(ApiKey::OffsetFetch) => "OffsetFetch",
         Ok(ApiKey::OffsetCommit) => "OffsetCommit",
         Ok(ApiKey::FindCoordinator) => "FindCoordinator",
+        Ok(ApiKey::ShareGroupHeartbeat) => "ShareGroupHeartbeat",
+        Ok(ApiKey::ShareGroupDescribe) => "ShareGroupDescribe",
+        Ok(ApiKey::ShareFetch) => "ShareFetch",
+        Ok(ApiKey::ShareAcknowledge) => "ShareAcknowledge",
+        Ok(ApiKey::DescribeShareGroupOffsets) => "DescribeShareGroupOffsets",
         _ => "this API",
     }
 }

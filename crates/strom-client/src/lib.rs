@@ -6,6 +6,8 @@
 //!   produce of pre-encoded batches, fetch, ListOffsets.
 //! - [`partitioner`]: Kafka's default murmur2 key partitioner.
 //! - [`records`]: record batch encoding/decoding helpers.
+//! - [`share`]: a share-group member (KIP-932): ShareGroupHeartbeat, ShareFetch in a share
+//!   session with piggy-backed acknowledgements, ShareAcknowledge, close.
 //! - [`pacing`]: sub-millisecond sleeps for fixed-rate load.
 
 pub mod client;
@@ -15,11 +17,12 @@ pub mod groups;
 pub mod pacing;
 pub mod partitioner;
 pub mod records;
+pub mod share;
 
 #[cfg(feature = "cli")]
 pub mod cli;
 
-pub use client::{Client, FetchedPartition, PartitionInfo, TopicInfo};
+pub use client::{Client, FetchedPartition, GroupListing, PartitionInfo, TopicInfo};
 pub use conn::Connection;
 pub use groups::{GroupDescription, GroupMember};
 
@@ -108,6 +111,12 @@ pub fn error_name(code: i16) -> &'static str {
         68 => "NON_EMPTY_GROUP",
         69 => "GROUP_ID_NOT_FOUND",
         87 => "INVALID_RECORD",
+        110 => "FENCED_MEMBER_EPOCH",
+        121 => "INVALID_RECORD_STATE",
+        122 => "SHARE_SESSION_NOT_FOUND",
+        123 => "INVALID_SHARE_SESSION_EPOCH",
+        124 => "FENCED_STATE_EPOCH",
+        125 => "INVALID_VOTER_KEY",
         _ => "KAFKA_ERROR",
     }
 }

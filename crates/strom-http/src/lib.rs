@@ -20,6 +20,7 @@ pub mod fuzzing;
 mod groups;
 mod metrics;
 mod push;
+mod queues;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,6 +30,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use parking_lot::Mutex;
 use strom_broker::coordinator::GroupCoordinator;
+use strom_broker::share::ShareCoordinator;
 use strom_broker::Broker;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -73,6 +75,10 @@ impl Default for HttpConfig {
 pub(crate) struct AppState {
     pub(crate) broker: Arc<Broker>,
     pub(crate) groups: Arc<GroupCoordinator>,
+    /// The share-group coordinator (queues).
+    pub(crate) shares: Arc<ShareCoordinator>,
+    /// The door's share members, one per group.
+    pub(crate) queues: Arc<queues::QueueMembers>,
     /// Group members that consume over HTTP, by member id.
     pub(crate) members: Arc<Mutex<HashMap<String, groups::HttpMember>>>,
     pub(crate) metrics: Arc<Metrics>,
@@ -106,7 +112,13 @@ pub(crate) struct AppState {
         groups::join,
         groups::poll,
         groups::commit_offsets,
-        groups::leave
+        groups::leave,
+        queues::receive,
+        queues::ack,
+        queues::renew,
+        queues::describe,
+        queues::get_config,
+        queues::set_config
     ),
     components(schemas(
         api::ErrorBody,
@@ -119,7 +131,12 @@ pub(crate) struct AppState {
         api::FetchError,
         groups::JoinBody,
         groups::CommitBody,
-        groups::CommitOffset
+        groups::CommitOffset,
+        queues::ReceiveBody,
+        queues::AckBody,
+        queues::AckItem,
+        queues::RenewBody,
+        queues::ConfigBody
     ))
 )]
 struct ApiDoc;
@@ -161,6 +178,14 @@ fn router(state: AppState) -> Router {
             "/groups/{group}/members/{member}/commit",
             post(groups::commit_offsets),
         )
+        .route("/queues/{group}", get(queues::describe))
+        .route("/queues/{group}/receive", post(queues::receive))
+        .route("/queues/{group}/ack", post(queues::ack))
+        .route("/queues/{group}/renew", post(queues::renew))
+        .route(
+            "/queues/{group}/config",
+            get(queues::get_config).post(queues::set_config),
+        )
         .fallback(api::not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -177,6 +202,7 @@ pub async fn serve(
     listener: TcpListener,
     broker: Arc<Broker>,
     groups: Arc<GroupCoordinator>,
+    shares: Arc<ShareCoordinator>,
     config: HttpConfig,
     shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
@@ -184,6 +210,8 @@ pub async fn serve(
     let state = AppState {
         broker: broker.clone(),
         groups,
+        shares,
+        queues: Arc::new(queues::QueueMembers::new()),
         members: Arc::new(Mutex::new(HashMap::new())),
         metrics: metrics.clone(),
         config: config.clone(),

@@ -353,4 +353,33 @@ fn core_metrics(s: &AppState, out: &mut String) {
             );
         }
     }
+    share_metrics(s, out);
+}
+
+/// Per share group and partition: the in-flight window and the counters since start.
+fn share_metrics(s: &AppState, out: &mut String) {
+    let stats = s.shares.metrics();
+    type Get = fn(&strom_broker::share::SharePartitionStats) -> u64;
+    let series: [(&str, &str, &str, Get); 7] = [
+        ("strom_share_in_flight", "gauge", "Records in the share-partition's in-flight window.", |p| p.in_flight as u64),
+        ("strom_share_acquired", "gauge", "Records acquired (locked to a member) now.", |p| p.acquired as u64),
+        ("strom_share_available", "gauge", "Records of the window available to acquire (or waiting out a retry backoff).", |p| p.available as u64),
+        ("strom_share_lag", "gauge", "Records not yet finished: log end minus start offset minus finished records of the window.", |p| p.lag.max(0) as u64),
+        ("strom_share_redeliveries_total", "counter", "Deliveries after a record's first, since start.", |p| p.redeliveries),
+        ("strom_share_dead_lettered_total", "counter", "Records appended to the group's dead-letter topic, since start.", |p| p.dead_lettered),
+        ("strom_share_lock_expiries_total", "counter", "Acquisition locks that expired, since start.", |p| p.lock_expiries),
+    ];
+    for (name, kind, help, get) in series {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for p in &stats {
+            let _ = writeln!(
+                out,
+                "{name}{{group=\"{}\",topic=\"{}\",partition=\"{}\"}} {}",
+                escape(&p.group),
+                escape(&p.topic),
+                p.partition,
+                get(p)
+            );
+        }
+    }
 }

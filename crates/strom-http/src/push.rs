@@ -354,6 +354,23 @@ enum WsIn {
     },
     /// Commits the positions pushed so far by this socket's group subscriptions.
     Commit {},
+    /// Receives from a share group: every record to one member at a time, acknowledged
+    /// with `{"op":"ack"}` (the socket is a share member of its own).
+    Queue {
+        group: String,
+        topics: Vec<String>,
+        #[serde(default)]
+        format: Format,
+        /// Records pushed and not yet acknowledged at most (default 100).
+        #[serde(default)]
+        max_in_flight: Option<usize>,
+    },
+    /// Acknowledges a record pushed by a queue subscription.
+    Ack {
+        receipt: String,
+        #[serde(default, rename = "type")]
+        kind: Option<String>,
+    },
     Produce {
         topic: String,
         records: Value,
@@ -385,6 +402,9 @@ async fn ws_session(s: AppState, mut socket: WebSocket) {
     // Group followers are not aborted: they notice the closed channel and leave the group.
     let mut members = Vec::new();
     let mut commit_txs: Vec<mpsc::Sender<tokio::sync::oneshot::Sender<Value>>> = Vec::new();
+    // Queue subscriptions by group, and their tasks (they leave the group when the socket
+    // closes).
+    let mut queues: BTreeMap<String, std::sync::Arc<crate::queues::WsQueue>> = BTreeMap::new();
     loop {
         tokio::select! {
             msg = socket.recv() => {
@@ -410,6 +430,51 @@ async fn ws_session(s: AppState, mut socket: WebSocket) {
                             results.push(w.await.unwrap_or_else(|_| json!({"error": "the subscription ended"})));
                         }
                         json!({"type": "committed", "groups": results})
+                    }
+                    Ok(WsIn::Queue { group, topics, format, max_in_flight }) => {
+                        let matched: Vec<String> = s.broker.topics().into_iter().map(|t| t.name)
+                            .filter(|n| topics.iter().any(|p| glob(p, n))).collect();
+                        let max = max_in_flight.unwrap_or(crate::queues::WS_IN_FLIGHT_DEFAULT);
+                        if matched.is_empty() {
+                            json!({"type": "error", "message": "no topic matches"})
+                        } else if group.is_empty() || queues.contains_key(&group) {
+                            json!({"type": "error", "message": "one queue subscription per group and socket, with a non-empty group"})
+                        } else if max == 0 || max > 10_000 {
+                            json!({"type": "error", "message": "max_in_flight must be in [1, 10000]"})
+                        } else {
+                            let q = std::sync::Arc::new(crate::queues::WsQueue {
+                                member_id: format!("strom-ws-{}", crate::queues::random_hex()),
+                                in_flight: Default::default(),
+                                acked: Default::default(),
+                            });
+                            queues.insert(group.clone(), q.clone());
+                            members.push(tokio::spawn(crate::queues::follow_queue(
+                                s.clone(), crate::queues::QueueSub { group: group.clone(), topics: matched.clone(), format, max_in_flight: max },
+                                q, tx.clone(), overflow_tx.clone())));
+                            json!({"type": "subscribed", "topics": matched, "queue": group})
+                        }
+                    }
+                    Ok(WsIn::Ack { receipt, kind }) => {
+                        let kind = crate::queues::ack_type(kind.as_deref());
+                        let group = crate::queues::Receipt::decode(&receipt).map(|r| r.group);
+                        match group.as_ref().and_then(|g| queues.get(g)) {
+                            None => json!({"type": "acked", "results": [{"receipt": receipt, "ok": false,
+                                "error": {"code": "invalid_receipt", "message": "not a receipt of this socket's queue subscriptions"}}]}),
+                            Some(q) => {
+                                let counts = matches!(kind, Ok(k) if k != strom_broker::share::AckType::Renew);
+                                let g = group.clone().unwrap_or_default();
+                                match crate::queues::apply_acks(&s.shares, &g, &q.member_id, vec![(receipt, kind)]).await {
+                                    Ok((results, _)) => {
+                                        if counts && results.iter().any(|r| r["ok"] == json!(true)) {
+                                            let _ = q.in_flight.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| Some(n.saturating_sub(1)));
+                                            q.acked.notify_one();
+                                        }
+                                        json!({"type": "acked", "results": results})
+                                    }
+                                    Err(e) => json!({"type": "error", "message": e.to_string()}),
+                                }
+                            }
+                        }
                     }
                     Ok(WsIn::Subscribe { topics, from, format, group, auto_commit }) => {
                         let from = from.unwrap_or_else(|| "latest".into());

@@ -33,6 +33,9 @@ use crate::server::{Fatal, Reply, Req};
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
+/// KIP-848/932 group configs (`ConfigResource.Type.GROUP`).
+const RESOURCE_GROUP: i8 = 32;
+const SOURCE_GROUP_CONFIG: i8 = 8;
 const SOURCE_DYNAMIC_TOPIC: i8 = 1;
 const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
@@ -362,6 +365,27 @@ pub(crate) fn describe_configs(mut req: Req<'_>) -> Result<Reply, Fatal> {
                     .collect();
                 out = out.with_configs(configs);
             }
+            RESOURCE_GROUP => {
+                let configs = req
+                    .ctx
+                    .shares
+                    .group_configs(&res.resource_name)
+                    .into_iter()
+                    .filter(|c| wanted(&c.name))
+                    .map(|c| {
+                        let def = strom_broker::share::group_config_def(&c.name);
+                        let ty = def.map_or(TYPE_STRING, |d| config_type(d.kind, d.name));
+                        let doc = def.map_or("", |d| d.doc);
+                        let source = if c.is_default {
+                            SOURCE_DEFAULT
+                        } else {
+                            SOURCE_GROUP_CONFIG
+                        };
+                        entry(w, &c.name, c.value, source, ty, doc, false)
+                    })
+                    .collect();
+                out = out.with_configs(configs);
+            }
             other => {
                 out = out
                     .with_error_code(ResponseError::InvalidRequest.code())
@@ -375,48 +399,55 @@ pub(crate) fn describe_configs(mut req: Req<'_>) -> Result<Reply, Fatal> {
     req.encode(&DescribeConfigsResponse::default().with_results(results))
 }
 
-pub(crate) fn incremental_alter_configs(mut req: Req<'_>) -> Result<Reply, Fatal> {
+pub(crate) async fn incremental_alter_configs(mut req: Req<'_>) -> Result<Reply, Fatal> {
     let r: IncrementalAlterConfigsRequest = req.decode()?;
     let broker = &req.ctx.broker;
     let mut responses = Vec::with_capacity(r.resources.len());
     for res in r.resources {
-        let result: Result<(), (i16, String)> = if res.resource_type != RESOURCE_TOPIC {
-            Err((
-                ResponseError::InvalidRequest.code(),
-                format!(
-                    "altering resource type {} is not supported",
-                    res.resource_type
-                ),
-            ))
-        } else {
-            let mut ops = Vec::with_capacity(res.configs.len());
-            let mut bad = None;
-            for c in &res.configs {
-                match c.config_operation {
-                    0 => ops.push(ConfigOp::Set(
-                        c.name.to_string(),
-                        c.value.as_ref().map(|v| v.to_string()).unwrap_or_default(),
-                    )),
-                    1 => ops.push(ConfigOp::Delete(c.name.to_string())),
-                    op => {
-                        bad = Some((
-                            ResponseError::InvalidConfig.code(),
-                            format!(
-                                "operation {op} on {} is not supported (only SET and DELETE)",
-                                c.name
-                            ),
-                        ));
-                        break;
+        let result: Result<(), (i16, String)> =
+            if res.resource_type != RESOURCE_TOPIC && res.resource_type != RESOURCE_GROUP {
+                Err((
+                    ResponseError::InvalidRequest.code(),
+                    format!(
+                        "altering resource type {} is not supported",
+                        res.resource_type
+                    ),
+                ))
+            } else {
+                let mut ops = Vec::with_capacity(res.configs.len());
+                let mut bad = None;
+                for c in &res.configs {
+                    match c.config_operation {
+                        0 => ops.push(ConfigOp::Set(
+                            c.name.to_string(),
+                            c.value.as_ref().map(|v| v.to_string()).unwrap_or_default(),
+                        )),
+                        1 => ops.push(ConfigOp::Delete(c.name.to_string())),
+                        op => {
+                            bad = Some((
+                                ResponseError::InvalidConfig.code(),
+                                format!(
+                                    "operation {op} on {} is not supported (only SET and DELETE)",
+                                    c.name
+                                ),
+                            ));
+                            break;
+                        }
                     }
                 }
-            }
-            match bad {
-                Some(b) => Err(b),
-                None => broker
-                    .alter_topic_config(&res.resource_name, &ops, r.validate_only)
-                    .map_err(|e: BrokerError| (code(&e), e.to_string())),
-            }
-        };
+                match bad {
+                    Some(b) => Err(b),
+                    None if res.resource_type == RESOURCE_GROUP => req
+                        .ctx
+                        .shares
+                        .alter_group_configs(&res.resource_name, &ops, r.validate_only)
+                        .await
+                        .map_err(|e| (crate::share_api::group_code(&e), e.to_string())),
+                    None => broker
+                        .alter_topic_config(&res.resource_name, &ops, r.validate_only)
+                        .map_err(|e: BrokerError| (code(&e), e.to_string())),
+                }
+            };
         let (c, msg) = match result {
             Ok(()) => (0, None),
             Err((c, m)) => (c, Some(m)),

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use strom_broker::coordinator::{GroupConfig, GroupCoordinator, PartitionExists};
+use strom_broker::share::{ShareConfig, ShareCoordinator};
 use strom_broker::{Broker, BrokerConfig};
 
 use crate::pool::RequestPool;
@@ -44,9 +45,18 @@ impl Harness {
             .expect("a runtime");
         let listen: SocketAddr = "127.0.0.1:9092".parse().expect("an address");
         let config = KafkaConfig::new(listen);
+        let shares = ShareCoordinator::open(
+            dir.path(),
+            ShareConfig::default(),
+            broker.clone(),
+            Some(groups.clone()),
+        )
+        .expect("the share coordinator opens");
         let ctx = Ctx {
             broker,
             groups,
+            shares,
+            share_sessions: Default::default(),
             pool: RequestPool::new(config.queued_max_request_bytes),
             config,
             connections: AtomicUsize::new(0),

@@ -32,6 +32,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError as E;
 use strom_broker::coordinator::{Committed, GroupError, JoinRequest, OffsetCommit};
+use strom_broker::share::ShareGroupDescription;
 
 use crate::server::{advertised, Fatal, Reply, Req};
 
@@ -70,9 +71,11 @@ pub(crate) fn find_coordinator(mut req: Req<'_>) -> Result<Reply, Fatal> {
     let v = req.version;
     let (host, port) = advertised(req.ctx);
     let node = req.ctx.broker.node_id();
-    // Groups (key type 0) are coordinated here; transactions (1) are not supported yet.
+    // Groups (key type 0) and share groups (2, KIP-932; the key is the group id, or
+    // "group:topic id:partition" for the share-partition state, which lives here too) are
+    // coordinated here; transactions (1) are not supported yet.
     let answer = |key_type: i8| -> (i16, Option<StrBytes>) {
-        if key_type == 0 {
+        if key_type == 0 || key_type == 2 {
             (0, None)
         } else {
             (
@@ -441,6 +444,9 @@ pub(crate) fn describe_groups(mut req: Req<'_>) -> Result<Reply, Fatal> {
         .groups
         .iter()
         .map(|id| {
+            if let Ok(d) = req.ctx.shares.describe(id) {
+                return describe_share_group(id, d);
+            }
             let d = groups.describe(id);
             let members = d
                 .members
@@ -469,14 +475,55 @@ pub(crate) fn describe_groups(mut req: Req<'_>) -> Result<Reply, Fatal> {
     req.encode(&DescribeGroupsResponse::default().with_groups(out))
 }
 
+/// A share group as DescribeGroups shows it: protocol type "share", its members (no
+/// classic metadata or assignment bytes: share members have none).
+fn describe_share_group(id: &GroupId, d: ShareGroupDescription) -> DescribedGroup {
+    DescribedGroup::default()
+        .with_group_id(id.clone())
+        .with_group_state(sb(d.state.name()))
+        .with_protocol_type(sb("share"))
+        .with_protocol_data(sb(""))
+        .with_members(
+            d.members
+                .into_iter()
+                .map(|m| {
+                    DescribedGroupMember::default()
+                        .with_member_id(sb(m.member_id))
+                        .with_client_id(sb(m.client_id))
+                        .with_client_host(sb(m.client_host))
+                })
+                .collect(),
+        )
+}
+
 pub(crate) fn list_groups(mut req: Req<'_>) -> Result<Reply, Fatal> {
     let r: ListGroupsRequest = req.decode()?;
     let v = req.version;
     let states: Vec<String> = r.states_filter.iter().map(|s| s.to_lowercase()).collect();
-    let classic_wanted = r.types_filter.is_empty()
-        || r.types_filter
-            .iter()
-            .any(|t| t.eq_ignore_ascii_case("classic"));
+    let type_wanted = |name: &str| {
+        r.types_filter.is_empty() || r.types_filter.iter().any(|t| t.eq_ignore_ascii_case(name))
+    };
+    let classic_wanted = type_wanted("classic");
+    let share = if type_wanted("share") {
+        req.ctx.shares.list()
+    } else {
+        Vec::new()
+    };
+    let shared = share
+        .into_iter()
+        .filter(|g| states.is_empty() || states.contains(&g.state.name().to_lowercase()))
+        .map(|g| {
+            let mut out = ListedGroup::default()
+                .with_group_id(GroupId(sb(g.group)))
+                .with_protocol_type(sb("share"));
+            if v >= 4 {
+                out = out.with_group_state(sb(g.state.name()));
+            }
+            if v >= 5 {
+                out = out.with_group_type(sb("share"));
+            }
+            out
+        });
     let out = req
         .ctx
         .groups
@@ -497,6 +544,7 @@ pub(crate) fn list_groups(mut req: Req<'_>) -> Result<Reply, Fatal> {
             }
             g
         })
+        .chain(shared)
         .collect();
     req.encode(&ListGroupsResponse::default().with_groups(out))
 }
@@ -506,11 +554,16 @@ pub(crate) async fn delete_groups(mut req: Req<'_>) -> Result<Reply, Fatal> {
     let groups = req.ctx.groups.clone();
     let mut results = Vec::with_capacity(r.groups_names.len());
     for id in r.groups_names {
-        let res = groups.delete(&id).await;
+        let code = if req.ctx.shares.is_share_group(&id) {
+            let res = req.ctx.shares.delete_group(&id).await;
+            res.err().map_or(0, |e| crate::share_api::group_code(&e))
+        } else {
+            err_code(&groups.delete(&id).await)
+        };
         results.push(
             DeletableGroupResult::default()
                 .with_group_id(id)
-                .with_error_code(err_code(&res)),
+                .with_error_code(code),
         );
     }
     req.encode(&DeleteGroupsResponse::default().with_results(results))

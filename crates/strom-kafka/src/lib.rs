@@ -23,6 +23,9 @@ mod meta;
 mod pool;
 mod schema;
 mod server;
+mod share_api;
+mod share_session;
+mod share_wire;
 mod versions;
 
 pub use server::{KafkaConfig, KafkaServer};

@@ -410,6 +410,107 @@ const OFFSET_DELETE: &[Field] = &[
     ),
 ];
 
+const SHARE_GROUP_HEARTBEAT: &[Field] = &[
+    f("group_id", Str),
+    f("member_id", Str),
+    f("member_epoch", Int32),
+    f("rack_id", Str),
+    f("subscribed_topic_names", STRINGS),
+];
+
+const SHARE_GROUP_DESCRIBE: &[Field] = &[
+    f("group_ids", STRINGS),
+    f("include_authorized_operations", Bool),
+];
+
+const ACKNOWLEDGEMENT_BATCHES: Ty = Structs(&[
+    f("first_offset", Int64),
+    f("last_offset", Int64),
+    f("acknowledge_types", Array(&Int8)),
+]);
+
+/// v2 (Kafka 4.2, KIP-1206/1222) adds `share_acquire_mode`; the crate decodes v1 only, the
+/// door decodes v2 through `share_wire` (the v1 body without that byte).
+const SHARE_FETCH: &[Field] = &[
+    f("group_id", Str),
+    f("member_id", Str),
+    f("share_session_epoch", Int32),
+    f("max_wait_ms", Int32),
+    f("min_bytes", Int32),
+    f("max_bytes", Int32),
+    f("max_records", Int32),
+    f("batch_size", Int32),
+    f("share_acquire_mode", Int8).since(2),
+    f(
+        "topics",
+        Structs(&[
+            f("topic_id", Uuid),
+            f(
+                "partitions",
+                Structs(&[
+                    f("partition_index", Int32),
+                    f("acknowledgement_batches", ACKNOWLEDGEMENT_BATCHES),
+                ]),
+            ),
+        ]),
+    ),
+    f(
+        "forgotten_topics_data",
+        Structs(&[f("topic_id", Uuid), f("partitions", INT32S)]),
+    ),
+];
+
+/// v2 (KIP-1222) adds `is_renew_ack`; decoded as [`SHARE_FETCH`]'s v2.
+const SHARE_ACKNOWLEDGE: &[Field] = &[
+    f("group_id", Str),
+    f("member_id", Str),
+    f("share_session_epoch", Int32),
+    f("is_renew_ack", Bool).since(2),
+    f(
+        "topics",
+        Structs(&[
+            f("topic_id", Uuid),
+            f(
+                "partitions",
+                Structs(&[
+                    f("partition_index", Int32),
+                    f("acknowledgement_batches", ACKNOWLEDGEMENT_BATCHES),
+                ]),
+            ),
+        ]),
+    ),
+];
+
+const DESCRIBE_SHARE_GROUP_OFFSETS: &[Field] = &[f(
+    "groups",
+    Structs(&[
+        f("group_id", Str),
+        f(
+            "topics",
+            Structs(&[f("topic_name", Str), f("partitions", INT32S)]),
+        ),
+    ]),
+)];
+
+const ALTER_SHARE_GROUP_OFFSETS: &[Field] = &[
+    f("group_id", Str),
+    f(
+        "topics",
+        Structs(&[
+            f("topic_name", Str),
+            f(
+                "partitions",
+                Structs(&[f("partition_index", Int32), f("start_offset", Int64)]),
+            ),
+        ]),
+    ),
+];
+
+const DELETE_SHARE_GROUP_OFFSETS: &[Field] = &[
+    f("group_id", Str),
+    f("topics", Structs(&[f("topic_name", Str)])),
+];
+
 const fn schema(
     api: ApiKey,
     name: &'static str,
@@ -428,7 +529,9 @@ const fn schema(
 }
 
 /// Every request schema, by API. The ranges are those the `kafka-protocol` crate decodes
-/// (the door answers older versions by hand, see `legacy`).
+/// (the door answers older versions by hand, see `legacy`), and ShareFetch /
+/// ShareAcknowledge v2, which the door decodes as v1 without their one added field (see
+/// `share_wire`).
 pub(crate) const SCHEMAS: &[Schema] = &[
     schema(ApiKey::Produce, "Produce", (3, 13), 9, PRODUCE),
     schema(ApiKey::Fetch, "Fetch", (4, 18), 12, FETCH),
@@ -524,6 +627,49 @@ pub(crate) const SCHEMAS: &[Schema] = &[
         (0, 0),
         NEVER,
         OFFSET_DELETE,
+    ),
+    schema(
+        ApiKey::ShareGroupHeartbeat,
+        "ShareGroupHeartbeat",
+        (1, 1),
+        0,
+        SHARE_GROUP_HEARTBEAT,
+    ),
+    schema(
+        ApiKey::ShareGroupDescribe,
+        "ShareGroupDescribe",
+        (1, 1),
+        0,
+        SHARE_GROUP_DESCRIBE,
+    ),
+    schema(ApiKey::ShareFetch, "ShareFetch", (1, 2), 0, SHARE_FETCH),
+    schema(
+        ApiKey::ShareAcknowledge,
+        "ShareAcknowledge",
+        (1, 2),
+        0,
+        SHARE_ACKNOWLEDGE,
+    ),
+    schema(
+        ApiKey::DescribeShareGroupOffsets,
+        "DescribeShareGroupOffsets",
+        (0, 0),
+        0,
+        DESCRIBE_SHARE_GROUP_OFFSETS,
+    ),
+    schema(
+        ApiKey::AlterShareGroupOffsets,
+        "AlterShareGroupOffsets",
+        (0, 0),
+        0,
+        ALTER_SHARE_GROUP_OFFSETS,
+    ),
+    schema(
+        ApiKey::DeleteShareGroupOffsets,
+        "DeleteShareGroupOffsets",
+        (0, 0),
+        0,
+        DELETE_SHARE_GROUP_OFFSETS,
     ),
 ];
 

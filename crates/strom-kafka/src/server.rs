@@ -23,6 +23,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable};
 use strom_broker::coordinator::GroupCoordinator;
+use strom_broker::share::ShareCoordinator;
 use strom_broker::Broker;
 use strom_wire::{Chunk, Chunked, Frame as Response};
 use tokio::io::Interest;
@@ -33,7 +34,8 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::pool::{Held, RequestPool};
-use crate::{admin, bounds, data, group_api, legacy, meta, versions};
+use crate::share_session::ShareSessions;
+use crate::{admin, bounds, data, group_api, legacy, meta, share_api, versions};
 use strom_broker::limits::{out_of_descriptors, LogEvery, SpareFd};
 
 /// Settings of the Kafka door.
@@ -82,6 +84,9 @@ impl KafkaConfig {
 pub(crate) struct Ctx {
     pub(crate) broker: Arc<Broker>,
     pub(crate) groups: Arc<GroupCoordinator>,
+    pub(crate) shares: Arc<ShareCoordinator>,
+    /// The share sessions of share consumers (protocol state of the door).
+    pub(crate) share_sessions: ShareSessions,
     pub(crate) config: KafkaConfig,
     pub(crate) connections: AtomicUsize,
     /// `queued.max.request.bytes`.
@@ -126,6 +131,7 @@ impl KafkaServer {
         config: KafkaConfig,
         broker: Arc<Broker>,
         groups: Arc<GroupCoordinator>,
+        shares: Arc<ShareCoordinator>,
     ) -> io::Result<KafkaServer> {
         let listener = strom_broker::limits::listen(config.listen, config.listen_backlog)?;
         Ok(KafkaServer {
@@ -133,6 +139,8 @@ impl KafkaServer {
             ctx: Arc::new(Ctx {
                 broker,
                 groups,
+                shares,
+                share_sessions: ShareSessions::default(),
                 pool: RequestPool::new(config.queued_max_request_bytes),
                 config,
                 connections: AtomicUsize::new(0),
@@ -300,7 +308,7 @@ async fn connection(
         }
         // A request that may wait (long poll, rebalance) must not hold back the responses
         // already queued for this client.
-        let may_wait = matches!(api, 1 | 11 | 14);
+        let may_wait = matches!(api, 1 | 11 | 14 | 78);
         if may_wait && !wr.buffer().is_empty() {
             within(idle, wr.flush()).await?;
         }
@@ -543,7 +551,7 @@ pub(crate) async fn handle<'a>(
             ApiKey::DeleteTopics => admin::delete_topics(req),
             ApiKey::CreatePartitions => admin::create_partitions(req),
             ApiKey::DescribeConfigs => admin::describe_configs(req),
-            ApiKey::IncrementalAlterConfigs => admin::incremental_alter_configs(req),
+            ApiKey::IncrementalAlterConfigs => admin::incremental_alter_configs(req).await,
             ApiKey::FindCoordinator => group_api::find_coordinator(req),
             ApiKey::JoinGroup => group_api::join_group(req).await,
             ApiKey::SyncGroup => group_api::sync_group(req).await,
@@ -555,6 +563,13 @@ pub(crate) async fn handle<'a>(
             ApiKey::ListGroups => group_api::list_groups(req),
             ApiKey::DeleteGroups => group_api::delete_groups(req).await,
             ApiKey::OffsetDelete => group_api::offset_delete(req).await,
+            ApiKey::ShareGroupHeartbeat => share_api::heartbeat(req).await,
+            ApiKey::ShareGroupDescribe => share_api::describe(req),
+            ApiKey::ShareFetch => share_api::fetch(req).await,
+            ApiKey::ShareAcknowledge => share_api::acknowledge_request(req).await,
+            ApiKey::DescribeShareGroupOffsets => share_api::describe_offsets(req),
+            ApiKey::AlterShareGroupOffsets => share_api::alter_offsets(req).await,
+            ApiKey::DeleteShareGroupOffsets => share_api::delete_offsets(req).await,
             other => return Err(Fatal(format!("api {other:?} has no handler"))),
         }
         .map(Handled::Now)
@@ -606,6 +621,11 @@ impl Req<'_> {
         Ok(v)
     }
 
+    /// The undecoded body (for versions the crate does not know: `share_wire`).
+    pub(crate) fn take_body(&mut self) -> Bytes {
+        std::mem::take(&mut self.body)
+    }
+
     /// Encodes the framed response (length, header, body) at the request's version, in one
     /// buffer.
     pub(crate) fn encode<T: Encodable>(&self, resp: &T) -> Result<Reply, Fatal> {
@@ -641,6 +661,30 @@ pub(crate) struct Encoder {
 }
 
 impl Encoder {
+    /// The same response encoded at body version `version` (ShareFetch v2 is v1's body:
+    /// see `share_wire`).
+    pub(crate) fn with_body_version(self, version: i16) -> Encoder {
+        Encoder { version, ..self }
+    }
+
+    /// A response whose body is already encoded.
+    pub(crate) fn frame_body(&self, body: &[u8]) -> Reply {
+        let header = ResponseHeader::default().with_correlation_id(self.correlation);
+        let hlen = header
+            .compute_size(self.response_header_version)
+            .unwrap_or(4);
+        let mut out = Chunked::with_chunks(4 + hlen + body.len(), Vec::new());
+        out.put_i32((hlen + body.len()) as i32);
+        if header
+            .encode(&mut out, self.response_header_version)
+            .is_err()
+        {
+            out.put_i32(self.correlation);
+        }
+        out.put_slice(body);
+        Some(out.finish())
+    }
+
     /// See [`Req::encode`].
     pub(crate) fn encode<T: Encodable>(&self, resp: &T) -> Result<Reply, Fatal> {
         self.encode_chunks(resp, Vec::new())

@@ -11,6 +11,7 @@ use clap::Args;
 use serde::Deserialize;
 use strom_broker::coordinator::{GroupConfig, GroupCoordinator, PartitionExists};
 use strom_broker::limits::FdBudget;
+use strom_broker::share::{ShareConfig, ShareCoordinator};
 use strom_broker::{Broker, BrokerConfig};
 use strom_kafka::{KafkaConfig, KafkaServer};
 use tokio::sync::watch;
@@ -96,6 +97,12 @@ pub(crate) struct ServeArgs {
     /// offsets.retention.minutes: committed offsets of empty groups expire after this [default: 10080].
     #[arg(long, env = "STROM_OFFSETS_RETENTION_MINUTES")]
     offsets_retention_minutes: Option<i64>,
+    /// group.share.partition.max.record.locks: records in flight per share-partition [default: 2000].
+    #[arg(long, env = "STROM_GROUP_SHARE_PARTITION_MAX_RECORD_LOCKS")]
+    group_share_partition_max_record_locks: Option<usize>,
+    /// group.share.record.lock.duration.ms: default acquisition lock of share groups [default: 30000].
+    #[arg(long, env = "STROM_GROUP_SHARE_RECORD_LOCK_DURATION_MS")]
+    group_share_record_lock_duration_ms: Option<i64>,
     /// Log filter (error, warn, info, debug, trace or a tracing directive) [default: info].
     #[arg(long, env = "STROM_LOG_LEVEL")]
     log_level: Option<String>,
@@ -127,6 +134,8 @@ struct FileConfig {
     group_initial_rebalance_delay_ms: Option<u64>,
     group_min_session_timeout_ms: Option<i32>,
     offsets_retention_minutes: Option<i64>,
+    group_share_partition_max_record_locks: Option<usize>,
+    group_share_record_lock_duration_ms: Option<i64>,
     log_level: Option<String>,
 }
 
@@ -134,6 +143,7 @@ struct FileConfig {
 struct Settings {
     broker: BrokerConfig,
     groups: GroupConfig,
+    shares: ShareConfig,
     kafka: KafkaConfig,
     http_addr: Option<String>,
     http: strom_http::HttpConfig,
@@ -267,9 +277,29 @@ fn resolve(a: ServeArgs) -> Result<Settings> {
         }
         groups.offsets_retention_ms = m.saturating_mul(60_000);
     }
+    let mut shares = ShareConfig::default();
+    if let Some(n) = a
+        .group_share_partition_max_record_locks
+        .or(f.group_share_partition_max_record_locks)
+    {
+        if !(100..=10_000).contains(&n) {
+            bail!("--group-share-partition-max-record-locks must be in [100, 10000]");
+        }
+        shares.max_record_locks = n;
+    }
+    if let Some(ms) = a
+        .group_share_record_lock_duration_ms
+        .or(f.group_share_record_lock_duration_ms)
+    {
+        if !(1000..=3_600_000).contains(&ms) {
+            bail!("--group-share-record-lock-duration-ms must be in [1000, 3600000]");
+        }
+        shares.record_lock_duration_ms = ms;
+    }
     Ok(Settings {
         broker,
         groups,
+        shares,
         kafka: KafkaConfig {
             advertised_host,
             advertised_port,
@@ -347,20 +377,37 @@ async fn serve(s: Settings) -> Result<()> {
         .await?
         .context("cannot load the consumer groups")?;
     let coordinator = tokio::spawn(groups.clone().run());
+    let (dir, b, g, sconf) = (
+        data_dir.clone(),
+        broker.clone(),
+        groups.clone(),
+        s.shares.clone(),
+    );
+    let shares =
+        tokio::task::spawn_blocking(move || ShareCoordinator::open(&dir, sconf, b, Some(g)))
+            .await?
+            .context("cannot load the share groups")?;
+    let share_ticker = tokio::spawn(shares.clone().run());
     let (stop_tx, stop_rx) = watch::channel(false);
     let http = start_http(
         s.http_addr.as_deref(),
         s.http.clone(),
         &broker,
         &groups,
+        &shares,
         stop_rx.clone(),
         s.listen_backlog,
     )
     .await?;
     let listen = s.kafka.listen;
-    let server = KafkaServer::bind(s.kafka.clone(), broker.clone(), groups.clone())
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
+    let server = KafkaServer::bind(
+        s.kafka.clone(),
+        broker.clone(),
+        groups.clone(),
+        shares.clone(),
+    )
+    .await
+    .with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!(
         addr = %server.local_addr()?,
         advertised = %format!("{}:{}", s.kafka.advertised_host, s.kafka.advertised_port),
@@ -384,6 +431,8 @@ async fn serve(s: Settings) -> Result<()> {
     maintenance.abort();
     delays.abort();
     coordinator.abort();
+    shares.close();
+    share_ticker.abort();
     groups.close();
     tracing::info!("strom stopped");
     Ok(())
@@ -396,6 +445,7 @@ async fn start_http(
     config: strom_http::HttpConfig,
     broker: &Arc<Broker>,
     groups: &Arc<GroupCoordinator>,
+    shares: &Arc<ShareCoordinator>,
     stop: watch::Receiver<bool>,
     backlog: u32,
 ) -> Result<Option<tokio::task::JoinHandle<()>>> {
@@ -417,9 +467,9 @@ async fn start_http(
         Err(e) => return Err(e).with_context(|| format!("cannot listen on --http-addr {addr}")),
     };
     tracing::info!(addr = %listener.local_addr()?, "http listener ready");
-    let (b, g) = (broker.clone(), groups.clone());
+    let (b, g, sh) = (broker.clone(), groups.clone(), shares.clone());
     Ok(Some(tokio::spawn(async move {
-        if let Err(e) = strom_http::serve(listener, b, g, config, stop).await {
+        if let Err(e) = strom_http::serve(listener, b, g, sh, config, stop).await {
             tracing::error!(error = %e, "HTTP door failed");
         }
     })))

@@ -432,7 +432,12 @@ pub struct GroupCoordinator {
     write_lock: tokio::sync::Mutex<()>,
     exists: PartitionExists,
     rebalances: std::sync::atomic::AtomicU64,
+    /// Group ids another coordinator owns (share groups): JoinGroup refuses them.
+    foreign: parking_lot::RwLock<Option<ForeignGroups>>,
 }
+
+/// Whether a group id belongs to another kind of group (the share coordinator's).
+pub type ForeignGroups = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 fn new_member_id(client_id: &str) -> String {
     let id = crate::topic::random_id().unwrap_or_else(|_| {
@@ -524,7 +529,23 @@ impl GroupCoordinator {
             write_lock: tokio::sync::Mutex::new(()),
             exists,
             rebalances: std::sync::atomic::AtomicU64::new(0),
+            foreign: parking_lot::RwLock::new(None),
         }))
+    }
+
+    /// Tells the coordinator which group ids are another kind of group's (share groups share
+    /// the group-id namespace): JoinGroup of one is INCONSISTENT_GROUP_PROTOCOL, as Kafka.
+    pub fn set_foreign_groups(&self, foreign: ForeignGroups) {
+        *self.foreign.write() = Some(foreign);
+    }
+
+    fn is_foreign(&self, group_id: &str) -> bool {
+        self.foreign.read().as_ref().is_some_and(|f| f(group_id))
+    }
+
+    /// Whether a classic group (members or only committed offsets) has this id.
+    pub fn exists(&self, group_id: &str) -> bool {
+        self.groups.lock().contains_key(group_id)
     }
 
     /// Rebalances completed since start.
@@ -543,6 +564,9 @@ impl GroupCoordinator {
     pub async fn join(&self, req: JoinRequest) -> Result<JoinResponse, GroupError> {
         if req.group_id.is_empty() {
             return Err(GroupError::InvalidGroupId);
+        }
+        if self.is_foreign(&req.group_id) {
+            return Err(GroupError::InconsistentGroupProtocol);
         }
         if req.session_timeout_ms < self.config.min_session_timeout_ms
             || req.session_timeout_ms > self.config.max_session_timeout_ms

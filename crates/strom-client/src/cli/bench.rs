@@ -79,6 +79,14 @@ pub struct BenchArgs {
     /// Topic config key=value for the created topic (e.g. flush.messages=1), repeatable.
     #[arg(long = "topic-config")]
     pub topic_configs: Vec<String>,
+    /// Share-group (queue) run instead: preload --messages records (default 200000), then
+    /// --consumers members of this share group accept them one by one; records acked per
+    /// second, then the redelivery latency (release -> next delivery). See share_bench.
+    #[arg(long)]
+    pub share_group: Option<String>,
+    /// Records of the redelivery-latency phase of a --share-group run (0 = skip it).
+    #[arg(long, default_value_t = 200)]
+    pub redeliveries: u64,
 }
 
 fn now_us() -> u64 {
@@ -391,6 +399,9 @@ async fn consumer(
 }
 
 pub(crate) async fn run(a: BenchArgs) -> Result<()> {
+    if let Some(group) = a.share_group.clone() {
+        return super::share_bench::run(a, group).await;
+    }
     if a.message_size < 16 {
         return Err(Error::Invalid("--message-size must be >= 16".into()));
     }

@@ -38,10 +38,18 @@ pub enum TopicCmd {
 
 #[derive(Subcommand, Debug)]
 pub enum GroupCmd {
-    /// List consumer groups.
+    /// List groups (consumer and share groups, with their type).
     List,
-    /// Members, committed offsets and lag of a group.
-    Describe { group: String },
+    /// Members, committed offsets and lag of a group; for a share group its members, and per
+    /// partition the start offset, lag, in-flight and delivery counts, and the dead-letter
+    /// topic's size.
+    Describe {
+        group: String,
+        /// The broker's HTTP door HOST:PORT, for a share group's in-flight and delivery
+        /// counts (GET /queues/GROUP).
+        #[arg(long, env = "STROM_HTTP")]
+        http: Option<String>,
+    },
     /// Set a group's committed offsets for a topic (the group must have no members).
     ResetOffsets {
         group: String,
@@ -136,7 +144,7 @@ pub(crate) fn parse_acks(s: &str) -> Result<i16> {
     }
 }
 
-fn print_table(head: &[&str], rows: &[Vec<String>]) {
+pub(crate) fn print_table(head: &[&str], rows: &[Vec<String>]) {
     let mut w: Vec<usize> = head.iter().map(|h| h.len()).collect();
     for r in rows {
         for (i, c) in r.iter().enumerate() {
@@ -363,7 +371,7 @@ pub(crate) async fn produce(a: ProduceArgs) -> Result<()> {
     Ok(())
 }
 
-fn text(b: &Option<Bytes>) -> serde_json::Value {
+pub(crate) fn text(b: &Option<Bytes>) -> serde_json::Value {
     match b {
         None => serde_json::Value::Null,
         Some(b) => json!(String::from_utf8_lossy(b)),
@@ -564,16 +572,21 @@ pub(crate) async fn group(conn: &Conn, cmd: GroupCmd) -> Result<()> {
             if conn.json {
                 let v: Vec<_> = gs
                     .iter()
-                    .map(|(g, p, s)| json!({"group": g, "protocol_type": p, "state": s}))
+                    .map(|g| json!({"group": g.group, "type": g.group_type, "protocol_type": g.protocol_type, "state": g.state}))
                     .collect();
                 println!("{}", serde_json::Value::Array(v));
             } else {
-                let rows: Vec<Vec<String>> =
-                    gs.into_iter().map(|(g, p, s)| vec![g, p, s]).collect();
-                print_table(&["GROUP", "PROTOCOL", "STATE"], &rows);
+                let rows: Vec<Vec<String>> = gs
+                    .into_iter()
+                    .map(|g| vec![g.group, g.group_type, g.protocol_type, g.state])
+                    .collect();
+                print_table(&["GROUP", "TYPE", "PROTOCOL", "STATE"], &rows);
             }
         }
-        GroupCmd::Describe { group } => {
+        GroupCmd::Describe { group, http } => {
+            if super::queue::describe_share_group(&c, conn, http.as_deref(), &group).await? {
+                return Ok(());
+            }
             let d = c.describe_group(&group).await?;
             let offs = c.committed_offsets(&group).await?;
             let mut rows = Vec::new();

@@ -1,14 +1,17 @@
-//! The `strom` client subcommands: `topic`, `produce`, `consume`, `group`, `bench`.
+//! The `strom` client subcommands: `topic`, `produce`, `consume`, `queue`, `group`, `bench`.
 //!
 //! `strom` adds [`Command`] to its clap enum (`#[command(flatten)]`) and calls [`run`].
 
 mod bench;
 mod commands;
+mod queue;
+mod share_bench;
 
 use clap::{Args, Subcommand};
 
 pub use bench::BenchArgs;
 pub use commands::{ConsumeArgs, GroupCmd, ProduceArgs, TopicCmd};
+pub use queue::{QueueCmd, QueueConsumeArgs};
 
 /// Connection options shared by every client command.
 #[derive(Args, Debug, Clone)]
@@ -40,7 +43,12 @@ pub enum Command {
     Produce(ProduceArgs),
     /// Consume records.
     Consume(ConsumeArgs),
-    /// List and describe consumer groups.
+    /// Share groups (KIP-932 queues): consume as a member.
+    Queue {
+        #[command(subcommand)]
+        cmd: QueueCmd,
+    },
+    /// List and describe consumer and share groups.
     Group {
         #[command(flatten)]
         conn: Conn,
@@ -69,6 +77,7 @@ pub fn run(cmd: Command) -> i32 {
             Command::Produce(a) => commands::produce(a).await,
             Command::Consume(a) => commands::consume(a).await,
             Command::Group { conn, cmd } => commands::group(&conn, cmd).await,
+            Command::Queue { cmd } => queue::queue(cmd).await,
             Command::Bench(a) => bench::run(a).await,
         }
     });
