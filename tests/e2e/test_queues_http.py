@@ -390,3 +390,26 @@ def test_a_share_group_id_cannot_be_joined_as_a_classic_group(b):
     finally:
         c.close()
     assert errors and "INCONSISTENT_GROUP_PROTOCOL" in str(errors[0]).upper(), errors
+
+
+def test_the_in_flight_window_is_bounded_whatever_the_backlog(broker_factory):
+    b = broker_factory(http=True, group_share_partition_max_record_locks=100)
+    create(b, "q-backlog")
+    configure(b, "slow", {"share.auto.offset.reset": "earliest"})
+    for i in range(5):
+        produce(b, "q-backlog", [f"r{i}-{j}" for j in range(1000)])
+    held = []
+    while True:
+        recs = receive(b, "slow", ["q-backlog"], max_records=40, wait_ms=200)
+        if not recs:
+            break
+        held += recs
+    # Acquisition stopped at the window's bound (100), not at the backlog (5000).
+    assert len(held) == 100, len(held)
+    p = describe(b, "slow")["partitions"][0]
+    assert (p["in_flight"], p["acquired"], p["start_offset"], p["end_offset"]) == (100, 100, 0, 100)
+    assert p["lag"] == 5000
+    # Accepting the first 30 frees 30 slots.
+    assert ack(b, "slow", [x["receipt"] for x in held[:30]]).status_code == 200
+    more = receive(b, "slow", ["q-backlog"], max_records=1000, wait_ms=200)
+    assert [x["offset"] for x in more] == list(range(100, 130))

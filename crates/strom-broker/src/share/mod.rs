@@ -912,7 +912,7 @@ impl ShareCoordinator {
         let sp = match g.partitions.get_mut(&key) {
             Some(sp) => sp,
             None => {
-                let start = self.initial_offset(configs.get(group), log)?;
+                let start = self.initial_offset(configs.get(group), topic, partition, log)?;
                 g.partitions
                     .entry(key)
                     .or_insert_with(|| SharePartition::new(start))
@@ -975,6 +975,8 @@ impl ShareCoordinator {
     fn initial_offset(
         &self,
         configs: Option<&BTreeMap<String, String>>,
+        topic: &str,
+        partition: i32,
         log: &strom_log::Log,
     ) -> Result<i64, ShareError> {
         Ok(match config::group_reset(configs) {
@@ -982,12 +984,9 @@ impl ShareCoordinator {
             OffsetReset::Earliest => log.log_start_offset(),
             OffsetReset::ByDuration(ms) => {
                 let ts = strom_log::now_ms().saturating_sub(ms);
-                match log
-                    .find_by_timestamp(ts)
-                    .map_err(|e| ShareError::Storage(e.to_string()))?
-                {
-                    None => log.log_end_offset(),
-                    Some(hit) => hit.base_offset.max(log.log_start_offset()),
+                match self.broker.list_offset(topic, partition, ts)? {
+                    (-1, _) => log.log_end_offset(),
+                    (offset, _) => offset.max(log.log_start_offset()),
                 }
             }
         })

@@ -211,9 +211,19 @@ impl Store {
         let dir = self.root.join(format!("log-{next}"));
         let _ = std::fs::remove_dir_all(&dir);
         let log = Log::open(&dir, log_config()).map_err(io)?;
-        for chunk in entries.chunks(1024) {
-            let mut batch = build_batch(chunk);
+        // Batches of about 4 MiB at most (a share-partition's snapshot is ≤ 2000 runs of 19
+        // bytes, so one entry always fits).
+        let mut from = 0;
+        while from < entries.len() {
+            let mut to = from;
+            let mut bytes = 0usize;
+            while to < entries.len() && (to == from || bytes < 4 << 20) {
+                bytes += approx_bytes(&entries[to]);
+                to += 1;
+            }
+            let mut batch = build_batch(&entries[from..to]);
             log.append(&mut batch).map_err(io)?;
+            from = to;
         }
         log.flush().map_err(io)?;
         let tmp = self.root.join("current.tmp");
@@ -417,6 +427,16 @@ fn decode_entry(key: &[u8], value: Option<&[u8]>) -> Option<Entry> {
             })
         }
         _ => None,
+    }
+}
+
+fn approx_bytes(e: &Entry) -> usize {
+    match e {
+        Entry::Partition { value: Some(v), .. } => 128 + v.runs.len() * 19,
+        Entry::Configs {
+            configs: Some(c), ..
+        } => 128 + c.iter().map(|(k, v)| k.len() + v.len() + 4).sum::<usize>(),
+        _ => 128,
     }
 }
 

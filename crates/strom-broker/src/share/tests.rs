@@ -797,3 +797,35 @@ async fn release_all_gives_back_a_members_records_and_it_stays_a_member() {
     assert_eq!(f.share.held_by("g", "b"), 4);
     assert_eq!(f.share.held_by("g", "a"), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_offset_reset_by_duration_starts_at_the_first_recent_record() {
+    let f = fixture(ShareConfig::default());
+    produce(&f.broker, 3).await; // timestamp 1: decades old
+    let now = strom_log::now_ms();
+    let recent: Vec<NewRecord<'_>> = (0..2)
+        .map(|_| NewRecord {
+            key: None,
+            value: Some(b"new"),
+            headers: vec![],
+        })
+        .collect();
+    f.broker
+        .produce("t", 0, &build_batch(now, &recent))
+        .await
+        .unwrap();
+    f.share
+        .alter_group_configs(
+            "g",
+            &[ConfigOp::Set(
+                AUTO_OFFSET_RESET.into(),
+                "by_duration:PT1H".into(),
+            )],
+            false,
+        )
+        .await
+        .unwrap();
+    join(&f.share, "a").await;
+    assert_eq!(offsets(&take(&f.share, "a", 10).await), vec![3, 4]);
+    assert_eq!(f.share.offsets("g", None).unwrap()[0].start_offset, 3);
+}
