@@ -282,3 +282,22 @@ def test_describe_with_the_http_door_shows_in_flight_and_redeliveries(broker_fac
     # An HTTP door that does not answer is one error line.
     p = run(broker, "group", "describe", group, "--http", "127.0.0.1:1", ok=False)
     assert p.returncode != 0 and "cannot connect" in p.stderr
+
+
+def test_bench_share_group_accepts_every_record_and_times_redeliveries(broker):
+    p = run(broker, "bench", "--json", "--share-group", "bsg", "--topic", "bsq", "--consumers", "4",
+            "--messages", "5000", "--message-size", "64", "--batch", "500", "--redeliveries", "20",
+            "--duration-secs", "60", timeout=120)
+    d = json.loads(p.stdout.strip().splitlines()[-1])
+    assert d["workload"] == "share-group" and d["consumers"] == 4
+    assert d["accepted"] == 5000 and d["ack_failures"] == 0, d
+    assert d["acked_per_s"] > 0 and d["redelivery_latency_ms"]["count"] == 20, d
+    # The broker agrees: everything accepted, in both groups; librdkafka's member gets nothing.
+    for group, topic, n in [("bsg", "bsq", 5000), ("bsg-redeliver", "bsq-redeliver", 20)]:
+        g = json.loads(run(broker, "group", "describe", group, "--json").stdout)
+        assert [(x["start_offset"], x["lag"]) for x in g["partitions"]] == [(n, 0)], g
+    c = share_consumer(broker, "bsg", "bsq")
+    try:
+        assert [m.offset() for _ in range(3) for m in poll_records(c, 1.0)] == []
+    finally:
+        c.close()
