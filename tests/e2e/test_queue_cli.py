@@ -301,3 +301,32 @@ def test_bench_share_group_accepts_every_record_and_times_redeliveries(broker):
         assert [m.offset() for _ in range(3) for m in poll_records(c, 1.0)] == []
     finally:
         c.close()
+
+
+def test_the_cli_member_heartbeats_at_the_interval_the_broker_says(broker):
+    """share.session.timeout.ms 3 s, share.heartbeat.interval.ms 1 s: a member that beat at
+    the broker's default interval (5 s) would be dropped; the CLI stays a member for 8 s."""
+    topic, group = "qbeat", "qbeat-g"
+    create_topic(broker, topic)
+    set_group_configs(broker, group, share_session_timeout_ms=3000, share_heartbeat_interval_ms=1000)
+    cli = subprocess.Popen([CLI, "queue", "consume", group, topic, "--max-messages", "3",
+                            "--idle-exit-ms", "30000",
+                            "--bootstrap", broker.bootstrap],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        members = []
+        for _ in range(8):
+            time.sleep(1)
+            d = json.loads(run(broker, "group", "describe", group, "--json").stdout)
+            members.append([m["client_id"] for m in d["members"]])
+        assert members[1:] == [["strom-queue"]] * 7, members
+        produce(broker, topic, 3)
+        out, err = cli.communicate(timeout=60)
+        assert cli.returncode == 0, err
+        assert out.splitlines() == ["m0", "m1", "m2"]
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+    # It left at exit: the group is empty at once (no session timeout to wait for).
+    d = json.loads(run(broker, "group", "describe", group, "--json").stdout)
+    assert d["members"] == [] and d["state"] == "Empty", d
