@@ -330,3 +330,39 @@ def test_the_cli_member_heartbeats_at_the_interval_the_broker_says(broker):
     # It left at exit: the group is empty at once (no session timeout to wait for).
     d = json.loads(run(broker, "group", "describe", group, "--json").stdout)
     assert d["members"] == [] and d["state"] == "Empty", d
+
+
+def test_kill_9_of_the_broker_under_the_cli_member_loses_and_repeats_nothing(broker):
+    topic, group = "qkill", "qkill-g"
+    create_topic(broker, topic)
+    set_group_configs(broker, group, share_auto_offset_reset="earliest")
+    produce(broker, topic, 50)
+    cli = subprocess.Popen([CLI, "queue", "consume", group, topic, "--max-records", "7",
+                            "--idle-exit-ms", "60000", "--bootstrap", broker.bootstrap],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Wait until the CLI printed all 50 (their acceptance rides on its next, waiting fetch).
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        d = json.loads(run(broker, "group", "describe", group, "--json").stdout)
+        if d["partitions"] and d["partitions"][0]["start_offset"] == 50:
+            break
+        time.sleep(0.2)
+    broker.kill()
+    out, err = cli.communicate(timeout=60)
+    # The member's broker is gone: one error line, an error exit, no panic.
+    assert cli.returncode == 1, err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error: "), err
+    assert out.splitlines() == [f"m{i}" for i in range(50)]
+    broker.start()
+    produce(broker, topic, 10, prefix="after")
+    # After the restart nothing accepted comes again and nothing is lost.
+    c = share_consumer(broker, group, topic)
+    got = []
+    try:
+        deadline = time.time() + 30
+        while time.time() < deadline and len(got) < 10:
+            got += [m.value() for m in poll_records(c, 1.0)]
+        got += [m.value() for m in poll_records(c, 1.0)]
+    finally:
+        c.close()
+    assert sorted(got) == sorted(f"after{i}".encode() for i in range(10)), got
