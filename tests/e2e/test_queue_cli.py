@@ -282,3 +282,88 @@ def test_describe_with_the_http_door_shows_in_flight_and_redeliveries(broker_fac
     # An HTTP door that does not answer is one error line.
     p = run(broker, "group", "describe", group, "--http", "127.0.0.1:1", ok=False)
     assert p.returncode != 0 and "cannot connect" in p.stderr
+
+
+def test_bench_share_group_accepts_every_record_and_times_redeliveries(broker):
+    p = run(broker, "bench", "--json", "--share-group", "bsg", "--topic", "bsq", "--consumers", "4",
+            "--messages", "5000", "--message-size", "64", "--batch", "500", "--redeliveries", "20",
+            "--duration-secs", "60", timeout=120)
+    d = json.loads(p.stdout.strip().splitlines()[-1])
+    assert d["workload"] == "share-group" and d["consumers"] == 4
+    assert d["accepted"] == 5000 and d["ack_failures"] == 0, d
+    assert d["acked_per_s"] > 0 and d["redelivery_latency_ms"]["count"] == 20, d
+    # The broker agrees: everything accepted, in both groups; librdkafka's member gets nothing.
+    for group, topic, n in [("bsg", "bsq", 5000), ("bsg-redeliver", "bsq-redeliver", 20)]:
+        g = json.loads(run(broker, "group", "describe", group, "--json").stdout)
+        assert [(x["start_offset"], x["lag"]) for x in g["partitions"]] == [(n, 0)], g
+    c = share_consumer(broker, "bsg", "bsq")
+    try:
+        assert [m.offset() for _ in range(3) for m in poll_records(c, 1.0)] == []
+    finally:
+        c.close()
+
+
+def test_the_cli_member_heartbeats_at_the_interval_the_broker_says(broker):
+    """share.session.timeout.ms 3 s, share.heartbeat.interval.ms 1 s: a member that beat at
+    the broker's default interval (5 s) would be dropped; the CLI stays a member for 8 s."""
+    topic, group = "qbeat", "qbeat-g"
+    create_topic(broker, topic)
+    set_group_configs(broker, group, share_session_timeout_ms=3000, share_heartbeat_interval_ms=1000)
+    cli = subprocess.Popen([CLI, "queue", "consume", group, topic, "--max-messages", "3",
+                            "--idle-exit-ms", "30000",
+                            "--bootstrap", broker.bootstrap],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        members = []
+        for _ in range(8):
+            time.sleep(1)
+            d = json.loads(run(broker, "group", "describe", group, "--json").stdout)
+            members.append([m["client_id"] for m in d["members"]])
+        assert members[1:] == [["strom-queue"]] * 7, members
+        produce(broker, topic, 3)
+        out, err = cli.communicate(timeout=60)
+        assert cli.returncode == 0, err
+        assert out.splitlines() == ["m0", "m1", "m2"]
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+    # It left at exit: the group is empty at once (no session timeout to wait for).
+    d = json.loads(run(broker, "group", "describe", group, "--json").stdout)
+    assert d["members"] == [] and d["state"] == "Empty", d
+
+
+def test_kill_9_of_the_broker_under_the_cli_member_loses_and_repeats_nothing(broker):
+    topic, group = "qkill", "qkill-g"
+    create_topic(broker, topic)
+    set_group_configs(broker, group, share_auto_offset_reset="earliest")
+    produce(broker, topic, 50)
+    cli = subprocess.Popen([CLI, "queue", "consume", group, topic, "--max-records", "7",
+                            "--idle-exit-ms", "60000", "--bootstrap", broker.bootstrap],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Wait until the CLI printed all 50 (their acceptance rides on its next, waiting fetch).
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        d = json.loads(run(broker, "group", "describe", group, "--json").stdout)
+        # (Until the CLI joined, the group is not a share group yet.)
+        if d.get("partitions") and d["partitions"][0]["start_offset"] == 50:
+            break
+        time.sleep(0.2)
+    broker.kill()
+    out, err = cli.communicate(timeout=60)
+    # The member's broker is gone: one error line, an error exit, no panic.
+    assert cli.returncode == 1, err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error: "), err
+    assert out.splitlines() == [f"m{i}" for i in range(50)]
+    broker.start()
+    produce(broker, topic, 10, prefix="after")
+    # After the restart nothing accepted comes again and nothing is lost.
+    c = share_consumer(broker, group, topic)
+    got = []
+    try:
+        deadline = time.time() + 30
+        while time.time() < deadline and len(got) < 10:
+            got += [m.value() for m in poll_records(c, 1.0)]
+        got += [m.value() for m in poll_records(c, 1.0)]
+    finally:
+        c.close()
+    assert sorted(got) == sorted(f"after{i}".encode() for i in range(10)), got

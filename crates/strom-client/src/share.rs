@@ -151,18 +151,6 @@ pub struct ShareRecord {
     pub headers: Vec<(String, Option<Bytes>)>,
 }
 
-/// An acquired range, as [`ShareConsumer::poll_ranges`] gives it (records not decoded).
-#[derive(Debug, Clone)]
-pub struct AcquiredRange {
-    pub topic: Arc<str>,
-    pub partition: i32,
-    pub first_offset: i64,
-    pub last_offset: i64,
-    pub delivery_count: u16,
-    /// The partition's stored batches of this answer (shared by its ranges).
-    pub records: Bytes,
-}
-
 /// Acknowledgements the broker refused.
 #[derive(Debug, Clone)]
 pub struct AckFailure {
@@ -528,14 +516,6 @@ impl ShareConsumer {
         self.acknowledge(&r.topic, r.partition, r.offset, t)
     }
 
-    /// Marks every offset `first..=last` of a range in hand (bench: [`Self::poll_ranges`]).
-    pub fn ack_range(&mut self, r: &AcquiredRange, t: AckType) -> Result<()> {
-        let id = self
-            .topic_id(&r.topic)
-            .ok_or_else(|| Error::Invalid(format!("no record of {} in hand", r.topic)))?;
-        self.acknowledge_range(id, r.partition, r.first_offset, r.last_offset, t)
-    }
-
     fn topic_id(&self, topic: &str) -> Option<Uuid> {
         self.names
             .iter()
@@ -726,35 +706,6 @@ impl ShareConsumer {
                 hand.push(InHand { first, types });
             }
             self.in_hand.entry(sp).or_default().extend(hand);
-        }
-        Ok(out)
-    }
-
-    /// [`ShareConsumer::poll`] without decoding records: the acquired ranges (a benchmark's
-    /// consumer that acknowledges by range). Every offset of a range is in hand.
-    pub async fn poll_ranges(&mut self) -> Result<Vec<AcquiredRange>> {
-        let answer = self.fetch().await?;
-        let mut out = Vec::new();
-        for (sp, records, ranges) in answer {
-            let Some(topic) = self.names.get(&sp.0).cloned() else {
-                continue;
-            };
-            let hand = self.in_hand.entry(sp).or_default();
-            for (first, last, dc) in ranges {
-                self.stats.delivered += (last - first + 1) as u64;
-                hand.push(InHand {
-                    first,
-                    types: vec![None; (last - first + 1) as usize],
-                });
-                out.push(AcquiredRange {
-                    topic: topic.clone(),
-                    partition: sp.1,
-                    first_offset: first,
-                    last_offset: last,
-                    delivery_count: dc,
-                    records: records.clone(),
-                });
-            }
         }
         Ok(out)
     }
