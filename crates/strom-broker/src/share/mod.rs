@@ -50,6 +50,9 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::broker::{ConfigOp, READ_MAX_BYTES};
+
+/// Most bytes of the log read for one share-partition's acquisition (at least one batch).
+pub const ACQUIRE_READ_BYTES: usize = 1 << 20;
 use crate::coordinator::GroupCoordinator;
 use crate::Broker;
 
@@ -829,11 +832,16 @@ impl ShareCoordinator {
                 return Ok(None);
             }
         };
+        // An acquisition takes at most `max_records` (and the window's free room), so a read
+        // of the client's whole `max_bytes` (often megabytes) would mostly be thrown away —
+        // and kept alive until the response is written, since the answer is a slice of it.
+        // At least one whole batch is read whatever the cap.
         let limit = if first {
             max_bytes.clamp(1, READ_MAX_BYTES)
         } else {
             max_bytes.min(READ_MAX_BYTES)
-        };
+        }
+        .min(ACQUIRE_READ_BYTES);
         let read = crate::broker::blocking(|| log.read(from, limit.max(1)))?;
         let spans: Vec<(usize, BatchSpan)> = strom_log::batch_headers(&read.data)
             .map(|(pos, h)| {

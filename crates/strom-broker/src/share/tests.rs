@@ -829,3 +829,53 @@ async fn auto_offset_reset_by_duration_starts_at_the_first_recent_record() {
     assert_eq!(offsets(&take(&f.share, "a", 10).await), vec![3, 4]);
     assert_eq!(f.share.offsets("g", None).unwrap()[0].start_offset, 3);
 }
+
+#[tokio::test]
+async fn an_acquisition_answers_the_windows_worth_of_batches_whatever_max_bytes() {
+    let f = fixture(ShareConfig::default());
+    earliest(&f.share).await;
+    // ~4 MiB of small records in batches of 1,000.
+    let value = vec![b'x'; 100];
+    for _ in 0..32 {
+        let recs: Vec<NewRecord<'_>> = (0..1000)
+            .map(|_| NewRecord {
+                key: None,
+                value: Some(&value),
+                headers: vec![],
+            })
+            .collect();
+        f.broker
+            .produce("t", 0, &build_batch(1, &recs))
+            .await
+            .unwrap();
+    }
+    join(&f.share, "a").await;
+    let out = f
+        .share
+        .acquire(
+            "g",
+            "a",
+            &[("t".into(), 0)],
+            AcquireLimits {
+                max_records: 100_000,
+                max_bytes: 64 << 20,
+                max_wait: Duration::ZERO,
+            },
+        )
+        .await
+        .unwrap();
+    let bytes: usize = out.iter().map(|p| p.records.len()).sum();
+    let acquired: i64 = out
+        .iter()
+        .flat_map(|p| &p.acquired)
+        .map(|r| r.last_offset - r.first_offset + 1)
+        .sum();
+    // The window (2,000 records) bounds what is acquired, and the answer holds only the
+    // batches of the acquired records.
+    assert_eq!(acquired, 2000);
+    assert!(
+        bytes <= ACQUIRE_READ_BYTES,
+        "{bytes} bytes for 2,000 small records"
+    );
+    f.share.close();
+}

@@ -120,6 +120,7 @@ pub(crate) async fn run(a: BenchArgs, group: String) -> Result<()> {
     for i in 0..a.consumers {
         members.push(member(&a, &group, &topic, i, 500).await?);
     }
+    eprintln!("{} members joined; accepting ...", a.consumers);
     let delivered = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let t0 = Instant::now();
