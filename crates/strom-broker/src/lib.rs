@@ -20,6 +20,7 @@ pub mod coordinator;
 pub mod dedup;
 pub mod delay;
 pub mod error;
+mod kvlog;
 pub mod limits;
 pub mod metrics;
 pub mod producer;

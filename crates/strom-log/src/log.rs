@@ -1149,51 +1149,42 @@ impl Log {
     /// Deletes whole sealed segments past `retention.ms` (by their newest timestamp) or
     /// beyond `retention.bytes` (oldest first). The active segment is never deleted.
     pub fn enforce_retention(&self, now_ms: i64) -> Result<RetentionOutcome> {
-        self.seals.check()?;
         let config = self.config();
-        let mut outcome = RetentionOutcome::default();
-        let mut deleted = Vec::new();
-        {
-            let mut segs = self.segments.write();
-            let mut total: u64 = segs.iter().map(|s| s.size()).sum();
-            while segs.len() > 1 {
-                let oldest = &segs[0];
-                let by_size = config
-                    .retention_bytes
-                    .is_some_and(|max| total.saturating_sub(oldest.size()) >= max);
-                let by_time = config.retention_ms.is_some_and(|ms| {
-                    let newest = oldest.max_timestamp();
-                    newest >= 0 && now_ms.saturating_sub(newest) > ms as i64
-                });
-                if !(by_size || by_time) {
-                    break;
-                }
-                let seg = segs.pop_front().expect("len > 1");
-                total -= seg.size();
-                outcome.segments += 1;
-                outcome.bytes += seg.size();
-                self.start_offset
-                    .fetch_max(segs[0].base_offset, Ordering::AcqRel);
-                deleted.push(seg);
-            }
-        }
-        for seg in deleted {
-            seg.delete_files()?;
-        }
-        Ok(outcome)
+        self.delete_oldest_while(|segs, total| {
+            let oldest = &segs[0];
+            let by_size = config
+                .retention_bytes
+                .is_some_and(|max| total.saturating_sub(oldest.size()) >= max);
+            let by_time = config.retention_ms.is_some_and(|ms| {
+                let newest = oldest.max_timestamp();
+                newest >= 0 && now_ms.saturating_sub(newest) > ms as i64
+            });
+            by_size || by_time
+        })
     }
 
     /// Deletes the sealed segments whose records all lie below `offset` (oldest first; the
     /// active segment is never deleted), for internal logs whose owner knows what it still
     /// needs. The log start offset moves to the first segment kept.
     pub fn delete_segments_below(&self, offset: i64) -> Result<RetentionOutcome> {
+        self.delete_oldest_while(|segs, _| segs[1].base_offset <= offset)
+    }
+
+    /// Deletes the oldest segment while there is more than one and `delete(segments, total
+    /// bytes)` says so; the log start offset moves to the first segment kept.
+    fn delete_oldest_while(
+        &self,
+        mut delete: impl FnMut(&VecDeque<Arc<Segment>>, u64) -> bool,
+    ) -> Result<RetentionOutcome> {
         self.seals.check()?;
         let mut outcome = RetentionOutcome::default();
         let mut deleted = Vec::new();
         {
             let mut segs = self.segments.write();
-            while segs.len() > 1 && segs[1].base_offset <= offset {
+            let mut total: u64 = segs.iter().map(|s| s.size()).sum();
+            while segs.len() > 1 && delete(&segs, total) {
                 let seg = segs.pop_front().expect("len > 1");
+                total -= seg.size();
                 outcome.segments += 1;
                 outcome.bytes += seg.size();
                 self.start_offset

@@ -15,8 +15,9 @@
 use std::path::Path;
 
 use bytes::Bytes;
-use strom_log::{batch_headers, Log, LogConfig, LogError};
-use strom_records::NewRecord;
+use strom_log::{Log, LogConfig, LogError};
+
+use crate::kvlog::{self, put_bytes, put_opt_str, put_str, Reader};
 
 /// A committed offset.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -109,36 +110,7 @@ impl Store {
 
     /// Every entry in the log, oldest first.
     pub(crate) fn replay(&self) -> std::io::Result<Vec<Entry>> {
-        let mut out = Vec::new();
-        let mut from = self.log.log_start_offset();
-        while from < self.log.log_end_offset() {
-            let read = self
-                .log
-                .read(from, 1 << 20)
-                .map_err(|e| std::io::Error::other(e.to_string()))?;
-            if read.data.is_empty() {
-                break;
-            }
-            for (pos, h) in batch_headers(&read.data) {
-                if h.last_offset() >= from {
-                    let batch = read.data.slice(pos..pos + h.total_len());
-                    let read = strom_records::records(&batch)
-                        .and_then(|rs| rs.collect::<Result<Vec<_>, _>>());
-                    match read {
-                        Ok(records) => out.extend(records.iter().filter_map(|r| {
-                            decode_entry(r.key.as_deref().unwrap_or_default(), r.value.as_deref())
-                        })),
-                        Err(e) => tracing::error!(
-                            offset = h.base_offset,
-                            error = %e,
-                            "group store: an unreadable batch is skipped"
-                        ),
-                    }
-                }
-                from = from.max(h.last_offset() + 1);
-            }
-        }
-        Ok(out)
+        kvlog::replay(&self.log, "group store", decode_entry)
     }
 
     /// Appends the entries as one batch and waits until it is on disk.
@@ -147,7 +119,7 @@ impl Store {
             return Ok(());
         }
         let records: Vec<(Vec<u8>, Option<Vec<u8>>)> = entries.iter().map(encode_entry).collect();
-        let mut batch = build_batch(strom_log::now_ms(), &records);
+        let mut batch = kvlog::batch(strom_log::now_ms(), &records);
         let info = self
             .log
             .append(&mut batch)
@@ -180,28 +152,6 @@ fn aside_name(dir: &Path) -> std::path::PathBuf {
 }
 
 // --- encoding ------------------------------------------------------------------------------
-
-fn put_str(out: &mut Vec<u8>, s: &str) {
-    let b = &s.as_bytes()[..s.len().min(u16::MAX as usize)];
-    out.extend_from_slice(&(b.len() as u16).to_be_bytes());
-    out.extend_from_slice(b);
-}
-
-fn put_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
-    match s {
-        None => out.extend_from_slice(&(-1i16).to_be_bytes()),
-        Some(s) => {
-            let b = &s.as_bytes()[..s.len().min(i16::MAX as usize)];
-            out.extend_from_slice(&(b.len() as i16).to_be_bytes());
-            out.extend_from_slice(b);
-        }
-    }
-}
-
-fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
-    out.extend_from_slice(&(b.len() as u32).to_be_bytes());
-    out.extend_from_slice(b);
-}
 
 fn encode_entry(e: &Entry) -> (Vec<u8>, Option<Vec<u8>>) {
     let mut key = Vec::new();
@@ -259,52 +209,8 @@ fn encode_entry(e: &Entry) -> (Vec<u8>, Option<Vec<u8>>) {
     }
 }
 
-struct Cursor<'a>(&'a [u8]);
-
-impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if self.0.len() < n {
-            return None;
-        }
-        let (a, b) = self.0.split_at(n);
-        self.0 = b;
-        Some(a)
-    }
-    fn u8(&mut self) -> Option<u8> {
-        self.take(1).map(|b| b[0])
-    }
-    fn i16(&mut self) -> Option<i16> {
-        self.take(2).map(|b| i16::from_be_bytes([b[0], b[1]]))
-    }
-    fn i32(&mut self) -> Option<i32> {
-        self.take(4)
-            .map(|b| i32::from_be_bytes(b.try_into().expect("4")))
-    }
-    fn i64(&mut self) -> Option<i64> {
-        self.take(8)
-            .map(|b| i64::from_be_bytes(b.try_into().expect("8")))
-    }
-    fn str(&mut self) -> Option<String> {
-        let n = self.take(2).map(|b| u16::from_be_bytes([b[0], b[1]]))?;
-        String::from_utf8(self.take(n as usize)?.to_vec()).ok()
-    }
-    fn opt_str(&mut self) -> Option<Option<String>> {
-        let n = self.i16()?;
-        if n < 0 {
-            return Some(None);
-        }
-        Some(Some(
-            String::from_utf8(self.take(n as usize)?.to_vec()).ok()?,
-        ))
-    }
-    fn bytes(&mut self) -> Option<Bytes> {
-        let n = self.i32()? as u32 as usize;
-        Some(Bytes::copy_from_slice(self.take(n)?))
-    }
-}
-
 fn decode_entry(key: &[u8], value: Option<&[u8]>) -> Option<Entry> {
-    let mut k = Cursor(key);
+    let mut k = Reader(key);
     match k.u8()? {
         0 => {
             let group = k.str()?;
@@ -313,7 +219,7 @@ fn decode_entry(key: &[u8], value: Option<&[u8]>) -> Option<Entry> {
             let value = match value {
                 None => None,
                 Some(v) => {
-                    let mut v = Cursor(v);
+                    let mut v = Reader(v);
                     let _version = v.u8()?;
                     let offset = v.i64()?;
                     let leader_epoch = v.i32()?;
@@ -344,7 +250,7 @@ fn decode_entry(key: &[u8], value: Option<&[u8]>) -> Option<Entry> {
             let value = match value {
                 None => None,
                 Some(v) => {
-                    let mut v = Cursor(v);
+                    let mut v = Reader(v);
                     let _version = v.u8()?;
                     let generation = v.i32()?;
                     let protocol_type = v.str()?;
@@ -377,19 +283,6 @@ fn decode_entry(key: &[u8], value: Option<&[u8]>) -> Option<Entry> {
         }
         _ => None,
     }
-}
-
-/// One uncompressed batch of `(key, value)` records (`strom_records`' builder).
-fn build_batch(timestamp: i64, records: &[(Vec<u8>, Option<Vec<u8>>)]) -> Vec<u8> {
-    let records: Vec<NewRecord<'_>> = records
-        .iter()
-        .map(|(k, v)| NewRecord {
-            key: Some(k),
-            value: v.as_deref(),
-            headers: Vec::new(),
-        })
-        .collect();
-    strom_records::build_records(timestamp, &records)
 }
 
 #[cfg(test)]

@@ -22,8 +22,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use strom_log::{batch_headers, Log, LogConfig, LogError};
-use strom_records::NewRecord;
+use strom_log::{Log, LogConfig, LogError};
+
+use crate::kvlog::{self, put_str, Reader};
 
 /// One write to the store.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -141,33 +142,7 @@ impl Store {
     /// Every entry of the current generation, oldest first.
     pub(crate) fn replay(&self) -> std::io::Result<Vec<Entry>> {
         let log = self.inner.lock().log.clone();
-        let mut out = Vec::new();
-        let mut from = log.log_start_offset();
-        while from < log.log_end_offset() {
-            let read = log.read(from, 1 << 20).map_err(io)?;
-            if read.data.is_empty() {
-                break;
-            }
-            for (pos, h) in batch_headers(&read.data) {
-                if h.last_offset() >= from {
-                    let batch = read.data.slice(pos..pos + h.total_len());
-                    let records = strom_records::records(&batch)
-                        .and_then(|rs| rs.collect::<Result<Vec<_>, _>>());
-                    match records {
-                        Ok(records) => out.extend(records.iter().filter_map(|r| {
-                            decode_entry(r.key.as_deref().unwrap_or_default(), r.value.as_deref())
-                        })),
-                        Err(e) => tracing::error!(
-                            offset = h.base_offset,
-                            error = %e,
-                            "share store: an unreadable batch is skipped"
-                        ),
-                    }
-                }
-                from = from.max(h.last_offset() + 1);
-            }
-        }
-        Ok(out)
+        kvlog::replay(&log, "share store", decode_entry)
     }
 
     /// Appends the entries as one batch (page cache; no sync): cheap enough to call under
@@ -261,15 +236,6 @@ impl Store {
 
 // --- encoding ------------------------------------------------------------------------------
 
-fn put_str(out: &mut Vec<u8>, s: &str) {
-    let mut end = s.len().min(u16::MAX as usize);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    out.extend_from_slice(&(end as u16).to_be_bytes());
-    out.extend_from_slice(&s.as_bytes()[..end]);
-}
-
 fn encode_entry(e: &Entry) -> (Vec<u8>, Option<Vec<u8>>) {
     let mut key = Vec::new();
     match e {
@@ -326,48 +292,15 @@ fn encode_entry(e: &Entry) -> (Vec<u8>, Option<Vec<u8>>) {
     }
 }
 
-struct Cursor<'a>(&'a [u8]);
-
-impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if self.0.len() < n {
-            return None;
-        }
-        let (a, b) = self.0.split_at(n);
-        self.0 = b;
-        Some(a)
-    }
-    fn u8(&mut self) -> Option<u8> {
-        self.take(1).map(|b| b[0])
-    }
-    fn u16(&mut self) -> Option<u16> {
-        self.take(2).map(|b| u16::from_be_bytes([b[0], b[1]]))
-    }
-    fn i32(&mut self) -> Option<i32> {
-        self.take(4)
-            .and_then(|b| b.try_into().ok())
-            .map(i32::from_be_bytes)
-    }
-    fn i64(&mut self) -> Option<i64> {
-        self.take(8)
-            .and_then(|b| b.try_into().ok())
-            .map(i64::from_be_bytes)
-    }
-    fn str(&mut self) -> Option<String> {
-        let n = self.u16()?;
-        String::from_utf8(self.take(n as usize)?.to_vec()).ok()
-    }
-}
-
 fn decode_entry(key: &[u8], value: Option<&[u8]>) -> Option<Entry> {
-    let mut k = Cursor(key);
+    let mut k = Reader(key);
     match k.u8()? {
         0 => {
             let group = k.str()?;
             let epoch = match value {
                 None => None,
                 Some(v) => {
-                    let mut v = Cursor(v);
+                    let mut v = Reader(v);
                     let _version = v.u8()?;
                     Some(v.i32()?)
                 }
@@ -379,7 +312,7 @@ fn decode_entry(key: &[u8], value: Option<&[u8]>) -> Option<Entry> {
             let configs = match value {
                 None => None,
                 Some(v) => {
-                    let mut v = Cursor(v);
+                    let mut v = Reader(v);
                     let _version = v.u8()?;
                     let n = v.u16()?;
                     let mut c = BTreeMap::new();
@@ -399,7 +332,7 @@ fn decode_entry(key: &[u8], value: Option<&[u8]>) -> Option<Entry> {
             let value = match value {
                 None => None,
                 Some(v) => {
-                    let mut v = Cursor(v);
+                    let mut v = Reader(v);
                     let _version = v.u8()?;
                     let snapshot = v.u8()? == 0;
                     let spso = v.i64()?;
@@ -442,15 +375,7 @@ fn approx_bytes(e: &Entry) -> usize {
 
 fn build_batch(entries: &[Entry]) -> Vec<u8> {
     let encoded: Vec<(Vec<u8>, Option<Vec<u8>>)> = entries.iter().map(encode_entry).collect();
-    let records: Vec<NewRecord<'_>> = encoded
-        .iter()
-        .map(|(k, v)| NewRecord {
-            key: Some(k),
-            value: v.as_deref(),
-            headers: Vec::new(),
-        })
-        .collect();
-    strom_records::build_records(strom_log::now_ms(), &records)
+    kvlog::batch(strom_log::now_ms(), &encoded)
 }
 
 #[cfg(test)]
