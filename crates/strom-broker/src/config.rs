@@ -39,6 +39,30 @@ pub struct ConfigDef {
     pub doc: &'static str,
 }
 
+impl ConfigDef {
+    /// Checks `value` against [`ConfigDef::kind`]; the error names the config and the problem.
+    pub fn check(&self, value: &str) -> Result<(), String> {
+        let name = self.name;
+        match self.kind {
+            ConfigKind::Long { min, max } => {
+                let v: i64 = value
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("{name}: {value:?} is not an integer"))?;
+                if v < min || v > max {
+                    return Err(format!("{name}: {v} is outside [{min}, {max}]"));
+                }
+            }
+            ConfigKind::Choice(choices) => {
+                if !choices.contains(&value) {
+                    return Err(format!("{name}: {value:?} is not one of {choices:?}"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Every topic config Strom accepts, sorted by name. Each one is honoured by the log or the
 /// broker; a name not in this list is refused with an invalid-config error.
 pub const TOPIC_CONFIGS: &[ConfigDef] = &[
@@ -172,24 +196,9 @@ pub fn config_def(name: &str) -> Option<&'static ConfigDef> {
 
 /// Checks one `name=value` against its definition; the error names the problem.
 pub fn validate_config(name: &str, value: &str) -> Result<(), String> {
-    let def = config_def(name).ok_or_else(|| format!("unknown topic config {name:?}"))?;
-    match def.kind {
-        ConfigKind::Long { min, max } => {
-            let v: i64 = value
-                .trim()
-                .parse()
-                .map_err(|_| format!("{name}: {value:?} is not an integer"))?;
-            if v < min || v > max {
-                return Err(format!("{name}: {v} is outside [{min}, {max}]"));
-            }
-        }
-        ConfigKind::Choice(choices) => {
-            if !choices.contains(&value) {
-                return Err(format!("{name}: {value:?} is not one of {choices:?}"));
-            }
-        }
-    }
-    Ok(())
+    config_def(name)
+        .ok_or_else(|| format!("unknown topic config {name:?}"))?
+        .check(value)
 }
 
 /// A topic's config overrides (the values set by clients), validated.

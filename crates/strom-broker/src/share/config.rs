@@ -154,25 +154,7 @@ pub fn validate_group_config(name: &str, value: &str) -> Result<(), String> {
                 crate::topic::validate_topic_name(value).map_err(|e| format!("{name}: {e}"))
             }
         }
-        _ => match def.kind {
-            ConfigKind::Long { min, max } => {
-                let v: i64 = value
-                    .trim()
-                    .parse()
-                    .map_err(|_| format!("{name}: {value:?} is not an integer"))?;
-                if v < min || v > max {
-                    return Err(format!("{name}: {v} is outside [{min}, {max}]"));
-                }
-                Ok(())
-            }
-            ConfigKind::Choice(choices) => {
-                if choices.contains(&value) {
-                    Ok(())
-                } else {
-                    Err(format!("{name}: {value:?} is not one of {choices:?}"))
-                }
-            }
-        },
+        _ => def.check(value),
     }
 }
 
