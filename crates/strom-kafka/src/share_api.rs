@@ -360,6 +360,23 @@ fn lock_duration_ms(ctx: &Ctx, group: &str) -> i32 {
 }
 
 /// What the checks before a session's turn found wrong: a top-level error.
+/// The group and member ids a ShareFetch or ShareAcknowledge must name, or its
+/// INVALID_REQUEST.
+fn group_and_member(
+    group: Option<&StrBytes>,
+    member: Option<&StrBytes>,
+) -> Result<(String, String), (i16, String)> {
+    let group = group.map(|g| g.to_string()).unwrap_or_default();
+    let member = member.map(|m| m.to_string()).unwrap_or_default();
+    if group.is_empty() || member.is_empty() {
+        return Err(top_error(
+            E::InvalidRequest,
+            "group id and member id are required",
+        ));
+    }
+    Ok((group, member))
+}
+
 fn top_error(code: E, msg: impl Into<String>) -> (i16, String) {
     (code.code(), msg.into())
 }
@@ -390,22 +407,10 @@ pub(crate) async fn fetch(mut req: Req<'_>) -> Result<Reply, Fatal> {
                 .with_acquisition_lock_timeout_ms(lock),
         )
     };
-    let group = r
-        .group_id
-        .as_ref()
-        .map(|g| g.to_string())
-        .unwrap_or_default();
-    let member = r
-        .member_id
-        .as_ref()
-        .map(|m| m.to_string())
-        .unwrap_or_default();
-    if group.is_empty() || member.is_empty() {
-        return fail(
-            top_error(E::InvalidRequest, "group id and member id are required"),
-            0,
-        );
-    }
+    let (group, member) = match group_and_member(r.group_id.as_deref(), r.member_id.as_ref()) {
+        Ok(ids) => ids,
+        Err(e) => return fail(e, 0),
+    };
     if v >= 2 && mode > 1 {
         return fail(
             top_error(
@@ -599,22 +604,10 @@ pub(crate) async fn acknowledge_request(mut req: Req<'_>) -> Result<Reply, Fatal
             lock,
         )
     };
-    let group = r
-        .group_id
-        .as_ref()
-        .map(|g| g.to_string())
-        .unwrap_or_default();
-    let member = r
-        .member_id
-        .as_ref()
-        .map(|m| m.to_string())
-        .unwrap_or_default();
-    if group.is_empty() || member.is_empty() {
-        return fail(
-            top_error(E::InvalidRequest, "group id and member id are required"),
-            0,
-        );
-    }
+    let (group, member) = match group_and_member(r.group_id.as_deref(), r.member_id.as_ref()) {
+        Ok(ids) => ids,
+        Err(e) => return fail(e, 0),
+    };
     let epoch = r.share_session_epoch;
     if epoch == 0 {
         // Only a ShareFetch opens a session.
