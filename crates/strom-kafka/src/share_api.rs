@@ -49,7 +49,6 @@ use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kafka_protocol::ResponseError as E;
 use strom_broker::share::{
     AckPartition, AckRange, AckType, AcquireLimits, ShareError, ShareHeartbeat,
-    RECORD_LOCK_DURATION_MS,
 };
 use uuid::Uuid;
 
@@ -351,11 +350,7 @@ async fn end_session(ctx: &Ctx, group: &str, member: &str) {
 /// The lock every acquisition of `group` gets, for `acquisition_lock_timeout_ms`.
 fn lock_duration_ms(ctx: &Ctx, group: &str) -> i32 {
     ctx.shares
-        .group_configs(group)
-        .into_iter()
-        .find(|c| c.name == RECORD_LOCK_DURATION_MS)
-        .and_then(|c| c.value.parse::<i64>().ok())
-        .unwrap_or(ctx.shares.config().record_lock_duration_ms)
+        .record_lock_duration_ms(group)
         .clamp(0, i64::from(i32::MAX)) as i32
 }
 

@@ -1425,6 +1425,13 @@ impl ShareCoordinator {
 
     // --- group configs -----------------------------------------------------------------------
 
+    /// The acquisition lock duration `group`'s records get (`share.record.lock.duration.ms`,
+    /// resolved as an acquisition resolves it), for the doors' answers.
+    pub fn record_lock_duration_ms(&self, group: &str) -> i64 {
+        let st = self.state.lock();
+        Policy::resolve(&self.config, st.configs.get(group), None).lock_ms
+    }
+
     /// Every group config with its effective value (DescribeConfigs of a GROUP resource).
     pub fn group_configs(&self, group: &str) -> Vec<GroupConfigEntry> {
         let st = self.state.lock();
