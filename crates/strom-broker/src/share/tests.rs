@@ -879,3 +879,26 @@ async fn an_acquisition_answers_the_windows_worth_of_batches_whatever_max_bytes(
     );
     f.share.close();
 }
+
+#[tokio::test]
+async fn the_record_lock_duration_is_the_groups_or_the_brokers() {
+    let f = fixture(ShareConfig::default());
+    assert_eq!(
+        f.share.record_lock_duration_ms("g"),
+        ShareConfig::default().record_lock_duration_ms
+    );
+    f.share
+        .alter_group_configs(
+            "g",
+            &[ConfigOp::Set(RECORD_LOCK_DURATION_MS.into(), "4000".into())],
+            false,
+        )
+        .await
+        .unwrap();
+    assert_eq!(f.share.record_lock_duration_ms("g"), 4000);
+    assert_eq!(
+        f.share.record_lock_duration_ms("other"),
+        ShareConfig::default().record_lock_duration_ms
+    );
+    f.share.close();
+}
