@@ -14,11 +14,9 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
-need() { command -v "$1" >/dev/null || { sudo -n true 2>/dev/null && S=sudo || S=; DEBIAN_FRONTEND=noninteractive $S apt-get install -y "$2" >/dev/null; }; }
+. "$ROOT/bench/lib.sh"
 need nats-server nats-server
 need redis-server redis-server
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 not up" >&2; return 1; }
 
 (cd "$ROOT" && cargo build --release -q -p strom-bench-peers -p strom-client)
 (cd "$ROOT" && cargo build --release -q -p strom) || echo "strom did not build; skipping it" >&2

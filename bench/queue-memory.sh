@@ -21,8 +21,7 @@ STROM="$ROOT/target/release/strom"
 PY="${STROM_VENV:-$ROOT/.venv}/bin/python"
 (cd "$ROOT" && cargo build --release -q -p strom)
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 not up" >&2; return 1; }
+. "$ROOT/bench/lib.sh"
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 PID=
 DIR=

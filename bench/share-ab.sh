@@ -4,10 +4,11 @@
 # A/B: share-group drain with 16 consumers, 1 partition; prints acked/s and broker peak RSS.
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-for r in 1 2 3; do for b in before after; do
-  D=$(mktemp -d); P=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+. "$ROOT/bench/lib.sh"
+for r in $(seq "${RUNS:-3}"); do for b in before after; do
+  D=$(mktemp -d); P=$(free_port)
   /tmp/strom-$b serve --data-dir $D --kafka-addr 127.0.0.1:$P --http-addr off > $D.log 2>&1 & S=$!
-  sleep 0.5
+  wait_port $P
   "$ROOT/target/release/strom" bench --json --bootstrap 127.0.0.1:$P --share-group g --topic q --partitions 1 --consumers ${C:-16} --messages 2000000 --message-size ${SIZE:-100} --duration-secs 8 --redeliveries 0 > $D.out 2>/dev/null &
   B=$!; peak=0
   while kill -0 $B 2>/dev/null; do r2=$(awk '/^VmRSS/ {print $2}' /proc/$S/status); [ "$r2" -gt "$peak" ] && peak=$r2; sleep 0.1; done
