@@ -18,7 +18,7 @@ use crate::dedup::DedupWindow;
 use crate::delay::{DelayStore, Delayed, Delivery};
 use crate::error::{BrokerError, Result};
 use crate::metrics::CoreMetrics;
-use crate::producer::{BatchCheck, PartitionProducers, ProducerIds};
+use crate::producer::{BatchCheck, PartitionProducers, ProducerIds, ProducerInfo};
 use crate::topic::{self, validate_topic_name, Online, Partition, Topic, TopicMeta};
 
 /// What a successful produce returns.
@@ -81,6 +81,45 @@ pub struct FetchedPartition {
     pub high_watermark: i64,
     /// Log start offset.
     pub log_start_offset: i64,
+    /// Last stable offset: the first offset of the earliest ongoing transaction, else the
+    /// high watermark.
+    pub last_stable_offset: i64,
+    /// With [`Isolation::ReadCommitted`]: the aborted transactions overlapping the returned
+    /// offsets, by last offset.
+    pub aborted: Vec<AbortedTxn>,
+}
+
+/// Which records a fetch may return.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Isolation {
+    /// Everything up to the high watermark (Kafka's isolation level 0).
+    #[default]
+    ReadUncommitted,
+    /// Only below the last stable offset, with the aborted ranges (isolation level 1).
+    ReadCommitted,
+}
+
+/// An aborted transaction a read_committed reader must skip: the producer's records from
+/// `first_offset` up to its ABORT marker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AbortedTxn {
+    /// The producer.
+    pub producer_id: i64,
+    /// The transaction's first offset.
+    pub first_offset: i64,
+}
+
+/// A transaction marker for [`Broker::write_txn_marker`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TxnMarker {
+    /// The producer whose transaction ends.
+    pub producer_id: i64,
+    /// Its epoch (an older one than the partition knows is fenced).
+    pub producer_epoch: i16,
+    /// COMMIT (`true`) or ABORT.
+    pub commit: bool,
+    /// The transaction coordinator's epoch.
+    pub coordinator_epoch: i32,
 }
 
 impl FetchedPartition {
@@ -484,13 +523,22 @@ impl Broker {
                     last_offset,
                 } => Ok(Err(Err((first_offset, last_offset)))),
                 BatchCheck::New => {
+                    producers.before_append(records, online.log.log_end_offset());
                     // The request's bytes go to the page cache as they are: no copy.
-                    let Some(info) = online
+                    let appended = online
                         .log
-                        .append_shared_unreserved(records, may_sync_inline)?
-                    else {
+                        .append_shared_unreserved(records, may_sync_inline)
+                        .map_err(BrokerError::from);
+                    let appended = match appended {
+                        Ok(a) => a,
+                        Err(e) => {
+                            producers.publish_unstable();
+                            return Err(e);
+                        }
+                    };
+                    let Some(info) = appended else {
                         // A `strom.` header: the slow path reads the records.
-                        return self
+                        let r = self
                             .append_reserved(
                                 topic,
                                 partition,
@@ -501,6 +549,8 @@ impl Broker {
                                 now,
                             )
                             .map(|r| Err(Ok(r)));
+                        producers.publish_unstable();
+                        return r;
                     };
                     producers.record(records, info.base_offset, now);
                     if let Err(e) = producers.after_append(&online.log, &info) {
@@ -682,7 +732,10 @@ impl Broker {
                         base_sequence: last_seq.wrapping_sub(rs.len() as i32 - 1),
                     }
                 });
-            let batch = strom_records::rebuild(&rs, producer);
+            let mut batch = strom_records::rebuild(&rs, producer);
+            if last_header.is_transactional() {
+                strom_records::set_transactional(&mut batch);
+            }
             let i = if may_sync {
                 online.log.append_shared(&batch)?
             } else {
@@ -938,7 +991,8 @@ impl Broker {
         specs: &[FetchSpec],
         limits: FetchLimits,
     ) -> Vec<Result<FetchedPartition>> {
-        self.fetch_with(specs, limits, false).await
+        self.fetch_with(specs, limits, false, Isolation::ReadUncommitted)
+            .await
     }
 
     /// [`Broker::fetch`] that returns the batches as file ranges (`FetchedPartition::file`)
@@ -948,7 +1002,36 @@ impl Broker {
         specs: &[FetchSpec],
         limits: FetchLimits,
     ) -> Vec<Result<FetchedPartition>> {
-        self.fetch_with(specs, limits, true).await
+        self.fetch_with(specs, limits, true, Isolation::ReadUncommitted)
+            .await
+    }
+
+    /// [`Broker::fetch`] (`ranges` false) or [`Broker::fetch_ranges`] at an isolation
+    /// level: with [`Isolation::ReadCommitted`] only batches below the last stable offset
+    /// are returned (a long poll waits for the stable offset to move), with the aborted
+    /// transactions among them.
+    pub async fn fetch_isolated(
+        &self,
+        specs: &[FetchSpec],
+        limits: FetchLimits,
+        ranges: bool,
+        isolation: Isolation,
+    ) -> Vec<Result<FetchedPartition>> {
+        self.fetch_with(specs, limits, ranges, isolation).await
+    }
+
+    /// [`Broker::fetch_available`] at an isolation level (see [`Broker::fetch_isolated`]).
+    pub async fn fetch_available_isolated(
+        &self,
+        specs: &[FetchSpec],
+        limits: FetchLimits,
+        isolation: Isolation,
+    ) -> Vec<Result<usize>> {
+        self.wait_read(specs, limits, true, isolation)
+            .await
+            .into_iter()
+            .map(|r| r.map(|f| f.len()))
+            .collect()
     }
 
     /// Waits as [`Broker::fetch`] does, without reading the batches: per partition, how many
@@ -960,7 +1043,7 @@ impl Broker {
         specs: &[FetchSpec],
         limits: FetchLimits,
     ) -> Vec<Result<usize>> {
-        self.wait_read(specs, limits, true)
+        self.wait_read(specs, limits, true, Isolation::ReadUncommitted)
             .await
             .into_iter()
             .map(|r| r.map(|f| f.len()))
@@ -972,8 +1055,9 @@ impl Broker {
         specs: &[FetchSpec],
         limits: FetchLimits,
         ranges: bool,
+        isolation: Isolation,
     ) -> Vec<Result<FetchedPartition>> {
-        let results = self.wait_read(specs, limits, ranges).await;
+        let results = self.wait_read(specs, limits, ranges, isolation).await;
         self.count_out(specs, results)
     }
 
@@ -982,13 +1066,15 @@ impl Broker {
         specs: &[FetchSpec],
         limits: FetchLimits,
         ranges: bool,
+        isolation: Isolation,
     ) -> Vec<Result<FetchedPartition>> {
         let deadline = Instant::now() + limits.max_wait;
         loop {
             let notified = self.appended.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let (results, bytes, answer_now) = self.read_once(specs, limits.max_bytes, ranges);
+            let (results, bytes, answer_now) =
+                self.read_once(specs, limits.max_bytes, ranges, isolation);
             if answer_now
                 || bytes >= limits.min_bytes.max(1)
                 || Instant::now() >= deadline
@@ -999,7 +1085,7 @@ impl Broker {
             tokio::select! {
                 _ = &mut notified => {}
                 _ = tokio::time::sleep_until(deadline) => {
-                    return self.read_once(specs, limits.max_bytes, ranges).0;
+                    return self.read_once(specs, limits.max_bytes, ranges, isolation).0;
                 }
             }
         }
@@ -1036,6 +1122,7 @@ impl Broker {
         specs: &[FetchSpec],
         max_bytes: usize,
         ranges: bool,
+        isolation: Isolation,
     ) -> (Vec<Result<FetchedPartition>>, usize, bool) {
         let mut total = 0usize;
         let mut answer_now = false;
@@ -1045,24 +1132,43 @@ impl Broker {
                 let budget = s.max_bytes.min(max_bytes.saturating_sub(total));
                 let capped = budget > READ_MAX_BYTES;
                 let limit = budget.clamp(1, READ_MAX_BYTES);
-                let log = p.log()?;
+                let online = p.online()?;
+                let log = &online.log;
+                // Before the read: the read then sees at least everything below it.
+                let lso = online.last_stable_offset();
+                let committed = isolation == Isolation::ReadCommitted;
+                let stop = if committed { lso } else { i64::MAX };
                 let mut f = if ranges {
-                    let read = log.read_range(s.offset, limit)?;
+                    let read = log.read_range_below(s.offset, limit, stop)?;
                     FetchedPartition {
                         data: Bytes::new(),
                         file: read.range,
                         high_watermark: read.log_end_offset,
                         log_start_offset: read.log_start_offset,
+                        last_stable_offset: lso,
+                        aborted: Vec::new(),
                     }
                 } else {
-                    let read = log.read(s.offset, limit)?;
+                    let read = log.read_below(s.offset, limit, stop)?;
                     FetchedPartition {
                         data: read.data,
                         file: None,
                         high_watermark: read.log_end_offset,
                         log_start_offset: read.log_start_offset,
+                        last_stable_offset: lso,
+                        aborted: Vec::new(),
                     }
                 };
+                if committed && !f.is_empty() {
+                    f.aborted = log
+                        .aborted_ranges(s.offset, lso)
+                        .into_iter()
+                        .map(|r| AbortedTxn {
+                            producer_id: r.producer_id,
+                            first_offset: r.first_offset,
+                        })
+                        .collect();
+                }
                 answer_now |= capped && f.len() * 2 > READ_MAX_BYTES;
                 if total > 0 && f.len() > budget {
                     f.data = Bytes::new();
@@ -1099,6 +1205,101 @@ impl Broker {
                     .unwrap_or((hit.base_offset, hit.header.max_timestamp))),
             },
         }
+    }
+
+    /// [`Broker::list_offset`] at an isolation level: with [`Isolation::ReadCommitted`],
+    /// latest is the last stable offset and a lookup by time finds nothing at or past it.
+    pub fn list_offset_isolated(
+        &self,
+        topic: &str,
+        partition: i32,
+        timestamp: i64,
+        isolation: Isolation,
+    ) -> Result<(i64, i64)> {
+        if isolation == Isolation::ReadUncommitted {
+            return self.list_offset(topic, partition, timestamp);
+        }
+        let lso = self.last_stable_offset(topic, partition)?;
+        if timestamp == -1 {
+            self.list_offset(topic, partition, timestamp)?;
+            return Ok((lso, -1));
+        }
+        let (offset, ts) = self.list_offset(topic, partition, timestamp)?;
+        Ok(if timestamp >= 0 && offset >= lso {
+            (-1, -1)
+        } else {
+            (offset, ts)
+        })
+    }
+
+    /// A partition's last stable offset (see [`FetchedPartition::last_stable_offset`]).
+    pub fn last_stable_offset(&self, topic: &str, partition: i32) -> Result<i64> {
+        Ok(self
+            .partition(topic, partition)?
+            .online()?
+            .last_stable_offset())
+    }
+
+    /// The producers a partition knows (DescribeProducers): id, epoch, last sequence, last
+    /// timestamp, coordinator epoch, ongoing transaction's first offset.
+    pub fn producers(&self, topic: &str, partition: i32) -> Result<Vec<ProducerInfo>> {
+        let p = self.partition(topic, partition)?;
+        let online = p.online()?;
+        let described = online.producers.lock().describe();
+        Ok(described)
+    }
+
+    /// Appends a transaction marker (a control batch in Kafka's layout) to a partition for
+    /// the transaction coordinator, and returns its offset once it is durable. It ends the
+    /// producer's ongoing transaction there; an ABORT indexes the aborted range first (the
+    /// segment's `.txnindex`), then the last stable offset moves and long polls wake. A
+    /// marker with an epoch older than the producer's is refused (nothing written). Only
+    /// this path writes control batches; a client's produce never can.
+    pub async fn write_txn_marker(
+        &self,
+        topic: &str,
+        partition: i32,
+        marker: TxnMarker,
+    ) -> Result<i64> {
+        self.check_open()?;
+        let p = self.partition(topic, partition)?;
+        let online = p.online()?;
+        let now = now_ms();
+        let control = strom_records::ControlMarker {
+            commit: marker.commit,
+            coordinator_epoch: marker.coordinator_epoch,
+        };
+        let offset = blocking(|| -> Result<i64> {
+            let mut producers = online.producers.lock();
+            producers.check_marker(marker.producer_id, marker.producer_epoch)?;
+            let batch = strom_records::build_control(
+                now,
+                marker.producer_id,
+                marker.producer_epoch,
+                control,
+            );
+            let info = online.log.append_control(&batch)?;
+            let mut h = strom_records::BatchHeader::parse(&batch).expect("a built batch");
+            h.base_offset = info.base_offset;
+            let ended = producers.end_txn(&h, control, now);
+            if let Some(range) = ended {
+                if let Err(e) = online.log.add_aborted(range) {
+                    // Not indexed: the transaction stays open here (the stable offset
+                    // holds), so the coordinator's retry of the marker indexes it.
+                    producers.reopen_txn(range.producer_id, range.first_offset);
+                    return Err(e.into());
+                }
+            }
+            producers.publish_unstable();
+            if let Err(e) = producers.after_append(&online.log, &info) {
+                tracing::warn!(topic, partition, error = %e, "producer snapshot failed");
+            }
+            Ok(info.base_offset)
+        })
+        .inspect_err(|e| self.log_storage_error(&p, e))?;
+        self.flush_partition(&p, offset + 1).await?;
+        self.appended.notify_waiters();
+        Ok(offset)
     }
 
     /// A fresh producer id for InitProducerId (epoch 0).

@@ -30,8 +30,10 @@ pub mod share;
 pub mod topic;
 
 pub use broker::{
-    Broker, ConfigOp, FetchLimits, FetchSpec, FetchedPartition, PendingFlush, ProduceAck, TopicInfo,
+    AbortedTxn, Broker, ConfigOp, FetchLimits, FetchSpec, FetchedPartition, Isolation,
+    PendingFlush, ProduceAck, TopicInfo, TxnMarker,
 };
 pub use config::{BrokerConfig, TopicConfig};
 pub use error::{BrokerError, Result};
+pub use producer::ProducerInfo;
 pub use topic::{Partition, Topic};

@@ -94,6 +94,26 @@ pub(crate) struct Online {
     /// The `strom.msg.id`s of the dedup window, loaded at the first use after a start
     /// (taken under `producers`, after it).
     pub(crate) dedup: Mutex<Option<crate::dedup::DedupWindow>>,
+    /// First offset of the earliest ongoing transaction (-1: none), kept by `producers`.
+    pub(crate) first_unstable: std::sync::Arc<std::sync::atomic::AtomicI64>,
+}
+
+impl Online {
+    /// The last stable offset: the first offset of the earliest ongoing transaction, else
+    /// the high watermark (read after the transactions, so it never passes an open one).
+    pub(crate) fn last_stable_offset(&self) -> i64 {
+        // The end first: a transaction's data is readable only after `before_append` set
+        // `first_unstable`, and an aborted range is indexed before it is cleared.
+        let end = self.log.log_end_offset();
+        let first = self
+            .first_unstable
+            .load(std::sync::atomic::Ordering::Acquire);
+        if first >= 0 {
+            first.min(end)
+        } else {
+            end
+        }
+    }
 }
 
 impl Partition {
@@ -108,6 +128,7 @@ impl Partition {
             dir,
             storage: Ok(Online {
                 log,
+                first_unstable: producers.unstable_handle(),
                 producers: Mutex::new(producers),
                 dedup: Mutex::new(None),
             }),

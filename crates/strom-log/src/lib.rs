@@ -8,7 +8,8 @@
 //!   fields the broker owns (base offset, partition leader epoch, and for `LogAppendTime`
 //!   the max timestamp and CRC);
 //! - `<base>.index`: a sparse offset → file position index;
-//! - `<base>.timeindex`: a sparse timestamp → offset index.
+//! - `<base>.timeindex`: a sparse timestamp → offset index;
+//! - `<base>.txnindex` (only once a range was added): aborted ranges, see [`Log::add_aborted`].
 //!
 //! The full byte layout is in `docs/on-disk-format.md`.
 //!
@@ -49,6 +50,7 @@ pub mod fault;
 mod index;
 mod log;
 mod segment;
+mod txnindex;
 
 pub use config::{
     LogConfig, TimestampType, MAX_BATCH_BYTES_DEFAULT, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX,
@@ -61,6 +63,8 @@ pub use log::{
 pub use strom_records::{
     build as build_batch, headers as batch_headers, validate as validate_batches,
 };
+pub use strom_records::{build_control, control_marker, set_transactional, ControlMarker};
 pub use strom_records::{
     BatchError, BatchHeader, BatchesSummary, HEADER_LEN, LOG_OVERHEAD, MAGIC_V2,
 };
+pub use txnindex::{AbortedRange, TXN_ENTRY_LEN};

@@ -16,6 +16,7 @@ use crate::error::is_out_of_space;
 use crate::fault::{self, Point};
 use crate::index::{self, IndexEntry, TimeEntry};
 use crate::segment::{self, segment_path, Segment};
+use crate::txnindex::{self, AbortedRange};
 use crate::{LogConfig, LogError, Result, TimestampType};
 use strom_records::{self as batch, BatchHeader, HEADER_LEN};
 
@@ -398,6 +399,9 @@ pub struct Log {
     unflushed_messages: AtomicU64,
     closed: AtomicBool,
     seals: Arc<SealState>,
+    /// The aborted ranges of every segment's `.txnindex`, in the order added (so by last
+    /// offset): see [`crate::txnindex`].
+    aborted: RwLock<Vec<txnindex::Entry>>,
 }
 
 /// What a log directory holds, by file name.
@@ -632,6 +636,8 @@ impl Log {
         };
         let start = segments.front().expect("one segment").base_offset;
         let end = active.next_offset();
+        let bases: Vec<i64> = segments.iter().map(|s| s.base_offset).collect();
+        let aborted = txnindex::load(&dir, &bases, end)?;
         let seals = Arc::new(SealState {
             dir: dir.clone(),
             sealing: Mutex::new(Sealing {
@@ -656,6 +662,7 @@ impl Log {
             unflushed_messages: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             seals,
+            aborted: RwLock::new(aborted),
         })
     }
 
@@ -710,7 +717,7 @@ impl Log {
     /// in place and appends them atomically: all or nothing, in order. On any error nothing
     /// is written and the log end offset is unchanged.
     pub fn append(&self, batches: &mut [u8]) -> Result<AppendInfo> {
-        self.append_batches(Batches::InPlace(batches), true, false)
+        self.append_batches(Batches::InPlace(batches), true, false, false)
             .map(|a| a.expect("not diverted"))
     }
 
@@ -718,7 +725,7 @@ impl Log {
     /// buffer): the stamped headers are copies, written beside the caller's bytes in one
     /// vectored write, so the records are copied once, into the page cache.
     pub fn append_shared(&self, batches: &[u8]) -> Result<AppendInfo> {
-        self.append_batches(Batches::Shared(batches), true, false)
+        self.append_batches(Batches::Shared(batches), true, false, false)
             .map(|a| a.expect("not diverted"))
     }
 
@@ -727,7 +734,7 @@ impl Log {
     /// after a later [`Log::flush_to`] and appends more in the meantime, so that one sync
     /// covers several appends (group commit) instead of each append waiting for its own.
     pub fn append_shared_unsynced(&self, batches: &[u8]) -> Result<AppendInfo> {
-        self.append_batches(Batches::Shared(batches), false, false)
+        self.append_batches(Batches::Shared(batches), false, false, false)
             .map(|a| a.expect("not diverted"))
     }
 
@@ -741,7 +748,105 @@ impl Log {
         batches: &[u8],
         may_sync: bool,
     ) -> Result<Option<AppendInfo>> {
-        self.append_batches(Batches::Shared(batches), may_sync, true)
+        self.append_batches(Batches::Shared(batches), may_sync, true, false)
+    }
+
+    /// Appends control batches (transaction markers) the owner built — never a client's
+    /// bytes: [`strom_records::validate_control`] accepts control batches. Not synced here.
+    pub fn append_control(&self, batches: &[u8]) -> Result<AppendInfo> {
+        self.append_batches(Batches::Shared(batches), false, false, true)
+            .map(|a| a.expect("not diverted"))
+    }
+
+    /// Records an aborted range in the `.txnindex` of the segment holding
+    /// `range.last_offset` (synced before returning). A range already recorded (same
+    /// producer and last offset) is not added again.
+    pub fn add_aborted(&self, range: AbortedRange) -> Result<()> {
+        self.seals.check()?;
+        let (start, end) = (self.log_start_offset(), self.log_end_offset());
+        if range.last_offset < start
+            || range.last_offset >= end
+            || range.first_offset > range.last_offset
+        {
+            return Err(LogError::OffsetOutOfRange {
+                offset: range.last_offset,
+                start,
+                end,
+            });
+        }
+        let mut aborted = self.aborted.write();
+        if aborted.iter().rev().any(|e| {
+            e.range.last_offset == range.last_offset && e.range.producer_id == range.producer_id
+        }) {
+            return Ok(());
+        }
+        let segment = {
+            let segs = self.segments.read();
+            let i = segs
+                .partition_point(|s| s.base_offset <= range.last_offset)
+                .saturating_sub(1);
+            segs[i].base_offset
+        };
+        txnindex::append(&self.dir, segment, &range)?;
+        let at = aborted.partition_point(|e| e.range.last_offset <= range.last_offset);
+        aborted.insert(at, txnindex::Entry { segment, range });
+        Ok(())
+    }
+
+    /// The aborted ranges that overlap offsets `from..to`: last offset at or after `from`,
+    /// first offset before `to`; by last offset.
+    pub fn aborted_ranges(&self, from: i64, to: i64) -> Vec<AbortedRange> {
+        let aborted = self.aborted.read();
+        let i = aborted.partition_point(|e| e.range.last_offset < from);
+        aborted[i..]
+            .iter()
+            .filter(|e| e.range.first_offset < to)
+            .map(|e| e.range)
+            .collect()
+    }
+
+    /// [`Log::read`] of the batches below `stop` only (`stop` a batch boundary, such as a
+    /// last stable offset): nothing when `offset >= stop`.
+    pub fn read_below(&self, offset: i64, max_bytes: usize, stop: i64) -> Result<ReadResult> {
+        let mut r = self.read(offset, max_bytes)?;
+        if offset >= stop {
+            r.data = Bytes::new();
+        } else if r.log_end_offset > stop {
+            let keep: usize = batch::headers(&r.data)
+                .take_while(|(_, h)| h.base_offset < stop)
+                .map(|(_, h)| h.total_len())
+                .sum();
+            r.data.truncate(keep);
+        }
+        Ok(r)
+    }
+
+    /// [`Log::read_range`] of the batches below `stop` only (a batch boundary): no range
+    /// when `offset >= stop`.
+    pub fn read_range_below(&self, offset: i64, max_bytes: usize, stop: i64) -> Result<RangeRead> {
+        let mut r = self.read_range(offset, max_bytes)?;
+        if offset >= stop {
+            r.range = None;
+        } else if r.log_end_offset > stop {
+            if let Some(range) = r.range.as_mut() {
+                let interval = self.config().index_interval_bytes;
+                let seg = self
+                    .segments_from(offset)
+                    .into_iter()
+                    .find(|s| Arc::ptr_eq(&s.file, &range.file));
+                if let Some(seg) = seg {
+                    if stop < seg.next_offset() {
+                        if let Some(cut) = seg.find_position(stop, interval)? {
+                            range.len = range.len.min(cut.saturating_sub(range.pos) as usize);
+                        }
+                    }
+                }
+                if range.len == 0 {
+                    r.range = None;
+                }
+            }
+        }
+        Ok(r)
     }
 
     fn append_batches(
@@ -749,10 +854,15 @@ impl Log {
         mut batches: Batches<'_>,
         may_sync: bool,
         divert_reserved: bool,
+        control: bool,
     ) -> Result<Option<AppendInfo>> {
         let config = self.config();
         let len = batches.bytes().len();
-        let summary = batch::validate(batches.bytes(), config.max_batch_bytes as usize)?;
+        let summary = if control {
+            batch::validate_control(batches.bytes(), config.max_batch_bytes as usize)?
+        } else {
+            batch::validate(batches.bytes(), config.max_batch_bytes as usize)?
+        };
         if divert_reserved && summary.reserved_headers {
             return Ok(None);
         }
@@ -1191,6 +1301,10 @@ impl Log {
                     .fetch_max(segs[0].base_offset, Ordering::AcqRel);
                 deleted.push(seg);
             }
+        }
+        if !deleted.is_empty() {
+            let first_kept = self.log_start_offset();
+            self.aborted.write().retain(|e| e.segment >= first_kept);
         }
         for seg in deleted {
             seg.delete_files()?;

@@ -485,7 +485,7 @@ impl Segment {
 /// Removes the files of the segment at `base_offset` in `dir`, the data file last (see
 /// [`Segment::delete_files`]); missing files are no error.
 pub(crate) fn remove_files(dir: &Path, base_offset: i64) -> io::Result<()> {
-    for ext in ["index", "timeindex", "log"] {
+    for ext in ["txnindex", "index", "timeindex", "log"] {
         match std::fs::remove_file(segment_path(dir, base_offset, ext)) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}

@@ -48,8 +48,8 @@ pub(crate) const RECORDS_COUNT_AT: usize = 57;
 
 const ATTR_COMPRESSION_MASK: i16 = 0x07;
 const ATTR_LOG_APPEND_TIME: i16 = 0x08;
-const ATTR_TRANSACTIONAL: i16 = 0x10;
-const ATTR_CONTROL: i16 = 0x20;
+pub(crate) const ATTR_TRANSACTIONAL: i16 = 0x10;
+pub(crate) const ATTR_CONTROL: i16 = 0x20;
 
 /// The parsed header of one record batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -182,6 +182,20 @@ pub struct BatchesSummary {
 /// and refusing them past [`crate::decompressed_bytes_max`]. The buffer must end exactly at
 /// a batch boundary. Uncompressed records are walked in place, never copied.
 pub fn validate(buf: &[u8], max_batch_bytes: usize) -> Result<BatchesSummary, BatchError> {
+    validate_with(buf, max_batch_bytes, false)
+}
+
+/// [`validate`] that accepts control batches (transaction markers): for the broker's own
+/// marker appends only, never for what a client sent.
+pub fn validate_control(buf: &[u8], max_batch_bytes: usize) -> Result<BatchesSummary, BatchError> {
+    validate_with(buf, max_batch_bytes, true)
+}
+
+fn validate_with(
+    buf: &[u8],
+    max_batch_bytes: usize,
+    allow_control: bool,
+) -> Result<BatchesSummary, BatchError> {
     let mut summary = BatchesSummary {
         max_timestamp: -1,
         ..Default::default()
@@ -193,12 +207,19 @@ pub fn validate(buf: &[u8], max_batch_bytes: usize) -> Result<BatchesSummary, Ba
     while pos < buf.len() {
         let rest = &buf[pos..];
         let header = check_header(rest, pos, max_batch_bytes)?;
-        if header.is_control() {
+        if header.is_control() && !allow_control {
             return Err(BatchError::Invalid(
                 "a control batch (transaction marker): only the broker writes those".into(),
             ));
         }
         let whole = &rest[..header.total_len()];
+        if header.is_control() {
+            // A marker: its one record is the broker's, checked by its builder.
+            summary.batches += 1;
+            summary.records += header.records_count as u64;
+            pos += whole.len();
+            continue;
+        }
         summary.reserved_headers |= check_records(&header, whole)?;
         summary.batches += 1;
         summary.records += header.records_count as u64;

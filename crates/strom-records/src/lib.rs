@@ -42,6 +42,7 @@ pub const RESERVED_HEADER_PREFIX: &[u8] = b"strom.";
 mod batch;
 mod build;
 mod codec;
+mod control;
 mod error;
 mod fast;
 mod read;
@@ -49,8 +50,8 @@ pub mod varint;
 mod walk;
 
 pub use batch::{
-    headers, stamp, stamp_header, validate, BatchHeader, BatchesSummary, HEADER_LEN, LOG_OVERHEAD,
-    MAGIC_V2,
+    headers, stamp, stamp_header, validate, validate_control, BatchHeader, BatchesSummary,
+    HEADER_LEN, LOG_OVERHEAD, MAGIC_V2,
 };
 pub use build::{
     build, build_compressed, build_records, compress, encode_records, rebuild, wrap_records,
@@ -59,6 +60,9 @@ pub use build::{
 pub use codec::{
     decompressed_bytes_max, Codec, DECOMPRESSION_FLOOR_BYTES, DECOMPRESSION_RATIO_MAX,
     WINDOW_BYTES, ZSTD_WINDOW_LOG_MAX,
+};
+pub use control::{
+    build_control, control_marker, set_transactional, ControlMarker, CONTROL_ABORT, CONTROL_COMMIT,
 };
 pub use error::BatchError;
 pub use read::{decode_batches, records, BadBatch, Record, Records};

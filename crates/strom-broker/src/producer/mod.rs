@@ -19,14 +19,19 @@
 //! **Invariant:** check, append and record of one partition happen under one lock, so two
 //! batches of one producer can never both pass the check as "new" with the same sequence.
 //!
-//! Transactions will extend [`ProducerEntry`] (ongoing transaction's first offset) and the
-//! snapshot (a version field exists for that); the check/record split stays.
+//! Transactions: a transactional data batch of producer P starts (or continues) P's ongoing
+//! transaction at its first offset ([`ProducerEntry::txn_first_offset`]); a marker written
+//! by [`crate::Broker::write_txn_marker`] ends it ([`PartitionProducers::end_txn`]), and an
+//! ABORT marker adds the aborted range to the log's `.txnindex`. The last stable offset is
+//! the first offset of the earliest ongoing transaction, else the high watermark. Snapshot
+//! version 2 keeps both (version 1 is still read); replay of the tail re-applies the
+//! markers after the snapshot and re-adds their aborted ranges if a crash lost them.
 
 mod ids;
 mod state;
 
 pub use ids::{ProducerIds, RESET_IDS_PER_MS};
 pub use state::{
-    BatchCheck, PartitionProducers, ProducerEntry, ProducerStateError, SequenceRange, BATCHES_KEPT,
-    PRODUCER_ID_EXPIRATION_MS_DEFAULT,
+    BatchCheck, PartitionProducers, ProducerEntry, ProducerInfo, ProducerStateError, SequenceRange,
+    BATCHES_KEPT, PRODUCER_ID_EXPIRATION_MS_DEFAULT,
 };

@@ -1,11 +1,15 @@
 //! One partition's producer state: check before append, record after, snapshot and rebuild.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 
-use strom_log::{batch_headers, AppendInfo, BatchHeader, Log};
+use strom_log::{
+    batch_headers, control_marker, AbortedRange, AppendInfo, BatchHeader, ControlMarker, Log,
+};
 
 /// Batches remembered per producer and partition, as Kafka keeps (and as clients rely on:
 /// at most five in-flight requests per connection with idempotence).
@@ -14,7 +18,9 @@ pub const BATCHES_KEPT: usize = 5;
 pub const PRODUCER_ID_EXPIRATION_MS_DEFAULT: i64 = 86_400_000;
 
 const SNAPSHOT_MAGIC: &[u8; 4] = b"SPS1";
-const SNAPSHOT_VERSION: u16 = 1;
+/// Version 2 adds per producer the coordinator epoch and the ongoing transaction's first
+/// offset; version 1 snapshots are still read (no transaction).
+const SNAPSHOT_VERSION: u16 = 2;
 /// Bytes read per step when replaying the log tail.
 const REPLAY_READ_BYTES: usize = 1 << 20;
 
@@ -40,6 +46,27 @@ pub struct ProducerEntry {
     pub batches: VecDeque<SequenceRange>,
     /// When the producer last wrote here (ms), for expiration.
     pub last_timestamp: i64,
+    /// Epoch of the transaction coordinator that wrote the producer's last marker (-1: none).
+    pub coordinator_epoch: i32,
+    /// First offset of the producer's ongoing transaction here, if one is open.
+    pub txn_first_offset: Option<i64>,
+}
+
+/// One producer as DescribeProducers shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProducerInfo {
+    /// The producer id.
+    pub producer_id: i64,
+    /// Its current epoch.
+    pub producer_epoch: i16,
+    /// The last sequence number stored here (-1 if none).
+    pub last_sequence: i32,
+    /// When it last wrote here (ms).
+    pub last_timestamp: i64,
+    /// The coordinator epoch of its last marker (-1 if none).
+    pub coordinator_epoch: i32,
+    /// First offset of its ongoing transaction (-1 if none).
+    pub current_txn_start_offset: i64,
 }
 
 /// The verdict on a record set before it is appended.
@@ -110,6 +137,11 @@ pub struct PartitionProducers {
     dir: PathBuf,
     producers: HashMap<i64, ProducerEntry>,
     segments_seen: usize,
+    /// Ongoing transactions: first offset → producer id. The smallest key is the last
+    /// stable offset.
+    ongoing: BTreeMap<i64, i64>,
+    /// The smallest key of `ongoing` (-1: none), for readers that do not take the lock.
+    unstable: Arc<AtomicI64>,
 }
 
 impl PartitionProducers {
@@ -125,6 +157,8 @@ impl PartitionProducers {
             dir: dir.clone(),
             producers: HashMap::new(),
             segments_seen: log.segment_count(),
+            ongoing: BTreeMap::new(),
+            unstable: Arc::new(AtomicI64::new(-1)),
         };
         let mut from = log.log_start_offset();
         for offset in snapshots {
@@ -135,11 +169,17 @@ impl PartitionProducers {
             }
             if let Some(producers) = read_snapshot(&snapshot_path(&dir, offset)) {
                 state.producers = producers;
+                state.ongoing = state
+                    .producers
+                    .iter()
+                    .filter_map(|(pid, e)| e.txn_first_offset.map(|f| (f, *pid)))
+                    .collect();
                 from = from.max(offset);
                 break;
             }
         }
         state.replay(log, from)?;
+        state.publish();
         Ok(state)
     }
 
@@ -152,9 +192,20 @@ impl PartitionProducers {
             if read.data.is_empty() {
                 break;
             }
-            for (_, h) in batch_headers(&read.data) {
+            for (pos, h) in batch_headers(&read.data) {
                 if h.last_offset() >= from && is_idempotent(&h) {
                     self.remember(&h, h.max_timestamp);
+                } else if h.last_offset() >= from && h.is_control() {
+                    let whole = &read.data[pos..pos + h.total_len()];
+                    if let Some(marker) = control_marker(whole) {
+                        let ended = self.end_txn(&h, marker, h.max_timestamp);
+                        if let Some(range) = ended {
+                            // An ABORT marker whose index entry a crash may have lost: added
+                            // again (a no-op when it is there).
+                            log.add_aborted(range)
+                                .map_err(|e| io::Error::other(e.to_string()))?;
+                        }
+                    }
                 }
                 from = from.max(h.last_offset() + 1);
             }
@@ -271,6 +322,132 @@ impl PartitionProducers {
         Ok(BatchCheck::New)
     }
 
+    /// Checks a marker of producer `producer_id` at `producer_epoch` before it is written:
+    /// an epoch older than the producer's is fenced.
+    pub fn check_marker(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+    ) -> Result<(), ProducerStateError> {
+        match self.producers.get(&producer_id) {
+            Some(e) if producer_epoch < e.epoch => Err(ProducerStateError::InvalidProducerEpoch {
+                producer_id,
+                current: e.epoch,
+                got: producer_epoch,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Applies the stored marker batch `h` (its base offset assigned): ends the producer's
+    /// ongoing transaction. The shared last stable offset moves only at
+    /// [`PartitionProducers::publish_unstable`], which the caller calls once the aborted
+    /// range is indexed (so no reader sees the range below its stable offset unindexed). Returns the aborted range to index for an ABORT that closed a
+    /// transaction (its last stable offset: what the partition's is now, `None` meaning the
+    /// offset after the marker).
+    pub fn end_txn(
+        &mut self,
+        h: &BatchHeader,
+        marker: ControlMarker,
+        now_ms: i64,
+    ) -> Option<AbortedRange> {
+        let entry = self
+            .producers
+            .entry(h.producer_id)
+            .or_insert_with(|| ProducerEntry {
+                epoch: h.producer_epoch,
+                batches: VecDeque::with_capacity(BATCHES_KEPT),
+                last_timestamp: now_ms,
+                coordinator_epoch: -1,
+                txn_first_offset: None,
+            });
+        if h.producer_epoch > entry.epoch {
+            entry.epoch = h.producer_epoch;
+            entry.batches.clear();
+        }
+        entry.coordinator_epoch = marker.coordinator_epoch;
+        entry.last_timestamp = entry.last_timestamp.max(now_ms);
+        let first = entry.txn_first_offset.take()?;
+        self.ongoing.remove(&first);
+        if marker.commit {
+            return None;
+        }
+        Some(AbortedRange {
+            producer_id: h.producer_id,
+            first_offset: first,
+            last_offset: h.base_offset,
+            last_stable_offset: self.first_unstable_offset().unwrap_or(h.base_offset + 1),
+        })
+    }
+
+    /// First offset of the earliest ongoing transaction: the last stable offset, if any
+    /// transaction is open (else the high watermark is).
+    pub fn first_unstable_offset(&self) -> Option<i64> {
+        self.ongoing.keys().next().copied()
+    }
+
+    /// [`PartitionProducers::first_unstable_offset`] as a shared atomic (-1: none), kept
+    /// current by every change, for readers that must not wait for the partition's lock.
+    pub fn unstable_handle(&self) -> Arc<AtomicI64> {
+        self.unstable.clone()
+    }
+
+    /// Before appending `records` at `next_offset` (under the partition's lock): a
+    /// transactional batch that will start a transaction holds the shared last stable
+    /// offset at `next_offset` before its bytes become readable.
+    pub fn before_append(&self, records: &[u8], next_offset: i64) {
+        let starts = batch_headers(records).any(|(_, h)| {
+            h.is_transactional()
+                && !h.is_control()
+                && self
+                    .producers
+                    .get(&h.producer_id)
+                    .is_none_or(|e| e.txn_first_offset.is_none())
+        });
+        if starts && self.ongoing.is_empty() {
+            self.unstable.store(next_offset, Ordering::Release);
+        }
+    }
+
+    /// Undoes [`PartitionProducers::end_txn`] of an ABORT whose range could not be indexed:
+    /// the transaction is open again from `first_offset`.
+    pub fn reopen_txn(&mut self, producer_id: i64, first_offset: i64) {
+        if let Some(e) = self.producers.get_mut(&producer_id) {
+            e.txn_first_offset = Some(first_offset);
+            self.ongoing.insert(first_offset, producer_id);
+        }
+    }
+
+    /// Publishes the last stable offset after [`PartitionProducers::end_txn`].
+    pub fn publish_unstable(&self) {
+        self.publish();
+    }
+
+    fn publish(&self) {
+        self.unstable.store(
+            self.first_unstable_offset().unwrap_or(-1),
+            Ordering::Release,
+        );
+    }
+
+    /// Every producer known here, for DescribeProducers, by producer id.
+    pub fn describe(&self) -> Vec<ProducerInfo> {
+        let mut out: Vec<ProducerInfo> = self
+            .producers
+            .iter()
+            .map(|(pid, e)| ProducerInfo {
+                producer_id: *pid,
+                producer_epoch: e.epoch,
+                last_sequence: e.batches.back().map_or(-1, |b| b.last_seq),
+                last_timestamp: e.last_timestamp,
+                coordinator_epoch: e.coordinator_epoch,
+                current_txn_start_offset: e.txn_first_offset.unwrap_or(-1),
+            })
+            .collect();
+        out.sort_unstable_by_key(|p| p.producer_id);
+        out
+    }
+
     /// Remembers the batches of an appended record set. `stamped` is the buffer after
     /// [`Log::append`] assigned its offsets.
     pub fn record(&mut self, batches: &[u8], base_offset: i64, now_ms: i64) {
@@ -292,6 +469,8 @@ impl PartitionProducers {
                 epoch: h.producer_epoch,
                 batches: VecDeque::with_capacity(BATCHES_KEPT),
                 last_timestamp: timestamp,
+                coordinator_epoch: -1,
+                txn_first_offset: None,
             });
         if h.producer_epoch > entry.epoch {
             entry.epoch = h.producer_epoch;
@@ -307,6 +486,12 @@ impl PartitionProducers {
             last_offset: h.last_offset(),
         });
         entry.last_timestamp = entry.last_timestamp.max(timestamp);
+        // (`base_offset` -1: nothing of the batch was stored, every record was delayed.)
+        if h.is_transactional() && entry.txn_first_offset.is_none() && h.base_offset >= 0 {
+            entry.txn_first_offset = Some(h.base_offset);
+            self.ongoing.insert(h.base_offset, h.producer_id);
+            self.publish();
+        }
     }
 
     /// After an append: writes a snapshot if the log rolled a segment since the last look.
@@ -322,8 +507,11 @@ impl PartitionProducers {
     /// Forgets producers idle for longer than `expiration_ms`. Returns how many.
     pub fn expire(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
         let before = self.producers.len();
-        self.producers
-            .retain(|_, e| now_ms.saturating_sub(e.last_timestamp) <= expiration_ms);
+        // A producer with an open transaction is kept: it holds the last stable offset.
+        self.producers.retain(|_, e| {
+            e.txn_first_offset.is_some() || now_ms.saturating_sub(e.last_timestamp) <= expiration_ms
+        });
+        self.publish();
         before - self.producers.len()
     }
 
@@ -358,6 +546,8 @@ impl PartitionProducers {
             buf.extend_from_slice(&pid.to_be_bytes());
             buf.extend_from_slice(&e.epoch.to_be_bytes());
             buf.extend_from_slice(&e.last_timestamp.to_be_bytes());
+            buf.extend_from_slice(&e.coordinator_epoch.to_be_bytes());
+            buf.extend_from_slice(&e.txn_first_offset.unwrap_or(-1).to_be_bytes());
             buf.push(e.batches.len() as u8);
             for b in &e.batches {
                 buf.extend_from_slice(&b.first_seq.to_be_bytes());
@@ -449,7 +639,11 @@ fn read_snapshot(path: &Path) -> Option<HashMap<i64, ProducerEntry>> {
         return None;
     }
     let mut r = Reader(body);
-    if &r.take::<4>()? != SNAPSHOT_MAGIC || u16::from_be_bytes(r.take()?) != SNAPSHOT_VERSION {
+    if &r.take::<4>()? != SNAPSHOT_MAGIC {
+        return None;
+    }
+    let version = u16::from_be_bytes(r.take()?);
+    if version != 1 && version != SNAPSHOT_VERSION {
         return None;
     }
     let count = u32::from_be_bytes(r.take()?);
@@ -460,6 +654,11 @@ fn read_snapshot(path: &Path) -> Option<HashMap<i64, ProducerEntry>> {
         let pid = r.i64()?;
         let epoch = r.i16()?;
         let last_timestamp = r.i64()?;
+        let (coordinator_epoch, txn_first_offset) = if version >= 2 {
+            (r.i32()?, Some(r.i64()?).filter(|&o| o >= 0))
+        } else {
+            (-1, None)
+        };
         let n = r.take::<1>()?[0] as usize;
         let mut batches = VecDeque::with_capacity(n);
         for _ in 0..n {
@@ -476,6 +675,8 @@ fn read_snapshot(path: &Path) -> Option<HashMap<i64, ProducerEntry>> {
                 epoch,
                 batches,
                 last_timestamp,
+                coordinator_epoch,
+                txn_first_offset,
             },
         );
     }
