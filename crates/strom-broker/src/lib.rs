@@ -35,5 +35,5 @@ pub use broker::{
 };
 pub use config::{BrokerConfig, TopicConfig};
 pub use error::{BrokerError, Result};
-pub use producer::ProducerInfo;
+pub use producer::{AbortedFilter, ProducerInfo};
 pub use topic::{Partition, Topic};

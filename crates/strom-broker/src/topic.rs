@@ -212,6 +212,12 @@ impl Partition {
         }
     }
 
+    /// The last stable offset: the first offset of the earliest ongoing transaction, else
+    /// the high watermark.
+    pub fn last_stable_offset(&self) -> Result<i64> {
+        Ok(self.online()?.last_stable_offset())
+    }
+
     /// Whether the partition serves reads and writes.
     pub fn is_online(&self) -> bool {
         self.offline_reason().is_none()

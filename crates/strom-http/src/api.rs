@@ -538,6 +538,32 @@ pub(crate) struct FetchQuery {
     timeout_ms: Option<u64>,
     #[serde(default)]
     format: Format,
+    /// `read_committed` (default): no record of an aborted or open transaction;
+    /// `read_uncommitted`: every record up to the high watermark.
+    #[serde(default)]
+    isolation: IsolationParam,
+}
+
+/// The `isolation` query parameter of HTTP reads: `read_committed` (the default: no record
+/// of an aborted or open transaction, nothing at or past the last stable offset) or
+/// `read_uncommitted` (everything up to the high watermark).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum IsolationParam {
+    /// Committed records only.
+    #[default]
+    ReadCommitted,
+    /// Every record.
+    ReadUncommitted,
+}
+
+impl IsolationParam {
+    pub(crate) fn core(self) -> strom_broker::Isolation {
+        match self {
+            IsolationParam::ReadCommitted => strom_broker::Isolation::ReadCommitted,
+            IsolationParam::ReadUncommitted => strom_broker::Isolation::ReadUncommitted,
+        }
+    }
 }
 
 /// Stored records decoded into JSON, and the stored batches that could not be read.
@@ -558,12 +584,30 @@ pub(crate) struct JsonRecords {
 /// framing, undecodable compressed data) is skipped whole, logged, and reported in `errors`
 /// with its base offset: a reader never stops at it.
 pub(crate) fn records_json(data: &Bytes, from: i64, max: usize, format: Format) -> JsonRecords {
+    records_json_committed(data, from, max, format, &[])
+}
+
+/// [`records_json`] of a read_committed fetch: the batches of its `aborted` transactions
+/// (and control batches) are skipped, `next_offset` moving past them.
+pub(crate) fn records_json_committed(
+    data: &Bytes,
+    from: i64,
+    max: usize,
+    format: Format,
+    aborted: &[strom_broker::AbortedTxn],
+) -> JsonRecords {
     let mut out = JsonRecords::default();
+    let mut filter = strom_broker::AbortedFilter::new(aborted);
     for (h, batch) in strom_records::decode_batches(data) {
         if out.records.len() >= max {
             break;
         }
+        let skip = filter.skip(&h);
         if h.last_offset() < from {
+            continue;
+        }
+        if skip {
+            out.next_offset = Some(h.last_offset() + 1);
             continue;
         }
         match batch {
@@ -626,6 +670,9 @@ pub(crate) struct FetchResponse {
     next_offset: i64,
     /// The partition's high watermark.
     high_watermark: i64,
+    /// The partition's last stable offset (first offset of its earliest open transaction,
+    /// else the high watermark): a read_committed fetch returns nothing at or past it.
+    last_stable_offset: i64,
     /// The partition's first offset.
     log_start_offset: i64,
 }
@@ -679,9 +726,10 @@ pub(crate) async fn fetch(
         max_wait: Duration::from_millis(q.timeout_ms.unwrap_or(0).min(30_000)),
     };
     // Wait for records without reading them, reserve the answer's bytes, then read.
+    let isolation = q.isolation.core();
     let available = s
         .broker
-        .fetch_available(std::slice::from_ref(&spec), limits)
+        .fetch_available_isolated(std::slice::from_ref(&spec), limits, isolation)
         .await
         .remove(0)?;
     let mut reservation = s.budget.reserve(s.budget.estimate(available)).await?;
@@ -693,10 +741,10 @@ pub(crate) async fn fetch(
     };
     let read = s
         .broker
-        .fetch(std::slice::from_ref(&spec), now)
+        .fetch_isolated(std::slice::from_ref(&spec), now, false, isolation)
         .await
         .remove(0)?;
-    let decoded = records_json(&read.data, offset, max_records, q.format);
+    let decoded = records_json_committed(&read.data, offset, max_records, q.format, &read.aborted);
     s.metrics.bytes_out(&topic, read.data.len());
     drop(read.data);
     let mut body = RecordsBody::new(reservation.bytes());
@@ -718,6 +766,7 @@ pub(crate) async fn fetch(
         ("errors", json!(errors)),
         ("next_offset", json!(next)),
         ("high_watermark", json!(read.high_watermark)),
+        ("last_stable_offset", json!(read.last_stable_offset)),
         ("log_start_offset", json!(read.log_start_offset)),
     ]);
     if out.len() > reservation.bytes() {

@@ -32,7 +32,9 @@ use strom_broker::coordinator::{GroupError, JoinRequest, OffsetCommit};
 use strom_broker::{FetchLimits, FetchSpec};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::api::{parse_body, records_json, ApiError, ApiResult, ErrorBody, Format};
+use crate::api::{
+    parse_body, records_json_committed, ApiError, ApiResult, ErrorBody, Format, IsolationParam,
+};
 use crate::budget::RecordsBody;
 use crate::AppState;
 
@@ -398,6 +400,10 @@ pub(crate) struct PollQuery {
     max_records: Option<usize>,
     #[serde(default)]
     format: Format,
+    /// `read_committed` (default): no record of an aborted or open transaction;
+    /// `read_uncommitted`: every record up to the high watermark.
+    #[serde(default)]
+    isolation: IsolationParam,
 }
 
 #[utoipa::path(get, path = "/groups/{group}/members/{member}/records",
@@ -459,7 +465,11 @@ pub(crate) async fn poll(
     };
     // Wait for records without reading them, reserve the answer's bytes, then read what
     // was there.
-    let available = s.broker.fetch_available(&specs, limits).await;
+    let isolation = q.isolation.core();
+    let available = s
+        .broker
+        .fetch_available_isolated(&specs, limits, isolation)
+        .await;
     let mut to_read = Vec::new();
     for (spec, r) in specs.iter().zip(available) {
         match r {
@@ -495,7 +505,9 @@ pub(crate) async fn poll(
     let results = if to_read.is_empty() {
         Vec::new()
     } else {
-        s.broker.fetch(&to_read, now).await
+        s.broker
+            .fetch_isolated(&to_read, now, false, isolation)
+            .await
     };
     let mut body = RecordsBody::new(reservation.bytes());
     let mut errors = Vec::new();
@@ -514,7 +526,8 @@ pub(crate) async fn poll(
             Err(e) => return Err(e.into()),
         };
         let left = max_records.saturating_sub(body.len());
-        let decoded = records_json(&read.data, spec.offset, left, q.format);
+        let decoded =
+            records_json_committed(&read.data, spec.offset, left, q.format, &read.aborted);
         for e in &decoded.errors {
             errors.push(json!({"topic": spec.topic, "partition": spec.partition,
                 "offset": e.offset, "message": e.message}));
@@ -625,6 +638,7 @@ pub(crate) struct GroupSubscription {
     pub(crate) topics: Vec<String>,
     pub(crate) from_earliest: bool,
     pub(crate) format: Format,
+    pub(crate) isolation: IsolationParam,
     pub(crate) auto_commit: bool,
 }
 
@@ -640,6 +654,7 @@ pub(crate) async fn follow_as_member(
         topics,
         from_earliest,
         format,
+        isolation,
         auto_commit,
     } = sub;
     const SESSION_MS: i32 = 10_000;
@@ -715,12 +730,16 @@ pub(crate) async fn follow_as_member(
             min_bytes: 1,
             max_wait: Duration::from_millis(1000),
         };
-        let results = s.broker.fetch(&specs, limits).await;
+        let results = s
+            .broker
+            .fetch_isolated(&specs, limits, false, isolation.core())
+            .await;
         let mut pushed = Vec::new();
         for (spec, r) in specs.iter().zip(results) {
             let key = (spec.topic.clone(), spec.partition);
             let Ok(read) = r else { continue };
-            let decoded = records_json(&read.data, spec.offset, usize::MAX, format);
+            let decoded =
+                records_json_committed(&read.data, spec.offset, usize::MAX, format, &read.aborted);
             for e in &decoded.errors {
                 // A stored batch that cannot be read: said, then passed (committed past).
                 let msg = json!({"type": "error", "topic": spec.topic, "partition": spec.partition,
@@ -745,8 +764,12 @@ pub(crate) async fn follow_as_member(
                 uncommitted.insert(key.clone(), o + 1);
                 pushed.push((key.clone(), o + 1));
             }
-            // Past skipped batches too (every record before them was pushed above).
-            if let (Some(next), false) = (decoded.next_offset, decoded.errors.is_empty()) {
+            // Past skipped batches too — unreadable, control or aborted ones (every record
+            // before them was pushed above).
+            if let Some(next) = decoded
+                .next_offset
+                .filter(|n| positions.get(&key) != Some(n))
+            {
                 positions.insert(key.clone(), next);
                 uncommitted.insert(key.clone(), next);
                 pushed.push((key.clone(), next));

@@ -127,6 +127,7 @@ pub(crate) struct AppState {
         api::ProduceBody,
         api::InRecord,
         api::Format,
+        api::IsolationParam,
         api::FetchResponse,
         api::FetchError,
         groups::JoinBody,

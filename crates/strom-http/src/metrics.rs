@@ -184,6 +184,7 @@ pub(crate) async fn render(State(s): State<AppState>) -> Response {
     let mut ends = String::new();
     let mut sizes = String::new();
     let mut offline = String::new();
+    let mut lso_lags = String::new();
     for info in s.broker.topics() {
         let Some(t) = s.broker.topic(&info.name) else {
             continue;
@@ -215,6 +216,13 @@ pub(crate) async fn render(State(s): State<AppState>) -> Response {
                 "strom_log_size_bytes{{{labels}}} {}",
                 log.size_bytes()
             );
+            if let Ok(lso) = p.last_stable_offset() {
+                let _ = writeln!(
+                    lso_lags,
+                    "strom_last_stable_offset_lag{{{labels}}} {}",
+                    (log.log_end_offset() - lso).max(0)
+                );
+            }
         }
     }
     out.push_str("# HELP strom_log_start_offset First offset still stored, per partition.\n# TYPE strom_log_start_offset gauge\n");
@@ -225,6 +233,8 @@ pub(crate) async fn render(State(s): State<AppState>) -> Response {
     out.push_str(&sizes);
     out.push_str("# HELP strom_partition_offline 1 if the partition is offline (its log could not be opened, or a sync failed), per partition.\n# TYPE strom_partition_offline gauge\n");
     out.push_str(&offline);
+    out.push_str("# HELP strom_last_stable_offset_lag High watermark minus last stable offset (records held back from read_committed readers by open transactions), per partition.\n# TYPE strom_last_stable_offset_lag gauge\n");
+    out.push_str(&lso_lags);
     core_metrics(&s, &mut out);
     ([(CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

@@ -18,7 +18,9 @@ use strom_broker::{Broker, FetchLimits, FetchSpec};
 use tokio::sync::mpsc;
 use utoipa::IntoParams;
 
-use crate::api::{records_json, ApiError, ApiResult, ErrorBody, FetchError, Format};
+use crate::api::{
+    records_json_committed, ApiError, ApiResult, ErrorBody, FetchError, Format, IsolationParam,
+};
 use crate::budget::{Budget, Queued, QueuedBytes, Reservation};
 use crate::AppState;
 
@@ -112,6 +114,7 @@ async fn poll_once(
     wait: Duration,
     format: Format,
     max_bytes: usize,
+    isolation: IsolationParam,
 ) -> ApiResult<Vec<Pushed>> {
     let max_bytes = max_bytes.clamp(1, PUSH_ROUND_MAX_BYTES);
     let specs: Vec<FetchSpec> = cursors
@@ -128,7 +131,9 @@ async fn poll_once(
         min_bytes: 1,
         max_wait: wait,
     };
-    let results = broker.fetch(&specs, limits).await;
+    let results = broker
+        .fetch_isolated(&specs, limits, false, isolation.core())
+        .await;
     let mut out = Vec::new();
     for (spec, r) in specs.iter().zip(results) {
         let read = match r {
@@ -149,7 +154,8 @@ async fn poll_once(
             }
             Err(e) => return Err(e.into()),
         };
-        let decoded = records_json(&read.data, spec.offset, usize::MAX, format);
+        let decoded =
+            records_json_committed(&read.data, spec.offset, usize::MAX, format, &read.aborted);
         if let Some(next) = decoded.next_offset {
             cursors.insert(spec.partition, next);
         }
@@ -177,6 +183,10 @@ pub(crate) struct SseQuery {
     partition: Option<i32>,
     #[serde(default)]
     format: Format,
+    /// `read_committed` (default): no record of an aborted or open transaction;
+    /// `read_uncommitted`: every record up to the high watermark.
+    #[serde(default)]
+    isolation: IsolationParam,
 }
 
 /// `GET /topics/{topic}/events`: each record is an event `record` with JSON data and the id
@@ -231,6 +241,7 @@ pub(crate) async fn sse(
         _gauge: guard,
         format: q.format,
         held: None,
+        isolation: q.isolation,
     };
     let events = stream::unfold(state, |mut st| async move {
         loop {
@@ -249,6 +260,7 @@ pub(crate) async fn sse(
                 Duration::from_secs(15),
                 st.format,
                 st.s.budget.max_stored_bytes(),
+                st.isolation,
             )
             .await
             .ok()?;
@@ -295,6 +307,7 @@ struct SseState {
     _gauge: Gauge,
     format: Format,
     held: Option<Reservation>,
+    isolation: IsolationParam,
 }
 
 /// An estimate of a record's JSON size (its value, key and headers dominate).
@@ -343,6 +356,9 @@ enum WsIn {
         from: Option<String>,
         #[serde(default)]
         format: Format,
+        /// `read_committed` (default) or `read_uncommitted`.
+        #[serde(default)]
+        isolation: IsolationParam,
         /// Consume as a member of this consumer group (partitions shared with its other
         /// members, Kafka clients included; positions committed).
         #[serde(default)]
@@ -476,7 +492,7 @@ async fn ws_session(s: AppState, mut socket: WebSocket) {
                             }
                         }
                     }
-                    Ok(WsIn::Subscribe { topics, from, format, group, auto_commit }) => {
+                    Ok(WsIn::Subscribe { topics, from, format, isolation, group, auto_commit }) => {
                         let from = from.unwrap_or_else(|| "latest".into());
                         let matched: Vec<String> = s.broker.topics().into_iter().map(|t| t.name)
                             .filter(|n| topics.iter().any(|p| glob(p, n))).collect();
@@ -491,6 +507,7 @@ async fn ws_session(s: AppState, mut socket: WebSocket) {
                                     topics: matched.clone(),
                                     from_earliest: from == "earliest",
                                     format,
+                                    isolation,
                                     auto_commit: auto_commit.unwrap_or(true),
                                 };
                                 members.push(tokio::spawn(crate::groups::follow_as_member(
@@ -508,7 +525,7 @@ async fn ws_session(s: AppState, mut socket: WebSocket) {
                                 }
                             }
                             count += cursors.len();
-                            followers.push(tokio::spawn(follow(s.clone(), name.clone(), cursors, format, tx.clone(), overflow_tx.clone())));
+                            followers.push(tokio::spawn(follow(s.clone(), name.clone(), cursors, (format, isolation), tx.clone(), overflow_tx.clone())));
                         }
                         json!({"type": "subscribed", "topics": matched, "partitions": count})
                         }
@@ -557,7 +574,7 @@ async fn follow(
     s: AppState,
     topic: String,
     mut cursors: BTreeMap<i32, i64>,
-    format: Format,
+    (format, isolation): (Format, IsolationParam),
     tx: PushQueue,
     overflow: mpsc::Sender<()>,
 ) {
@@ -569,6 +586,7 @@ async fn follow(
             Duration::from_secs(5),
             format,
             s.budget.max_stored_bytes(),
+            isolation,
         )
         .await
         else {

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_response::{
-    FetchResponse, FetchableTopicResponse, PartitionData,
+    AbortedTransaction, FetchResponse, FetchableTopicResponse, PartitionData,
 };
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsResponse, ListOffsetsTopicResponse,
@@ -13,11 +13,11 @@ use kafka_protocol::messages::produce_response::{
     BatchIndexAndErrorMessage, PartitionProduceResponse, ProduceResponse, TopicProduceResponse,
 };
 use kafka_protocol::messages::{
-    BrokerId, FetchRequest, ListOffsetsRequest, ProduceRequest, TopicName,
+    BrokerId, FetchRequest, ListOffsetsRequest, ProduceRequest, ProducerId, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
-use strom_broker::{Broker, FetchLimits, FetchSpec};
+use strom_broker::{Broker, FetchLimits, FetchSpec, Isolation};
 use strom_wire::{placeholder, Chunk};
 
 use crate::codes;
@@ -218,8 +218,9 @@ pub(crate) async fn fetch(mut req: Req<'_>) -> Result<Reply, Fatal> {
         min_bytes: r.min_bytes.max(0) as usize,
         max_wait: Duration::from_millis(r.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP),
     };
+    let isolation = isolation(v >= 4, r.isolation_level);
     let mut results: Vec<_> = broker
-        .fetch_ranges(&specs, limits)
+        .fetch_isolated(&specs, limits, true, isolation)
         .await
         .into_iter()
         .map(Some)
@@ -252,8 +253,20 @@ pub(crate) async fn fetch(mut req: Req<'_>) -> Result<Reply, Fatal> {
                     };
                     pd = pd
                         .with_high_watermark(f.high_watermark)
-                        .with_last_stable_offset(f.high_watermark)
+                        .with_last_stable_offset(f.last_stable_offset)
                         .with_records(Some(records));
+                    if isolation == Isolation::ReadCommitted {
+                        let aborted = f
+                            .aborted
+                            .iter()
+                            .map(|a| {
+                                AbortedTransaction::default()
+                                    .with_producer_id(ProducerId(a.producer_id))
+                                    .with_first_offset(a.first_offset)
+                            })
+                            .collect();
+                        pd = pd.with_aborted_transactions(Some(aborted));
+                    }
                     if v >= 5 {
                         pd = pd.with_log_start_offset(f.log_start_offset);
                     }
@@ -289,6 +302,16 @@ pub(crate) async fn fetch(mut req: Req<'_>) -> Result<Reply, Fatal> {
     req.encode_chunks(&FetchResponse::default().with_responses(responses), shared)
 }
 
+/// The isolation level of a Fetch (v4+) or ListOffsets (v2+): 1 is READ_COMMITTED; any
+/// other value, or an older version, READ_UNCOMMITTED.
+fn isolation(has_field: bool, level: i8) -> Isolation {
+    if has_field && level == 1 {
+        Isolation::ReadCommitted
+    } else {
+        Isolation::ReadUncommitted
+    }
+}
+
 /// Reads a file range too large for a placeholder (a single batch above
 /// `strom_wire::PLACEHOLDER_MAX`, allowed by a topic's `max.message.bytes`).
 fn read_range(r: &strom_log::FileRange) -> Result<Bytes, Fatal> {
@@ -311,7 +334,13 @@ pub(crate) fn list_offsets(mut req: Req<'_>) -> Result<Reply, Fatal> {
                 .map(|p| {
                     let mut out = ListOffsetsPartitionResponse::default()
                         .with_partition_index(p.partition_index);
-                    match broker.list_offset(&t.name, p.partition_index, p.timestamp) {
+                    let isolation = isolation(v >= 2, r.isolation_level);
+                    match broker.list_offset_isolated(
+                        &t.name,
+                        p.partition_index,
+                        p.timestamp,
+                        isolation,
+                    ) {
                         Ok((offset, ts)) => {
                             out = out.with_offset(offset).with_timestamp(ts);
                             if v >= 4 {

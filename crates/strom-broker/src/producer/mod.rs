@@ -27,9 +27,11 @@
 //! version 2 keeps both (version 1 is still read); replay of the tail re-applies the
 //! markers after the snapshot and re-adds their aborted ranges if a crash lost them.
 
+mod aborted;
 mod ids;
 mod state;
 
+pub use aborted::AbortedFilter;
 pub use ids::{ProducerIds, RESET_IDS_PER_MS};
 pub use state::{
     BatchCheck, PartitionProducers, ProducerEntry, ProducerInfo, ProducerStateError, SequenceRange,
