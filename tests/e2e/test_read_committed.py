@@ -89,6 +89,25 @@ def test_fixture_committed_records_only_through_every_door(fixture_broker):
                      params={"offset": 9, "timeout_ms": 1000}, timeout=10).json()
     assert r["records"] == [] and r["next_offset"] == 9
     assert time.monotonic() - started >= 0.9
+    # HTTP group members: read_committed by default, read_uncommitted on request; the
+    # committed position stops at the stable offset.
+    for group, iso, want in (("rc-g1", None, FIX_COMMITTED), ("rc-g2", "read_uncommitted", FIX_ALL)):
+        m = requests.post(f"{b.http}/groups/{group}/members", json={"topics": ["rc-fix"], "from": "earliest"})
+        assert m.status_code == 201, m.text
+        member = m.json()["member_id"]
+        got = []
+        deadline = time.monotonic() + 20
+        while len(got) < len(want) and time.monotonic() < deadline:
+            params = {"timeout_ms": 300, "max_records": 2}
+            if iso:
+                params["isolation"] = iso
+            r = requests.get(f"{b.http}/groups/{group}/members/{member}/records", params=params, timeout=20)
+            assert r.status_code == 200, r.text
+            got += [x["value"] for x in r.json()["records"]]
+        r = requests.get(f"{b.http}/groups/{group}/members/{member}/records",
+                         params={"timeout_ms": 500, **({"isolation": iso} if iso else {})}, timeout=20)
+        got += [x["value"] for x in r.json()["records"]]
+        assert got == want, group
     # Bad isolation values: 400 with a JSON error, on every HTTP read.
     for path in ("/topics/rc-fix/partitions/0/records", "/topics/rc-fix/events"):
         bad = requests.get(f"{b.http}{path}", params={"isolation": "dirty"}, timeout=10)
