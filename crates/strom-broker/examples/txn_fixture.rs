@@ -41,10 +41,13 @@ fn batch(pid: i64, seq: i32, value: &str) -> Vec<u8> {
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let mut args = std::env::args().skip(1);
-    let dir = args.next().expect("usage: txn_fixture <data dir> [--no-shutdown]");
+    let dir = args
+        .next()
+        .expect("usage: txn_fixture <data dir> [--no-shutdown]");
     let shutdown = args.next().as_deref() != Some("--no-shutdown");
     let b = Broker::open(BrokerConfig::new(&dir)).expect("open");
-    b.create_topic("rc-fix", 1, Vec::new(), false).expect("topic");
+    b.create_topic("rc-fix", 1, Vec::new(), false)
+        .expect("topic");
     let (a, bb, c) = (
         b.init_producer_id().unwrap(),
         b.init_producer_id().unwrap(),
