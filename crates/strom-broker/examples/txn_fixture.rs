@@ -17,6 +17,10 @@
 //!
 //! read_committed readers see `p0 c1 p1` (the last stable offset is 9); read_uncommitted
 //! readers see every data record. The broker is shut down cleanly unless `--no-shutdown`.
+//!
+//! `txn_fixture <data dir> --bench <transactions>` instead writes topic `rc-bench`: that many
+//! transactions of 100 records of 1 KiB (one batch each), every tenth aborted, for the
+//! read_committed fetch benchmark (BENCHMARKS.md).
 
 use strom_broker::{Broker, BrokerConfig, TxnMarker};
 use strom_records::{build_records, set_transactional, NewRecord};
@@ -44,8 +48,18 @@ async fn main() {
     let dir = args
         .next()
         .expect("usage: txn_fixture <data dir> [--no-shutdown]");
-    let shutdown = args.next().as_deref() != Some("--no-shutdown");
+    let flag = args.next();
+    let shutdown = flag.as_deref() != Some("--no-shutdown");
     let b = Broker::open(BrokerConfig::new(&dir)).expect("open");
+    if flag.as_deref() == Some("--bench") {
+        let n: usize = args
+            .next()
+            .and_then(|v| v.parse().ok())
+            .expect("--bench <count>");
+        bench_data(&b, n).await;
+        b.shutdown().unwrap();
+        return;
+    }
     b.create_topic("rc-fix", 1, Vec::new(), false)
         .expect("topic");
     let (a, bb, c) = (
@@ -79,5 +93,33 @@ async fn main() {
         // Synced by the markers' flushes and this one: only the snapshot at the end is
         // missing, as after a crash.
         b.partition(t, 0).unwrap().log().unwrap().flush().unwrap();
+    }
+}
+
+async fn bench_data(b: &Broker, transactions: usize) {
+    let t = "rc-bench";
+    b.create_topic(t, 1, Vec::new(), false).expect("topic");
+    let pid = b.init_producer_id().unwrap();
+    let value = vec![b'x'; 1024];
+    let recs: Vec<NewRecord<'_>> = (0..100)
+        .map(|_| NewRecord {
+            value: Some(&value),
+            ..Default::default()
+        })
+        .collect();
+    for i in 0..transactions {
+        let mut batch = build_records(strom_log::now_ms(), &recs);
+        batch[43..51].copy_from_slice(&pid.to_be_bytes());
+        batch[51..53].copy_from_slice(&0i16.to_be_bytes());
+        batch[53..57].copy_from_slice(&((i * 100) as i32).to_be_bytes());
+        set_transactional(&mut batch);
+        b.produce(t, 0, &batch).await.unwrap();
+        let m = TxnMarker {
+            producer_id: pid,
+            producer_epoch: 0,
+            commit: i % 10 != 9,
+            coordinator_epoch: 0,
+        };
+        b.write_txn_marker(t, 0, m).await.unwrap();
     }
 }
