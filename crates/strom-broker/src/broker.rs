@@ -193,6 +193,21 @@ pub(crate) fn blocking<T>(f: impl FnOnce() -> T) -> T {
 /// zeroed pages for every response. A client asking for more gets it in several fetches.
 pub const READ_MAX_BYTES: usize = 4 << 20;
 
+/// What the transaction coordinator checks of a transactional batch before it is appended
+/// (see [`crate::txn`]): that its partition is in the producer's ongoing transaction at the
+/// producer's current epoch, or, with `implicit_add` (transactions v2, Produce v12+), adds it.
+pub trait TxnGuard: Send + Sync {
+    /// `Ok` if a transactional batch of `producer_id` at `epoch` may be appended.
+    fn check_produce(
+        &self,
+        topic: &str,
+        partition: i32,
+        producer_id: i64,
+        epoch: i16,
+        implicit_add: bool,
+    ) -> Result<()>;
+}
+
 /// The broker core.
 pub struct Broker {
     config: BrokerConfig,
@@ -208,6 +223,8 @@ pub struct Broker {
     closed: AtomicBool,
     /// Delayed records waiting for their time (`.strom/delay/`).
     delay: DelayStore,
+    /// The transaction coordinator's produce check, once it is open.
+    txn_guard: std::sync::OnceLock<Arc<dyn TxnGuard>>,
 }
 
 impl Broker {
@@ -264,6 +281,7 @@ impl Broker {
             metrics: CoreMetrics::default(),
             closed: AtomicBool::new(false),
             delay,
+            txn_guard: std::sync::OnceLock::new(),
         }))
     }
 
@@ -478,6 +496,7 @@ impl Broker {
     /// returns once the topic's durability policy is met. A retried idempotent batch is
     /// acknowledged with its original offsets and not written again.
     pub async fn produce(&self, topic: &str, partition: i32, records: &[u8]) -> Result<ProduceAck> {
+        self.check_txn(topic, partition, records, false)?;
         let (ack, pending) = self.append_records(topic, partition, records, true)?;
         if let Some(pending) = pending {
             self.wait_durable(pending).await?;
@@ -495,6 +514,7 @@ impl Broker {
         partition: i32,
         records: &[u8],
     ) -> Result<(ProduceAck, Option<PendingFlush>)> {
+        self.check_txn(topic, partition, records, false)?;
         self.append_records(topic, partition, records, false)
     }
 
@@ -502,6 +522,48 @@ impl Broker {
     pub async fn wait_durable(&self, pending: PendingFlush) -> Result<()> {
         self.flush_partition(&pending.partition, pending.offset)
             .await
+    }
+
+    /// Installs the transaction coordinator's produce check (once).
+    pub fn set_txn_guard(&self, guard: Arc<dyn TxnGuard>) {
+        let _ = self.txn_guard.set(guard);
+    }
+
+    /// [`Broker::produce_deferred`] for a produce that may add its partition to the
+    /// producer's transaction (transactions v2: Kafka's Produce v12+).
+    pub fn produce_deferred_txn(
+        &self,
+        topic: &str,
+        partition: i32,
+        records: &[u8],
+        implicit_add: bool,
+    ) -> Result<(ProduceAck, Option<PendingFlush>)> {
+        self.check_txn(topic, partition, records, implicit_add)?;
+        self.append_records(topic, partition, records, false)
+    }
+
+    /// The transaction check of a produce: a transactional batch's partition must be in its
+    /// producer's ongoing transaction (nothing is written otherwise).
+    fn check_txn(
+        &self,
+        topic: &str,
+        partition: i32,
+        records: &[u8],
+        implicit_add: bool,
+    ) -> Result<()> {
+        let Some(h) = strom_records::BatchHeader::parse(records) else {
+            return Ok(());
+        };
+        if !h.is_transactional() {
+            return Ok(());
+        }
+        self.partition(topic, partition)?;
+        match self.txn_guard.get() {
+            Some(g) => g.check_produce(topic, partition, h.producer_id, h.producer_epoch, implicit_add),
+            None => Err(BrokerError::Transaction(crate::txn::TxnError::InvalidTxnState(
+                "transactions are not enabled".into(),
+            ))),
+        }
     }
 
     fn append_records(

@@ -53,6 +53,10 @@ pub enum BrokerError {
     #[error(transparent)]
     Producer(#[from] ProducerStateError),
     /// The broker is shutting down.
+    /// Refused by the transaction coordinator (see [`crate::txn`]).
+    #[error(transparent)]
+    Transaction(#[from] crate::txn::TxnError),
+
     #[error("the broker is shutting down")]
     ShuttingDown,
     /// A file-system failure outside the log.

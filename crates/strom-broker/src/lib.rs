@@ -28,6 +28,7 @@ pub mod records;
 pub mod reserved;
 pub mod share;
 pub mod topic;
+pub mod txn;
 
 pub use broker::{
     AbortedTxn, Broker, ConfigOp, FetchLimits, FetchSpec, FetchedPartition, Isolation,

@@ -67,6 +67,14 @@ pub struct CoreMetrics {
     pub delayed_delivered: AtomicU64,
     /// Delayed records accepted.
     pub delayed_accepted: AtomicU64,
+    /// Transactions open (Ongoing or being completed).
+    pub txn_open: AtomicI64,
+    /// Transactions committed.
+    pub txn_commits: AtomicU64,
+    /// Transactions aborted (by EndTxn, a timeout or a new producer instance).
+    pub txn_aborts: AtomicU64,
+    /// Transactions aborted because their timeout passed.
+    pub txn_timed_out: AtomicU64,
 }
 
 impl CoreMetrics {

@@ -341,6 +341,26 @@ fn core_metrics(s: &AppState, out: &mut String) {
         "# HELP strom_dedup_hits_total Records acknowledged with an earlier copy's offset because their strom.msg.id was in the dedup window (not stored).\n# TYPE strom_dedup_hits_total counter\nstrom_dedup_hits_total {}",
         m.dedup_hits.load(Ordering::Relaxed)
     );
+    let _ = writeln!(
+        out,
+        "# HELP strom_transactions_open Transactions open (Ongoing, or being committed or aborted).\n# TYPE strom_transactions_open gauge\nstrom_transactions_open {}",
+        m.txn_open.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP strom_transactions_commits_total Transactions committed since start.\n# TYPE strom_transactions_commits_total counter\nstrom_transactions_commits_total {}",
+        m.txn_commits.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP strom_transactions_aborts_total Transactions aborted since start (EndTxn, timeouts, fencing by a new instance).\n# TYPE strom_transactions_aborts_total counter\nstrom_transactions_aborts_total {}",
+        m.txn_aborts.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP strom_transactions_timed_out_total Transactions aborted because transaction.timeout.ms passed, since start.\n# TYPE strom_transactions_timed_out_total counter\nstrom_transactions_timed_out_total {}",
+        m.txn_timed_out.load(Ordering::Relaxed)
+    );
     let _ = writeln!(out, "# HELP strom_group_rebalances_total Consumer group rebalances completed.\n# TYPE strom_group_rebalances_total counter");
     let _ = writeln!(
         out,

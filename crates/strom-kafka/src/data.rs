@@ -111,7 +111,8 @@ pub(crate) fn produce<'a>(mut req: Req<'a>) -> Result<Handled<'a>, Fatal> {
                 continue;
             }
             let records = pd.records.unwrap_or_default();
-            match broker.produce_deferred(name, pd.index, &records) {
+            // Produce v12+ adds its partition to the producer's transaction (KIP-890 v2).
+            match broker.produce_deferred_txn(name, pd.index, &records, v >= 12) {
                 Ok((ack, flush)) => {
                     if let Some(flush) = flush {
                         pending.push((responses.len(), parts.len(), flush));

@@ -52,10 +52,18 @@ impl Harness {
             Some(groups.clone()),
         )
         .expect("the share coordinator opens");
+        let txns = strom_broker::txn::TxnCoordinator::open(
+            dir.path(),
+            Default::default(),
+            broker.clone(),
+            groups.clone(),
+        )
+        .expect("the transaction coordinator opens");
         let ctx = Ctx {
             broker,
             groups,
             shares,
+            txns: Some(txns),
             share_sessions: Default::default(),
             pool: RequestPool::new(config.queued_max_request_bytes),
             config,

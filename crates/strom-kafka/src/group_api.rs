@@ -73,9 +73,9 @@ pub(crate) fn find_coordinator(mut req: Req<'_>) -> Result<Reply, Fatal> {
     let node = req.ctx.broker.node_id();
     // Groups (key type 0) and share groups (2, KIP-932; the key is the group id, or
     // "group:topic id:partition" for the share-partition state, which lives here too) are
-    // coordinated here; transactions (1) are not supported yet.
+    // coordinated here; transactions (1), too, when the door has the transaction coordinator.
     let answer = |key_type: i8| -> (i16, Option<StrBytes>) {
-        if key_type == 0 || key_type == 2 {
+        if key_type == 0 || key_type == 1 && req.ctx.txns.is_some() || key_type == 2 {
             (0, None)
         } else {
             (
@@ -380,12 +380,20 @@ pub(crate) fn offset_fetch(mut req: Req<'_>) -> Result<Reply, Fatal> {
                     .into_iter()
                     .map(|(t, ps)| {
                         OffsetFetchResponseTopics::default()
-                            .with_name(TopicName(sb(t)))
+                            .with_name(TopicName(sb(t.clone())))
                             .with_partitions(
                                 ps.into_iter()
                                     .map(|(p, c)| {
+                                        let code = crate::txn_api::offset_fetch_code(
+                                            req.ctx,
+                                            r.require_stable,
+                                            &g.group_id,
+                                            &t,
+                                            p,
+                                        );
                                         let (o, e, m) = committed_fields(c);
                                         OffsetFetchResponsePartitions::default()
+                                            .with_error_code(code)
                                             .with_partition_index(p)
                                             .with_committed_offset(o)
                                             .with_committed_leader_epoch(e)
@@ -415,12 +423,20 @@ pub(crate) fn offset_fetch(mut req: Req<'_>) -> Result<Reply, Fatal> {
         .into_iter()
         .map(|(t, ps)| {
             OffsetFetchResponseTopic::default()
-                .with_name(TopicName(sb(t)))
+                .with_name(TopicName(sb(t.clone())))
                 .with_partitions(
                     ps.into_iter()
                         .map(|(p, c)| {
+                            let code = crate::txn_api::offset_fetch_code(
+                                req.ctx,
+                                r.require_stable,
+                                &r.group_id,
+                                &t,
+                                p,
+                            );
                             let (o, e, m) = committed_fields(c);
                             let mut part = OffsetFetchResponsePartition::default()
+                                .with_error_code(code)
                                 .with_partition_index(p)
                                 .with_committed_offset(o)
                                 .with_metadata(m);

@@ -7,7 +7,7 @@
 //! - `server`: listener, framing (length prefix, `socket.request.max.bytes`), one task per
 //!   connection, in-order pipelined responses, graceful drain, the dispatch table;
 //! - `versions`: the advertised API ranges;
-//! - `meta`, `data`, `admin`, `group_api`: the handlers; `legacy`: UNSUPPORTED_VERSION answers for the
+//! - `meta`, `data`, `admin`, `group_api`, `txn_api` (transactions): the handlers; `legacy`: UNSUPPORTED_VERSION answers for the
 //!   old Produce/Fetch versions advertised for old librdkafka; `codes`: core errors to Kafka
 //!   error codes.
 
@@ -26,6 +26,7 @@ mod server;
 mod share_api;
 mod share_session;
 mod share_wire;
+mod txn_api;
 mod versions;
 
 pub use server::{KafkaConfig, KafkaServer};

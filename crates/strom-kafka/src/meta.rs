@@ -1,7 +1,10 @@
-//! ApiVersions, Metadata, DescribeCluster, InitProducerId.
+//! ApiVersions (with the `transaction.version` feature), Metadata, DescribeCluster,
+//! InitProducerId of idempotent producers.
 
 use bytes::{BufMut, BytesMut};
-use kafka_protocol::messages::api_versions_response::{ApiVersion, ApiVersionsResponse};
+use kafka_protocol::messages::api_versions_response::{
+    ApiVersion, ApiVersionsResponse, FinalizedFeatureKey, SupportedFeatureKey,
+};
 use kafka_protocol::messages::describe_cluster_response::{
     DescribeClusterBroker, DescribeClusterResponse,
 };
@@ -21,6 +24,9 @@ use crate::codes;
 use crate::server::{advertised, Fatal, Reply, Req};
 use crate::versions::SUPPORTED;
 
+/// The feature of KIP-890's transactions v2.
+const TRANSACTION_VERSION: &str = "transaction.version";
+
 fn api_list() -> Vec<ApiVersion> {
     SUPPORTED
         .iter()
@@ -35,7 +41,22 @@ fn api_list() -> Vec<ApiVersion> {
 
 pub(crate) fn api_versions(mut req: Req<'_>) -> Result<Reply, Fatal> {
     let _r: ApiVersionsRequest = req.decode()?;
-    req.encode(&ApiVersionsResponse::default().with_api_keys(api_list()))
+    let mut resp = ApiVersionsResponse::default().with_api_keys(api_list());
+    if req.version >= 3 {
+        // As Kafka 4: transactions v2 (KIP-890) supported and finalized, so a client that
+        // knows it adds partitions by Produce v12+ and ends with EndTxn v5+.
+        resp = resp
+            .with_supported_features(vec![SupportedFeatureKey::default()
+                .with_name(str_bytes(TRANSACTION_VERSION))
+                .with_min_version(0)
+                .with_max_version(2)])
+            .with_finalized_features_epoch(1)
+            .with_finalized_features(vec![FinalizedFeatureKey::default()
+                .with_name(str_bytes(TRANSACTION_VERSION))
+                .with_min_version_level(2)
+                .with_max_version_level(2)]);
+    }
+    req.encode(&resp)
 }
 
 /// The v0 answer to an ApiVersions request at a version we do not know: UNSUPPORTED_VERSION
@@ -207,22 +228,20 @@ pub(crate) fn describe_cluster(mut req: Req<'_>) -> Result<Reply, Fatal> {
     req.encode(&resp)
 }
 
-pub(crate) fn init_producer_id(mut req: Req<'_>) -> Result<Reply, Fatal> {
-    let r: InitProducerIdRequest = req.decode()?;
-    let resp = if r.transactional_id.is_some() {
-        // Transactions are a later issue; refuse clearly instead of pretending.
-        InitProducerIdResponse::default()
-            .with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code())
-            .with_producer_id(ProducerId(-1))
-            .with_producer_epoch(-1)
-    } else if r.producer_id.0 >= 0 && r.producer_epoch >= 0 && r.producer_epoch < i16::MAX - 1 {
+/// InitProducerId without a transactional id: an idempotent producer's id (the transactional
+/// form is `txn_api`'s).
+pub(crate) fn init_idempotent(
+    ctx: &crate::server::Ctx,
+    r: &InitProducerIdRequest,
+) -> InitProducerIdResponse {
+    if r.producer_id.0 >= 0 && r.producer_epoch >= 0 && r.producer_epoch < i16::MAX - 1 {
         // KIP-360: an idempotent producer recovering from an error asks for its epoch to be
         // bumped; its sequences restart at 0 under the new epoch.
         InitProducerIdResponse::default()
             .with_producer_id(r.producer_id)
             .with_producer_epoch(r.producer_epoch + 1)
     } else {
-        match req.ctx.broker.init_producer_id() {
+        match ctx.broker.init_producer_id() {
             Ok(id) => InitProducerIdResponse::default()
                 .with_producer_id(ProducerId(id))
                 .with_producer_epoch(0),
@@ -231,6 +250,5 @@ pub(crate) fn init_producer_id(mut req: Req<'_>) -> Result<Reply, Fatal> {
                 .with_producer_id(ProducerId(-1))
                 .with_producer_epoch(-1),
         }
-    };
-    req.encode(&resp)
+    }
 }

@@ -511,6 +511,79 @@ const DELETE_SHARE_GROUP_OFFSETS: &[Field] = &[
     f("topics", Structs(&[f("topic_name", Str)])),
 ];
 
+const ADD_PARTITIONS_TO_TXN_TOPICS: Ty = Structs(&[f("name", Str), f("partitions", INT32S)]);
+
+const ADD_PARTITIONS_TO_TXN: &[Field] = &[
+    f(
+        "transactions",
+        Structs(&[
+            f("transactional_id", Str),
+            f("producer_id", Int64),
+            f("producer_epoch", Int16),
+            f("verify_only", Bool),
+            f("topics", ADD_PARTITIONS_TO_TXN_TOPICS),
+        ]),
+    )
+    .since(4),
+    f("v3_and_below_transactional_id", Str).until(3),
+    f("v3_and_below_producer_id", Int64).until(3),
+    f("v3_and_below_producer_epoch", Int16).until(3),
+    f("v3_and_below_topics", ADD_PARTITIONS_TO_TXN_TOPICS).until(3),
+];
+
+const ADD_OFFSETS_TO_TXN: &[Field] = &[
+    f("transactional_id", Str),
+    f("producer_id", Int64),
+    f("producer_epoch", Int16),
+    f("group_id", Str),
+];
+
+const END_TXN: &[Field] = &[
+    f("transactional_id", Str),
+    f("producer_id", Int64),
+    f("producer_epoch", Int16),
+    f("committed", Bool),
+];
+
+const TXN_OFFSET_COMMIT: &[Field] = &[
+    f("transactional_id", Str),
+    f("group_id", Str),
+    f("producer_id", Int64),
+    f("producer_epoch", Int16),
+    f("generation_id", Int32).since(3),
+    f("member_id", Str).since(3),
+    f("group_instance_id", Str).since(3),
+    f(
+        "topics",
+        Structs(&[
+            f("name", Str),
+            f(
+                "partitions",
+                Structs(&[
+                    f("partition_index", Int32),
+                    f("committed_offset", Int64),
+                    f("committed_leader_epoch", Int32).since(2),
+                    f("committed_metadata", Str),
+                ]),
+            ),
+        ]),
+    ),
+];
+
+const DESCRIBE_TRANSACTIONS: &[Field] = &[f("transactional_ids", STRINGS)];
+
+const LIST_TRANSACTIONS: &[Field] = &[
+    f("state_filters", STRINGS),
+    f("producer_id_filters", Array(&Int64)),
+    f("duration_filter", Int64).since(1),
+    f("transactional_id_pattern", Str).since(2),
+];
+
+const DESCRIBE_PRODUCERS: &[Field] = &[f(
+    "topics",
+    Structs(&[f("name", Str), f("partition_indexes", INT32S)]),
+)];
+
 const fn schema(
     api: ApiKey,
     name: &'static str,
@@ -670,6 +743,49 @@ pub(crate) const SCHEMAS: &[Schema] = &[
         (0, 0),
         0,
         DELETE_SHARE_GROUP_OFFSETS,
+    ),
+    schema(
+        ApiKey::AddPartitionsToTxn,
+        "AddPartitionsToTxn",
+        (0, 5),
+        3,
+        ADD_PARTITIONS_TO_TXN,
+    ),
+    schema(
+        ApiKey::AddOffsetsToTxn,
+        "AddOffsetsToTxn",
+        (0, 4),
+        3,
+        ADD_OFFSETS_TO_TXN,
+    ),
+    schema(ApiKey::EndTxn, "EndTxn", (0, 5), 3, END_TXN),
+    schema(
+        ApiKey::TxnOffsetCommit,
+        "TxnOffsetCommit",
+        (0, 5),
+        3,
+        TXN_OFFSET_COMMIT,
+    ),
+    schema(
+        ApiKey::DescribeTransactions,
+        "DescribeTransactions",
+        (0, 0),
+        0,
+        DESCRIBE_TRANSACTIONS,
+    ),
+    schema(
+        ApiKey::ListTransactions,
+        "ListTransactions",
+        (0, 2),
+        0,
+        LIST_TRANSACTIONS,
+    ),
+    schema(
+        ApiKey::DescribeProducers,
+        "DescribeProducers",
+        (0, 0),
+        0,
+        DESCRIBE_PRODUCERS,
     ),
 ];
 

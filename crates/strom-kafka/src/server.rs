@@ -35,7 +35,7 @@ use tokio::task::JoinSet;
 
 use crate::pool::{Held, RequestPool};
 use crate::share_session::ShareSessions;
-use crate::{admin, bounds, data, group_api, legacy, meta, share_api, versions};
+use crate::{admin, bounds, data, group_api, legacy, meta, share_api, txn_api, versions};
 use strom_broker::limits::{out_of_descriptors, LogEvery, SpareFd};
 
 /// Settings of the Kafka door.
@@ -85,6 +85,9 @@ pub(crate) struct Ctx {
     pub(crate) broker: Arc<Broker>,
     pub(crate) groups: Arc<GroupCoordinator>,
     pub(crate) shares: Arc<ShareCoordinator>,
+    /// The transaction coordinator (`None`: transactional requests answer
+    /// COORDINATOR_NOT_AVAILABLE).
+    pub(crate) txns: Option<Arc<strom_broker::txn::TxnCoordinator>>,
     /// The share sessions of share consumers (protocol state of the door).
     pub(crate) share_sessions: ShareSessions,
     pub(crate) config: KafkaConfig,
@@ -140,12 +143,20 @@ impl KafkaServer {
                 broker,
                 groups,
                 shares,
+                txns: None,
                 share_sessions: ShareSessions::default(),
                 pool: RequestPool::new(config.queued_max_request_bytes),
                 config,
                 connections: AtomicUsize::new(0),
             }),
         })
+    }
+
+    /// Serves the transaction APIs with `txns` (before [`KafkaServer::run`]).
+    pub fn set_transactions(&mut self, txns: Arc<strom_broker::txn::TxnCoordinator>) {
+        if let Some(ctx) = Arc::get_mut(&mut self.ctx) {
+            ctx.txns = Some(txns);
+        }
     }
 
     /// The bound address.
@@ -544,7 +555,7 @@ pub(crate) async fn handle<'a>(
             ApiKey::ApiVersions => meta::api_versions(req),
             ApiKey::Metadata => meta::metadata(req),
             ApiKey::DescribeCluster => meta::describe_cluster(req),
-            ApiKey::InitProducerId => meta::init_producer_id(req),
+            ApiKey::InitProducerId => txn_api::init_producer_id(req).await,
             ApiKey::Fetch => data::fetch(req).await,
             ApiKey::ListOffsets => data::list_offsets(req),
             ApiKey::CreateTopics => admin::create_topics(req),
@@ -570,6 +581,13 @@ pub(crate) async fn handle<'a>(
             ApiKey::DescribeShareGroupOffsets => share_api::describe_offsets(req),
             ApiKey::AlterShareGroupOffsets => share_api::alter_offsets(req).await,
             ApiKey::DeleteShareGroupOffsets => share_api::delete_offsets(req).await,
+            ApiKey::AddPartitionsToTxn => txn_api::add_partitions_to_txn(req),
+            ApiKey::AddOffsetsToTxn => txn_api::add_offsets_to_txn(req),
+            ApiKey::EndTxn => txn_api::end_txn(req).await,
+            ApiKey::TxnOffsetCommit => txn_api::txn_offset_commit(req),
+            ApiKey::DescribeTransactions => txn_api::describe_transactions(req),
+            ApiKey::ListTransactions => txn_api::list_transactions(req),
+            ApiKey::DescribeProducers => txn_api::describe_producers(req),
             other => return Err(Fatal(format!("api {other:?} has no handler"))),
         }
         .map(Handled::Now)

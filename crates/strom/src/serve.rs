@@ -12,6 +12,7 @@ use serde::Deserialize;
 use strom_broker::coordinator::{GroupConfig, GroupCoordinator, PartitionExists};
 use strom_broker::limits::FdBudget;
 use strom_broker::share::{ShareConfig, ShareCoordinator};
+use strom_broker::txn::{TxnConfig, TxnCoordinator};
 use strom_broker::{Broker, BrokerConfig};
 use strom_kafka::{KafkaConfig, KafkaServer};
 use tokio::sync::watch;
@@ -49,6 +50,10 @@ pub(crate) struct ServeArgs {
     /// strom.deliver.at header may ask [default: 604800000].
     #[arg(long, env = "STROM_DELAY_MAX_MS")]
     delay_max_ms: Option<i64>,
+    /// transaction.max.timeout.ms: the largest transaction.timeout.ms a transactional
+    /// producer may ask (above it: INVALID_TRANSACTION_TIMEOUT) [default: 900000].
+    #[arg(long, env = "STROM_TRANSACTION_MAX_TIMEOUT_MS")]
+    transaction_max_timeout_ms: Option<i32>,
     /// socket.request.max.bytes: largest request frame [default: 104857600].
     #[arg(long, env = "STROM_MAX_REQUEST_BYTES")]
     max_request_bytes: Option<usize>,
@@ -120,6 +125,7 @@ struct FileConfig {
     auto_create_topics: Option<bool>,
     num_partitions: Option<i32>,
     delay_max_ms: Option<i64>,
+    transaction_max_timeout_ms: Option<i32>,
     max_request_bytes: Option<usize>,
     queued_max_request_bytes: Option<usize>,
     kafka_max_connections: Option<usize>,
@@ -144,6 +150,7 @@ struct Settings {
     broker: BrokerConfig,
     groups: GroupConfig,
     shares: ShareConfig,
+    txns: TxnConfig,
     kafka: KafkaConfig,
     http_addr: Option<String>,
     http: strom_http::HttpConfig,
@@ -202,6 +209,16 @@ fn resolve(a: ServeArgs) -> Result<Settings> {
     broker.num_partitions = a.num_partitions.or(f.num_partitions).unwrap_or(1);
     if broker.num_partitions < 1 {
         bail!("--num-partitions must be at least 1");
+    }
+    let mut txns = TxnConfig::default();
+    if let Some(ms) = a
+        .transaction_max_timeout_ms
+        .or(f.transaction_max_timeout_ms)
+    {
+        if ms < 1 {
+            bail!("--transaction-max-timeout-ms must be at least 1");
+        }
+        txns.max_timeout_ms = ms;
     }
     if let Some(ms) = a.delay_max_ms.or(f.delay_max_ms) {
         if ms < 0 {
@@ -300,6 +317,7 @@ fn resolve(a: ServeArgs) -> Result<Settings> {
         broker,
         groups,
         shares,
+        txns,
         kafka: KafkaConfig {
             advertised_host,
             advertised_port,
@@ -388,6 +406,16 @@ async fn serve(s: Settings) -> Result<()> {
             .await?
             .context("cannot load the share groups")?;
     let share_ticker = tokio::spawn(shares.clone().run());
+    let (dir, b, g, tconf) = (
+        data_dir.clone(),
+        broker.clone(),
+        groups.clone(),
+        s.txns.clone(),
+    );
+    let txns = tokio::task::spawn_blocking(move || TxnCoordinator::open(&dir, tconf, b, g))
+        .await?
+        .context("cannot load the transactions")?;
+    let txn_ticker = tokio::spawn(txns.clone().run());
     let (stop_tx, stop_rx) = watch::channel(false);
     let http = start_http(
         s.http_addr.as_deref(),
@@ -400,7 +428,7 @@ async fn serve(s: Settings) -> Result<()> {
     )
     .await?;
     let listen = s.kafka.listen;
-    let server = KafkaServer::bind(
+    let mut server = KafkaServer::bind(
         s.kafka.clone(),
         broker.clone(),
         groups.clone(),
@@ -408,6 +436,7 @@ async fn serve(s: Settings) -> Result<()> {
     )
     .await
     .with_context(|| format!("cannot listen on {listen}"))?;
+    server.set_transactions(txns.clone());
     tracing::info!(
         addr = %server.local_addr()?,
         advertised = %format!("{}:{}", s.kafka.advertised_host, s.kafka.advertised_port),
@@ -431,6 +460,8 @@ async fn serve(s: Settings) -> Result<()> {
     maintenance.abort();
     delays.abort();
     coordinator.abort();
+    txn_ticker.abort();
+    txns.close();
     shares.close();
     share_ticker.abort();
     groups.close();

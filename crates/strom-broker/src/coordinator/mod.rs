@@ -17,6 +17,7 @@
 //! (JoinGroup, SyncGroup) are oneshot channels answered when the state machine moves.
 
 mod store;
+mod txn_offsets;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
