@@ -62,7 +62,7 @@ fn code_of(r: &Result<(), TxnError>) -> i16 {
     r.as_ref().err().map_or(0, txn_code)
 }
 
-fn txns<'a>(ctx: &'a Ctx) -> Option<&'a Arc<TxnCoordinator>> {
+fn txns(ctx: &Ctx) -> Option<&Arc<TxnCoordinator>> {
     ctx.txns.as_ref()
 }
 
