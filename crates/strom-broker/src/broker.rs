@@ -1229,8 +1229,15 @@ impl Broker {
                     }
                 };
                 if committed && !f.is_empty() {
+                    // Only the ranges overlapping what is returned.
+                    let upper = match &f.file {
+                        Some(range) => log.offset_after(range)?,
+                        None => strom_records::headers(&f.data)
+                            .last()
+                            .map_or(s.offset, |(_, h)| h.last_offset() + 1),
+                    };
                     f.aborted = log
-                        .aborted_ranges(s.offset, lso)
+                        .aborted_ranges(s.offset, upper.min(lso))
                         .into_iter()
                         .map(|r| AbortedTxn {
                             producer_id: r.producer_id,

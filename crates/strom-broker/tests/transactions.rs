@@ -153,6 +153,26 @@ async fn stable_offset_aborted_ranges_and_read_committed() {
             }]
         );
     }
+    // A read cut before the aborted transaction lists none of it.
+    for ranges in [false, true] {
+        let spec = FetchSpec {
+            topic: "t".into(),
+            partition: 0,
+            offset: 0,
+            max_bytes: 1,
+        };
+        let one = FetchLimits {
+            max_bytes: 1,
+            ..NO_WAIT
+        };
+        let f = b
+            .fetch_isolated(&[spec], one, ranges, Isolation::ReadCommitted)
+            .await
+            .remove(0)
+            .unwrap();
+        assert!(!f.is_empty());
+        assert_eq!(f.aborted, vec![], "ranges {ranges}");
+    }
     let a = b.producers("t", 0).unwrap();
     let a = a.iter().find(|p| p.producer_id == pa).unwrap();
     assert_eq!((a.current_txn_start_offset, a.coordinator_epoch), (-1, 3));

@@ -849,6 +849,20 @@ impl Log {
         Ok(r)
     }
 
+    /// The offset after the batches of `range` (a range this log's reads returned): the
+    /// base offset of the batch that follows it, or its segment's end. One header read.
+    pub fn offset_after(&self, range: &FileRange) -> Result<i64> {
+        let segs = self.segments.read().clone();
+        let Some(seg) = segs.iter().find(|s| Arc::ptr_eq(&s.file, &range.file)) else {
+            return Ok(self.log_end_offset());
+        };
+        let end = range.pos + range.len as u64;
+        Ok(match seg.header_at(end, seg.size())? {
+            Some(h) => h.base_offset,
+            None => seg.next_offset(),
+        })
+    }
+
     fn append_batches(
         &self,
         mut batches: Batches<'_>,

@@ -842,6 +842,43 @@ mod tests {
     }
 
     #[test]
+    fn a_version_1_snapshot_is_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+        let mut s = PartitionProducers::load(&log).unwrap();
+        produce(&log, &mut s, batch(4, 2, 0, 3)).unwrap();
+        // Version 1: no coordinator epoch, no transaction offset.
+        let mut buf = Vec::new();
+        buf.extend_from_slice(SNAPSHOT_MAGIC);
+        buf.extend_from_slice(&1u16.to_be_bytes());
+        buf.extend_from_slice(&1u32.to_be_bytes());
+        buf.extend_from_slice(&4i64.to_be_bytes());
+        buf.extend_from_slice(&2i16.to_be_bytes());
+        buf.extend_from_slice(&5i64.to_be_bytes());
+        buf.push(1);
+        for v in [0i32, 2] {
+            buf.extend_from_slice(&v.to_be_bytes());
+        }
+        for v in [0i64, 2] {
+            buf.extend_from_slice(&v.to_be_bytes());
+        }
+        let crc = crc32c::crc32c(&buf);
+        buf.extend_from_slice(&crc.to_be_bytes());
+        fs::write(snapshot_path(dir.path(), 3), &buf).unwrap();
+        let s = PartitionProducers::load(&log).unwrap();
+        let e = s.get(4).unwrap();
+        assert_eq!(
+            (e.epoch, e.coordinator_epoch, e.txn_first_offset),
+            (2, -1, None)
+        );
+        assert_eq!(e.batches.back().unwrap().last_offset, 2);
+        // Written again as version 2, read back the same.
+        s.snapshot(3).unwrap();
+        let again = PartitionProducers::load(&log).unwrap();
+        assert_eq!(again.get(4), s.get(4));
+    }
+
+    #[test]
     fn idle_producers_expire() {
         let dir = tempfile::tempdir().unwrap();
         let log = Log::open(dir.path(), LogConfig::default()).unwrap();

@@ -96,7 +96,7 @@ pub const GROUP_CONFIGS: &[ConfigDef] = &[
         name: ISOLATION_LEVEL,
         default: "read_uncommitted",
         kind: ConfigKind::Choice(&["read_uncommitted", "read_committed"]),
-        doc: "Which records are delivered (Strom has no transactions: both deliver all)",
+        doc: "Which records are delivered: read_committed stops at the last stable offset and never delivers a record of an aborted transaction",
     },
     ConfigDef {
         name: RECORD_LOCK_DURATION_MS,
@@ -249,6 +249,9 @@ pub(crate) struct Policy {
     pub(crate) backoff_max_ms: i64,
     pub(crate) dead_letter: Option<String>,
     pub(crate) max_locks: usize,
+    /// `share.isolation.level=read_committed`: acquisition stops at the last stable offset
+    /// and archives the records of aborted transactions.
+    pub(crate) read_committed: bool,
 }
 
 impl Policy {
@@ -280,6 +283,11 @@ impl Policy {
                 .filter(|v| !v.is_empty())
                 .cloned(),
             max_locks: config.max_record_locks.max(1),
+            read_committed: group
+                .and_then(|g| g.get(ISOLATION_LEVEL))
+                .cloned()
+                .or_else(|| group_config_default(config, ISOLATION_LEVEL))
+                .is_some_and(|v| v == "read_committed"),
         }
     }
 

@@ -822,8 +822,18 @@ impl ShareCoordinator {
         let log = part.log()?;
         let now = strom_log::now_ms();
         let (from, init) = self.plan(group, member, topic, partition, log, now)?;
+        let read_committed = {
+            let st = self.state.lock();
+            self.policy(&st.configs, group, topic).read_committed
+        };
+        // read_committed: nothing at or past the last stable offset is acquired.
+        let stop = if read_committed {
+            part.last_stable_offset()?
+        } else {
+            i64::MAX
+        };
         let from = match from {
-            Some(f) if f < log.log_end_offset() => f,
+            Some(f) if f < log.log_end_offset() && f < stop => f,
             _ => {
                 if let Some(e) = init {
                     let w = self.append(&[e])?;
@@ -842,15 +852,29 @@ impl ShareCoordinator {
             max_bytes.min(READ_MAX_BYTES)
         }
         .min(ACQUIRE_READ_BYTES);
-        let read = crate::broker::blocking(|| log.read(from, limit.max(1)))?;
+        let read = crate::broker::blocking(|| log.read_below(from, limit.max(1), stop))?;
+        // The batches of aborted transactions are archived as control batches are.
+        let aborted: Vec<crate::AbortedTxn> = if read_committed {
+            log.aborted_ranges(from, stop)
+                .into_iter()
+                .map(|r| crate::AbortedTxn {
+                    producer_id: r.producer_id,
+                    first_offset: r.first_offset,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut filter = crate::AbortedFilter::new(&aborted);
         let spans: Vec<(usize, BatchSpan)> = strom_log::batch_headers(&read.data)
             .map(|(pos, h)| {
+                let skip = filter.skip(&h);
                 (
                     pos,
                     BatchSpan {
                         base: h.base_offset,
                         last: h.last_offset(),
-                        control: h.is_control(),
+                        control: h.is_control() || (read_committed && skip),
                     },
                 )
             })
@@ -961,7 +985,16 @@ impl ShareCoordinator {
                 let log = part.log()?;
                 let (from, init) = self.plan(group, member_id, topic, *p, log, now)?;
                 entries.extend(init);
-                ready |= from.is_some_and(|f| f < log.log_end_offset());
+                let read_committed = {
+                    let st = self.state.lock();
+                    self.policy(&st.configs, group, topic).read_committed
+                };
+                let end = if read_committed {
+                    part.last_stable_offset()?
+                } else {
+                    log.log_end_offset()
+                };
+                ready |= from.is_some_and(|f| f < end);
             }
             let w = self.append(&entries)?;
             self.flush(w).await?;

@@ -902,3 +902,73 @@ async fn the_record_lock_duration_is_the_groups_or_the_brokers() {
     );
     f.share.close();
 }
+
+/// A transactional batch of `n` records from producer `pid` (epoch 0) at sequence `seq`.
+async fn produce_txn(b: &Broker, pid: i64, seq: i32, n: usize) {
+    let values: Vec<String> = (0..n).map(|i| format!("t{i}")).collect();
+    let recs: Vec<NewRecord<'_>> = values
+        .iter()
+        .map(|v| NewRecord {
+            value: Some(v.as_bytes()),
+            ..Default::default()
+        })
+        .collect();
+    let mut batch = build_batch(1, &recs);
+    batch[43..51].copy_from_slice(&pid.to_be_bytes());
+    batch[51..53].copy_from_slice(&0i16.to_be_bytes());
+    batch[53..57].copy_from_slice(&seq.to_be_bytes());
+    strom_records::set_transactional(&mut batch);
+    b.produce("t", 0, &batch).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_committed_share_groups_stop_at_the_stable_offset_and_skip_aborted_records() {
+    let f = fixture(ShareConfig::default());
+    join(&f.share, "a").await;
+    earliest(&f.share).await;
+    f.share
+        .alter_group_configs(
+            "g",
+            &[ConfigOp::Set(
+                ISOLATION_LEVEL.into(),
+                "read_committed".into(),
+            )],
+            false,
+        )
+        .await
+        .unwrap();
+    let (pa, pb) = (
+        f.broker.init_producer_id().unwrap(),
+        f.broker.init_producer_id().unwrap(),
+    );
+    let marker = |pid, commit| crate::TxnMarker {
+        producer_id: pid,
+        producer_epoch: 0,
+        commit,
+        coordinator_epoch: 0,
+    };
+    produce(&f.broker, 2).await; // 0, 1
+    produce_txn(&f.broker, pa, 0, 2).await; // 2, 3: to be aborted
+    produce_txn(&f.broker, pb, 0, 1).await; // 4: open
+    assert_eq!(offsets(&take(&f.share, "a", 100).await), vec![0, 1]);
+    f.broker
+        .write_txn_marker("t", 0, marker(pa, false))
+        .await
+        .unwrap(); // 5
+                   // B still holds the stable offset at 4; A's records are never delivered.
+    assert!(take(&f.share, "a", 100).await.is_empty());
+    let share = f.share.clone();
+    let poll = tokio::spawn(async move {
+        share
+            .acquire("g", "a", &[("t".into(), 0)], limits(100, 5000))
+            .await
+            .unwrap()
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    f.broker
+        .write_txn_marker("t", 0, marker(pb, true))
+        .await
+        .unwrap(); // 6
+    let out = poll.await.unwrap();
+    assert_eq!(offsets(&out[0].acquired), vec![4]);
+}
