@@ -11,12 +11,21 @@
 //! each), member count u32`, then per member `id, instance id (i16 length, -1 = null),
 //! client id, client host, session timeout i32, rebalance timeout i32, metadata (u32 + bytes),
 //! assignment (u32 + bytes)`.
+//!
+//! KIP-848 consumer groups (as Kafka's ConsumerGroupMetadata and ConsumerGroupMember
+//! records, the member's target assignment in its own record): type 2 is a consumer group's
+//! metadata, value `version u8 = 0, group epoch i32, assignment epoch i32, assignor`; type 3
+//! adds `member id` and is a member, value `version u8 = 0, instance id, rack (nullable),
+//! client id, client host, rebalance timeout i32, topics (u32 count + strings), regex
+//! (nullable), assignor (nullable), epoch i32, previous epoch i32, state u8, left static u8,
+//! assigned, revoking, target` (each: u32 topic count, per topic name + u32 count + i32s).
 
 use std::path::Path;
 
 use bytes::Bytes;
 use strom_log::{Log, LogConfig, LogError};
 
+use super::assignor::Assignment;
 use crate::kvlog::{self, put_bytes, put_opt_str, put_str, Reader};
 
 /// A committed offset.
@@ -55,6 +64,35 @@ pub(crate) struct StoredGroup {
     pub(crate) members: Vec<StoredMember>,
 }
 
+/// A consumer group's metadata as persisted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct StoredConsumerGroup {
+    pub(crate) epoch: i32,
+    pub(crate) assignment_epoch: i32,
+    pub(crate) assignor: String,
+}
+
+/// A consumer group member as persisted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct StoredConsumerMember {
+    pub(crate) id: String,
+    pub(crate) instance_id: Option<String>,
+    pub(crate) rack: Option<String>,
+    pub(crate) client_id: String,
+    pub(crate) client_host: String,
+    pub(crate) rebalance_timeout_ms: i32,
+    pub(crate) topics: Vec<String>,
+    pub(crate) regex: Option<String>,
+    pub(crate) assignor: Option<String>,
+    pub(crate) epoch: i32,
+    pub(crate) previous_epoch: i32,
+    pub(crate) state: u8,
+    pub(crate) left_static: bool,
+    pub(crate) assigned: Assignment,
+    pub(crate) revoking: Assignment,
+    pub(crate) target: Assignment,
+}
+
 /// One write to the store.
 #[derive(Clone, Debug)]
 pub(crate) enum Entry {
@@ -67,6 +105,15 @@ pub(crate) enum Entry {
     Group {
         group: String,
         value: Option<StoredGroup>,
+    },
+    ConsumerGroup {
+        group: String,
+        value: Option<StoredConsumerGroup>,
+    },
+    ConsumerMember {
+        group: String,
+        member: String,
+        value: Option<StoredConsumerMember>,
     },
 }
 
@@ -206,7 +253,110 @@ fn encode_entry(e: &Entry) -> (Vec<u8>, Option<Vec<u8>>) {
             });
             (key, value)
         }
+        Entry::ConsumerGroup { group, value } => {
+            key.push(2);
+            put_str(&mut key, group);
+            let value = value.as_ref().map(|g| {
+                let mut v = vec![0u8];
+                v.extend_from_slice(&g.epoch.to_be_bytes());
+                v.extend_from_slice(&g.assignment_epoch.to_be_bytes());
+                put_str(&mut v, &g.assignor);
+                v
+            });
+            (key, value)
+        }
+        Entry::ConsumerMember {
+            group,
+            member,
+            value,
+        } => {
+            key.push(3);
+            put_str(&mut key, group);
+            put_str(&mut key, member);
+            let value = value.as_ref().map(|m| {
+                let mut v = vec![0u8];
+                put_opt_str(&mut v, m.instance_id.as_deref());
+                put_opt_str(&mut v, m.rack.as_deref());
+                put_str(&mut v, &m.client_id);
+                put_str(&mut v, &m.client_host);
+                v.extend_from_slice(&m.rebalance_timeout_ms.to_be_bytes());
+                v.extend_from_slice(&(m.topics.len() as u32).to_be_bytes());
+                for t in &m.topics {
+                    put_str(&mut v, t);
+                }
+                put_opt_str(&mut v, m.regex.as_deref());
+                put_opt_str(&mut v, m.assignor.as_deref());
+                v.extend_from_slice(&m.epoch.to_be_bytes());
+                v.extend_from_slice(&m.previous_epoch.to_be_bytes());
+                v.push(m.state);
+                v.push(u8::from(m.left_static));
+                for a in [&m.assigned, &m.revoking, &m.target] {
+                    put_assignment(&mut v, a);
+                }
+                v
+            });
+            (key, value)
+        }
     }
+}
+
+fn put_assignment(v: &mut Vec<u8>, a: &Assignment) {
+    v.extend_from_slice(&(a.len() as u32).to_be_bytes());
+    for (t, ps) in a {
+        put_str(v, t);
+        v.extend_from_slice(&(ps.len() as u32).to_be_bytes());
+        for p in ps {
+            v.extend_from_slice(&p.to_be_bytes());
+        }
+    }
+}
+
+fn read_assignment(r: &mut Reader<'_>) -> Option<Assignment> {
+    let n = r.i32()? as u32;
+    let mut a = Assignment::new();
+    for _ in 0..n {
+        let t = r.str()?;
+        let k = r.i32()? as u32;
+        let mut ps = std::collections::BTreeSet::new();
+        for _ in 0..k {
+            ps.insert(r.i32()?);
+        }
+        a.insert(t, ps);
+    }
+    Some(a)
+}
+
+fn decode_consumer_member(v: &[u8]) -> Option<StoredConsumerMember> {
+    let mut v = Reader(v);
+    let _version = v.u8()?;
+    let instance_id = v.opt_str()?;
+    let rack = v.opt_str()?;
+    let client_id = v.str()?;
+    let client_host = v.str()?;
+    let rebalance_timeout_ms = v.i32()?;
+    let n = v.i32()? as u32;
+    let mut topics = Vec::new();
+    for _ in 0..n {
+        topics.push(v.str()?);
+    }
+    Some(StoredConsumerMember {
+        id: String::new(),
+        instance_id,
+        rack,
+        client_id,
+        client_host,
+        rebalance_timeout_ms,
+        topics,
+        regex: v.opt_str()?,
+        assignor: v.opt_str()?,
+        epoch: v.i32()?,
+        previous_epoch: v.i32()?,
+        state: v.u8()?,
+        left_static: v.u8()? != 0,
+        assigned: read_assignment(&mut v)?,
+        revoking: read_assignment(&mut v)?,
+        target: read_assignment(&mut v)?,
+    })
 }
 
 fn decode_entry(key: &[u8], value: Option<&[u8]>) -> Option<Entry> {
@@ -280,6 +430,39 @@ fn decode_entry(key: &[u8], value: Option<&[u8]>) -> Option<Entry> {
                 }
             };
             Some(Entry::Group { group, value })
+        }
+        2 => {
+            let group = k.str()?;
+            let value = match value {
+                None => None,
+                Some(v) => {
+                    let mut v = Reader(v);
+                    let _version = v.u8()?;
+                    Some(StoredConsumerGroup {
+                        epoch: v.i32()?,
+                        assignment_epoch: v.i32()?,
+                        assignor: v.str()?,
+                    })
+                }
+            };
+            Some(Entry::ConsumerGroup { group, value })
+        }
+        3 => {
+            let group = k.str()?;
+            let member = k.str()?;
+            let value = match value {
+                None => None,
+                Some(v) => {
+                    let mut m = decode_consumer_member(v)?;
+                    m.id = member.clone();
+                    Some(m)
+                }
+            };
+            Some(Entry::ConsumerMember {
+                group,
+                member,
+                value,
+            })
         }
         _ => None,
     }
