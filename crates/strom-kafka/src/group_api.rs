@@ -59,6 +59,12 @@ pub(crate) fn code(e: &GroupError) -> i16 {
         GroupError::GroupSubscribedToTopic => E::GroupSubscribedToTopic.code(),
         GroupError::UnknownTopicOrPartition => E::UnknownTopicOrPartition.code(),
         GroupError::OffsetMetadataTooLarge => E::OffsetMetadataTooLarge.code(),
+        GroupError::FencedMemberEpoch => E::FencedMemberEpoch.code(),
+        GroupError::StaleMemberEpoch => E::StaleMemberEpoch.code(),
+        GroupError::UnreleasedInstanceId => E::UnreleasedInstanceId.code(),
+        GroupError::UnsupportedAssignor(_) => E::UnsupportedAssignor.code(),
+        GroupError::InvalidRegularExpression(_) => E::InvalidRegularExpression.code(),
+        GroupError::InvalidRequest(_) => E::InvalidRequest.code(),
     }
 }
 
@@ -367,6 +373,13 @@ pub(crate) fn offset_fetch(mut req: Req<'_>) -> Result<Reply, Fatal> {
             .groups
             .iter()
             .map(|g| {
+                // v9 (KIP-848): a member fetches with its id and epoch.
+                let member = g.member_id.as_deref().unwrap_or_default();
+                if let Err(e) = groups.check_fetch_member(&g.group_id, member, g.member_epoch) {
+                    return OffsetFetchResponseGroup::default()
+                        .with_group_id(g.group_id.clone())
+                        .with_error_code(code(&e));
+                }
                 let wanted = g.topics.as_ref().map(|ts| {
                     ts.iter()
                         .flat_map(|t| {
@@ -447,6 +460,18 @@ pub(crate) fn describe_groups(mut req: Req<'_>) -> Result<Reply, Fatal> {
             if let Ok(d) = req.ctx.shares.describe(id) {
                 return describe_share_group(id, d);
             }
+            if groups.is_consumer_group(id) {
+                // As Kafka 4.1: DescribeGroups describes classic groups only.
+                return DescribedGroup::default()
+                    .with_group_id(id.clone())
+                    .with_error_code(E::GroupIdNotFound.code())
+                    .with_error_message((v >= 6).then(|| {
+                        sb(format!("Group {} is not a classic group.", id.as_str()))
+                    }))
+                    .with_group_state(sb("Dead"))
+                    .with_protocol_type(sb(""))
+                    .with_protocol_data(sb(""));
+            }
             let d = groups.describe(id);
             let members = d
                 .members
@@ -504,6 +529,7 @@ pub(crate) fn list_groups(mut req: Req<'_>) -> Result<Reply, Fatal> {
         r.types_filter.is_empty() || r.types_filter.iter().any(|t| t.eq_ignore_ascii_case(name))
     };
     let classic_wanted = type_wanted("classic");
+    let consumer_wanted = type_wanted("consumer");
     let share = if type_wanted("share") {
         req.ctx.shares.list()
     } else {
@@ -527,20 +553,24 @@ pub(crate) fn list_groups(mut req: Req<'_>) -> Result<Reply, Fatal> {
     let out = req
         .ctx
         .groups
-        .list()
+        .list_typed()
         .into_iter()
-        .filter(|(_, _, s)| {
-            classic_wanted && (states.is_empty() || states.contains(&s.name().to_lowercase()))
+        .filter(|(_, _, s, kind)| {
+            (if *kind == "consumer" {
+                consumer_wanted
+            } else {
+                classic_wanted
+            }) && (states.is_empty() || states.contains(&s.to_lowercase()))
         })
-        .map(|(id, ptype, state)| {
+        .map(|(id, ptype, state, kind)| {
             let mut g = ListedGroup::default()
                 .with_group_id(GroupId(sb(id)))
                 .with_protocol_type(sb(ptype));
             if v >= 4 {
-                g = g.with_group_state(sb(state.name()));
+                g = g.with_group_state(sb(state));
             }
             if v >= 5 {
-                g = g.with_group_type(sb("classic"));
+                g = g.with_group_type(sb(kind));
             }
             g
         })

@@ -35,7 +35,7 @@ use tokio::task::JoinSet;
 
 use crate::pool::{Held, RequestPool};
 use crate::share_session::ShareSessions;
-use crate::{admin, bounds, data, group_api, legacy, meta, share_api, versions};
+use crate::{admin, bounds, consumer_api, data, group_api, legacy, meta, share_api, versions};
 use strom_broker::limits::{out_of_descriptors, LogEvery, SpareFd};
 
 /// Settings of the Kafka door.
@@ -563,6 +563,8 @@ pub(crate) async fn handle<'a>(
             ApiKey::ListGroups => group_api::list_groups(req),
             ApiKey::DeleteGroups => group_api::delete_groups(req).await,
             ApiKey::OffsetDelete => group_api::offset_delete(req).await,
+            ApiKey::ConsumerGroupHeartbeat => consumer_api::heartbeat(req).await,
+            ApiKey::ConsumerGroupDescribe => consumer_api::describe(req),
             ApiKey::ShareGroupHeartbeat => share_api::heartbeat(req).await,
             ApiKey::ShareGroupDescribe => share_api::describe(req),
             ApiKey::ShareFetch => share_api::fetch(req).await,

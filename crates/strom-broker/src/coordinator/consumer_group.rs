@@ -862,7 +862,8 @@ fn heartbeat_locked(
         if m.left_static {
             return Err(GroupError::UnknownMemberId);
         }
-        if m.instance_id.is_some() && m.instance_id != hb.instance_id {
+        // The instance id is sent when it is new (null: unchanged).
+        if hb.instance_id.is_some() && m.instance_id != hb.instance_id {
             return Err(GroupError::FencedInstanceId);
         }
         if hb.member_epoch > m.epoch {
