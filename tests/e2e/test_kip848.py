@@ -347,3 +347,43 @@ def test_offset_commit_with_a_stale_member_epoch(kbroker):
         assert commit(epoch) == 0
         assert commit(epoch - 1) == STALE_MEMBER_EPOCH
         assert commit(epoch + 1) == FENCED_MEMBER_EPOCH
+
+
+# --- strom-cli -------------------------------------------------------------------------------
+
+def test_strom_group_list_and_describe_show_a_consumer_group(kbroker):
+    import json
+    import os
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    cli = os.environ.get("STROM_CLI") or str(root / "target" / "debug" / "strom-cli")
+    if not os.environ.get("STROM_CLI"):
+        subprocess.run(["cargo", "build", "-q", "-p", "strom-client"], cwd=root, check=True)
+
+    def run(*args):
+        p = subprocess.run([cli, *args, "--bootstrap", kbroker.bootstrap, "--json"],
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+        return json.loads(p.stdout)
+
+    topic, group = "kip848-cli", "kip848-cli-g"
+    create_topic(kbroker, topic, 3)
+    produce(kbroker, topic, 6, partitions=3)
+    log, lock = [], threading.Lock()
+    a = Member(kbroker, group, [topic], "a", log, lock)
+    try:
+        wait_for(lambda: len(a.consumed()) == 6 and len(a.holding()) == 3, what="consumed")
+        wait_for(lambda: any(g["group"] == group and g["state"] == "Stable" for g in run("group", "list")),
+                 what="listed as Stable")
+        listed = [g for g in run("group", "list") if g["group"] == group][0]
+        assert listed["type"] == "consumer" and listed["protocol_type"] == "consumer"
+        d = run("group", "describe", group)
+        assert d["type"] == "consumer" and d["state"] == "Stable" and d["protocol"] == "uniform"
+        assert d["group_epoch"] >= 1 and d["assignment_epoch"] == d["group_epoch"]
+        (m,) = d["members"]
+        assert m["member_epoch"] == d["assignment_epoch"]
+        assert sorted(p for t in m["assignment"] for p in t["partitions"]) == [0, 1, 2]
+    finally:
+        a.close()

@@ -465,9 +465,10 @@ pub(crate) fn describe_groups(mut req: Req<'_>) -> Result<Reply, Fatal> {
                 return DescribedGroup::default()
                     .with_group_id(id.clone())
                     .with_error_code(E::GroupIdNotFound.code())
-                    .with_error_message((v >= 6).then(|| {
-                        sb(format!("Group {} is not a classic group.", id.as_str()))
-                    }))
+                    .with_error_message(
+                        (v >= 6)
+                            .then(|| sb(format!("Group {} is not a classic group.", id.as_str()))),
+                    )
                     .with_group_state(sb("Dead"))
                     .with_protocol_type(sb(""))
                     .with_protocol_data(sb(""));

@@ -196,7 +196,10 @@ mod tests {
     fn all(out: &BTreeMap<String, Assignment>) -> Vec<(String, i32)> {
         let mut v: Vec<(String, i32)> = out
             .values()
-            .flat_map(|a| a.iter().flat_map(|(t, ps)| ps.iter().map(|p| (t.clone(), *p))))
+            .flat_map(|a| {
+                a.iter()
+                    .flat_map(|(t, ps)| ps.iter().map(|p| (t.clone(), *p)))
+            })
             .collect();
         v.sort();
         v

@@ -332,9 +332,8 @@ impl ConsumerGroup {
                 m.assigned = keep;
                 m.revoking = revoke;
                 m.state = MemberState::UnrevokedPartitions;
-                m.revoke_deadline = Some(
-                    now + Duration::from_millis(m.rebalance_timeout_ms.max(0) as u64),
-                );
+                m.revoke_deadline =
+                    Some(now + Duration::from_millis(m.rebalance_timeout_ms.max(0) as u64));
                 self.members.insert(id.to_string(), m);
                 return;
             }
@@ -490,9 +489,7 @@ impl GroupCoordinator {
         let group_id = hb.group_id.clone();
         let (outcome, entries) = {
             let mut groups = self.groups.lock();
-            let g = groups
-                .entry(group_id.clone())
-                .or_insert_with(Group::new);
+            let g = groups.entry(group_id.clone()).or_insert_with(Group::new);
             if g.consumer.is_none() {
                 if !g.members.is_empty() || g.state != GroupState::Empty {
                     // A classic group with members (its members do not use the consumer
@@ -726,14 +723,18 @@ fn validate(hb: &ConsumerHeartbeat) -> Result<(), GroupError> {
         )));
     }
     if hb.member_epoch == STATIC_LEAVE_EPOCH && hb.instance_id.is_none() {
-        return Err(invalid("member epoch -2 is for static members (instance id)"));
+        return Err(invalid(
+            "member epoch -2 is for static members (instance id)",
+        ));
     }
     if hb.member_epoch != 0 && hb.member_id.is_empty() {
         return Err(invalid("the member id must be set"));
     }
     if hb.member_epoch == 0 {
         if hb.rebalance_timeout_ms <= 0 {
-            return Err(invalid("RebalanceTimeoutMs must be provided in the first request"));
+            return Err(invalid(
+                "RebalanceTimeoutMs must be provided in the first request",
+            ));
         }
         if hb.owned.as_ref().is_some_and(|o| !o.is_empty()) {
             return Err(invalid("TopicPartitions must be empty when joining"));
@@ -872,7 +873,11 @@ fn heartbeat_locked(
         if hb.member_epoch < m.epoch {
             // A lost answer: the previous epoch is still good if it holds what it was given.
             let same = hb.owned.as_ref().is_some_and(|o| {
-                let o: Assignment = o.iter().filter(|(_, ps)| !ps.is_empty()).map(|(t, ps)| (t.clone(), ps.clone())).collect();
+                let o: Assignment = o
+                    .iter()
+                    .filter(|(_, ps)| !ps.is_empty())
+                    .map(|(t, ps)| (t.clone(), ps.clone()))
+                    .collect();
                 o == m.assigned
             });
             if !(hb.member_epoch == m.previous_epoch && same) {

@@ -30,11 +30,11 @@ use parking_lot::Mutex;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use consumer_group::{CMember, ConsumerGroup};
 pub use consumer_group::{
     ConsumerGroupDescription, ConsumerGroupState, ConsumerHeartbeat, ConsumerHeartbeatOutcome,
     ConsumerMemberDescription, TopicsView,
 };
-use consumer_group::{CMember, ConsumerGroup};
 pub use store::Committed;
 use store::{Entry, Store, StoredGroup, StoredMember};
 
@@ -1333,7 +1333,12 @@ impl GroupCoordinator {
             .iter()
             .map(|(id, g)| match GroupCoordinator::consumer_state(g) {
                 Some(s) => (id.clone(), "consumer".to_string(), s.name(), "consumer"),
-                None => (id.clone(), g.protocol_type.clone(), g.state.name(), "classic"),
+                None => (
+                    id.clone(),
+                    g.protocol_type.clone(),
+                    g.state.name(),
+                    "classic",
+                ),
             })
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -1372,8 +1377,7 @@ impl GroupCoordinator {
         let entries = {
             let mut groups = self.groups.lock();
             let g = groups.get(group_id).ok_or(GroupError::GroupIdNotFound)?;
-            if !g.members.is_empty() || g.consumer.as_ref().is_some_and(|c| !c.members.is_empty())
-            {
+            if !g.members.is_empty() || g.consumer.as_ref().is_some_and(|c| !c.members.is_empty()) {
                 return Err(GroupError::NonEmptyGroup);
             }
             let mut entries: Vec<Entry> = g
