@@ -273,6 +273,13 @@ def test_consumer_group_state_survives_a_restart(broker_factory):
 
 # --- the wire: bad input -------------------------------------------------------------------
 
+def kwire_uuid(u) -> bytes:
+    """The 16 bytes of a UUID as `kwire.Reader.uuid` returns it."""
+    if isinstance(u, bytes):
+        return u
+    return uuid.UUID(str(u)).bytes
+
+
 def heartbeat_body(group, member, epoch, topics=None, regex=None, assignor=None, instance=None,
                    rebalance_timeout=30000, owned=None):
     body = kwire.compact_string(group) + kwire.compact_string(member) + struct.pack(">i", epoch)
@@ -296,8 +303,38 @@ def heartbeat_body(group, member, epoch, topics=None, regex=None, assignor=None,
 def heartbeat(conn, *args, **kw):
     r = conn.call_flexible(CONSUMER_GROUP_HEARTBEAT, 1, heartbeat_body(*args, **kw))
     out = {"throttle": r.i32(), "error": r.i16(), "message": r.cstring(), "member": r.cstring(),
-           "epoch": r.i32(), "interval": r.i32()}
+           "epoch": r.i32(), "interval": r.i32(), "assignment": None}
+    if out["error"] == 0 and r.i8() == 1:
+        out["assignment"] = [(t, ps) for t, ps, _ in
+                             r.carray(lambda r: (r.uuid(), r.carray(lambda r: r.i32()), r.tags()))]
     return out
+
+
+def test_a_member_that_does_not_revoke_in_time_is_fenced(kbroker):
+    create_topic(kbroker, "kip848-slow", 2)
+    with Conn(kbroker.bootstrap) as conn:
+        a, b = uuid.uuid4().hex, uuid.uuid4().hex
+        ja = heartbeat(conn, "slow-g", a, 0, ["kip848-slow"], rebalance_timeout=1000)
+        assert ja["error"] == 0
+        (tid, parts), = ja["assignment"]
+        assert sorted(parts) == [0, 1]
+        owned = [(kwire_uuid(tid), parts)]
+        jb = heartbeat(conn, "slow-g", b, 0, ["kip848-slow"], rebalance_timeout=1000)
+        assert jb["error"] == 0 and jb["epoch"] == ja["epoch"] + 1
+        assert jb["assignment"] == []  # a still holds both
+        # a is told to give one up; it keeps reporting both (it does not revoke).
+        ra = heartbeat(conn, "slow-g", a, ja["epoch"], None, rebalance_timeout=-1, owned=owned)
+        assert ra["error"] == 0 and ra["epoch"] == ja["epoch"]
+        assert len(ra["assignment"][0][1]) == 1
+        rb = heartbeat(conn, "slow-g", b, jb["epoch"], None, rebalance_timeout=-1, owned=[])
+        assert rb["assignment"] in (None, [])
+        time.sleep(1.6)
+        # Past its rebalance timeout a was removed: b gets both partitions.
+        assert heartbeat(conn, "slow-g", a, ja["epoch"], None, rebalance_timeout=-1,
+                         owned=owned)["error"] == UNKNOWN_MEMBER_ID
+        got = heartbeat(conn, "slow-g", b, jb["epoch"], None, rebalance_timeout=-1, owned=[])
+        assert got["error"] == 0 and got["epoch"] > jb["epoch"]
+        assert sorted(got["assignment"][0][1]) == [0, 1]
 
 
 def test_bad_heartbeats_get_kafkas_error_codes(kbroker):
