@@ -424,3 +424,36 @@ def test_strom_group_list_and_describe_show_a_consumer_group(kbroker):
         assert sorted(p for t in m["assignment"] for p in t["partitions"]) == [0, 1, 2]
     finally:
         a.close()
+
+
+@pytest.mark.parametrize("assignor", ["range", "cooperative-sticky"])
+def test_a_classic_member_joins_a_consumer_group(kbroker, assignor):
+    """Kafka 4's mixed groups: a classic consumer (JoinGroup/SyncGroup/Heartbeat) joins a
+    group of KIP-848 members; the broker assigns it its share, partitions still move only once
+    released, and it leaves again."""
+    topic, group = f"kip848-mixed-{assignor}", f"kip848-mixed-g-{assignor}"
+    create_topic(kbroker, topic)
+    produce(kbroker, topic, 20)
+    log, lock = [], threading.Lock()
+    a = Member(kbroker, group, [topic], "a", log, lock)
+    try:
+        wait_for(lambda: len(a.holding()) == 4 and len(a.consumed()) == 20, what="a alone")
+        b = Member(kbroker, group, [topic], "b", log, lock,
+                   **{"group.protocol": "classic", "partition.assignment.strategy": assignor,
+                      "heartbeat.interval.ms": 300, "session.timeout.ms": 6000})
+        try:
+            wait_for(lambda: len(a.holding()) == 2 and len(b.holding()) == 2, timeout=40,
+                     what="2 + 2 with a classic member")
+            assert a.holding().isdisjoint(b.holding())
+            produce(kbroker, topic, 20, start=20)
+            wait_for(lambda: {m[3] for m in b.consumed()} >= {f"v{i}" for i in range(20, 40) if i % 4 in
+                                                              {p for _, p in b.holding()}},
+                     what="b consumes its partitions")
+            d = describe(kbroker, group)
+            assert d.type == ConsumerGroupType.CONSUMER and len(d.members) == 2
+        finally:
+            b.close()
+        wait_for(lambda: len(a.holding()) == 4, what="a holds all after the classic member left")
+        no_partition_held_twice(log)
+    finally:
+        a.close()

@@ -17,7 +17,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError as E;
 use strom_broker::coordinator::assignor::Assignment as Partitions;
-use strom_broker::coordinator::ConsumerHeartbeat;
+use strom_broker::coordinator::{ClassicJoin, ConsumerHeartbeat, JoinRequest};
 use uuid::Uuid;
 
 use crate::group_api::code;
@@ -150,8 +150,8 @@ pub(crate) fn describe(mut req: Req<'_>) -> Result<Reply, Fatal> {
                                 .with_assignment(described(&m.assignment, &ids))
                                 .with_target_assignment(described(&m.target, &ids));
                             if v >= 1 {
-                                // KIP-1099: 1 = consumer protocol member.
-                                out = out.with_member_type(1);
+                                // KIP-1099: 0 = classic, 1 = consumer protocol member.
+                                out = out.with_member_type(if m.classic { 0 } else { 1 });
                             }
                             out
                         })
@@ -173,4 +173,63 @@ pub(crate) fn describe(mut req: Req<'_>) -> Result<Reply, Fatal> {
         })
         .collect();
     req.encode(&ConsumerGroupDescribeResponse::default().with_groups(groups))
+}
+
+/// A classic JoinGroup into a consumer group: its subscription decoded from its first
+/// protocol's metadata (a ConsumerProtocolSubscription); `None` when it is not the consumer
+/// protocol type or the metadata does not decode.
+pub(crate) fn classic_join(j: JoinRequest) -> Option<ClassicJoin> {
+    use kafka_protocol::messages::ConsumerProtocolSubscription;
+    use kafka_protocol::protocol::Decodable;
+    if j.protocol_type != "consumer" {
+        return None;
+    }
+    let (_, meta) = j.protocols.first()?;
+    if meta.len() < 2 {
+        return None;
+    }
+    let version = i16::from_be_bytes([meta[0], meta[1]]).clamp(0, 3);
+    let mut body = meta.slice(2..);
+    let sub = ConsumerProtocolSubscription::decode(&mut body, version).ok()?;
+    let mut owned = Partitions::new();
+    for tp in &sub.owned_partitions {
+        owned
+            .entry(tp.topic.to_string())
+            .or_default()
+            .extend(tp.partitions.iter().copied());
+    }
+    Some(ClassicJoin {
+        group_id: j.group_id,
+        member_id: j.member_id,
+        instance_id: j.instance_id,
+        client_id: j.client_id,
+        client_host: j.client_host,
+        session_timeout_ms: j.session_timeout_ms,
+        rebalance_timeout_ms: j.rebalance_timeout_ms,
+        protocols: j.protocols.into_iter().map(|(n, _)| n).collect(),
+        topics: sub.topics.iter().map(|t| t.to_string()).collect(),
+        owned,
+        require_known_member_id: j.require_known_member_id,
+    })
+}
+
+/// A classic member's assignment as a ConsumerProtocolAssignment (v0, version prefixed).
+pub(crate) fn encode_assignment(a: &Partitions) -> bytes::Bytes {
+    use kafka_protocol::messages::consumer_protocol_assignment::TopicPartition;
+    use kafka_protocol::messages::ConsumerProtocolAssignment;
+    use kafka_protocol::protocol::Encodable;
+    let msg = ConsumerProtocolAssignment::default().with_assigned_partitions(
+        a.iter()
+            .map(|(t, ps)| {
+                TopicPartition::default()
+                    .with_topic(TopicName(sb(t.clone())))
+                    .with_partitions(ps.iter().copied().collect())
+            })
+            .collect(),
+    );
+    let mut out = bytes::BytesMut::new();
+    out.extend_from_slice(&0i16.to_be_bytes());
+    msg.encode(&mut out, 0)
+        .expect("a consumer protocol assignment encodes");
+    out.freeze()
 }

@@ -146,7 +146,15 @@ pub(crate) async fn join_group(mut req: Req<'_>) -> Result<Reply, Fatal> {
         require_known_member_id: v >= 4,
     };
     let mut resp = JoinGroupResponse::default();
-    let result = groups.join(join).await;
+    let result = if groups.is_active_consumer_group(&join.group_id) {
+        // A classic member of a KIP-848 consumer group (Kafka 4's mixed groups).
+        match crate::consumer_api::classic_join(join) {
+            Some(j) => groups.consumer_classic_join(j).await,
+            None => Err(GroupError::InconsistentGroupProtocol),
+        }
+    } else {
+        groups.join(join).await
+    };
     tracing::debug!(group = %r.group_id.as_str(), member = %r.member_id, v, result = ?result.as_ref().map(|j| (j.generation, j.member_id.clone(), j.leader.clone(), j.members.len())), "JoinGroup");
     match result {
         Ok(j) => {
@@ -205,6 +213,19 @@ pub(crate) async fn sync_group(mut req: Req<'_>) -> Result<Reply, Fatal> {
         .as_ref()
         .map(|s| s.to_string())
         .unwrap_or_default();
+    if groups.is_consumer_group(&r.group_id) {
+        let result = groups.consumer_classic_sync(&r.group_id, r.generation_id, &r.member_id);
+        let mut resp = SyncGroupResponse::default().with_error_code(err_code(&result));
+        if let Ok((name, assignment)) = result {
+            resp = resp.with_assignment(crate::consumer_api::encode_assignment(&assignment));
+            if v >= 5 {
+                resp = resp
+                    .with_protocol_type(Some(sb("consumer")))
+                    .with_protocol_name(Some(sb(name)));
+            }
+        }
+        return req.encode(&resp);
+    }
     let result = groups
         .sync(
             &r.group_id,

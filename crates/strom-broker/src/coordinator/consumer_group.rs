@@ -34,6 +34,9 @@ use super::assignor::{self, Assignment, AssignorMember, ASSIGNORS};
 use super::store::{Entry, StoredConsumerGroup, StoredConsumerMember};
 use super::{Group, GroupCoordinator, GroupError, GroupState};
 
+/// The heartbeat interval given to a member waiting for partitions to be released (ms).
+const UNRELEASED_INTERVAL_MS: i32 = 200;
+
 /// Leave of a static member that comes back (a dynamic member leaves with -1).
 const STATIC_LEAVE_EPOCH: i32 = -2;
 
@@ -111,10 +114,39 @@ pub(crate) struct CMember {
     pub(crate) target: Assignment,
     pub(crate) last_seen: Instant,
     pub(crate) revoke_deadline: Option<Instant>,
+    /// A classic-protocol member (JoinGroup/SyncGroup/Heartbeat): its session timeout.
+    pub(crate) classic_session_timeout_ms: i32,
+    /// A classic-protocol member: the protocol (assignor name) it joined with.
+    pub(crate) classic_protocol: Option<String>,
 }
 
 impl CMember {
-    fn stored(&self) -> StoredConsumerMember {
+    pub(crate) fn new(id: &str, instance_id: Option<String>, now: Instant) -> CMember {
+        CMember {
+            id: id.to_string(),
+            instance_id,
+            rack: None,
+            client_id: String::new(),
+            client_host: String::new(),
+            rebalance_timeout_ms: 0,
+            topics: Vec::new(),
+            regex: None,
+            assignor: None,
+            epoch: 0,
+            previous_epoch: 0,
+            state: MemberState::Stable,
+            left_static: false,
+            assigned: Assignment::new(),
+            revoking: Assignment::new(),
+            target: Assignment::new(),
+            last_seen: now,
+            revoke_deadline: None,
+            classic_session_timeout_ms: 0,
+            classic_protocol: None,
+        }
+    }
+
+    pub(super) fn stored(&self) -> StoredConsumerMember {
         StoredConsumerMember {
             id: self.id.clone(),
             instance_id: self.instance_id.clone(),
@@ -132,6 +164,8 @@ impl CMember {
             assigned: self.assigned.clone(),
             revoking: self.revoking.clone(),
             target: self.target.clone(),
+            classic_session_timeout_ms: self.classic_session_timeout_ms,
+            classic_protocol: self.classic_protocol.clone(),
         }
     }
 
@@ -154,7 +188,11 @@ impl CMember {
             revoking: s.revoking,
             target: s.target,
             last_seen: now,
-            revoke_deadline: None,
+            // A member still revoking after a restart has its rebalance timeout again.
+            revoke_deadline: (MemberState::from_code(s.state) == MemberState::UnrevokedPartitions)
+                .then(|| now + Duration::from_millis(s.rebalance_timeout_ms.max(0) as u64)),
+            classic_session_timeout_ms: s.classic_session_timeout_ms,
+            classic_protocol: s.classic_protocol,
         }
     }
 
@@ -432,6 +470,8 @@ pub struct ConsumerMemberDescription {
     pub assignment: Assignment,
     /// Target assignment.
     pub target: Assignment,
+    /// Whether it uses the classic protocol (JoinGroup/SyncGroup) in this consumer group.
+    pub classic: bool,
 }
 
 /// A consumer group as ConsumerGroupDescribe shows it.
@@ -462,7 +502,7 @@ impl GroupCoordinator {
         *self.topics.write() = Some(topics);
     }
 
-    fn topic_counts(&self) -> BTreeMap<String, i32> {
+    pub(super) fn topic_counts(&self) -> BTreeMap<String, i32> {
         self.topics.read().as_ref().map(|f| f()).unwrap_or_default()
     }
 
@@ -472,6 +512,16 @@ impl GroupCoordinator {
             .lock()
             .get(group_id)
             .is_some_and(|g| g.consumer.is_some())
+    }
+
+    /// Whether `group_id` is a KIP-848 consumer group with members (a classic JoinGroup
+    /// joins it as a classic member; an empty one becomes a classic group instead).
+    pub fn is_active_consumer_group(&self, group_id: &str) -> bool {
+        self.groups
+            .lock()
+            .get(group_id)
+            .and_then(|g| g.consumer.as_ref())
+            .is_some_and(|c| !c.members.is_empty())
     }
 
     /// ConsumerGroupHeartbeat: join (epoch 0), heartbeat, leave (-1, static -2).
@@ -489,6 +539,11 @@ impl GroupCoordinator {
         let group_id = hb.group_id.clone();
         let (outcome, entries) = {
             let mut groups = self.groups.lock();
+            // Only a join creates a group (a join into an empty group, once `validate`
+            // passed, is always accepted).
+            if hb.member_epoch != 0 && !groups.contains_key(&group_id) {
+                return Err(GroupError::UnknownMemberId);
+            }
             let g = groups.entry(group_id.clone()).or_insert_with(Group::new);
             if g.consumer.is_none() {
                 if !g.members.is_empty() || g.state != GroupState::Empty {
@@ -499,6 +554,7 @@ impl GroupCoordinator {
                 if hb.member_epoch != 0 {
                     return Err(GroupError::UnknownMemberId);
                 }
+                // An empty classic group (committed offsets only) becomes a consumer group.
                 g.consumer = Some(ConsumerGroup::default());
                 g.protocol_type = "consumer".into();
                 g.protocol.clear();
@@ -546,6 +602,11 @@ impl GroupCoordinator {
             .members
             .values()
             .filter(|m| {
+                let session = if m.classic_protocol.is_some() {
+                    Duration::from_millis(m.classic_session_timeout_ms.max(0) as u64)
+                } else {
+                    session
+                };
                 now.duration_since(m.last_seen) > session
                     || m.revoke_deadline.is_some_and(|d| now >= d)
             })
@@ -619,6 +680,7 @@ impl GroupCoordinator {
                     regex: m.regex.clone(),
                     assignment: m.assigned.clone(),
                     target: m.target.clone(),
+                    classic: m.classic_protocol.is_some(),
                 })
                 .collect(),
         })
@@ -679,7 +741,7 @@ pub(crate) fn validate_commit(
 
 /// The records of what changed in the group: its members' (written, or tombstones for
 /// the ones gone) and its epochs'.
-fn changes(
+pub(super) fn changes(
     group: &str,
     cg: &ConsumerGroup,
     before_group: &StoredConsumerGroup,
@@ -832,26 +894,7 @@ fn heartbeat_locked(
                     old.revoke_deadline = None;
                     old
                 }
-                None => CMember {
-                    id: member_id.clone(),
-                    instance_id: hb.instance_id.clone(),
-                    rack: None,
-                    client_id: String::new(),
-                    client_host: String::new(),
-                    rebalance_timeout_ms: hb.rebalance_timeout_ms,
-                    topics: Vec::new(),
-                    regex: None,
-                    assignor: None,
-                    epoch: 0,
-                    previous_epoch: 0,
-                    state: MemberState::Stable,
-                    left_static: false,
-                    assigned: Assignment::new(),
-                    revoking: Assignment::new(),
-                    target: Assignment::new(),
-                    last_seen: now,
-                    revoke_deadline: None,
-                },
+                None => CMember::new(&member_id, hb.instance_id.clone(), now),
             },
         };
         cg.members.insert(member_id.clone(), m);
@@ -928,6 +971,13 @@ fn heartbeat_locked(
     cg.reconcile(&member_id, hb.owned.as_ref(), now);
     let m = &cg.members[&member_id];
     let send = full || m.assigned != before || hb.member_epoch != m.epoch;
+    // A member waiting for partitions others still hold asks again soon, not a whole
+    // interval later: they are its as soon as their owners have revoked them.
+    let interval = if m.state == MemberState::UnreleasedPartitions {
+        interval.min(UNRELEASED_INTERVAL_MS)
+    } else {
+        interval
+    };
     Ok(ConsumerHeartbeatOutcome {
         member_id: member_id.clone(),
         member_epoch: m.epoch,
@@ -1004,8 +1054,11 @@ mod tests {
 
         let b = join(&mut cg, "b", now);
         assert_eq!(b.member_epoch, 2);
-        // b is at the new epoch but a still holds everything: b gets nothing yet.
+        // b is at the new epoch but a still holds everything: b gets nothing yet, and is
+        // asked back soon.
         assert_eq!(n(b.assignment.as_ref().unwrap()), 0);
+        assert_eq!(b.heartbeat_interval_ms, UNRELEASED_INTERVAL_MS);
+        assert_eq!(a.heartbeat_interval_ms, 5000);
         assert_eq!(cg.state(), ConsumerGroupState::Reconciling);
 
         // a learns it must give up two partitions; its epoch stays until it did.

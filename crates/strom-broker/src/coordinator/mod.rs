@@ -17,6 +17,7 @@
 //! (JoinGroup, SyncGroup) are oneshot channels answered when the state machine moves.
 
 pub mod assignor;
+mod classic_member;
 mod consumer_group;
 mod store;
 
@@ -30,6 +31,7 @@ use parking_lot::Mutex;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+pub use classic_member::ClassicJoin;
 use consumer_group::{CMember, ConsumerGroup};
 pub use consumer_group::{
     ConsumerGroupDescription, ConsumerGroupState, ConsumerHeartbeat, ConsumerHeartbeatOutcome,
@@ -973,6 +975,9 @@ impl GroupCoordinator {
         let g = groups
             .get_mut(group_id)
             .ok_or(GroupError::UnknownMemberId)?;
+        if let Some(cg) = g.consumer.as_mut() {
+            return self.consumer_classic_heartbeat(cg, generation, member_id);
+        }
         g.check_member(member_id, instance_id)?;
         match g.state {
             GroupState::Empty | GroupState::Dead => Err(GroupError::UnknownMemberId),
@@ -995,6 +1000,9 @@ impl GroupCoordinator {
         group_id: &str,
         members: &[(String, Option<String>)],
     ) -> Vec<Result<String, GroupError>> {
+        if self.is_consumer_group(group_id) {
+            return self.consumer_classic_leave(group_id, members).await;
+        }
         let (results, persist) = {
             let mut groups = self.groups.lock();
             let Some(g) = groups.get_mut(group_id) else {
@@ -1355,6 +1363,7 @@ impl GroupCoordinator {
             };
             match &g.consumer {
                 None => return Ok(()),
+                // Joined as a classic member by the door (`consumer_classic_join`).
                 Some(cg) if !cg.members.is_empty() => {
                     return Err(GroupError::InconsistentGroupProtocol)
                 }

@@ -91,6 +91,10 @@ pub(crate) struct StoredConsumerMember {
     pub(crate) assigned: Assignment,
     pub(crate) revoking: Assignment,
     pub(crate) target: Assignment,
+    /// A classic-protocol member: its session timeout (0: a consumer-protocol member).
+    pub(crate) classic_session_timeout_ms: i32,
+    /// A classic-protocol member: the protocol it joined with.
+    pub(crate) classic_protocol: Option<String>,
 }
 
 /// One write to the store.
@@ -293,6 +297,8 @@ fn encode_entry(e: &Entry) -> (Vec<u8>, Option<Vec<u8>>) {
                 for a in [&m.assigned, &m.revoking, &m.target] {
                     put_assignment(&mut v, a);
                 }
+                v.extend_from_slice(&m.classic_session_timeout_ms.to_be_bytes());
+                put_opt_str(&mut v, m.classic_protocol.as_deref());
                 v
             });
             (key, value)
@@ -339,6 +345,17 @@ fn decode_consumer_member(v: &[u8]) -> Option<StoredConsumerMember> {
     for _ in 0..n {
         topics.push(v.str()?);
     }
+    let regex = v.opt_str()?;
+    let assignor = v.opt_str()?;
+    let epoch = v.i32()?;
+    let previous_epoch = v.i32()?;
+    let state = v.u8()?;
+    let left_static = v.u8()? != 0;
+    let assigned = read_assignment(&mut v)?;
+    let revoking = read_assignment(&mut v)?;
+    let target = read_assignment(&mut v)?;
+    let classic_session_timeout_ms = v.i32()?;
+    let classic_protocol = v.opt_str()?;
     Some(StoredConsumerMember {
         id: String::new(),
         instance_id,
@@ -347,15 +364,17 @@ fn decode_consumer_member(v: &[u8]) -> Option<StoredConsumerMember> {
         client_host,
         rebalance_timeout_ms,
         topics,
-        regex: v.opt_str()?,
-        assignor: v.opt_str()?,
-        epoch: v.i32()?,
-        previous_epoch: v.i32()?,
-        state: v.u8()?,
-        left_static: v.u8()? != 0,
-        assigned: read_assignment(&mut v)?,
-        revoking: read_assignment(&mut v)?,
-        target: read_assignment(&mut v)?,
+        regex,
+        assignor,
+        epoch,
+        previous_epoch,
+        state,
+        left_static,
+        assigned,
+        revoking,
+        target,
+        classic_session_timeout_ms,
+        classic_protocol,
     })
 }
 
@@ -536,6 +555,70 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn consumer_group_records_round_trip_through_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = |t: &str, ps: &[i32]| -> Assignment {
+            [(t.to_string(), ps.iter().copied().collect())]
+                .into_iter()
+                .collect()
+        };
+        let member = StoredConsumerMember {
+            id: "m1".into(),
+            instance_id: Some("i1".into()),
+            rack: None,
+            client_id: "c".into(),
+            client_host: "/127.0.0.1".into(),
+            rebalance_timeout_ms: 30_000,
+            topics: vec!["a".into(), "b".into()],
+            regex: Some("^pre.*".into()),
+            assignor: Some("range".into()),
+            epoch: 4,
+            previous_epoch: 3,
+            state: 1,
+            left_static: true,
+            assigned: part("a", &[0, 2]),
+            revoking: part("b", &[1]),
+            target: part("a", &[0, 1, 2]),
+            classic_session_timeout_ms: 10_000,
+            classic_protocol: Some("range".into()),
+        };
+        let group = StoredConsumerGroup {
+            epoch: 5,
+            assignment_epoch: 5,
+            assignor: "range".into(),
+        };
+        {
+            let s = Store::open(dir.path()).unwrap();
+            s.write(&[
+                Entry::ConsumerGroup {
+                    group: "g".into(),
+                    value: Some(group.clone()),
+                },
+                Entry::ConsumerMember {
+                    group: "g".into(),
+                    member: "m1".into(),
+                    value: Some(member.clone()),
+                },
+                Entry::ConsumerMember {
+                    group: "g".into(),
+                    member: "m0".into(),
+                    value: None,
+                },
+            ])
+            .unwrap();
+            s.close();
+        }
+        let entries = Store::open(dir.path()).unwrap().replay().unwrap();
+        assert!(matches!(&entries[0], Entry::ConsumerGroup { value: Some(g), .. } if *g == group));
+        assert!(
+            matches!(&entries[1], Entry::ConsumerMember { value: Some(m), .. } if *m == member)
+        );
+        assert!(
+            matches!(&entries[2], Entry::ConsumerMember { member, value: None, .. } if member == "m0")
+        );
     }
 
     #[test]
