@@ -631,7 +631,7 @@ impl GroupCoordinator {
             out.push(Entry::ConsumerMember {
                 group: id.to_string(),
                 member: m.id.clone(),
-                value: Some(m.stored()),
+                value: Some(Box::new(m.stored())),
             });
         }
         out.push(Entry::ConsumerGroup {
@@ -754,7 +754,7 @@ pub(super) fn changes(
             out.push(Entry::ConsumerMember {
                 group: group.to_string(),
                 member: id.clone(),
-                value: Some(now),
+                value: Some(Box::new(now)),
             });
         }
     }

@@ -578,7 +578,7 @@ impl GroupCoordinator {
                     let cg = g.consumer.get_or_insert_with(ConsumerGroup::default);
                     match value {
                         Some(m) => {
-                            cg.members.insert(member, CMember::from_stored(m, now));
+                            cg.members.insert(member, CMember::from_stored(*m, now));
                         }
                         None => {
                             cg.members.remove(&member);

@@ -117,7 +117,7 @@ pub(crate) enum Entry {
     ConsumerMember {
         group: String,
         member: String,
-        value: Option<StoredConsumerMember>,
+        value: Option<Box<StoredConsumerMember>>,
     },
 }
 
@@ -474,7 +474,7 @@ fn decode_entry(key: &[u8], value: Option<&[u8]>) -> Option<Entry> {
                 Some(v) => {
                     let mut m = decode_consumer_member(v)?;
                     m.id = member.clone();
-                    Some(m)
+                    Some(Box::new(m))
                 }
             };
             Some(Entry::ConsumerMember {
@@ -600,7 +600,7 @@ mod tests {
                 Entry::ConsumerMember {
                     group: "g".into(),
                     member: "m1".into(),
-                    value: Some(member.clone()),
+                    value: Some(Box::new(member.clone())),
                 },
                 Entry::ConsumerMember {
                     group: "g".into(),
@@ -614,7 +614,7 @@ mod tests {
         let entries = Store::open(dir.path()).unwrap().replay().unwrap();
         assert!(matches!(&entries[0], Entry::ConsumerGroup { value: Some(g), .. } if *g == group));
         assert!(
-            matches!(&entries[1], Entry::ConsumerMember { value: Some(m), .. } if *m == member)
+            matches!(&entries[1], Entry::ConsumerMember { value: Some(m), .. } if **m == member)
         );
         assert!(
             matches!(&entries[2], Entry::ConsumerMember { member, value: None, .. } if member == "m0")
