@@ -209,8 +209,9 @@ pub(crate) struct ConsumerGroup {
     pub(crate) epoch: i32,
     pub(crate) assignment_epoch: i32,
     pub(crate) members: BTreeMap<String, CMember>,
-    /// Partition counts of the subscribed topics at the last epoch.
-    pub(crate) subscribed: BTreeMap<String, i32>,
+    /// Partition counts of the subscribed topics at the last epoch (`None` after a replay:
+    /// taken as they are at the first heartbeat, a new epoch only if the targets miss some).
+    pub(crate) subscribed: Option<BTreeMap<String, i32>>,
     /// The assignor of the last target.
     pub(crate) assignor: String,
 }
@@ -299,10 +300,20 @@ impl ConsumerGroup {
     /// behind the group epoch.
     pub(crate) fn refresh(&mut self, topics: &BTreeMap<String, i32>, changed: bool) {
         let meta = self.subscription_metadata(topics);
-        if changed || meta != self.subscribed {
-            self.subscribed = meta;
+        let moved = match &self.subscribed {
+            Some(s) => *s != meta,
+            // After a replay: a new epoch only if the targets miss a subscribed topic (or
+            // hold one no longer subscribed), e.g. a topic created while the broker was down.
+            None => {
+                let targeted: BTreeSet<&String> =
+                    self.members.values().flat_map(|m| m.target.keys()).collect();
+                !self.members.is_empty() && targeted != meta.keys().collect()
+            }
+        };
+        if changed || moved {
             self.epoch += 1;
         }
+        self.subscribed = Some(meta);
         if self.assignment_epoch >= self.epoch {
             return;
         }
@@ -320,7 +331,8 @@ impl ConsumerGroup {
             })
             .collect();
         let name = self.preferred_assignor();
-        let mut out = assignor::assign(&name, &inputs, &self.subscribed);
+        let subscribed = self.subscribed.clone().unwrap_or_default();
+        let mut out = assignor::assign(&name, &inputs, &subscribed);
         for m in self.members.values_mut() {
             m.target = out.remove(&m.id).unwrap_or_default();
         }
@@ -732,6 +744,14 @@ pub(crate) fn validate_commit(
         .members
         .get(member_id)
         .ok_or(GroupError::UnknownMemberId)?;
+    if m.classic_protocol.is_some() {
+        // A classic member commits with its generation (its member epoch).
+        return if member_epoch == m.epoch {
+            Ok(())
+        } else {
+            Err(GroupError::IllegalGeneration)
+        };
+    }
     match member_epoch.cmp(&m.epoch) {
         std::cmp::Ordering::Greater => Err(GroupError::FencedMemberEpoch),
         std::cmp::Ordering::Less => Err(GroupError::StaleMemberEpoch),
