@@ -457,3 +457,31 @@ def test_a_classic_member_joins_a_consumer_group(kbroker, assignor):
         no_partition_held_twice(log)
     finally:
         a.close()
+
+
+def test_a_classic_group_is_upgraded_when_a_consumer_protocol_member_joins(kbroker):
+    """Kafka 4's online upgrade: a Stable classic group of consumers becomes a consumer group
+    when a `group.protocol=consumer` member joins; the classic member keeps consuming, gives
+    up its share, and the new member gets it once released."""
+    topic, group = "kip848-upgrade", "kip848-upgrade-g"
+    create_topic(kbroker, topic)
+    produce(kbroker, topic, 20)
+    log, lock = [], threading.Lock()
+    a = Member(kbroker, group, [topic], "a", log, lock,
+               **{"group.protocol": "classic", "heartbeat.interval.ms": 300, "session.timeout.ms": 6000})
+    try:
+        wait_for(lambda: len(a.holding()) == 4 and len(a.consumed()) == 20, timeout=40, what="classic a alone")
+        assert consumer_groups(kbroker)[group].type == ConsumerGroupType.CLASSIC
+        b = Member(kbroker, group, [topic], "b", log, lock)
+        try:
+            wait_for(lambda: len(a.holding()) == 2 and len(b.holding()) == 2, timeout=40,
+                     what="2 + 2 after the upgrade")
+            assert a.holding().isdisjoint(b.holding())
+            assert consumer_groups(kbroker)[group].type == ConsumerGroupType.CONSUMER
+            assert len(describe(kbroker, group).members) == 2
+        finally:
+            b.close()
+        wait_for(lambda: len(a.holding()) == 4, what="a holds all again")
+        no_partition_held_twice(log)
+    finally:
+        a.close()

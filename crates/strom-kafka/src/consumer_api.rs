@@ -17,7 +17,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError as E;
 use strom_broker::coordinator::assignor::Assignment as Partitions;
-use strom_broker::coordinator::{ClassicJoin, ConsumerHeartbeat, JoinRequest};
+use strom_broker::coordinator::{ClassicCodec, ClassicJoin, ConsumerHeartbeat, JoinRequest};
 use uuid::Uuid;
 
 use crate::group_api::code;
@@ -232,4 +232,35 @@ pub(crate) fn encode_assignment(a: &Partitions) -> bytes::Bytes {
     msg.encode(&mut out, 0)
         .expect("a consumer protocol assignment encodes");
     out.freeze()
+}
+
+/// The door's reading of classic consumer metadata and assignments, for the core's online
+/// upgrade of a classic group.
+pub(crate) fn classic_codec() -> ClassicCodec {
+    use kafka_protocol::messages::{ConsumerProtocolAssignment, ConsumerProtocolSubscription};
+    use kafka_protocol::protocol::Decodable;
+    fn body(b: &[u8]) -> Option<(i16, bytes::Bytes)> {
+        (b.len() >= 2).then(|| {
+            let v = i16::from_be_bytes([b[0], b[1]]).clamp(0, 3);
+            (v, bytes::Bytes::copy_from_slice(&b[2..]))
+        })
+    }
+    ClassicCodec {
+        subscription: std::sync::Arc::new(|b: &[u8]| {
+            let (v, mut b) = body(b)?;
+            let s = ConsumerProtocolSubscription::decode(&mut b, v).ok()?;
+            Some(s.topics.iter().map(|t| t.to_string()).collect())
+        }),
+        assignment: std::sync::Arc::new(|b: &[u8]| {
+            let (v, mut b) = body(b)?;
+            let a = ConsumerProtocolAssignment::decode(&mut b, v).ok()?;
+            let mut out = Partitions::new();
+            for tp in a.assigned_partitions {
+                out.entry(tp.topic.to_string())
+                    .or_default()
+                    .extend(tp.partitions.iter().copied());
+            }
+            Some(out)
+        }),
+    }
 }

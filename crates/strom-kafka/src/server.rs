@@ -134,6 +134,7 @@ impl KafkaServer {
         shares: Arc<ShareCoordinator>,
     ) -> io::Result<KafkaServer> {
         let listener = strom_broker::limits::listen(config.listen, config.listen_backlog)?;
+        groups.set_classic_codec(crate::consumer_api::classic_codec());
         Ok(KafkaServer {
             listener,
             ctx: Arc::new(Ctx {

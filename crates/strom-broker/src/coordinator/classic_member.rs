@@ -16,6 +16,21 @@ use super::consumer_group::{changes, CMember, ConsumerGroup, MemberState};
 use super::store::StoredConsumerMember;
 use super::{new_member_id, GroupCoordinator, GroupError, JoinResponse};
 
+/// Reads the topics of a ConsumerProtocolSubscription.
+pub type SubscriptionDecoder = std::sync::Arc<dyn Fn(&[u8]) -> Option<Vec<String>> + Send + Sync>;
+/// Reads the partitions of a ConsumerProtocolAssignment.
+pub type AssignmentDecoder = std::sync::Arc<dyn Fn(&[u8]) -> Option<Assignment> + Send + Sync>;
+
+/// How the door reads classic consumer-protocol bytes (the core keeps them opaque): the
+/// topics of a member's subscription metadata, the partitions of its assignment.
+#[derive(Clone)]
+pub struct ClassicCodec {
+    /// ConsumerProtocolSubscription → subscribed topics.
+    pub subscription: SubscriptionDecoder,
+    /// ConsumerProtocolAssignment → partitions.
+    pub assignment: AssignmentDecoder,
+}
+
 /// A classic JoinGroup into a consumer group.
 #[derive(Clone, Debug)]
 pub struct ClassicJoin {
@@ -44,6 +59,54 @@ pub struct ClassicJoin {
 }
 
 impl GroupCoordinator {
+    /// Tells the coordinator how to read classic consumer metadata and assignments (the
+    /// online upgrade of a classic group to a consumer group needs its members' subscriptions).
+    pub fn set_classic_codec(&self, codec: ClassicCodec) {
+        *self.classic_codec.write() = Some(codec);
+    }
+
+    /// KIP-848 online upgrade: a Stable classic group whose members all use the consumer
+    /// protocol type becomes a consumer group whose members are classic-protocol members
+    /// holding what they hold (epoch = the generation). `None` (and nothing changed) when it
+    /// cannot be upgraded: another state, another protocol type, metadata that does not decode.
+    pub(super) fn upgrade_classic(&self, g: &mut super::Group) -> Option<ConsumerGroup> {
+        let codec = self.classic_codec.read().clone()?;
+        if g.state != super::GroupState::Stable || g.protocol_type != "consumer" {
+            return None;
+        }
+        let now = Instant::now();
+        let mut cg = ConsumerGroup {
+            epoch: g.generation,
+            assignment_epoch: g.generation,
+            assignor: "uniform".into(),
+            ..ConsumerGroup::default()
+        };
+        for m in &g.members {
+            let topics = (codec.subscription)(&m.metadata(&g.protocol))?;
+            let held = if m.assignment.is_empty() {
+                Assignment::new()
+            } else {
+                (codec.assignment)(&m.assignment)?
+            };
+            let mut c = CMember::new(&m.id, m.instance_id.clone(), now);
+            c.client_id = m.client_id.clone();
+            c.client_host = m.client_host.clone();
+            c.rebalance_timeout_ms = m.rebalance_timeout.as_millis() as i32;
+            c.classic_session_timeout_ms = m.session_timeout.as_millis() as i32;
+            c.classic_protocol = Some(g.protocol.clone());
+            c.topics = topics;
+            c.topics.sort();
+            c.topics.dedup();
+            c.epoch = g.generation;
+            c.previous_epoch = g.generation;
+            c.assigned = held.clone();
+            c.target = held;
+            c.last_seen = m.last_seen;
+            cg.members.insert(m.id.clone(), c);
+        }
+        Some(cg)
+    }
+
     /// JoinGroup of a classic member into the consumer group `j.group_id`.
     pub async fn consumer_classic_join(&self, j: ClassicJoin) -> Result<JoinResponse, GroupError> {
         if j.protocols.is_empty() {

@@ -305,8 +305,11 @@ impl ConsumerGroup {
             // After a replay: a new epoch only if the targets miss a subscribed topic (or
             // hold one no longer subscribed), e.g. a topic created while the broker was down.
             None => {
-                let targeted: BTreeSet<&String> =
-                    self.members.values().flat_map(|m| m.target.keys()).collect();
+                let targeted: BTreeSet<&String> = self
+                    .members
+                    .values()
+                    .flat_map(|m| m.target.keys())
+                    .collect();
                 !self.members.is_empty() && targeted != meta.keys().collect()
             }
         };
@@ -557,10 +560,32 @@ impl GroupCoordinator {
                 return Err(GroupError::UnknownMemberId);
             }
             let g = groups.entry(group_id.clone()).or_insert_with(Group::new);
+            let mut upgraded = None;
+            if g.consumer.is_none() && !g.members.is_empty() {
+                // Kafka's online upgrade: a join into a Stable classic group of consumers.
+                if hb.member_epoch != 0 {
+                    return Err(GroupError::UnknownMemberId);
+                }
+                let cg = self.upgrade_classic(g).ok_or(GroupError::GroupIdNotFound)?;
+                upgraded = Some(super::store::Entry::Group {
+                    group: group_id.clone(),
+                    value: Some(super::store::StoredGroup {
+                        generation: g.generation,
+                        protocol_type: "consumer".into(),
+                        protocol: String::new(),
+                        leader: String::new(),
+                        members: Vec::new(),
+                    }),
+                });
+                tracing::info!(group = %group_id, members = cg.members.len(), "classic group upgraded to a consumer group");
+                g.members.clear();
+                g.pending.clear();
+                g.consumer = Some(cg);
+                g.protocol.clear();
+                g.leader.clear();
+            }
             if g.consumer.is_none() {
                 if !g.members.is_empty() || g.state != GroupState::Empty {
-                    // A classic group with members (its members do not use the consumer
-                    // protocol's embedded classic protocol here: no online upgrade).
                     return Err(GroupError::GroupIdNotFound);
                 }
                 if hb.member_epoch != 0 {
@@ -573,11 +598,15 @@ impl GroupCoordinator {
             }
             let cg = g.consumer.as_mut().expect("set");
             let before_group = cg.stored();
-            let before: BTreeMap<String, StoredConsumerMember> = cg
-                .members
-                .iter()
-                .map(|(k, m)| (k.clone(), m.stored()))
-                .collect();
+            let before: BTreeMap<String, StoredConsumerMember> = if upgraded.is_some() {
+                // Every upgraded member is written.
+                BTreeMap::new()
+            } else {
+                cg.members
+                    .iter()
+                    .map(|(k, m)| (k.clone(), m.stored()))
+                    .collect()
+            };
             let outcome = heartbeat_locked(cg, hb, &topics, interval, now)?;
             // Mirror into the classic fields other paths read (retention, listing).
             g.generation = cg.epoch;
@@ -589,7 +618,10 @@ impl GroupCoordinator {
             if cg.members.is_empty() {
                 g.empty_since_ms = strom_log::now_ms();
             }
-            let entries = changes(&group_id, cg, &before_group, &before);
+            let entries: Vec<Entry> = upgraded
+                .into_iter()
+                .chain(changes(&group_id, cg, &before_group, &before))
+                .collect();
             (outcome, entries)
         };
         if !entries.is_empty() {

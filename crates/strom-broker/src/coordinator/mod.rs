@@ -31,7 +31,7 @@ use parking_lot::Mutex;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-pub use classic_member::ClassicJoin;
+pub use classic_member::{AssignmentDecoder, ClassicCodec, ClassicJoin, SubscriptionDecoder};
 use consumer_group::{CMember, ConsumerGroup};
 pub use consumer_group::{
     ConsumerGroupDescription, ConsumerGroupState, ConsumerHeartbeat, ConsumerHeartbeatOutcome,
@@ -472,6 +472,8 @@ pub struct GroupCoordinator {
     foreign: parking_lot::RwLock<Option<ForeignGroups>>,
     /// The topics and their partition counts (KIP-848 assignors and regexes).
     topics: parking_lot::RwLock<Option<TopicsView>>,
+    /// The door's decoding of classic consumer metadata (KIP-848 online upgrade).
+    classic_codec: parking_lot::RwLock<Option<ClassicCodec>>,
 }
 
 /// Whether a group id belongs to another kind of group (the share coordinator's).
@@ -608,6 +610,7 @@ impl GroupCoordinator {
             rebalances: std::sync::atomic::AtomicU64::new(0),
             foreign: parking_lot::RwLock::new(None),
             topics: parking_lot::RwLock::new(None),
+            classic_codec: parking_lot::RwLock::new(None),
         }))
     }
 

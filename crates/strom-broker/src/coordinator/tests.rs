@@ -353,14 +353,23 @@ async fn a_consumer_group_and_its_members_survive_a_reopen() {
     let (epoch, given) = {
         let c = coordinator(dir.path(), 0);
         with_topics(&c);
-        let a = c.consumer_heartbeat(consumer_hb("a", 0, None)).await.unwrap();
-        c.commit("cg", a.member_epoch, "a", None, vec![OffsetCommit {
-            topic: "t".into(),
-            partition: 0,
-            offset: 7,
-            leader_epoch: -1,
-            metadata: None,
-        }])
+        let a = c
+            .consumer_heartbeat(consumer_hb("a", 0, None))
+            .await
+            .unwrap();
+        c.commit(
+            "cg",
+            a.member_epoch,
+            "a",
+            None,
+            vec![OffsetCommit {
+                topic: "t".into(),
+                partition: 0,
+                offset: 7,
+                leader_epoch: -1,
+                metadata: None,
+            }],
+        )
         .await
         .unwrap()
         .into_iter()
@@ -383,7 +392,12 @@ async fn a_consumer_group_and_its_members_survive_a_reopen() {
     assert_eq!(again.member_epoch, epoch);
     assert_eq!(
         c.list_typed(),
-        vec![("cg".to_string(), "consumer".to_string(), "Stable", "consumer")]
+        vec![(
+            "cg".to_string(),
+            "consumer".to_string(),
+            "Stable",
+            "consumer"
+        )]
     );
 }
 
@@ -392,7 +406,10 @@ async fn a_classic_member_of_a_consumer_group_gets_its_share_once_released() {
     let dir = tempfile::tempdir().unwrap();
     let c = coordinator(dir.path(), 0);
     with_topics(&c);
-    let a = c.consumer_heartbeat(consumer_hb("a", 0, None)).await.unwrap();
+    let a = c
+        .consumer_heartbeat(consumer_hb("a", 0, None))
+        .await
+        .unwrap();
     let all = a.assignment.unwrap();
     let join = |member: &str| ClassicJoin {
         group_id: "cg".into(),
@@ -441,17 +458,29 @@ async fn a_classic_member_of_a_consumer_group_gets_its_share_once_released() {
     assert_eq!(c.heartbeat("cg", j2.generation, &id, None), Ok(()));
     // A classic member commits with its generation.
     let commit = |g: i32| {
-        c.commit("cg", g, &id, None, vec![OffsetCommit {
-            topic: "t".into(),
-            partition: 1,
-            offset: 1,
-            leader_epoch: -1,
-            metadata: None,
-        }])
+        c.commit(
+            "cg",
+            g,
+            &id,
+            None,
+            vec![OffsetCommit {
+                topic: "t".into(),
+                partition: 1,
+                offset: 1,
+                leader_epoch: -1,
+                metadata: None,
+            }],
+        )
     };
     assert!(commit(j2.generation).await.is_ok());
-    assert_eq!(commit(j2.generation + 3).await.unwrap_err(), GroupError::IllegalGeneration);
+    assert_eq!(
+        commit(j2.generation + 3).await.unwrap_err(),
+        GroupError::IllegalGeneration
+    );
     // It leaves: a gets everything back at its next heartbeats.
-    assert_eq!(c.leave("cg", &[(id.clone(), None)]).await, vec![Ok(id.clone())]);
+    assert_eq!(
+        c.leave("cg", &[(id.clone(), None)]).await,
+        vec![Ok(id.clone())]
+    );
     assert_eq!(c.describe_consumer_group("cg").unwrap().members.len(), 1);
 }
