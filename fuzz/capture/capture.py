@@ -411,6 +411,22 @@ def drive_confluent(bootstrap):
         c.close()
     step("consumer group", group)
 
+    def kip848_group():
+        # A KIP-848 member (group.protocol=consumer): ConsumerGroupHeartbeat join / steady /
+        # leave, OffsetCommit and OffsetFetch with its member epoch, then a regex subscription.
+        for sub in ([topic], ["^confluent-d.*"]):
+            c = ck.Consumer({**base, "group.id": "confluent-kip848", "group.protocol": "consumer",
+                             "auto.offset.reset": "earliest", "enable.auto.commit": False})
+            c.subscribe(sub)
+            got, deadline = 0, time.monotonic() + 20
+            while got < 4 and time.monotonic() < deadline:
+                m = c.poll(0.5)
+                if m is not None and not m.error():
+                    got += 1
+                    c.commit(message=m, asynchronous=False)
+            c.close()
+    step("kip848 consumer group", kip848_group)
+
     def assign():
         c = ck.Consumer({**base, "group.id": "confluent-assign", "enable.auto.commit": True,
                          "auto.commit.interval.ms": 100, "isolation.level": "read_uncommitted"})
@@ -445,7 +461,7 @@ def drive_confluent(bootstrap):
     step("share consumer", share)
 
     step("list groups", lambda: admin.list_consumer_groups().result(timeout=20))
-    step("describe groups", lambda: wait(admin.describe_consumer_groups(["confluent-group"])))
+    step("describe groups", lambda: wait(admin.describe_consumer_groups(["confluent-group", "confluent-kip848"])))
     step("list group offsets", lambda: wait(admin.list_consumer_group_offsets(
         [ck.ConsumerGroupTopicPartitions("confluent-group")])))
     step("alter group offsets", lambda: wait(admin.alter_consumer_group_offsets(

@@ -37,6 +37,7 @@ fn our_max(key: i16) -> i16 {
         Ok(ApiKey::OffsetFetch) => 7,
         Ok(ApiKey::OffsetCommit) => 8,
         Ok(ApiKey::ListGroups) => 5,
+        Ok(ApiKey::ConsumerGroupDescribe) => 1,
         Ok(ApiKey::ShareGroupHeartbeat) => 1,
         Ok(ApiKey::ShareGroupDescribe) => 1,
         Ok(ApiKey::ShareFetch) => 1,

@@ -160,6 +160,67 @@ impl Client {
     }
 }
 
+/// A KIP-848 consumer group as ConsumerGroupDescribe shows it.
+#[derive(Debug, Clone)]
+pub struct ConsumerGroupDescription {
+    pub group: String,
+    pub state: String,
+    pub group_epoch: i32,
+    pub assignment_epoch: i32,
+    pub assignor: String,
+    /// Members (their assignment is `ShareMember::assignment`'s shape).
+    pub members: Vec<ShareMember>,
+}
+
+impl Client {
+    /// ConsumerGroupDescribe of one group; `None` if it is not a KIP-848 consumer group (or
+    /// the broker has no ConsumerGroupDescribe).
+    pub async fn describe_consumer_group(
+        &self,
+        group: &str,
+    ) -> Result<Option<ConsumerGroupDescription>> {
+        let Ok(v) = self.version::<ConsumerGroupDescribeRequest>() else {
+            return Ok(None);
+        };
+        let conn = self.coordinator(group).await?;
+        let resp = conn
+            .call(
+                &ConsumerGroupDescribeRequest::default().with_group_ids(vec![gid(group)]),
+                v,
+            )
+            .await?;
+        let Some(g) = resp.groups.into_iter().next() else {
+            return Ok(None);
+        };
+        if g.error_code != 0 {
+            return Ok(None);
+        }
+        Ok(Some(ConsumerGroupDescription {
+            group: group.to_string(),
+            state: g.group_state.to_string(),
+            group_epoch: g.group_epoch,
+            assignment_epoch: g.assignment_epoch,
+            assignor: g.assignor_name.to_string(),
+            members: g
+                .members
+                .into_iter()
+                .map(|m| ShareMember {
+                    member_id: m.member_id.to_string(),
+                    member_epoch: m.member_epoch,
+                    client_id: m.client_id.to_string(),
+                    client_host: m.client_host.to_string(),
+                    assignment: m
+                        .assignment
+                        .topic_partitions
+                        .into_iter()
+                        .map(|t| (t.topic_name.0.to_string(), t.partitions))
+                        .collect(),
+                })
+                .collect(),
+        }))
+    }
+}
+
 /// A member of a described share group.
 #[derive(Debug, Clone)]
 pub struct ShareMember {

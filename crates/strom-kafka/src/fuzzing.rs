@@ -38,6 +38,13 @@ impl Harness {
         let exists: PartitionExists = Arc::new(move |t: &str, p: i32| b.partition(t, p).is_ok());
         let groups = GroupCoordinator::open(dir.path(), GroupConfig::default(), exists)
             .expect("the coordinator opens");
+        let b = broker.clone();
+        groups.set_topics(std::sync::Arc::new(move || {
+            b.topics()
+                .into_iter()
+                .map(|t| (t.name, t.partitions))
+                .collect()
+        }));
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .start_paused(true)

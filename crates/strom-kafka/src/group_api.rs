@@ -59,6 +59,12 @@ pub(crate) fn code(e: &GroupError) -> i16 {
         GroupError::GroupSubscribedToTopic => E::GroupSubscribedToTopic.code(),
         GroupError::UnknownTopicOrPartition => E::UnknownTopicOrPartition.code(),
         GroupError::OffsetMetadataTooLarge => E::OffsetMetadataTooLarge.code(),
+        GroupError::FencedMemberEpoch => E::FencedMemberEpoch.code(),
+        GroupError::StaleMemberEpoch => E::StaleMemberEpoch.code(),
+        GroupError::UnreleasedInstanceId => E::UnreleasedInstanceId.code(),
+        GroupError::UnsupportedAssignor(_) => E::UnsupportedAssignor.code(),
+        GroupError::InvalidRegularExpression(_) => E::InvalidRegularExpression.code(),
+        GroupError::InvalidRequest(_) => E::InvalidRequest.code(),
     }
 }
 
@@ -140,7 +146,15 @@ pub(crate) async fn join_group(mut req: Req<'_>) -> Result<Reply, Fatal> {
         require_known_member_id: v >= 4,
     };
     let mut resp = JoinGroupResponse::default();
-    let result = groups.join(join).await;
+    let result = if groups.is_active_consumer_group(&join.group_id) {
+        // A classic member of a KIP-848 consumer group (Kafka 4's mixed groups).
+        match crate::consumer_api::classic_join(join) {
+            Some(j) => groups.consumer_classic_join(j).await,
+            None => Err(GroupError::InconsistentGroupProtocol),
+        }
+    } else {
+        groups.join(join).await
+    };
     tracing::debug!(group = %r.group_id.as_str(), member = %r.member_id, v, result = ?result.as_ref().map(|j| (j.generation, j.member_id.clone(), j.leader.clone(), j.members.len())), "JoinGroup");
     match result {
         Ok(j) => {
@@ -199,6 +213,19 @@ pub(crate) async fn sync_group(mut req: Req<'_>) -> Result<Reply, Fatal> {
         .as_ref()
         .map(|s| s.to_string())
         .unwrap_or_default();
+    if groups.is_consumer_group(&r.group_id) {
+        let result = groups.consumer_classic_sync(&r.group_id, r.generation_id, &r.member_id);
+        let mut resp = SyncGroupResponse::default().with_error_code(err_code(&result));
+        if let Ok((name, assignment)) = result {
+            resp = resp.with_assignment(crate::consumer_api::encode_assignment(&assignment));
+            if v >= 5 {
+                resp = resp
+                    .with_protocol_type(Some(sb("consumer")))
+                    .with_protocol_name(Some(sb(name)));
+            }
+        }
+        return req.encode(&resp);
+    }
     let result = groups
         .sync(
             &r.group_id,
@@ -367,6 +394,13 @@ pub(crate) fn offset_fetch(mut req: Req<'_>) -> Result<Reply, Fatal> {
             .groups
             .iter()
             .map(|g| {
+                // v9 (KIP-848): a member fetches with its id and epoch.
+                let member = g.member_id.as_deref().unwrap_or_default();
+                if let Err(e) = groups.check_fetch_member(&g.group_id, member, g.member_epoch) {
+                    return OffsetFetchResponseGroup::default()
+                        .with_group_id(g.group_id.clone())
+                        .with_error_code(code(&e));
+                }
                 let wanted = g.topics.as_ref().map(|ts| {
                     ts.iter()
                         .flat_map(|t| {
@@ -463,6 +497,19 @@ pub(crate) fn describe_groups(mut req: Req<'_>) -> Result<Reply, Fatal> {
             if let Ok(d) = req.ctx.shares.describe(id) {
                 return describe_share_group(id, d);
             }
+            if groups.is_consumer_group(id) {
+                // As Kafka 4.1: DescribeGroups describes classic groups only.
+                return DescribedGroup::default()
+                    .with_group_id(id.clone())
+                    .with_error_code(E::GroupIdNotFound.code())
+                    .with_error_message(
+                        (v >= 6)
+                            .then(|| sb(format!("Group {} is not a classic group.", id.as_str()))),
+                    )
+                    .with_group_state(sb("Dead"))
+                    .with_protocol_type(sb(""))
+                    .with_protocol_data(sb(""));
+            }
             let d = groups.describe(id);
             let members = d
                 .members
@@ -520,6 +567,7 @@ pub(crate) fn list_groups(mut req: Req<'_>) -> Result<Reply, Fatal> {
         r.types_filter.is_empty() || r.types_filter.iter().any(|t| t.eq_ignore_ascii_case(name))
     };
     let classic_wanted = type_wanted("classic");
+    let consumer_wanted = type_wanted("consumer");
     let share = if type_wanted("share") {
         req.ctx.shares.list()
     } else {
@@ -543,20 +591,24 @@ pub(crate) fn list_groups(mut req: Req<'_>) -> Result<Reply, Fatal> {
     let out = req
         .ctx
         .groups
-        .list()
+        .list_typed()
         .into_iter()
-        .filter(|(_, _, s)| {
-            classic_wanted && (states.is_empty() || states.contains(&s.name().to_lowercase()))
+        .filter(|(_, _, s, kind)| {
+            (if *kind == "consumer" {
+                consumer_wanted
+            } else {
+                classic_wanted
+            }) && (states.is_empty() || states.contains(&s.to_lowercase()))
         })
-        .map(|(id, ptype, state)| {
+        .map(|(id, ptype, state, kind)| {
             let mut g = ListedGroup::default()
                 .with_group_id(GroupId(sb(id)))
                 .with_protocol_type(sb(ptype));
             if v >= 4 {
-                g = g.with_group_state(sb(state.name()));
+                g = g.with_group_state(sb(state));
             }
             if v >= 5 {
-                g = g.with_group_type(sb("classic"));
+                g = g.with_group_type(sb(kind));
             }
             g
         })

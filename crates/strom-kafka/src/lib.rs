@@ -14,6 +14,7 @@
 mod admin;
 mod bounds;
 mod codes;
+mod consumer_api;
 mod data;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;

@@ -410,6 +410,27 @@ const OFFSET_DELETE: &[Field] = &[
     ),
 ];
 
+const CONSUMER_GROUP_HEARTBEAT: &[Field] = &[
+    f("group_id", Str),
+    f("member_id", Str),
+    f("member_epoch", Int32),
+    f("instance_id", Str),
+    f("rack_id", Str),
+    f("rebalance_timeout_ms", Int32),
+    f("subscribed_topic_names", STRINGS),
+    f("subscribed_topic_regex", Str).since(1),
+    f("server_assignor", Str),
+    f(
+        "topic_partitions",
+        Structs(&[f("topic_id", Uuid), f("partitions", Array(&Int32))]),
+    ),
+];
+
+const CONSUMER_GROUP_DESCRIBE: &[Field] = &[
+    f("group_ids", STRINGS),
+    f("include_authorized_operations", Bool),
+];
+
 const SHARE_GROUP_HEARTBEAT: &[Field] = &[
     f("group_id", Str),
     f("member_id", Str),
@@ -700,6 +721,20 @@ pub(crate) const SCHEMAS: &[Schema] = &[
         (0, 0),
         NEVER,
         OFFSET_DELETE,
+    ),
+    schema(
+        ApiKey::ConsumerGroupHeartbeat,
+        "ConsumerGroupHeartbeat",
+        (0, 1),
+        0,
+        CONSUMER_GROUP_HEARTBEAT,
+    ),
+    schema(
+        ApiKey::ConsumerGroupDescribe,
+        "ConsumerGroupDescribe",
+        (0, 1),
+        0,
+        CONSUMER_GROUP_DESCRIBE,
     ),
     schema(
         ApiKey::ShareGroupHeartbeat,

@@ -35,7 +35,9 @@ use tokio::task::JoinSet;
 
 use crate::pool::{Held, RequestPool};
 use crate::share_session::ShareSessions;
-use crate::{admin, bounds, data, group_api, legacy, meta, share_api, txn_api, versions};
+use crate::{
+    admin, bounds, consumer_api, data, group_api, legacy, meta, share_api, txn_api, versions,
+};
 use strom_broker::limits::{out_of_descriptors, LogEvery, SpareFd};
 
 /// Settings of the Kafka door.
@@ -137,6 +139,7 @@ impl KafkaServer {
         shares: Arc<ShareCoordinator>,
     ) -> io::Result<KafkaServer> {
         let listener = strom_broker::limits::listen(config.listen, config.listen_backlog)?;
+        groups.set_classic_codec(crate::consumer_api::classic_codec());
         Ok(KafkaServer {
             listener,
             ctx: Arc::new(Ctx {
@@ -574,6 +577,8 @@ pub(crate) async fn handle<'a>(
             ApiKey::ListGroups => group_api::list_groups(req),
             ApiKey::DeleteGroups => group_api::delete_groups(req).await,
             ApiKey::OffsetDelete => group_api::offset_delete(req).await,
+            ApiKey::ConsumerGroupHeartbeat => consumer_api::heartbeat(req).await,
+            ApiKey::ConsumerGroupDescribe => consumer_api::describe(req),
             ApiKey::ShareGroupHeartbeat => share_api::heartbeat(req).await,
             ApiKey::ShareGroupDescribe => share_api::describe(req),
             ApiKey::ShareFetch => share_api::fetch(req).await,

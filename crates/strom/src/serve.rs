@@ -99,6 +99,12 @@ pub(crate) struct ServeArgs {
     /// group.min.session.timeout.ms [default: 1000].
     #[arg(long, env = "STROM_GROUP_MIN_SESSION_TIMEOUT_MS")]
     group_min_session_timeout_ms: Option<i32>,
+    /// group.consumer.heartbeat.interval.ms: heartbeat interval of KIP-848 consumer group members [default: 5000].
+    #[arg(long, env = "STROM_GROUP_CONSUMER_HEARTBEAT_INTERVAL_MS")]
+    group_consumer_heartbeat_interval_ms: Option<i32>,
+    /// group.consumer.session.timeout.ms: KIP-848 members not heard from for this long are removed [default: 45000].
+    #[arg(long, env = "STROM_GROUP_CONSUMER_SESSION_TIMEOUT_MS")]
+    group_consumer_session_timeout_ms: Option<i32>,
     /// offsets.retention.minutes: committed offsets of empty groups expire after this [default: 10080].
     #[arg(long, env = "STROM_OFFSETS_RETENTION_MINUTES")]
     offsets_retention_minutes: Option<i64>,
@@ -139,6 +145,8 @@ struct FileConfig {
     node_id: Option<i32>,
     group_initial_rebalance_delay_ms: Option<u64>,
     group_min_session_timeout_ms: Option<i32>,
+    group_consumer_heartbeat_interval_ms: Option<i32>,
+    group_consumer_session_timeout_ms: Option<i32>,
     offsets_retention_minutes: Option<i64>,
     group_share_partition_max_record_locks: Option<usize>,
     group_share_record_lock_duration_ms: Option<i64>,
@@ -288,6 +296,18 @@ fn resolve(a: ServeArgs) -> Result<Settings> {
     {
         groups.min_session_timeout_ms = ms;
     }
+    if let Some(ms) = a
+        .group_consumer_heartbeat_interval_ms
+        .or(f.group_consumer_heartbeat_interval_ms)
+    {
+        groups.consumer_heartbeat_interval_ms = ms.max(1);
+    }
+    if let Some(ms) = a
+        .group_consumer_session_timeout_ms
+        .or(f.group_consumer_session_timeout_ms)
+    {
+        groups.consumer_session_timeout_ms = ms.max(1);
+    }
     if let Some(m) = a.offsets_retention_minutes.or(f.offsets_retention_minutes) {
         if m < 1 {
             bail!("--offsets-retention-minutes must be at least 1");
@@ -394,6 +414,14 @@ async fn serve(s: Settings) -> Result<()> {
     let groups = tokio::task::spawn_blocking(move || GroupCoordinator::open(&dir, gconf, exists))
         .await?
         .context("cannot load the consumer groups")?;
+    let b = broker.clone();
+    groups.set_topics(Arc::new(move || {
+        b.topics()
+            .into_iter()
+            .filter(|t| !t.internal)
+            .map(|t| (t.name, t.partitions))
+            .collect()
+    }));
     let coordinator = tokio::spawn(groups.clone().run());
     let (dir, b, g, sconf) = (
         data_dir.clone(),

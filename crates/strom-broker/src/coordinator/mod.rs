@@ -16,6 +16,9 @@
 //! **Invariant:** all state lives under one mutex, never held across I/O or an await; waiters
 //! (JoinGroup, SyncGroup) are oneshot channels answered when the state machine moves.
 
+pub mod assignor;
+mod classic_member;
+mod consumer_group;
 mod store;
 mod txn_offsets;
 
@@ -29,6 +32,12 @@ use parking_lot::Mutex;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+pub use classic_member::{AssignmentDecoder, ClassicCodec, ClassicJoin, SubscriptionDecoder};
+use consumer_group::{CMember, ConsumerGroup};
+pub use consumer_group::{
+    ConsumerGroupDescription, ConsumerGroupState, ConsumerHeartbeat, ConsumerHeartbeatOutcome,
+    ConsumerMemberDescription, TopicsView,
+};
 pub use store::Committed;
 use store::{Entry, Store, StoredGroup, StoredMember};
 
@@ -80,6 +89,24 @@ pub enum GroupError {
     /// Writing the store failed.
     #[error("storage error: {0}")]
     Storage(String),
+    /// KIP-848: the member epoch is ahead of the member's (or of no use any more).
+    #[error("fenced member epoch")]
+    FencedMemberEpoch,
+    /// KIP-848: an OffsetCommit/OffsetFetch with an older member epoch.
+    #[error("stale member epoch")]
+    StaleMemberEpoch,
+    /// KIP-848: another live member holds this instance id.
+    #[error("unreleased instance id")]
+    UnreleasedInstanceId,
+    /// KIP-848: no such server-side assignor.
+    #[error("unsupported assignor {0}")]
+    UnsupportedAssignor(String),
+    /// KIP-848: the subscribed regex does not compile.
+    #[error("invalid regular expression: {0}")]
+    InvalidRegularExpression(String),
+    /// A malformed request.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
 }
 
 /// Coordinator settings (Kafka's names).
@@ -95,6 +122,10 @@ pub struct GroupConfig {
     pub offsets_retention_ms: i64,
     /// `offset.metadata.max.bytes`.
     pub offset_metadata_max_bytes: usize,
+    /// `group.consumer.heartbeat.interval.ms` (KIP-848 members).
+    pub consumer_heartbeat_interval_ms: i32,
+    /// `group.consumer.session.timeout.ms` (KIP-848 members).
+    pub consumer_session_timeout_ms: i32,
 }
 
 impl Default for GroupConfig {
@@ -105,6 +136,8 @@ impl Default for GroupConfig {
             max_session_timeout_ms: 1_800_000,
             offsets_retention_ms: 7 * 24 * 60 * 60 * 1000,
             offset_metadata_max_bytes: 4096,
+            consumer_heartbeat_interval_ms: 5000,
+            consumer_session_timeout_ms: 45_000,
         }
     }
 }
@@ -269,6 +302,8 @@ struct Group {
     offsets: BTreeMap<(String, i32), Committed>,
     /// When the group last became empty (for offsets retention).
     empty_since_ms: i64,
+    /// A KIP-848 consumer group's state (`None`: a classic group).
+    consumer: Option<ConsumerGroup>,
 }
 
 impl Group {
@@ -285,6 +320,7 @@ impl Group {
             delay_until: None,
             offsets: BTreeMap::new(),
             empty_since_ms: strom_log::now_ms(),
+            consumer: None,
         }
     }
 
@@ -435,6 +471,10 @@ pub struct GroupCoordinator {
     rebalances: std::sync::atomic::AtomicU64,
     /// Group ids another coordinator owns (share groups): JoinGroup refuses them.
     foreign: parking_lot::RwLock<Option<ForeignGroups>>,
+    /// The topics and their partition counts (KIP-848 assignors and regexes).
+    topics: parking_lot::RwLock<Option<TopicsView>>,
+    /// The door's decoding of classic consumer metadata (KIP-848 online upgrade).
+    classic_codec: parking_lot::RwLock<Option<ClassicCodec>>,
 }
 
 /// Whether a group id belongs to another kind of group (the share coordinator's).
@@ -520,6 +560,45 @@ impl GroupCoordinator {
                         GroupState::Stable
                     };
                 }
+                Entry::ConsumerGroup { group, value } => {
+                    let g = groups.entry(group).or_insert_with(Group::new);
+                    match value {
+                        Some(sg) => {
+                            let cg = g.consumer.get_or_insert_with(ConsumerGroup::default);
+                            cg.epoch = sg.epoch;
+                            cg.assignment_epoch = sg.assignment_epoch;
+                            cg.assignor = sg.assignor;
+                        }
+                        None => g.consumer = None,
+                    }
+                }
+                Entry::ConsumerMember {
+                    group,
+                    member,
+                    value,
+                } => {
+                    let g = groups.entry(group).or_insert_with(Group::new);
+                    let cg = g.consumer.get_or_insert_with(ConsumerGroup::default);
+                    match value {
+                        Some(m) => {
+                            cg.members.insert(member, CMember::from_stored(*m, now));
+                        }
+                        None => {
+                            cg.members.remove(&member);
+                        }
+                    }
+                }
+            }
+        }
+        for g in groups.values_mut() {
+            if let Some(cg) = &g.consumer {
+                g.protocol_type = "consumer".into();
+                g.generation = cg.epoch;
+                g.state = if cg.members.is_empty() {
+                    GroupState::Empty
+                } else {
+                    GroupState::Stable
+                };
             }
         }
         tracing::info!(groups = groups.len(), "consumer groups loaded");
@@ -531,6 +610,8 @@ impl GroupCoordinator {
             exists,
             rebalances: std::sync::atomic::AtomicU64::new(0),
             foreign: parking_lot::RwLock::new(None),
+            topics: parking_lot::RwLock::new(None),
+            classic_codec: parking_lot::RwLock::new(None),
         }))
     }
 
@@ -574,11 +655,15 @@ impl GroupCoordinator {
         {
             return Err(GroupError::InvalidSessionTimeout);
         }
+        self.classic_join_of_consumer_group(&req.group_id).await?;
         let rx = {
             let mut groups = self.groups.lock();
             let g = groups
                 .entry(req.group_id.clone())
                 .or_insert_with(Group::new);
+            if g.consumer.is_some() {
+                return Err(GroupError::InconsistentGroupProtocol);
+            }
             let rx = self.join_locked(g, req)?;
             self.try_complete_join(g);
             rx
@@ -894,6 +979,9 @@ impl GroupCoordinator {
         let g = groups
             .get_mut(group_id)
             .ok_or(GroupError::UnknownMemberId)?;
+        if let Some(cg) = g.consumer.as_mut() {
+            return self.consumer_classic_heartbeat(cg, generation, member_id);
+        }
         g.check_member(member_id, instance_id)?;
         match g.state {
             GroupState::Empty | GroupState::Dead => Err(GroupError::UnknownMemberId),
@@ -916,6 +1004,9 @@ impl GroupCoordinator {
         group_id: &str,
         members: &[(String, Option<String>)],
     ) -> Vec<Result<String, GroupError>> {
+        if self.is_consumer_group(group_id) {
+            return self.consumer_classic_leave(group_id, members).await;
+        }
         let (results, persist) = {
             let mut groups = self.groups.lock();
             let Some(g) = groups.get_mut(group_id) else {
@@ -1001,6 +1092,10 @@ impl GroupCoordinator {
                 let now = Instant::now();
                 let mut groups = self.groups.lock();
                 for (id, g) in groups.iter_mut() {
+                    if g.consumer.is_some() {
+                        persist.extend(self.expire_consumer_members(id, g, now));
+                        continue;
+                    }
                     g.pending.retain(|_, until| *until > now);
                     let expired: Vec<String> = g
                         .members
@@ -1068,7 +1163,10 @@ impl GroupCoordinator {
             }
         }
         groups.retain(|_, g| {
-            !(g.state == GroupState::Empty && g.offsets.is_empty() && g.generation == 0)
+            !(g.state == GroupState::Empty
+                && g.offsets.is_empty()
+                && g.generation == 0
+                && g.consumer.is_none())
         });
         out
     }
@@ -1104,7 +1202,9 @@ impl GroupCoordinator {
             if g.state == GroupState::Dead {
                 return Err(GroupError::CoordinatorNotAvailable);
             }
-            if !(generation < 0 && g.state == GroupState::Empty) {
+            if let Some(cg) = &g.consumer {
+                consumer_group::validate_commit(cg, member_id, generation)?;
+            } else if !(generation < 0 && g.state == GroupState::Empty) {
                 g.check_member(member_id, instance_id)?;
                 if generation != g.generation {
                     return Err(GroupError::IllegalGeneration);
@@ -1237,12 +1337,60 @@ impl GroupCoordinator {
         out
     }
 
+    /// ListGroups with each group's type: `(group id, protocol type, state name, type)`,
+    /// type "classic" or "consumer" (KIP-848; states Empty, Assigning, Reconciling, Stable).
+    pub fn list_typed(&self) -> Vec<(String, String, &'static str, &'static str)> {
+        let groups = self.groups.lock();
+        let mut out: Vec<_> = groups
+            .iter()
+            .map(|(id, g)| match GroupCoordinator::consumer_state(g) {
+                Some(s) => (id.clone(), "consumer".to_string(), s.name(), "consumer"),
+                None => (
+                    id.clone(),
+                    g.protocol_type.clone(),
+                    g.state.name(),
+                    "classic",
+                ),
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// A classic JoinGroup of an empty consumer group turns it back into a classic group (as
+    /// Kafka's online downgrade of an empty group); one with members is not joined here.
+    async fn classic_join_of_consumer_group(&self, group_id: &str) -> Result<(), GroupError> {
+        let entry = {
+            let mut groups = self.groups.lock();
+            let Some(g) = groups.get_mut(group_id) else {
+                return Ok(());
+            };
+            match &g.consumer {
+                None => return Ok(()),
+                // Joined as a classic member by the door (`consumer_classic_join`).
+                Some(cg) if !cg.members.is_empty() => {
+                    return Err(GroupError::InconsistentGroupProtocol)
+                }
+                Some(_) => {}
+            }
+            g.consumer = None;
+            g.generation = 0;
+            g.protocol_type.clear();
+            Entry::ConsumerGroup {
+                group: group_id.to_string(),
+                value: None,
+            }
+        };
+        let _w = self.write_lock.lock().await;
+        self.write(vec![entry]).await
+    }
+
     /// DeleteGroups of one group: only an empty group can go; its offsets go with it.
     pub async fn delete(&self, group_id: &str) -> Result<(), GroupError> {
         let entries = {
             let mut groups = self.groups.lock();
             let g = groups.get(group_id).ok_or(GroupError::GroupIdNotFound)?;
-            if !g.members.is_empty() {
+            if !g.members.is_empty() || g.consumer.as_ref().is_some_and(|c| !c.members.is_empty()) {
                 return Err(GroupError::NonEmptyGroup);
             }
             let mut entries: Vec<Entry> = g
@@ -1255,6 +1403,12 @@ impl GroupCoordinator {
                     value: None,
                 })
                 .collect();
+            if g.consumer.is_some() {
+                entries.push(Entry::ConsumerGroup {
+                    group: group_id.to_string(),
+                    value: None,
+                });
+            }
             entries.push(Entry::Group {
                 group: group_id.to_string(),
                 value: None,
@@ -1277,7 +1431,8 @@ impl GroupCoordinator {
             let g = groups
                 .get_mut(group_id)
                 .ok_or(GroupError::GroupIdNotFound)?;
-            let busy = !g.members.is_empty();
+            let busy =
+                !g.members.is_empty() || g.consumer.as_ref().is_some_and(|c| !c.members.is_empty());
             let mut results = Vec::new();
             let mut entries = Vec::new();
             for (t, p) in partitions {

@@ -11,12 +11,21 @@
 //! each), member count u32`, then per member `id, instance id (i16 length, -1 = null),
 //! client id, client host, session timeout i32, rebalance timeout i32, metadata (u32 + bytes),
 //! assignment (u32 + bytes)`.
+//!
+//! KIP-848 consumer groups (as Kafka's ConsumerGroupMetadata and ConsumerGroupMember
+//! records, the member's target assignment in its own record): type 2 is a consumer group's
+//! metadata, value `version u8 = 0, group epoch i32, assignment epoch i32, assignor`; type 3
+//! adds `member id` and is a member, value `version u8 = 0, instance id, rack (nullable),
+//! client id, client host, rebalance timeout i32, topics (u32 count + strings), regex
+//! (nullable), assignor (nullable), epoch i32, previous epoch i32, state u8, left static u8,
+//! assigned, revoking, target` (each: u32 topic count, per topic name + u32 count + i32s).
 
 use std::path::Path;
 
 use bytes::Bytes;
 use strom_log::{Log, LogConfig, LogError};
 
+use super::assignor::Assignment;
 use crate::kvlog::{self, put_bytes, put_opt_str, put_str, Reader};
 
 /// A committed offset.
@@ -55,6 +64,39 @@ pub(crate) struct StoredGroup {
     pub(crate) members: Vec<StoredMember>,
 }
 
+/// A consumer group's metadata as persisted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct StoredConsumerGroup {
+    pub(crate) epoch: i32,
+    pub(crate) assignment_epoch: i32,
+    pub(crate) assignor: String,
+}
+
+/// A consumer group member as persisted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct StoredConsumerMember {
+    pub(crate) id: String,
+    pub(crate) instance_id: Option<String>,
+    pub(crate) rack: Option<String>,
+    pub(crate) client_id: String,
+    pub(crate) client_host: String,
+    pub(crate) rebalance_timeout_ms: i32,
+    pub(crate) topics: Vec<String>,
+    pub(crate) regex: Option<String>,
+    pub(crate) assignor: Option<String>,
+    pub(crate) epoch: i32,
+    pub(crate) previous_epoch: i32,
+    pub(crate) state: u8,
+    pub(crate) left_static: bool,
+    pub(crate) assigned: Assignment,
+    pub(crate) revoking: Assignment,
+    pub(crate) target: Assignment,
+    /// A classic-protocol member: its session timeout (0: a consumer-protocol member).
+    pub(crate) classic_session_timeout_ms: i32,
+    /// A classic-protocol member: the protocol it joined with.
+    pub(crate) classic_protocol: Option<String>,
+}
+
 /// One write to the store.
 #[derive(Clone, Debug)]
 pub(crate) enum Entry {
@@ -67,6 +109,15 @@ pub(crate) enum Entry {
     Group {
         group: String,
         value: Option<StoredGroup>,
+    },
+    ConsumerGroup {
+        group: String,
+        value: Option<StoredConsumerGroup>,
+    },
+    ConsumerMember {
+        group: String,
+        member: String,
+        value: Option<Box<StoredConsumerMember>>,
     },
 }
 
@@ -206,7 +257,125 @@ fn encode_entry(e: &Entry) -> (Vec<u8>, Option<Vec<u8>>) {
             });
             (key, value)
         }
+        Entry::ConsumerGroup { group, value } => {
+            key.push(2);
+            put_str(&mut key, group);
+            let value = value.as_ref().map(|g| {
+                let mut v = vec![0u8];
+                v.extend_from_slice(&g.epoch.to_be_bytes());
+                v.extend_from_slice(&g.assignment_epoch.to_be_bytes());
+                put_str(&mut v, &g.assignor);
+                v
+            });
+            (key, value)
+        }
+        Entry::ConsumerMember {
+            group,
+            member,
+            value,
+        } => {
+            key.push(3);
+            put_str(&mut key, group);
+            put_str(&mut key, member);
+            let value = value.as_ref().map(|m| {
+                let mut v = vec![0u8];
+                put_opt_str(&mut v, m.instance_id.as_deref());
+                put_opt_str(&mut v, m.rack.as_deref());
+                put_str(&mut v, &m.client_id);
+                put_str(&mut v, &m.client_host);
+                v.extend_from_slice(&m.rebalance_timeout_ms.to_be_bytes());
+                v.extend_from_slice(&(m.topics.len() as u32).to_be_bytes());
+                for t in &m.topics {
+                    put_str(&mut v, t);
+                }
+                put_opt_str(&mut v, m.regex.as_deref());
+                put_opt_str(&mut v, m.assignor.as_deref());
+                v.extend_from_slice(&m.epoch.to_be_bytes());
+                v.extend_from_slice(&m.previous_epoch.to_be_bytes());
+                v.push(m.state);
+                v.push(u8::from(m.left_static));
+                for a in [&m.assigned, &m.revoking, &m.target] {
+                    put_assignment(&mut v, a);
+                }
+                v.extend_from_slice(&m.classic_session_timeout_ms.to_be_bytes());
+                put_opt_str(&mut v, m.classic_protocol.as_deref());
+                v
+            });
+            (key, value)
+        }
     }
+}
+
+fn put_assignment(v: &mut Vec<u8>, a: &Assignment) {
+    v.extend_from_slice(&(a.len() as u32).to_be_bytes());
+    for (t, ps) in a {
+        put_str(v, t);
+        v.extend_from_slice(&(ps.len() as u32).to_be_bytes());
+        for p in ps {
+            v.extend_from_slice(&p.to_be_bytes());
+        }
+    }
+}
+
+fn read_assignment(r: &mut Reader<'_>) -> Option<Assignment> {
+    let n = r.i32()? as u32;
+    let mut a = Assignment::new();
+    for _ in 0..n {
+        let t = r.str()?;
+        let k = r.i32()? as u32;
+        let mut ps = std::collections::BTreeSet::new();
+        for _ in 0..k {
+            ps.insert(r.i32()?);
+        }
+        a.insert(t, ps);
+    }
+    Some(a)
+}
+
+fn decode_consumer_member(v: &[u8]) -> Option<StoredConsumerMember> {
+    let mut v = Reader(v);
+    let _version = v.u8()?;
+    let instance_id = v.opt_str()?;
+    let rack = v.opt_str()?;
+    let client_id = v.str()?;
+    let client_host = v.str()?;
+    let rebalance_timeout_ms = v.i32()?;
+    let n = v.i32()? as u32;
+    let mut topics = Vec::new();
+    for _ in 0..n {
+        topics.push(v.str()?);
+    }
+    let regex = v.opt_str()?;
+    let assignor = v.opt_str()?;
+    let epoch = v.i32()?;
+    let previous_epoch = v.i32()?;
+    let state = v.u8()?;
+    let left_static = v.u8()? != 0;
+    let assigned = read_assignment(&mut v)?;
+    let revoking = read_assignment(&mut v)?;
+    let target = read_assignment(&mut v)?;
+    let classic_session_timeout_ms = v.i32()?;
+    let classic_protocol = v.opt_str()?;
+    Some(StoredConsumerMember {
+        id: String::new(),
+        instance_id,
+        rack,
+        client_id,
+        client_host,
+        rebalance_timeout_ms,
+        topics,
+        regex,
+        assignor,
+        epoch,
+        previous_epoch,
+        state,
+        left_static,
+        assigned,
+        revoking,
+        target,
+        classic_session_timeout_ms,
+        classic_protocol,
+    })
 }
 
 fn decode_entry(key: &[u8], value: Option<&[u8]>) -> Option<Entry> {
@@ -281,6 +450,39 @@ fn decode_entry(key: &[u8], value: Option<&[u8]>) -> Option<Entry> {
             };
             Some(Entry::Group { group, value })
         }
+        2 => {
+            let group = k.str()?;
+            let value = match value {
+                None => None,
+                Some(v) => {
+                    let mut v = Reader(v);
+                    let _version = v.u8()?;
+                    Some(StoredConsumerGroup {
+                        epoch: v.i32()?,
+                        assignment_epoch: v.i32()?,
+                        assignor: v.str()?,
+                    })
+                }
+            };
+            Some(Entry::ConsumerGroup { group, value })
+        }
+        3 => {
+            let group = k.str()?;
+            let member = k.str()?;
+            let value = match value {
+                None => None,
+                Some(v) => {
+                    let mut m = decode_consumer_member(v)?;
+                    m.id = member.clone();
+                    Some(Box::new(m))
+                }
+            };
+            Some(Entry::ConsumerMember {
+                group,
+                member,
+                value,
+            })
+        }
         _ => None,
     }
 }
@@ -353,6 +555,70 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn consumer_group_records_round_trip_through_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = |t: &str, ps: &[i32]| -> Assignment {
+            [(t.to_string(), ps.iter().copied().collect())]
+                .into_iter()
+                .collect()
+        };
+        let member = StoredConsumerMember {
+            id: "m1".into(),
+            instance_id: Some("i1".into()),
+            rack: None,
+            client_id: "c".into(),
+            client_host: "/127.0.0.1".into(),
+            rebalance_timeout_ms: 30_000,
+            topics: vec!["a".into(), "b".into()],
+            regex: Some("^pre.*".into()),
+            assignor: Some("range".into()),
+            epoch: 4,
+            previous_epoch: 3,
+            state: 1,
+            left_static: true,
+            assigned: part("a", &[0, 2]),
+            revoking: part("b", &[1]),
+            target: part("a", &[0, 1, 2]),
+            classic_session_timeout_ms: 10_000,
+            classic_protocol: Some("range".into()),
+        };
+        let group = StoredConsumerGroup {
+            epoch: 5,
+            assignment_epoch: 5,
+            assignor: "range".into(),
+        };
+        {
+            let s = Store::open(dir.path()).unwrap();
+            s.write(&[
+                Entry::ConsumerGroup {
+                    group: "g".into(),
+                    value: Some(group.clone()),
+                },
+                Entry::ConsumerMember {
+                    group: "g".into(),
+                    member: "m1".into(),
+                    value: Some(Box::new(member.clone())),
+                },
+                Entry::ConsumerMember {
+                    group: "g".into(),
+                    member: "m0".into(),
+                    value: None,
+                },
+            ])
+            .unwrap();
+            s.close();
+        }
+        let entries = Store::open(dir.path()).unwrap().replay().unwrap();
+        assert!(matches!(&entries[0], Entry::ConsumerGroup { value: Some(g), .. } if *g == group));
+        assert!(
+            matches!(&entries[1], Entry::ConsumerMember { value: Some(m), .. } if **m == member)
+        );
+        assert!(
+            matches!(&entries[2], Entry::ConsumerMember { member, value: None, .. } if member == "m0")
+        );
     }
 
     #[test]

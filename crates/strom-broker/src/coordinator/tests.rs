@@ -328,3 +328,159 @@ async fn offsets_of_empty_groups_expire_after_the_retention() {
     let c = GroupCoordinator::open(dir.path(), config, exists).unwrap();
     assert!(c.fetch_offsets("old", None).is_empty());
 }
+
+// --- KIP-848 consumer groups ------------------------------------------------------------------
+
+fn consumer_hb(member: &str, epoch: i32, owned: Option<assignor::Assignment>) -> ConsumerHeartbeat {
+    ConsumerHeartbeat {
+        group_id: "cg".into(),
+        member_id: member.into(),
+        member_epoch: epoch,
+        rebalance_timeout_ms: if epoch == 0 { 5000 } else { -1 },
+        subscribed_topic_names: (epoch == 0).then(|| vec!["t".to_string()]),
+        owned,
+        ..Default::default()
+    }
+}
+
+fn with_topics(c: &GroupCoordinator) {
+    c.set_topics(Arc::new(|| [("t".to_string(), 4)].into_iter().collect()));
+}
+
+#[tokio::test]
+async fn a_consumer_group_and_its_members_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (epoch, given) = {
+        let c = coordinator(dir.path(), 0);
+        with_topics(&c);
+        let a = c
+            .consumer_heartbeat(consumer_hb("a", 0, None))
+            .await
+            .unwrap();
+        c.commit(
+            "cg",
+            a.member_epoch,
+            "a",
+            None,
+            vec![OffsetCommit {
+                topic: "t".into(),
+                partition: 0,
+                offset: 7,
+                leader_epoch: -1,
+                metadata: None,
+            }],
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .for_each(|r| r.unwrap());
+        c.close();
+        (a.member_epoch, a.assignment.unwrap())
+    };
+    let c = coordinator(dir.path(), 0);
+    with_topics(&c);
+    let d = c.describe_consumer_group("cg").unwrap();
+    assert_eq!(d.group_epoch, epoch);
+    assert_eq!(d.members.len(), 1);
+    assert_eq!(d.members[0].assignment, given);
+    assert_eq!(c.fetch_offsets("cg", None)[0].2.as_ref().unwrap().offset, 7);
+    // The member goes on with its epoch after the restart.
+    let again = c
+        .consumer_heartbeat(consumer_hb("a", epoch, Some(given.clone())))
+        .await
+        .unwrap();
+    assert_eq!(again.member_epoch, epoch);
+    assert_eq!(
+        c.list_typed(),
+        vec![(
+            "cg".to_string(),
+            "consumer".to_string(),
+            "Stable",
+            "consumer"
+        )]
+    );
+}
+
+#[tokio::test]
+async fn a_classic_member_of_a_consumer_group_gets_its_share_once_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = coordinator(dir.path(), 0);
+    with_topics(&c);
+    let a = c
+        .consumer_heartbeat(consumer_hb("a", 0, None))
+        .await
+        .unwrap();
+    let all = a.assignment.unwrap();
+    let join = |member: &str| ClassicJoin {
+        group_id: "cg".into(),
+        member_id: member.into(),
+        instance_id: None,
+        client_id: "classic".into(),
+        client_host: "/127.0.0.1".into(),
+        session_timeout_ms: 10_000,
+        rebalance_timeout_ms: 10_000,
+        protocols: vec!["range".into()],
+        topics: vec!["t".into()],
+        owned: assignor::Assignment::new(),
+        require_known_member_id: true,
+    };
+    let id = match c.consumer_classic_join(join("")).await {
+        Err(GroupError::MemberIdRequired(id)) => id,
+        other => panic!("expected MEMBER_ID_REQUIRED, got {other:?}"),
+    };
+    let j = c.consumer_classic_join(join(&id)).await.unwrap();
+    assert!(j.leader.is_empty() && j.members.is_empty());
+    // a still holds everything: the classic member gets nothing yet, and is told to rejoin.
+    let (_, got) = c.consumer_classic_sync("cg", j.generation, &id).unwrap();
+    assert!(got.is_empty());
+    assert_eq!(
+        c.heartbeat("cg", j.generation, &id, None),
+        Err(GroupError::RebalanceInProgress)
+    );
+    assert_eq!(
+        c.heartbeat("cg", j.generation + 1, &id, None),
+        Err(GroupError::IllegalGeneration)
+    );
+    // a revokes half.
+    let r = c
+        .consumer_heartbeat(consumer_hb("a", a.member_epoch, Some(all.clone())))
+        .await
+        .unwrap();
+    let kept = r.assignment.unwrap();
+    c.consumer_heartbeat(consumer_hb("a", a.member_epoch, Some(kept.clone())))
+        .await
+        .unwrap();
+    let j2 = c.consumer_classic_join(join(&id)).await.unwrap();
+    let (name, got) = c.consumer_classic_sync("cg", j2.generation, &id).unwrap();
+    assert_eq!(name, "range");
+    assert_eq!(got.values().map(|p| p.len()).sum::<usize>(), 2);
+    assert!(got["t"].is_disjoint(&kept["t"]));
+    assert_eq!(c.heartbeat("cg", j2.generation, &id, None), Ok(()));
+    // A classic member commits with its generation.
+    let commit = |g: i32| {
+        c.commit(
+            "cg",
+            g,
+            &id,
+            None,
+            vec![OffsetCommit {
+                topic: "t".into(),
+                partition: 1,
+                offset: 1,
+                leader_epoch: -1,
+                metadata: None,
+            }],
+        )
+    };
+    assert!(commit(j2.generation).await.is_ok());
+    assert_eq!(
+        commit(j2.generation + 3).await.unwrap_err(),
+        GroupError::IllegalGeneration
+    );
+    // It leaves: a gets everything back at its next heartbeats.
+    assert_eq!(
+        c.leave("cg", &[(id.clone(), None)]).await,
+        vec![Ok(id.clone())]
+    );
+    assert_eq!(c.describe_consumer_group("cg").unwrap().members.len(), 1);
+}

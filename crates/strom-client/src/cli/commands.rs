@@ -587,7 +587,18 @@ pub(crate) async fn group(conn: &Conn, cmd: GroupCmd) -> Result<()> {
             if super::queue::describe_share_group(&c, conn, http.as_deref(), &group).await? {
                 return Ok(());
             }
-            let d = c.describe_group(&group).await?;
+            let consumer = c.describe_consumer_group(&group).await?;
+            let d = match &consumer {
+                // A KIP-848 consumer group: members with their epochs and assignments.
+                Some(cg) => crate::groups::GroupDescription {
+                    group: group.clone(),
+                    state: cg.state.clone(),
+                    protocol_type: "consumer".into(),
+                    protocol: cg.assignor.clone(),
+                    members: Vec::new(),
+                },
+                None => c.describe_group(&group).await?,
+            };
             let offs = c.committed_offsets(&group).await?;
             let mut rows = Vec::new();
             for (t, p, o) in &offs {
@@ -598,11 +609,58 @@ pub(crate) async fn group(conn: &Conn, cmd: GroupCmd) -> Result<()> {
             if conn.json {
                 let ms: Vec<_> = d.members.iter().map(|m| json!({"member_id": m.member_id, "client_id": m.client_id, "host": m.client_host})).collect();
                 let os: Vec<_> = rows.iter().map(|(t, p, o, e, l)| json!({"topic": t, "partition": p, "committed": o, "end": e, "lag": l})).collect();
+                let mut out = json!({"group": group, "state": d.state, "protocol_type": d.protocol_type,
+                    "protocol": d.protocol, "members": ms, "offsets": os});
+                if let Some(cg) = &consumer {
+                    out["type"] = json!("consumer");
+                    out["group_epoch"] = json!(cg.group_epoch);
+                    out["assignment_epoch"] = json!(cg.assignment_epoch);
+                    out["members"] = cg.members.iter().map(|m| json!({"member_id": m.member_id,
+                        "member_epoch": m.member_epoch, "client_id": m.client_id, "host": m.client_host,
+                        "assignment": m.assignment.iter().map(|(t, ps)| json!({"topic": t, "partitions": ps})).collect::<Vec<_>>()})).collect();
+                }
+                println!("{out}");
+            } else if let Some(cg) = &consumer {
                 println!(
-                    "{}",
-                    json!({"group": group, "state": d.state, "protocol_type": d.protocol_type,
-                    "protocol": d.protocol, "members": ms, "offsets": os})
+                    "group {group}: consumer group (KIP-848), state {}, assignor {}, group epoch {}, assignment epoch {}, {} member(s)",
+                    cg.state,
+                    cg.assignor,
+                    cg.group_epoch,
+                    cg.assignment_epoch,
+                    cg.members.len()
                 );
+                let ms: Vec<Vec<String>> = cg
+                    .members
+                    .iter()
+                    .map(|m| {
+                        let a: Vec<String> = m
+                            .assignment
+                            .iter()
+                            .map(|(t, ps)| format!("{t}:{ps:?}"))
+                            .collect();
+                        vec![
+                            m.member_id.clone(),
+                            m.member_epoch.to_string(),
+                            m.client_id.clone(),
+                            m.client_host.clone(),
+                            a.join(" "),
+                        ]
+                    })
+                    .collect();
+                print_table(&["MEMBER", "EPOCH", "CLIENT-ID", "HOST", "ASSIGNMENT"], &ms);
+                let rs: Vec<Vec<String>> = rows
+                    .iter()
+                    .map(|(t, p, o, e, l)| {
+                        vec![
+                            t.clone(),
+                            p.to_string(),
+                            o.to_string(),
+                            e.to_string(),
+                            l.to_string(),
+                        ]
+                    })
+                    .collect();
+                print_table(&["TOPIC", "PARTITION", "COMMITTED", "END", "LAG"], &rs);
             } else {
                 println!(
                     "group {group}: state {}, protocol {} {}, {} member(s)",

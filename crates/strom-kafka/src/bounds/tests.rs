@@ -116,6 +116,8 @@ macro_rules! by_api {
             ApiKey::ListGroups => $f::<ListGroupsRequest>($buf, $v),
             ApiKey::DeleteGroups => $f::<DeleteGroupsRequest>($buf, $v),
             ApiKey::OffsetDelete => $f::<OffsetDeleteRequest>($buf, $v),
+            ApiKey::ConsumerGroupHeartbeat => $f::<ConsumerGroupHeartbeatRequest>($buf, $v),
+            ApiKey::ConsumerGroupDescribe => $f::<ConsumerGroupDescribeRequest>($buf, $v),
             ApiKey::ShareGroupHeartbeat => $f::<ShareGroupHeartbeatRequest>($buf, $v),
             ApiKey::ShareGroupDescribe => $f::<ShareGroupDescribeRequest>($buf, $v),
             ApiKey::ShareFetch => $f::<ShareFetchRequest>($buf, $v),
