@@ -559,10 +559,16 @@ impl Broker {
         }
         self.partition(topic, partition)?;
         match self.txn_guard.get() {
-            Some(g) => g.check_produce(topic, partition, h.producer_id, h.producer_epoch, implicit_add),
-            None => Err(BrokerError::Transaction(crate::txn::TxnError::InvalidTxnState(
-                "transactions are not enabled".into(),
-            ))),
+            Some(g) => g.check_produce(
+                topic,
+                partition,
+                h.producer_id,
+                h.producer_epoch,
+                implicit_add,
+            ),
+            None => Err(BrokerError::Transaction(
+                crate::txn::TxnError::InvalidTxnState("transactions are not enabled".into()),
+            )),
         }
     }
 

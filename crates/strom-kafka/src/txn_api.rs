@@ -175,9 +175,19 @@ pub(crate) fn add_partitions_to_txn(mut req: Req<'_>) -> Result<Reply, Fatal> {
         .map(|x| {
             let parts = flatten(&x.topics);
             let results = if x.verify_only {
-                t.verify_partitions(&x.transactional_id, x.producer_id.0, x.producer_epoch, &parts)
+                t.verify_partitions(
+                    &x.transactional_id,
+                    x.producer_id.0,
+                    x.producer_epoch,
+                    &parts,
+                )
             } else {
-                t.add_partitions(&x.transactional_id, x.producer_id.0, x.producer_epoch, &parts)
+                t.add_partitions(
+                    &x.transactional_id,
+                    x.producer_id.0,
+                    x.producer_epoch,
+                    &parts,
+                )
             };
             AddPartitionsToTxnResult::default()
                 .with_transactional_id(x.transactional_id.clone())
@@ -204,9 +214,8 @@ pub(crate) fn add_offsets_to_txn(mut req: Req<'_>) -> Result<Reply, Fatal> {
 pub(crate) async fn end_txn(mut req: Req<'_>) -> Result<Reply, Fatal> {
     let r: EndTxnRequest = req.decode()?;
     let Some(t) = txns(req.ctx) else {
-        return req.encode(
-            &EndTxnResponse::default().with_error_code(E::CoordinatorNotAvailable.code()),
-        );
+        return req
+            .encode(&EndTxnResponse::default().with_error_code(E::CoordinatorNotAvailable.code()));
     };
     // EndTxn v5+ is transactions v2 (KIP-890): the epoch is bumped and returned.
     let v2 = req.version >= 5;
@@ -274,10 +283,11 @@ pub(crate) fn txn_offset_commit(mut req: Req<'_>) -> Result<Reply, Fatal> {
         },
     };
     let mut topics: Vec<TxnOffsetCommitResponseTopic> = Vec::new();
-    let all = keys
-        .into_iter()
-        .zip(codes)
-        .chain(too_large.into_iter().map(|k| (k, E::OffsetMetadataTooLarge.code())));
+    let all = keys.into_iter().zip(codes).chain(
+        too_large
+            .into_iter()
+            .map(|k| (k, E::OffsetMetadataTooLarge.code())),
+    );
     for ((topic, p), code) in all {
         let part = TxnOffsetCommitResponsePartition::default()
             .with_partition_index(p)

@@ -727,7 +727,9 @@ impl TxnCoordinator {
     /// Writes the markers of a prepared transaction, applies its offsets on a commit, and
     /// completes it. A failure leaves it prepared for the ticker to retry.
     async fn finish(&self, id: &str) -> Result<(), TxnError> {
-        let m = self.describe(id).ok_or(TxnError::InvalidProducerIdMapping)?;
+        let m = self
+            .describe(id)
+            .ok_or(TxnError::InvalidProducerIdMapping)?;
         let commit = match m.state {
             TxnState::PrepareCommit => true,
             TxnState::PrepareAbort => false,
@@ -867,9 +869,9 @@ impl TxnGuard for TxnCoordinator {
         implicit_add: bool,
     ) -> crate::Result<()> {
         let Some(id) = self.inner.lock().by_producer.get(&producer_id).cloned() else {
-            return Err(BrokerError::Transaction(TxnError::InvalidTxnState(format!(
-                "producer {producer_id} has no transactional id"
-            ))));
+            return Err(BrokerError::Transaction(TxnError::InvalidTxnState(
+                format!("producer {producer_id} has no transactional id"),
+            )));
         };
         let tp = (topic.to_string(), partition);
         {
@@ -882,9 +884,9 @@ impl TxnGuard for TxnCoordinator {
                 return Ok(());
             }
             if !implicit_add {
-                return Err(BrokerError::Transaction(TxnError::InvalidTxnState(format!(
-                    "{topic}-{partition} is not in the transaction of {id:?}"
-                ))));
+                return Err(BrokerError::Transaction(TxnError::InvalidTxnState(
+                    format!("{topic}-{partition} is not in the transaction of {id:?}"),
+                )));
             }
         }
         // Transactions v2: the produce adds the partition, durably before the append.

@@ -11,7 +11,10 @@ fn fencing_compares_id_and_epoch() {
     let mut m = meta();
     m.producer_epoch = 3;
     assert_eq!(m.check_producer(7, 3), Ok(()));
-    assert_eq!(m.check_producer(8, 3), Err(TxnError::InvalidProducerIdMapping));
+    assert_eq!(
+        m.check_producer(8, 3),
+        Err(TxnError::InvalidProducerIdMapping)
+    );
     assert_eq!(m.check_producer(7, 2), Err(TxnError::ProducerFenced));
     assert_eq!(m.check_producer(7, 4), Err(TxnError::InvalidProducerEpoch));
 }
@@ -109,7 +112,10 @@ async fn commit_abort_fencing_and_recovery_of_a_prepared_commit() {
         .produce("t", 0, &txn_batch(pid, epoch, 0, b"x"))
         .await
         .unwrap_err();
-    assert!(matches!(e, BrokerError::Transaction(TxnError::InvalidTxnState(_))));
+    assert!(matches!(
+        e,
+        BrokerError::Transaction(TxnError::InvalidTxnState(_))
+    ));
     assert_eq!(broker.list_offset("t", 0, -1).unwrap().0, 0);
     // Commit: the records and the marker, the stable offset past the marker.
     let added = txns.add_partitions("tx", pid, epoch, &[("t".into(), 0)]);
@@ -141,7 +147,14 @@ async fn commit_abort_fencing_and_recovery_of_a_prepared_commit() {
     txns.end_txn("tx", pid, epoch, true, false).await.unwrap();
     assert_eq!(broker.last_stable_offset("t", 0).unwrap(), 2);
     assert!(!txns.has_pending_offset("g", "t", 0));
-    assert_eq!(groups.fetch_offsets("g", None)[0].2.as_ref().unwrap().offset, 5);
+    assert_eq!(
+        groups.fetch_offsets("g", None)[0]
+            .2
+            .as_ref()
+            .unwrap()
+            .offset,
+        5
+    );
     // A retried EndTxn is answered as it was; the opposite is refused.
     txns.end_txn("tx", pid, epoch, true, false).await.unwrap();
     assert!(matches!(
@@ -222,7 +235,11 @@ async fn transactions_v2_add_partitions_by_produce_and_bump_per_end() {
     let (pid, epoch) = txns.init_producer_id("tx", 60_000, None).await.unwrap();
     let batch = txn_batch(pid, epoch, 0, b"a");
     broker.produce_deferred_txn("t", 0, &batch, true).unwrap();
-    assert!(txns.describe("tx").unwrap().partitions.contains(&("t".to_string(), 0)));
+    assert!(txns
+        .describe("tx")
+        .unwrap()
+        .partitions
+        .contains(&("t".to_string(), 0)));
     let (p, e) = txns.end_txn("tx", pid, epoch, true, true).await.unwrap();
     assert_eq!((p, e), (pid, epoch + 1));
     // Its retry at the old epoch is answered with the new one.
