@@ -461,3 +461,86 @@ def test_cli_txn_list_and_describe(broker):
     assert "CompleteCommit" in out.stdout
     out = run("txn", "describe", "nope")
     assert out.returncode != 0
+
+
+# --- the v4+ batched AddPartitionsToTxn and DescribeProducers (flexible, raw) ---------------
+
+API_DESCRIBE_PRODUCERS = 61
+
+
+def add_partitions_v4(conn, tid, pid, epoch, topic, partition, verify_only):
+    cs, n, tags = kwire.compact_string, kwire.compact_array_count, kwire.NO_TAGS
+    body = n(1) + cs(tid) + struct.pack(">qh?", pid, epoch, verify_only)
+    body += n(1) + cs(topic) + n(1) + struct.pack(">i", partition) + tags + tags + tags
+    r = conn.call_flexible(API_ADD_PARTITIONS, 4, body)
+    r.i32()
+    assert r.i16() == 0
+
+    def part(r):
+        p, code = r.i32(), r.i16()
+        r.tags()
+        return p, code
+
+    def topic_result(r):
+        name, parts = r.cstring(), r.carray(part)
+        r.tags()
+        return name, parts
+
+    def txn_result(r):
+        t, topics = r.cstring(), r.carray(topic_result)
+        r.tags()
+        return t, topics
+
+    ((t, ((name, ((p, code),)),)),) = r.carray(txn_result)
+    assert (t, name, p) == (tid, topic, partition)
+    return code
+
+
+def describe_producers(conn, topic, partition):
+    cs, n, tags = kwire.compact_string, kwire.compact_array_count, kwire.NO_TAGS
+    body = n(1) + cs(topic) + n(1) + struct.pack(">i", partition) + tags + tags
+    r = conn.call_flexible(API_DESCRIBE_PRODUCERS, 0, body)
+    r.i32()
+
+    def producer(r):
+        v = dict(producer_id=r.i64(), epoch=r.i32(), last_sequence=r.i32(), last_timestamp=r.i64(),
+                 coordinator_epoch=r.i32(), txn_start_offset=r.i64())
+        r.tags()
+        return v
+
+    def part(r):
+        p, code, _msg, producers = r.i32(), r.i16(), r.cstring(), r.carray(producer)
+        r.tags()
+        return p, code, producers
+
+    def topic_result(r):
+        name, parts = r.cstring(), r.carray(part)
+        r.tags()
+        return name, parts
+
+    ((_, ((_, code, producers),)),) = r.carray(topic_result)
+    return code, producers
+
+
+def test_verify_only_add_partitions_and_describe_producers(broker):
+    create_topic(broker, "vo", 2)
+    with kwire.Conn(broker.bootstrap) as conn:
+        err, pid, epoch = init_pid(conn, "vo-1")
+        assert err == 0
+        # Verify-only: not in the transaction, and nothing is added by asking.
+        assert add_partitions_v4(conn, "vo-1", pid, epoch, "vo", 0, True) == INVALID_TXN_STATE
+        assert add_partitions_v4(conn, "vo-1", pid, epoch, "vo", 0, True) == INVALID_TXN_STATE
+        # The batched form adds; then verification passes, a fenced epoch does not.
+        assert add_partitions_v4(conn, "vo-1", pid, epoch, "vo", 0, False) == 0
+        assert add_partitions_v4(conn, "vo-1", pid, epoch, "vo", 0, True) == 0
+        assert add_partitions_v4(conn, "vo-1", pid, epoch, "vo", 1, True) == INVALID_TXN_STATE
+        assert produce_txn(conn, "vo-1", "vo", 0, txn_batch([b"a", b"b"], pid, epoch)) == 0
+        code, producers = describe_producers(conn, "vo", 0)
+        assert code == 0
+        assert [(p["producer_id"], p["epoch"], p["last_sequence"], p["txn_start_offset"])
+                for p in producers] == [(pid, epoch, 1, 0)]
+        assert end_txn(conn, "vo-1", pid, epoch, True) == 0
+        code, producers = describe_producers(conn, "vo", 0)
+        assert producers[0]["txn_start_offset"] == -1
+        assert describe_producers(conn, "nope", 0)[0] == 3  # UNKNOWN_TOPIC_OR_PARTITION
+    assert consume(broker, "vo", "read_committed", 2) == ["a", "b"]

@@ -42,6 +42,8 @@ fn our_max(key: i16) -> i16 {
         Ok(ApiKey::ShareFetch) => 1,
         Ok(ApiKey::ShareAcknowledge) => 1,
         Ok(ApiKey::DescribeShareGroupOffsets) => 0,
+        Ok(ApiKey::ListTransactions) => 1,
+        Ok(ApiKey::DescribeTransactions) => 0,
         _ => 0,
     }
 }

@@ -1,4 +1,5 @@
-//! The `strom` client subcommands: `topic`, `produce`, `consume`, `queue`, `group`, `bench`.
+//! The `strom` client subcommands: `topic`, `produce`, `consume`, `queue`, `group`, `txn`,
+//! `bench`.
 //!
 //! `strom` adds [`Command`] to its clap enum (`#[command(flatten)]`) and calls [`run`].
 
@@ -6,12 +7,14 @@ mod bench;
 mod commands;
 mod queue;
 mod share_bench;
+mod txn;
 
 use clap::{Args, Subcommand};
 
 pub use bench::BenchArgs;
 pub use commands::{ConsumeArgs, GroupCmd, ProduceArgs, TopicCmd};
 pub use queue::{QueueCmd, QueueConsumeArgs};
+pub use txn::TxnCmd;
 
 /// Connection options shared by every client command.
 #[derive(Args, Debug, Clone)]
@@ -55,6 +58,13 @@ pub enum Command {
         #[command(subcommand)]
         cmd: GroupCmd,
     },
+    /// List and describe transactions.
+    Txn {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        cmd: TxnCmd,
+    },
     /// Benchmark produce/consume throughput and end-to-end latency.
     Bench(BenchArgs),
 }
@@ -78,6 +88,7 @@ pub fn run(cmd: Command) -> i32 {
             Command::Consume(a) => commands::consume(a).await,
             Command::Group { conn, cmd } => commands::group(&conn, cmd).await,
             Command::Queue { cmd } => queue::queue(cmd).await,
+            Command::Txn { conn, cmd } => txn::txn(&conn, cmd).await,
             Command::Bench(a) => bench::run(a).await,
         }
     });

@@ -123,6 +123,13 @@ macro_rules! by_api {
             ApiKey::DescribeShareGroupOffsets => $f::<DescribeShareGroupOffsetsRequest>($buf, $v),
             ApiKey::AlterShareGroupOffsets => $f::<AlterShareGroupOffsetsRequest>($buf, $v),
             ApiKey::DeleteShareGroupOffsets => $f::<DeleteShareGroupOffsetsRequest>($buf, $v),
+            ApiKey::AddPartitionsToTxn => $f::<AddPartitionsToTxnRequest>($buf, $v),
+            ApiKey::AddOffsetsToTxn => $f::<AddOffsetsToTxnRequest>($buf, $v),
+            ApiKey::EndTxn => $f::<EndTxnRequest>($buf, $v),
+            ApiKey::TxnOffsetCommit => $f::<TxnOffsetCommitRequest>($buf, $v),
+            ApiKey::DescribeTransactions => $f::<DescribeTransactionsRequest>($buf, $v),
+            ApiKey::ListTransactions => $f::<ListTransactionsRequest>($buf, $v),
+            ApiKey::DescribeProducers => $f::<DescribeProducersRequest>($buf, $v),
             other => panic!("no decoder listed for {other:?}"),
         }
     };
