@@ -169,6 +169,8 @@ pub struct Broker {
     closed: AtomicBool,
     /// Delayed records waiting for their time (`.strom/delay/`).
     delay: DelayStore,
+    /// Client quotas (`.strom/client-quotas.json`), opened at first use.
+    pub(crate) quotas: std::sync::OnceLock<crate::admin::ClientQuotas>,
 }
 
 impl Broker {
@@ -225,6 +227,7 @@ impl Broker {
             metrics: CoreMetrics::default(),
             closed: AtomicBool::new(false),
             delay,
+            quotas: std::sync::OnceLock::new(),
         }))
     }
 

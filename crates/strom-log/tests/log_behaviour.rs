@@ -449,7 +449,10 @@ fn delete_records_moves_the_start_durably_and_drops_whole_segments_below_it() {
         Err(LogError::OffsetOutOfRange { .. })
     ));
     assert_eq!(log.delete_records_below(25).unwrap(), 25);
-    assert!(log.segment_count() < segments, "whole segments below 25 deleted");
+    assert!(
+        log.segment_count() < segments,
+        "whole segments below 25 deleted"
+    );
     assert!(matches!(
         log.read(24, 1 << 20),
         Err(LogError::OffsetOutOfRange { .. })
