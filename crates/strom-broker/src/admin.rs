@@ -76,6 +76,81 @@ impl Broker {
         self.alter_topic_config(name, &ops, validate_only)
     }
 
+    /// A topic's `compression.type` and timestamp bounds applied to a produce's batches
+    /// before they are appended: `Ok(None)` when the batches go as they came (the common
+    /// case, `compression.type=producer`: one config read and a header walk), else the
+    /// recompressed batches. Out-of-bounds timestamps are [`BrokerError::InvalidTimestamp`]
+    /// and nothing is written.
+    pub(crate) fn apply_append_policy(
+        &self,
+        topic: &str,
+        log: &strom_log::Log,
+        records: &[u8],
+        now_ms: i64,
+    ) -> Result<Option<Vec<u8>>> {
+        let Some(t) = self.topic(topic) else {
+            return Ok(None);
+        };
+        let policy = t.with_config(|c| c.append_policy());
+        if !policy.log_append_time {
+            for (_, h) in strom_records::headers(records) {
+                policy
+                    .check_timestamps(h.base_timestamp, h.max_timestamp, now_ms)
+                    .map_err(BrokerError::InvalidTimestamp)?;
+            }
+        }
+        let Some(codec) = policy.codec else {
+            return Ok(None);
+        };
+        // Checked before anything is rebuilt: a CRC must not be recomputed over bad bytes.
+        let max = log.config().max_batch_bytes as usize;
+        strom_records::validate(records, max)
+            .map_err(|e| BrokerError::Log(strom_log::LogError::Batch(e)))?;
+        strom_records::recompress_batches(records, codec)
+            .map_err(|e| BrokerError::Log(strom_log::LogError::Batch(e)))
+    }
+
+    /// IncrementalAlterConfigs APPEND (`append`) or SUBTRACT of the comma-separated `items`
+    /// on the list config `name` of a topic: the [`ConfigOp::Set`] of the resulting list.
+    /// A config that is not a list is [`BrokerError::InvalidConfig`], as in Kafka.
+    pub fn list_config_op(
+        &self,
+        topic: &str,
+        name: &str,
+        items: &str,
+        append: bool,
+    ) -> Result<ConfigOp> {
+        let def = crate::config::config_def(name)
+            .ok_or_else(|| BrokerError::InvalidConfig(format!("unknown topic config {name:?}")))?;
+        let is_list =
+            def.kind == crate::config::ConfigKind::ReplicaList || name == "cleanup.policy";
+        if !is_list {
+            let what = if append { "append" } else { "subtract" };
+            return Err(BrokerError::InvalidConfig(format!(
+                "config value {what} is not allowed for config key {name}, since it is not a list"
+            )));
+        }
+        let config = self.topic_config(topic)?;
+        let (current, _) = config.get(name).unwrap_or_default();
+        let split = |s: &str| -> Vec<String> {
+            s.split(',')
+                .map(|e| e.trim().to_string())
+                .filter(|e| !e.is_empty())
+                .collect()
+        };
+        let mut list = split(&current);
+        for item in split(items) {
+            if append {
+                if !list.contains(&item) {
+                    list.push(item);
+                }
+            } else {
+                list.retain(|e| *e != item);
+            }
+        }
+        Ok(ConfigOp::Set(name.to_string(), list.join(",")))
+    }
+
     /// The data directory's size and the bytes of every partition in it.
     pub fn log_dir_usage(&self) -> Result<LogDirUsage> {
         let dir = &self.config().data_dir;

@@ -479,6 +479,8 @@ impl Broker {
         let p = self.partition(topic, partition)?;
         let online = p.online()?;
         let now = now_ms();
+        let converted = self.apply_append_policy(topic, &online.log, records, now)?;
+        let records = converted.as_deref().unwrap_or(records);
         let outcome = blocking(|| -> Result<_> {
             let mut producers = online.producers.lock();
             match producers.check(records, |id| self.producer_ids.was_issued(id))? {

@@ -44,6 +44,7 @@ pub(crate) fn code(e: &BrokerError) -> i16 {
             ProducerStateError::UnknownProducerId(_) => E::UnknownProducerId.code(),
             ProducerStateError::InvalidBatch(_) => E::InvalidRecord.code(),
         },
+        BrokerError::InvalidTimestamp(_) => E::InvalidTimestamp.code(),
         BrokerError::ShuttingDown => E::NotLeaderOrFollower.code(),
         BrokerError::Io(_) => E::KafkaStorageError.code(),
     }
