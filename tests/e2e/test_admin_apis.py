@@ -432,3 +432,46 @@ def test_offset_for_leader_epoch_and_telemetry(broker):
     p.produce("ofle", b"after")
     assert p.flush(30) == 0
     assert offsets(broker, "ofle") == (0, 10)
+
+
+def strom(broker, *args, ok=True):
+    import json
+    import os
+    import subprocess
+    from conftest import strom_bin
+    env = dict(os.environ, STROM_BOOTSTRAP=broker.bootstrap)
+    p = subprocess.run([strom_bin(), *args], capture_output=True, text=True, env=env, timeout=60)
+    if ok:
+        assert p.returncode == 0, f"{args}: {p.stderr}"
+        if "--json" in args:
+            return json.loads(p.stdout)
+    return p
+
+
+def test_cli_delete_records_and_describe_log_dirs(broker):
+    strom(broker, "topic", "create", "clidr", "--partitions", "2")
+    produce(broker, "clidr", 10)
+    out = strom(broker, "topic", "delete-records", "clidr", "--partition", "0", "--before", "4",
+                "--json")
+    assert out == {"topic": "clidr", "partition": 0, "log_start_offset": 4}
+    d = strom(broker, "topic", "describe", "clidr", "--json")
+    p0 = [p for p in d["partitions"] if p["partition"] == 0][0]
+    assert p0["log_start_offset"] == 4 and p0["high_watermark"] == 10 and p0["size_bytes"] > 0
+    (ld,) = d["log_dirs"]
+    assert Path(ld["path"]) == broker.data_dir.resolve() and ld["usable_bytes"] > 0
+    text = strom(broker, "topic", "describe", "clidr").stdout
+    assert "SIZE-BYTES" in text and "log dir" in text
+    # -1: everything.
+    out = strom(broker, "topic", "delete-records", "clidr", "--partition", "0", "--before", "-1",
+                "--json")
+    assert out["log_start_offset"] == 10
+    # Bad input: a clear error and a non-zero exit.
+    bad = strom(broker, "topic", "delete-records", "clidr", "--partition", "0", "--before", "99",
+                ok=False)
+    assert bad.returncode != 0 and "OFFSET_OUT_OF_RANGE" in (bad.stderr + bad.stdout).upper().replace(" ", "_")
+    bad = strom(broker, "topic", "delete-records", "clidr", "--partition", "7", "--before", "1",
+                ok=False)
+    assert bad.returncode != 0
+    bad = strom(broker, "topic", "delete-records", "nope", "--partition", "0", "--before", "1",
+                ok=False)
+    assert bad.returncode != 0
