@@ -352,11 +352,9 @@ impl Client {
                     .with_partition_index(partition)
                     .with_offset(before)])]);
         let resp = self.call(&req).await?;
-        for t in resp.topics {
-            for p in t.partitions {
-                check(p.error_code, || format!("{topic}/{partition}"))?;
-                return Ok(p.low_watermark);
-            }
+        if let Some(p) = resp.topics.iter().flat_map(|t| t.partitions.iter()).next() {
+            check(p.error_code, || format!("{topic}/{partition}"))?;
+            return Ok(p.low_watermark);
         }
         Err(Error::Protocol(format!(
             "DeleteRecords: no result for {topic}/{partition}"
