@@ -106,7 +106,7 @@ impl Broker {
         let max = log.config().max_batch_bytes as usize;
         strom_records::validate(records, max)
             .map_err(|e| BrokerError::Log(strom_log::LogError::Batch(e)))?;
-        strom_records::recompress_batches(records, codec)
+        strom_records::recompress_batches(records, codec, policy.level)
             .map_err(|e| BrokerError::Log(strom_log::LogError::Batch(e)))
     }
 

@@ -442,9 +442,17 @@ impl TopicConfig {
         }
     }
 
-    /// What the core does to batches of this topic before they are appended.
+    /// What the core does to batches of this topic before they are appended. Read on every
+    /// produce: a few lookups in the (usually empty) override map, defaults as in
+    /// [`TOPIC_CONFIGS`].
     pub fn append_policy(&self) -> AppendPolicy {
-        let codec = match self.get("compression.type").map(|(v, _)| v).as_deref() {
+        let ov = |name: &str| self.overrides.get(name).map(String::as_str);
+        let long = |name: &str, default: i64| {
+            ov(name)
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(default)
+        };
+        let codec = match ov("compression.type") {
             Some("uncompressed") => Some(Codec::None),
             Some("gzip") => Some(Codec::Gzip),
             Some("snappy") => Some(Codec::Snappy),
@@ -452,11 +460,18 @@ impl TopicConfig {
             Some("zstd") => Some(Codec::Zstd),
             _ => None,
         };
+        let level = match codec {
+            Some(Codec::Gzip) => Some(long("compression.gzip.level", -1) as i32),
+            Some(Codec::Lz4) => Some(long("compression.lz4.level", 9) as i32),
+            Some(Codec::Zstd) => Some(long("compression.zstd.level", 3) as i32),
+            _ => None,
+        };
         AppendPolicy {
             codec,
-            log_append_time: matches!(self.get("message.timestamp.type"), Some((v, _)) if v == "LogAppendTime"),
-            before_max_ms: self.long("message.timestamp.before.max.ms"),
-            after_max_ms: self.long("message.timestamp.after.max.ms"),
+            level,
+            log_append_time: ov("message.timestamp.type") == Some("LogAppendTime"),
+            before_max_ms: long("message.timestamp.before.max.ms", LONG_MAX),
+            after_max_ms: long("message.timestamp.after.max.ms", 3_600_000),
         }
     }
 
@@ -506,6 +521,8 @@ pub struct AppendPolicy {
     /// `compression.type`: the codec batches are stored in; `None` for `producer` (the
     /// client's bytes as they came).
     pub codec: Option<Codec>,
+    /// `compression.gzip.level` / `lz4.level` / `zstd.level` of that codec (-1: gzip's default).
+    pub level: Option<i32>,
     /// `message.timestamp.type=LogAppendTime`: the log stamps batches, their own
     /// timestamps are not checked.
     pub log_append_time: bool,
@@ -585,6 +602,51 @@ pub const DELAY_MAX_MS_DEFAULT: i64 = 7 * 24 * 60 * 60 * 1000;
 
 /// Kafka's default `max.message.bytes`, for doors that report it.
 pub const MAX_MESSAGE_BYTES_DEFAULT: u64 = MAX_BATCH_BYTES_DEFAULT;
+
+#[cfg(test)]
+mod append_policy_tests {
+    use super::*;
+
+    #[test]
+    fn the_policy_follows_the_overrides_with_kafkas_defaults() {
+        let d = TopicConfig::default().append_policy();
+        assert_eq!(
+            (d.codec, d.log_append_time, d.before_max_ms, d.after_max_ms),
+            (None, false, LONG_MAX, 3_600_000)
+        );
+        for def in TOPIC_CONFIGS {
+            def.check(def.default).unwrap_or_else(|e| panic!("{e}"));
+        }
+        let c = TopicConfig::from_overrides([
+            ("compression.type", "zstd"),
+            ("compression.zstd.level", "7"),
+            ("message.timestamp.type", "LogAppendTime"),
+        ])
+        .unwrap();
+        let p = c.append_policy();
+        assert_eq!(
+            (p.codec, p.level, p.log_append_time),
+            (Some(Codec::Zstd), Some(7), true)
+        );
+        assert!(TopicConfig::from_overrides([("remote.storage.enable", "true")]).is_err());
+        assert!(TopicConfig::from_overrides([("compression.gzip.level", "0")]).is_err());
+        assert!(TopicConfig::from_overrides([("preallocate", "maybe")]).is_err());
+        assert!(
+            TopicConfig::from_overrides([("leader.replication.throttled.replicas", "0:1,x")])
+                .is_err()
+        );
+        assert!(
+            TopicConfig::from_overrides([("leader.replication.throttled.replicas", "*")]).is_ok()
+        );
+        let now = 1_000_000_000;
+        let b = TopicConfig::from_overrides([("message.timestamp.before.max.ms", "1000")])
+            .unwrap()
+            .append_policy();
+        assert!(b.check_timestamps(now - 999, now, now).is_ok());
+        assert!(b.check_timestamps(now - 1001, now, now).is_err());
+        assert!(b.check_timestamps(now, now + 3_600_001, now).is_err());
+    }
+}
 
 #[cfg(test)]
 mod tests {

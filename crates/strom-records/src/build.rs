@@ -171,6 +171,29 @@ pub fn compress(codec: Codec, body: &[u8]) -> std::io::Result<Vec<u8>> {
     }
 }
 
+/// [`compress`] at a level (`None` or gzip's -1: the codec's default; snappy has none), as
+/// Kafka's `compression.<codec>.level` topic configs ask.
+pub fn compress_level(codec: Codec, body: &[u8], level: Option<i32>) -> std::io::Result<Vec<u8>> {
+    match (codec, level) {
+        (Codec::Gzip, Some(l)) if (1..=9).contains(&l) => {
+            let mut e =
+                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(l as u32));
+            e.write_all(body)?;
+            e.finish()
+        }
+        (Codec::Lz4, Some(l)) if l > 0 => {
+            let mut e = lz4::EncoderBuilder::new()
+                .level(l as u32)
+                .build(Vec::new())?;
+            e.write_all(body)?;
+            let (out, r) = e.finish();
+            r.map(|_| out)
+        }
+        (Codec::Zstd, Some(l)) => zstd::encode_all(body, l),
+        _ => compress(codec, body),
+    }
+}
+
 /// A batch of `records` compressed with `codec`.
 pub fn build_compressed(
     codec: Codec,
@@ -191,7 +214,11 @@ pub fn build_compressed(
 /// transactional bit) except the codec bits, the length and the CRC, so the records are
 /// the same bytes once decompressed. `None` when every batch already is in `codec` (nothing
 /// to do). A topic's `compression.type` other than `producer` calls this at append.
-pub fn recompress_batches(buf: &[u8], codec: Codec) -> Result<Option<Vec<u8>>, BatchError> {
+pub fn recompress_batches(
+    buf: &[u8],
+    codec: Codec,
+    level: Option<i32>,
+) -> Result<Option<Vec<u8>>, BatchError> {
     use crate::batch::{check_header, LENGTH_AT};
     if crate::batch::headers(buf).all(|(_, h)| h.compression() == codec.id() || h.is_control()) {
         return Ok(None);
@@ -220,7 +247,7 @@ pub fn recompress_batches(buf: &[u8], codec: Codec) -> Result<Option<Vec<u8>>, B
                 plain
             }
         };
-        let packed = compress(codec, &plain)
+        let packed = compress_level(codec, &plain, level)
             .map_err(|e| BatchError::Corrupt(format!("recompressing a batch: {e}")))?;
         let start = out.len();
         out.extend_from_slice(&whole[..HEADER_LEN]);
@@ -260,7 +287,9 @@ mod recompress_tests {
             Codec::None,
             Codec::Gzip,
         ] {
-            let out = recompress_batches(&buf, codec).unwrap().expect("changed");
+            let out = recompress_batches(&buf, codec, Some(5))
+                .unwrap()
+                .expect("changed");
             crate::validate(&out, usize::MAX).unwrap();
             let mut n = 0;
             for (at, h) in crate::batch::headers(&out) {
@@ -274,7 +303,7 @@ mod recompress_tests {
             }
             assert_eq!(n, 100);
         }
-        let lz = recompress_batches(&buf, Codec::Lz4).unwrap().unwrap();
-        assert!(recompress_batches(&lz, Codec::Lz4).unwrap().is_none());
+        let lz = recompress_batches(&buf, Codec::Lz4, None).unwrap().unwrap();
+        assert!(recompress_batches(&lz, Codec::Lz4, None).unwrap().is_none());
     }
 }
