@@ -225,6 +225,8 @@ pub struct Broker {
     delay: DelayStore,
     /// The transaction coordinator's produce check, once it is open.
     txn_guard: std::sync::OnceLock<Arc<dyn TxnGuard>>,
+    /// Client quotas (`.strom/client-quotas.json`), opened at first use.
+    pub(crate) quotas: std::sync::OnceLock<crate::admin::ClientQuotas>,
 }
 
 impl Broker {
@@ -282,6 +284,7 @@ impl Broker {
             closed: AtomicBool::new(false),
             delay,
             txn_guard: std::sync::OnceLock::new(),
+            quotas: std::sync::OnceLock::new(),
         }))
     }
 
@@ -584,6 +587,8 @@ impl Broker {
         let p = self.partition(topic, partition)?;
         let online = p.online()?;
         let now = now_ms();
+        let converted = self.apply_append_policy(topic, &online.log, records, now)?;
+        let records = converted.as_deref().unwrap_or(records);
         let outcome = blocking(|| -> Result<_> {
             let mut producers = online.producers.lock();
             match producers.check(records, |id| self.producer_ids.was_issued(id))? {

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use strom_log::{LogConfig, TimestampType, MAX_BATCH_BYTES_DEFAULT, SEGMENT_BYTES_MIN};
+use strom_records::Codec;
 
 /// `Long.MAX_VALUE`, Kafka's "never" for `flush.messages` and `flush.ms`.
 const LONG_MAX: i64 = i64::MAX;
@@ -24,6 +25,10 @@ pub enum ConfigKind {
     },
     /// One of a fixed list of strings.
     Choice(&'static [&'static str]),
+    /// `true` or `false`.
+    Bool,
+    /// A throttled-replicas list: empty, `*`, or `partition:broker` pairs, comma-separated.
+    ReplicaList,
 }
 
 /// One topic config Strom knows: its Kafka name, default and accepted values.
@@ -58,6 +63,26 @@ impl ConfigDef {
                     return Err(format!("{name}: {value:?} is not one of {choices:?}"));
                 }
             }
+            ConfigKind::Bool => {
+                if !value.trim().eq_ignore_ascii_case("true")
+                    && !value.trim().eq_ignore_ascii_case("false")
+                {
+                    return Err(format!("{name}: {value:?} is not true or false"));
+                }
+            }
+            ConfigKind::ReplicaList => {
+                let v = value.trim();
+                let pair = |e: &str| {
+                    e.trim().split_once(':').is_some_and(|(p, b)| {
+                        p.trim().parse::<u32>().is_ok() && b.trim().parse::<u32>().is_ok()
+                    })
+                };
+                if !(v.is_empty() || v == "*" || v.split(',').all(pair)) {
+                    return Err(format!(
+                        "{name}: {value:?} must be empty, * or partitionId:brokerId pairs separated by commas"
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -71,6 +96,48 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
         default: "delete",
         kind: ConfigKind::Choice(&["delete"]),
         doc: "Segments past retention are deleted (compaction is not implemented yet)",
+    },
+    ConfigDef {
+        name: "compression.gzip.level",
+        default: "-1",
+        kind: ConfigKind::Long {
+            min: -1,
+            max: 9,
+        },
+        doc: "gzip level when compression.type is gzip (-1: zlib's default; 1-9)",
+    },
+    ConfigDef {
+        name: "compression.lz4.level",
+        default: "9",
+        kind: ConfigKind::Long {
+            min: 1,
+            max: 17,
+        },
+        doc: "lz4 level when compression.type is lz4",
+    },
+    ConfigDef {
+        name: "compression.type",
+        default: "producer",
+        kind: ConfigKind::Choice(&["uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"]),
+        doc: "Codec batches are stored in: producer keeps the producer's, any other recompresses batches at append",
+    },
+    ConfigDef {
+        name: "compression.zstd.level",
+        default: "3",
+        kind: ConfigKind::Long {
+            min: -131072,
+            max: 22,
+        },
+        doc: "zstd level when compression.type is zstd",
+    },
+    ConfigDef {
+        name: "file.delete.delay.ms",
+        default: "60000",
+        kind: ConfigKind::Long {
+            min: 0,
+            max: LONG_MAX,
+        },
+        doc: "Stored; Strom removes deleted segments at once",
     },
     ConfigDef {
         name: "flush.messages",
@@ -91,6 +158,12 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
         doc: "fdatasync data older than this; the default leaves flushing to the OS",
     },
     ConfigDef {
+        name: "follower.replication.throttled.replicas",
+        default: "",
+        kind: ConfigKind::ReplicaList,
+        doc: "Stored for the cluster mode: replicas throttled on the follower side",
+    },
+    ConfigDef {
         name: "index.interval.bytes",
         default: "4096",
         kind: ConfigKind::Long {
@@ -98,6 +171,30 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
             max: i32::MAX as i64,
         },
         doc: "Bytes between two entries of the sparse offset index",
+    },
+    ConfigDef {
+        name: "leader.replication.throttled.replicas",
+        default: "",
+        kind: ConfigKind::ReplicaList,
+        doc: "Stored for the cluster mode: replicas throttled on the leader side",
+    },
+    ConfigDef {
+        name: "local.retention.bytes",
+        default: "-2",
+        kind: ConfigKind::Long {
+            min: -2,
+            max: LONG_MAX,
+        },
+        doc: "Tiered storage: local bytes kept (-2: retention.bytes); stored",
+    },
+    ConfigDef {
+        name: "local.retention.ms",
+        default: "-2",
+        kind: ConfigKind::Long {
+            min: -2,
+            max: LONG_MAX,
+        },
+        doc: "Tiered storage: local time kept (-2: retention.ms); stored",
     },
     ConfigDef {
         name: "max.message.bytes",
@@ -109,10 +206,61 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
         doc: "Largest record batch accepted",
     },
     ConfigDef {
+        name: "message.timestamp.after.max.ms",
+        default: "3600000",
+        kind: ConfigKind::Long {
+            min: 0,
+            max: LONG_MAX,
+        },
+        doc: "A CreateTime batch stamped further in the future is refused (INVALID_TIMESTAMP)",
+    },
+    ConfigDef {
+        name: "message.timestamp.before.max.ms",
+        default: "9223372036854775807",
+        kind: ConfigKind::Long {
+            min: 0,
+            max: LONG_MAX,
+        },
+        doc: "A CreateTime batch stamped further in the past is refused (INVALID_TIMESTAMP)",
+    },
+    ConfigDef {
         name: "message.timestamp.type",
         default: "CreateTime",
         kind: ConfigKind::Choice(&["CreateTime", "LogAppendTime"]),
         doc: "Whose timestamp records keep: the producer's or the broker's",
+    },
+    ConfigDef {
+        name: "min.insync.replicas",
+        default: "1",
+        kind: ConfigKind::Long {
+            min: 1,
+            max: i32::MAX as i64,
+        },
+        doc: "Stored for the cluster mode (one node: the only replica is in sync)",
+    },
+    ConfigDef {
+        name: "preallocate",
+        default: "false",
+        kind: ConfigKind::Bool,
+        doc: "Stored; segments are not preallocated",
+    },
+    ConfigDef {
+        name: "remote.log.copy.disable",
+        default: "false",
+        kind: ConfigKind::Bool,
+        doc: "Tiered storage; stored",
+    },
+    ConfigDef {
+        name: "remote.log.delete.on.disable",
+        default: "false",
+        kind: ConfigKind::Bool,
+        doc: "Tiered storage; stored",
+    },
+    ConfigDef {
+        name: "remote.storage.enable",
+        default: "false",
+        kind: ConfigKind::Bool,
+        doc: "Tiered storage is not available: only false is accepted",
     },
     ConfigDef {
         name: "retention.bytes",
@@ -140,6 +288,24 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
             max: i32::MAX as i64,
         },
         doc: "Roll to a new segment at this size",
+    },
+    ConfigDef {
+        name: "segment.index.bytes",
+        default: "10485760",
+        kind: ConfigKind::Long {
+            min: 4,
+            max: i32::MAX as i64,
+        },
+        doc: "Stored; Strom's sparse indexes grow as needed",
+    },
+    ConfigDef {
+        name: "segment.jitter.ms",
+        default: "0",
+        kind: ConfigKind::Long {
+            min: 0,
+            max: LONG_MAX,
+        },
+        doc: "Stored; segments roll at segment.ms",
     },
     ConfigDef {
         name: "segment.ms",
@@ -186,6 +352,12 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
         },
         doc: "Share groups: a released record of this topic is acquirable again after this \
               x 2^(delivery_count-1) ms (a group's own setting wins); 0 = at once",
+    },
+    ConfigDef {
+        name: "unclean.leader.election.enable",
+        default: "false",
+        kind: ConfigKind::Bool,
+        doc: "Stored for the cluster mode",
     },
 ];
 
@@ -270,8 +442,56 @@ impl TopicConfig {
         }
     }
 
+    /// What the core does to batches of this topic before they are appended. Read on every
+    /// produce: a few lookups in the (usually empty) override map, defaults as in
+    /// [`TOPIC_CONFIGS`].
+    pub fn append_policy(&self) -> AppendPolicy {
+        let ov = |name: &str| self.overrides.get(name).map(String::as_str);
+        let long = |name: &str, default: i64| {
+            ov(name)
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(default)
+        };
+        let codec = match ov("compression.type") {
+            Some("uncompressed") => Some(Codec::None),
+            Some("gzip") => Some(Codec::Gzip),
+            Some("snappy") => Some(Codec::Snappy),
+            Some("lz4") => Some(Codec::Lz4),
+            Some("zstd") => Some(Codec::Zstd),
+            _ => None,
+        };
+        let level = match codec {
+            Some(Codec::Gzip) => Some(long("compression.gzip.level", -1) as i32),
+            Some(Codec::Lz4) => Some(long("compression.lz4.level", 9) as i32),
+            Some(Codec::Zstd) => Some(long("compression.zstd.level", 3) as i32),
+            _ => None,
+        };
+        AppendPolicy {
+            codec,
+            level,
+            log_append_time: ov("message.timestamp.type") == Some("LogAppendTime"),
+            before_max_ms: long("message.timestamp.before.max.ms", LONG_MAX),
+            after_max_ms: long("message.timestamp.after.max.ms", 3_600_000),
+        }
+    }
+
+    /// Checks between configs and against what this broker can do.
+    fn check_combination(&self) -> Result<(), String> {
+        if matches!(self.get("remote.storage.enable"), Some((v, _)) if v.trim().eq_ignore_ascii_case("true"))
+        {
+            return Err(
+                "remote.storage.enable: tiered storage is not enabled on this broker".into(),
+            );
+        }
+        if self.long("compression.gzip.level") == 0 {
+            return Err("compression.gzip.level: 0 is outside [1, 9] (or -1)".into());
+        }
+        Ok(())
+    }
+
     /// The storage engine settings these configs mean.
     pub fn log_config(&self) -> Result<LogConfig, String> {
+        self.check_combination()?;
         let opt = |v: i64| (v >= 0).then_some(v as u64);
         let never = |v: i64| (v != LONG_MAX).then_some(v as u64);
         let c = LogConfig {
@@ -291,6 +511,52 @@ impl TopicConfig {
         };
         c.validate()?;
         Ok(c)
+    }
+}
+
+/// What the core does to a topic's batches before appending them (see
+/// [`TopicConfig::append_policy`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AppendPolicy {
+    /// `compression.type`: the codec batches are stored in; `None` for `producer` (the
+    /// client's bytes as they came).
+    pub codec: Option<Codec>,
+    /// `compression.gzip.level` / `lz4.level` / `zstd.level` of that codec (-1: gzip's default).
+    pub level: Option<i32>,
+    /// `message.timestamp.type=LogAppendTime`: the log stamps batches, their own
+    /// timestamps are not checked.
+    pub log_append_time: bool,
+    /// `message.timestamp.before.max.ms`.
+    pub before_max_ms: i64,
+    /// `message.timestamp.after.max.ms`.
+    pub after_max_ms: i64,
+}
+
+impl AppendPolicy {
+    /// Checks a CreateTime batch's first and largest timestamps against the bounds at
+    /// `now_ms`: the error names the timestamp and the bound.
+    pub fn check_timestamps(&self, base: i64, max: i64, now_ms: i64) -> Result<(), String> {
+        if self.log_append_time {
+            return Ok(());
+        }
+        for ts in [base, max] {
+            if ts < 0 {
+                continue;
+            }
+            if now_ms.saturating_sub(ts) > self.before_max_ms {
+                return Err(format!(
+                    "timestamp {ts} is more than message.timestamp.before.max.ms={} before the broker's time {now_ms}",
+                    self.before_max_ms
+                ));
+            }
+            if ts.saturating_sub(now_ms) > self.after_max_ms {
+                return Err(format!(
+                    "timestamp {ts} is more than message.timestamp.after.max.ms={} after the broker's time {now_ms}",
+                    self.after_max_ms
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -336,6 +602,51 @@ pub const DELAY_MAX_MS_DEFAULT: i64 = 7 * 24 * 60 * 60 * 1000;
 
 /// Kafka's default `max.message.bytes`, for doors that report it.
 pub const MAX_MESSAGE_BYTES_DEFAULT: u64 = MAX_BATCH_BYTES_DEFAULT;
+
+#[cfg(test)]
+mod append_policy_tests {
+    use super::*;
+
+    #[test]
+    fn the_policy_follows_the_overrides_with_kafkas_defaults() {
+        let d = TopicConfig::default().append_policy();
+        assert_eq!(
+            (d.codec, d.log_append_time, d.before_max_ms, d.after_max_ms),
+            (None, false, LONG_MAX, 3_600_000)
+        );
+        for def in TOPIC_CONFIGS {
+            def.check(def.default).unwrap_or_else(|e| panic!("{e}"));
+        }
+        let c = TopicConfig::from_overrides([
+            ("compression.type", "zstd"),
+            ("compression.zstd.level", "7"),
+            ("message.timestamp.type", "LogAppendTime"),
+        ])
+        .unwrap();
+        let p = c.append_policy();
+        assert_eq!(
+            (p.codec, p.level, p.log_append_time),
+            (Some(Codec::Zstd), Some(7), true)
+        );
+        assert!(TopicConfig::from_overrides([("remote.storage.enable", "true")]).is_err());
+        assert!(TopicConfig::from_overrides([("compression.gzip.level", "0")]).is_err());
+        assert!(TopicConfig::from_overrides([("preallocate", "maybe")]).is_err());
+        assert!(
+            TopicConfig::from_overrides([("leader.replication.throttled.replicas", "0:1,x")])
+                .is_err()
+        );
+        assert!(
+            TopicConfig::from_overrides([("leader.replication.throttled.replicas", "*")]).is_ok()
+        );
+        let now = 1_000_000_000;
+        let b = TopicConfig::from_overrides([("message.timestamp.before.max.ms", "1000")])
+            .unwrap()
+            .append_policy();
+        assert!(b.check_timestamps(now - 999, now, now).is_ok());
+        assert!(b.check_timestamps(now - 1001, now, now).is_err());
+        assert!(b.check_timestamps(now, now + 3_600_001, now).is_err());
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -52,6 +52,10 @@ pub enum BrokerError {
     /// The idempotent producer checks refused a batch.
     #[error(transparent)]
     Producer(#[from] ProducerStateError),
+    /// A batch's timestamp is outside `message.timestamp.before.max.ms` /
+    /// `message.timestamp.after.max.ms` of the broker's time (Kafka's INVALID_TIMESTAMP).
+    #[error("invalid timestamp: {0}")]
+    InvalidTimestamp(String),
     /// The broker is shutting down.
     /// Refused by the transaction coordinator (see [`crate::txn`]).
     #[error(transparent)]

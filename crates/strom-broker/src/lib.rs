@@ -14,6 +14,7 @@
 //!   under one lock; a produce is acknowledged only once the topic's flush policy is met.
 //! - Topic metadata is replaced atomically and durably before a change is visible.
 
+pub mod admin;
 pub mod broker;
 pub mod config;
 pub mod coordinator;

@@ -302,6 +302,11 @@ impl Topic {
         self.config.read().clone()
     }
 
+    /// Reads the config without copying it.
+    pub fn with_config<R>(&self, f: impl FnOnce(&TopicConfig) -> R) -> R {
+        f(&self.config.read())
+    }
+
     /// The partitions, in order.
     pub fn partitions(&self) -> Arc<Vec<Arc<Partition>>> {
         self.partitions.read().clone()

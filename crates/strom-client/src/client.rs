@@ -45,8 +45,20 @@ fn our_max(key: i16) -> i16 {
         Ok(ApiKey::DescribeShareGroupOffsets) => 0,
         Ok(ApiKey::ListTransactions) => 1,
         Ok(ApiKey::DescribeTransactions) => 0,
+        Ok(ApiKey::DeleteRecords) => 2,
+        Ok(ApiKey::DescribeLogDirs) => 4,
         _ => 0,
     }
+}
+
+/// One log directory of a broker (DescribeLogDirs).
+#[derive(Debug, Clone)]
+pub struct LogDirInfo {
+    pub path: String,
+    pub total_bytes: i64,
+    pub usable_bytes: i64,
+    /// `(partition, bytes)` of the topic asked about.
+    pub partitions: Vec<(i32, i64)>,
 }
 
 /// A partition as seen in metadata.
@@ -325,6 +337,59 @@ impl Client {
                     c.config_source,
                 ));
             }
+        }
+        Ok(out)
+    }
+
+    /// DeleteRecords: removes the records of a partition below `before` (-1: all); returns
+    /// the new log start offset (low watermark).
+    pub async fn delete_records(&self, topic: &str, partition: i32, before: i64) -> Result<i64> {
+        use kafka_protocol::messages::delete_records_request::{
+            DeleteRecordsPartition, DeleteRecordsTopic,
+        };
+        let req = DeleteRecordsRequest::default()
+            .with_timeout_ms(30_000)
+            .with_topics(vec![DeleteRecordsTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partitions(vec![DeleteRecordsPartition::default()
+                    .with_partition_index(partition)
+                    .with_offset(before)])]);
+        let resp = self.call(&req).await?;
+        if let Some(p) = resp.topics.iter().flat_map(|t| t.partitions.iter()).next() {
+            check(p.error_code, || format!("{topic}/{partition}"))?;
+            return Ok(p.low_watermark);
+        }
+        Err(Error::Protocol(format!(
+            "DeleteRecords: no result for {topic}/{partition}"
+        )))
+    }
+
+    /// DescribeLogDirs of one topic: per log dir, its path, total and usable bytes and the
+    /// topic's partitions there with their sizes.
+    pub async fn describe_log_dirs(&self, topic: &str) -> Result<Vec<LogDirInfo>> {
+        let req = DescribeLogDirsRequest::default().with_topics(None);
+        let resp = self.call(&req).await?;
+        check(resp.error_code, || "DescribeLogDirs".to_string())?;
+        let mut out = Vec::new();
+        for r in resp.results {
+            check(r.error_code, || r.log_dir.to_string())?;
+            let mut partitions: Vec<(i32, i64)> = r
+                .topics
+                .iter()
+                .filter(|t| t.name.as_str() == topic)
+                .flat_map(|t| {
+                    t.partitions
+                        .iter()
+                        .map(|p| (p.partition_index, p.partition_size))
+                })
+                .collect();
+            partitions.sort_unstable();
+            out.push(LogDirInfo {
+                path: r.log_dir.to_string(),
+                total_bytes: r.total_bytes,
+                usable_bytes: r.usable_bytes,
+                partitions,
+            });
         }
         Ok(out)
     }

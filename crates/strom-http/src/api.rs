@@ -105,6 +105,7 @@ impl From<BrokerError> for ApiError {
                 | BatchError::InvalidRecord { .. }
                 | BatchError::UnsupportedMagic(_),
             )) => (StatusCode::BAD_REQUEST, "invalid_record"),
+            BrokerError::InvalidTimestamp(_) => (StatusCode::BAD_REQUEST, "invalid_timestamp"),
             BrokerError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
             // Nothing was written; the same request succeeds once space is freed.
             e if e.is_out_of_space() => (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage"),

@@ -225,6 +225,8 @@ fn config_type(kind: ConfigKind, name: &str) -> i8 {
         ConfigKind::Long { .. } => TYPE_LONG,
         ConfigKind::Choice(_) if name == "cleanup.policy" => TYPE_LIST,
         ConfigKind::Choice(_) => TYPE_STRING,
+        ConfigKind::Bool => TYPE_BOOLEAN,
+        ConfigKind::ReplicaList => TYPE_LIST,
     }
 }
 
@@ -404,50 +406,62 @@ pub(crate) async fn incremental_alter_configs(mut req: Req<'_>) -> Result<Reply,
     let broker = &req.ctx.broker;
     let mut responses = Vec::with_capacity(r.resources.len());
     for res in r.resources {
-        let result: Result<(), (i16, String)> =
-            if res.resource_type != RESOURCE_TOPIC && res.resource_type != RESOURCE_GROUP {
-                Err((
-                    ResponseError::InvalidRequest.code(),
-                    format!(
-                        "altering resource type {} is not supported",
-                        res.resource_type
-                    ),
-                ))
-            } else {
-                let mut ops = Vec::with_capacity(res.configs.len());
-                let mut bad = None;
-                for c in &res.configs {
-                    match c.config_operation {
-                        0 => ops.push(ConfigOp::Set(
-                            c.name.to_string(),
-                            c.value.as_ref().map(|v| v.to_string()).unwrap_or_default(),
-                        )),
-                        1 => ops.push(ConfigOp::Delete(c.name.to_string())),
-                        op => {
-                            bad = Some((
+        let result: Result<(), (i16, String)> = if res.resource_type != RESOURCE_TOPIC
+            && res.resource_type != RESOURCE_GROUP
+        {
+            Err((
+                ResponseError::InvalidRequest.code(),
+                format!(
+                    "altering resource type {} is not supported",
+                    res.resource_type
+                ),
+            ))
+        } else {
+            let mut ops = Vec::with_capacity(res.configs.len());
+            let mut bad = None;
+            for c in &res.configs {
+                match c.config_operation {
+                    0 => ops.push(ConfigOp::Set(
+                        c.name.to_string(),
+                        c.value.as_ref().map(|v| v.to_string()).unwrap_or_default(),
+                    )),
+                    1 => ops.push(ConfigOp::Delete(c.name.to_string())),
+                    // APPEND / SUBTRACT of a list config: the new whole value.
+                    op @ (2 | 3) if res.resource_type == RESOURCE_TOPIC => {
+                        let items = c.value.as_ref().map(|v| v.to_string()).unwrap_or_default();
+                        match broker.list_config_op(&res.resource_name, &c.name, &items, op == 2) {
+                            Ok(o) => ops.push(o),
+                            Err(e) => {
+                                bad = Some((code(&e), e.to_string()));
+                                break;
+                            }
+                        }
+                    }
+                    op => {
+                        bad = Some((
                                 ResponseError::InvalidConfig.code(),
                                 format!(
-                                    "operation {op} on {} is not supported (only SET and DELETE)",
+                                    "operation {op} on {} is not supported here (APPEND and SUBTRACT are for topic list configs)",
                                     c.name
                                 ),
                             ));
-                            break;
-                        }
+                        break;
                     }
                 }
-                match bad {
-                    Some(b) => Err(b),
-                    None if res.resource_type == RESOURCE_GROUP => req
-                        .ctx
-                        .shares
-                        .alter_group_configs(&res.resource_name, &ops, r.validate_only)
-                        .await
-                        .map_err(|e| (crate::share_api::group_code(&e), e.to_string())),
-                    None => broker
-                        .alter_topic_config(&res.resource_name, &ops, r.validate_only)
-                        .map_err(|e: BrokerError| (code(&e), e.to_string())),
-                }
-            };
+            }
+            match bad {
+                Some(b) => Err(b),
+                None if res.resource_type == RESOURCE_GROUP => req
+                    .ctx
+                    .shares
+                    .alter_group_configs(&res.resource_name, &ops, r.validate_only)
+                    .await
+                    .map_err(|e| (crate::share_api::group_code(&e), e.to_string())),
+                None => broker
+                    .alter_topic_config(&res.resource_name, &ops, r.validate_only)
+                    .map_err(|e: BrokerError| (code(&e), e.to_string())),
+            }
+        };
         let (c, msg) = match result {
             Ok(()) => (0, None),
             Err((c, m)) => (c, Some(m)),

@@ -264,6 +264,15 @@ impl Walk<'_> {
                 self.array(what, min, |w| w.fields(fields, what))
             }
             Ty::Struct(fields) => self.fields(fields, what),
+            Ty::OptStruct(fields) => {
+                self.need(1, what)?;
+                let present = self.buf[self.pos] == 1;
+                self.pos += 1;
+                if present {
+                    self.fields(fields, what)?;
+                }
+                Ok(())
+            }
         }
     }
 
@@ -319,6 +328,7 @@ fn min_size(ty: &Ty, version: i16, flexible: bool) -> usize {
         Ty::Bytes | Ty::Array(_) | Ty::Structs(_) if flexible => 1,
         Ty::Bytes | Ty::Array(_) | Ty::Structs(_) => 4,
         Ty::Struct(fields) => min_struct_size(fields, version, flexible),
+        Ty::OptStruct(_) => 1,
     }
 }
 

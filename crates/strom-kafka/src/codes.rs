@@ -45,6 +45,7 @@ pub(crate) fn code(e: &BrokerError) -> i16 {
             ProducerStateError::InvalidBatch(_) => E::InvalidRecord.code(),
         },
         BrokerError::Transaction(t) => crate::txn_api::txn_code(t),
+        BrokerError::InvalidTimestamp(_) => E::InvalidTimestamp.code(),
         BrokerError::ShuttingDown => E::NotLeaderOrFollower.code(),
         BrokerError::Io(_) => E::KafkaStorageError.code(),
     }

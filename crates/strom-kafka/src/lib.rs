@@ -12,6 +12,7 @@
 //!   error codes.
 
 mod admin;
+mod admin2;
 mod bounds;
 mod codes;
 mod consumer_api;

@@ -33,6 +33,8 @@ pub(crate) enum Ty {
     Structs(&'static [Field]),
     /// One struct (a tagged struct field).
     Struct(&'static [Field]),
+    /// A nullable struct: an INT8 marker (1 = present) then the struct.
+    OptStruct(&'static [Field]),
 }
 
 /// One field: its value's shape, the versions it is in, and its tag if it is tagged.
@@ -605,6 +607,147 @@ const DESCRIBE_PRODUCERS: &[Field] = &[f(
     Structs(&[f("name", Str), f("partition_indexes", INT32S)]),
 )];
 
+const DELETE_RECORDS: &[Field] = &[
+    f(
+        "topics",
+        Structs(&[
+            f("name", Str),
+            f(
+                "partitions",
+                Structs(&[f("partition_index", Int32), f("offset", Int64)]),
+            ),
+        ]),
+    ),
+    f("timeout_ms", Int32),
+];
+
+const TOPIC_PARTITION_LIST: Ty = Structs(&[f("topic", Str), f("partitions", INT32S)]);
+
+const DESCRIBE_LOG_DIRS: &[Field] = &[f("topics", TOPIC_PARTITION_LIST)];
+
+const ALTER_REPLICA_LOG_DIRS: &[Field] = &[f(
+    "dirs",
+    Structs(&[f("path", Str), f("topics", TOPIC_PARTITION_LIST)]),
+)];
+
+const DESCRIBE_TOPIC_PARTITIONS: &[Field] = &[
+    f("topics", Structs(&[f("name", Str)])),
+    f("response_partition_limit", Int32),
+    f(
+        "cursor",
+        OptStruct(&[f("topic_name", Str), f("partition_index", Int32)]),
+    ),
+];
+
+const ELECT_LEADERS: &[Field] = &[
+    f("election_type", Int8).since(1),
+    f("topic_partitions", TOPIC_PARTITION_LIST),
+    f("timeout_ms", Int32),
+];
+
+const ALTER_PARTITION_REASSIGNMENTS: &[Field] = &[
+    f("timeout_ms", Int32),
+    f("allow_replication_factor_change", Bool).since(1),
+    f(
+        "topics",
+        Structs(&[
+            f("name", Str),
+            f(
+                "partitions",
+                Structs(&[f("partition_index", Int32), f("replicas", INT32S)]),
+            ),
+        ]),
+    ),
+];
+
+const LIST_PARTITION_REASSIGNMENTS: &[Field] = &[
+    f("timeout_ms", Int32),
+    f(
+        "topics",
+        Structs(&[f("name", Str), f("partition_indexes", INT32S)]),
+    ),
+];
+
+const DESCRIBE_QUORUM: &[Field] = &[f(
+    "topics",
+    Structs(&[
+        f("topic_name", Str),
+        f("partitions", Structs(&[f("partition_index", Int32)])),
+    ]),
+)];
+
+const ALTER_CONFIGS: &[Field] = &[
+    f(
+        "resources",
+        Structs(&[
+            f("resource_type", Int8),
+            f("resource_name", Str),
+            f("configs", Structs(&[f("name", Str), f("value", Str)])),
+        ]),
+    ),
+    f("validate_only", Bool),
+];
+
+const OFFSET_FOR_LEADER_EPOCH: &[Field] = &[
+    f("replica_id", Int32).since(3),
+    f(
+        "topics",
+        Structs(&[
+            f("topic", Str),
+            f(
+                "partitions",
+                Structs(&[
+                    f("partition", Int32),
+                    f("current_leader_epoch", Int32),
+                    f("leader_epoch", Int32),
+                ]),
+            ),
+        ]),
+    ),
+];
+
+const DESCRIBE_CLIENT_QUOTAS: &[Field] = &[
+    f(
+        "components",
+        Structs(&[
+            f("entity_type", Str),
+            f("match_type", Int8),
+            f("match", Str),
+        ]),
+    ),
+    f("strict", Bool),
+];
+
+/// FLOAT64 has INT64's shape.
+const ALTER_CLIENT_QUOTAS: &[Field] = &[
+    f(
+        "entries",
+        Structs(&[
+            f(
+                "entity",
+                Structs(&[f("entity_type", Str), f("entity_name", Str)]),
+            ),
+            f(
+                "ops",
+                Structs(&[f("key", Str), f("value", Int64), f("remove", Bool)]),
+            ),
+        ]),
+    ),
+    f("validate_only", Bool),
+];
+
+const LIST_CONFIG_RESOURCES: &[Field] = &[f("resource_types", Array(&Int8)).since(1)];
+
+const GET_TELEMETRY_SUBSCRIPTIONS: &[Field] = &[f("client_instance_id", Uuid)];
+
+const PUSH_TELEMETRY: &[Field] = &[
+    f("client_instance_id", Uuid),
+    f("subscription_id", Int32),
+    f("terminating", Bool),
+    f("compression_type", Int8),
+    f("metrics", Bytes),
+];
+
 const fn schema(
     api: ApiKey,
     name: &'static str,
@@ -821,6 +964,111 @@ pub(crate) const SCHEMAS: &[Schema] = &[
         (0, 0),
         0,
         DESCRIBE_PRODUCERS,
+    ),
+    schema(
+        ApiKey::DeleteRecords,
+        "DeleteRecords",
+        (0, 2),
+        2,
+        DELETE_RECORDS,
+    ),
+    schema(
+        ApiKey::DescribeLogDirs,
+        "DescribeLogDirs",
+        (1, 4),
+        2,
+        DESCRIBE_LOG_DIRS,
+    ),
+    schema(
+        ApiKey::AlterReplicaLogDirs,
+        "AlterReplicaLogDirs",
+        (1, 2),
+        2,
+        ALTER_REPLICA_LOG_DIRS,
+    ),
+    schema(
+        ApiKey::DescribeTopicPartitions,
+        "DescribeTopicPartitions",
+        (0, 0),
+        0,
+        DESCRIBE_TOPIC_PARTITIONS,
+    ),
+    schema(
+        ApiKey::ElectLeaders,
+        "ElectLeaders",
+        (0, 2),
+        2,
+        ELECT_LEADERS,
+    ),
+    schema(
+        ApiKey::AlterPartitionReassignments,
+        "AlterPartitionReassignments",
+        (0, 1),
+        0,
+        ALTER_PARTITION_REASSIGNMENTS,
+    ),
+    schema(
+        ApiKey::ListPartitionReassignments,
+        "ListPartitionReassignments",
+        (0, 0),
+        0,
+        LIST_PARTITION_REASSIGNMENTS,
+    ),
+    schema(
+        ApiKey::DescribeQuorum,
+        "DescribeQuorum",
+        (0, 2),
+        0,
+        DESCRIBE_QUORUM,
+    ),
+    schema(
+        ApiKey::AlterConfigs,
+        "AlterConfigs",
+        (0, 2),
+        2,
+        ALTER_CONFIGS,
+    ),
+    schema(
+        ApiKey::OffsetForLeaderEpoch,
+        "OffsetForLeaderEpoch",
+        (2, 4),
+        4,
+        OFFSET_FOR_LEADER_EPOCH,
+    ),
+    schema(
+        ApiKey::DescribeClientQuotas,
+        "DescribeClientQuotas",
+        (0, 1),
+        1,
+        DESCRIBE_CLIENT_QUOTAS,
+    ),
+    schema(
+        ApiKey::AlterClientQuotas,
+        "AlterClientQuotas",
+        (0, 1),
+        1,
+        ALTER_CLIENT_QUOTAS,
+    ),
+    schema(
+        ApiKey::ListConfigResources,
+        "ListConfigResources",
+        (0, 1),
+        0,
+        LIST_CONFIG_RESOURCES,
+    ),
+    schema(
+        ApiKey::GetTelemetrySubscriptions,
+        "GetTelemetrySubscriptions",
+        (0, 0),
+        0,
+        GET_TELEMETRY_SUBSCRIPTIONS,
+    ),
+    schema(
+        ApiKey::PushTelemetry,
+        "PushTelemetry",
+        (0, 0),
+        0,
+        PUSH_TELEMETRY,
     ),
 ];
 

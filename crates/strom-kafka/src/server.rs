@@ -36,7 +36,8 @@ use tokio::task::JoinSet;
 use crate::pool::{Held, RequestPool};
 use crate::share_session::ShareSessions;
 use crate::{
-    admin, bounds, consumer_api, data, group_api, legacy, meta, share_api, txn_api, versions,
+    admin, admin2, bounds, consumer_api, data, group_api, legacy, meta, share_api, txn_api,
+    versions,
 };
 use strom_broker::limits::{out_of_descriptors, LogEvery, SpareFd};
 
@@ -593,6 +594,21 @@ pub(crate) async fn handle<'a>(
             ApiKey::DescribeTransactions => txn_api::describe_transactions(req),
             ApiKey::ListTransactions => txn_api::list_transactions(req),
             ApiKey::DescribeProducers => txn_api::describe_producers(req),
+            ApiKey::DeleteRecords => admin2::delete_records(req),
+            ApiKey::DescribeLogDirs => admin2::describe_log_dirs(req),
+            ApiKey::AlterReplicaLogDirs => admin2::alter_replica_log_dirs(req),
+            ApiKey::DescribeTopicPartitions => admin2::describe_topic_partitions(req),
+            ApiKey::ElectLeaders => admin2::elect_leaders(req),
+            ApiKey::AlterPartitionReassignments => admin2::alter_partition_reassignments(req),
+            ApiKey::ListPartitionReassignments => admin2::list_partition_reassignments(req),
+            ApiKey::DescribeQuorum => admin2::describe_quorum(req),
+            ApiKey::AlterConfigs => admin2::alter_configs(req),
+            ApiKey::OffsetForLeaderEpoch => admin2::offset_for_leader_epoch(req),
+            ApiKey::DescribeClientQuotas => admin2::describe_client_quotas(req),
+            ApiKey::AlterClientQuotas => admin2::alter_client_quotas(req),
+            ApiKey::ListConfigResources => admin2::list_config_resources(req),
+            ApiKey::GetTelemetrySubscriptions => admin2::get_telemetry_subscriptions(req),
+            ApiKey::PushTelemetry => admin2::push_telemetry(req),
             other => return Err(Fatal(format!("api {other:?} has no handler"))),
         }
         .map(Handled::Now)

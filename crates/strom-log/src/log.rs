@@ -285,6 +285,34 @@ fn write_recovery_point(dir: &Path, point: i64, full_check: bool) -> io::Result<
     sync_dir(dir)
 }
 
+/// The file holding the log start offset set by [`Log::delete_records_below`].
+pub(crate) const START_OFFSET_FILE: &str = "log-start-offset";
+
+fn write_start_offset(dir: &Path, offset: i64) -> io::Result<()> {
+    let tmp = dir.join(format!("{START_OFFSET_FILE}.tmp"));
+    {
+        let mut f = File::create(&tmp)?;
+        io::Write::write_all(&mut f, format!("{offset}\n").as_bytes())?;
+        sync(&f, dir)?;
+    }
+    std::fs::rename(&tmp, dir.join(START_OFFSET_FILE))?;
+    sync_dir(dir)
+}
+
+/// The saved log start offset, 0 if none (or unreadable: the segments then decide).
+fn read_start_offset(dir: &Path) -> i64 {
+    match std::fs::read_to_string(dir.join(START_OFFSET_FILE)) {
+        Ok(s) => match s.trim().parse::<i64>() {
+            Ok(v) if v >= 0 => v,
+            _ => {
+                tracing::warn!(dir = %dir.display(), "unreadable log-start-offset file: ignored");
+                0
+            }
+        },
+        Err(_) => 0,
+    }
+}
+
 /// What the `recovery-point` file says.
 enum SavedPoint {
     /// No file: a log written before the file existed, whose rolls synced inline.
@@ -634,10 +662,15 @@ impl Log {
             active: active.clone(),
             bytes_since_index,
         };
-        let start = segments.front().expect("one segment").base_offset;
         let end = active.next_offset();
         let bases: Vec<i64> = segments.iter().map(|s| s.base_offset).collect();
         let aborted = txnindex::load(&dir, &bases, end)?;
+        // DeleteRecords may have moved the start inside the first segment kept.
+        let start = segments
+            .front()
+            .expect("one segment")
+            .base_offset
+            .max(read_start_offset(&dir).min(end));
         let seals = Arc::new(SealState {
             dir: dir.clone(),
             sealing: Mutex::new(Sealing {
@@ -1292,6 +1325,31 @@ impl Log {
     /// needs. The log start offset moves to the first segment kept.
     pub fn delete_segments_below(&self, offset: i64) -> Result<RetentionOutcome> {
         self.delete_oldest_while(|segs, _| segs[1].base_offset <= offset)
+    }
+
+    /// Moves the log start offset up to `offset` (Kafka's DeleteRecords): records below it
+    /// are no longer readable, the new start is written to the `log-start-offset` file
+    /// (tmp + fsync + rename + dir fsync) before it is published, so it survives a crash,
+    /// and the sealed segments wholly below it are deleted. `offset` past the end is
+    /// [`LogError::OffsetOutOfRange`]; one at or below the start changes nothing. Returns
+    /// the log start offset.
+    pub fn delete_records_below(&self, offset: i64) -> Result<i64> {
+        self.seals.check()?;
+        // The writer lock orders this with appends and rolls.
+        let _w = self.writer.lock();
+        let start = self.log_start_offset();
+        let end = self.log_end_offset();
+        if offset > end || offset < 0 {
+            return Err(LogError::OffsetOutOfRange { offset, start, end });
+        }
+        if offset <= start {
+            return Ok(start);
+        }
+        write_start_offset(&self.dir, offset)?;
+        self.start_offset.fetch_max(offset, Ordering::AcqRel);
+        drop(_w);
+        self.delete_segments_below(offset)?;
+        Ok(self.log_start_offset())
     }
 
     /// Deletes the oldest segment while there is more than one and `delete(segments, total

@@ -432,3 +432,40 @@ fn unreserved_appends_leave_strom_headers_to_the_caller() {
         Err(LogError::Batch(BatchError::Corrupt(_)))
     ));
 }
+
+#[test]
+fn delete_records_moves_the_start_durably_and_drops_whole_segments_below_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), config()).unwrap();
+    let v = [3u8; 500];
+    for _ in 0..40 {
+        append(&log, now_ms(), &v);
+    }
+    let segments = log.segment_count();
+    assert!(segments > 3);
+    let end = log.log_end_offset();
+    assert!(matches!(
+        log.delete_records_below(end + 1),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+    assert_eq!(log.delete_records_below(25).unwrap(), 25);
+    assert!(
+        log.segment_count() < segments,
+        "whole segments below 25 deleted"
+    );
+    assert!(matches!(
+        log.read(24, 1 << 20),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+    assert!(!log.read(25, 1 << 20).unwrap().data.is_empty());
+    // Lower offsets change nothing.
+    assert_eq!(log.delete_records_below(10).unwrap(), 25);
+    drop(log); // no close: as after a crash
+    let log = Log::open(dir.path(), config()).unwrap();
+    assert_eq!(log.log_start_offset(), 25);
+    assert_eq!(log.log_end_offset(), end);
+    // Up to the end: nothing readable, appends go on.
+    assert_eq!(log.delete_records_below(end).unwrap(), end);
+    assert_eq!(append(&log, now_ms(), &v), end);
+    assert!(log.read(end - 1, 1 << 20).is_err());
+}

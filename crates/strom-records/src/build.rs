@@ -5,7 +5,7 @@ use std::io::Write;
 
 use crate::batch::{ATTRIBUTES_AT, CRC_AT, HEADER_LEN, LOG_OVERHEAD, MAGIC_V2};
 use crate::varint::put_varint;
-use crate::Codec;
+use crate::{BatchError, Codec};
 
 /// One record to build into a batch.
 #[derive(Clone, Debug, Default)]
@@ -171,6 +171,29 @@ pub fn compress(codec: Codec, body: &[u8]) -> std::io::Result<Vec<u8>> {
     }
 }
 
+/// [`compress`] at a level (`None` or gzip's -1: the codec's default; snappy has none), as
+/// Kafka's `compression.<codec>.level` topic configs ask.
+pub fn compress_level(codec: Codec, body: &[u8], level: Option<i32>) -> std::io::Result<Vec<u8>> {
+    match (codec, level) {
+        (Codec::Gzip, Some(l)) if (1..=9).contains(&l) => {
+            let mut e =
+                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(l as u32));
+            e.write_all(body)?;
+            e.finish()
+        }
+        (Codec::Lz4, Some(l)) if l > 0 => {
+            let mut e = lz4::EncoderBuilder::new()
+                .level(l as u32)
+                .build(Vec::new())?;
+            e.write_all(body)?;
+            let (out, r) = e.finish();
+            r.map(|_| out)
+        }
+        (Codec::Zstd, Some(l)) => zstd::encode_all(body, l),
+        _ => compress(codec, body),
+    }
+}
+
 /// A batch of `records` compressed with `codec`.
 pub fn build_compressed(
     codec: Codec,
@@ -184,4 +207,103 @@ pub fn build_compressed(
         records.len() as i32,
         &body,
     ))
+}
+
+/// The batches of `buf` (each already checked by [`crate::validate`]) with their records
+/// section in `codec`: every header field is kept (offsets, timestamps, producer fields,
+/// transactional bit) except the codec bits, the length and the CRC, so the records are
+/// the same bytes once decompressed. `None` when every batch already is in `codec` (nothing
+/// to do). A topic's `compression.type` other than `producer` calls this at append.
+pub fn recompress_batches(
+    buf: &[u8],
+    codec: Codec,
+    level: Option<i32>,
+) -> Result<Option<Vec<u8>>, BatchError> {
+    use crate::batch::{check_header, LENGTH_AT};
+    if crate::batch::headers(buf).all(|(_, h)| h.compression() == codec.id() || h.is_control()) {
+        return Ok(None);
+    }
+    let mut out = Vec::with_capacity(buf.len());
+    let mut pos = 0;
+    while pos < buf.len() {
+        let header = check_header(&buf[pos..], pos, usize::MAX)?;
+        let whole = &buf[pos..pos + header.total_len()];
+        pos += whole.len();
+        if header.compression() == codec.id() || header.is_control() {
+            out.extend_from_slice(whole);
+            continue;
+        }
+        let body = &whole[HEADER_LEN..];
+        let plain = match Codec::from_id(header.compression())? {
+            Codec::None => body.to_vec(),
+            from => {
+                let mut s = crate::codec::Stream::new(
+                    from,
+                    body,
+                    crate::codec::decompressed_bytes_max(whole.len()),
+                )?;
+                let mut plain = Vec::with_capacity(body.len() * 2);
+                while s.take_into(crate::codec::WINDOW_BYTES, &mut plain)? {}
+                plain
+            }
+        };
+        let packed = compress_level(codec, &plain, level)
+            .map_err(|e| BatchError::Corrupt(format!("recompressing a batch: {e}")))?;
+        let start = out.len();
+        out.extend_from_slice(&whole[..HEADER_LEN]);
+        out.extend_from_slice(&packed);
+        let b = &mut out[start..];
+        let len = (HEADER_LEN - LOG_OVERHEAD + packed.len()) as i32;
+        b[LENGTH_AT..LENGTH_AT + 4].copy_from_slice(&len.to_be_bytes());
+        let attrs = (header.attributes & !0x07) | codec.id();
+        b[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attrs.to_be_bytes());
+        let crc = crc32c::crc32c(&b[ATTRIBUTES_AT..]);
+        b[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    }
+    Ok(Some(out))
+}
+
+#[cfg(test)]
+mod recompress_tests {
+    use super::*;
+
+    #[test]
+    fn recompressed_batches_hold_the_same_records_in_the_new_codec() {
+        let recs: Vec<NewRecord<'_>> = (0..50)
+            .map(|_| NewRecord {
+                key: Some(b"k"),
+                value: Some(b"a value that compresses well well well well"),
+                ..Default::default()
+            })
+            .collect();
+        let gz = build_compressed(Codec::Gzip, 1000, &recs).unwrap();
+        let mut buf = build_records(2000, &recs);
+        buf.extend_from_slice(&gz);
+        crate::validate(&buf, usize::MAX).unwrap();
+        for codec in [
+            Codec::Lz4,
+            Codec::Zstd,
+            Codec::Snappy,
+            Codec::None,
+            Codec::Gzip,
+        ] {
+            let out = recompress_batches(&buf, codec, Some(5))
+                .unwrap()
+                .expect("changed");
+            crate::validate(&out, usize::MAX).unwrap();
+            let mut n = 0;
+            for (at, h) in crate::batch::headers(&out) {
+                assert_eq!(h.compression(), codec.id());
+                let b = bytes::Bytes::copy_from_slice(&out[at..at + h.total_len()]);
+                for r in crate::records(&b).unwrap() {
+                    let r = r.unwrap();
+                    assert_eq!(r.value.as_deref(), recs[0].value);
+                    n += 1;
+                }
+            }
+            assert_eq!(n, 100);
+        }
+        let lz = recompress_batches(&buf, Codec::Lz4, None).unwrap().unwrap();
+        assert!(recompress_batches(&lz, Codec::Lz4, None).unwrap().is_none());
+    }
 }

@@ -54,8 +54,8 @@ pub use batch::{
     HEADER_LEN, LOG_OVERHEAD, MAGIC_V2,
 };
 pub use build::{
-    build, build_compressed, build_records, compress, encode_records, rebuild, wrap_records,
-    NewRecord, ProducerFields,
+    build, build_compressed, build_records, compress, compress_level, encode_records, rebuild,
+    recompress_batches, wrap_records, NewRecord, ProducerFields,
 };
 pub use codec::{
     decompressed_bytes_max, Codec, DECOMPRESSION_FLOOR_BYTES, DECOMPRESSION_RATIO_MAX,

@@ -34,6 +34,16 @@ pub enum TopicCmd {
     },
     /// Delete a topic.
     Delete { name: String },
+    /// Delete the records of a partition below an offset (Kafka's DeleteRecords): the log
+    /// start offset moves there, durably.
+    DeleteRecords {
+        name: String,
+        #[arg(long)]
+        partition: i32,
+        /// First offset kept; -1 deletes every record.
+        #[arg(long, allow_hyphen_values = true)]
+        before: i64,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -212,12 +222,27 @@ pub(crate) async fn topic(conn: &Conn, cmd: TopicCmd) -> Result<()> {
                 parts.push((p.clone(), start, end));
             }
             let configs = c.describe_topic_configs(&name).await.unwrap_or_default();
+            // A broker without DescribeLogDirs: no sizes shown.
+            let dirs = c.describe_log_dirs(&name).await.unwrap_or_default();
+            let size_of = |partition: i32| {
+                dirs.iter()
+                    .find_map(|d| d.partitions.iter().find(|(p, _)| *p == partition))
+                    .map(|&(_, s)| s)
+            };
             if conn.json {
                 let ps: Vec<_> = parts
                     .iter()
                     .map(|(p, s, e)| {
                         json!({"partition": p.partition, "leader": p.leader, "replicas": p.replicas,
-                               "log_start_offset": s, "high_watermark": e})
+                               "log_start_offset": s, "high_watermark": e,
+                               "size_bytes": size_of(p.partition)})
+                    })
+                    .collect();
+                let ds: Vec<_> = dirs
+                    .iter()
+                    .map(|d| {
+                        json!({"path": d.path, "total_bytes": d.total_bytes,
+                               "usable_bytes": d.usable_bytes})
                     })
                     .collect();
                 let cs: serde_json::Map<String, serde_json::Value> = configs
@@ -226,7 +251,7 @@ pub(crate) async fn topic(conn: &Conn, cmd: TopicCmd) -> Result<()> {
                     .collect();
                 println!(
                     "{}",
-                    json!({"topic": name, "partitions": ps, "configs": cs})
+                    json!({"topic": name, "partitions": ps, "log_dirs": ds, "configs": cs})
                 );
             } else {
                 println!("topic {name}, {} partition(s)", t.partitions.len());
@@ -239,6 +264,7 @@ pub(crate) async fn topic(conn: &Conn, cmd: TopicCmd) -> Result<()> {
                             format!("{:?}", p.replicas),
                             s.to_string(),
                             e.to_string(),
+                            size_of(p.partition).map_or("-".into(), |s| s.to_string()),
                         ]
                     })
                     .collect();
@@ -249,9 +275,16 @@ pub(crate) async fn topic(conn: &Conn, cmd: TopicCmd) -> Result<()> {
                         "REPLICAS",
                         "LOG-START",
                         "HIGH-WATERMARK",
+                        "SIZE-BYTES",
                     ],
                     &rows,
                 );
+                for d in &dirs {
+                    println!(
+                        "log dir {}: {} bytes total, {} usable",
+                        d.path, d.total_bytes, d.usable_bytes
+                    );
+                }
                 if !configs.is_empty() {
                     println!();
                     let rows: Vec<Vec<String>> = configs
@@ -260,6 +293,21 @@ pub(crate) async fn topic(conn: &Conn, cmd: TopicCmd) -> Result<()> {
                         .collect();
                     print_table(&["CONFIG", "VALUE"], &rows);
                 }
+            }
+        }
+        TopicCmd::DeleteRecords {
+            name,
+            partition,
+            before,
+        } => {
+            let low = c.delete_records(&name, partition, before).await?;
+            if conn.json {
+                println!(
+                    "{}",
+                    json!({"topic": name, "partition": partition, "log_start_offset": low})
+                );
+            } else {
+                println!("{name} partition {partition}: records below {low} deleted");
             }
         }
         TopicCmd::Alter { name, configs } => {

@@ -132,6 +132,23 @@ macro_rules! by_api {
             ApiKey::DescribeTransactions => $f::<DescribeTransactionsRequest>($buf, $v),
             ApiKey::ListTransactions => $f::<ListTransactionsRequest>($buf, $v),
             ApiKey::DescribeProducers => $f::<DescribeProducersRequest>($buf, $v),
+            ApiKey::DeleteRecords => $f::<DeleteRecordsRequest>($buf, $v),
+            ApiKey::DescribeLogDirs => $f::<DescribeLogDirsRequest>($buf, $v),
+            ApiKey::AlterReplicaLogDirs => $f::<AlterReplicaLogDirsRequest>($buf, $v),
+            ApiKey::DescribeTopicPartitions => $f::<DescribeTopicPartitionsRequest>($buf, $v),
+            ApiKey::ElectLeaders => $f::<ElectLeadersRequest>($buf, $v),
+            ApiKey::AlterPartitionReassignments => {
+                $f::<AlterPartitionReassignmentsRequest>($buf, $v)
+            }
+            ApiKey::ListPartitionReassignments => $f::<ListPartitionReassignmentsRequest>($buf, $v),
+            ApiKey::DescribeQuorum => $f::<DescribeQuorumRequest>($buf, $v),
+            ApiKey::AlterConfigs => $f::<AlterConfigsRequest>($buf, $v),
+            ApiKey::OffsetForLeaderEpoch => $f::<OffsetForLeaderEpochRequest>($buf, $v),
+            ApiKey::DescribeClientQuotas => $f::<DescribeClientQuotasRequest>($buf, $v),
+            ApiKey::AlterClientQuotas => $f::<AlterClientQuotasRequest>($buf, $v),
+            ApiKey::ListConfigResources => $f::<ListConfigResourcesRequest>($buf, $v),
+            ApiKey::GetTelemetrySubscriptions => $f::<GetTelemetrySubscriptionsRequest>($buf, $v),
+            ApiKey::PushTelemetry => $f::<PushTelemetryRequest>($buf, $v),
             other => panic!("no decoder listed for {other:?}"),
         }
     };
@@ -250,6 +267,10 @@ impl Gen {
                 self.fields(fields);
             }
             Ty::Struct(fields) => self.fields(fields),
+            Ty::OptStruct(fields) => {
+                self.out.put_i8(1);
+                self.fields(fields);
+            }
         }
     }
 }
