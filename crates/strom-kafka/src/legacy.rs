@@ -494,3 +494,6 @@ fn back_body(mut body: Bytes, back: &Back) -> Result<BytesMut, Fatal> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests;
