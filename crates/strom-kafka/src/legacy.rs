@@ -101,6 +101,10 @@ fn put_nstr(out: &mut BytesMut, s: Option<&str>) {
     }
 }
 
+/// A topic's partitions in request order, each with the door's own error code if it refused
+/// the partition's message set (`None`: passed on to the handler).
+type Partitions = Vec<(String, Vec<(i32, Option<i16>)>)>;
+
 /// How the response of the rewritten request is turned back into the old version's.
 enum Back {
     /// Same bytes (OffsetCommit v0-1 = v2, OffsetFetch v0 = v1).
@@ -111,7 +115,7 @@ enum Back {
     /// those not passed on.
     Produce {
         version: i16,
-        order: Vec<(String, Vec<(i32, Option<i16>)>)>,
+        order: Partitions,
     },
     /// Fetch v0-3: the fetch offset of each partition (a down-converted set starts there).
     Fetch {
@@ -253,6 +257,12 @@ fn rewrite(key: ApiKey, version: i16, mut b: Bytes) -> Result<(BytesMut, Back), 
         }
     };
     Ok((out, back))
+}
+
+/// [`rewrite`] for the fuzz target (`fuzzing::legacy_frame`): whether it accepted.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn rewrite_for_fuzzing(key: ApiKey, version: i16, body: Bytes) -> bool {
+    rewrite(key, version, body).is_ok()
 }
 
 /// The code for a message set refused at the door.

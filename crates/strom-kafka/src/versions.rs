@@ -49,6 +49,7 @@ pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
 /// The versions below Kafka 4.1's minimum still served, from this version (KIP-896's
 /// removed versions: Produce v0-2, Fetch v0-3, ListOffsets v0, OffsetCommit v0-1,
 /// OffsetFetch v0, CreateTopics v0-1, DeleteTopics v0, DescribeConfigs v0).
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) const LEGACY_MIN: &[(ApiKey, i16)] = &[
     (ApiKey::Produce, 0),
     (ApiKey::Fetch, 0),
@@ -61,6 +62,7 @@ pub(crate) const LEGACY_MIN: &[(ApiKey, i16)] = &[
 ];
 
 /// APIs served above Kafka 4.1's maximum, at this version (Kafka 4.2's share groups).
+#[cfg(test)]
 pub(crate) const AHEAD_OF_4_1: &[(ApiKey, i16)] =
     &[(ApiKey::ShareFetch, 2), (ApiKey::ShareAcknowledge, 2)];
 

@@ -332,6 +332,9 @@ fn put_message(out: &mut Vec<u8>, magic: u8, attributes: u8, r: &Record) {
     out[crc_at..crc_at + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
+/// A key and a value (`None` = null).
+pub type KeyValue<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+
 /// A message set of `magic` holding `(key, value)` records at offsets from 0, compressed
 /// into one wrapper when `codec` is not `None` (as old producers send them): for tests and
 /// tools.
@@ -339,7 +342,7 @@ pub fn build_message_set(
     magic: u8,
     codec: Codec,
     timestamp: i64,
-    records: &[(Option<&[u8]>, Option<&[u8]>)],
+    records: &[KeyValue<'_>],
 ) -> std::io::Result<Vec<u8>> {
     let mut set = Vec::new();
     for (i, (k, v)) in records.iter().enumerate() {
@@ -414,7 +417,7 @@ mod tests {
 
     #[test]
     fn up_converts_every_magic_and_codec() {
-        let recs: &[(Option<&[u8]>, Option<&[u8]>)] = &[
+        let recs: &[KeyValue<'_>] = &[
             (Some(b"k1"), Some(b"v1")),
             (None, Some(b"v2")),
             (Some(b"k3"), None),
