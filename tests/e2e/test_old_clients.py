@@ -335,3 +335,37 @@ def test_old_fetch_of_a_missing_partition_and_old_list_offsets(broker):
             offsets.append(off)
             pos += 12 + size
         assert offsets == [1, 2]
+
+
+# --- one release level: Kafka 4.1 ------------------------------------------------------------
+
+RECORDED = HERE.parents[1] / "crates" / "strom-kafka" / "src" / "kafka-4.1-api-versions.txt"
+# Served below 4.1's minimum (KIP-896's removed versions) and above its maximum (4.2's share).
+LEGACY_MIN = {0: 0, 1: 0, 2: 0, 8: 0, 9: 0, 19: 0, 20: 0, 32: 0}
+AHEAD = {78: 2, 79: 2}
+
+
+def test_advertised_ranges_are_kafka_4_1s_and_kafka_python_infers_4_1(broker):
+    from kafka.admin import KafkaAdminClient
+
+    recorded = {}
+    for line in RECORDED.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            key, _name, lo, hi = line.split()
+            recorded[int(key)] = (int(lo), int(hi))
+    with Conn(broker.bootstrap) as c:
+        err, advertised = c.api_versions(2)
+    assert err == kwire.NONE
+    for key, (lo, hi) in advertised.items():
+        assert key in recorded, f"api {key} is not a Kafka 4.1 broker API"
+        lo41, hi41 = recorded[key]
+        assert hi == AHEAD.get(key, hi41), f"api {key}: max {hi}, Kafka 4.1 {hi41}"
+        assert lo == LEGACY_MIN.get(key, lo41), f"api {key}: min {lo}, Kafka 4.1 {lo41}"
+    a = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    try:
+        assert str(a._manager.broker_version_data) == "<BrokerVersionData 4.1>"
+        # DescribeGroups v6 (KIP-1043): an unknown group is GROUP_ID_NOT_FOUND.
+        d = a.describe_groups(["no-such-group"])["no-such-group"]
+        assert d["error"] is not None and "GroupIdNotFound" in d["error"], d
+    finally:
+        a.close()
