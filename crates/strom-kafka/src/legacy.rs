@@ -155,6 +155,12 @@ pub(crate) async fn handle<'a>(
     new.put_slice(&body);
     let handled = server::dispatch(ctx, peer, key, target(key), new.freeze()).await?;
     Ok(match handled {
+        // Decompressing and re-encoding fetched batches is CPU work off the runtime's threads.
+        Handled::Now(reply) if matches!(back, Back::Fetch { .. }) => Handled::Now(
+            tokio::task::spawn_blocking(move || back_reply(reply, &back))
+                .await
+                .map_err(|e| Fatal(format!("down-conversion failed: {e}")))??,
+        ),
         Handled::Now(reply) => Handled::Now(back_reply(reply, &back)?),
         Handled::Later(later) => Handled::Later(Box::pin(async move {
             let reply = later.await?;
@@ -327,12 +333,20 @@ fn produce(version: i16, b: &mut Bytes, out: &mut BytesMut) -> Result<Back, Fata
     Ok(Back::Produce { version, order })
 }
 
-/// Fetch v0-3 → v4: max bytes (v0-2 had none) and isolation level READ_UNCOMMITTED added.
+/// Bytes an old fetch's response holds at most, whatever it asks (v0-2 have no total
+/// limit): its records are read into memory to be down-converted, unlike a current fetch's
+/// (sent from the page cache). Above it a partition gets nothing this time and the client
+/// fetches it again, as with any `max_bytes`.
+const OLD_FETCH_MAX_BYTES: i32 = 64 << 20;
+
+/// Fetch v0-3 → v4: max bytes (v0-2 had none; at most [`OLD_FETCH_MAX_BYTES`]) and
+/// isolation level READ_UNCOMMITTED added.
 fn fetch(version: i16, b: &mut Bytes, out: &mut BytesMut) -> Result<Back, Fatal> {
     out.put_i32(i32_(b)?); // replica id
     out.put_i32(i32_(b)?); // max wait
     out.put_i32(i32_(b)?); // min bytes
     let max_bytes = if version >= 3 { i32_(b)? } else { i32::MAX };
+    let max_bytes = max_bytes.clamp(0, OLD_FETCH_MAX_BYTES);
     out.put_i32(max_bytes);
     out.put_i8(0);
     let mut offsets = HashMap::new();

@@ -208,9 +208,9 @@ fn old_produce_responses_are_written_at_the_old_version() {
 #[test]
 fn old_fetches_are_rewritten_and_answered_with_message_sets_of_the_clients_magic() {
     for (hex, version, topic, max_bytes) in [
-        (FETCH_V0_KCAT, 0, "capk", i32::MAX),
-        (FETCH_V1_KCAT, 1, "capk", i32::MAX),
-        (FETCH_V3_SARAMA, 3, "caps", 104_857_600),
+        (FETCH_V0_KCAT, 0, "capk", OLD_FETCH_MAX_BYTES),
+        (FETCH_V1_KCAT, 1, "capk", OLD_FETCH_MAX_BYTES),
+        (FETCH_V3_SARAMA, 3, "caps", OLD_FETCH_MAX_BYTES), // asked 100 MiB
     ] {
         let (r, back): (FetchRequest, _) = rewritten(hex);
         assert_eq!(r.max_bytes, max_bytes);
