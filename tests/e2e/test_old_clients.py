@@ -89,10 +89,16 @@ def test_sarama_produces_consumes_in_a_group_commits_and_resumes_after_restart(
     got = sarama(sarama_client, broker, "consume", "-topic", topic, "-group", group,
                  "-n", "5", "-timeout", "60")
     assert got == [f"b-{i}" for i in range(5)], "the restarted group re-read or skipped records"
+    # sarama's own default version (0.8.2: Produce v0, magic 0) produces too.
+    assert sarama(sarama_client, broker, "produce", "-topic", topic, "-prefix", "c",
+                  "-n", "3", "-version", "0.8.2.0") == ["produced", "3"]
+    got = sarama(sarama_client, broker, "consume", "-topic", topic, "-group", group,
+                 "-n", "3", "-timeout", "60")
+    assert got == [f"c-{i}" for i in range(3)]
     assert stored(broker, topic) == [f"a-{i}".encode() for i in range(10)] + \
-        [f"b-{i}".encode() for i in range(5)]
+        [f"b-{i}".encode() for i in range(5)] + [f"c-{i}".encode() for i in range(3)]
     with Conn(broker.bootstrap) as c:
-        assert committed_v1(c, group, topic) == 15
+        assert committed_v1(c, group, topic) == 18
 
 
 def committed_v1(c, group, topic, partition=0):
@@ -302,6 +308,18 @@ def test_malformed_old_message_sets_are_corrupt_message_and_nothing_is_written(b
         part = produce_old(c, topic, message(b"after", magic=magic), version)
         assert part[:3] == (0, kwire.NONE, 1)
     assert stored(broker, topic) == [b"good", b"after"]
+
+
+def test_old_produce_with_acks_0_writes_without_a_reply(broker):
+    with Conn(broker.bootstrap) as c:
+        assert c.create_topic("acks0-v1", 1) == kwire.NONE
+        body = struct.pack(">hi", 0, 10000) + struct.pack(">i", 1) + kwire.kstring("acks0-v1")
+        body += struct.pack(">ii", 1, 0) + kwire.kbytes(message(b"fire", magic=0))
+        c.send_request(kwire.PRODUCE, 1, body)  # no reply comes for acks=0
+        # The next reply on the connection is the next request's.
+        part = produce_old(c, "acks0-v1", message(b"and forget", magic=0), 1)
+        assert part[:3] == (0, kwire.NONE, 1)
+    assert stored(broker, "acks0-v1") == [b"fire", b"and forget"]
 
 
 def test_old_fetch_of_a_missing_partition_and_old_list_offsets(broker):

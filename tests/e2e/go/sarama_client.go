@@ -1,14 +1,15 @@
 // A small sarama (Debian's 1.22, built in GOPATH mode) client for tests/e2e/test_old_clients.py.
 //
-//	sarama_client produce -brokers B -topic T -prefix P -n N
+//	sarama_client produce -brokers B -topic T -prefix P -n N [-version 0.8.2.0]
 //	    sends P-0 .. P-(N-1) with a SyncProducer, prints "produced N"
 //	sarama_client consume -brokers B -topic T -group G -n N -timeout S
 //	    consumes in group G until N messages arrived (each value printed on a line), marks
 //	    them, then closes the group (committing offsets with OffsetCommit v1) and exits;
 //	    exits 2 when fewer than N arrived within S seconds
 //
-// The client speaks Kafka 0.10.2's versions (Produce v2 and Fetch v3 with magic 1 message
-// sets, OffsetCommit v1, JoinGroup v1), as services pinned to sarama's old defaults do.
+// The client speaks Kafka 0.10.2's versions by default (Produce v2 and Fetch v3 with magic 1 message
+// sets, OffsetCommit v1, JoinGroup v1); `-version 0.8.2.0`, sarama's own default, produces
+// with Produce v0 and magic 0.
 package main
 
 import (
@@ -50,9 +51,14 @@ func (h *handler) ConsumeClaim(s sarama.ConsumerGroupSession, c sarama.ConsumerG
 	return nil
 }
 
-func config() *sarama.Config {
+func config(version string) *sarama.Config {
 	c := sarama.NewConfig()
-	c.Version = sarama.V0_10_2_0
+	v, err := sarama.ParseKafkaVersion(version)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "version:", err)
+		os.Exit(64)
+	}
+	c.Version = v
 	c.ClientID = "sarama-e2e"
 	c.Producer.Return.Successes = true
 	c.Producer.RequiredAcks = sarama.WaitForAll
@@ -74,11 +80,12 @@ func main() {
 	group := fs.String("group", "", "consumer group (consume)")
 	n := fs.Int("n", 1, "messages")
 	timeout := fs.Int("timeout", 30, "seconds (consume)")
+	version := fs.String("version", "0.10.2.0", "the Kafka version sarama speaks (0.8.2.0: Produce v0)")
 	fs.Parse(os.Args[2:])
 	addrs := strings.Split(*brokers, ",")
 	switch os.Args[1] {
 	case "produce":
-		p, err := sarama.NewSyncProducer(addrs, config())
+		p, err := sarama.NewSyncProducer(addrs, config(*version))
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "producer:", err)
 			os.Exit(1)
@@ -100,7 +107,7 @@ func main() {
 		}
 		fmt.Printf("produced %d\n", *n)
 	case "consume":
-		g, err := sarama.NewConsumerGroup(addrs, *group, config())
+		g, err := sarama.NewConsumerGroup(addrs, *group, config(*version))
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "group:", err)
 			os.Exit(1)
