@@ -229,13 +229,17 @@ pub fn magic(set: &[u8]) -> Option<u8> {
     set.get(16).copied()
 }
 
-/// The records of a magic 0/1 message set (compressed wrappers unpacked) as one
-/// uncompressed v2 batch (CreateTime; messages without a timestamp get `now_ms`), for the
-/// log to assign offsets. An empty set, a bad CRC, a truncated message, an unknown codec, a
-/// compressed inner message or a mix of magics is an error: nothing of the set is kept.
+/// The records of a magic 0/1 message set (compressed wrappers unpacked) as one v2 batch
+/// (CreateTime; messages without a timestamp get `now_ms`), for the log to assign offsets;
+/// compressed with the wrappers' codec when every message of the set was in a wrapper of
+/// the same codec (the producer's choice is kept, as Kafka keeps it), else uncompressed.
+/// An empty set, a bad CRC, a truncated message, an unknown codec, a compressed inner
+/// message or a mix of magics is an error: nothing of the set is kept.
 pub fn up_convert(set: &Bytes, now_ms: i64) -> Result<Vec<u8>, BatchError> {
     let mut records = Vec::new();
     let mut magic_seen = None;
+    // The one codec of the set's wrappers; `Some(None)` once plain and compressed mix.
+    let mut codec_seen: Option<Option<Codec>> = None;
     let push = |m: Message, records: &mut Vec<Record>| {
         let timestamp = if m.timestamp < 0 { now_ms } else { m.timestamp };
         records.push(Record {
@@ -250,7 +254,13 @@ pub fn up_convert(set: &Bytes, now_ms: i64) -> Result<Vec<u8>, BatchError> {
         if *magic_seen.get_or_insert(magic) != magic {
             return Err(corrupt("messages of both magic 0 and 1 in one set"));
         }
-        match Codec::from_id(i16::from(m.attributes & 0x07))? {
+        let codec = Codec::from_id(i16::from(m.attributes & 0x07))?;
+        codec_seen = match codec_seen {
+            None => Some(Some(codec)),
+            Some(Some(c)) if c == codec => Some(Some(c)),
+            Some(_) => Some(None),
+        };
+        match codec {
             Codec::None => push(m, &mut records),
             Codec::Zstd => {
                 return Err(corrupt("zstd in a magic 0/1 message"));
@@ -282,7 +292,28 @@ pub fn up_convert(set: &Bytes, now_ms: i64) -> Result<Vec<u8>, BatchError> {
     if records.is_empty() {
         return Err(corrupt("a message set without messages"));
     }
-    Ok(rebuild(&records, None))
+    let batch = rebuild(&records, None);
+    match codec_seen.flatten() {
+        Some(codec) if codec != Codec::None => recompress(&batch, codec),
+        _ => Ok(batch),
+    }
+}
+
+/// `batch` (uncompressed, from [`rebuild`]) with its records section compressed by `codec`.
+fn recompress(batch: &[u8], codec: Codec) -> Result<Vec<u8>, BatchError> {
+    use crate::batch::{ATTRIBUTES_AT, CRC_AT, HEADER_LEN, LENGTH_AT, LOG_OVERHEAD};
+    let body = crate::compress(codec, &batch[HEADER_LEN..])
+        .map_err(|e| corrupt(format!("recompressing with {}: {e}", codec.name())))?;
+    let mut out = Vec::with_capacity(HEADER_LEN + body.len());
+    out.extend_from_slice(&batch[..HEADER_LEN]);
+    out.extend_from_slice(&body);
+    let len = (out.len() - LOG_OVERHEAD) as i32;
+    out[LENGTH_AT..LENGTH_AT + 4].copy_from_slice(&len.to_be_bytes());
+    let attributes = i16::from_be_bytes([out[ATTRIBUTES_AT], out[ATTRIBUTES_AT + 1]]) | codec.id();
+    out[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
+    let crc = crc32c::crc32c(&out[ATTRIBUTES_AT..]);
+    out[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    Ok(out)
 }
 
 /// Stored v2 batches (a fetch's bytes) as an uncompressed message set of `magic` (0 or 1),
@@ -427,6 +458,8 @@ mod tests {
                 let set = Bytes::from(build_message_set(magic, codec, 1_000, recs).unwrap());
                 let batch = up_convert(&set, 5_000).unwrap();
                 crate::validate(&batch, usize::MAX).unwrap();
+                let h = crate::BatchHeader::parse(&batch).unwrap();
+                assert_eq!(h.compression(), codec.id(), "magic {magic} {codec:?}");
                 let got = values(&batch);
                 let ts = if magic == 0 { 5_000 } else { 1_000 };
                 let want: Vec<_> = recs
