@@ -142,25 +142,31 @@ impl Default for Harness {
     }
 }
 
-/// The old Produce / Fetch parser (`legacy`) on a request frame (without its length prefix,
-/// as in `fuzz/corpus/legacy_request/`): the frame's API is taken as Produce when even and
-/// Fetch when odd, its version folded into the old range (Produce v0-2, Fetch v0-3).
+/// The old-version rewrites (`legacy`, message-set conversion included) on a request frame
+/// (without its length prefix, as in `fuzz/corpus/legacy_request/`): the frame's API key is
+/// taken as it is when it is one of the old APIs, else modulo them (Produce, Fetch, ListOffsets, OffsetCommit, OffsetFetch,
+/// CreateTopics, DeleteTopics, DescribeConfigs) and its version folded below the crate's
+/// lowest.
 pub fn legacy_frame(frame: &[u8]) {
     if frame.len() < 10 {
         return;
     }
-    let produce = frame[1] & 1 == 0;
-    let version = i16::from(frame[3]) % if produce { 3 } else { 4 };
-    let key = if produce {
-        kafka_protocol::messages::ApiKey::Produce
-    } else {
-        kafka_protocol::messages::ApiKey::Fetch
+    let olds = crate::versions::LEGACY_MIN;
+    let raw = i16::from_be_bytes([frame[0], frame[1]]);
+    let key = match olds.iter().find(|(k, _)| *k as i16 == raw) {
+        Some(&(k, _)) => k,
+        None => olds[usize::from(frame[1]) % olds.len()].0,
     };
+    let below = crate::versions::decodable_min(key);
+    if below == 0 {
+        return;
+    }
+    let version = i16::from(frame[3]) % below;
     let client = i16::from_be_bytes([frame[8], frame[9]]).max(0) as usize;
     let Some(body) = frame.get(10 + client..) else {
         return;
     };
-    let _ = crate::legacy::unsupported(key, version, Bytes::copy_from_slice(body));
+    let _ = crate::legacy::rewrite_for_fuzzing(key, version, Bytes::copy_from_slice(body));
 }
 
 /// The bounds check alone (`bounds`), for a frame without its length prefix.

@@ -31,7 +31,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError as E;
-use strom_broker::coordinator::{Committed, GroupError, JoinRequest, OffsetCommit};
+use strom_broker::coordinator::{Committed, GroupError, GroupState, JoinRequest, OffsetCommit};
 use strom_broker::share::ShareGroupDescription;
 
 use crate::server::{advertised, Fatal, Reply, Req};
@@ -511,6 +511,11 @@ pub(crate) fn describe_groups(mut req: Req<'_>) -> Result<Reply, Fatal> {
                     .with_protocol_data(sb(""));
             }
             let d = groups.describe(id);
+            // v6 (KIP-1043): an unknown group is GROUP_ID_NOT_FOUND, not an empty Dead one.
+            let unknown = v >= 6
+                && d.state == GroupState::Dead
+                && d.members.is_empty()
+                && d.protocol_type.is_empty();
             let members = d
                 .members
                 .into_iter()
@@ -527,12 +532,19 @@ pub(crate) fn describe_groups(mut req: Req<'_>) -> Result<Reply, Fatal> {
                     dm
                 })
                 .collect();
-            DescribedGroup::default()
+            let described = DescribedGroup::default()
                 .with_group_id(id.clone())
                 .with_group_state(sb(d.state.name()))
                 .with_protocol_type(sb(d.protocol_type))
                 .with_protocol_data(sb(d.protocol))
-                .with_members(members)
+                .with_members(members);
+            if unknown {
+                described
+                    .with_error_code(E::GroupIdNotFound.code())
+                    .with_error_message(Some(sb(format!("Group {} not found.", id.as_str()))))
+            } else {
+                described
+            }
         })
         .collect();
     req.encode(&DescribeGroupsResponse::default().with_groups(out))

@@ -527,13 +527,21 @@ pub(crate) async fn handle<'a>(
         )));
     }
     if version < versions::decodable_min(key) {
-        let mut body = frame.slice(8..);
-        skip_client_id(&mut body)?;
-        let reply = legacy::unsupported(key, version, body)?;
-        return Ok(Handled::Now(
-            reply.map(|b| frame_response(correlation, 0, b).into()),
-        ));
+        // Versions Kafka 4 removed: rewritten at the door (see `legacy`).
+        return legacy::handle(ctx, peer, key, version, frame).await;
     }
+    dispatch(ctx, peer, key, version, frame).await
+}
+
+/// Decodes a request of a version the crate decodes and runs its handler.
+pub(crate) async fn dispatch<'a>(
+    ctx: &'a Ctx,
+    peer: SocketAddr,
+    key: ApiKey,
+    version: i16,
+    frame: Bytes,
+) -> Result<Handled<'a>, Fatal> {
+    let raw_key = key as i16;
     // Every count and length in the frame is checked against the bytes it holds before the
     // crate sizes anything from them (see `bounds`).
     bounds::check_request(raw_key, version, &frame).map_err(|e| Fatal(e.0))?;
@@ -549,7 +557,7 @@ pub(crate) async fn handle<'a>(
         peer,
     };
     let api = key;
-    tracing::trace!(%peer, ?api, version, correlation, "request");
+    tracing::trace!(%peer, ?api, version, correlation = header.correlation_id, "request");
     let started = std::time::Instant::now();
     let handled = if key == ApiKey::Produce {
         // The one reply that may wait (for a sync) while the connection goes on.
@@ -745,20 +753,6 @@ impl Encoder {
         resp.encode(&mut out, self.version)?;
         Ok(Some(out.finish()))
     }
-}
-
-fn skip_client_id(body: &mut Bytes) -> Result<(), Fatal> {
-    if body.remaining() < 2 {
-        return Err(Fatal("truncated request header".into()));
-    }
-    let n = body.get_i16();
-    if n > 0 {
-        if body.remaining() < n as usize {
-            return Err(Fatal("truncated request header".into()));
-        }
-        body.advance(n as usize);
-    }
-    Ok(())
 }
 
 /// Length prefix + response header + body.

@@ -1,10 +1,12 @@
 //! The APIs and versions this door implements, as advertised in ApiVersions.
 //!
-//! Each range is what the handlers implement and the end-to-end suite exercises, clipped to
-//! what the `kafka-protocol` crate can decode. Produce and Fetch are advertised from v0
-//! although the crate decodes Produce only from v3 and Fetch from v4: librdkafka before
-//! 2.11.1 turns compression off unless those ranges include v2 (KAFKA-18659, Kafka 4.0 does
-//! the same). Such old requests are answered with UNSUPPORTED_VERSION (see `legacy`).
+//! One release level: every range ends at Kafka 4.1's maximum (recorded in
+//! `kafka-4.1-api-versions.txt`, the 4.1.0 schemas' stable versions as the `kafka-protocol`
+//! crate is generated from them) and starts at 4.1's minimum, or lower for the versions
+//! Kafka 4 removed (KIP-896) that old clients still send ([`LEGACY_MIN`]); `legacy` rewrites
+//! those to the crate's lowest version. The share-group APIs are the exception, at Kafka
+//! 4.2's ShareFetch / ShareAcknowledge v2 ([`AHEAD_OF_4_1`]). The unit tests hold the table
+//! to that, and to the dispatch table in `server` (one handler per row, one row per handler).
 
 use kafka_protocol::messages::ApiKey;
 
@@ -12,13 +14,13 @@ use kafka_protocol::messages::ApiKey;
 pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 0, 13),
     (ApiKey::Fetch, 0, 18),
-    (ApiKey::ListOffsets, 1, 10),
+    (ApiKey::ListOffsets, 0, 10),
     (ApiKey::Metadata, 0, 13),
     (ApiKey::ApiVersions, 0, 4),
-    (ApiKey::CreateTopics, 2, 7),
-    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::CreateTopics, 0, 7),
+    (ApiKey::DeleteTopics, 0, 6),
     (ApiKey::CreatePartitions, 0, 3),
-    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::DescribeConfigs, 0, 4),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 2),
     (ApiKey::InitProducerId, 0, 5),
@@ -27,9 +29,9 @@ pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::SyncGroup, 0, 5),
     (ApiKey::Heartbeat, 0, 4),
     (ApiKey::LeaveGroup, 0, 5),
-    (ApiKey::OffsetCommit, 2, 9),
-    (ApiKey::OffsetFetch, 1, 9),
-    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::OffsetCommit, 0, 9),
+    (ApiKey::OffsetFetch, 0, 9),
+    (ApiKey::DescribeGroups, 0, 6),
     (ApiKey::ListGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
@@ -70,6 +72,26 @@ pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::GetTelemetrySubscriptions, 0, 0),
     (ApiKey::PushTelemetry, 0, 0),
 ];
+
+/// The versions below Kafka 4.1's minimum still served, from this version (KIP-896's
+/// removed versions: Produce v0-2, Fetch v0-3, ListOffsets v0, OffsetCommit v0-1,
+/// OffsetFetch v0, CreateTopics v0-1, DeleteTopics v0, DescribeConfigs v0).
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) const LEGACY_MIN: &[(ApiKey, i16)] = &[
+    (ApiKey::Produce, 0),
+    (ApiKey::Fetch, 0),
+    (ApiKey::ListOffsets, 0),
+    (ApiKey::OffsetCommit, 0),
+    (ApiKey::OffsetFetch, 0),
+    (ApiKey::CreateTopics, 0),
+    (ApiKey::DeleteTopics, 0),
+    (ApiKey::DescribeConfigs, 0),
+];
+
+/// APIs served above Kafka 4.1's maximum, at this version (Kafka 4.2's share groups).
+#[cfg(test)]
+pub(crate) const AHEAD_OF_4_1: &[(ApiKey, i16)] =
+    &[(ApiKey::ShareFetch, 2), (ApiKey::ShareAcknowledge, 2)];
 
 /// The version range served for `key`, if any.
 pub(crate) fn supported(key: ApiKey) -> Option<(i16, i16)> {
@@ -160,12 +182,106 @@ mod tests {
                 "{key:?} max {max} > crate {}",
                 v.max
             );
-            let legacy = matches!(key, ApiKey::Produce | ApiKey::Fetch);
+            let legacy = LEGACY_MIN.iter().any(|&(k, _)| k == key);
             assert!(
                 legacy || min >= v.min,
                 "{key:?} min {min} < crate {}",
                 v.min
             );
         }
+    }
+
+    /// Kafka 4.1's ApiVersions ranges as recorded: `(api key, min, max)`.
+    fn kafka_4_1() -> Vec<(i16, i16, i16)> {
+        include_str!("kafka-4.1-api-versions.txt")
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                assert_eq!(f.len(), 4, "bad line {l:?}");
+                let n = |i: usize| f[i].parse::<i16>().unwrap();
+                let key = ApiKey::try_from(n(0)).unwrap();
+                assert_eq!(format!("{key:?}"), f[1], "line {l:?}");
+                (n(0), n(2), n(3))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_recording_agrees_with_the_crates_schemas() {
+        let recorded = kafka_4_1();
+        assert!(recorded.len() > 60, "{} APIs recorded", recorded.len());
+        for &(key, min, max) in &recorded {
+            let key = ApiKey::try_from(key).unwrap();
+            let v = key.valid_versions();
+            // Produce from v0: Kafka 4 advertises it so (KAFKA-18659).
+            let want_min = if key == ApiKey::Produce { 0 } else { v.min };
+            assert_eq!(min, want_min, "{key:?}");
+            // The crate lists a version 4.1 marks unstable (not advertised) too.
+            assert!(max == v.max || max + 1 == v.max, "{key:?}");
+        }
+    }
+
+    #[test]
+    fn every_advertised_range_is_kafka_4_1s() {
+        let recorded = kafka_4_1();
+        for &(key, min, max) in SUPPORTED {
+            let (_, min41, max41) = *recorded
+                .iter()
+                .find(|r| r.0 == key as i16)
+                .unwrap_or_else(|| panic!("{key:?} is not a Kafka 4.1 API"));
+            match AHEAD_OF_4_1.iter().find(|&&(k, _)| k == key) {
+                Some(&(_, v)) => assert_eq!(max, v, "{key:?}"),
+                None => assert_eq!(max, max41, "{key:?} max v{max}, Kafka 4.1 has v{max41}"),
+            }
+            match LEGACY_MIN.iter().find(|&&(k, _)| k == key) {
+                Some(&(_, v)) => {
+                    assert!(v <= min41, "{key:?}: {v} is above 4.1's v{min41}");
+                    assert_eq!(min, v, "{key:?}");
+                }
+                None => assert_eq!(min, min41, "{key:?} min v{min}, Kafka 4.1 has v{min41}"),
+            }
+        }
+        for &(key, _) in LEGACY_MIN.iter().chain(AHEAD_OF_4_1) {
+            assert!(supported(key).is_some(), "{key:?} listed but not served");
+        }
+    }
+
+    /// The APIs of the dispatch table in `server::dispatch` (one `ApiKey::X =>` row each).
+    fn dispatched() -> Vec<String> {
+        let src = include_str!("server.rs");
+        let start = src
+            .find("let handled = if key == ApiKey::Produce")
+            .expect("dispatch table start");
+        let end = start
+            + src[start..]
+                .find("other => return Err")
+                .expect("dispatch table end");
+        let mut out = vec!["Produce".to_string()];
+        for line in src[start..end].lines() {
+            let line = line.trim();
+            if let Some(rest) = line.strip_prefix("ApiKey::") {
+                if let Some((name, _)) = rest.split_once(" =>") {
+                    out.push(name.to_string());
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_supported_api_has_a_handler_and_every_handler_a_row() {
+        let handlers = dispatched();
+        let rows: Vec<String> = SUPPORTED.iter().map(|(k, _, _)| format!("{k:?}")).collect();
+        for r in &rows {
+            assert!(handlers.contains(r), "{r} is advertised but has no handler");
+        }
+        for h in &handlers {
+            assert!(rows.contains(h), "{h} has a handler but is not advertised");
+        }
+        let mut dedup = rows.clone();
+        dedup.sort();
+        dedup.dedup();
+        assert_eq!(dedup.len(), rows.len(), "an API has two rows");
     }
 }

@@ -4,7 +4,8 @@
 //! 61-byte header ([`BatchHeader`], [`headers`], the broker's [`stamp`]s), validation of
 //! what a client sends ([`validate`]), reading what is stored ([`records`],
 //! [`decode_batches`]), building batches ([`build_records`], [`build_compressed`]) and
-//! Kafka's varints ([`varint`]). The log (`strom-log`) calls [`validate`] on every append,
+//! Kafka's varints ([`varint`]), and the magic 0/1 message sets of old clients converted to
+//! and from v2 batches ([`message_set`]). The log (`strom-log`) calls [`validate`] on every append,
 //! so no byte reaches a segment unvalidated; the doors and the CLI read records through
 //! [`records`].
 //!
@@ -45,6 +46,7 @@ mod codec;
 mod control;
 mod error;
 mod fast;
+pub mod message_set;
 mod read;
 pub mod varint;
 mod walk;
