@@ -19,6 +19,9 @@ use crate::segment::{self, segment_path, Segment};
 use crate::{LogConfig, LogError, Result, TimestampType};
 use strom_records::{self as batch, BatchHeader, HEADER_LEN};
 
+#[path = "cleaner.rs"]
+pub(crate) mod cleaner;
+
 /// Wall-clock milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     SystemTime::now()
@@ -398,6 +401,11 @@ pub struct Log {
     unflushed_messages: AtomicU64,
     closed: AtomicBool,
     seals: Arc<SealState>,
+    /// Held by a cleaner pass (one at a time per log).
+    cleaning: Mutex<()>,
+    /// Held while the cleaner swaps a segment's files and by deletions of segments, so a
+    /// deleted segment is never swapped back in.
+    swap_lock: Mutex<()>,
 }
 
 /// What a log directory holds, by file name.
@@ -474,6 +482,8 @@ impl Log {
         config.validate().map_err(LogError::Config)?;
         std::fs::create_dir_all(&dir)?;
         let now = now_ms();
+        cleaner::finish_swaps(&dir)?;
+        let gaps_below = cleaner::gaps_below(&dir);
         let files = scan_dir(&dir)?;
         let missing: Vec<String> = files
             .indexed
@@ -554,8 +564,10 @@ impl Log {
             .saturating_sub(1);
         for k in 0..first_checked {
             let (seg, next) = (&segments[k], segments[k + 1].base_offset);
-            match seg.scan_end()? {
-                Ok(end) if end.next == next => {
+            match seg.scan_end(seg.base_offset < gaps_below)? {
+                Ok(end)
+                    if end.next == next || (seg.base_offset < gaps_below && end.next < next) =>
+                {
                     if seg.settle_max_timestamp(&end, config.index_interval_bytes)? {
                         tracing::warn!(
                             segment = %seg.path("log").display(),
@@ -589,7 +601,14 @@ impl Log {
         let mut i = first_checked;
         while i + 1 < segments.len() {
             let seg = segments[i].clone();
-            recover(&seg, config.index_interval_bytes, full, true)?;
+            let gaps = seg.base_offset < gaps_below;
+            recover(&seg, config.index_interval_bytes, full, true, gaps)?;
+            if gaps && seg.next_offset() < segments[i + 1].base_offset {
+                // The cleaner took this segment's last records away: it still ends where
+                // the next segment starts.
+                let (size, ts) = (seg.size(), seg.max_timestamp());
+                seg.set_recovered(size, segments[i + 1].base_offset, ts);
+            }
             if seg.next_offset() != segments[i + 1].base_offset {
                 if strict {
                     return Err(LogError::Damaged(format!(
@@ -615,7 +634,7 @@ impl Log {
             i += 1;
         }
         let active = segments.back().expect("one segment").clone();
-        let bytes_since_index = recover(&active, config.index_interval_bytes, full, false)?;
+        let bytes_since_index = recover(&active, config.index_interval_bytes, full, false, false)?;
         if !matches!(saved_point, SavedPoint::At(p, false) if p == active.base_offset) {
             if let Err(e) = write_recovery_point(&dir, active.base_offset, false) {
                 warn_recovery_point(&dir, &e);
@@ -656,6 +675,8 @@ impl Log {
             unflushed_messages: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             seals,
+            cleaning: Mutex::new(()),
+            swap_lock: Mutex::new(()),
         })
     }
 
@@ -1177,6 +1198,7 @@ impl Log {
         mut delete: impl FnMut(&VecDeque<Arc<Segment>>, u64) -> bool,
     ) -> Result<RetentionOutcome> {
         self.seals.check()?;
+        let _swap = self.swap_lock.lock();
         let mut outcome = RetentionOutcome::default();
         let mut deleted = Vec::new();
         {
@@ -1224,6 +1246,7 @@ impl Log {
     /// Closes the log and removes its directory.
     pub fn delete(&self) -> Result<()> {
         let _w = self.writer.lock();
+        let _swap = self.swap_lock.lock();
         self.closed.store(true, Ordering::Release);
         // A seal still running would write its recovery point into the deleted directory.
         self.wait_for_seals();
@@ -1294,7 +1317,10 @@ fn read_batches(seg: &Segment, pos: u64, max_bytes: usize) -> Result<Bytes> {
 /// Recovers the active segment: keeps the index entries that point at real batches, then
 /// checks every batch after the last of them (length, magic, offsets, CRC) and truncates the
 /// file at the first one that fails. Returns the bytes written since the last index entry.
-fn recover(seg: &Segment, interval: u64, full: bool, sealed: bool) -> Result<u64> {
+///
+/// With `gaps` (a segment the cleaner may have rewritten, see `cleaner.rs`) a batch may
+/// start past the offset after the previous one, never before it.
+fn recover(seg: &Segment, interval: u64, full: bool, sealed: bool, gaps: bool) -> Result<u64> {
     let data_len = seg.file.metadata()?.len();
     let (index_path, time_path) = (seg.path("index"), seg.path("timeindex"));
     let on_disk = (file_len(&index_path)?, file_len(&time_path)?);
@@ -1343,7 +1369,8 @@ fn recover(seg: &Segment, interval: u64, full: bool, sealed: bool) -> Result<u64
         }
         buf.resize(total as usize, 0);
         seg.read_at(&mut buf, pos)?;
-        if !h.check_stored(&buf, Some(next)) {
+        let follows = h.base_offset == next || (gaps && h.base_offset > next);
+        if !follows || !h.check_stored(&buf, None) {
             break;
         }
         let rel = (h.base_offset - seg.base_offset) as u32;

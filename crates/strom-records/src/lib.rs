@@ -53,8 +53,8 @@ pub use batch::{
     MAGIC_V2,
 };
 pub use build::{
-    build, build_compressed, build_records, compress, encode_records, rebuild, wrap_records,
-    NewRecord, ProducerFields,
+    build, build_compressed, build_records, compress, encode_records, rebuild, rebuild_run,
+    wrap_records, NewRecord, ProducerFields,
 };
 pub use codec::{
     decompressed_bytes_max, Codec, DECOMPRESSION_FLOOR_BYTES, DECOMPRESSION_RATIO_MAX,
