@@ -169,6 +169,8 @@ pub struct Broker {
     closed: AtomicBool,
     /// Delayed records waiting for their time (`.strom/delay/`).
     delay: DelayStore,
+    /// The log cleaner's registry and metrics (`cleaner.rs`).
+    cleaner: crate::cleaner::Cleaner,
 }
 
 impl Broker {
@@ -225,6 +227,7 @@ impl Broker {
             metrics: CoreMetrics::default(),
             closed: AtomicBool::new(false),
             delay,
+            cleaner: crate::cleaner::Cleaner::default(),
         }))
     }
 
@@ -236,6 +239,21 @@ impl Broker {
     /// The cluster id (persisted at first start).
     pub fn cluster_id(&self) -> &str {
         &self.cluster_id
+    }
+
+    /// The log cleaner's state.
+    pub(crate) fn cleaner(&self) -> &crate::cleaner::Cleaner {
+        &self.cleaner
+    }
+
+    /// Every topic.
+    pub(crate) fn topic_list(&self) -> Vec<Arc<Topic>> {
+        self.topics.read().values().cloned().collect()
+    }
+
+    /// Whether shutdown has closed the logs.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
     }
 
     /// The metrics registry every door records into.
@@ -475,6 +493,9 @@ impl Broker {
         self.check_open()?;
         let p = self.partition(topic, partition)?;
         let online = p.online()?;
+        if self.topic(topic).is_some_and(|t| t.compacted()) {
+            crate::cleaner::check_keys(records, topic, partition)?;
+        }
         let now = now_ms();
         let outcome = blocking(|| -> Result<_> {
             let mut producers = online.producers.lock();

@@ -15,6 +15,7 @@
 //! - Topic metadata is replaced atomically and durably before a change is visible.
 
 pub mod broker;
+pub mod cleaner;
 pub mod config;
 pub mod coordinator;
 pub mod dedup;
@@ -34,4 +35,5 @@ pub use broker::{
 };
 pub use config::{BrokerConfig, TopicConfig};
 pub use error::{BrokerError, Result};
+pub use strom_log;
 pub use topic::{Partition, Topic};

@@ -498,6 +498,7 @@ impl Log {
                     outcome.stopped = true;
                     return Ok(outcome);
                 }
+                outcome.segments_rewritten += 1;
             }
         }
         // 5. The checkpoint.

@@ -94,7 +94,13 @@ pub struct GroupConfig {
     pub offsets_retention_ms: i64,
     /// `offset.metadata.max.bytes`.
     pub offset_metadata_max_bytes: usize,
+    /// `offsets.topic.segment.bytes`: segment size of the groups' internal log (compacted
+    /// by the log cleaner once sealed).
+    pub offsets_topic_segment_bytes: u64,
 }
+
+/// Kafka's `offsets.topic.segment.bytes` default: 100 MiB.
+pub const OFFSETS_TOPIC_SEGMENT_BYTES_DEFAULT: u64 = 104_857_600;
 
 impl Default for GroupConfig {
     fn default() -> Self {
@@ -104,6 +110,7 @@ impl Default for GroupConfig {
             max_session_timeout_ms: 1_800_000,
             offsets_retention_ms: 7 * 24 * 60 * 60 * 1000,
             offset_metadata_max_bytes: 4096,
+            offsets_topic_segment_bytes: OFFSETS_TOPIC_SEGMENT_BYTES_DEFAULT,
         }
     }
 }
@@ -459,7 +466,7 @@ impl GroupCoordinator {
         config: GroupConfig,
         exists: PartitionExists,
     ) -> std::io::Result<Arc<GroupCoordinator>> {
-        let store = Store::open(data_dir)?;
+        let store = Store::open(data_dir, config.offsets_topic_segment_bytes)?;
         let mut groups: HashMap<String, Group> = HashMap::new();
         let now = Instant::now();
         for e in store.replay()? {
@@ -1303,6 +1310,12 @@ impl GroupCoordinator {
     /// Flushes and closes the store.
     pub fn close(&self) {
         self.store.close();
+    }
+
+    /// The internal log of committed offsets and group metadata (`.strom/groups/`), for
+    /// the log cleaner ([`crate::Broker::add_compacted_log`]).
+    pub fn store_log(&self) -> Arc<strom_log::Log> {
+        self.store.log()
     }
 }
 

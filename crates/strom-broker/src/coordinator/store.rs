@@ -13,6 +13,7 @@
 //! assignment (u32 + bytes)`.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use strom_log::{Log, LogConfig, LogError};
@@ -72,13 +73,16 @@ pub(crate) enum Entry {
 
 /// The internal log.
 pub(crate) struct Store {
-    log: Log,
+    /// Shared with the log cleaner, which compacts it (keys replace each other, tombstones
+    /// delete: Kafka's `__consumer_offsets`).
+    log: Arc<Log>,
 }
 
 impl Store {
-    pub(crate) fn open(data_dir: &Path) -> std::io::Result<Store> {
+    /// `segment_bytes`: `offsets.topic.segment.bytes` (the cleaner compacts sealed segments).
+    pub(crate) fn open(data_dir: &Path, segment_bytes: u64) -> std::io::Result<Store> {
         let config = LogConfig {
-            segment_bytes: 64 << 20,
+            segment_bytes,
             retention_ms: None,
             flush_messages: Some(1),
             max_batch_bytes: 16 << 20,
@@ -105,7 +109,12 @@ impl Store {
             other => other,
         }
         .map_err(|e| std::io::Error::other(e.to_string()))?;
-        Ok(Store { log })
+        Ok(Store { log: Arc::new(log) })
+    }
+
+    /// The internal log, for the cleaner.
+    pub(crate) fn log(&self) -> Arc<Log> {
+        self.log.clone()
     }
 
     /// Every entry in the log, oldest first.
@@ -315,7 +324,7 @@ mod tests {
             timestamp: 7,
         };
         {
-            let s = Store::open(dir.path()).unwrap();
+            let s = Store::open(dir.path(), 64 << 20).unwrap();
             s.write(&[
                 Entry::Offset {
                     group: "g".into(),
@@ -338,7 +347,7 @@ mod tests {
             .unwrap();
             s.close();
         }
-        let s = Store::open(dir.path()).unwrap();
+        let s = Store::open(dir.path(), 64 << 20).unwrap();
         let entries = s.replay().unwrap();
         assert_eq!(entries.len(), 3);
         assert!(
@@ -359,7 +368,7 @@ mod tests {
     fn a_damaged_groups_log_is_moved_aside_and_the_groups_start_empty() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let s = Store::open(dir.path()).unwrap();
+            let s = Store::open(dir.path(), 64 << 20).unwrap();
             s.write(&[Entry::Group {
                 group: "g".into(),
                 value: None,
@@ -369,7 +378,7 @@ mod tests {
         }
         let groups = dir.path().join(".strom").join("groups");
         std::fs::remove_file(groups.join(format!("{:020}.log", 0))).unwrap();
-        let s = Store::open(dir.path()).unwrap();
+        let s = Store::open(dir.path(), 64 << 20).unwrap();
         assert!(s.replay().unwrap().is_empty());
         let aside = dir.path().join(".strom").join("groups.damaged");
         assert!(
