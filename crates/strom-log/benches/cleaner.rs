@@ -30,7 +30,9 @@ fn config() -> LogConfig {
 }
 
 fn batch(seq: usize, value: &[u8]) -> Vec<u8> {
-    let keys: Vec<String> = (0..10).map(|i| format!("key-{}", (seq * 10 + i) % KEYS)).collect();
+    let keys: Vec<String> = (0..10)
+        .map(|i| format!("key-{}", (seq * 10 + i) % KEYS))
+        .collect();
     let recs: Vec<NewRecord> = keys
         .iter()
         .map(|k| NewRecord {
