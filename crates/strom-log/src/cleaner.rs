@@ -10,9 +10,9 @@
 //!    `min.compaction.lag.ms` (by its newest timestamp), whichever comes first.
 //! 2. **Offset map.** The dirty section's records are read in order into a map from a
 //!    128-bit hash of the key to the key's last offset. The map is bounded by
-//!    `log.cleaner.dedupe.buffer.size` ([`ENTRY_BYTES`] per key): when the next batch's new
-//!    keys do not fit, the map ends before that batch and this pass cleans only what it
-//!    mapped (`map_end`); the next pass goes on from there.
+//!    `log.cleaner.dedupe.buffer.size` ([`map_capacity`] keys, [`ENTRY_BYTES`] per bucket):
+//!    when the next batch's new keys do not fit, the map ends before that batch and this
+//!    pass cleans only what it mapped (`map_end`); the next pass goes on from there.
 //! 3. **Rewrite.** Every segment below `map_end` (clean section included) is copied, batch
 //!    by batch, into `<base>.log.cleaned` keeping a record unless a later offset of its key
 //!    is in the map, or it has no key, or it is a tombstone (null value) that has been in the
@@ -73,9 +73,23 @@ use strom_records::BatchHeader;
 /// Name of the cleaner's checkpoint file in a log directory.
 pub const CHECKPOINT_FILE: &str = "cleaner-checkpoint";
 
-/// Memory one key takes in the offset map, as Kafka counts it (a 16-byte hash and an
-/// 8-byte offset): `log.cleaner.dedupe.buffer.size / ENTRY_BYTES` keys fit in a pass.
-pub const ENTRY_BYTES: usize = 24;
+/// Bytes of one bucket of the offset map: a 16-byte key hash, an 8-byte offset and the hash
+/// table's control byte. The table has a power of two of buckets, at most 7/8 of them used,
+/// so a pass maps at most [`map_capacity`] keys and its map never takes more than
+/// `log.cleaner.dedupe.buffer.size` bytes.
+pub const ENTRY_BYTES: usize = 25;
+
+/// Keys one pass may map with `dedupe_buffer_bytes` of map (at least 1): 7/8 of the largest
+/// power of two of buckets that fits (the table never grows past it: it grows only when
+/// full, and is never asked to reserve more than one key at a time).
+pub fn map_capacity(dedupe_buffer_bytes: usize) -> usize {
+    let buckets = dedupe_buffer_bytes / ENTRY_BYTES;
+    if buckets < 8 {
+        return 1;
+    }
+    let buckets = 1usize << (usize::BITS - 1 - buckets.leading_zeros());
+    buckets / 8 * 7
+}
 
 /// Kafka's `log.cleaner.dedupe.buffer.size` default: 128 MiB.
 pub const DEDUPE_BUFFER_BYTES_DEFAULT: usize = 128 << 20;
@@ -289,14 +303,18 @@ pub(crate) fn finish_swaps(dir: &Path) -> io::Result<()> {
 }
 
 /// A 128-bit hash of a key (two SipHashes with different prefixes): the map holds no keys.
-fn key_hash(key: &[u8]) -> u128 {
+/// Bytes, not a `u128`, so that a map entry is 24 bytes (no 16-byte alignment).
+fn key_hash(key: &[u8]) -> [u8; 16] {
     let mut a = DefaultHasher::new();
     0u8.hash(&mut a);
     key.hash(&mut a);
     let mut b = DefaultHasher::new();
     1u8.hash(&mut b);
     key.hash(&mut b);
-    (u128::from(a.finish()) << 64) | u128::from(b.finish())
+    let mut out = [0u8; 16];
+    out[..8].copy_from_slice(&a.finish().to_le_bytes());
+    out[8..].copy_from_slice(&b.finish().to_le_bytes());
+    out
 }
 
 /// Whether the cleaner reads a batch's records (never for control or transactional ones).
@@ -417,8 +435,8 @@ impl Log {
         }
         let interval = self.config().index_interval_bytes;
         // 2. The offset map of the dirty section.
-        let cap = (opts.dedupe_buffer_bytes / ENTRY_BYTES).max(1);
-        let mut map: HashMap<u128, i64> = HashMap::new();
+        let cap = map_capacity(opts.dedupe_buffer_bytes);
+        let mut map: HashMap<[u8; 16], i64> = HashMap::new();
         let mut map_end = r.clean_to;
         'map: for s in r.segments.iter().take_while(|s| s.base_offset < r.limit) {
             if s.next_offset() <= r.clean_to {
@@ -437,7 +455,7 @@ impl Log {
                 if h.last_offset() >= r.clean_to && compactable(&h) {
                     let batch = read_batch(s, pos, &h)?;
                     outcome.bytes_read += batch.len() as u64;
-                    let keys: Vec<(u128, i64)> = records_of(&batch)?
+                    let keys: Vec<([u8; 16], i64)> = records_of(&batch)?
                         .iter()
                         .filter_map(|rec| rec.key.as_ref().map(|k| (key_hash(k), rec.offset)))
                         .collect();
@@ -446,7 +464,10 @@ impl Log {
                         outcome.partial = true;
                         break 'map;
                     }
-                    map.extend(keys);
+                    // One at a time: `extend` could reserve past the bound.
+                    for (k, o) in keys {
+                        map.insert(k, o);
+                    }
                 }
                 map_end = map_end.max(h.last_offset() + 1);
                 pos += h.total_len() as u64;
@@ -695,4 +716,36 @@ struct Rewritten {
     offsets: Vec<IndexEntry>,
     times: Vec<TimeEntry>,
     max_ts: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_map_stays_within_the_dedupe_buffer() {
+        assert_eq!(map_capacity(0), 1);
+        assert_eq!(map_capacity(ENTRY_BYTES * 8), 7);
+        assert_eq!(map_capacity(ENTRY_BYTES * 15), 7);
+        assert_eq!(map_capacity(ENTRY_BYTES * 16), 14);
+        // Kafka's default 128 MiB: 4 Mi buckets, 3.5 Mi keys.
+        assert_eq!(map_capacity(DEDUPE_BUFFER_BYTES_DEFAULT), (1 << 22) / 8 * 7);
+        // Filling a map to its capacity one key at a time never grows the table past the
+        // buckets the bound allows.
+        for bytes in [ENTRY_BYTES * 64, 100_000, 1 << 20] {
+            let cap = map_capacity(bytes);
+            let mut map: HashMap<[u8; 16], i64> = HashMap::new();
+            for i in 0..cap {
+                map.insert(key_hash(&i.to_le_bytes()), i as i64);
+            }
+            assert_eq!(map.len(), cap);
+            let buckets = (map.capacity() + 1).next_power_of_two();
+            assert!(
+                buckets * ENTRY_BYTES <= bytes,
+                "{bytes}: {} buckets",
+                buckets
+            );
+            assert_eq!(std::mem::size_of::<([u8; 16], i64)>(), 24);
+        }
+    }
 }

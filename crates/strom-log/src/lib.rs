@@ -56,8 +56,9 @@ pub use config::{
 };
 pub use error::{LogError, Result};
 pub use log::cleaner::{
-    CleanOptions, CleanOutcome, CleanerStats, CHECKPOINT_FILE as CLEANER_CHECKPOINT_FILE,
-    DEDUPE_BUFFER_BYTES_DEFAULT, ENTRY_BYTES as CLEANER_ENTRY_BYTES,
+    map_capacity as cleaner_map_capacity, CleanOptions, CleanOutcome, CleanerStats,
+    CHECKPOINT_FILE as CLEANER_CHECKPOINT_FILE, DEDUPE_BUFFER_BYTES_DEFAULT,
+    ENTRY_BYTES as CLEANER_ENTRY_BYTES,
 };
 pub use log::{
     now_ms, AppendInfo, FileRange, Log, RangeRead, ReadResult, RetentionOutcome, TimestampHit,
