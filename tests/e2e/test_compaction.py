@@ -14,6 +14,7 @@ import time
 import urllib.request
 
 import pytest
+import requests
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic,
                                   ResourceType)
@@ -175,7 +176,7 @@ def test_tombstones_disappear_after_delete_retention(broker_factory):
 
 
 def test_keyless_record_to_a_compacted_topic_is_invalid_record(broker_factory):
-    b = broker_factory()
+    b = broker_factory(http=True)
     create(b, "keyed", {"cleanup.policy": "compact"})
     p = Producer({"bootstrap.servers": b.bootstrap, "acks": "all", "linger.ms": 0,
                   "message.send.max.retries": 0})
@@ -196,6 +197,12 @@ def test_keyless_record_to_a_compacted_topic_is_invalid_record(broker_factory):
     assert errors[0] is not None and errors[0].code() == KafkaError.INVALID_RECORD
     create(b, "plain", {})
     assert produce(b, "plain", [(None, b"fine")]) == [0]
+    # The HTTP door: 400 invalid_record, nothing stored.
+    r = requests.post(f"{b.http}/topics/keyed/records", json={"records": [{"key": "a", "value": "x"}, {"value": "y"}]},
+                      timeout=10)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_record", r.text
+    got, hi = read_all(b, "keyed")
+    assert hi == 1
 
 
 def test_bad_compaction_configs_are_invalid_config(broker_factory):
