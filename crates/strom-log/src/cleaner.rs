@@ -23,7 +23,8 @@
 //!    never change and a batch's offset deltas stay its records' indexes; one that lost all
 //!    is left out. Control batches (transaction markers) and transactional batches are
 //!    copied whole and their records never enter the map (aborted data is not removed and
-//!    never hides a committed value). A segment that would lose nothing is not rewritten.
+//!    never hides a committed value). A segment that would lose nothing is not rewritten;
+//!    one that would be left empty (not the first) is removed instead of swapped.
 //! 4. **Swap**, per segment, as Kafka does it: the `.cleaned` files (data and both indexes,
 //!    rebuilt from the new data) are fdatasync'ed, the indexes renamed to `.swap`, then the
 //!    data file (`<base>.log.cleaned` → `<base>.log.swap`: the commit point), the directory
@@ -515,7 +516,12 @@ impl Log {
                 true
             };
             if let Some(done) = self.rewrite_segment(s, next_base, interval, &keep, &mut outcome)? {
-                if !self.swap_in(s, done, next_base, now_ms)? {
+                let swapped = if done.bytes == 0 && i > 0 {
+                    self.drop_empty(s)?
+                } else {
+                    self.swap_in(s, done, next_base, now_ms)?
+                };
+                if !swapped {
                     outcome.stopped = true;
                     return Ok(outcome);
                 }
@@ -643,7 +649,39 @@ impl Log {
             offsets,
             times,
             max_ts,
+            bytes: written,
         }))
+    }
+
+    /// A segment (not the first) that would be empty after cleaning is removed instead of
+    /// swapped: the previous segment then ends where the following one starts (a gap the
+    /// open accepts, both being below `gaps_below`), so compaction does not leave one empty
+    /// segment (and its open files) per segment ever written. `false` if `old` is gone.
+    fn drop_empty(&self, old: &Arc<Segment>) -> Result<bool> {
+        let dir = &self.dir;
+        for ext in ["log", "index", "timeindex"] {
+            remove_if_exists(&cleaned_path(dir, old.base_offset, ext, "cleaned"))?;
+        }
+        let _swap = self.swap_lock.lock();
+        if self.closed.load(Ordering::Acquire) {
+            return Ok(false);
+        }
+        {
+            let mut segs = self.segments.write();
+            let Some(i) = segs.iter().position(|s| Arc::ptr_eq(s, old)) else {
+                return Ok(false);
+            };
+            if i == 0 || i + 1 >= segs.len() {
+                return Ok(false);
+            }
+            let (prev, next_base) = (segs[i - 1].clone(), segs[i + 1].base_offset);
+            segs.remove(i);
+            prev.set_recovered(prev.size(), next_base, prev.max_timestamp());
+        }
+        fault::check(dir, Point::CleanerSwap(6), None)?;
+        old.delete_files()?;
+        sync_dir(dir)?;
+        Ok(true)
     }
 
     /// Swaps the `.cleaned` files of `old` in (Kafka's sequence, see the module docs) and
@@ -716,6 +754,8 @@ struct Rewritten {
     offsets: Vec<IndexEntry>,
     times: Vec<TimeEntry>,
     max_ts: i64,
+    /// Bytes of the new data file.
+    bytes: u64,
 }
 
 #[cfg(test)]

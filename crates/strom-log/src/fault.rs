@@ -20,8 +20,9 @@ pub enum Point {
     /// The index write of an append (after its data write succeeded): a torn entry lands,
     /// then ENOSPC.
     IndexWrite,
-    /// Step `n` (1-5) of the cleaner's swap of a segment (see `cleaner.rs`): the pass stops
-    /// there with EIO and leaves the files as a crash at that step would.
+    /// Step `n` (1-5) of the cleaner's swap of a segment, 6 the removal of a segment left
+    /// empty (see `cleaner.rs`): the pass stops there with EIO and leaves the files as a
+    /// crash at that step would.
     CleanerSwap(u8),
 }
 
