@@ -28,8 +28,10 @@
 //! 4. **Swap**, per segment, as Kafka does it: the `.cleaned` files (data and both indexes,
 //!    rebuilt from the new data) are fdatasync'ed, the indexes renamed to `.swap`, then the
 //!    data file (`<base>.log.cleaned` → `<base>.log.swap`: the commit point), the directory
-//!    fsync'ed, the `.swap` files renamed over the old ones, the directory fsync'ed, and the
-//!    new segment replaces the old one in memory. The cleaner yields between segments.
+//!    fsync'ed, the `.swap` files renamed over the old ones (not fsync'ed: a lost rename
+//!    leaves a `.swap` the open rolls forward; the checkpoint's fsync at the end of the pass
+//!    covers them), and the new segment replaces the old one in memory. The cleaner yields
+//!    between segments.
 //! 5. **Checkpoint.** `cleaner-checkpoint` (temp file, fsync, rename, fsync dir) records
 //!    `clean_to = map_end` and when each range of offsets became clean (for tombstones).
 //!
@@ -515,7 +517,7 @@ impl Log {
                 }
                 true
             };
-            if let Some(done) = self.rewrite_segment(s, next_base, interval, &keep, &mut outcome)? {
+            if let Some(done) = self.rewrite_segment(s, interval, &keep, &mut outcome)? {
                 let swapped = if done.bytes == 0 && i > 0 {
                     self.drop_empty(s)?
                 } else {
@@ -548,7 +550,6 @@ impl Log {
     fn rewrite_segment(
         &self,
         seg: &Segment,
-        next_base: i64,
         interval: u64,
         keep: &dyn Fn(&strom_records::Record) -> bool,
         outcome: &mut CleanOutcome,
@@ -644,7 +645,6 @@ impl Log {
         }
         outcome.bytes_before += size;
         outcome.bytes_after += written;
-        let _ = next_base;
         Ok(Some(Rewritten {
             offsets,
             times,
@@ -679,8 +679,12 @@ impl Log {
             prev.set_recovered(prev.size(), next_base, prev.max_timestamp());
         }
         fault::check(dir, Point::CleanerSwap(6), None)?;
+        // No directory fsync here: a crash that brings the old files back brings back a
+        // whole segment (the state before this pass), which the next pass cleans again; the
+        // checkpoint's fsync of the directory at the end of the pass makes the removal durable.
+        // (Each fsync of the directory is a journal commit that also writes back the dirty
+        // pages of the partitions being appended to.)
         old.delete_files()?;
-        sync_dir(dir)?;
         Ok(true)
     }
 
@@ -734,7 +738,9 @@ impl Log {
                 segment_path(dir, base, ext),
             )?;
         }
-        sync_dir(dir)?;
+        // No second directory fsync: if a crash loses any of these renames, the `.swap` files
+        // are back and the open rolls the swap forward again (any subset of them is fine);
+        // the checkpoint's fsync at the end of the pass makes them durable.
         step(5)?;
         let seg = Segment::open(dir, base, next_base, now_ms)?;
         seg.set_indexes(new.offsets, new.times);
