@@ -178,8 +178,8 @@ def test_describe_cluster_and_unsupported_configs(broker):
     assert cluster.cluster_id and len(cluster.nodes) == 1
     node = cluster.nodes[0]
     assert (node.host, node.port) == ("127.0.0.1", broker.port)
-    # Compaction is not implemented: asking for it is refused, not silently ignored.
-    fs = a.create_topics([NewTopic("compacted", 1, 1, config={"cleanup.policy": "compact"})])
+    # A cleanup policy Kafka does not have is refused, not silently ignored.
+    fs = a.create_topics([NewTopic("compacted", 1, 1, config={"cleanup.policy": "shred"})])
     with pytest.raises(Exception) as e:
         fs["compacted"].result(timeout=20)
     assert "cleanup.policy" in str(e.value)

@@ -227,6 +227,8 @@ pub struct Broker {
     txn_guard: std::sync::OnceLock<Arc<dyn TxnGuard>>,
     /// Client quotas (`.strom/client-quotas.json`), opened at first use.
     pub(crate) quotas: std::sync::OnceLock<crate::admin::ClientQuotas>,
+    /// The log cleaner's registry and metrics (`cleaner.rs`).
+    cleaner: crate::cleaner::Cleaner,
 }
 
 impl Broker {
@@ -285,6 +287,7 @@ impl Broker {
             delay,
             txn_guard: std::sync::OnceLock::new(),
             quotas: std::sync::OnceLock::new(),
+            cleaner: crate::cleaner::Cleaner::default(),
         }))
     }
 
@@ -296,6 +299,21 @@ impl Broker {
     /// The cluster id (persisted at first start).
     pub fn cluster_id(&self) -> &str {
         &self.cluster_id
+    }
+
+    /// The log cleaner's state.
+    pub(crate) fn cleaner(&self) -> &crate::cleaner::Cleaner {
+        &self.cleaner
+    }
+
+    /// Every topic.
+    pub(crate) fn topic_list(&self) -> Vec<Arc<Topic>> {
+        self.topics.read().values().cloned().collect()
+    }
+
+    /// Whether shutdown has closed the logs.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
     }
 
     /// The metrics registry every door records into.
@@ -586,6 +604,9 @@ impl Broker {
         self.check_open()?;
         let p = self.partition(topic, partition)?;
         let online = p.online()?;
+        if self.topic(topic).is_some_and(|t| t.compacted()) {
+            crate::cleaner::check_keys(records, topic, partition)?;
+        }
         let now = now_ms();
         let converted = self.apply_append_policy(topic, &online.log, records, now)?;
         let records = converted.as_deref().unwrap_or(records);

@@ -14,7 +14,7 @@ use strom_records::Codec;
 const LONG_MAX: i64 = i64::MAX;
 
 /// How a config value is checked.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum ConfigKind {
     /// A 64-bit integer in `[min, max]`.
     Long {
@@ -29,6 +29,13 @@ pub enum ConfigKind {
     Bool,
     /// A throttled-replicas list: empty, `*`, or `partition:broker` pairs, comma-separated.
     ReplicaList,
+    /// A floating-point number in `[min, max]`.
+    Double {
+        /// Smallest accepted value.
+        min: f64,
+        /// Largest accepted value.
+        max: f64,
+    },
 }
 
 /// One topic config Strom knows: its Kafka name, default and accepted values.
@@ -55,6 +62,15 @@ impl ConfigDef {
                     .parse()
                     .map_err(|_| format!("{name}: {value:?} is not an integer"))?;
                 if v < min || v > max {
+                    return Err(format!("{name}: {v} is outside [{min}, {max}]"));
+                }
+            }
+            ConfigKind::Double { min, max } => {
+                let v: f64 = value
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("{name}: {value:?} is not a number"))?;
+                if !(min..=max).contains(&v) {
                     return Err(format!("{name}: {v} is outside [{min}, {max}]"));
                 }
             }
@@ -94,8 +110,18 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
     ConfigDef {
         name: "cleanup.policy",
         default: "delete",
-        kind: ConfigKind::Choice(&["delete"]),
-        doc: "Segments past retention are deleted (compaction is not implemented yet)",
+        kind: ConfigKind::Choice(&["delete", "compact", "compact,delete", "delete,compact"]),
+        doc: "delete: segments past retention are deleted; compact: the log cleaner keeps the \
+              latest record of each key; both: compaction and retention",
+    },
+    ConfigDef {
+        name: "delete.retention.ms",
+        default: "86400000",
+        kind: ConfigKind::Long {
+            min: 0,
+            max: LONG_MAX,
+        },
+        doc: "Compacted topics: how long a tombstone stays once its segment was cleaned",
     },
     ConfigDef {
         name: "compression.gzip.level",
@@ -206,6 +232,15 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
         doc: "Largest record batch accepted",
     },
     ConfigDef {
+        name: "max.compaction.lag.ms",
+        default: "9223372036854775807",
+        kind: ConfigKind::Long {
+            min: 1,
+            max: LONG_MAX,
+        },
+        doc: "Compacted topics: a record stays uncompacted at most this long, whatever the dirty ratio",
+    },
+    ConfigDef {
         name: "message.timestamp.after.max.ms",
         default: "3600000",
         kind: ConfigKind::Long {
@@ -228,6 +263,21 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
         default: "CreateTime",
         kind: ConfigKind::Choice(&["CreateTime", "LogAppendTime"]),
         doc: "Whose timestamp records keep: the producer's or the broker's",
+    },
+    ConfigDef {
+        name: "min.cleanable.dirty.ratio",
+        default: "0.5",
+        kind: ConfigKind::Double { min: 0.0, max: 1.0 },
+        doc: "Compacted topics: clean a log once this share of it is not yet compacted",
+    },
+    ConfigDef {
+        name: "min.compaction.lag.ms",
+        default: "0",
+        kind: ConfigKind::Long {
+            min: 0,
+            max: LONG_MAX,
+        },
+        doc: "Compacted topics: records younger than this are never compacted",
     },
     ConfigDef {
         name: "min.insync.replicas",
@@ -489,10 +539,47 @@ impl TopicConfig {
         Ok(())
     }
 
+    /// `cleanup.policy` includes `compact`: the log cleaner compacts the topic's partitions
+    /// and a record without a key is refused.
+    pub fn compact(&self) -> bool {
+        self.get("cleanup.policy")
+            .is_some_and(|(v, _)| v.split(',').any(|p| p.trim() == "compact"))
+    }
+
+    /// `cleanup.policy` includes `delete`: retention (`retention.ms`, `retention.bytes`) applies.
+    pub fn delete(&self) -> bool {
+        self.get("cleanup.policy")
+            .is_some_and(|(v, _)| v.split(',').any(|p| p.trim() == "delete"))
+    }
+
+    /// The log cleaner's settings of this topic, with the broker's
+    /// `log.cleaner.dedupe.buffer.size` (`dedupe_buffer_bytes`).
+    pub fn clean_options(&self, dedupe_buffer_bytes: usize) -> strom_log::CleanOptions {
+        let ratio = self
+            .get("min.cleanable.dirty.ratio")
+            .and_then(|(v, _)| v.trim().parse().ok())
+            .unwrap_or(0.5);
+        strom_log::CleanOptions {
+            dedupe_buffer_bytes,
+            min_cleanable_dirty_ratio: ratio,
+            min_compaction_lag_ms: self.long("min.compaction.lag.ms") as u64,
+            max_compaction_lag_ms: self.long("max.compaction.lag.ms") as u64,
+            delete_retention_ms: self.long("delete.retention.ms") as u64,
+        }
+    }
+
     /// The storage engine settings these configs mean.
     pub fn log_config(&self) -> Result<LogConfig, String> {
         self.check_combination()?;
-        let opt = |v: i64| (v >= 0).then_some(v as u64);
+        if self.long("min.compaction.lag.ms") > self.long("max.compaction.lag.ms") {
+            return Err(format!(
+                "min.compaction.lag.ms ({}) must not be greater than max.compaction.lag.ms ({})",
+                self.long("min.compaction.lag.ms"),
+                self.long("max.compaction.lag.ms")
+            ));
+        }
+        let retained = self.delete();
+        let opt = |v: i64| (v >= 0 && retained).then_some(v as u64);
         let never = |v: i64| (v != LONG_MAX).then_some(v as u64);
         let c = LogConfig {
             segment_bytes: self.long("segment.bytes") as u64,
@@ -579,6 +666,14 @@ pub struct BrokerConfig {
     pub max_partitions_per_topic: i32,
     /// `strom.delay.max.ms` of topics that do not set it (`--delay-max-ms`).
     pub delay_max_ms: i64,
+    /// `log.cleaner.dedupe.buffer.size`: bytes of the cleaners' offset maps, all threads
+    /// together.
+    pub log_cleaner_dedupe_buffer_size: usize,
+    /// `log.cleaner.threads`: cleaner passes that may run at once (each on its own log,
+    /// each with its share of the dedupe buffer).
+    pub log_cleaner_threads: usize,
+    /// `log.cleaner.backoff.ms`: how long the cleaner sleeps when no log is due.
+    pub log_cleaner_backoff_ms: u64,
 }
 
 impl BrokerConfig {
@@ -593,6 +688,9 @@ impl BrokerConfig {
             producer_id_expiration_ms: crate::producer::PRODUCER_ID_EXPIRATION_MS_DEFAULT,
             max_partitions_per_topic: 10_000,
             delay_max_ms: DELAY_MAX_MS_DEFAULT,
+            log_cleaner_dedupe_buffer_size: strom_log::DEDUPE_BUFFER_BYTES_DEFAULT,
+            log_cleaner_threads: 1,
+            log_cleaner_backoff_ms: 15_000,
         }
     }
 }
@@ -679,5 +777,49 @@ mod tests {
         assert!(TopicConfig::from_overrides([("segment.bytes", "12")]).is_err());
         assert!(TopicConfig::from_overrides([("retention.ms", "soon")]).is_err());
         assert!(TopicConfig::from_overrides([("message.timestamp.type", "Now")]).is_err());
+    }
+
+    #[test]
+    fn compaction_configs() {
+        let d = TopicConfig::default();
+        assert!(d.delete() && !d.compact());
+        let c = TopicConfig::from_overrides([
+            ("cleanup.policy", "compact"),
+            ("min.cleanable.dirty.ratio", "0.01"),
+            ("delete.retention.ms", "100"),
+            ("min.compaction.lag.ms", "5"),
+            ("max.compaction.lag.ms", "50"),
+        ])
+        .unwrap();
+        assert!(c.compact() && !c.delete());
+        // Compaction alone: no retention.
+        assert_eq!(c.log_config().unwrap().retention_ms, None);
+        let o = c.clean_options(1000);
+        assert_eq!(o.min_cleanable_dirty_ratio, 0.01);
+        assert_eq!(
+            (
+                o.delete_retention_ms,
+                o.min_compaction_lag_ms,
+                o.max_compaction_lag_ms
+            ),
+            (100, 5, 50)
+        );
+        let both = TopicConfig::from_overrides([("cleanup.policy", "compact,delete")]).unwrap();
+        assert!(both.compact() && both.delete());
+        assert_eq!(both.log_config().unwrap().retention_ms, Some(604_800_000));
+        for bad in [
+            ("cleanup.policy", "compacted"),
+            ("min.cleanable.dirty.ratio", "1.5"),
+            ("min.cleanable.dirty.ratio", "half"),
+            ("delete.retention.ms", "-1"),
+            ("max.compaction.lag.ms", "0"),
+        ] {
+            assert!(TopicConfig::from_overrides([bad]).is_err(), "{bad:?}");
+        }
+        assert!(TopicConfig::from_overrides([
+            ("min.compaction.lag.ms", "10"),
+            ("max.compaction.lag.ms", "5")
+        ])
+        .is_err());
     }
 }

@@ -16,6 +16,7 @@
 
 pub mod admin;
 pub mod broker;
+pub mod cleaner;
 pub mod config;
 pub mod coordinator;
 pub mod dedup;
@@ -38,4 +39,5 @@ pub use broker::{
 pub use config::{BrokerConfig, TopicConfig};
 pub use error::{BrokerError, Result};
 pub use producer::{AbortedFilter, ProducerInfo};
+pub use strom_log;
 pub use topic::{Partition, Topic};

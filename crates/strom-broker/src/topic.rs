@@ -307,6 +307,11 @@ impl Topic {
         f(&self.config.read())
     }
 
+    /// Whether `cleanup.policy` includes `compact`.
+    pub fn compacted(&self) -> bool {
+        self.config.read().compact()
+    }
+
     /// The partitions, in order.
     pub fn partitions(&self) -> Arc<Vec<Arc<Partition>>> {
         self.partitions.read().clone()

@@ -384,6 +384,46 @@ fn core_metrics(s: &AppState, out: &mut String) {
         }
     }
     share_metrics(s, out);
+    cleaner_metrics(s, out);
+}
+
+/// The log cleaner: passes, bytes, records compacted away, the last pass's duration and
+/// each compacted log's dirty ratio (internal logs: their name, partition -1).
+fn cleaner_metrics(s: &AppState, out: &mut String) {
+    let c = s.broker.cleaner_metrics();
+    let _ = writeln!(
+        out,
+        "# HELP strom_log_cleaner_passes_total Log cleaner passes completed.\n# TYPE strom_log_cleaner_passes_total counter\nstrom_log_cleaner_passes_total {}",
+        c.passes
+    );
+    let _ = writeln!(
+        out,
+        "# HELP strom_log_cleaner_bytes_cleaned_total Bytes of segments the log cleaner read (offset maps and rewrites).\n# TYPE strom_log_cleaner_bytes_cleaned_total counter\nstrom_log_cleaner_bytes_cleaned_total {}",
+        c.bytes_cleaned
+    );
+    let _ = writeln!(
+        out,
+        "# HELP strom_log_cleaner_bytes_freed_total Bytes the log cleaner's rewrites freed.\n# TYPE strom_log_cleaner_bytes_freed_total counter\nstrom_log_cleaner_bytes_freed_total {}",
+        c.bytes_freed
+    );
+    let _ = writeln!(
+        out,
+        "# HELP strom_log_cleaner_records_removed_total Records compacted away.\n# TYPE strom_log_cleaner_records_removed_total counter\nstrom_log_cleaner_records_removed_total {}",
+        c.records_removed
+    );
+    let _ = writeln!(
+        out,
+        "# HELP strom_log_cleaner_last_pass_seconds Duration of the last log cleaner pass.\n# TYPE strom_log_cleaner_last_pass_seconds gauge\nstrom_log_cleaner_last_pass_seconds {}",
+        c.last_pass_seconds
+    );
+    out.push_str("# HELP strom_log_cleaner_dirty_ratio Share of a compacted log not yet compacted (cleanable now), by topic and partition.\n# TYPE strom_log_cleaner_dirty_ratio gauge\n");
+    for ((topic, partition), ratio) in &c.dirty_ratio {
+        let _ = writeln!(
+            out,
+            "strom_log_cleaner_dirty_ratio{{topic=\"{}\",partition=\"{partition}\"}} {ratio}",
+            escape(topic)
+        );
+    }
 }
 
 /// Per share group and partition: the in-flight window and the counters since start.

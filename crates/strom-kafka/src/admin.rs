@@ -43,6 +43,7 @@ const TYPE_BOOLEAN: i8 = 1;
 const TYPE_STRING: i8 = 2;
 const TYPE_INT: i8 = 3;
 const TYPE_LONG: i8 = 5;
+const TYPE_DOUBLE: i8 = 6;
 const TYPE_LIST: i8 = 7;
 
 fn sb(s: impl Into<String>) -> StrBytes {
@@ -227,6 +228,7 @@ fn config_type(kind: ConfigKind, name: &str) -> i8 {
         ConfigKind::Choice(_) => TYPE_STRING,
         ConfigKind::Bool => TYPE_BOOLEAN,
         ConfigKind::ReplicaList => TYPE_LIST,
+        ConfigKind::Double { .. } => TYPE_DOUBLE,
     }
 }
 

@@ -20,6 +20,10 @@ pub enum Point {
     /// The index write of an append (after its data write succeeded): a torn entry lands,
     /// then ENOSPC.
     IndexWrite,
+    /// Step `n` (1-5) of the cleaner's swap of a segment, 6 the removal of a segment left
+    /// empty (see `cleaner.rs`): the pass stops there with EIO and leaves the files as a
+    /// crash at that step would.
+    CleanerSwap(u8),
 }
 
 #[cfg(feature = "fault-injection")]
@@ -66,7 +70,7 @@ mod imp {
             let _ = file.write_at(&[0xEE; 5], pos);
         }
         Err(io::Error::from_raw_os_error(match point {
-            Point::Sync | Point::DirSync => libc::EIO,
+            Point::Sync | Point::DirSync | Point::CleanerSwap(_) => libc::EIO,
             Point::DataWrite | Point::IndexWrite => libc::ENOSPC,
         }))
     }

@@ -57,6 +57,11 @@ pub use config::{
     SEGMENT_BYTES_MIN,
 };
 pub use error::{LogError, Result};
+pub use log::cleaner::{
+    map_capacity as cleaner_map_capacity, CleanOptions, CleanOutcome, CleanerStats,
+    CHECKPOINT_FILE as CLEANER_CHECKPOINT_FILE, DEDUPE_BUFFER_BYTES_DEFAULT,
+    ENTRY_BYTES as CLEANER_ENTRY_BYTES,
+};
 pub use log::{
     now_ms, AppendInfo, FileRange, Log, RangeRead, ReadResult, RetentionOutcome, TimestampHit,
 };

@@ -20,6 +20,9 @@ use crate::txnindex::{self, AbortedRange};
 use crate::{LogConfig, LogError, Result, TimestampType};
 use strom_records::{self as batch, BatchHeader, HEADER_LEN};
 
+#[path = "cleaner.rs"]
+pub(crate) mod cleaner;
+
 /// Wall-clock milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     SystemTime::now()
@@ -430,6 +433,11 @@ pub struct Log {
     /// The aborted ranges of every segment's `.txnindex`, in the order added (so by last
     /// offset): see [`crate::txnindex`].
     aborted: RwLock<Vec<txnindex::Entry>>,
+    /// Held by a cleaner pass (one at a time per log).
+    cleaning: Mutex<()>,
+    /// Held while the cleaner swaps a segment's files and by deletions of segments, so a
+    /// deleted segment is never swapped back in.
+    swap_lock: Mutex<()>,
 }
 
 /// What a log directory holds, by file name.
@@ -506,6 +514,8 @@ impl Log {
         config.validate().map_err(LogError::Config)?;
         std::fs::create_dir_all(&dir)?;
         let now = now_ms();
+        cleaner::finish_swaps(&dir)?;
+        let gaps_below = cleaner::gaps_below(&dir);
         let files = scan_dir(&dir)?;
         let missing: Vec<String> = files
             .indexed
@@ -586,8 +596,10 @@ impl Log {
             .saturating_sub(1);
         for k in 0..first_checked {
             let (seg, next) = (&segments[k], segments[k + 1].base_offset);
-            match seg.scan_end()? {
-                Ok(end) if end.next == next => {
+            match seg.scan_end(seg.base_offset < gaps_below)? {
+                Ok(end)
+                    if end.next == next || (seg.base_offset < gaps_below && end.next < next) =>
+                {
                     if seg.settle_max_timestamp(&end, config.index_interval_bytes)? {
                         tracing::warn!(
                             segment = %seg.path("log").display(),
@@ -621,7 +633,14 @@ impl Log {
         let mut i = first_checked;
         while i + 1 < segments.len() {
             let seg = segments[i].clone();
-            recover(&seg, config.index_interval_bytes, full, true)?;
+            let gaps = seg.base_offset < gaps_below;
+            recover(&seg, config.index_interval_bytes, full, true, gaps)?;
+            if gaps && seg.next_offset() < segments[i + 1].base_offset {
+                // The cleaner took this segment's last records away: it still ends where
+                // the next segment starts.
+                let (size, ts) = (seg.size(), seg.max_timestamp());
+                seg.set_recovered(size, segments[i + 1].base_offset, ts);
+            }
             if seg.next_offset() != segments[i + 1].base_offset {
                 if strict {
                     return Err(LogError::Damaged(format!(
@@ -647,7 +666,7 @@ impl Log {
             i += 1;
         }
         let active = segments.back().expect("one segment").clone();
-        let bytes_since_index = recover(&active, config.index_interval_bytes, full, false)?;
+        let bytes_since_index = recover(&active, config.index_interval_bytes, full, false, false)?;
         if !matches!(saved_point, SavedPoint::At(p, false) if p == active.base_offset) {
             if let Err(e) = write_recovery_point(&dir, active.base_offset, false) {
                 warn_recovery_point(&dir, &e);
@@ -696,6 +715,8 @@ impl Log {
             closed: AtomicBool::new(false),
             seals,
             aborted: RwLock::new(aborted),
+            cleaning: Mutex::new(()),
+            swap_lock: Mutex::new(()),
         })
     }
 
@@ -1359,6 +1380,7 @@ impl Log {
         mut delete: impl FnMut(&VecDeque<Arc<Segment>>, u64) -> bool,
     ) -> Result<RetentionOutcome> {
         self.seals.check()?;
+        let _swap = self.swap_lock.lock();
         let mut outcome = RetentionOutcome::default();
         let mut deleted = Vec::new();
         {
@@ -1410,6 +1432,7 @@ impl Log {
     /// Closes the log and removes its directory.
     pub fn delete(&self) -> Result<()> {
         let _w = self.writer.lock();
+        let _swap = self.swap_lock.lock();
         self.closed.store(true, Ordering::Release);
         // A seal still running would write its recovery point into the deleted directory.
         self.wait_for_seals();
@@ -1480,7 +1503,10 @@ fn read_batches(seg: &Segment, pos: u64, max_bytes: usize) -> Result<Bytes> {
 /// Recovers the active segment: keeps the index entries that point at real batches, then
 /// checks every batch after the last of them (length, magic, offsets, CRC) and truncates the
 /// file at the first one that fails. Returns the bytes written since the last index entry.
-fn recover(seg: &Segment, interval: u64, full: bool, sealed: bool) -> Result<u64> {
+///
+/// With `gaps` (a segment the cleaner may have rewritten, see `cleaner.rs`) a batch may
+/// start past the offset after the previous one, never before it.
+fn recover(seg: &Segment, interval: u64, full: bool, sealed: bool, gaps: bool) -> Result<u64> {
     let data_len = seg.file.metadata()?.len();
     let (index_path, time_path) = (seg.path("index"), seg.path("timeindex"));
     let on_disk = (file_len(&index_path)?, file_len(&time_path)?);
@@ -1529,7 +1555,8 @@ fn recover(seg: &Segment, interval: u64, full: bool, sealed: bool) -> Result<u64
         }
         buf.resize(total as usize, 0);
         seg.read_at(&mut buf, pos)?;
-        if !h.check_stored(&buf, Some(next)) {
+        let follows = h.base_offset == next || (gaps && h.base_offset > next);
+        if !follows || !h.check_stored(&buf, None) {
             break;
         }
         let rel = (h.base_offset - seg.base_offset) as u32;

@@ -417,7 +417,10 @@ impl Segment {
     /// names a batch, a header scan to the end of the file (a few headers, as the index has
     /// an entry every `index.interval.bytes`; the whole file if the index is lost).
     /// `Ok(Err(reason))` if the batches do not follow each other up to the end of the file.
-    pub(crate) fn scan_end(&self) -> io::Result<Result<ScanEnd, String>> {
+    /// With `gaps` (a segment the cleaner may have rewritten) a batch may start past the
+    /// offset after the previous one (the records between were compacted away), never
+    /// before it.
+    pub(crate) fn scan_end(&self, gaps: bool) -> io::Result<Result<ScanEnd, String>> {
         let size = self.size();
         let (mut pos, mut next) = (0u64, self.base_offset);
         let mut max_timestamp = -1i64;
@@ -453,7 +456,7 @@ impl Segment {
                     "the batch at position {pos} is not a whole batch"
                 )));
             }
-            if h.base_offset != next {
+            if h.base_offset != next && !(gaps && h.base_offset > next) {
                 return Ok(Err(format!(
                     "the batch at position {pos} has base offset {} where {next} was due",
                     h.base_offset

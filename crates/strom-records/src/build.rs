@@ -263,6 +263,81 @@ pub fn recompress_batches(
     Ok(Some(out))
 }
 
+/// A batch of `records`, a run of consecutive offsets read from the stored batch whose
+/// header is `template`, that keeps what the template says of its batch: attributes (codec,
+/// timestamp type, transactional bit), partition leader epoch, producer id and epoch; its
+/// base offset is the first record's, and its base sequence moves with it, so a producer's
+/// sequence numbers still match the offsets they were given. For the log cleaner, which
+/// takes records out of a batch: a batch's offset deltas must be its records' indexes, so a
+/// batch with a hole becomes one batch per run.
+///
+/// Errors if `records` is empty, does not follow the template's offsets one by one, or the
+/// codec fails.
+pub fn rebuild_run(
+    template: &crate::BatchHeader,
+    records: &[crate::Record],
+) -> std::io::Result<Vec<u8>> {
+    let invalid = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, m.to_string());
+    let first = records.first().ok_or_else(|| invalid("no records"))?;
+    if records
+        .iter()
+        .enumerate()
+        .any(|(i, r)| r.offset != first.offset + i as i64)
+        || first.offset < template.base_offset
+        || records.last().map_or(0, |r| r.offset) > template.last_offset()
+    {
+        return Err(invalid("records are not a run of the template's offsets"));
+    }
+    let (base_ts, max_ts) = if template.is_log_append_time() {
+        (template.base_timestamp, template.max_timestamp)
+    } else {
+        (
+            records.iter().map(|r| r.timestamp).min().unwrap_or(0),
+            records.iter().map(|r| r.timestamp).max().unwrap_or(0),
+        )
+    };
+    let mut body = Vec::new();
+    let mut rec = Vec::new();
+    let put = |out: &mut Vec<u8>, b: &Option<bytes::Bytes>| put_bytes(out, b.as_deref());
+    for (i, r) in records.iter().enumerate() {
+        rec.clear();
+        rec.push(0); // attributes
+        put_varint(&mut rec, r.timestamp.wrapping_sub(base_ts));
+        put_varint(&mut rec, i as i64);
+        put(&mut rec, &r.key);
+        put(&mut rec, &r.value);
+        put_varint(&mut rec, r.headers.len() as i64);
+        for (k, v) in &r.headers {
+            put_bytes(&mut rec, Some(k));
+            put(&mut rec, v);
+        }
+        put_varint(&mut body, rec.len() as i64);
+        body.extend_from_slice(&rec);
+    }
+    let codec = Codec::from_id(template.compression()).map_err(std::io::Error::other)?;
+    let body = compress(codec, &body)?;
+    let mut out = wrap_records(base_ts, template.attributes, records.len() as i32, &body);
+    let delta = first.offset - template.base_offset;
+    out[..8].copy_from_slice(&first.offset.to_be_bytes());
+    let at = crate::batch::LEADER_EPOCH_AT;
+    out[at..at + 4].copy_from_slice(&template.leader_epoch.to_be_bytes());
+    let at = crate::batch::MAX_TIMESTAMP_AT;
+    out[at..at + 8].copy_from_slice(&max_ts.to_be_bytes());
+    let at = crate::batch::PRODUCER_ID_AT;
+    out[at..at + 8].copy_from_slice(&template.producer_id.to_be_bytes());
+    out[at + 8..at + 10].copy_from_slice(&template.producer_epoch.to_be_bytes());
+    let sequence = if template.base_sequence < 0 {
+        template.base_sequence
+    } else {
+        // Kafka's sequences wrap at i32::MAX.
+        ((i64::from(template.base_sequence) + delta) % (i64::from(i32::MAX) + 1)) as i32
+    };
+    out[at + 10..at + 14].copy_from_slice(&sequence.to_be_bytes());
+    let crc = crc32c::crc32c(&out[ATTRIBUTES_AT..]);
+    out[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    Ok(out)
+}
+
 #[cfg(test)]
 mod recompress_tests {
     use super::*;

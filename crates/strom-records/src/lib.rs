@@ -57,7 +57,7 @@ pub use batch::{
 };
 pub use build::{
     build, build_compressed, build_records, compress, compress_level, encode_records, rebuild,
-    recompress_batches, wrap_records, NewRecord, ProducerFields,
+    rebuild_run, recompress_batches, wrap_records, NewRecord, ProducerFields,
 };
 pub use codec::{
     decompressed_bytes_max, Codec, DECOMPRESSION_FLOOR_BYTES, DECOMPRESSION_RATIO_MAX,

@@ -696,3 +696,37 @@ fn reserved_headers_are_reported_on_every_path() {
         assert_eq!(crate::fast::records_ok(&body, 20, 5), Some(want));
     }
 }
+
+#[test]
+fn rebuild_run_keeps_codec_producer_and_offsets() {
+    for codec in CODECS {
+        let mut b = build_compressed(codec, 1_000, &sample()).unwrap();
+        // An idempotent producer's batch at offset 40, sequence 7.
+        b[PRODUCER_ID_AT_TEST..PRODUCER_ID_AT_TEST + 8].copy_from_slice(&9i64.to_be_bytes());
+        b[PRODUCER_ID_AT_TEST + 8..PRODUCER_ID_AT_TEST + 10].copy_from_slice(&2i16.to_be_bytes());
+        b[PRODUCER_ID_AT_TEST + 10..PRODUCER_ID_AT_TEST + 14].copy_from_slice(&7i32.to_be_bytes());
+        fix_crc(&mut b);
+        stamp(&mut b, 40, 3, None);
+        let template = BatchHeader::parse(&b).unwrap();
+        let all = read_all(&b).unwrap();
+        let run = rebuild_run(&template, &all[1..]).unwrap();
+        validate(&run, MAX).unwrap_or_else(|e| panic!("{codec:?}: {e}"));
+        let h = BatchHeader::parse(&run).unwrap();
+        assert_eq!(h.base_offset, 41);
+        assert_eq!(h.last_offset(), 42);
+        assert_eq!(h.compression(), codec.id());
+        assert_eq!(h.leader_epoch, 3);
+        assert_eq!(
+            (h.producer_id, h.producer_epoch, h.base_sequence),
+            (9, 2, 8)
+        );
+        assert_eq!(h.max_timestamp, 1_000);
+        let got = read_all(&run).unwrap();
+        assert_eq!(got, all[1..].to_vec());
+        // Not a run of consecutive offsets: refused.
+        assert!(rebuild_run(&template, &[all[0].clone(), all[2].clone()]).is_err());
+        assert!(rebuild_run(&template, &[]).is_err());
+    }
+}
+
+const PRODUCER_ID_AT_TEST: usize = 43;

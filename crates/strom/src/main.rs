@@ -16,6 +16,8 @@ struct Cli {
     cmd: Cmd,
 }
 
+// Parsed once at start: the size of the flags struct does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the broker.

@@ -108,6 +108,18 @@ pub(crate) struct ServeArgs {
     /// offsets.retention.minutes: committed offsets of empty groups expire after this [default: 10080].
     #[arg(long, env = "STROM_OFFSETS_RETENTION_MINUTES")]
     offsets_retention_minutes: Option<i64>,
+    /// log.cleaner.dedupe.buffer.size: bytes of the log cleaners' offset maps [default: 134217728].
+    #[arg(long, env = "STROM_LOG_CLEANER_DEDUPE_BUFFER_SIZE")]
+    log_cleaner_dedupe_buffer_size: Option<usize>,
+    /// log.cleaner.threads: cleaner passes at once [default: 1].
+    #[arg(long, env = "STROM_LOG_CLEANER_THREADS")]
+    log_cleaner_threads: Option<usize>,
+    /// log.cleaner.backoff.ms: the cleaner's sleep when no log is due [default: 15000].
+    #[arg(long, env = "STROM_LOG_CLEANER_BACKOFF_MS")]
+    log_cleaner_backoff_ms: Option<u64>,
+    /// offsets.topic.segment.bytes: segment size of the groups' internal log [default: 104857600].
+    #[arg(long, env = "STROM_OFFSETS_TOPIC_SEGMENT_BYTES")]
+    offsets_topic_segment_bytes: Option<u64>,
     /// group.share.partition.max.record.locks: records in flight per share-partition [default: 2000].
     #[arg(long, env = "STROM_GROUP_SHARE_PARTITION_MAX_RECORD_LOCKS")]
     group_share_partition_max_record_locks: Option<usize>,
@@ -148,6 +160,10 @@ struct FileConfig {
     group_consumer_heartbeat_interval_ms: Option<i32>,
     group_consumer_session_timeout_ms: Option<i32>,
     offsets_retention_minutes: Option<i64>,
+    log_cleaner_dedupe_buffer_size: Option<usize>,
+    log_cleaner_threads: Option<usize>,
+    log_cleaner_backoff_ms: Option<u64>,
+    offsets_topic_segment_bytes: Option<u64>,
     group_share_partition_max_record_locks: Option<usize>,
     group_share_record_lock_duration_ms: Option<i64>,
     log_level: Option<String>,
@@ -246,6 +262,30 @@ fn resolve(a: ServeArgs) -> Result<Settings> {
     if let Some(id) = a.node_id.or(f.node_id) {
         broker.node_id = id;
     }
+    if let Some(n) = a
+        .log_cleaner_dedupe_buffer_size
+        .or(f.log_cleaner_dedupe_buffer_size)
+    {
+        if n < strom_broker::strom_log::CLEANER_ENTRY_BYTES {
+            bail!(
+                "--log-cleaner-dedupe-buffer-size must be at least {}",
+                strom_broker::strom_log::CLEANER_ENTRY_BYTES
+            );
+        }
+        broker.log_cleaner_dedupe_buffer_size = n;
+    }
+    if let Some(n) = a.log_cleaner_threads.or(f.log_cleaner_threads) {
+        if !(1..=64).contains(&n) {
+            bail!("--log-cleaner-threads must be in [1, 64]");
+        }
+        broker.log_cleaner_threads = n;
+    }
+    if let Some(ms) = a.log_cleaner_backoff_ms.or(f.log_cleaner_backoff_ms) {
+        if ms == 0 {
+            bail!("--log-cleaner-backoff-ms must be positive");
+        }
+        broker.log_cleaner_backoff_ms = ms;
+    }
     let max_request_bytes = a
         .max_request_bytes
         .or(f.max_request_bytes)
@@ -313,6 +353,22 @@ fn resolve(a: ServeArgs) -> Result<Settings> {
             bail!("--offsets-retention-minutes must be at least 1");
         }
         groups.offsets_retention_ms = m.saturating_mul(60_000);
+    }
+    if let Some(n) = a
+        .offsets_topic_segment_bytes
+        .or(f.offsets_topic_segment_bytes)
+    {
+        if !(strom_broker::strom_log::SEGMENT_BYTES_MIN
+            ..=strom_broker::strom_log::SEGMENT_BYTES_MAX)
+            .contains(&n)
+        {
+            bail!(
+                "--offsets-topic-segment-bytes must be in [{}, {}]",
+                strom_broker::strom_log::SEGMENT_BYTES_MIN,
+                strom_broker::strom_log::SEGMENT_BYTES_MAX
+            );
+        }
+        groups.offsets_topic_segment_bytes = n;
     }
     let mut shares = ShareConfig::default();
     if let Some(n) = a
@@ -423,6 +479,7 @@ async fn serve(s: Settings) -> Result<()> {
             .collect()
     }));
     let coordinator = tokio::spawn(groups.clone().run());
+    broker.add_compacted_log(".strom/groups", groups.store_log());
     let (dir, b, g, sconf) = (
         data_dir.clone(),
         broker.clone(),
@@ -472,6 +529,7 @@ async fn serve(s: Settings) -> Result<()> {
     );
     let maintenance = tokio::spawn(broker.clone().run_maintenance());
     let delays = tokio::spawn(broker.clone().run_delays());
+    let cleaner = tokio::spawn(broker.clone().run_cleaner());
     let serving = tokio::spawn(server.run(stop_rx, Duration::from_secs(10)));
     wait_for_signal().await?;
     tracing::info!("shutting down: draining connections");
@@ -487,6 +545,7 @@ async fn serve(s: Settings) -> Result<()> {
         .context("flushing the logs at shutdown")?;
     maintenance.abort();
     delays.abort();
+    cleaner.abort();
     coordinator.abort();
     txn_ticker.abort();
     txns.close();

@@ -126,7 +126,13 @@ pub struct GroupConfig {
     pub consumer_heartbeat_interval_ms: i32,
     /// `group.consumer.session.timeout.ms` (KIP-848 members).
     pub consumer_session_timeout_ms: i32,
+    /// `offsets.topic.segment.bytes`: segment size of the groups' internal log (compacted
+    /// by the log cleaner once sealed).
+    pub offsets_topic_segment_bytes: u64,
 }
+
+/// Kafka's `offsets.topic.segment.bytes` default: 100 MiB.
+pub const OFFSETS_TOPIC_SEGMENT_BYTES_DEFAULT: u64 = 104_857_600;
 
 impl Default for GroupConfig {
     fn default() -> Self {
@@ -138,6 +144,7 @@ impl Default for GroupConfig {
             offset_metadata_max_bytes: 4096,
             consumer_heartbeat_interval_ms: 5000,
             consumer_session_timeout_ms: 45_000,
+            offsets_topic_segment_bytes: OFFSETS_TOPIC_SEGMENT_BYTES_DEFAULT,
         }
     }
 }
@@ -500,7 +507,7 @@ impl GroupCoordinator {
         config: GroupConfig,
         exists: PartitionExists,
     ) -> std::io::Result<Arc<GroupCoordinator>> {
-        let store = Store::open(data_dir)?;
+        let store = Store::open(data_dir, config.offsets_topic_segment_bytes)?;
         let mut groups: HashMap<String, Group> = HashMap::new();
         let now = Instant::now();
         for e in store.replay()? {
@@ -1459,6 +1466,12 @@ impl GroupCoordinator {
     /// Flushes and closes the store.
     pub fn close(&self) {
         self.store.close();
+    }
+
+    /// The internal log of committed offsets and group metadata (`.strom/groups/`), for
+    /// the log cleaner ([`crate::Broker::add_compacted_log`]).
+    pub fn store_log(&self) -> Arc<strom_log::Log> {
+        self.store.log()
     }
 }
 

@@ -21,6 +21,7 @@
 //! assigned, revoking, target` (each: u32 topic count, per topic name + u32 count + i32s).
 
 use std::path::Path;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use strom_log::{Log, LogConfig, LogError};
@@ -123,13 +124,16 @@ pub(crate) enum Entry {
 
 /// The internal log.
 pub(crate) struct Store {
-    log: Log,
+    /// Shared with the log cleaner, which compacts it (keys replace each other, tombstones
+    /// delete: Kafka's `__consumer_offsets`).
+    log: Arc<Log>,
 }
 
 impl Store {
-    pub(crate) fn open(data_dir: &Path) -> std::io::Result<Store> {
+    /// `segment_bytes`: `offsets.topic.segment.bytes` (the cleaner compacts sealed segments).
+    pub(crate) fn open(data_dir: &Path, segment_bytes: u64) -> std::io::Result<Store> {
         let config = LogConfig {
-            segment_bytes: 64 << 20,
+            segment_bytes,
             retention_ms: None,
             flush_messages: Some(1),
             max_batch_bytes: 16 << 20,
@@ -156,7 +160,12 @@ impl Store {
             other => other,
         }
         .map_err(|e| std::io::Error::other(e.to_string()))?;
-        Ok(Store { log })
+        Ok(Store { log: Arc::new(log) })
+    }
+
+    /// The internal log, for the cleaner.
+    pub(crate) fn log(&self) -> Arc<Log> {
+        self.log.clone()
     }
 
     /// Every entry in the log, oldest first.
@@ -517,7 +526,7 @@ mod tests {
             timestamp: 7,
         };
         {
-            let s = Store::open(dir.path()).unwrap();
+            let s = Store::open(dir.path(), 64 << 20).unwrap();
             s.write(&[
                 Entry::Offset {
                     group: "g".into(),
@@ -540,7 +549,7 @@ mod tests {
             .unwrap();
             s.close();
         }
-        let s = Store::open(dir.path()).unwrap();
+        let s = Store::open(dir.path(), 64 << 20).unwrap();
         let entries = s.replay().unwrap();
         assert_eq!(entries.len(), 3);
         assert!(
@@ -591,7 +600,7 @@ mod tests {
             assignor: "range".into(),
         };
         {
-            let s = Store::open(dir.path()).unwrap();
+            let s = Store::open(dir.path(), 64 << 20).unwrap();
             s.write(&[
                 Entry::ConsumerGroup {
                     group: "g".into(),
@@ -611,7 +620,7 @@ mod tests {
             .unwrap();
             s.close();
         }
-        let entries = Store::open(dir.path()).unwrap().replay().unwrap();
+        let entries = Store::open(dir.path(), 64 << 20).unwrap().replay().unwrap();
         assert!(matches!(&entries[0], Entry::ConsumerGroup { value: Some(g), .. } if *g == group));
         assert!(
             matches!(&entries[1], Entry::ConsumerMember { value: Some(m), .. } if **m == member)
@@ -625,7 +634,7 @@ mod tests {
     fn a_damaged_groups_log_is_moved_aside_and_the_groups_start_empty() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let s = Store::open(dir.path()).unwrap();
+            let s = Store::open(dir.path(), 64 << 20).unwrap();
             s.write(&[Entry::Group {
                 group: "g".into(),
                 value: None,
@@ -635,7 +644,7 @@ mod tests {
         }
         let groups = dir.path().join(".strom").join("groups");
         std::fs::remove_file(groups.join(format!("{:020}.log", 0))).unwrap();
-        let s = Store::open(dir.path()).unwrap();
+        let s = Store::open(dir.path(), 64 << 20).unwrap();
         assert!(s.replay().unwrap().is_empty());
         let aside = dir.path().join(".strom").join("groups.damaged");
         assert!(
