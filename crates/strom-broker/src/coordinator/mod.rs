@@ -1188,6 +1188,29 @@ impl GroupCoordinator {
 
     // --- offsets -------------------------------------------------------------------------------
 
+    /// Writes offset `entries` of `group_id` to the store (durably), then makes them the
+    /// group's committed offsets: what OffsetCommit and a committed transaction both do.
+    async fn store_offsets(&self, group_id: &str, entries: Vec<Entry>) -> Result<(), GroupError> {
+        let _w = self.write_lock.lock().await;
+        self.write(entries.clone()).await?;
+        let mut groups = self.groups.lock();
+        let g = groups
+            .entry(group_id.to_string())
+            .or_insert_with(Group::new);
+        for e in entries {
+            if let Entry::Offset {
+                topic,
+                partition,
+                value: Some(c),
+                ..
+            } = e
+            {
+                g.offsets.insert((topic, partition), c);
+            }
+        }
+        Ok(())
+    }
+
     /// OffsetCommit. `generation` -1 with an empty member id is a commit of a group used only
     /// to store offsets (allowed while the group has no members). Per-partition results.
     pub async fn commit(
@@ -1250,23 +1273,7 @@ impl GroupCoordinator {
                 });
             }
         }
-        let _w = self.write_lock.lock().await;
-        self.write(entries.clone()).await?;
-        let mut groups = self.groups.lock();
-        let g = groups
-            .entry(group_id.to_string())
-            .or_insert_with(Group::new);
-        for e in entries {
-            if let Entry::Offset {
-                topic,
-                partition,
-                value: Some(c),
-                ..
-            } = e
-            {
-                g.offsets.insert((topic, partition), c);
-            }
-        }
+        self.store_offsets(group_id, entries).await?;
         Ok(results)
     }
 

@@ -5,7 +5,7 @@
 //! the group's membership, decides). An abort drops them without a trace here.
 
 use super::store::{Committed, Entry};
-use super::{Group, GroupCoordinator, GroupError};
+use super::{GroupCoordinator, GroupError};
 
 impl GroupCoordinator {
     /// Makes a committed transaction's offsets of `group_id` its committed offsets (durably).
@@ -23,23 +23,6 @@ impl GroupCoordinator {
                 value: Some(c),
             })
             .collect();
-        let _w = self.write_lock.lock().await;
-        self.write(entries.clone()).await?;
-        let mut groups = self.groups.lock();
-        let g = groups
-            .entry(group_id.to_string())
-            .or_insert_with(Group::new);
-        for e in entries {
-            if let Entry::Offset {
-                topic,
-                partition,
-                value: Some(c),
-                ..
-            } = e
-            {
-                g.offsets.insert((topic, partition), c);
-            }
-        }
-        Ok(())
+        self.store_offsets(group_id, entries).await
     }
 }
