@@ -28,6 +28,7 @@ pub mod metrics;
 pub mod producer;
 pub mod records;
 pub mod reserved;
+pub mod security;
 pub mod share;
 pub mod topic;
 pub mod txn;

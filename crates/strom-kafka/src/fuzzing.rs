@@ -12,7 +12,7 @@ use strom_broker::share::{ShareConfig, ShareCoordinator};
 use strom_broker::{Broker, BrokerConfig};
 
 use crate::pool::RequestPool;
-use crate::server::{handle, Ctx, Handled, KafkaConfig};
+use crate::server::{handle, Client, Ctx, Handled, KafkaConfig};
 
 /// Topics that exist for every input; any other topic an input creates is deleted after it.
 const SEED_TOPICS: &[(&str, i32)] = &[("t0", 1), ("t1", 3)];
@@ -95,10 +95,11 @@ impl Harness {
         }
         let frame = Bytes::copy_from_slice(frame);
         let peer: SocketAddr = "127.0.0.1:40000".parse().expect("an address");
+        let client = Client::anonymous(peer);
         let ctx = &self.ctx;
         self.rt.block_on(async {
             let run = async {
-                match handle(ctx, peer, frame).await {
+                match handle(ctx, &client, frame).await {
                     Ok(Handled::Later(reply)) => {
                         let _ = reply.await;
                     }

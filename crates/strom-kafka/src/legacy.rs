@@ -138,7 +138,7 @@ fn target(key: ApiKey) -> i16 {
 /// Handles an old version of `key` (below what the crate decodes): see the module doc.
 pub(crate) async fn handle<'a>(
     ctx: &'a Ctx,
-    peer: std::net::SocketAddr,
+    client: &server::Client,
     key: ApiKey,
     version: i16,
     frame: Bytes,
@@ -153,7 +153,7 @@ pub(crate) async fn handle<'a>(
     new.put_slice(&frame[4..8]);
     new.put_slice(&client_id);
     new.put_slice(&body);
-    let handled = server::dispatch(ctx, peer, key, target(key), new.freeze()).await?;
+    let handled = server::dispatch(ctx, client, key, target(key), new.freeze()).await?;
     Ok(match handled {
         // Decompressing and re-encoding fetched batches is CPU work off the runtime's threads.
         Handled::Now(reply) if matches!(back, Back::Fetch { .. }) => Handled::Now(

@@ -40,6 +40,7 @@ use crate::{
     versions,
 };
 use strom_broker::limits::{out_of_descriptors, LogEvery, SpareFd};
+use strom_broker::security::Principal;
 
 /// Settings of the Kafka door.
 #[derive(Clone, Debug)]
@@ -103,6 +104,24 @@ pub(crate) struct Ctx {
 pub struct KafkaServer {
     listener: TcpListener,
     ctx: Arc<Ctx>,
+}
+
+/// Who sent a request: the connection's peer and the principal it authenticated as
+/// ([`Principal::anonymous`] on a connection without authentication).
+#[derive(Clone, Debug)]
+pub(crate) struct Client {
+    pub(crate) peer: SocketAddr,
+    pub(crate) principal: Arc<Principal>,
+}
+
+impl Client {
+    /// An unauthenticated client at `peer`.
+    pub(crate) fn anonymous(peer: SocketAddr) -> Client {
+        Client {
+            peer,
+            principal: Arc::new(Principal::anonymous()),
+        }
+    }
 }
 
 /// Why a connection is closed.
@@ -255,6 +274,8 @@ async fn connection(
     // Request frames are read into this buffer; once a frame's last slice is dropped (after
     // its response), the next frame reuses the same memory instead of fresh pages.
     let mut frames = BytesMut::new();
+    // Who this connection's requests come from.
+    let client = Client::anonymous(peer);
     // Replies of produce requests waiting for their syncs, oldest first. Only the oldest is
     // polled: its sync covers whatever was appended before it started, and the next one's
     // starts when it is done and covers everything appended meanwhile (group commit).
@@ -327,7 +348,7 @@ async fn connection(
         if may_wait && !wr.buffer().is_empty() {
             within(idle, wr.flush()).await?;
         }
-        let handled = handle(ctx, peer, frame.freeze()).await;
+        let handled = handle(ctx, &client, frame.freeze()).await;
         // The request is handled: its bytes no longer count against the pool (a reply
         // waiting for a sync holds none of them).
         drop(held);
@@ -505,7 +526,7 @@ fn whole_frame_buffered(buf: &[u8]) -> bool {
 /// Handles one request frame (without its length prefix); returns the framed response.
 pub(crate) async fn handle<'a>(
     ctx: &'a Ctx,
-    peer: SocketAddr,
+    client: &Client,
     frame: Bytes,
 ) -> Result<Handled<'a>, Fatal> {
     let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
@@ -528,15 +549,15 @@ pub(crate) async fn handle<'a>(
     }
     if version < versions::decodable_min(key) {
         // Versions Kafka 4 removed: rewritten at the door (see `legacy`).
-        return legacy::handle(ctx, peer, key, version, frame).await;
+        return legacy::handle(ctx, client, key, version, frame).await;
     }
-    dispatch(ctx, peer, key, version, frame).await
+    dispatch(ctx, client, key, version, frame).await
 }
 
 /// Decodes a request of a version the crate decodes and runs its handler.
 pub(crate) async fn dispatch<'a>(
     ctx: &'a Ctx,
-    peer: SocketAddr,
+    client: &Client,
     key: ApiKey,
     version: i16,
     frame: Bytes,
@@ -554,10 +575,11 @@ pub(crate) async fn dispatch<'a>(
         correlation: header.correlation_id,
         response_header_version: key.response_header_version(version),
         client_id: header.client_id.map(|c| c.to_string()).unwrap_or_default(),
-        peer,
+        peer: client.peer,
+        principal: client.principal.clone(),
     };
     let api = key;
-    tracing::trace!(%peer, ?api, version, correlation = header.correlation_id, "request");
+    tracing::trace!(peer = %client.peer, principal = %req.principal, ?api, version, correlation = header.correlation_id, "request");
     let started = std::time::Instant::now();
     let handled = if key == ApiKey::Produce {
         // The one reply that may wait (for a sync) while the connection goes on.
@@ -653,6 +675,8 @@ pub(crate) struct Req<'a> {
     pub(crate) client_id: String,
     /// The client's address.
     pub(crate) peer: SocketAddr,
+    /// The principal the connection authenticated as.
+    pub(crate) principal: Arc<Principal>,
 }
 
 impl Req<'_> {
