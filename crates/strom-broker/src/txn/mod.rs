@@ -351,6 +351,7 @@ impl TxnCoordinator {
             ops: tokio::sync::Mutex::new(()),
         });
         broker.set_txn_guard(c.clone());
+        broker.add_compacted_log(".strom/txn", c.store.log());
         Ok(c)
     }
 

@@ -1,7 +1,10 @@
 //! Durable transaction state: one record per transactional id in an internal log
 //! (`<data-dir>/.strom/txn/`, record batch v2, one fdatasync per write, replayed at start),
 //! written like the group store (`coordinator/store.rs`) with the encodings of `kvlog`.
-//! The newest record of a key is the transaction's state.
+//! The newest record of a key is the transaction's state, so the log is compacted by the
+//! broker's log cleaner (registered by `TxnCoordinator::open` as `.strom/txn`, as Kafka compacts
+//! `__transaction_state`): it keeps one record per transactional id instead of growing by one
+//! per state change.
 //!
 //! Key: `type u8 = 0`, then the transactional id (u16 length + UTF-8).
 //! Value: `version u8 = 0, producer_id i64, producer_epoch i16, last_epoch i16,
@@ -12,6 +15,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::sync::Arc;
 
 use strom_log::{Log, LogConfig};
 
@@ -19,13 +23,21 @@ use super::{PendingOffset, TxnMeta, TxnState};
 use crate::kvlog::{self, put_opt_str, put_str, Reader};
 
 pub(crate) struct Store {
-    log: Log,
+    log: Arc<Log>,
 }
+
+/// The store's segment size (the cleaner compacts sealed segments only).
+const SEGMENT_BYTES: u64 = 64 << 20;
 
 impl Store {
     pub(crate) fn open(data_dir: &Path) -> std::io::Result<Store> {
+        Store::open_with(data_dir, SEGMENT_BYTES)
+    }
+
+    /// [`Store::open`] with segments of `segment_bytes` (tests roll segments sooner).
+    pub(crate) fn open_with(data_dir: &Path, segment_bytes: u64) -> std::io::Result<Store> {
         let config = LogConfig {
-            segment_bytes: 64 << 20,
+            segment_bytes,
             retention_ms: None,
             flush_messages: Some(1),
             max_batch_bytes: 16 << 20,
@@ -33,7 +45,12 @@ impl Store {
         };
         let dir = data_dir.join(".strom").join("txn");
         let log = Log::open(&dir, config).map_err(|e| std::io::Error::other(e.to_string()))?;
-        Ok(Store { log })
+        Ok(Store { log: Arc::new(log) })
+    }
+
+    /// The internal log, for the log cleaner.
+    pub(crate) fn log(&self) -> Arc<Log> {
+        self.log.clone()
     }
 
     /// Every transaction's newest state.

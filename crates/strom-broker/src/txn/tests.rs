@@ -249,3 +249,51 @@ async fn transactions_v2_add_partitions_by_produce_and_bump_per_end() {
     );
     assert_eq!(broker.last_stable_offset("t", 0).unwrap(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cleaner_keeps_the_newest_state_of_each_transactional_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::open(BrokerConfig::new(dir.path())).unwrap();
+    // Small segments, so that the states written below fill many sealed ones.
+    let store = store::Store::open_with(dir.path(), 4096).unwrap();
+    let mut metas: Vec<TxnMeta> = (0..3)
+        .map(|i| TxnMeta::new(&format!("t{i}"), i, 60_000, 0))
+        .collect();
+    for round in 1..=300i64 {
+        for m in &mut metas {
+            m.begin(round).unwrap();
+            m.partitions.insert(("a".into(), (round % 4) as i32));
+            m.prepare(round % 3 != 0, true, round);
+            m.complete(round);
+        }
+        store.write(&metas.iter().collect::<Vec<_>>()).unwrap();
+    }
+    // The last transaction of t0 stays open: an Ongoing state must survive compaction too.
+    metas[0].begin(301).unwrap();
+    metas[0].partitions.insert(("b".into(), 1));
+    store.write(&[&metas[0]]).unwrap();
+    store.close();
+    drop(store);
+
+    let store = store::Store::open_with(dir.path(), 4096).unwrap();
+    let log = store.log();
+    let before = log.size_bytes();
+    broker.add_compacted_log(".strom/txn", log.clone());
+    let b = broker.clone();
+    assert!(tokio::task::spawn_blocking(move || b.clean_dirtiest())
+        .await
+        .unwrap());
+    assert!(
+        log.size_bytes() < before / 4,
+        "{before} -> {}",
+        log.size_bytes()
+    );
+    let mut want = metas.clone();
+    want.sort_by(|a, b| a.transactional_id.cmp(&b.transactional_id));
+    assert_eq!(store.replay().unwrap(), want, "the states after a pass");
+    store.close();
+    drop(store);
+    let store = store::Store::open_with(dir.path(), 4096).unwrap();
+    assert_eq!(store.replay().unwrap(), want, "the states after reopening");
+    assert_eq!(metas[0].state, TxnState::Ongoing);
+}
