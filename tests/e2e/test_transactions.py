@@ -119,9 +119,12 @@ def test_open_transaction_is_invisible_to_read_committed_until_commit(broker):
     assert consume(broker, "open", "read_committed", 1) == ["pending"]
 
 
-def committed_offset(b, group, topic, partition=0):
+def committed_offset(b, group, topic, partition=0, stable=False):
+    """The group's committed offset. `stable`: as a read_committed consumer asks for it
+    (OffsetFetch require_stable: the broker answers UNSTABLE_OFFSET_COMMIT, which librdkafka
+    retries, while a transaction holding an offset for it is not complete)."""
     c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": group,
-                  "isolation.level": "read_uncommitted"})
+                  "isolation.level": "read_committed" if stable else "read_uncommitted"})
     try:
         (tp,) = c.committed([TopicPartition(topic, partition)], timeout=10)
         return tp.offset
@@ -157,14 +160,16 @@ def test_consume_transform_produce_offsets_visible_only_at_commit(broker):
     # Pending: the group has no committed offset before the commit.
     assert committed_offset(broker, group, "in") < 0
     p.commit_transaction(20)
-    assert committed_offset(broker, group, "in") == 5
+    # Answered once PrepareCommit is durable; the offsets are the group's once the markers
+    # are written, and a stable read waits for that.
+    assert committed_offset(broker, group, "in", stable=True) == 5
     assert consume(broker, "out", "read_committed", 5) == [f"M{i}" for i in range(5)]
     # An aborted transaction's offsets are dropped.
     p.begin_transaction()
     p.produce("out", b"X")
     p.send_offsets_to_transaction([TopicPartition("in", 0, 2)], c.consumer_group_metadata(), 20)
     p.abort_transaction(20)
-    assert committed_offset(broker, group, "in") == 5
+    assert committed_offset(broker, group, "in", stable=True) == 5
     c.close()
 
 
@@ -229,10 +234,14 @@ def test_metrics_count_commits_and_aborts(broker_factory):
         p.produce("m", b"x")
         p.flush(10)
         (p.commit_transaction if commit else p.abort_transaction)(20)
-    text = metrics_text(b)
-    assert "strom_transactions_commits_total 2" in text
-    assert "strom_transactions_aborts_total 1" in text
-    assert "strom_transactions_open 0" in text
+    # EndTxn (v0-4) is answered once Prepare is durable; the counters move when the markers
+    # and Complete are written just after it.
+    want = ["strom_transactions_commits_total 2", "strom_transactions_aborts_total 1",
+            "strom_transactions_open 0"]
+    deadline = time.monotonic() + 10
+    while not all(w in (text := metrics_text(b)) for w in want):
+        assert time.monotonic() < deadline, [w for w in want if w not in text]
+        time.sleep(0.05)
 
 
 # --- crashes ------------------------------------------------------------------------------
@@ -457,8 +466,12 @@ def test_cli_txn_list_and_describe(broker):
     assert out.returncode == 0, out.stderr
     assert "Ongoing" in out.stdout and "cli-0" in out.stdout
     p.commit_transaction(20)
-    out = run("txn", "describe", "cli-app")
-    assert "CompleteCommit" in out.stdout
+    # Answered once PrepareCommit is durable; CompleteCommit follows when the markers are written.
+    deadline = time.monotonic() + 10
+    while "CompleteCommit" not in (out := run("txn", "describe", "cli-app")).stdout:
+        assert time.monotonic() < deadline, out.stdout
+        assert "PrepareCommit" in out.stdout, out.stdout
+        time.sleep(0.05)
     out = run("txn", "describe", "nope")
     assert out.returncode != 0
 

@@ -12,7 +12,7 @@
 //! | 6      | `p1` (not transactional)     |
 //! | 7      | `a3` (A)                     |
 //! | 8      | ABORT marker of A            |
-//! | 9      | `open1` (producer C, left open) |
+//! | 9      | `open1` (producer C, left open: transactional id `rc-fix-open` of the coordinator) |
 //! | 10     | `p2` (not transactional)     |
 //!
 //! read_committed readers see `p0 c1 p1` (the last stable offset is 9); read_uncommitted
@@ -22,6 +22,10 @@
 //! transactions of 100 records of 1 KiB (one batch each), every tenth aborted, for the
 //! read_committed fetch benchmark (BENCHMARKS.md).
 
+use std::sync::Arc;
+
+use strom_broker::coordinator::{GroupConfig, GroupCoordinator};
+use strom_broker::txn::{TxnConfig, TxnCoordinator, MAX_TIMEOUT_MS_DEFAULT};
 use strom_broker::{Broker, BrokerConfig, TxnMarker};
 use strom_records::{build_records, set_transactional, NewRecord};
 
@@ -51,7 +55,7 @@ async fn main() {
     let flag = args.next();
     let shutdown = flag.as_deref() != Some("--no-shutdown");
     let b = Broker::open(BrokerConfig::new(&dir)).expect("open");
-    b.set_txn_guard(std::sync::Arc::new(AnyTxn));
+    b.set_txn_guard(Arc::new(AnyTxn));
     if flag.as_deref() == Some("--bench") {
         let n: usize = args
             .next()
@@ -63,11 +67,7 @@ async fn main() {
     }
     b.create_topic("rc-fix", 1, Vec::new(), false)
         .expect("topic");
-    let (a, bb, c) = (
-        b.init_producer_id().unwrap(),
-        b.init_producer_id().unwrap(),
-        b.init_producer_id().unwrap(),
-    );
+    let (a, bb) = (b.init_producer_id().unwrap(), b.init_producer_id().unwrap());
     let marker = |pid, commit| TxnMarker {
         producer_id: pid,
         producer_epoch: 0,
@@ -84,9 +84,34 @@ async fn main() {
     b.produce(t, 0, &batch(-1, -1, "p1")).await.unwrap();
     b.produce(t, 0, &batch(a, 2, "a3")).await.unwrap();
     b.write_txn_marker(t, 0, marker(a, false)).await.unwrap();
+    // C's transaction is a real one of the coordinator (transactional id `rc-fix-open`, 15
+    // minutes of timeout), so that the broker keeps it open when it starts on this directory.
+    let exists: strom_broker::coordinator::PartitionExists = {
+        let b = b.clone();
+        Arc::new(move |t: &str, p: i32| b.partition(t, p).is_ok())
+    };
+    let groups = GroupCoordinator::open(dir.as_ref(), GroupConfig::default(), exists).unwrap();
+    let txns = TxnCoordinator::open(
+        dir.as_ref(),
+        TxnConfig::default(),
+        b.clone(),
+        groups.clone(),
+    )
+    .unwrap();
+    let (c, epoch) = txns
+        .init_producer_id("rc-fix-open", MAX_TIMEOUT_MS_DEFAULT, None)
+        .await
+        .unwrap();
+    assert!(txns
+        .add_partitions("rc-fix-open", c, epoch, &[(t.to_string(), 0)])
+        .await
+        .iter()
+        .all(|(_, r)| r.is_ok()));
     b.produce(t, 0, &batch(c, 0, "open1")).await.unwrap();
     b.produce(t, 0, &batch(-1, -1, "p2")).await.unwrap();
     assert_eq!(b.last_stable_offset(t, 0).unwrap(), 9);
+    txns.close();
+    groups.close();
     if shutdown {
         b.shutdown().unwrap();
     } else {

@@ -9,14 +9,24 @@
 //! offsets are the groups' committed offsets.
 //!
 //! **Invariants**
-//! - Every state change is durable in `.strom/txn/` ([`store`]) before it is answered or
-//!   acted on: a Prepare state is on disk before the first marker is written, so a restart
-//!   completes it (the markers are written again; a partition's second marker of the same
-//!   transaction ends nothing); an Ongoing transaction restarts with its start time and is
-//!   aborted when its timeout passes.
+//! - Every state change but an Ongoing one is durable in `.strom/txn/` ([`store`]) before
+//!   it is answered or acted on: a Prepare state is on disk before EndTxn is answered and
+//!   before the first marker is written, so a restart completes it (the markers are written
+//!   again; a partition's second marker of the same transaction ends nothing). An Ongoing
+//!   state (a partition, a group, an offset added) is written but not synced — the next
+//!   Prepare's sync flushes it — so a kill of the process keeps it (the transaction restarts
+//!   with its start time and is aborted when its timeout passes) and a crash of the machine
+//!   may lose it: at start, a partition's open transaction that the coordinator does not have
+//!   open there is aborted ([`TxnCoordinator::abort_orphans`]). It was never prepared, so
+//!   abort is its only possible outcome.
+//! - Transactions v1: EndTxn is answered once Prepare is durable; the markers and Complete
+//!   are written next by a task of their own, and the producer's next AddPartitionsToTxn,
+//!   AddOffsetsToTxn, TxnOffsetCommit, EndTxn or InitProducerId waits for them (Kafka answers
+//!   CONCURRENT_TRANSACTIONS instead, which librdkafka retries only after 20 ms). Complete is
+//!   written (synced) only after every marker is durable.
 //! - A transactional batch is appended only for a partition in its producer's ongoing
 //!   transaction at its current epoch ([`TxnCoordinator`] is the broker's [`TxnGuard`]);
-//!   with transactions v2 the produce itself adds the partition (durably, first).
+//!   with transactions v2 the produce itself adds the partition (stored first).
 //! - An abort the coordinator decides (timeout, InitProducerId of a new instance) bumps the
 //!   epoch first, so the zombie's batches and EndTxn are fenced.
 
@@ -37,6 +47,10 @@ use crate::coordinator::{Committed, GroupCoordinator};
 use crate::{Broker, BrokerError};
 
 use store::Store;
+
+/// How long a request that begins a transaction waits for the previous one to be completed
+/// (its markers written) before it is answered CONCURRENT_TRANSACTIONS.
+pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// `transaction.max.timeout.ms`' default: 15 minutes, as Kafka.
 pub const MAX_TIMEOUT_MS_DEFAULT: i32 = 900_000;
@@ -317,6 +331,9 @@ pub struct TxnCoordinator {
     store: Store,
     /// Serialises the operations that write markers (EndTxn, aborts, InitProducerId).
     ops: tokio::sync::Mutex<()>,
+    /// Woken whenever a prepared transaction has been worked on (completed or not): the
+    /// requests that wait for a transaction to be completed look again.
+    completed: tokio::sync::Notify,
 }
 
 impl TxnCoordinator {
@@ -349,6 +366,7 @@ impl TxnCoordinator {
             inner: Mutex::new(inner),
             store,
             ops: tokio::sync::Mutex::new(()),
+            completed: tokio::sync::Notify::new(),
         });
         broker.set_txn_guard(c.clone());
         broker.add_compacted_log(".strom/txn", c.store.log());
@@ -367,6 +385,19 @@ impl TxnCoordinator {
         id: &str,
         f: impl FnOnce(&mut TxnMeta) -> Result<T, TxnError>,
     ) -> Result<T, TxnError> {
+        self.update_with(id, true, f)
+    }
+
+    /// [`TxnCoordinator::update`] that, without `sync`, does not wait for the fdatasync:
+    /// for the Ongoing states (partitions, groups and offsets added), which a crash may lose
+    /// — the transaction then ends as aborted, see [`TxnCoordinator::run`]. Every Prepare
+    /// state is synced, and its sync flushes the unsynced states before it.
+    fn update_with<T>(
+        &self,
+        id: &str,
+        sync: bool,
+        f: impl FnOnce(&mut TxnMeta) -> Result<T, TxnError>,
+    ) -> Result<T, TxnError> {
         blocking(|| {
             let mut inner = self.inner.lock();
             let Some(m) = inner.txns.get(id) else {
@@ -376,7 +407,7 @@ impl TxnCoordinator {
             let out = f(&mut m)?;
             if inner.txns.get(id) != Some(&m) {
                 self.store
-                    .write(&[&m])
+                    .write_with(&[&m], sync)
                     .map_err(|e| TxnError::Storage(e.to_string()))?;
                 inner.insert(m);
                 Counters::open(&self.broker, inner.open_count());
@@ -511,13 +542,16 @@ impl TxnCoordinator {
 
     /// AddPartitionsToTxn: adds the partitions to the ongoing transaction (beginning one).
     /// All or nothing: an unknown partition fails the request, the others are not attempted.
-    pub fn add_partitions(
+    /// A transaction still being completed (its EndTxn was answered once the Prepare state
+    /// was durable) is waited for first, as for every request that begins the next one.
+    pub async fn add_partitions(
         &self,
         id: &str,
         producer_id: i64,
         epoch: i16,
         partitions: &[(String, i32)],
     ) -> Vec<((String, i32), Result<(), TxnError>)> {
+        self.settled(id).await;
         let unknown: Vec<bool> = partitions
             .iter()
             .map(|(t, p)| self.broker.partition(t, *p).is_err())
@@ -540,7 +574,7 @@ impl TxnCoordinator {
             return fail(None);
         }
         let now = strom_log::now_ms();
-        let r = self.update(id, |m| {
+        let r = self.update_with(id, false, |m| {
             m.check_producer(producer_id, epoch)?;
             m.begin(now)?;
             m.partitions.extend(partitions.iter().cloned());
@@ -584,7 +618,7 @@ impl TxnCoordinator {
     }
 
     /// AddOffsetsToTxn: adds the group to the ongoing transaction (beginning one).
-    pub fn add_offsets(
+    pub async fn add_offsets(
         &self,
         id: &str,
         producer_id: i64,
@@ -594,8 +628,9 @@ impl TxnCoordinator {
         if group.is_empty() {
             return Err(TxnError::InvalidTxnState("empty group id".into()));
         }
+        self.settled(id).await;
         let now = strom_log::now_ms();
-        self.update(id, |m| {
+        self.update_with(id, false, |m| {
             m.check_producer(producer_id, epoch)?;
             m.begin(now)?;
             m.groups.insert(group.to_string());
@@ -606,7 +641,7 @@ impl TxnCoordinator {
     /// TxnOffsetCommit: stores the offsets pending in the transaction (durably); they become
     /// the group's committed offsets when it commits and are dropped when it aborts. The
     /// group must have been added (AddOffsetsToTxn). Per-partition results.
-    pub fn txn_offset_commit(
+    pub async fn txn_offset_commit(
         &self,
         id: &str,
         group: &str,
@@ -614,6 +649,7 @@ impl TxnCoordinator {
         epoch: i16,
         offsets: Vec<(String, i32, PendingOffset)>,
     ) -> Result<Vec<Result<(), TxnError>>, TxnError> {
+        self.settled(id).await;
         let results: Vec<Result<(), TxnError>> = offsets
             .iter()
             .map(|(t, p, _)| {
@@ -624,7 +660,7 @@ impl TxnCoordinator {
                 }
             })
             .collect();
-        self.update(id, |m| {
+        self.update_with(id, false, |m| {
             m.check_producer(producer_id, epoch)?;
             if m.state != TxnState::Ongoing || !m.groups.contains(group) {
                 return Err(TxnError::InvalidTxnState(format!(
@@ -644,8 +680,15 @@ impl TxnCoordinator {
     /// EndTxn: commits or aborts the ongoing transaction and returns the producer's id and
     /// epoch afterwards. `v2` (EndTxn v5+, KIP-890) bumps the epoch with every transaction
     /// end. A retry of a completed EndTxn is answered as it was.
+    ///
+    /// With transactions v1 the answer comes once the Prepare state is durable (the outcome
+    /// is decided: a restart completes it); the markers and the Complete state are written
+    /// by a task of their own meanwhile, and the producer's next request waits for them
+    /// ([`TxnCoordinator::settled`]), as Kafka's coordinator does. With v2 (whose Produce
+    /// adds partitions itself, and would meet the unfinished transaction) it is answered
+    /// once complete.
     pub async fn end_txn(
-        &self,
+        self: &Arc<Self>,
         id: &str,
         producer_id: i64,
         epoch: i16,
@@ -699,13 +742,48 @@ impl TxnCoordinator {
                 return Ok((m.producer_id, m.producer_epoch));
             }
         }
-        self.end(id, commit, v2).await?;
+        if v2 {
+            self.end(id, commit, true).await?;
+        } else {
+            self.prepare_end(id, commit, false)?;
+            let this = self.clone();
+            let id = id.to_string();
+            tokio::spawn(async move {
+                let _ops = this.ops.lock().await;
+                this.pause_before_markers(&id).await;
+                if let Err(e) = this.finish(&id).await {
+                    tracing::warn!(transactional_id = %id, error = %e, "completing a transaction failed (retried)");
+                }
+            });
+        }
         let m = self.describe(id).expect("present");
         Ok((m.producer_id, m.producer_epoch))
     }
 
-    /// Prepares (durably) and completes the ongoing transaction of `id`. Under `ops`.
-    async fn end(&self, id: &str, commit: bool, bump: bool) -> Result<(), TxnError> {
+    /// Waits until the transaction of `id` is not being completed (bounded by
+    /// [`SETTLE_TIMEOUT`]; a transaction still prepared then is answered
+    /// CONCURRENT_TRANSACTIONS, retriable, by the request that waited).
+    pub async fn settled(&self, id: &str) {
+        let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
+        loop {
+            let notified = self.completed.notified();
+            tokio::pin!(notified);
+            // Registered before looking, so a completion in between is not missed.
+            notified.as_mut().enable();
+            let preparing = self
+                .inner
+                .lock()
+                .txns
+                .get(id)
+                .is_some_and(|m| m.state.preparing());
+            if !preparing || tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Moves the ongoing transaction of `id` to Prepare, durably. Under `ops`.
+    fn prepare_end(&self, id: &str, commit: bool, bump: bool) -> Result<(), TxnError> {
         let now = strom_log::now_ms();
         self.update(id, |m| {
             if m.state != TxnState::Ongoing {
@@ -713,7 +791,11 @@ impl TxnCoordinator {
             }
             m.prepare(commit, bump, now);
             Ok(())
-        })?;
+        })
+    }
+
+    /// The test hook between a durable Prepare state and the markers.
+    async fn pause_before_markers(&self, id: &str) {
         if let Some(pause) = self.config.pause_before_markers {
             tracing::warn!(
                 transactional_id = id,
@@ -722,12 +804,25 @@ impl TxnCoordinator {
             );
             tokio::time::sleep(pause).await;
         }
+    }
+
+    /// Prepares (durably) and completes the ongoing transaction of `id`. Under `ops`.
+    async fn end(&self, id: &str, commit: bool, bump: bool) -> Result<(), TxnError> {
+        self.prepare_end(id, commit, bump)?;
+        self.pause_before_markers(id).await;
         self.finish(id).await
     }
 
     /// Writes the markers of a prepared transaction, applies its offsets on a commit, and
     /// completes it. A failure leaves it prepared for the ticker to retry.
     async fn finish(&self, id: &str) -> Result<(), TxnError> {
+        let r = self.write_outcome(id).await;
+        self.completed.notify_waiters();
+        r
+    }
+
+    /// [`TxnCoordinator::finish`]'s work.
+    async fn write_outcome(&self, id: &str) -> Result<(), TxnError> {
         let m = self
             .describe(id)
             .ok_or(TxnError::InvalidProducerIdMapping)?;
@@ -793,6 +888,7 @@ impl TxnCoordinator {
     /// interrupted; later: those whose markers failed), and aborts the expired ones with an
     /// epoch bump. Runs until aborted.
     pub async fn run(self: Arc<Self>) {
+        self.abort_orphans().await;
         let mut tick = tokio::time::interval(self.config.abort_check_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -802,6 +898,68 @@ impl TxnCoordinator {
             }
             self.tick_once().await;
         }
+    }
+
+    /// At start: a transaction open in a partition that the coordinator does not know as
+    /// ongoing or prepared there at that epoch is aborted (an ABORT marker), so that the
+    /// partition's stable offset moves on. That is a transaction whose Ongoing state (not
+    /// synced) a crash of the machine lost: it was never prepared, so it could only abort.
+    pub async fn abort_orphans(&self) {
+        let mut orphans = Vec::new();
+        for t in self.broker.topics() {
+            for p in 0..t.partitions {
+                let Ok(producers) = self.broker.producers(&t.name, p) else {
+                    continue;
+                };
+                for pi in producers {
+                    if pi.current_txn_start_offset >= 0
+                        && !self.knows_open(pi.producer_id, pi.producer_epoch, &t.name, p)
+                    {
+                        orphans.push((t.name.clone(), p, pi));
+                    }
+                }
+            }
+        }
+        for (topic, partition, pi) in orphans {
+            tracing::warn!(
+                %topic,
+                partition,
+                producer_id = pi.producer_id,
+                producer_epoch = pi.producer_epoch,
+                first_offset = pi.current_txn_start_offset,
+                "an open transaction the coordinator has no state of (lost in a crash): aborting it"
+            );
+            let marker = TxnMarker {
+                producer_id: pi.producer_id,
+                producer_epoch: pi.producer_epoch,
+                commit: false,
+                coordinator_epoch: 0,
+            };
+            if let Err(e) = self
+                .broker
+                .write_txn_marker(&topic, partition, marker)
+                .await
+            {
+                tracing::warn!(%topic, partition, error = %e, "aborting a lost transaction failed");
+            }
+        }
+    }
+
+    /// Whether the coordinator has the transaction of `producer_id` at `epoch` open (Ongoing
+    /// or Prepare) with the partition in it.
+    fn knows_open(&self, producer_id: i64, epoch: i16, topic: &str, partition: i32) -> bool {
+        let inner = self.inner.lock();
+        let Some(m) = inner
+            .by_producer
+            .get(&producer_id)
+            .and_then(|id| inner.txns.get(id))
+        else {
+            return false;
+        };
+        m.producer_id == producer_id
+            && m.state.is_open()
+            && m.partitions.contains(&(topic.to_string(), partition))
+            && (epoch == m.producer_epoch || m.state.preparing() && epoch == m.last_epoch)
     }
 
     /// One pass of the ticker.
@@ -890,9 +1048,10 @@ impl TxnGuard for TxnCoordinator {
                 )));
             }
         }
-        // Transactions v2: the produce adds the partition, durably before the append.
+        // Transactions v2: the produce adds the partition (stored before the append; not
+        // synced, as every Ongoing state).
         let now = strom_log::now_ms();
-        self.update(&id, |m| {
+        self.update_with(&id, false, |m| {
             m.check_producer(producer_id, epoch)?;
             m.begin(now)?;
             m.v2 = true;

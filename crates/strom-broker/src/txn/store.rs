@@ -1,5 +1,6 @@
 //! Durable transaction state: one record per transactional id in an internal log
-//! (`<data-dir>/.strom/txn/`, record batch v2, one fdatasync per write, replayed at start),
+//! (`<data-dir>/.strom/txn/`, record batch v2, replayed at start; a write waits for its
+//! fdatasync unless it is an Ongoing state, see [`super`]),
 //! written like the group store (`coordinator/store.rs`) with the encodings of `kvlog`.
 //! The newest record of a key is the transaction's state, so the log is compacted by the
 //! broker's log cleaner (registered by `TxnCoordinator::open` as `.strom/txn`, as Kafka compacts
@@ -65,18 +66,28 @@ impl Store {
 
     /// Writes the states as one batch and waits until it is on disk.
     pub(crate) fn write(&self, metas: &[&TxnMeta]) -> std::io::Result<()> {
+        self.write_with(metas, true)
+    }
+
+    /// Writes the states as one batch; with `sync`, waits until it is on disk, else leaves
+    /// it in the page cache (it survives a kill of the process, and the next synced write
+    /// flushes it too, in order).
+    pub(crate) fn write_with(&self, metas: &[&TxnMeta], sync: bool) -> std::io::Result<()> {
         if metas.is_empty() {
             return Ok(());
         }
         let records: Vec<(Vec<u8>, Option<Vec<u8>>)> = metas.iter().map(|m| encode(m)).collect();
-        let mut batch = kvlog::batch(strom_log::now_ms(), &records);
-        let info = self
-            .log
-            .append(&mut batch)
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
-        self.log
-            .flush_to(info.last_offset + 1)
-            .map_err(|e| std::io::Error::other(e.to_string()))
+        let batch = kvlog::batch(strom_log::now_ms(), &records);
+        let err = |e: strom_log::LogError| std::io::Error::other(e.to_string());
+        if !sync {
+            return self
+                .log
+                .append_shared_unsynced(&batch)
+                .map(|_| ())
+                .map_err(err);
+        }
+        let info = self.log.append_shared(&batch).map_err(err)?;
+        self.log.flush_to(info.last_offset + 1).map_err(err)
     }
 
     pub(crate) fn close(&self) {

@@ -118,14 +118,16 @@ async fn commit_abort_fencing_and_recovery_of_a_prepared_commit() {
     ));
     assert_eq!(broker.list_offset("t", 0, -1).unwrap().0, 0);
     // Commit: the records and the marker, the stable offset past the marker.
-    let added = txns.add_partitions("tx", pid, epoch, &[("t".into(), 0)]);
+    let added = txns
+        .add_partitions("tx", pid, epoch, &[("t".into(), 0)])
+        .await;
     assert!(added.iter().all(|(_, r)| r.is_ok()));
     broker
         .produce("t", 0, &txn_batch(pid, epoch, 0, b"a"))
         .await
         .unwrap();
     assert_eq!(broker.last_stable_offset("t", 0).unwrap(), 0);
-    txns.add_offsets("tx", pid, epoch, "g").unwrap();
+    txns.add_offsets("tx", pid, epoch, "g").await.unwrap();
     txns.txn_offset_commit(
         "tx",
         "g",
@@ -141,10 +143,14 @@ async fn commit_abort_fencing_and_recovery_of_a_prepared_commit() {
             },
         )],
     )
+    .await
     .unwrap();
     assert!(txns.has_pending_offset("g", "t", 0));
     assert_eq!(groups.fetch_offsets("g", None), vec![]);
     txns.end_txn("tx", pid, epoch, true, false).await.unwrap();
+    // Answered once PrepareCommit is durable; the markers follow.
+    txns.settled("tx").await;
+    assert_eq!(txns.describe("tx").unwrap().state, TxnState::CompleteCommit);
     assert_eq!(broker.last_stable_offset("t", 0).unwrap(), 2);
     assert!(!txns.has_pending_offset("g", "t", 0));
     assert_eq!(
@@ -164,14 +170,17 @@ async fn commit_abort_fencing_and_recovery_of_a_prepared_commit() {
     // A new instance fences the old one.
     let (pid2, epoch2) = txns.init_producer_id("tx", 60_000, None).await.unwrap();
     assert_eq!((pid2, epoch2), (pid, 1));
-    let r = txns.add_partitions("tx", pid, epoch, &[("t".into(), 0)]);
+    let r = txns
+        .add_partitions("tx", pid, epoch, &[("t".into(), 0)])
+        .await;
     assert_eq!(r[0].1, Err(TxnError::ProducerFenced));
     assert_eq!(
         txns.end_txn("tx", pid, epoch, true, false).await,
         Err(TxnError::ProducerFenced)
     );
     // A transaction left in PrepareCommit by a crash is completed at the next start.
-    txns.add_partitions("tx", pid2, epoch2, &[("t".into(), 0)]);
+    txns.add_partitions("tx", pid2, epoch2, &[("t".into(), 0)])
+        .await;
     broker
         .produce("t", 0, &txn_batch(pid2, epoch2, 0, b"b"))
         .await
@@ -199,7 +208,8 @@ async fn an_expired_transaction_is_aborted_with_an_epoch_bump() {
     let (broker, _groups, txns) = open(dir.path());
     broker.create_topic("t", 1, vec![], false).unwrap();
     let (pid, epoch) = txns.init_producer_id("tx", 50, None).await.unwrap();
-    txns.add_partitions("tx", pid, epoch, &[("t".into(), 0)]);
+    txns.add_partitions("tx", pid, epoch, &[("t".into(), 0)])
+        .await;
     broker
         .produce("t", 0, &txn_batch(pid, epoch, 0, b"a"))
         .await
@@ -296,4 +306,59 @@ async fn the_cleaner_keeps_the_newest_state_of_each_transactional_id() {
     let store = store::Store::open_with(dir.path(), 4096).unwrap();
     assert_eq!(store.replay().unwrap(), want, "the states after reopening");
     assert_eq!(metas[0].state, TxnState::Ongoing);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_transaction_waits_for_the_markers_of_the_last() {
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, _groups, txns) = open(dir.path());
+    broker.create_topic("t", 1, vec![], false).unwrap();
+    let (pid, epoch) = txns.init_producer_id("tx", 60_000, None).await.unwrap();
+    for round in 0..20 {
+        let added = txns
+            .add_partitions("tx", pid, epoch, &[("t".into(), 0)])
+            .await;
+        // Never CONCURRENT_TRANSACTIONS: the previous transaction's completion is waited for.
+        assert!(added.iter().all(|(_, r)| r.is_ok()), "{round}: {added:?}");
+        broker
+            .produce("t", 0, &txn_batch(pid, epoch, round, b"a"))
+            .await
+            .unwrap();
+        txns.end_txn("tx", pid, epoch, round % 2 == 0, false)
+            .await
+            .unwrap();
+    }
+    txns.settled("tx").await;
+    assert_eq!(txns.describe("tx").unwrap().state, TxnState::CompleteAbort);
+    // 20 records and 20 markers, all stable.
+    assert_eq!(broker.last_stable_offset("t", 0).unwrap(), 40);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_transaction_whose_state_was_lost_is_aborted_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, _groups, txns) = open(dir.path());
+    broker.create_topic("t", 1, vec![], false).unwrap();
+    let (pid, epoch) = txns.init_producer_id("tx", 60_000, None).await.unwrap();
+    txns.add_partitions("tx", pid, epoch, &[("t".into(), 0)])
+        .await;
+    broker
+        .produce("t", 0, &txn_batch(pid, epoch, 0, b"a"))
+        .await
+        .unwrap();
+    // The coordinator still has it open: nothing to do.
+    txns.abort_orphans().await;
+    assert_eq!(broker.last_stable_offset("t", 0).unwrap(), 0);
+    // As after a machine crash that lost the unsynced Ongoing state: the coordinator's last
+    // synced state is the Empty one of InitProducerId.
+    txns.update("tx", |m| {
+        m.state = TxnState::Empty;
+        m.partitions.clear();
+        Ok(())
+    })
+    .unwrap();
+    txns.abort_orphans().await;
+    assert_eq!(broker.last_stable_offset("t", 0).unwrap(), 2);
+    let producers = broker.producers("t", 0).unwrap();
+    assert_eq!(producers[0].current_txn_start_offset, -1, "{producers:?}");
 }
