@@ -438,6 +438,7 @@ impl Broker {
             }
         }
         self.appended.notify_waiters();
+        t.appended().notify_waiters();
         tracing::info!(topic = name, "topic deleted");
         Ok(())
     }
@@ -662,7 +663,7 @@ impl Broker {
         };
         Ok(match outcome {
             Ok(info) => {
-                self.appended.notify_waiters();
+                self.wake(topic);
                 self.metrics.bytes_in(topic, records.len(), info.records);
                 let ack = ProduceAck {
                     base_offset: info.base_offset,
@@ -676,7 +677,7 @@ impl Broker {
             }
             Err(Ok(r)) => {
                 if r.stored_records > 0 {
-                    self.appended.notify_waiters();
+                    self.wake(topic);
                     self.metrics
                         .bytes_in(topic, r.stored_bytes, r.stored_records);
                 }
@@ -1017,7 +1018,7 @@ impl Broker {
             info
         };
         online.log.flush_to(info.last_offset + 1)?;
-        self.appended.notify_waiters();
+        self.wake(&d.topic);
         self.metrics.bytes_in(&d.topic, batch.len(), info.records);
         self.metrics
             .delayed_delivered
@@ -1164,8 +1165,19 @@ impl Broker {
         isolation: Isolation,
     ) -> Vec<Result<FetchedPartition>> {
         let deadline = Instant::now() + limits.max_wait;
+        // A fetch of one topic (push subscribers, most consumers) waits on that topic's
+        // notification, so that appends elsewhere do not wake it; others on the broker's.
+        let one_topic = match specs.split_first() {
+            Some((first, rest)) if rest.iter().all(|s| s.topic == first.topic) => {
+                self.topic(&first.topic)
+            }
+            _ => None,
+        };
         loop {
-            let notified = self.appended.notified();
+            let notified = match &one_topic {
+                Some(t) => t.appended().notified(),
+                None => self.appended.notified(),
+            };
             tokio::pin!(notified);
             notified.as_mut().enable();
             let (results, bytes, answer_now) =
@@ -1400,7 +1412,7 @@ impl Broker {
         })
         .inspect_err(|e| self.log_storage_error(&p, e))?;
         self.flush_partition(&p, offset + 1).await?;
-        self.appended.notify_waiters();
+        self.wake(topic);
         Ok(offset)
     }
 
@@ -1408,6 +1420,16 @@ impl Broker {
     pub fn init_producer_id(&self) -> Result<i64> {
         self.check_open()?;
         Ok(self.producer_ids.allocate()?)
+    }
+
+    /// Wakes the fetches waiting for an append to `topic`: those of that topic alone (on the
+    /// topic's own notification) and those of several topics or of share groups (on the
+    /// broker's).
+    pub fn wake(&self, topic: &str) {
+        self.appended.notify_waiters();
+        if let Some(t) = self.topic(topic) {
+            t.appended().notify_waiters();
+        }
     }
 
     /// The notification every append (and the start of shutdown) wakes. A long poll that
@@ -1498,6 +1520,9 @@ impl Broker {
     pub fn stop_waiting(&self) {
         self.stopping.store(true, Ordering::Release);
         self.appended.notify_waiters();
+        for t in self.topics.read().values() {
+            t.appended().notify_waiters();
+        }
     }
 
     /// Flushes every log, snapshots producer state and closes. Later calls fail with

@@ -279,9 +279,18 @@ pub struct Topic {
     id: [u8; 16],
     config: RwLock<TopicConfig>,
     partitions: RwLock<Arc<Vec<Arc<Partition>>>>,
+    /// Woken by every append to one of its partitions (and by its deletion and shutdown):
+    /// what a fetch of this topic alone waits on, so that appends to other topics do not
+    /// wake it.
+    appended: tokio::sync::Notify,
 }
 
 impl Topic {
+    /// The notification appends to this topic wake (see [`crate::Broker::wake`]).
+    pub(crate) fn appended(&self) -> &tokio::sync::Notify {
+        &self.appended
+    }
+
     /// The name.
     pub fn name(&self) -> &str {
         &self.name
@@ -336,6 +345,7 @@ impl Topic {
             id: parse_id(&meta.id).unwrap_or_default(),
             config: RwLock::new(config),
             partitions: RwLock::new(Arc::new(parts)),
+            appended: tokio::sync::Notify::new(),
         })
     }
 
@@ -351,6 +361,7 @@ impl Topic {
             id: parse_id(&meta.id).unwrap_or_default(),
             config: RwLock::new(config),
             partitions: RwLock::new(Arc::new(parts)),
+            appended: tokio::sync::Notify::new(),
         })
     }
 

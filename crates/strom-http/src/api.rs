@@ -227,7 +227,7 @@ pub(crate) async fn create_topic(
 }
 
 #[utoipa::path(get, path = "/topics/{topic}", params(("topic" = String, Path)),
-    responses((status = 200, description = "partitions, offsets, configs"), (status = 404, body = ErrorBody)))]
+    responses((status = 200, description = "partitions, offsets, configs, subscribers (open WebSocket subscriptions without a group and SSE streams of the topic)"), (status = 404, body = ErrorBody)))]
 pub(crate) async fn describe_topic(
     State(s): State<AppState>,
     Path(topic): Path<String>,
@@ -267,7 +267,8 @@ pub(crate) async fn describe_topic(
         .collect();
     let id: String = t.id().iter().map(|b| format!("{b:02x}")).collect();
     Ok(Json(
-        json!({"name": topic, "id": id, "partitions": partitions, "configs": configs}),
+        json!({"name": topic, "id": id, "partitions": partitions, "configs": configs,
+            "subscribers": s.metrics.subscribers_of(&topic)}),
     ))
 }
 
@@ -282,7 +283,7 @@ pub(crate) async fn delete_topic(
 }
 
 /// How a JSON field becomes bytes.
-#[derive(Clone, Copy, Deserialize, Default, PartialEq, Eq, Debug, ToSchema)]
+#[derive(Clone, Copy, Deserialize, Default, PartialEq, Eq, Hash, Debug, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum Format {
     /// A JSON string's UTF-8 bytes (other JSON values are refused).
@@ -548,7 +549,7 @@ pub(crate) struct FetchQuery {
 /// The `isolation` query parameter of HTTP reads: `read_committed` (the default: no record
 /// of an aborted or open transaction, nothing at or past the last stable offset) or
 /// `read_uncommitted` (everything up to the high watermark).
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, ToSchema)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, Hash, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum IsolationParam {
     /// Committed records only.

@@ -244,7 +244,6 @@ impl QueuedBytes {
     }
 
     /// Bytes queued now.
-    #[cfg(test)]
     pub(crate) fn get(&self) -> usize {
         self.0.load(Ordering::Relaxed)
     }

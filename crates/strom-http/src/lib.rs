@@ -15,6 +15,7 @@
 mod api;
 mod budget;
 mod conn;
+mod fanout;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 mod groups;
@@ -37,6 +38,17 @@ use tokio::sync::watch;
 
 pub use metrics::Metrics;
 
+/// What a WebSocket subscriber whose queue is full gets (`--ws-slow-policy`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlowPolicy {
+    /// Closed with 1013 (the client reconnects and picks its position).
+    Close,
+    /// The records it cannot take are skipped until its queue has drained; then it gets a
+    /// `skipped` message with the offset ranges it missed, and the stream goes on. Group and
+    /// queue subscriptions always close (their positions are committed).
+    SkipToLatest,
+}
+
 /// Settings of the HTTP door.
 #[derive(Clone, Debug)]
 pub struct HttpConfig {
@@ -44,6 +56,10 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     /// Records buffered per WebSocket before a slow client is disconnected (close 1013).
     pub ws_buffer_records: usize,
+    /// What a WebSocket subscriber that does not keep up gets.
+    pub ws_slow_policy: SlowPolicy,
+    /// Pings to each WebSocket this often; silent for two intervals = closed (zero: off).
+    pub ws_ping_interval: std::time::Duration,
     /// Connections held at most; one more gets a 503 and is closed (the fd budget's share).
     pub max_connections: usize,
     /// A connection with no request in flight for this long is closed.
@@ -61,6 +77,8 @@ impl Default for HttpConfig {
         HttpConfig {
             max_body_bytes: 8 << 20,
             ws_buffer_records: 4096,
+            ws_slow_policy: SlowPolicy::Close,
+            ws_ping_interval: std::time::Duration::from_secs(30),
             max_connections: 4096,
             idle_timeout: std::time::Duration::from_secs(600),
             read_timeout: std::time::Duration::from_secs(10),
@@ -86,6 +104,8 @@ pub(crate) struct AppState {
     pub(crate) shutdown: watch::Receiver<bool>,
     /// Bytes of answers waiting for their readers.
     pub(crate) budget: Arc<budget::Budget>,
+    /// Shared followers of WebSocket subscribers from `latest`.
+    pub(crate) tails: Arc<fanout::Tails>,
 }
 
 /// The OpenAPI document, generated from the handlers' `#[utoipa::path]` annotations and the
@@ -221,6 +241,7 @@ pub async fn serve(
             config.buffer_bytes,
             config.connection_buffer_bytes,
         )),
+        tails: Arc::new(fanout::Tails::default()),
     };
     let door = conn::Door::new(router(state), config, metrics, broker);
     conn::run(listener, door, shutdown).await;

@@ -38,11 +38,51 @@ pub struct Metrics {
     pub(crate) websockets: AtomicI64,
     /// Open SSE streams.
     pub(crate) sse_streams: AtomicI64,
+    /// Shared followers of WebSocket subscribers from `latest` (one per topic followed).
+    pub(crate) ws_tails: AtomicI64,
+    /// Push subscribers (WebSocket subscriptions without a group, SSE streams) per topic.
+    subscribers: Mutex<BTreeMap<String, i64>>,
     /// Connections closed by the door, by reason (idle, header_timeout, write_stalled).
     closed: Mutex<BTreeMap<&'static str, u64>>,
 }
 
+/// One push subscriber of a topic, counted while it lives.
+pub(crate) struct Subscriber {
+    metrics: std::sync::Arc<Metrics>,
+    topic: String,
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        let mut m = self.metrics.subscribers.lock();
+        if let Some(n) = m.get_mut(&self.topic) {
+            *n -= 1;
+            if *n <= 0 {
+                m.remove(&self.topic);
+            }
+        }
+    }
+}
+
+/// Counts a push subscriber of `topic` until the returned guard is dropped.
+pub(crate) fn subscriber(metrics: &std::sync::Arc<Metrics>, topic: &str) -> Subscriber {
+    *metrics
+        .subscribers
+        .lock()
+        .entry(topic.to_string())
+        .or_default() += 1;
+    Subscriber {
+        metrics: metrics.clone(),
+        topic: topic.to_string(),
+    }
+}
+
 impl Metrics {
+    /// Push subscribers of `topic` now.
+    pub(crate) fn subscribers_of(&self, topic: &str) -> i64 {
+        self.subscribers.lock().get(topic).copied().unwrap_or(0)
+    }
+
     pub(crate) fn bytes_in(&self, topic: &str, n: usize) {
         *self.bytes_in.lock().entry(topic.to_string()).or_default() += n as u64;
     }
@@ -168,6 +208,19 @@ pub(crate) async fn render(State(s): State<AppState>) -> Response {
         out,
         "strom_http_open_connections{{kind=\"sse\"}} {}",
         m.sse_streams.load(Ordering::Relaxed)
+    );
+    out.push_str("# HELP strom_http_topic_subscribers Push subscribers of a topic now (WebSocket subscriptions without a group, SSE streams).\n# TYPE strom_http_topic_subscribers gauge\n");
+    for (topic, n) in m.subscribers.lock().iter() {
+        let _ = writeln!(
+            out,
+            "strom_http_topic_subscribers{{topic=\"{}\"}} {n}",
+            escape(topic)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP strom_http_ws_tails Shared followers of WebSocket subscribers from latest (one per topic, format and isolation followed).\n# TYPE strom_http_ws_tails gauge\nstrom_http_ws_tails {}",
+        m.ws_tails.load(Ordering::Relaxed)
     );
     out.push_str("# HELP strom_http_connections_closed_total Connections the HTTP door closed, by reason (idle: no request for --connections-max-idle-ms; header_timeout: a request head unfinished after --read-timeout-ms; write_stalled: an answer not read for --connections-max-idle-ms).\n# TYPE strom_http_connections_closed_total counter\n");
     for (reason, n) in m.closed.lock().iter() {

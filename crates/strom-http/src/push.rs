@@ -6,7 +6,7 @@ use std::convert::Infallible;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -62,7 +62,7 @@ fn parse_cursor(s: &str) -> Option<BTreeMap<i32, i64>> {
 }
 
 /// What a follower pushes: a record, or a stored batch it skipped.
-enum Pushed {
+pub(crate) enum Pushed {
     /// `(partition, record as JSON)`.
     Record(i32, Value),
     /// A stored batch of this partition that could not be read: skipped, cursor past it.
@@ -71,7 +71,7 @@ enum Pushed {
 
 impl Pushed {
     /// The partition, the SSE event kind and the event's data.
-    fn event(&self, topic: &str) -> (i32, &'static str, Value) {
+    pub(crate) fn event(&self, topic: &str) -> (i32, &'static str, Value) {
         match self {
             Pushed::Record(p, rec) => (
                 *p,
@@ -87,7 +87,7 @@ impl Pushed {
     }
 
     /// The WebSocket message.
-    fn message(&self, topic: &str) -> Value {
+    pub(crate) fn message(&self, topic: &str) -> Value {
         match self {
             Pushed::Record(p, rec) => json!({"type": "record", "topic": topic, "partition": p,
                 "offset": rec["offset"], "timestamp": rec["timestamp"], "key": rec["key"],
@@ -97,8 +97,16 @@ impl Pushed {
         }
     }
 
+    /// The partition and the offset of the record (of a skipped batch: its first).
+    pub(crate) fn position(&self) -> (i32, i64) {
+        match self {
+            Pushed::Record(p, rec) => (*p, rec["offset"].as_i64().unwrap_or(-1)),
+            Pushed::Skipped(p, e) => (*p, e.offset),
+        }
+    }
+
     /// Where the partition's cursor goes after this.
-    fn next(&self) -> Option<(i32, i64)> {
+    pub(crate) fn next(&self) -> Option<(i32, i64)> {
         match self {
             Pushed::Record(p, rec) => rec["offset"].as_i64().map(|o| (*p, o + 1)),
             Pushed::Skipped(p, e) => Some((*p, e.next_offset)),
@@ -107,7 +115,7 @@ impl Pushed {
 }
 
 /// One long-poll round over `cursors`: records as `(partition, json)`, cursors advanced.
-async fn poll_once(
+pub(crate) async fn poll_once(
     broker: &Broker,
     topic: &str,
     cursors: &mut BTreeMap<i32, i64>,
@@ -215,11 +223,17 @@ pub(crate) async fn sse(
         }
         None => (0..t.partitions().len() as i32).collect(),
     };
-    let mut cursors = BTreeMap::new();
     let resume = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(parse_cursor);
+    if q.partition.is_none()
+        && resume.is_none()
+        && matches!(q.from.as_deref(), None | Some("latest") | Some(""))
+    {
+        return Ok(sse_shared(s, topic, q.format, q.isolation));
+    }
+    let mut cursors = BTreeMap::new();
     for p in parts {
         // An offline partition is not followed: the stream serves the others.
         if s.broker.partition(&topic, p).is_ok_and(|p| !p.is_online()) {
@@ -232,7 +246,10 @@ pub(crate) async fn sse(
         cursors.insert(p, o);
     }
     s.metrics.sse_streams.fetch_add(1, Ordering::Relaxed);
-    let guard = Gauge(s.metrics.clone());
+    let guard = Gauge(
+        s.metrics.clone(),
+        Some(crate::metrics::subscriber(&s.metrics, &topic)),
+    );
     let state = SseState {
         s,
         topic,
@@ -295,6 +312,44 @@ pub(crate) async fn sse(
         .into_response())
 }
 
+/// An SSE stream from `latest` on the topic's shared tail (see `fanout`): each event's id is
+/// the stream's cursor after it (its start offsets, moved by the events it got), so a resume
+/// with `Last-Event-ID` continues exactly. A stream that does not keep up is ended by the tail.
+fn sse_shared(s: AppState, topic: String, format: Format, isolation: IsolationParam) -> Response {
+    let (tx, rx) = mpsc::channel(s.config.ws_buffer_records.max(1));
+    let queue = crate::fanout::SseQueue {
+        tx,
+        queued: QueuedBytes::default(),
+        bound: s.budget.per_connection(),
+    };
+    let start = crate::fanout::subscribe_latest(
+        &s,
+        &topic,
+        (format, isolation),
+        crate::fanout::SubTx::Sse(queue),
+    )
+    .unwrap_or_default();
+    s.metrics.sse_streams.fetch_add(1, Ordering::Relaxed);
+    // Counted as the topic's subscriber by the tail, while it holds the stream.
+    let gauge = Gauge(s.metrics.clone(), None);
+    let events = stream::unfold(
+        (rx, start, gauge),
+        |(mut rx, mut cursors, gauge)| async move {
+            let (m, queued) = rx.recv().await?;
+            cursors.insert(m.partition, m.next);
+            let event = Event::default()
+                .event(m.kind)
+                .id(cursor_text(&cursors))
+                .data(m.text.as_str());
+            drop(queued);
+            Some((Ok::<Event, Infallible>(event), (rx, cursors, gauge)))
+        },
+    );
+    Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
 /// An SSE stream between events. A round's events hold a reservation of the door's buffer
 /// until all are handed to hyper; a round that cannot get one ends the stream (the client
 /// resumes with `Last-Event-ID`, losing nothing).
@@ -325,8 +380,11 @@ fn json_len(v: &Value) -> usize {
     }
 }
 
-/// Decrements the open-stream gauge when the stream ends.
-struct Gauge(std::sync::Arc<crate::Metrics>);
+/// Decrements the open-stream gauge (and the topic's subscriber count) when the stream ends.
+struct Gauge(
+    std::sync::Arc<crate::Metrics>,
+    #[allow(dead_code)] Option<crate::metrics::Subscriber>,
+);
 
 impl Drop for Gauge {
     fn drop(&mut self) {
@@ -395,19 +453,32 @@ enum WsIn {
     },
 }
 
+/// Bytes a WebSocket reads from its socket at a time.
+const WS_READ_BUFFER: usize = 1024;
+
 /// `GET /ws`: JSON messages. In: `{"op":"subscribe","topics":["orders.*"],"from":"latest"}`,
 /// `{"op":"produce","topic":"t","records":[...]}`. Out: `{"type":"record",...}`,
 /// `{"type":"produced","offsets":[...]}`, `{"type":"error","message":...}`. A client that does
-/// not keep up is closed with code 1013 once its buffer is full.
+/// not keep up is closed with code 1013 once its buffer is full (with `--ws-slow-policy
+/// skip-to-latest` it gets `{"type":"skipped","topic":...,"ranges":[{"partition","from","to"}]}`
+/// instead, before its next record).
 #[utoipa::path(get, path = "/ws", responses((status = 101, description = "WebSocket upgrade")))]
 pub(crate) async fn websocket(State(s): State<AppState>, ws: WebSocketUpgrade) -> Response {
+    // Small buffers: an idle subscriber holds ~6 KB instead of tungstenite's 128 KiB read
+    // buffer (zero-filled before each read) and its write buffer; a pushed message is written
+    // at once (every send flushes anyway). Frames larger than the read buffer still arrive:
+    // tungstenite grows its input as a frame needs, up to `max_message_size`.
     ws.max_message_size(s.config.max_body_bytes)
+        .read_buffer_size(WS_READ_BUFFER)
+        .write_buffer_size(0)
         .on_upgrade(move |socket| ws_session(s, socket))
 }
 
 async fn ws_session(s: AppState, mut socket: WebSocket) {
     s.metrics.websockets.fetch_add(1, Ordering::Relaxed);
-    let (tx, mut rx) = mpsc::channel::<Push>(s.config.ws_buffer_records.max(1));
+    // Boxed: the channel allocates its slots 32 at a time, and an idle subscriber's queue is
+    // then 32 pointers instead of 32 messages.
+    let (tx, mut rx) = mpsc::channel::<Box<Push>>(s.config.ws_buffer_records.max(1));
     let tx = PushQueue {
         tx,
         queued: QueuedBytes::default(),
@@ -421,10 +492,21 @@ async fn ws_session(s: AppState, mut socket: WebSocket) {
     // Queue subscriptions by group, and their tasks (they leave the group when the socket
     // closes).
     let mut queues: BTreeMap<String, std::sync::Arc<crate::queues::WsQueue>> = BTreeMap::new();
+    // Keepalive: a ping every interval (tokio's timer wheel, one entry per socket); a client
+    // silent for two intervals (a dead peer, a closed laptop) is closed.
+    let period = s.config.ws_ping_interval;
+    let pinging = !period.is_zero();
+    let mut ping = tokio::time::interval_at(
+        tokio::time::Instant::now() + period.max(Duration::from_millis(1)),
+        period.max(Duration::from_millis(1)),
+    );
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut heard = tokio::time::Instant::now();
     loop {
         tokio::select! {
             msg = socket.recv() => {
                 let Some(Ok(msg)) = msg else { break };
+                heard = tokio::time::Instant::now();
                 let text = match msg {
                     Message::Text(t) => t.to_string(),
                     Message::Binary(b) => String::from_utf8_lossy(&b).into_owned(),
@@ -479,7 +561,7 @@ async fn ws_session(s: AppState, mut socket: WebSocket) {
                             Some(q) => {
                                 let counts = matches!(kind, Ok(k) if k != strom_broker::share::AckType::Renew);
                                 let g = group.clone().unwrap_or_default();
-                                match crate::queues::apply_acks(&s.shares, &g, &q.member_id, vec![(receipt, kind)]).await {
+                                match Box::pin(crate::queues::apply_acks(&s.shares, &g, &q.member_id, vec![(receipt, kind)])).await {
                                     Ok((results, _)) => {
                                         if counts && results.iter().any(|r| r["ok"] == json!(true)) {
                                             let _ = q.in_flight.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| Some(n.saturating_sub(1)));
@@ -517,6 +599,14 @@ async fn ws_session(s: AppState, mut socket: WebSocket) {
                         } else {
                         let mut count = 0;
                         for name in &matched {
+                            if from == "latest" {
+                                // The chat case: one shared follower for every such
+                                // subscriber of the topic (see `fanout`).
+                                let sub = crate::fanout::SubTx::Ws { tx: tx.clone(), overflow: overflow_tx.clone() };
+                                count += crate::fanout::subscribe_latest(&s, name, (format, isolation), sub)
+                                    .map_or(0, |start| start.len());
+                                continue;
+                            }
                             let Some(t) = s.broker.topic(name) else { continue };
                             let mut cursors = BTreeMap::new();
                             for p in 0..t.partitions().len() as i32 {
@@ -536,7 +626,7 @@ async fn ws_session(s: AppState, mut socket: WebSocket) {
                             body["value_format"] = f;
                         }
                         let bytes = axum::body::Bytes::from(body.to_string());
-                        match crate::api::produce(axum::extract::State(s.clone()), Path(topic), Ok(bytes)).await {
+                        match Box::pin(crate::api::produce(axum::extract::State(s.clone()), Path(topic), Ok(bytes))).await {
                             Ok(axum::Json(v)) => json!({"type": "produced", "offsets": v["offsets"]}),
                             Err(e) => json!({"type": "error", "message": format!("{e:?}")}),
                         }
@@ -547,16 +637,26 @@ async fn ws_session(s: AppState, mut socket: WebSocket) {
                 }
             }
             Some(push) = rx.recv() => {
-                let Push { text, held } = push;
-                if socket.send(Message::Text(text.into())).await.is_err() {
+                let Push { text, held } = *push;
+                if socket.send(Message::Text(text)).await.is_err() {
                     break;
                 }
                 drop(held);
             }
             Some(()) = overflow_rx.recv() => {
                 let frame = CloseFrame { code: 1013, reason: "client too slow: push buffer full".into() };
-                let _ = socket.send(Message::Close(Some(frame))).await;
+                let _ = tokio::time::timeout(CLOSE_SEND_TIMEOUT, socket.send(Message::Close(Some(frame)))).await;
                 break;
+            }
+            _ = ping.tick(), if pinging => {
+                if heard.elapsed() >= period * 2 {
+                    let frame = CloseFrame { code: 1001, reason: "no pong: the client is gone".into() };
+                    let _ = tokio::time::timeout(CLOSE_SEND_TIMEOUT, socket.send(Message::Close(Some(frame)))).await;
+                    break;
+                }
+                if tokio::time::timeout(period, socket.send(Message::Ping(Default::default()))).await.map_or(true, |r| r.is_err()) {
+                    break;
+                }
             }
         }
     }
@@ -578,6 +678,7 @@ async fn follow(
     tx: PushQueue,
     overflow: mpsc::Sender<()>,
 ) {
+    let _counted = crate::metrics::subscriber(&s.metrics, &topic);
     while !*s.shutdown.borrow() {
         let Ok(recs) = poll_once(
             &s.broker,
@@ -592,26 +693,74 @@ async fn follow(
         else {
             return;
         };
-        for pushed in recs {
-            if !tx.push(pushed.message(&topic)).await {
+        for (i, pushed) in recs.iter().enumerate() {
+            if tx.push(pushed.message(&topic)).await {
+                continue;
+            }
+            if s.config.ws_slow_policy != crate::SlowPolicy::SkipToLatest {
                 let _ = overflow.try_send(());
                 return;
             }
+            // Skip to the log end: once the socket has written what it holds, say which
+            // ranges were skipped (from the record that did not fit) and go on from there.
+            let mut from: BTreeMap<i32, i64> = BTreeMap::new();
+            for p in &recs[i..] {
+                let (part, offset) = p.position();
+                from.entry(part).or_insert(offset);
+            }
+            while !tx.is_drained() {
+                if tx.is_closed() {
+                    return;
+                }
+                tokio::time::sleep(SKIP_DRAIN_POLL).await;
+            }
+            let mut ranges = Vec::new();
+            for (p, o) in cursors.iter_mut() {
+                let Ok(end) = s
+                    .broker
+                    .partition(&topic, *p)
+                    .and_then(|p| Ok(p.log()?.log_end_offset()))
+                else {
+                    continue;
+                };
+                let first = from.get(p).copied().unwrap_or(*o).min(*o);
+                if end > first {
+                    ranges.push(json!({"partition": p, "from": first, "to": end}));
+                }
+                *o = end;
+            }
+            if !tx.notice(json!({"type": "skipped", "topic": topic, "ranges": ranges})) {
+                return;
+            }
+            break;
         }
     }
 }
 
+/// How long a close frame may wait for room in a socket that is not read any more.
+const CLOSE_SEND_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How often a skipping follower looks whether its socket has drained.
+const SKIP_DRAIN_POLL: Duration = Duration::from_millis(20);
+
 /// A message for a WebSocket, with the buffer bytes it holds until it is sent.
 pub(crate) struct Push {
-    text: String,
-    held: Option<(Reservation, Queued)>,
+    text: Utf8Bytes,
+    held: Option<(Held, Queued)>,
+}
+
+/// What a queued record holds of the door's buffer: its own reservation, or its part of a
+/// message shared by a tail's subscribers (given back when the last one has sent it).
+enum Held {
+    Own(#[allow(dead_code)] Reservation),
+    Shared(#[allow(dead_code)] std::sync::Arc<crate::fanout::Shared>),
 }
 
 /// A WebSocket's outgoing queue: at most `ws_buffer_records` messages, and records' bytes
 /// bounded by the connection's share of the door's buffer and by the buffer itself.
 #[derive(Clone)]
 pub(crate) struct PushQueue {
-    tx: mpsc::Sender<Push>,
+    tx: mpsc::Sender<Box<Push>>,
     queued: QueuedBytes,
     budget: std::sync::Arc<Budget>,
 }
@@ -620,10 +769,10 @@ impl PushQueue {
     /// A control message (subscribed, assigned, error): small, waits for room.
     pub(crate) async fn send(&self, v: Value) -> bool {
         let push = Push {
-            text: v.to_string(),
+            text: v.to_string().into(),
             held: None,
         };
-        self.tx.send(push).await.is_ok()
+        self.tx.send(Box::new(push)).await.is_ok()
     }
 
     /// A record; false when the subscriber does not keep up (its queue is full, in
@@ -637,15 +786,41 @@ impl PushQueue {
             return false;
         };
         let push = Push {
-            text,
-            held: Some((reserved, queued)),
+            text: text.into(),
+            held: Some((Held::Own(reserved), queued)),
         };
-        self.tx.try_send(push).is_ok()
+        self.tx.try_send(Box::new(push)).is_ok()
+    }
+
+    /// A record of a shared tail; false when the subscriber does not keep up.
+    pub(crate) fn push_shared(&self, m: std::sync::Arc<crate::fanout::Shared>) -> bool {
+        let Some(queued) = self.queued.add(m.text.len(), self.budget.per_connection()) else {
+            return false;
+        };
+        let push = Push {
+            text: m.text.clone(),
+            held: Some((Held::Shared(m), queued)),
+        };
+        self.tx.try_send(Box::new(push)).is_ok()
     }
 
     /// Whether the socket's session has ended.
     pub(crate) fn is_closed(&self) -> bool {
         self.tx.is_closed()
+    }
+
+    /// Whether everything queued has been written to the socket.
+    pub(crate) fn is_drained(&self) -> bool {
+        self.tx.capacity() == self.tx.max_capacity() && self.queued.get() == 0
+    }
+
+    /// A control message that must not wait (a drained queue has room for it).
+    pub(crate) fn notice(&self, v: Value) -> bool {
+        let push = Push {
+            text: v.to_string().into(),
+            held: None,
+        };
+        self.tx.try_send(Box::new(push)).is_ok()
     }
 }
 
