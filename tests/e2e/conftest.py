@@ -9,7 +9,9 @@ API (every e2e test file uses only this):
     Makes more brokers, or brokers with options. Keyword options become CLI flags:
     ``auto_create_topics=False`` -> ``--auto-create-topics false``, ``num_partitions=3`` ->
     ``--num-partitions 3``, ``max_request_bytes=1024`` -> ``--max-request-bytes 1024``
-    (underscores become dashes, booleans become ``true``/``false``). Positional ``extra_args``
+    (underscores become dashes, booleans become ``true``/``false``). ``listeners="NAME://HOST:PORT,..."``
+    replaces the ``--kafka-addr`` the fixture gives otherwise: ``.port`` / ``.bootstrap`` are then the
+    first listener's (on 127.0.0.1). Positional ``extra_args``
     are passed to ``strom serve`` verbatim. ``env={...}`` adds environment variables.
     ``http=True`` puts the HTTP door on a free port (``.http_port``, ``.http`` = its base URL)
     and makes ``start()`` wait until ``/healthz`` answers 200 too. ``start=False`` returns the
@@ -75,7 +77,11 @@ class Broker:
     """One `strom serve` process (possibly started several times) over one data dir."""
 
     def __init__(self, extra_args=(), env=None, http=False, **opts):
-        self.port = free_port()
+        self.listeners = opts.get("listeners")
+        if self.listeners:
+            self.port = int(self.listeners.split(",")[0].rsplit(":", 1)[1])
+        else:
+            self.port = free_port()
         self.bootstrap = f"127.0.0.1:{self.port}"
         self.data_dir = Path(tempfile.mkdtemp(prefix="strom-e2e-"))
         self.args = []
@@ -116,8 +122,8 @@ class Broker:
     # --- lifecycle -----------------------------------------------------------------------
 
     def command(self):
-        return [strom_bin(), "serve", "--data-dir", str(self.data_dir),
-                "--kafka-addr", self.bootstrap, *self.args]
+        kafka = [] if self.listeners else ["--kafka-addr", self.bootstrap]
+        return [strom_bin(), "serve", "--data-dir", str(self.data_dir), *kafka, *self.args]
 
     def start(self):
         assert not self.running(), "broker already running"

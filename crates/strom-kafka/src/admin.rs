@@ -29,7 +29,7 @@ use strom_broker::{BrokerError, ConfigOp, TopicConfig};
 
 use crate::codes::{code, code_msg};
 use crate::data::name_by_id;
-use crate::server::{Fatal, Reply, Req};
+use crate::server::{host_port, Fatal, Listener, Reply, Req};
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
@@ -220,6 +220,14 @@ pub(crate) fn create_partitions(mut req: Req<'_>) -> Result<Reply, Fatal> {
     req.encode(&CreatePartitionsResponse::default().with_results(results))
 }
 
+/// `NAME://HOST:PORT,...` of the listeners, each address from `addr`.
+fn join_listeners(ls: &[std::sync::Arc<Listener>], addr: impl Fn(&Listener) -> String) -> String {
+    ls.iter()
+        .map(|l| format!("{}://{}", l.name, addr(l)))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 fn config_type(kind: ConfigKind, name: &str) -> i8 {
     match kind {
         ConfigKind::Long { max, .. } if max <= i64::from(i32::MAX) => TYPE_INT,
@@ -322,7 +330,8 @@ pub(crate) fn describe_configs(mut req: Req<'_>) -> Result<Reply, Fatal> {
             RESOURCE_BROKER => {
                 let c = broker.config();
                 let k = &req.ctx.config;
-                let items: [(&str, String, i8, &str); 6] = [
+                let ls = &req.ctx.listeners;
+                let items: [(&str, String, i8, &str); 8] = [
                     (
                         "auto.create.topics.enable",
                         c.auto_create_topics.to_string(),
@@ -354,10 +363,27 @@ pub(crate) fn describe_configs(mut req: Req<'_>) -> Result<Reply, Fatal> {
                         "Largest request accepted",
                     ),
                     (
-                        "advertised.listeners",
-                        format!("PLAINTEXT://{}:{}", k.advertised_host, k.advertised_port),
+                        "listeners",
+                        join_listeners(ls, |l| {
+                            host_port(&l.bound.ip().to_string(), l.bound.port())
+                        }),
                         TYPE_STRING,
-                        "The address clients are told to connect to",
+                        "The addresses the Kafka door listens on",
+                    ),
+                    (
+                        "advertised.listeners",
+                        join_listeners(ls, |l| host_port(&l.host, l.port)),
+                        TYPE_STRING,
+                        "The addresses clients are told to connect to, per listener",
+                    ),
+                    (
+                        "listener.security.protocol.map",
+                        ls.iter()
+                            .map(|l| format!("{}:{}", l.name, l.protocol))
+                            .collect::<Vec<_>>()
+                            .join(","),
+                        TYPE_STRING,
+                        "The security protocol of each listener",
                     ),
                 ];
                 let configs = items

@@ -433,11 +433,11 @@ pub(crate) fn describe_quorum(mut req: Req<'_>) -> Result<Reply, Fatal> {
         .collect();
     let mut resp = DescribeQuorumResponse::default().with_topics(topics);
     if v >= 2 {
-        let (host, port) = advertised(ctx);
+        let (host, port) = advertised(&req);
         resp = resp.with_nodes(vec![Node::default()
             .with_node_id(BrokerId(node))
             .with_listeners(vec![Listener::default()
-                .with_name(sb("PLAINTEXT"))
+                .with_name(sb(req.listener.name.clone()))
                 .with_host(sb(host))
                 .with_port(port as u16)])]);
     }

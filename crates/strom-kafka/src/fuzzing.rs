@@ -12,7 +12,7 @@ use strom_broker::share::{ShareConfig, ShareCoordinator};
 use strom_broker::{Broker, BrokerConfig};
 
 use crate::pool::RequestPool;
-use crate::server::{handle, Client, Ctx, Handled, KafkaConfig};
+use crate::server::{handle, Client, Ctx, Handled, KafkaConfig, Listener};
 
 /// Topics that exist for every input; any other topic an input creates is deleted after it.
 const SEED_TOPICS: &[(&str, i32)] = &[("t0", 1), ("t1", 3)];
@@ -52,6 +52,7 @@ impl Harness {
             .expect("a runtime");
         let listen: SocketAddr = "127.0.0.1:9092".parse().expect("an address");
         let config = KafkaConfig::new(listen);
+        let listener = Arc::new(Listener::new(&config.listeners[0], listen));
         let shares = ShareCoordinator::open(
             dir.path(),
             ShareConfig::default(),
@@ -73,6 +74,7 @@ impl Harness {
             txns: Some(txns),
             share_sessions: Default::default(),
             pool: RequestPool::new(config.queued_max_request_bytes),
+            listeners: vec![listener.clone()],
             config,
             connections: AtomicUsize::new(0),
         };
@@ -95,7 +97,7 @@ impl Harness {
         }
         let frame = Bytes::copy_from_slice(frame);
         let peer: SocketAddr = "127.0.0.1:40000".parse().expect("an address");
-        let client = Client::anonymous(peer);
+        let client = Client::anonymous(peer, self.ctx.listeners[0].clone());
         let ctx = &self.ctx;
         self.rt.block_on(async {
             let run = async {

@@ -75,7 +75,7 @@ fn err_code<T>(r: &Result<T, GroupError>) -> i16 {
 pub(crate) fn find_coordinator(mut req: Req<'_>) -> Result<Reply, Fatal> {
     let r: FindCoordinatorRequest = req.decode()?;
     let v = req.version;
-    let (host, port) = advertised(req.ctx);
+    let (host, port) = advertised(&req);
     let node = req.ctx.broker.node_id();
     // Groups (key type 0) and share groups (2, KIP-932; the key is the group id, or
     // "group:topic id:partition" for the share-partition state, which lives here too) are

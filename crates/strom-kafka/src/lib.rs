@@ -4,7 +4,8 @@
 //! logic. Message types come from the `kafka-protocol` crate; record batches travel as the
 //! opaque bytes the client sent (Produce) or the log stored (Fetch).
 //!
-//! - `server`: listener, framing (length prefix, `socket.request.max.bytes`), one task per
+//! - `listener`: `--listeners` / `--advertised-listeners` in Kafka's syntax;
+//! - `server`: listeners (one accept loop each), framing (length prefix, `socket.request.max.bytes`), one task per
 //!   connection, in-order pipelined responses, graceful drain, the dispatch table;
 //! - `versions`: the advertised API ranges;
 //! - `meta`, `data`, `admin`, `group_api`, `txn_api` (transactions): the handlers; `legacy`: UNSUPPORTED_VERSION answers for the
@@ -21,6 +22,7 @@ mod data;
 pub mod fuzzing;
 mod group_api;
 mod legacy;
+pub mod listener;
 mod meta;
 mod pool;
 mod schema;
@@ -31,4 +33,5 @@ mod share_wire;
 mod txn_api;
 mod versions;
 
+pub use listener::{ListenerConfig, SecurityProtocol};
 pub use server::{KafkaConfig, KafkaServer};

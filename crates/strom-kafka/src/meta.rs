@@ -195,7 +195,7 @@ pub(crate) fn metadata(mut req: Req<'_>) -> Result<Reply, Fatal> {
             }
         }
     }
-    let (host, port) = advertised(req.ctx);
+    let (host, port) = advertised(&req);
     let mut resp = MetadataResponse::default()
         .with_brokers(vec![MetadataResponseBroker::default()
             .with_node_id(BrokerId(node))
@@ -214,7 +214,7 @@ pub(crate) fn metadata(mut req: Req<'_>) -> Result<Reply, Fatal> {
 pub(crate) fn describe_cluster(mut req: Req<'_>) -> Result<Reply, Fatal> {
     let r: DescribeClusterRequest = req.decode()?;
     let broker = &req.ctx.broker;
-    let (host, port) = advertised(req.ctx);
+    let (host, port) = advertised(&req);
     let mut resp = DescribeClusterResponse::default()
         .with_cluster_id(str_bytes(broker.cluster_id()))
         .with_controller_id(BrokerId(broker.node_id()))

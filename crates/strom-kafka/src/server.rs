@@ -33,6 +33,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::listener::{ListenerConfig, SecurityProtocol};
 use crate::pool::{Held, RequestPool};
 use crate::share_session::ShareSessions;
 use crate::{
@@ -45,12 +46,8 @@ use strom_broker::security::Principal;
 /// Settings of the Kafka door.
 #[derive(Clone, Debug)]
 pub struct KafkaConfig {
-    /// Address to listen on.
-    pub listen: SocketAddr,
-    /// Host advertised in metadata (clients connect there).
-    pub advertised_host: String,
-    /// Port advertised in metadata.
-    pub advertised_port: u16,
+    /// The listeners, each with its own accept loop and advertised address (at least one).
+    pub listeners: Vec<ListenerConfig>,
     /// Largest request frame accepted (`socket.request.max.bytes`, Kafka's default 100 MiB).
     pub max_request_bytes: usize,
     /// Bytes of request frames held (being read or handled) by all connections together
@@ -68,12 +65,11 @@ pub struct KafkaConfig {
 }
 
 impl KafkaConfig {
-    /// The door's settings for `listen`, with Kafka's defaults for everything else.
+    /// The door's settings with one PLAINTEXT listener on `listen`, with Kafka's defaults for
+    /// everything else.
     pub fn new(listen: SocketAddr) -> KafkaConfig {
         KafkaConfig {
-            listen,
-            advertised_host: listen.ip().to_string(),
-            advertised_port: listen.port(),
+            listeners: vec![ListenerConfig::plaintext(listen)],
             max_request_bytes: 100 << 20,
             queued_max_request_bytes: 100 << 20,
             max_connections: 4096,
@@ -95,30 +91,63 @@ pub(crate) struct Ctx {
     /// The share sessions of share consumers (protocol state of the door).
     pub(crate) share_sessions: ShareSessions,
     pub(crate) config: KafkaConfig,
+    /// Every listener as bound (for `advertised.listeners` in DescribeConfigs).
+    pub(crate) listeners: Vec<Arc<Listener>>,
     pub(crate) connections: AtomicUsize,
     /// `queued.max.request.bytes`.
     pub(crate) pool: RequestPool,
 }
 
-/// A bound Kafka listener.
+/// The Kafka door with its listeners bound.
 pub struct KafkaServer {
-    listener: TcpListener,
+    listeners: Vec<(TcpListener, Arc<Listener>)>,
     ctx: Arc<Ctx>,
 }
 
-/// Who sent a request: the connection's peer and the principal it authenticated as
-/// ([`Principal::anonymous`] on a connection without authentication).
+/// A listener as bound: what a connection accepted on it answers with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Listener {
+    /// Its name (`PLAINTEXT`, or a name of the security protocol map).
+    pub(crate) name: String,
+    pub(crate) protocol: SecurityProtocol,
+    /// The address it is bound to.
+    pub(crate) bound: SocketAddr,
+    /// Host advertised to the clients connected to it (Metadata, FindCoordinator,
+    /// DescribeCluster).
+    pub(crate) host: String,
+    /// Port advertised with `host`.
+    pub(crate) port: u16,
+}
+
+impl Listener {
+    /// `config` bound to `bound`.
+    pub(crate) fn new(config: &ListenerConfig, bound: SocketAddr) -> Listener {
+        let (host, port) = config.advertised_for(bound);
+        Listener {
+            name: config.name.clone(),
+            protocol: config.protocol,
+            bound,
+            host,
+            port,
+        }
+    }
+}
+
+/// Who sent a request: the connection's peer, the listener it came in on and the principal
+/// it authenticated as ([`Principal::anonymous`] on a connection without authentication).
 #[derive(Clone, Debug)]
 pub(crate) struct Client {
     pub(crate) peer: SocketAddr,
+    pub(crate) listener: Arc<Listener>,
     pub(crate) principal: Arc<Principal>,
 }
 
 impl Client {
-    /// An unauthenticated client at `peer`.
-    pub(crate) fn anonymous(peer: SocketAddr) -> Client {
+    /// An unauthenticated client at `peer` on `listener`.
+    pub(crate) fn anonymous(peer: SocketAddr, listener: Arc<Listener>) -> Client {
         Client {
             peer,
+            listener,
             principal: Arc::new(Principal::anonymous()),
         }
     }
@@ -151,18 +180,39 @@ pub(crate) enum Handled<'a> {
 const MAX_LATER_REPLIES: usize = 32;
 
 impl KafkaServer {
-    /// Binds the listener.
+    /// Binds every listener. A listener whose security protocol the door does not serve yet
+    /// (anything but PLAINTEXT) is refused (`Unsupported`), as is a door without listeners;
+    /// an error names the listener.
     pub async fn bind(
         config: KafkaConfig,
         broker: Arc<Broker>,
         groups: Arc<GroupCoordinator>,
         shares: Arc<ShareCoordinator>,
     ) -> io::Result<KafkaServer> {
-        let listener = strom_broker::limits::listen(config.listen, config.listen_backlog)?;
+        if config.listeners.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the Kafka door has no listener",
+            ));
+        }
+        let mut listeners = Vec::with_capacity(config.listeners.len());
+        for l in &config.listeners {
+            l.check_supported()
+                .map_err(|e| io::Error::new(io::ErrorKind::Unsupported, e))?;
+            let sock =
+                strom_broker::limits::listen(l.listen, config.listen_backlog).map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("cannot listen on {}://{}: {e}", l.name, l.listen),
+                    )
+                })?;
+            let info = Arc::new(Listener::new(l, sock.local_addr()?));
+            listeners.push((sock, info));
+        }
         groups.set_classic_codec(crate::consumer_api::classic_codec());
         Ok(KafkaServer {
-            listener,
             ctx: Arc::new(Ctx {
+                listeners: listeners.iter().map(|(_, l)| l.clone()).collect(),
                 broker,
                 groups,
                 shares,
@@ -172,6 +222,7 @@ impl KafkaServer {
                 config,
                 connections: AtomicUsize::new(0),
             }),
+            listeners,
         })
     }
 
@@ -182,86 +233,126 @@ impl KafkaServer {
         }
     }
 
-    /// The bound address.
+    /// The address of the first listener.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.listener.local_addr()
+        Ok(self.listeners[0].1.bound)
+    }
+
+    /// Each listener: its name, bound address and advertised `HOST:PORT`.
+    pub fn listeners(&self) -> Vec<(String, SocketAddr, String)> {
+        self.listeners
+            .iter()
+            .map(|(_, l)| (l.name.clone(), l.bound, host_port(&l.host, l.port)))
+            .collect()
     }
 
     /// Serves until `shutdown` turns true; then stops accepting, lets every connection finish
-    /// the request it is handling (at most `drain` long) and returns.
-    ///
-    /// At `max_connections` a new connection is closed at once; when the process is out of
-    /// descriptors (EMFILE), the spare descriptor kept for that is closed to accept the
-    /// waiting connection and close it, so clients are told at once instead of waiting in the
-    /// backlog, and the loop backs off briefly. Either is logged at most once per second.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>, drain: Duration) {
-        let mut conns = JoinSet::new();
-        let mut spare = SpareFd::open();
-        let at_cap = LogEvery::per_second();
-        let accept_failed = LogEvery::per_second();
-        let max = self.ctx.config.max_connections;
-        loop {
-            tokio::select! {
-                accepted = self.listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        let ctx = self.ctx.clone();
-                        if ctx.connections.load(Ordering::Relaxed) >= max {
+    /// the request it is handling (at most `drain` long) and returns. Each listener has its
+    /// own accept loop; the connection cap is the door's, over all of them.
+    pub async fn run(self, shutdown: watch::Receiver<bool>, drain: Duration) {
+        let mut loops = JoinSet::new();
+        for (sock, listener) in self.listeners {
+            loops.spawn(accept_loop(
+                sock,
+                listener,
+                self.ctx.clone(),
+                shutdown.clone(),
+                drain,
+            ));
+        }
+        while loops.join_next().await.is_some() {}
+    }
+}
+
+/// `HOST:PORT`, an IPv6 host in brackets.
+pub(crate) fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// One listener's accept loop (see [`KafkaServer::run`]).
+///
+/// At `max_connections` a new connection is closed at once; when the process is out of
+/// descriptors (EMFILE), the spare descriptor kept for that is closed to accept the
+/// waiting connection and close it, so clients are told at once instead of waiting in the
+/// backlog, and the loop backs off briefly. Either is logged at most once per second.
+async fn accept_loop(
+    sock: TcpListener,
+    listener: Arc<Listener>,
+    ctx: Arc<Ctx>,
+    mut shutdown: watch::Receiver<bool>,
+    drain: Duration,
+) {
+    let mut conns = JoinSet::new();
+    let mut spare = SpareFd::open();
+    let at_cap = LogEvery::per_second();
+    let accept_failed = LogEvery::per_second();
+    let max = ctx.config.max_connections;
+    loop {
+        tokio::select! {
+            accepted = sock.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let ctx = ctx.clone();
+                    let client = Client::anonymous(peer, listener.clone());
+                    if ctx.connections.load(Ordering::Relaxed) >= max {
+                        drop(stream);
+                        ctx.broker.metrics().connection_refused("kafka");
+                        if let Some(more) = at_cap.ready() {
+                            tracing::warn!(%peer, listener = %listener.name, max_connections = max, refused_since_last = more,
+                                "kafka connection refused: the door is at its connection cap");
+                        }
+                        continue;
+                    }
+                    ctx.connections.fetch_add(1, Ordering::Relaxed);
+                    ctx.broker.metrics().connection("kafka", 1);
+                    let stop = shutdown.clone();
+                    conns.spawn(async move {
+                        if let Err(e) = connection(stream, client, &ctx, stop).await {
+                            tracing::info!(%peer, reason = %e.0, "kafka connection closed");
+                        }
+                        ctx.connections.fetch_sub(1, Ordering::Relaxed);
+                        ctx.broker.metrics().connection("kafka", -1);
+                    });
+                }
+                Err(e) => {
+                    if out_of_descriptors(&e) && spare.release() {
+                        // Take the waiting connection with the spare descriptor and
+                        // close it: the client learns at once.
+                        if let Ok(Ok((stream, _))) =
+                            tokio::time::timeout(Duration::from_millis(10), sock.accept()).await
+                        {
                             drop(stream);
                             ctx.broker.metrics().connection_refused("kafka");
-                            if let Some(more) = at_cap.ready() {
-                                tracing::warn!(%peer, max_connections = max, refused_since_last = more,
-                                    "kafka connection refused: the door is at its connection cap");
-                            }
-                            continue;
                         }
-                        ctx.connections.fetch_add(1, Ordering::Relaxed);
-                        ctx.broker.metrics().connection("kafka", 1);
-                        let stop = shutdown.clone();
-                        conns.spawn(async move {
-                            if let Err(e) = connection(stream, peer, &ctx, stop).await {
-                                tracing::info!(%peer, reason = %e.0, "kafka connection closed");
-                            }
-                            ctx.connections.fetch_sub(1, Ordering::Relaxed);
-                            ctx.broker.metrics().connection("kafka", -1);
-                        });
+                        spare.reopen();
                     }
-                    Err(e) => {
-                        if out_of_descriptors(&e) && spare.release() {
-                            // Take the waiting connection with the spare descriptor and
-                            // close it: the client learns at once.
-                            if let Ok(Ok((stream, _))) =
-                                tokio::time::timeout(Duration::from_millis(10), self.listener.accept()).await
-                            {
-                                drop(stream);
-                                self.ctx.broker.metrics().connection_refused("kafka");
-                            }
-                            spare.reopen();
-                        }
-                        if let Some(more) = accept_failed.ready() {
-                            tracing::warn!(error = %e, failed_since_last = more, "kafka accept failed");
-                        }
-                        // Out of descriptors and the like: back off briefly instead of spinning.
-                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    if let Some(more) = accept_failed.ready() {
+                        tracing::warn!(error = %e, listener = %listener.name, failed_since_last = more, "kafka accept failed");
                     }
-                },
-                Some(_) = conns.join_next(), if !conns.is_empty() => {}
-                _ = shutdown.changed() => break,
-            }
+                    // Out of descriptors and the like: back off briefly instead of spinning.
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            _ = shutdown.changed() => break,
         }
-        drop(self.listener);
-        tracing::info!(
-            connections = conns.len(),
-            "kafka listener closed, draining connections"
-        );
-        let _ =
-            tokio::time::timeout(drain, async { while conns.join_next().await.is_some() {} }).await;
-        conns.abort_all();
     }
+    drop(sock);
+    tracing::info!(
+        listener = %listener.name,
+        connections = conns.len(),
+        "kafka listener closed, draining connections"
+    );
+    let _ = tokio::time::timeout(drain, async { while conns.join_next().await.is_some() {} }).await;
+    conns.abort_all();
 }
 
 async fn connection(
     stream: TcpStream,
-    peer: SocketAddr,
+    client: Client,
     ctx: &Ctx,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), Fatal> {
@@ -274,8 +365,7 @@ async fn connection(
     // Request frames are read into this buffer; once a frame's last slice is dropped (after
     // its response), the next frame reuses the same memory instead of fresh pages.
     let mut frames = BytesMut::new();
-    // Who this connection's requests come from.
-    let client = Client::anonymous(peer);
+    let peer = client.peer;
     // Replies of produce requests waiting for their syncs, oldest first. Only the oldest is
     // polled: its sync covers whatever was appended before it started, and the next one's
     // starts when it is done and covers everything appended meanwhile (group commit).
@@ -576,6 +666,7 @@ pub(crate) async fn dispatch<'a>(
         response_header_version: key.response_header_version(version),
         client_id: header.client_id.map(|c| c.to_string()).unwrap_or_default(),
         peer: client.peer,
+        listener: client.listener.clone(),
         principal: client.principal.clone(),
     };
     let api = key;
@@ -617,10 +708,10 @@ pub(crate) async fn dispatch<'a>(
             ApiKey::DescribeShareGroupOffsets => share_api::describe_offsets(req),
             ApiKey::AlterShareGroupOffsets => share_api::alter_offsets(req).await,
             ApiKey::DeleteShareGroupOffsets => share_api::delete_offsets(req).await,
-            ApiKey::AddPartitionsToTxn => txn_api::add_partitions_to_txn(req),
-            ApiKey::AddOffsetsToTxn => txn_api::add_offsets_to_txn(req),
+            ApiKey::AddPartitionsToTxn => txn_api::add_partitions_to_txn(req).await,
+            ApiKey::AddOffsetsToTxn => txn_api::add_offsets_to_txn(req).await,
             ApiKey::EndTxn => txn_api::end_txn(req).await,
-            ApiKey::TxnOffsetCommit => txn_api::txn_offset_commit(req),
+            ApiKey::TxnOffsetCommit => txn_api::txn_offset_commit(req).await,
             ApiKey::DescribeTransactions => txn_api::describe_transactions(req),
             ApiKey::ListTransactions => txn_api::list_transactions(req),
             ApiKey::DescribeProducers => txn_api::describe_producers(req),
@@ -675,6 +766,8 @@ pub(crate) struct Req<'a> {
     pub(crate) client_id: String,
     /// The client's address.
     pub(crate) peer: SocketAddr,
+    /// The listener the request came in on.
+    pub(crate) listener: Arc<Listener>,
     /// The principal the connection authenticated as.
     pub(crate) principal: Arc<Principal>,
 }
@@ -792,10 +885,7 @@ pub(crate) fn frame_response(correlation: i32, header_version: i16, body: BytesM
     out
 }
 
-/// Advertised address of this broker.
-pub(crate) fn advertised(ctx: &Ctx) -> (String, i32) {
-    (
-        ctx.config.advertised_host.clone(),
-        i32::from(ctx.config.advertised_port),
-    )
+/// This broker's address as advertised on the listener `req` came in on.
+pub(crate) fn advertised(req: &Req<'_>) -> (String, i32) {
+    (req.listener.host.clone(), i32::from(req.listener.port))
 }

@@ -141,7 +141,7 @@ fn topic_results(
     by_topic
 }
 
-pub(crate) fn add_partitions_to_txn(mut req: Req<'_>) -> Result<Reply, Fatal> {
+pub(crate) async fn add_partitions_to_txn(mut req: Req<'_>) -> Result<Reply, Fatal> {
     let r: AddPartitionsToTxnRequest = req.decode()?;
     let flatten = |topics: &[kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic]| -> Parts {
         topics
@@ -157,56 +157,61 @@ pub(crate) fn add_partitions_to_txn(mut req: Req<'_>) -> Result<Reply, Fatal> {
     };
     if req.version <= 3 {
         let parts = flatten(&r.v3_and_below_topics);
-        let results = t.add_partitions(
-            &r.v3_and_below_transactional_id,
-            r.v3_and_below_producer_id.0,
-            r.v3_and_below_producer_epoch,
-            &parts,
-        );
+        let results = t
+            .add_partitions(
+                &r.v3_and_below_transactional_id,
+                r.v3_and_below_producer_id.0,
+                r.v3_and_below_producer_epoch,
+                &parts,
+            )
+            .await;
         return req.encode(
             &AddPartitionsToTxnResponse::default()
                 .with_results_by_topic_v3_and_below(topic_results(results)),
         );
     }
     // v4+: batched, from brokers; `verify_only` checks without adding (KIP-890 part 1).
-    let out = r
-        .transactions
-        .iter()
-        .map(|x| {
-            let parts = flatten(&x.topics);
-            let results = if x.verify_only {
-                t.verify_partitions(
-                    &x.transactional_id,
-                    x.producer_id.0,
-                    x.producer_epoch,
-                    &parts,
-                )
-            } else {
-                t.add_partitions(
-                    &x.transactional_id,
-                    x.producer_id.0,
-                    x.producer_epoch,
-                    &parts,
-                )
-            };
+    let mut out = Vec::with_capacity(r.transactions.len());
+    for x in &r.transactions {
+        let parts = flatten(&x.topics);
+        let results = if x.verify_only {
+            t.verify_partitions(
+                &x.transactional_id,
+                x.producer_id.0,
+                x.producer_epoch,
+                &parts,
+            )
+        } else {
+            t.add_partitions(
+                &x.transactional_id,
+                x.producer_id.0,
+                x.producer_epoch,
+                &parts,
+            )
+            .await
+        };
+        out.push(
             AddPartitionsToTxnResult::default()
                 .with_transactional_id(x.transactional_id.clone())
-                .with_topic_results(topic_results(results))
-        })
-        .collect();
+                .with_topic_results(topic_results(results)),
+        );
+    }
     req.encode(&AddPartitionsToTxnResponse::default().with_results_by_transaction(out))
 }
 
-pub(crate) fn add_offsets_to_txn(mut req: Req<'_>) -> Result<Reply, Fatal> {
+pub(crate) async fn add_offsets_to_txn(mut req: Req<'_>) -> Result<Reply, Fatal> {
     let r: AddOffsetsToTxnRequest = req.decode()?;
     let code = match txns(req.ctx) {
         None => E::CoordinatorNotAvailable.code(),
-        Some(t) => code_of(&t.add_offsets(
-            &r.transactional_id,
-            r.producer_id.0,
-            r.producer_epoch,
-            &r.group_id,
-        )),
+        Some(t) => code_of(
+            &t.add_offsets(
+                &r.transactional_id,
+                r.producer_id.0,
+                r.producer_epoch,
+                &r.group_id,
+            )
+            .await,
+        ),
     };
     req.encode(&AddOffsetsToTxnResponse::default().with_error_code(code))
 }
@@ -243,7 +248,7 @@ pub(crate) async fn end_txn(mut req: Req<'_>) -> Result<Reply, Fatal> {
     req.encode(&resp)
 }
 
-pub(crate) fn txn_offset_commit(mut req: Req<'_>) -> Result<Reply, Fatal> {
+pub(crate) async fn txn_offset_commit(mut req: Req<'_>) -> Result<Reply, Fatal> {
     let r: TxnOffsetCommitRequest = req.decode()?;
     let max_metadata = req.ctx.groups.config().offset_metadata_max_bytes;
     let mut offsets = Vec::new();
@@ -271,13 +276,16 @@ pub(crate) fn txn_offset_commit(mut req: Req<'_>) -> Result<Reply, Fatal> {
     let keys: Vec<(String, i32)> = offsets.iter().map(|(t, p, _)| (t.clone(), *p)).collect();
     let codes: Vec<i16> = match txns(req.ctx) {
         None => vec![E::CoordinatorNotAvailable.code(); keys.len()],
-        Some(t) => match t.txn_offset_commit(
-            &r.transactional_id,
-            &r.group_id,
-            r.producer_id.0,
-            r.producer_epoch,
-            offsets,
-        ) {
+        Some(t) => match t
+            .txn_offset_commit(
+                &r.transactional_id,
+                &r.group_id,
+                r.producer_id.0,
+                r.producer_epoch,
+                offsets,
+            )
+            .await
+        {
             Ok(results) => results.iter().map(code_of).collect(),
             Err(e) => vec![txn_code(&e); keys.len()],
         },

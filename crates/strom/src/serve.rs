@@ -14,6 +14,7 @@ use strom_broker::limits::FdBudget;
 use strom_broker::share::{ShareConfig, ShareCoordinator};
 use strom_broker::txn::{TxnConfig, TxnCoordinator};
 use strom_broker::{Broker, BrokerConfig};
+use strom_kafka::listener::{self, ListenerConfig};
 use strom_kafka::{KafkaConfig, KafkaServer};
 use tokio::sync::watch;
 
@@ -26,10 +27,25 @@ pub(crate) struct ServeArgs {
     /// Where topics and broker state are stored [default: ./strom-data].
     #[arg(long, env = "STROM_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// Kafka listener address [default: 127.0.0.1:9092].
+    /// Kafka listener address: short for `--listeners PLAINTEXT://ADDR` [default: 127.0.0.1:9092].
     #[arg(long, env = "STROM_KAFKA_ADDR")]
     kafka_addr: Option<String>,
-    /// HOST:PORT advertised to Kafka clients [default: the listener's, 127.0.0.1 for 0.0.0.0].
+    /// Kafka listeners, as Kafka's `listeners`: NAME://HOST:PORT,... where NAME is a security
+    /// protocol (PLAINTEXT; SSL, SASL_PLAINTEXT and SASL_SSL are refused: not supported yet)
+    /// or a name of --listener-security-protocol-map; each needs its own port.
+    #[arg(long, env = "STROM_LISTENERS")]
+    listeners: Option<String>,
+    /// listener.security.protocol.map: NAME:PROTOCOL,... for listeners not named after their
+    /// protocol (e.g. INTERNAL:PLAINTEXT,EXTERNAL:PLAINTEXT).
+    #[arg(long, env = "STROM_LISTENER_SECURITY_PROTOCOL_MAP")]
+    listener_security_protocol_map: Option<String>,
+    /// advertised.listeners: NAME://HOST:PORT,... what Metadata, FindCoordinator and
+    /// DescribeCluster answer on each listener [default per listener: its own address,
+    /// 127.0.0.1 for 0.0.0.0].
+    #[arg(long, env = "STROM_ADVERTISED_LISTENERS")]
+    advertised_listeners: Option<String>,
+    /// HOST:PORT advertised to Kafka clients when there is one listener (short for
+    /// `--advertised-listeners NAME://HOST:PORT`) [default: the listener's, 127.0.0.1 for 0.0.0.0].
     #[arg(long, env = "STROM_ADVERTISED_ADDR")]
     advertised_addr: Option<String>,
     /// HTTP door address (REST, SSE, WebSocket, /metrics), or "off" [default: 127.0.0.1:8080;
@@ -40,6 +56,16 @@ pub(crate) struct ServeArgs {
     /// [default: 4096].
     #[arg(long, env = "STROM_WS_BUFFER_RECORDS")]
     ws_buffer_records: Option<usize>,
+    /// What a WebSocket subscriber that does not keep up gets: `close` (close 1013) or
+    /// `skip-to-latest` (the records it could not take are skipped and it is told which, with
+    /// a `skipped` message; group and queue subscriptions always close) [default: close].
+    #[arg(long, env = "STROM_WS_SLOW_POLICY")]
+    ws_slow_policy: Option<String>,
+    /// Milliseconds between the pings the broker sends each WebSocket; one that has sent
+    /// nothing (no pong either) for two intervals is closed (1001), so dead clients do not
+    /// hold connections; 0: off [default: 30000].
+    #[arg(long, env = "STROM_WS_PING_INTERVAL_MS")]
+    ws_ping_interval_ms: Option<u64>,
     /// auto.create.topics.enable [default: true].
     #[arg(long, env = "STROM_AUTO_CREATE_TOPICS")]
     auto_create_topics: Option<bool>,
@@ -137,9 +163,14 @@ pub(crate) struct ServeArgs {
 struct FileConfig {
     data_dir: Option<PathBuf>,
     kafka_addr: Option<String>,
+    listeners: Option<String>,
+    listener_security_protocol_map: Option<String>,
+    advertised_listeners: Option<String>,
     advertised_addr: Option<String>,
     http_addr: Option<String>,
     ws_buffer_records: Option<usize>,
+    ws_slow_policy: Option<String>,
+    ws_ping_interval_ms: Option<u64>,
     auto_create_topics: Option<bool>,
     num_partitions: Option<i32>,
     delay_max_ms: Option<i64>,
@@ -183,8 +214,8 @@ struct Settings {
     log_level: String,
 }
 
-fn resolve(a: ServeArgs) -> Result<Settings> {
-    let f = match &a.config {
+fn resolve(mut a: ServeArgs) -> Result<Settings> {
+    let mut f = match &a.config {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read config file {}", path.display()))?;
@@ -193,38 +224,11 @@ fn resolve(a: ServeArgs) -> Result<Settings> {
         }
         None => FileConfig::default(),
     };
+    let listeners = resolve_listeners(&mut a, &mut f)?;
     let data_dir = a
         .data_dir
         .or(f.data_dir)
         .unwrap_or_else(|| "strom-data".into());
-    let kafka_addr = a
-        .kafka_addr
-        .or(f.kafka_addr)
-        .unwrap_or_else(|| "127.0.0.1:9092".into());
-    let listen: SocketAddr = kafka_addr
-        .to_socket_addrs()
-        .with_context(|| format!("invalid --kafka-addr {kafka_addr:?}"))?
-        .next()
-        .with_context(|| format!("--kafka-addr {kafka_addr:?} resolves to nothing"))?;
-    let (advertised_host, advertised_port) = match a.advertised_addr.or(f.advertised_addr) {
-        Some(s) => {
-            let (h, p) = s
-                .rsplit_once(':')
-                .with_context(|| format!("--advertised-addr {s:?} is not HOST:PORT"))?;
-            let port: u16 = p
-                .parse()
-                .with_context(|| format!("invalid port in --advertised-addr {s:?}"))?;
-            (h.trim_matches(|c| c == '[' || c == ']').to_string(), port)
-        }
-        None => {
-            let host = if listen.ip().is_unspecified() {
-                "127.0.0.1".to_string()
-            } else {
-                listen.ip().to_string()
-            };
-            (host, listen.port())
-        }
-    };
     let mut broker = BrokerConfig::new(data_dir);
     broker.auto_create_topics = a
         .auto_create_topics
@@ -395,15 +399,13 @@ fn resolve(a: ServeArgs) -> Result<Settings> {
         shares,
         txns,
         kafka: KafkaConfig {
-            advertised_host,
-            advertised_port,
+            listeners,
             max_request_bytes,
             queued_max_request_bytes,
             max_connections: fds.kafka_max_connections,
             listen_backlog,
             connections_max_idle: idle,
             read_timeout,
-            ..KafkaConfig::new(listen)
         },
         fds,
         http_addr: a.http_addr.or(f.http_addr),
@@ -413,6 +415,18 @@ fn resolve(a: ServeArgs) -> Result<Settings> {
                 .or(f.ws_buffer_records)
                 .unwrap_or(4096)
                 .max(1),
+            ws_ping_interval: std::time::Duration::from_millis(
+                a.ws_ping_interval_ms
+                    .or(f.ws_ping_interval_ms)
+                    .unwrap_or(30_000),
+            ),
+            ws_slow_policy: match a.ws_slow_policy.or(f.ws_slow_policy).as_deref() {
+                None | Some("close") => strom_http::SlowPolicy::Close,
+                Some("skip-to-latest") => strom_http::SlowPolicy::SkipToLatest,
+                Some(other) => {
+                    anyhow::bail!("--ws-slow-policy must be close or skip-to-latest, not {other:?}")
+                }
+            },
             max_connections: fds.http_max_connections,
             idle_timeout: idle,
             read_timeout,
@@ -431,6 +445,75 @@ fn resolve(a: ServeArgs) -> Result<Settings> {
         listen_backlog,
         log_level: a.log_level.or(f.log_level).unwrap_or_else(|| "info".into()),
     })
+}
+
+/// The Kafka door's listeners: `--listeners` or its short form `--kafka-addr` (one of them,
+/// from the flags and environment, else from the file), their protocols and advertised
+/// addresses (`--advertised-listeners` or, for one listener, `--advertised-addr`). A listener
+/// whose protocol is not served yet is refused here, before anything is opened.
+fn resolve_listeners(a: &mut ServeArgs, f: &mut FileConfig) -> Result<Vec<ListenerConfig>> {
+    let (listeners, kafka_addr) = if a.listeners.is_some() || a.kafka_addr.is_some() {
+        (a.listeners.take(), a.kafka_addr.take())
+    } else {
+        (f.listeners.take(), f.kafka_addr.take())
+    };
+    let (adv_listeners, adv_addr) =
+        if a.advertised_listeners.is_some() || a.advertised_addr.is_some() {
+            (a.advertised_listeners.take(), a.advertised_addr.take())
+        } else {
+            (f.advertised_listeners.take(), f.advertised_addr.take())
+        };
+    let map = a
+        .listener_security_protocol_map
+        .take()
+        .or(f.listener_security_protocol_map.take());
+    if adv_listeners.is_some() && adv_addr.is_some() {
+        bail!(
+            "--advertised-listeners and --advertised-addr are both given: --advertised-addr \
+             HOST:PORT is the one-listener short form of --advertised-listeners NAME://HOST:PORT; \
+             give one of them"
+        );
+    }
+    let mut out = match (listeners, kafka_addr) {
+        (Some(_), Some(_)) => bail!(
+            "--listeners and --kafka-addr are both given: --kafka-addr ADDR is short for \
+             --listeners PLAINTEXT://ADDR; give one of them"
+        ),
+        (Some(spec), None) => {
+            listener::parse_listeners(&spec, map.as_deref(), adv_listeners.as_deref())?
+        }
+        (None, addr) => {
+            if let Some(m) = &map {
+                listener::parse_protocol_map("--listener-security-protocol-map", m)?;
+            }
+            let addr = addr.unwrap_or_else(|| "127.0.0.1:9092".into());
+            let listen: SocketAddr = addr
+                .to_socket_addrs()
+                .with_context(|| format!("invalid --kafka-addr {addr:?}"))?
+                .next()
+                .with_context(|| format!("--kafka-addr {addr:?} resolves to nothing"))?;
+            let mut out = vec![ListenerConfig::plaintext(listen)];
+            if let Some(adv) = &adv_listeners {
+                listener::apply_advertised(&mut out, adv)?;
+            }
+            out
+        }
+    };
+    if let Some(s) = adv_addr {
+        if out.len() != 1 {
+            bail!(
+                "--advertised-addr is for a single listener; with {} listeners give \
+                 --advertised-listeners NAME://HOST:PORT,... instead",
+                out.len()
+            );
+        }
+        let (h, p) = listener::parse_host_port("--advertised-addr", &s)?;
+        out[0].advertised = Some(listener::check_advertised("--advertised-addr", h, p)?);
+    }
+    for l in &out {
+        l.check_supported()?;
+    }
+    Ok(out)
 }
 
 /// Runs the broker until SIGTERM or SIGINT.
@@ -512,7 +595,6 @@ async fn serve(s: Settings) -> Result<()> {
         s.listen_backlog,
     )
     .await?;
-    let listen = s.kafka.listen;
     let mut server = KafkaServer::bind(
         s.kafka.clone(),
         broker.clone(),
@@ -520,13 +602,11 @@ async fn serve(s: Settings) -> Result<()> {
         shares.clone(),
     )
     .await
-    .with_context(|| format!("cannot listen on {listen}"))?;
+    .context("cannot start the Kafka door")?;
     server.set_transactions(txns.clone());
-    tracing::info!(
-        addr = %server.local_addr()?,
-        advertised = %format!("{}:{}", s.kafka.advertised_host, s.kafka.advertised_port),
-        "kafka listener ready"
-    );
+    for (name, addr, advertised) in server.listeners() {
+        tracing::info!(listener = %name, %addr, %advertised, "kafka listener ready");
+    }
     let maintenance = tokio::spawn(broker.clone().run_maintenance());
     let delays = tokio::spawn(broker.clone().run_delays());
     let cleaner = tokio::spawn(broker.clone().run_cleaner());
@@ -634,4 +714,130 @@ fn raise_open_files_limit_now() {
     // Logging is not set up yet when this runs (`resolve`): the limit is logged with the
     // descriptor budget at start.
     let _ = lim;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strom_kafka::SecurityProtocol;
+
+    fn flags(listeners: Option<&str>, kafka_addr: Option<&str>) -> ServeArgs {
+        ServeArgs {
+            listeners: listeners.map(Into::into),
+            kafka_addr: kafka_addr.map(Into::into),
+            ..ServeArgs::default()
+        }
+    }
+
+    fn listeners(mut a: ServeArgs, mut f: FileConfig) -> Result<Vec<ListenerConfig>> {
+        resolve_listeners(&mut a, &mut f)
+    }
+
+    fn error(a: ServeArgs, f: FileConfig) -> String {
+        format!("{:#}", listeners(a, f).expect_err("an error"))
+    }
+
+    #[test]
+    fn kafka_addr_is_a_plaintext_listener_and_the_default() {
+        let ls = listeners(flags(None, Some("127.0.0.1:9999")), FileConfig::default()).unwrap();
+        assert_eq!(
+            ls,
+            vec![ListenerConfig::plaintext("127.0.0.1:9999".parse().unwrap())]
+        );
+        let ls = listeners(ServeArgs::default(), FileConfig::default()).unwrap();
+        assert_eq!(ls[0].listen, "127.0.0.1:9092".parse().unwrap());
+    }
+
+    #[test]
+    fn listeners_with_advertised_listeners() {
+        let mut a = flags(Some("PLAINTEXT://127.0.0.1:1,OUTSIDE://0.0.0.0:2"), None);
+        a.listener_security_protocol_map = Some("OUTSIDE:PLAINTEXT".into());
+        a.advertised_listeners = Some("OUTSIDE://kafka.example:443".into());
+        let ls = listeners(a, FileConfig::default()).unwrap();
+        assert_eq!(ls.len(), 2);
+        assert_eq!(ls[1].protocol, SecurityProtocol::Plaintext);
+        assert_eq!(ls[1].advertised, Some(("kafka.example".into(), 443)));
+    }
+
+    #[test]
+    fn both_forms_at_once_are_refused() {
+        let e = error(
+            flags(Some("PLAINTEXT://127.0.0.1:1"), Some("127.0.0.1:1")),
+            FileConfig::default(),
+        );
+        assert!(
+            e.contains("--listeners and --kafka-addr are both given"),
+            "{e}"
+        );
+        let mut a = flags(None, Some("127.0.0.1:1"));
+        a.advertised_addr = Some("h:1".into());
+        a.advertised_listeners = Some("PLAINTEXT://h:1".into());
+        let e = error(a, FileConfig::default());
+        assert!(
+            e.contains("--advertised-listeners and --advertised-addr"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn advertised_addr_is_for_one_listener() {
+        let mut a = flags(None, Some("0.0.0.0:1"));
+        a.advertised_addr = Some("[::1]:7".into());
+        let ls = listeners(a, FileConfig::default()).unwrap();
+        assert_eq!(ls[0].advertised, Some(("::1".into(), 7)));
+        let mut a = flags(Some("PLAINTEXT://127.0.0.1:1,X://127.0.0.1:2"), None);
+        a.listener_security_protocol_map = Some("X:PLAINTEXT".into());
+        a.advertised_addr = Some("h:1".into());
+        let e = error(a, FileConfig::default());
+        assert!(
+            e.contains("with 2 listeners give --advertised-listeners"),
+            "{e}"
+        );
+        let mut a = flags(None, Some("127.0.0.1:1"));
+        a.advertised_addr = Some("0.0.0.0:1".into());
+        let e = error(a, FileConfig::default());
+        assert!(e.contains("unspecified address"), "{e}");
+    }
+
+    #[test]
+    fn protocols_not_served_yet_are_refused() {
+        for p in ["SSL", "SASL_PLAINTEXT", "SASL_SSL"] {
+            let spec = format!("PLAINTEXT://127.0.0.1:1,{p}://0.0.0.0:2");
+            let e = error(flags(Some(&spec), None), FileConfig::default());
+            assert!(
+                e.contains(&format!(
+                    "security protocol {p}, which is not supported yet"
+                )),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_config_file_has_the_same_keys_and_flags_win() {
+        let f: FileConfig = toml::from_str(
+            r#"
+            listeners = "PLAINTEXT://127.0.0.1:5,IN://127.0.0.1:6"
+            listener_security_protocol_map = "IN:PLAINTEXT"
+            advertised_listeners = "IN://in.example:6"
+            "#,
+        )
+        .unwrap();
+        let ls = listeners(ServeArgs::default(), f).unwrap();
+        assert_eq!(ls.len(), 2);
+        assert_eq!(ls[1].advertised, Some(("in.example".into(), 6)));
+        // A flag's --kafka-addr replaces the file's listeners (no conflict across layers).
+        let f: FileConfig = toml::from_str(r#"listeners = "PLAINTEXT://127.0.0.1:5""#).unwrap();
+        let ls = listeners(flags(None, Some("127.0.0.1:8")), f).unwrap();
+        assert_eq!(ls[0].listen.port(), 8);
+        // Within the file both forms at once are refused too.
+        let f: FileConfig = toml::from_str(
+            r#"
+            listeners = "PLAINTEXT://127.0.0.1:5"
+            kafka_addr = "127.0.0.1:5"
+            "#,
+        )
+        .unwrap();
+        assert!(error(ServeArgs::default(), f).contains("both given"));
+    }
 }
