@@ -2,7 +2,7 @@
 `--listener-security-protocol-map`, `--advertised-listeners`, and each listener answering
 Metadata, FindCoordinator and DescribeCluster with its own advertised address. kcat shows each
 listener's address; confluent-kafka produces through one listener and consumes in a group
-through the other. Protocols not served yet (TLS, SASL) are refused at start; `--kafka-addr`
+through the other. Protocols not served yet (SASL) are refused at start; `--kafka-addr`
 still works as the short form."""
 
 import json
@@ -117,12 +117,20 @@ def run_serve(*args, timeout=30):
         shutil.rmtree(d, ignore_errors=True)
 
 
-@pytest.mark.parametrize("protocol", ["SASL_SSL", "SSL", "SASL_PLAINTEXT"])
+@pytest.mark.parametrize("protocol", ["SASL_SSL", "SASL_PLAINTEXT"])
 def test_protocols_not_served_yet_are_refused_at_start(protocol):
     p1, p2 = free_port(), free_port()
     p = run_serve("--listeners", f"PLAINTEXT://127.0.0.1:{p1},{protocol}://0.0.0.0:{p2}")
     assert p.returncode == 1, p
     assert f"security protocol {protocol}, which is not supported yet" in p.stderr
+    assert "panicked" not in p.stderr
+
+
+def test_an_ssl_listener_without_a_certificate_is_refused_at_start():
+    p1, p2 = free_port(), free_port()
+    p = run_serve("--listeners", f"PLAINTEXT://127.0.0.1:{p1},SSL://127.0.0.1:{p2}")
+    assert p.returncode == 1, p
+    assert "give its certificate with --tls-cert FILE --tls-key FILE" in p.stderr, p.stderr
     assert "panicked" not in p.stderr
 
 

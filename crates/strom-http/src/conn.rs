@@ -215,14 +215,40 @@ impl Door {
         self: Arc<Self>,
         stream: TcpStream,
         open: Open,
-        mut stop: watch::Receiver<bool>,
+        stop: watch::Receiver<bool>,
     ) {
         let activity = Arc::new(Activity::new());
-        let io = TokioIo::new(Tracked {
+        let tracked = Tracked {
             stream,
             activity: activity.clone(),
             _open: open,
-        });
+        };
+        let Some(tls) = self.config.tls.clone() else {
+            return self.serve(tracked, activity, stop).await;
+        };
+        // HTTPS: the handshake first, bounded by the read timeout; a failed one closes this
+        // connection only.
+        match tls.accept(tracked, self.config.read_timeout).await {
+            Ok(stream) => self.serve(stream, activity, stop).await,
+            Err(e) => {
+                self.metrics.closed("tls_handshake");
+                if let Some(suppressed) = self.close_log.ready() {
+                    tracing::info!(error = %e, suppressed, "HTTPS connection closed: TLS handshake failed");
+                }
+            }
+        }
+    }
+
+    /// Serves HTTP/1.1 (and upgrades) on `io` until it closes, times out, or the door stops.
+    async fn serve<I>(
+        self: Arc<Self>,
+        io: I,
+        activity: Arc<Activity>,
+        mut stop: watch::Receiver<bool>,
+    ) where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let io = TokioIo::new(io);
         let svc = Svc {
             router: self.router.clone(),
             activity: activity.clone(),

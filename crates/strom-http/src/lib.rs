@@ -70,6 +70,8 @@ pub struct HttpConfig {
     pub buffer_bytes: usize,
     /// Bytes of responses waiting for one connection's reader.
     pub connection_buffer_bytes: usize,
+    /// HTTPS with this certificate (`--http-tls true`); `None`: plain HTTP.
+    pub tls: Option<Arc<strom_tls::Tls>>,
 }
 
 impl Default for HttpConfig {
@@ -84,6 +86,7 @@ impl Default for HttpConfig {
             read_timeout: std::time::Duration::from_secs(10),
             buffer_bytes: 256 << 20,
             connection_buffer_bytes: 8 << 20,
+            tls: None,
         }
     }
 }

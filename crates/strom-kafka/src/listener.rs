@@ -46,9 +46,14 @@ impl SecurityProtocol {
             .find(|p| p.name().eq_ignore_ascii_case(s))
     }
 
-    /// Whether the Kafka door serves this protocol (TLS and SASL are not built yet).
+    /// Whether the Kafka door serves this protocol (SASL is not built yet).
     pub fn supported(self) -> bool {
-        self == SecurityProtocol::Plaintext
+        matches!(self, SecurityProtocol::Plaintext | SecurityProtocol::Ssl)
+    }
+
+    /// Whether connections on it start with a TLS handshake.
+    pub fn tls(self) -> bool {
+        matches!(self, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl)
     }
 }
 
@@ -90,16 +95,23 @@ impl ListenerConfig {
         }
     }
 
-    /// Refuses a protocol the door does not serve yet.
-    pub fn check_supported(&self) -> Result<(), ListenerError> {
-        if self.protocol.supported() {
-            return Ok(());
+    /// Refuses a protocol the door does not serve yet, and a TLS listener without a
+    /// certificate (`tls`: whether `--tls-cert` / `--tls-key` are given).
+    pub fn check_supported(&self, tls: bool) -> Result<(), ListenerError> {
+        if !self.protocol.supported() {
+            return Err(ListenerError(format!(
+                "listener {}://{} uses security protocol {}, which is not supported yet \
+                 (PLAINTEXT and SSL listeners can be served; SASL is to come)",
+                self.name, self.listen, self.protocol
+            )));
         }
-        Err(ListenerError(format!(
-            "listener {}://{} uses security protocol {}, which is not supported yet \
-             (only PLAINTEXT listeners can be served; TLS and SASL are to come)",
-            self.name, self.listen, self.protocol
-        )))
+        if self.protocol.tls() && !tls {
+            return Err(ListenerError(format!(
+                "listener {}://{} uses {}: give its certificate with --tls-cert FILE --tls-key FILE",
+                self.name, self.listen, self.protocol
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -359,8 +371,8 @@ mod tests {
         assert_eq!(ls[1].name, "SASL_SSL");
         assert_eq!(ls[1].protocol, SecurityProtocol::SaslSsl);
         assert_eq!(ls[1].listen, "0.0.0.0:9093".parse().unwrap());
-        assert!(ls[0].check_supported().is_ok());
-        let e = ls[1].check_supported().unwrap_err().0;
+        assert!(ls[0].check_supported(false).is_ok());
+        let e = ls[1].check_supported(true).unwrap_err().0;
         assert!(
             e.contains("SASL_SSL") && e.contains("not supported yet"),
             "{e}"
@@ -381,8 +393,12 @@ mod tests {
         assert_eq!(ls[3].listen.port(), 4);
         assert!(ls[3].listen.ip().is_loopback());
         for p in SecurityProtocol::ALL {
-            assert_eq!(p.supported(), p == SecurityProtocol::Plaintext);
+            let served = [SecurityProtocol::Plaintext, SecurityProtocol::Ssl];
+            assert_eq!(p.supported(), served.contains(&p));
         }
+        assert!(ls[1].check_supported(true).is_ok());
+        let e = ls[1].check_supported(false).unwrap_err().0;
+        assert!(e.contains("--tls-cert"), "{e}");
     }
 
     #[test]

@@ -27,7 +27,9 @@ use strom_broker::share::ShareCoordinator;
 use strom_broker::Broker;
 use strom_wire::{Chunk, Chunked, Frame as Response};
 use tokio::io::Interest;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{
+    AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter,
+};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -60,8 +62,11 @@ pub struct KafkaConfig {
     /// A connection with no request in flight for this long is closed
     /// (`connections.max.idle.ms`).
     pub connections_max_idle: Duration,
-    /// A request whose bytes stop arriving for this long closes its connection.
+    /// A request whose bytes stop arriving for this long closes its connection; a TLS
+    /// handshake not done within it too.
     pub read_timeout: Duration,
+    /// The certificate of SSL listeners (`--tls-cert`, `--tls-key`, `--tls-client-ca`).
+    pub tls: Option<Arc<strom_tls::Tls>>,
 }
 
 impl KafkaConfig {
@@ -76,6 +81,7 @@ impl KafkaConfig {
             listen_backlog: 4096,
             connections_max_idle: Duration::from_secs(600),
             read_timeout: Duration::from_secs(10),
+            tls: None,
         }
     }
 }
@@ -181,8 +187,8 @@ const MAX_LATER_REPLIES: usize = 32;
 
 impl KafkaServer {
     /// Binds every listener. A listener whose security protocol the door does not serve yet
-    /// (anything but PLAINTEXT) is refused (`Unsupported`), as is a door without listeners;
-    /// an error names the listener.
+    /// (SASL) or an SSL listener without `config.tls` is refused (`Unsupported`), as is a
+    /// door without listeners; an error names the listener.
     pub async fn bind(
         config: KafkaConfig,
         broker: Arc<Broker>,
@@ -197,7 +203,7 @@ impl KafkaServer {
         }
         let mut listeners = Vec::with_capacity(config.listeners.len());
         for l in &config.listeners {
-            l.check_supported()
+            l.check_supported(config.tls.is_some())
                 .map_err(|e| io::Error::new(io::ErrorKind::Unsupported, e))?;
             let sock =
                 strom_broker::limits::listen(l.listen, config.listen_backlog).map_err(|e| {
@@ -310,7 +316,7 @@ async fn accept_loop(
                     ctx.broker.metrics().connection("kafka", 1);
                     let stop = shutdown.clone();
                     conns.spawn(async move {
-                        if let Err(e) = connection(stream, client, &ctx, stop).await {
+                        if let Err(e) = serve_stream(stream, client, &ctx, stop).await {
                             tracing::info!(%peer, reason = %e.0, "kafka connection closed");
                         }
                         ctx.connections.fetch_sub(1, Ordering::Relaxed);
@@ -350,14 +356,84 @@ async fn accept_loop(
     conns.abort_all();
 }
 
-async fn connection(
+/// A connection from its first byte: on a TLS listener the handshake first (bounded by the
+/// read timeout; a client certificate makes the principal `User:<CN>`), then its requests.
+/// A failed handshake closes that connection only.
+async fn serve_stream(
     stream: TcpStream,
-    client: Client,
+    mut client: Client,
     ctx: &Ctx,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), Fatal> {
     stream.set_nodelay(true)?;
-    let (rd, wr) = stream.into_split();
+    if !client.listener.protocol.tls() {
+        let (rd, wr) = stream.into_split();
+        return connection(rd, wr, client, ctx, shutdown).await;
+    }
+    let Some(tls) = &ctx.config.tls else {
+        return Err(Fatal("TLS listener without a certificate".into()));
+    };
+    let stream = tokio::select! {
+        s = tls.accept(stream, ctx.config.read_timeout) => {
+            s.map_err(|e| Fatal(format!("TLS handshake failed: {e}")))?
+        }
+        _ = shutdown.changed() => return Ok(()),
+    };
+    if let Some(cn) = strom_tls::peer_common_name(&stream) {
+        client.principal = Arc::new(Principal::user(cn));
+        tracing::info!(peer = %client.peer, listener = %client.listener.name,
+            principal = %client.principal, "kafka client authenticated by its TLS certificate");
+    }
+    let (rd, wr) = tokio::io::split(stream);
+    connection(rd, wr, client, ctx, shutdown).await
+}
+
+/// Where a connection's responses go: a socket (file ranges by sendfile) or a TLS stream
+/// (file ranges read and encrypted).
+trait Sink: AsyncWrite + Unpin + Send {
+    /// Writes `len` bytes of `file` from `pos`.
+    fn send_file(
+        &mut self,
+        file: &File,
+        pos: u64,
+        len: usize,
+    ) -> impl Future<Output = io::Result<()>> + Send;
+}
+
+impl Sink for OwnedWriteHalf {
+    async fn send_file(&mut self, file: &File, pos: u64, len: usize) -> io::Result<()> {
+        send_file(self.as_ref(), file, pos, len).await
+    }
+}
+
+impl Sink for tokio::io::WriteHalf<strom_tls::TlsStream<TcpStream>> {
+    async fn send_file(&mut self, file: &File, mut pos: u64, mut len: usize) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        // Page-cache reads in chunks of at most 64 KiB, each encrypted and written before the
+        // next is read: bounded memory per connection.
+        let mut buf = vec![0u8; len.min(64 * 1024)];
+        while len > 0 {
+            let n = len.min(buf.len());
+            file.read_exact_at(&mut buf[..n], pos)?;
+            self.write_all(&buf[..n]).await?;
+            pos += n as u64;
+            len -= n;
+        }
+        Ok(())
+    }
+}
+
+async fn connection<R, W>(
+    rd: R,
+    wr: W,
+    client: Client,
+    ctx: &Ctx,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), Fatal>
+where
+    R: AsyncRead + Unpin + Send,
+    W: Sink,
+{
     let mut rd = BufReader::with_capacity(16 * 1024, rd);
     let mut wr = BufWriter::with_capacity(64 * 1024, wr);
     let max = ctx.config.max_request_bytes;
@@ -466,8 +542,8 @@ enum Next {
 }
 
 /// Waits for every queued reply and writes each, oldest first.
-async fn send_in_turn(
-    wr: &mut BufWriter<OwnedWriteHalf>,
+async fn send_in_turn<W: Sink>(
+    wr: &mut BufWriter<W>,
     later: &mut VecDeque<LaterReply<'_>>,
 ) -> Result<(), Fatal> {
     while let Some(reply) = later.pop_front() {
@@ -477,8 +553,8 @@ async fn send_in_turn(
 }
 
 /// Writes a response: small chunks gather in the writer's buffer, large ones go to the
-/// socket directly, file ranges (fetched records) by sendfile.
-async fn send(wr: &mut BufWriter<OwnedWriteHalf>, reply: Reply) -> Result<(), Fatal> {
+/// socket directly, file ranges (fetched records) by the sink's `send_file`.
+async fn send<W: Sink>(wr: &mut BufWriter<W>, reply: Reply) -> Result<(), Fatal> {
     let Some(response) = reply else {
         return Ok(());
     };
@@ -487,7 +563,7 @@ async fn send(wr: &mut BufWriter<OwnedWriteHalf>, reply: Reply) -> Result<(), Fa
             Chunk::Mem(b) => wr.write_all(b).await?,
             Chunk::File { file, pos, len } => {
                 wr.flush().await?;
-                send_file(wr.get_ref().as_ref(), file, *pos, *len).await?;
+                wr.get_mut().send_file(file, *pos, *len).await?;
             }
         }
     }

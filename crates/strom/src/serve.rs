@@ -52,6 +52,23 @@ pub(crate) struct ServeArgs {
     /// if that default is taken, the broker runs without the HTTP door and says so].
     #[arg(long, env = "STROM_HTTP_ADDR")]
     http_addr: Option<String>,
+    /// PEM certificate chain (server certificate first) of the SSL listeners, and of the HTTP
+    /// door with --http-tls true; re-read with --tls-key and --tls-client-ca on SIGHUP (open
+    /// connections keep theirs).
+    #[arg(long, env = "STROM_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "STROM_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// PEM CA certificates for mutual TLS on the SSL listeners: a client must present a
+    /// certificate signed by one of them, and its principal is `User:<CN>` [default: no
+    /// client certificate asked for; principal User:ANONYMOUS].
+    #[arg(long, env = "STROM_TLS_CLIENT_CA")]
+    tls_client_ca: Option<PathBuf>,
+    /// Serve the HTTP door over HTTPS with --tls-cert (no client certificate asked for)
+    /// [default: false].
+    #[arg(long, env = "STROM_HTTP_TLS", action = clap::ArgAction::Set)]
+    http_tls: Option<bool>,
     /// Records buffered per WebSocket before a client that does not keep up is closed (1013)
     /// [default: 4096].
     #[arg(long, env = "STROM_WS_BUFFER_RECORDS")]
@@ -168,6 +185,10 @@ struct FileConfig {
     advertised_listeners: Option<String>,
     advertised_addr: Option<String>,
     http_addr: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
+    http_tls: Option<bool>,
     ws_buffer_records: Option<usize>,
     ws_slow_policy: Option<String>,
     ws_ping_interval_ms: Option<u64>,
@@ -224,7 +245,8 @@ fn resolve(mut a: ServeArgs) -> Result<Settings> {
         }
         None => FileConfig::default(),
     };
-    let listeners = resolve_listeners(&mut a, &mut f)?;
+    let (kafka_tls, http_tls) = resolve_tls(&mut a, &mut f)?;
+    let listeners = resolve_listeners(&mut a, &mut f, kafka_tls.is_some())?;
     let data_dir = a
         .data_dir
         .or(f.data_dir)
@@ -406,6 +428,7 @@ fn resolve(mut a: ServeArgs) -> Result<Settings> {
             listen_backlog,
             connections_max_idle: idle,
             read_timeout,
+            tls: kafka_tls,
         },
         fds,
         http_addr: a.http_addr.or(f.http_addr),
@@ -440,6 +463,7 @@ fn resolve(mut a: ServeArgs) -> Result<Settings> {
                 .or(f.http_connection_buffer_bytes)
                 .unwrap_or(8 << 20)
                 .max(1 << 16),
+            tls: http_tls,
             ..strom_http::HttpConfig::default()
         },
         listen_backlog,
@@ -451,7 +475,11 @@ fn resolve(mut a: ServeArgs) -> Result<Settings> {
 /// from the flags and environment, else from the file), their protocols and advertised
 /// addresses (`--advertised-listeners` or, for one listener, `--advertised-addr`). A listener
 /// whose protocol is not served yet is refused here, before anything is opened.
-fn resolve_listeners(a: &mut ServeArgs, f: &mut FileConfig) -> Result<Vec<ListenerConfig>> {
+fn resolve_listeners(
+    a: &mut ServeArgs,
+    f: &mut FileConfig,
+    tls: bool,
+) -> Result<Vec<ListenerConfig>> {
     let (listeners, kafka_addr) = if a.listeners.is_some() || a.kafka_addr.is_some() {
         (a.listeners.take(), a.kafka_addr.take())
     } else {
@@ -511,9 +539,52 @@ fn resolve_listeners(a: &mut ServeArgs, f: &mut FileConfig) -> Result<Vec<Listen
         out[0].advertised = Some(listener::check_advertised("--advertised-addr", h, p)?);
     }
     for l in &out {
-        l.check_supported()?;
+        l.check_supported(tls)?;
     }
     Ok(out)
+}
+
+/// The TLS of the Kafka door's SSL listeners and of the HTTP door (`--http-tls true`), loaded
+/// (so that a bad file stops the start with its name). `--tls-cert` and `--tls-key` go
+/// together; the HTTP door does not ask for client certificates.
+type DoorTls = Option<Arc<strom_tls::Tls>>;
+fn resolve_tls(a: &mut ServeArgs, f: &mut FileConfig) -> Result<(DoorTls, DoorTls)> {
+    let cert = a.tls_cert.take().or(f.tls_cert.take());
+    let key = a.tls_key.take().or(f.tls_key.take());
+    let client_ca = a.tls_client_ca.take().or(f.tls_client_ca.take());
+    let http = a.http_tls.or(f.http_tls).unwrap_or(false);
+    let (cert, key) = match (cert, key) {
+        (Some(c), Some(k)) => (c, k),
+        (None, None) => {
+            if client_ca.is_some() {
+                bail!("--tls-client-ca needs --tls-cert and --tls-key");
+            }
+            if http {
+                bail!("--http-tls true needs --tls-cert and --tls-key");
+            }
+            return Ok((None, None));
+        }
+        (Some(_), None) => bail!("--tls-cert needs --tls-key"),
+        (None, Some(_)) => bail!("--tls-key needs --tls-cert"),
+    };
+    let files = strom_tls::TlsFiles {
+        cert,
+        key,
+        client_ca,
+    };
+    let http = if http {
+        let files = strom_tls::TlsFiles {
+            client_ca: None,
+            ..files.clone()
+        };
+        Some(Arc::new(strom_tls::Tls::load(
+            files,
+            vec![b"http/1.1".to_vec()],
+        )?))
+    } else {
+        None
+    };
+    Ok((Some(Arc::new(strom_tls::Tls::load(files, vec![])?)), http))
 }
 
 /// Runs the broker until SIGTERM or SIGINT.
@@ -611,7 +682,11 @@ async fn serve(s: Settings) -> Result<()> {
     let delays = tokio::spawn(broker.clone().run_delays());
     let cleaner = tokio::spawn(broker.clone().run_cleaner());
     let serving = tokio::spawn(server.run(stop_rx, Duration::from_secs(10)));
-    wait_for_signal().await?;
+    let reloadable: Vec<_> = [s.kafka.tls.clone(), s.http.tls.clone()]
+        .into_iter()
+        .flatten()
+        .collect();
+    wait_for_signal(&reloadable).await?;
     tracing::info!("shutting down: draining connections");
     let _ = stop_tx.send(true);
     broker.stop_waiting();
@@ -673,15 +748,32 @@ async fn start_http(
     })))
 }
 
-async fn wait_for_signal() -> Result<()> {
+/// Waits for SIGTERM or SIGINT; meanwhile each SIGHUP re-reads the TLS files of `tls` (a
+/// failed reload is logged and keeps the certificate in use).
+async fn wait_for_signal(tls: &[Arc<strom_tls::Tls>]) -> Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
+    let mut hup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+            _ = hup.recv() => {
+                if tls.is_empty() {
+                    tracing::info!("SIGHUP received: no TLS certificate to reload");
+                }
+                for t in tls {
+                    match t.reload() {
+                        Ok(()) => tracing::info!(cert = %t.files().cert.display(), "SIGHUP: TLS certificate reloaded"),
+                        Err(e) => tracing::error!(error = %e, "SIGHUP: TLS certificate not reloaded, the previous one stays in use"),
+                    }
+                }
+                continue;
+            }
+        }
+        return Ok(());
     }
-    Ok(())
 }
 
 /// Every segment keeps its data file open and every connection is a socket: raise the soft
@@ -730,7 +822,7 @@ mod tests {
     }
 
     fn listeners(mut a: ServeArgs, mut f: FileConfig) -> Result<Vec<ListenerConfig>> {
-        resolve_listeners(&mut a, &mut f)
+        resolve_listeners(&mut a, &mut f, false)
     }
 
     fn error(a: ServeArgs, f: FileConfig) -> String {
@@ -801,7 +893,10 @@ mod tests {
 
     #[test]
     fn protocols_not_served_yet_are_refused() {
-        for p in ["SSL", "SASL_PLAINTEXT", "SASL_SSL"] {
+        let spec = "PLAINTEXT://127.0.0.1:1,SSL://0.0.0.0:2";
+        let e = error(flags(Some(spec), None), FileConfig::default());
+        assert!(e.contains("give its certificate with --tls-cert"), "{e}");
+        for p in ["SASL_PLAINTEXT", "SASL_SSL"] {
             let spec = format!("PLAINTEXT://127.0.0.1:1,{p}://0.0.0.0:2");
             let e = error(flags(Some(&spec), None), FileConfig::default());
             assert!(
