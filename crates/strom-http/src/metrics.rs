@@ -222,7 +222,7 @@ pub(crate) async fn render(State(s): State<AppState>) -> Response {
         "# HELP strom_http_ws_tails Shared followers of WebSocket subscribers from latest (one per topic, format and isolation followed).\n# TYPE strom_http_ws_tails gauge\nstrom_http_ws_tails {}",
         m.ws_tails.load(Ordering::Relaxed)
     );
-    out.push_str("# HELP strom_http_connections_closed_total Connections the HTTP door closed, by reason (idle: no request for --connections-max-idle-ms; header_timeout: a request head unfinished after --read-timeout-ms; write_stalled: an answer not read for --connections-max-idle-ms).\n# TYPE strom_http_connections_closed_total counter\n");
+    out.push_str("# HELP strom_http_connections_closed_total Connections the HTTP door closed, by reason (idle: no request for --connections-max-idle-ms; header_timeout: a request head unfinished after --read-timeout-ms; write_stalled: an answer not read for --connections-max-idle-ms; tls_handshake: a failed or unfinished TLS handshake with --http-tls true).\n# TYPE strom_http_connections_closed_total counter\n");
     for (reason, n) in m.closed.lock().iter() {
         let _ = writeln!(
             out,
