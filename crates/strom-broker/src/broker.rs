@@ -229,6 +229,8 @@ pub struct Broker {
     pub(crate) quotas: std::sync::OnceLock<crate::admin::ClientQuotas>,
     /// The log cleaner's registry and metrics (`cleaner.rs`).
     cleaner: crate::cleaner::Cleaner,
+    /// SCRAM credentials (`.strom/scram-credentials.json`), opened at first use.
+    credentials: std::sync::OnceLock<Arc<crate::security::credentials::Credentials>>,
 }
 
 impl Broker {
@@ -288,7 +290,20 @@ impl Broker {
             txn_guard: std::sync::OnceLock::new(),
             quotas: std::sync::OnceLock::new(),
             cleaner: crate::cleaner::Cleaner::default(),
+            credentials: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// The SCRAM credential store of the data directory (SASL PLAIN and SCRAM logins),
+    /// opened at first use; a store that cannot be read is an error each time it is asked
+    /// for, so that authentication fails instead of the broker.
+    pub fn credentials(&self) -> Result<Arc<crate::security::credentials::Credentials>> {
+        if let Some(c) = self.credentials.get() {
+            return Ok(c.clone());
+        }
+        let opened = crate::security::credentials::Credentials::open(&self.config.data_dir)
+            .map_err(|e| BrokerError::Io(std::io::Error::other(e.to_string())))?;
+        Ok(self.credentials.get_or_init(|| Arc::new(opened)).clone())
     }
 
     /// The broker's settings.

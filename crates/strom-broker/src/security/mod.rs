@@ -7,6 +7,10 @@
 
 use std::fmt;
 
+pub mod credentials;
+pub mod sasl;
+pub mod scram;
+
 /// A principal in Kafka's `Type:Name` form (`User:alice`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Principal {
