@@ -8,6 +8,8 @@
 //! - `server`: listeners (one accept loop each), framing (length prefix, `socket.request.max.bytes`), one task per
 //!   connection, in-order pipelined responses, graceful drain, the dispatch table;
 //! - `versions`: the advertised API ranges;
+//! - `sasl`: SaslHandshake / SaslAuthenticate per connection, re-authentication, the SCRAM
+//!   credential APIs;
 //! - `meta`, `data`, `admin`, `group_api`, `txn_api` (transactions): the handlers; `legacy`: UNSUPPORTED_VERSION answers for the
 //!   old Produce/Fetch versions advertised for old librdkafka; `codes`: core errors to Kafka
 //!   error codes.
@@ -25,6 +27,7 @@ mod legacy;
 pub mod listener;
 mod meta;
 mod pool;
+mod sasl;
 mod schema;
 mod server;
 mod share_api;

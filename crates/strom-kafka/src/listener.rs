@@ -46,9 +46,12 @@ impl SecurityProtocol {
             .find(|p| p.name().eq_ignore_ascii_case(s))
     }
 
-    /// Whether the Kafka door serves this protocol (SASL is not built yet).
-    pub fn supported(self) -> bool {
-        matches!(self, SecurityProtocol::Plaintext | SecurityProtocol::Ssl)
+    /// Whether connections on it authenticate with SASL before anything else.
+    pub fn sasl(self) -> bool {
+        matches!(
+            self,
+            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+        )
     }
 
     /// Whether connections on it start with a TLS handshake.
@@ -95,16 +98,9 @@ impl ListenerConfig {
         }
     }
 
-    /// Refuses a protocol the door does not serve yet, and a TLS listener without a
-    /// certificate (`tls`: whether `--tls-cert` / `--tls-key` are given).
+    /// Refuses a TLS listener (SSL, SASL_SSL) without a certificate (`tls`: whether
+    /// `--tls-cert` / `--tls-key` are given).
     pub fn check_supported(&self, tls: bool) -> Result<(), ListenerError> {
-        if !self.protocol.supported() {
-            return Err(ListenerError(format!(
-                "listener {}://{} uses security protocol {}, which is not supported yet \
-                 (PLAINTEXT and SSL listeners can be served; SASL is to come)",
-                self.name, self.listen, self.protocol
-            )));
-        }
         if self.protocol.tls() && !tls {
             return Err(ListenerError(format!(
                 "listener {}://{} uses {}: give its certificate with --tls-cert FILE --tls-key FILE",
@@ -372,11 +368,10 @@ mod tests {
         assert_eq!(ls[1].protocol, SecurityProtocol::SaslSsl);
         assert_eq!(ls[1].listen, "0.0.0.0:9093".parse().unwrap());
         assert!(ls[0].check_supported(false).is_ok());
-        let e = ls[1].check_supported(true).unwrap_err().0;
-        assert!(
-            e.contains("SASL_SSL") && e.contains("not supported yet"),
-            "{e}"
-        );
+        assert!(ls[1].check_supported(true).is_ok());
+        let e = ls[1].check_supported(false).unwrap_err().0;
+        assert!(e.contains("SASL_SSL") && e.contains("--tls-cert"), "{e}");
+        assert!(ls[1].protocol.sasl() && !ls[0].protocol.sasl());
     }
 
     #[test]
@@ -393,8 +388,8 @@ mod tests {
         assert_eq!(ls[3].listen.port(), 4);
         assert!(ls[3].listen.ip().is_loopback());
         for p in SecurityProtocol::ALL {
-            let served = [SecurityProtocol::Plaintext, SecurityProtocol::Ssl];
-            assert_eq!(p.supported(), served.contains(&p));
+            assert_eq!(p.tls(), p.name().contains("SSL"));
+            assert_eq!(p.sasl(), p.name().starts_with("SASL"));
         }
         assert!(ls[1].check_supported(true).is_ok());
         let e = ls[1].check_supported(false).unwrap_err().0;

@@ -736,6 +736,29 @@ const ALTER_CLIENT_QUOTAS: &[Field] = &[
     f("validate_only", Bool),
 ];
 
+const SASL_HANDSHAKE: &[Field] = &[f("mechanism", Str)];
+
+const SASL_AUTHENTICATE: &[Field] = &[f("auth_bytes", Bytes)];
+
+const DESCRIBE_USER_SCRAM_CREDENTIALS: &[Field] = &[f("users", Structs(&[f("name", Str)]))];
+
+const ALTER_USER_SCRAM_CREDENTIALS: &[Field] = &[
+    f(
+        "deletions",
+        Structs(&[f("name", Str), f("mechanism", Int8)]),
+    ),
+    f(
+        "upsertions",
+        Structs(&[
+            f("name", Str),
+            f("mechanism", Int8),
+            f("iterations", Int32),
+            f("salt", Bytes),
+            f("salted_password", Bytes),
+        ]),
+    ),
+];
+
 const LIST_CONFIG_RESOURCES: &[Field] = &[f("resource_types", Array(&Int8)).since(1)];
 
 const GET_TELEMETRY_SUBSCRIPTIONS: &[Field] = &[f("client_instance_id", Uuid)];
@@ -1069,6 +1092,34 @@ pub(crate) const SCHEMAS: &[Schema] = &[
         (0, 0),
         0,
         PUSH_TELEMETRY,
+    ),
+    schema(
+        ApiKey::SaslHandshake,
+        "SaslHandshake",
+        (0, 1),
+        NEVER,
+        SASL_HANDSHAKE,
+    ),
+    schema(
+        ApiKey::SaslAuthenticate,
+        "SaslAuthenticate",
+        (0, 2),
+        2,
+        SASL_AUTHENTICATE,
+    ),
+    schema(
+        ApiKey::DescribeUserScramCredentials,
+        "DescribeUserScramCredentials",
+        (0, 0),
+        0,
+        DESCRIBE_USER_SCRAM_CREDENTIALS,
+    ),
+    schema(
+        ApiKey::AlterUserScramCredentials,
+        "AlterUserScramCredentials",
+        (0, 0),
+        0,
+        ALTER_USER_SCRAM_CREDENTIALS,
     ),
 ];
 

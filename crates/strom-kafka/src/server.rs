@@ -37,12 +37,14 @@ use tokio::task::JoinSet;
 
 use crate::listener::{ListenerConfig, SecurityProtocol};
 use crate::pool::{Held, RequestPool};
+use crate::sasl::{self, SaslState};
 use crate::share_session::ShareSessions;
 use crate::{
     admin, admin2, bounds, consumer_api, data, group_api, legacy, meta, share_api, txn_api,
     versions,
 };
 use strom_broker::limits::{out_of_descriptors, LogEvery, SpareFd};
+use strom_broker::security::sasl::Mechanism;
 use strom_broker::security::Principal;
 
 /// Settings of the Kafka door.
@@ -67,6 +69,14 @@ pub struct KafkaConfig {
     pub read_timeout: Duration,
     /// The certificate of SSL listeners (`--tls-cert`, `--tls-key`, `--tls-client-ca`).
     pub tls: Option<Arc<strom_tls::Tls>>,
+    /// The SASL mechanisms of SASL listeners (`sasl.enabled.mechanisms`).
+    pub sasl_mechanisms: Vec<Mechanism>,
+    /// A SASL session lasts this long; the client re-authenticates before it ends or the
+    /// connection is closed at its next request (`connections.max.reauth.ms`; `None`: forever).
+    pub connections_max_reauth: Option<Duration>,
+    /// A failed authentication is answered after this long
+    /// (`connection.failed.authentication.delay.ms`).
+    pub failed_authentication_delay: Duration,
 }
 
 impl KafkaConfig {
@@ -82,6 +92,9 @@ impl KafkaConfig {
             connections_max_idle: Duration::from_secs(600),
             read_timeout: Duration::from_secs(10),
             tls: None,
+            sasl_mechanisms: Mechanism::ALL.to_vec(),
+            connections_max_reauth: None,
+            failed_authentication_delay: Duration::from_millis(100),
         }
     }
 }
@@ -146,15 +159,20 @@ pub(crate) struct Client {
     pub(crate) peer: SocketAddr,
     pub(crate) listener: Arc<Listener>,
     pub(crate) principal: Arc<Principal>,
+    /// The SASL state of a connection on a SASL listener.
+    pub(crate) sasl: Option<SaslState>,
 }
 
 impl Client {
-    /// An unauthenticated client at `peer` on `listener`.
+    /// An unauthenticated client at `peer` on `listener` (with a SASL state if the listener
+    /// uses SASL).
     pub(crate) fn anonymous(peer: SocketAddr, listener: Arc<Listener>) -> Client {
+        let sasl = listener.protocol.sasl().then(SaslState::default);
         Client {
             peer,
             listener,
             principal: Arc::new(Principal::anonymous()),
+            sasl,
         }
     }
 }
@@ -426,7 +444,7 @@ impl Sink for tokio::io::WriteHalf<strom_tls::TlsStream<TcpStream>> {
 async fn connection<R, W>(
     rd: R,
     wr: W,
-    client: Client,
+    mut client: Client,
     ctx: &Ctx,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), Fatal>
@@ -477,6 +495,15 @@ where
                 Next::Request(Err(e)) => return Err(e.into()),
             }
         }
+        // After a v0 SaslHandshake the exchange's tokens come as raw frames.
+        if let Some(state) = &client.sasl {
+            if sasl::lock(state).raw_token_next() {
+                within(idle, send_in_turn(&mut wr, &mut later)).await?;
+                within(idle, wr.flush()).await?;
+                raw_sasl_token(&mut rd, &mut wr, &mut client, ctx).await?;
+                continue;
+            }
+        }
         // With nothing in flight the connection is idle: `connections.max.idle.ms` closes it.
         let len = tokio::select! {
             r = rd.read_i32() => match r {
@@ -488,6 +515,11 @@ where
             _ = tokio::time::sleep(idle), if later.is_empty() => {
                 return Err(Fatal(format!("idle for {} ms (connections.max.idle.ms)", idle.as_millis())));
             }
+        };
+        // Before SASL authentication only small frames are accepted.
+        let max = match &client.sasl {
+            Some(s) if !sasl::lock(s).authenticated() => max.min(sasl::PRE_AUTH_MAX_REQUEST_BYTES),
+            _ => max,
         };
         if len < 8 || len as usize > max {
             return Err(Fatal(format!(
@@ -505,6 +537,9 @@ where
         // Only produce replies wait behind each other; any other request is handled once
         // the replies before it are sent, in order.
         let api = i16::from_be_bytes([frame[0], frame[1]]);
+        if let Some(state) = &client.sasl {
+            sasl::gate(&sasl::lock(state), api)?;
+        }
         if api != ApiKey::Produce as i16 {
             within(idle, send_in_turn(&mut wr, &mut later)).await?;
         }
@@ -523,6 +558,11 @@ where
             Handled::Now(reply) => later.push_back(Box::pin(std::future::ready(Ok(reply)))),
             Handled::Later(reply) => later.push_back(reply),
         }
+        if is_sasl_api(api) {
+            if let Some(state) = client.sasl.clone() {
+                after_sasl_step(&state, &mut client, &mut wr, idle).await?;
+            }
+        }
         if later.is_empty() && !whole_frame_buffered(rd.buffer()) {
             within(idle, wr.flush()).await?;
         }
@@ -532,6 +572,83 @@ where
     within(idle, wr.flush()).await?;
     tracing::debug!(%peer, "kafka connection ended");
     Ok(())
+}
+
+fn is_sasl_api(api: i16) -> bool {
+    api == ApiKey::SaslHandshake as i16 || api == ApiKey::SaslAuthenticate as i16
+}
+
+/// After a SASL request's reply is sent: a failed exchange closes the connection, a
+/// successful one makes its user the connection's principal.
+async fn after_sasl_step<W: Sink>(
+    state: &SaslState,
+    client: &mut Client,
+    wr: &mut BufWriter<W>,
+    idle: Duration,
+) -> Result<(), Fatal> {
+    let (failure, user) = {
+        let c = sasl::lock(state);
+        (
+            c.failure().map(str::to_string),
+            c.user().map(str::to_string),
+        )
+    };
+    if let Some(reason) = failure {
+        within(idle, wr.flush()).await?;
+        return Err(Fatal(reason));
+    }
+    if let Some(user) = user {
+        if client.principal.name != user || client.principal.is_anonymous() {
+            client.principal = Arc::new(Principal::user(user));
+        }
+    }
+    Ok(())
+}
+
+/// One raw SASL token (after a v0 SaslHandshake): a length-prefixed token in, the
+/// mechanism's answer out with the same framing. A failure closes the connection after
+/// the failed-authentication delay, as Kafka does for v0.
+async fn raw_sasl_token<R, W>(
+    rd: &mut BufReader<R>,
+    wr: &mut BufWriter<W>,
+    client: &mut Client,
+    ctx: &Ctx,
+) -> Result<(), Fatal>
+where
+    R: AsyncRead + Unpin + Send,
+    W: Sink,
+{
+    let Some(state) = client.sasl.clone() else {
+        return Ok(());
+    };
+    let timeout = ctx.config.read_timeout;
+    let len = match tokio::time::timeout(ctx.config.connections_max_idle, rd.read_i32()).await {
+        Ok(r) => r?,
+        Err(_) => return Err(Fatal("idle during a SASL exchange".into())),
+    };
+    if len < 0 || len as usize > sasl::PRE_AUTH_MAX_REQUEST_BYTES {
+        return Err(Fatal(format!("SASL token of {len} bytes")));
+    }
+    let mut token = vec![0u8; len as usize];
+    match tokio::time::timeout(timeout, rd.read_exact(&mut token)).await {
+        Ok(r) => {
+            r.map_err(|e| Fatal(format!("truncated SASL token: {e}")))?;
+        }
+        Err(_) => return Err(Fatal("SASL token stalled".into())),
+    }
+    match sasl::step(&state, &token, ctx, client.peer, &client.listener) {
+        sasl::Outcome::Reply { bytes, .. } => {
+            let idle = ctx.config.connections_max_idle;
+            within(idle, wr.write_all(&(bytes.len() as i32).to_be_bytes())).await?;
+            within(idle, wr.write_all(&bytes)).await?;
+            within(idle, wr.flush()).await?;
+            after_sasl_step(&state, client, wr, idle).await
+        }
+        sasl::Outcome::Failed { message, .. } => {
+            tokio::time::sleep(ctx.config.failed_authentication_delay).await;
+            Err(Fatal(format!("SASL authentication failed: {message}")))
+        }
+    }
 }
 
 /// What a connection waiting for a produce's sync saw first.
@@ -744,6 +861,7 @@ pub(crate) async fn dispatch<'a>(
         peer: client.peer,
         listener: client.listener.clone(),
         principal: client.principal.clone(),
+        sasl: client.sasl.clone(),
     };
     let api = key;
     tracing::trace!(peer = %client.peer, principal = %req.principal, ?api, version, correlation = header.correlation_id, "request");
@@ -806,6 +924,10 @@ pub(crate) async fn dispatch<'a>(
             ApiKey::ListConfigResources => admin2::list_config_resources(req),
             ApiKey::GetTelemetrySubscriptions => admin2::get_telemetry_subscriptions(req),
             ApiKey::PushTelemetry => admin2::push_telemetry(req),
+            ApiKey::SaslHandshake => sasl::handshake(req),
+            ApiKey::SaslAuthenticate => sasl::authenticate(req).await,
+            ApiKey::DescribeUserScramCredentials => sasl::describe_user_scram_credentials(req),
+            ApiKey::AlterUserScramCredentials => sasl::alter_user_scram_credentials(req),
             other => return Err(Fatal(format!("api {other:?} has no handler"))),
         }
         .map(Handled::Now)
@@ -846,6 +968,8 @@ pub(crate) struct Req<'a> {
     pub(crate) listener: Arc<Listener>,
     /// The principal the connection authenticated as.
     pub(crate) principal: Arc<Principal>,
+    /// The connection's SASL state (SASL listeners only).
+    pub(crate) sasl: Option<SaslState>,
 }
 
 impl Req<'_> {

@@ -71,6 +71,11 @@ pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListConfigResources, 0, 1),
     (ApiKey::GetTelemetrySubscriptions, 0, 0),
     (ApiKey::PushTelemetry, 0, 0),
+    // SASL (`sasl`), at Kafka 4.1's ranges.
+    (ApiKey::SaslHandshake, 0, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
+    (ApiKey::DescribeUserScramCredentials, 0, 0),
+    (ApiKey::AlterUserScramCredentials, 0, 0),
 ];
 
 /// The versions below Kafka 4.1's minimum still served, from this version (KIP-896's
@@ -158,6 +163,10 @@ pub(crate) fn name(key: ApiKey) -> &'static str {
         ApiKey::ListConfigResources => "ListConfigResources",
         ApiKey::GetTelemetrySubscriptions => "GetTelemetrySubscriptions",
         ApiKey::PushTelemetry => "PushTelemetry",
+        ApiKey::SaslHandshake => "SaslHandshake",
+        ApiKey::SaslAuthenticate => "SaslAuthenticate",
+        ApiKey::DescribeUserScramCredentials => "DescribeUserScramCredentials",
+        ApiKey::AlterUserScramCredentials => "AlterUserScramCredentials",
         _ => "other",
     }
 }

@@ -149,6 +149,12 @@ macro_rules! by_api {
             ApiKey::ListConfigResources => $f::<ListConfigResourcesRequest>($buf, $v),
             ApiKey::GetTelemetrySubscriptions => $f::<GetTelemetrySubscriptionsRequest>($buf, $v),
             ApiKey::PushTelemetry => $f::<PushTelemetryRequest>($buf, $v),
+            ApiKey::SaslHandshake => $f::<SaslHandshakeRequest>($buf, $v),
+            ApiKey::SaslAuthenticate => $f::<SaslAuthenticateRequest>($buf, $v),
+            ApiKey::DescribeUserScramCredentials => {
+                $f::<DescribeUserScramCredentialsRequest>($buf, $v)
+            }
+            ApiKey::AlterUserScramCredentials => $f::<AlterUserScramCredentialsRequest>($buf, $v),
             other => panic!("no decoder listed for {other:?}"),
         }
     };
