@@ -1,7 +1,8 @@
 //! `strom`: the broker (`strom serve`) and its command line client (`topic`, `produce`,
-//! `consume`, `group`, `bench`).
+//! `consume`, `group`, `bench`, `user`).
 
 mod serve;
+mod user;
 
 use clap::{Parser, Subcommand};
 
@@ -22,6 +23,14 @@ struct Cli {
 enum Cmd {
     /// Run the broker.
     Serve(serve::ServeArgs),
+    /// SCRAM users (SASL PLAIN and SCRAM logins): set, delete, list; offline with
+    /// --data-dir or online with --bootstrap.
+    User {
+        #[command(flatten)]
+        target: user::Target,
+        #[command(subcommand)]
+        cmd: user::UserCmd,
+    },
     #[command(flatten)]
     Client(strom_client::cli::Command),
 }
@@ -36,6 +45,7 @@ fn main() {
                 1
             }
         },
+        Cmd::User { target, cmd } => user::run(target, cmd),
         Cmd::Client(cmd) => strom_client::cli::run(cmd),
     };
     std::process::exit(code);

@@ -11,6 +11,7 @@ use clap::Args;
 use serde::Deserialize;
 use strom_broker::coordinator::{GroupConfig, GroupCoordinator, PartitionExists};
 use strom_broker::limits::FdBudget;
+use strom_broker::security::sasl::Mechanism;
 use strom_broker::share::{ShareConfig, ShareCoordinator};
 use strom_broker::txn::{TxnConfig, TxnCoordinator};
 use strom_broker::{Broker, BrokerConfig};
@@ -31,7 +32,7 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "STROM_KAFKA_ADDR")]
     kafka_addr: Option<String>,
     /// Kafka listeners, as Kafka's `listeners`: NAME://HOST:PORT,... where NAME is a security
-    /// protocol (PLAINTEXT; SSL, SASL_PLAINTEXT and SASL_SSL are refused: not supported yet)
+    /// protocol (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL; SSL ones need --tls-cert/--tls-key)
     /// or a name of --listener-security-protocol-map; each needs its own port.
     #[arg(long, env = "STROM_LISTENERS")]
     listeners: Option<String>,
@@ -69,6 +70,20 @@ pub(crate) struct ServeArgs {
     /// [default: false].
     #[arg(long, env = "STROM_HTTP_TLS", action = clap::ArgAction::Set)]
     http_tls: Option<bool>,
+    /// SASL mechanisms of the SASL_PLAINTEXT / SASL_SSL listeners, checked against the SCRAM
+    /// credentials of `strom user set` (sasl.enabled.mechanisms)
+    /// [default: PLAIN,SCRAM-SHA-256,SCRAM-SHA-512].
+    #[arg(long, env = "STROM_SASL_MECHANISMS")]
+    sasl_mechanisms: Option<String>,
+    /// A SASL session lasts this long: the client re-authenticates (KIP-368) or its
+    /// connection is closed at its next request (connections.max.reauth.ms) [default: 0,
+    /// sessions last as long as the connection].
+    #[arg(long, env = "STROM_CONNECTIONS_MAX_REAUTH_MS")]
+    connections_max_reauth_ms: Option<u64>,
+    /// A failed authentication is answered after this long, then the connection is closed
+    /// (connection.failed.authentication.delay.ms) [default: 100].
+    #[arg(long, env = "STROM_CONNECTION_FAILED_AUTHENTICATION_DELAY_MS")]
+    connection_failed_authentication_delay_ms: Option<u64>,
     /// Records buffered per WebSocket before a client that does not keep up is closed (1013)
     /// [default: 4096].
     #[arg(long, env = "STROM_WS_BUFFER_RECORDS")]
@@ -189,6 +204,9 @@ struct FileConfig {
     tls_key: Option<PathBuf>,
     tls_client_ca: Option<PathBuf>,
     http_tls: Option<bool>,
+    sasl_mechanisms: Option<String>,
+    connections_max_reauth_ms: Option<u64>,
+    connection_failed_authentication_delay_ms: Option<u64>,
     ws_buffer_records: Option<usize>,
     ws_slow_policy: Option<String>,
     ws_ping_interval_ms: Option<u64>,
@@ -349,6 +367,23 @@ fn resolve(mut a: ServeArgs) -> Result<Settings> {
             .unwrap_or(10_000)
             .max(1),
     );
+    let sasl_mechanisms = parse_sasl_mechanisms(
+        a.sasl_mechanisms
+            .take()
+            .or(f.sasl_mechanisms.take())
+            .as_deref()
+            .unwrap_or("PLAIN,SCRAM-SHA-256,SCRAM-SHA-512"),
+    )?;
+    let connections_max_reauth = a
+        .connections_max_reauth_ms
+        .or(f.connections_max_reauth_ms)
+        .filter(|ms| *ms > 0)
+        .map(Duration::from_millis);
+    let failed_authentication_delay = Duration::from_millis(
+        a.connection_failed_authentication_delay_ms
+            .or(f.connection_failed_authentication_delay_ms)
+            .unwrap_or(100),
+    );
     let mut groups = GroupConfig::default();
     if let Some(ms) = a
         .group_initial_rebalance_delay_ms
@@ -429,6 +464,9 @@ fn resolve(mut a: ServeArgs) -> Result<Settings> {
             connections_max_idle: idle,
             read_timeout,
             tls: kafka_tls,
+            sasl_mechanisms,
+            connections_max_reauth,
+            failed_authentication_delay,
         },
         fds,
         http_addr: a.http_addr.or(f.http_addr),
@@ -475,6 +513,21 @@ fn resolve(mut a: ServeArgs) -> Result<Settings> {
 /// from the flags and environment, else from the file), their protocols and advertised
 /// addresses (`--advertised-listeners` or, for one listener, `--advertised-addr`). A listener
 /// whose protocol is not served yet is refused here, before anything is opened.
+/// `--sasl-mechanisms`: a comma-separated list of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512.
+fn parse_sasl_mechanisms(s: &str) -> Result<Vec<Mechanism>> {
+    let mut out = Vec::new();
+    for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let m = Mechanism::from_name(&name.to_ascii_uppercase()).with_context(|| {
+            format!("--sasl-mechanisms: unknown mechanism {name:?} (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)")
+        })?;
+        if !out.contains(&m) {
+            out.push(m);
+        }
+    }
+    anyhow::ensure!(!out.is_empty(), "--sasl-mechanisms names no mechanism");
+    Ok(out)
+}
+
 fn resolve_listeners(
     a: &mut ServeArgs,
     f: &mut FileConfig,
@@ -892,20 +945,19 @@ mod tests {
     }
 
     #[test]
-    fn protocols_not_served_yet_are_refused() {
-        let spec = "PLAINTEXT://127.0.0.1:1,SSL://0.0.0.0:2";
-        let e = error(flags(Some(spec), None), FileConfig::default());
-        assert!(e.contains("give its certificate with --tls-cert"), "{e}");
-        for p in ["SASL_PLAINTEXT", "SASL_SSL"] {
+    fn tls_listeners_without_a_certificate_are_refused() {
+        for p in ["SSL", "SASL_SSL"] {
             let spec = format!("PLAINTEXT://127.0.0.1:1,{p}://0.0.0.0:2");
             let e = error(flags(Some(&spec), None), FileConfig::default());
-            assert!(
-                e.contains(&format!(
-                    "security protocol {p}, which is not supported yet"
-                )),
-                "{e}"
-            );
+            assert!(e.contains("give its certificate with --tls-cert"), "{e}");
         }
+        let spec = "PLAINTEXT://127.0.0.1:1,SASL_PLAINTEXT://0.0.0.0:2";
+        assert_eq!(
+            listeners(flags(Some(spec), None), FileConfig::default())
+                .unwrap()
+                .len(),
+            2
+        );
     }
 
     #[test]
