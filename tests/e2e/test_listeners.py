@@ -2,8 +2,8 @@
 `--listener-security-protocol-map`, `--advertised-listeners`, and each listener answering
 Metadata, FindCoordinator and DescribeCluster with its own advertised address. kcat shows each
 listener's address; confluent-kafka produces through one listener and consumes in a group
-through the other. Protocols not served yet (SASL) are refused at start; `--kafka-addr`
-still works as the short form."""
+through the other. A TLS listener (SSL, SASL_SSL) without a certificate is refused at start
+(SASL itself: test_sasl.py); `--kafka-addr` still works as the short form."""
 
 import json
 import shutil
@@ -117,12 +117,20 @@ def run_serve(*args, timeout=30):
         shutil.rmtree(d, ignore_errors=True)
 
 
-@pytest.mark.parametrize("protocol", ["SASL_SSL", "SASL_PLAINTEXT"])
-def test_protocols_not_served_yet_are_refused_at_start(protocol):
+def test_a_sasl_ssl_listener_without_a_certificate_is_refused_at_start():
     p1, p2 = free_port(), free_port()
-    p = run_serve("--listeners", f"PLAINTEXT://127.0.0.1:{p1},{protocol}://0.0.0.0:{p2}")
+    p = run_serve("--listeners", f"PLAINTEXT://127.0.0.1:{p1},SASL_SSL://0.0.0.0:{p2}")
     assert p.returncode == 1, p
-    assert f"security protocol {protocol}, which is not supported yet" in p.stderr
+    assert "give its certificate with --tls-cert" in p.stderr
+    assert "panicked" not in p.stderr
+
+
+def test_an_unknown_sasl_mechanism_is_refused_at_start():
+    p1, p2 = free_port(), free_port()
+    p = run_serve("--listeners", f"PLAINTEXT://127.0.0.1:{p1},SASL_PLAINTEXT://127.0.0.1:{p2}",
+                  "--sasl-mechanisms", "PLAIN,GSSAPI")
+    assert p.returncode == 1, p
+    assert 'unknown mechanism "GSSAPI"' in p.stderr
     assert "panicked" not in p.stderr
 
 

@@ -14,14 +14,14 @@ import struct
 import subprocess
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 import requests
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Producer
 from kafka import KafkaConsumer, KafkaProducer
 
+from confluent_helpers import consume_all, kcat_round_trip, produce
 from conftest import free_port, strom_bin
 
 pytestmark = [pytest.mark.timeout(120)]
@@ -56,29 +56,6 @@ def ssl_conf(certs, client=None, ca=None):
         c["ssl.certificate.location"] = str(certs / f"client-{client}.pem")
         c["ssl.key.location"] = str(certs / f"client-{client}.key")
     return c
-
-
-def produce(bootstrap, topic, values, **conf):
-    errors = []
-    p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "message.timeout.ms": 20000, **conf})
-    for v in values:
-        p.produce(topic, v, on_delivery=lambda e, m: e and errors.append(e))
-    assert p.flush(30) == 0, "messages not delivered"
-    assert errors == []
-    return p
-
-
-def consume_all(bootstrap, topic, n, **conf):
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"g-{uuid.uuid4()}",
-                  "auto.offset.reset": "earliest", "enable.auto.commit": False, **conf})
-    c.subscribe([topic])
-    got, deadline = [], time.monotonic() + 40
-    while len(got) < n and time.monotonic() < deadline:
-        m = c.poll(0.5)
-        if m is not None and m.error() is None:
-            got.append(m.value())
-    c.close()
-    return got
 
 
 def api_versions_frame() -> bytes:
@@ -162,13 +139,7 @@ def test_kafka_python_over_ssl(broker_factory, certs):
 def test_kcat_over_ssl(broker_factory, certs):
     _, ssl_addr = tls_broker(broker_factory, certs)
     tls = ["-X", "security.protocol=SSL", "-X", f"ssl.ca.location={certs / 'ca.pem'}"]
-    p = subprocess.run(["kcat", "-P", "-b", ssl_addr, "-t", "kc-tls", *tls], input=b"a\nb\nc\n",
-                       capture_output=True, timeout=60)
-    assert p.returncode == 0, p.stderr
-    p = subprocess.run(["kcat", "-C", "-b", ssl_addr, "-t", "kc-tls", "-e", "-o", "beginning", *tls],
-                       capture_output=True, timeout=60)
-    assert p.returncode == 0, p.stderr
-    assert p.stdout.split() == [b"a", b"b", b"c"]
+    kcat_round_trip(ssl_addr, "kc-tls", tls)
     p = subprocess.run(["kcat", "-L", "-J", "-b", ssl_addr, *tls], capture_output=True, timeout=60)
     assert [x["name"] for x in json.loads(p.stdout)["brokers"]] == [ssl_addr]
 
