@@ -69,6 +69,11 @@ def run_kafka_python():
                 enable_auto_commit=cfg.get("commit", "auto") == "auto", auto_commit_interval_ms=200)
     conf.update(cfg.get("extra", {}))
     c = KafkaConsumer(**conf)
+    # Known the topic's partitions before the first JoinGroup: otherwise kafka-python 3.0
+    # joins with an empty metadata snapshot and rejoins at once, and under load its main
+    # thread's poll timeout can fall in that second join and lose the SyncGroup's result
+    # (the consumer then never fetches nor heartbeats; seen in CI, not a broker fault).
+    c.partitions_for_topic(cfg["topic"])
     c.subscribe([cfg["topic"]])
     last = None
     n = 0
