@@ -231,6 +231,8 @@ pub struct Broker {
     cleaner: crate::cleaner::Cleaner,
     /// SCRAM credentials (`.strom/scram-credentials.json`), opened at first use.
     credentials: std::sync::OnceLock<Arc<crate::security::credentials::Credentials>>,
+    /// Who may do what (`--authorizer acl`: `.strom/acls.json`).
+    authorizer: crate::security::acl::Authorizer,
 }
 
 impl Broker {
@@ -248,6 +250,15 @@ impl Broker {
         let cluster_id = load_cluster_id(&data_dir)?;
         let producer_ids = ProducerIds::open(&data_dir)?;
         let delay = DelayStore::open(&data_dir.join(".strom").join("delay"))?;
+        // A damaged ACL file stops the start: serving without the ACLs it held would open
+        // what they closed.
+        let authorizer = if config.acl_authorizer {
+            let acls = crate::security::acl::Acls::open(&data_dir)
+                .map_err(|e| BrokerError::Io(std::io::Error::other(e.to_string())))?;
+            crate::security::acl::Authorizer::acl(Arc::new(acls), config.super_users.clone())
+        } else {
+            crate::security::acl::Authorizer::disabled()
+        };
         let mut topics = BTreeMap::new();
         for (meta, topic_config) in topic::load_metas(&data_dir, config.max_partitions_per_topic)? {
             let t = match Topic::load(&data_dir, &meta, topic_config) {
@@ -291,6 +302,7 @@ impl Broker {
             quotas: std::sync::OnceLock::new(),
             cleaner: crate::cleaner::Cleaner::default(),
             credentials: std::sync::OnceLock::new(),
+            authorizer,
         }))
     }
 
@@ -304,6 +316,11 @@ impl Broker {
         let opened = crate::security::credentials::Credentials::open(&self.config.data_dir)
             .map_err(|e| BrokerError::Io(std::io::Error::other(e.to_string())))?;
         Ok(self.credentials.get_or_init(|| Arc::new(opened)).clone())
+    }
+
+    /// The authorizer every door asks before it acts for a principal.
+    pub fn authorizer(&self) -> &crate::security::acl::Authorizer {
+        &self.authorizer
     }
 
     /// The broker's settings.

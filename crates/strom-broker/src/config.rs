@@ -674,6 +674,10 @@ pub struct BrokerConfig {
     pub log_cleaner_threads: usize,
     /// `log.cleaner.backoff.ms`: how long the cleaner sleeps when no log is due.
     pub log_cleaner_backoff_ms: u64,
+    /// `--authorizer acl`: Kafka's ACL model is enforced (`.strom/acls.json`).
+    pub acl_authorizer: bool,
+    /// `super.users`: principals the authorizer allows everything.
+    pub super_users: Vec<crate::security::Principal>,
 }
 
 impl BrokerConfig {
@@ -691,6 +695,8 @@ impl BrokerConfig {
             log_cleaner_dedupe_buffer_size: strom_log::DEDUPE_BUFFER_BYTES_DEFAULT,
             log_cleaner_threads: 1,
             log_cleaner_backoff_ms: 15_000,
+            acl_authorizer: false,
+            super_users: Vec::new(),
         }
     }
 }

@@ -47,6 +47,7 @@ fn our_max(key: i16) -> i16 {
         Ok(ApiKey::DescribeTransactions) => 0,
         Ok(ApiKey::DeleteRecords) => 2,
         Ok(ApiKey::DescribeLogDirs) => 4,
+        Ok(ApiKey::DescribeAcls | ApiKey::CreateAcls | ApiKey::DeleteAcls) => 3,
         _ => 0,
     }
 }

@@ -29,7 +29,8 @@ use strom_broker::{BrokerError, ConfigOp, TopicConfig};
 
 use crate::codes::{code, code_msg};
 use crate::data::name_by_id;
-use crate::server::{host_port, Fatal, Listener, Reply, Req};
+use crate::server::{host_port, sb, Fatal, Listener, Reply, Req};
+use strom_broker::security::acl::{Operation, ResourceType, CLUSTER_NAME};
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
@@ -45,10 +46,6 @@ const TYPE_INT: i8 = 3;
 const TYPE_LONG: i8 = 5;
 const TYPE_DOUBLE: i8 = 6;
 const TYPE_LIST: i8 = 7;
-
-fn sb(s: impl Into<String>) -> StrBytes {
-    StrBytes::from_string(s.into())
-}
 
 fn opt_msg(m: Option<String>) -> Option<StrBytes> {
     m.map(StrBytes::from_string)
@@ -69,6 +66,46 @@ fn topic_configs_for_create(config: &TopicConfig) -> Vec<CreatableTopicConfigs> 
                 })
         })
         .collect()
+}
+
+/// Creating a topic needs CREATE on the cluster or on the topic.
+pub(crate) fn may_create(req: &Req<'_>, name: &str) -> bool {
+    req.permits(Operation::Create, ResourceType::Cluster, CLUSTER_NAME)
+        || req.allowed(Operation::Create, ResourceType::Topic, name)
+}
+
+/// The refusal of `op` (DESCRIBE_CONFIGS / ALTER_CONFIGS) on a config resource: a topic's
+/// configs are the topic's, a broker's and a group's the cluster's (Kafka checks groups as
+/// GROUP resources; Strom's group configs are share-group settings, checked on the group).
+pub(crate) fn config_denied(
+    req: &Req<'_>,
+    op: Operation,
+    resource_type: i8,
+    name: &str,
+) -> Option<(i16, String)> {
+    let (rt, rname, code) = match resource_type {
+        RESOURCE_TOPIC => (
+            ResourceType::Topic,
+            name,
+            ResponseError::TopicAuthorizationFailed,
+        ),
+        RESOURCE_GROUP => (
+            ResourceType::Group,
+            name,
+            ResponseError::GroupAuthorizationFailed,
+        ),
+        _ => (
+            ResourceType::Cluster,
+            CLUSTER_NAME,
+            ResponseError::ClusterAuthorizationFailed,
+        ),
+    };
+    (!req.allowed(op, rt, rname)).then(|| {
+        (
+            code.code(),
+            format!("{} may not {} of {}", req.principal, op.name(), rname),
+        )
+    })
 }
 
 pub(crate) fn create_topics(mut req: Req<'_>) -> Result<Reply, Fatal> {
@@ -103,6 +140,11 @@ pub(crate) fn create_topics(mut req: Req<'_>) -> Result<Reply, Fatal> {
             Err((
                 ResponseError::InvalidRequest.code(),
                 format!("topic {name} appears twice in the request"),
+            ))
+        } else if !may_create(&req, &name) {
+            Err((
+                ResponseError::TopicAuthorizationFailed.code(),
+                format!("{} may not create topic {name}", req.principal),
             ))
         } else if !(t.replication_factor == -1 || t.replication_factor == 1) {
             Err((
@@ -183,6 +225,10 @@ pub(crate) fn delete_topics(mut req: Req<'_>) -> Result<Reply, Fatal> {
             None => name_by_id(broker, id),
         };
         let (c, msg) = match &resolved {
+            Some(n) if !req.allowed(Operation::Delete, ResourceType::Topic, n) => (
+                ResponseError::TopicAuthorizationFailed.code(),
+                Some(format!("{} may not delete topic {n}", req.principal)),
+            ),
             Some(n) => code_msg(&broker.delete_topic(n)),
             None => (
                 ResponseError::UnknownTopicId.code(),
@@ -210,7 +256,17 @@ pub(crate) fn create_partitions(mut req: Req<'_>) -> Result<Reply, Fatal> {
         .topics
         .into_iter()
         .map(|t| {
-            let (c, msg) = code_msg(&broker.create_partitions(&t.name, t.count, r.validate_only));
+            let (c, msg) = if req.allowed(Operation::Alter, ResourceType::Topic, &t.name) {
+                code_msg(&broker.create_partitions(&t.name, t.count, r.validate_only))
+            } else {
+                (
+                    ResponseError::TopicAuthorizationFailed.code(),
+                    Some(format!(
+                        "{} may not alter topic {}",
+                        req.principal, &*t.name
+                    )),
+                )
+            };
             CreatePartitionsTopicResult::default()
                 .with_name(t.name)
                 .with_error_code(c)
@@ -295,6 +351,15 @@ pub(crate) fn describe_configs(mut req: Req<'_>) -> Result<Reply, Fatal> {
         let mut out = DescribeConfigsResult::default()
             .with_resource_type(res.resource_type)
             .with_resource_name(res.resource_name.clone());
+        if let Some((c, msg)) = config_denied(
+            &req,
+            Operation::DescribeConfigs,
+            res.resource_type,
+            &res.resource_name,
+        ) {
+            results.push(out.with_error_code(c).with_error_message(Some(sb(msg))));
+            continue;
+        }
         match res.resource_type {
             RESOURCE_TOPIC => match broker.topic_config(&res.resource_name) {
                 Ok(config) => {
@@ -434,9 +499,15 @@ pub(crate) async fn incremental_alter_configs(mut req: Req<'_>) -> Result<Reply,
     let broker = &req.ctx.broker;
     let mut responses = Vec::with_capacity(r.resources.len());
     for res in r.resources {
-        let result: Result<(), (i16, String)> = if res.resource_type != RESOURCE_TOPIC
-            && res.resource_type != RESOURCE_GROUP
-        {
+        let denied = config_denied(
+            &req,
+            Operation::AlterConfigs,
+            res.resource_type,
+            &res.resource_name,
+        );
+        let result: Result<(), (i16, String)> = if let Some(d) = denied {
+            Err(d)
+        } else if res.resource_type != RESOURCE_TOPIC && res.resource_type != RESOURCE_GROUP {
             Err((
                 ResponseError::InvalidRequest.code(),
                 format!(

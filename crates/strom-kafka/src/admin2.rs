@@ -55,13 +55,13 @@ use kafka_protocol::messages::{
     ListPartitionReassignmentsRequest, OffsetForLeaderEpochRequest, PushTelemetryRequest,
     TopicName,
 };
-use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError as E;
 use strom_broker::admin::{ClientQuotas, QuotaEntity, QuotaMatch, QuotaOps};
 use strom_broker::Broker;
 
 use crate::codes::code;
-use crate::server::{advertised, Fatal, Reply, Req};
+use crate::server::{advertised, sb, Fatal, Reply, Req};
+use strom_broker::security::acl::{Operation, ResourceType};
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
@@ -70,10 +70,6 @@ const RESOURCE_BROKER: i8 = 4;
 const DESCRIBE_PARTITIONS_MAX: i32 = 2000;
 /// The KRaft metadata partition DescribeQuorum describes.
 const METADATA_TOPIC: &str = "__cluster_metadata";
-
-fn sb(s: impl Into<String>) -> StrBytes {
-    StrBytes::from_string(s.into())
-}
 
 fn tn(s: impl Into<String>) -> TopicName {
     TopicName(sb(s))
@@ -94,14 +90,18 @@ pub(crate) fn delete_records(mut req: Req<'_>) -> Result<Reply, Fatal> {
         .topics
         .into_iter()
         .map(|t| {
+            let deletable = req.allowed(Operation::Delete, ResourceType::Topic, &t.name);
             let partitions = t
                 .partitions
                 .iter()
                 .map(|p| {
-                    let res = broker.delete_records(&t.name, p.partition_index, p.offset);
-                    let (c, low) = match res {
-                        Ok(low) => (0, low),
-                        Err(e) => (code(&e), -1),
+                    let (c, low) = if !deletable {
+                        (E::TopicAuthorizationFailed.code(), -1)
+                    } else {
+                        match broker.delete_records(&t.name, p.partition_index, p.offset) {
+                            Ok(low) => (0, low),
+                            Err(e) => (code(&e), -1),
+                        }
                     };
                     DeleteRecordsPartitionResult::default()
                         .with_partition_index(p.partition_index)
@@ -120,6 +120,9 @@ pub(crate) fn delete_records(mut req: Req<'_>) -> Result<Reply, Fatal> {
 pub(crate) fn describe_log_dirs(mut req: Req<'_>) -> Result<Reply, Fatal> {
     let r: DescribeLogDirsRequest = req.decode()?;
     let broker = &req.ctx.broker;
+    if let Some((c, _)) = req.cluster_denied(Operation::Describe) {
+        return req.encode(&DescribeLogDirsResponse::default().with_error_code(c));
+    }
     let usage = match broker.log_dir_usage() {
         Ok(u) => u,
         Err(e) => {
@@ -295,6 +298,9 @@ pub(crate) fn describe_topic_partitions(mut req: Req<'_>) -> Result<Reply, Fatal
 pub(crate) fn elect_leaders(mut req: Req<'_>) -> Result<Reply, Fatal> {
     let r: ElectLeadersRequest = req.decode()?;
     let broker = &req.ctx.broker;
+    if let Some((c, _)) = req.cluster_denied(Operation::Alter) {
+        return req.encode(&ElectLeadersResponse::default().with_error_code(c));
+    }
     if r.election_type != 0 && r.election_type != 1 {
         return req
             .encode(&ElectLeadersResponse::default().with_error_code(E::InvalidRequest.code()));
@@ -334,6 +340,13 @@ pub(crate) fn elect_leaders(mut req: Req<'_>) -> Result<Reply, Fatal> {
 pub(crate) fn alter_partition_reassignments(mut req: Req<'_>) -> Result<Reply, Fatal> {
     let r: AlterPartitionReassignmentsRequest = req.decode()?;
     let broker = &req.ctx.broker;
+    if let Some((c, msg)) = req.cluster_denied(Operation::Alter) {
+        return req.encode(
+            &AlterPartitionReassignmentsResponse::default()
+                .with_error_code(c)
+                .with_error_message(Some(sb(msg))),
+        );
+    }
     let node = broker.node_id();
     let responses = r
         .topics
@@ -386,6 +399,13 @@ pub(crate) fn alter_partition_reassignments(mut req: Req<'_>) -> Result<Reply, F
 
 pub(crate) fn list_partition_reassignments(mut req: Req<'_>) -> Result<Reply, Fatal> {
     let _r: ListPartitionReassignmentsRequest = req.decode()?;
+    if let Some((c, msg)) = req.cluster_denied(Operation::Describe) {
+        return req.encode(
+            &ListPartitionReassignmentsResponse::default()
+                .with_error_code(c)
+                .with_error_message(Some(sb(msg))),
+        );
+    }
     // Nothing is ever being reassigned (Kafka lists only ongoing reassignments, and skips
     // unknown partitions).
     req.encode(&ListPartitionReassignmentsResponse::default())
@@ -451,7 +471,15 @@ pub(crate) fn alter_configs(mut req: Req<'_>) -> Result<Reply, Fatal> {
         .resources
         .into_iter()
         .map(|res| {
-            let (c, msg) = if res.resource_type != RESOURCE_TOPIC {
+            let denied = crate::admin::config_denied(
+                &req,
+                Operation::AlterConfigs,
+                res.resource_type,
+                &res.resource_name,
+            );
+            let (c, msg) = if let Some((c, m)) = denied {
+                (c, Some(m))
+            } else if res.resource_type != RESOURCE_TOPIC {
                 (
                     E::InvalidRequest.code(),
                     Some(format!(
@@ -528,6 +556,13 @@ pub(crate) fn offset_for_leader_epoch(mut req: Req<'_>) -> Result<Reply, Fatal> 
 pub(crate) fn describe_client_quotas(mut req: Req<'_>) -> Result<Reply, Fatal> {
     let r: DescribeClientQuotasRequest = req.decode()?;
     let broker = &req.ctx.broker;
+    if let Some((c, msg)) = req.cluster_denied(Operation::DescribeConfigs) {
+        return req.encode(
+            &DescribeClientQuotasResponse::default()
+                .with_error_code(c)
+                .with_error_message(Some(sb(msg))),
+        );
+    }
     let mut filter = Vec::with_capacity(r.components.len());
     for c in &r.components {
         let m = match (c.match_type, &c._match) {
@@ -588,6 +623,7 @@ pub(crate) fn alter_client_quotas(mut req: Req<'_>) -> Result<Reply, Fatal> {
     let broker = &req.ctx.broker;
     let mut results = Vec::with_capacity(r.entries.len());
     let mut changes: Vec<(QuotaEntity, QuotaOps)> = Vec::new();
+    let denied = req.cluster_denied(Operation::AlterConfigs);
     for e in &r.entries {
         let entity: QuotaEntity = e
             .entity
@@ -605,11 +641,12 @@ pub(crate) fn alter_client_quotas(mut req: Req<'_>) -> Result<Reply, Fatal> {
             .map(|o| (o.key.to_string(), (!o.remove).then_some(o.value)))
             .collect();
         let checked = ClientQuotas::check(&entity, &ops);
-        let (c, msg) = match &checked {
-            Ok(()) => (0, None),
-            Err(err) => (E::InvalidRequest.code(), Some(err.to_string())),
+        let (c, msg) = match (&denied, &checked) {
+            (Some((c, m)), _) => (*c, Some(m.clone())),
+            (None, Ok(())) => (0, None),
+            (None, Err(err)) => (E::InvalidRequest.code(), Some(err.to_string())),
         };
-        if checked.is_ok() {
+        if c == 0 {
             changes.push((entity, ops));
         }
         results.push(

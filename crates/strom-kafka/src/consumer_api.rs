@@ -14,18 +14,14 @@ use kafka_protocol::messages::consumer_group_heartbeat_response::{
 use kafka_protocol::messages::{
     ConsumerGroupDescribeRequest, ConsumerGroupHeartbeatRequest, TopicName,
 };
-use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError as E;
 use strom_broker::coordinator::assignor::Assignment as Partitions;
 use strom_broker::coordinator::{ClassicCodec, ClassicJoin, ConsumerHeartbeat, JoinRequest};
 use uuid::Uuid;
 
 use crate::group_api::code;
-use crate::server::{Fatal, Reply, Req};
-
-fn sb(s: impl Into<String>) -> StrBytes {
-    StrBytes::from_string(s.into())
-}
+use crate::server::{sb, Fatal, Reply, Req};
+use strom_broker::security::acl::{Operation, ResourceType};
 
 /// Topic names by id and ids by name, of every topic.
 struct Ids {
@@ -51,6 +47,36 @@ impl Ids {
 
 pub(crate) async fn heartbeat(mut req: Req<'_>) -> Result<Reply, Fatal> {
     let r: ConsumerGroupHeartbeatRequest = req.decode()?;
+    // READ on the group; DESCRIBE on every topic subscribed by name (a regex subscription
+    // matches the topics the member may describe, as Kafka's).
+    let denied = if !req.allowed(Operation::Read, ResourceType::Group, &r.group_id) {
+        Some((
+            E::GroupAuthorizationFailed,
+            format!(
+                "{} may not read group {}",
+                req.principal,
+                r.group_id.as_str()
+            ),
+        ))
+    } else {
+        r.subscribed_topic_names
+            .iter()
+            .flatten()
+            .find(|t| !req.allowed(Operation::Describe, ResourceType::Topic, t))
+            .map(|t| {
+                (
+                    E::TopicAuthorizationFailed,
+                    format!("{} may not describe topic {}", req.principal, t.as_str()),
+                )
+            })
+    };
+    if let Some((e, msg)) = denied {
+        return req.encode(
+            &ConsumerGroupHeartbeatResponse::default()
+                .with_error_code(e.code())
+                .with_error_message(Some(sb(msg))),
+        );
+    }
     let ids = Ids::new(&req);
     // Owned partitions of topics deleted meanwhile are left out (the member lost them).
     let owned = r.topic_partitions.as_ref().map(|tps| {

@@ -17,6 +17,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
+use strom_broker::security::acl::{Operation, ResourceType};
 use strom_broker::{Broker, FetchLimits, FetchSpec, Isolation};
 use strom_wire::{placeholder, Chunk};
 
@@ -80,6 +81,11 @@ pub(crate) fn produce<'a>(mut req: Req<'a>) -> Result<Handled<'a>, Fatal> {
     let v = req.version;
     let broker: &'a Broker = &req.ctx.broker;
     let acks_ok = matches!(r.acks, -1..=1);
+    // A transactional produce needs WRITE on its transactional id, each topic WRITE.
+    let txn_denied = r
+        .transactional_id
+        .as_ref()
+        .is_some_and(|t| !req.allowed(Operation::Write, ResourceType::TransactionalId, t));
     let mut responses = Vec::with_capacity(r.topic_data.len());
     // (topic response, partition response, the sync its acknowledgement waits for)
     let mut pending = Vec::new();
@@ -88,6 +94,13 @@ pub(crate) fn produce<'a>(mut req: Req<'a>) -> Result<Handled<'a>, Fatal> {
             name_by_id(broker, td.topic_id)
         } else {
             Some(td.name.to_string())
+        };
+        let denied = match name.as_deref() {
+            _ if txn_denied => Some(ResponseError::TransactionalIdAuthorizationFailed),
+            Some(n) if !req.allowed(Operation::Write, ResourceType::Topic, n) => {
+                Some(ResponseError::TopicAuthorizationFailed)
+            }
+            _ => None,
         };
         let mut parts = Vec::with_capacity(td.partition_data.len());
         for pd in td.partition_data {
@@ -100,6 +113,11 @@ pub(crate) fn produce<'a>(mut req: Req<'a>) -> Result<Handled<'a>, Fatal> {
                 ));
                 continue;
             };
+            if let Some(e) = denied {
+                let msg = format!("{} may not write to {name}", req.principal);
+                parts.push(partition_error(pd.index, e.code(), Some(msg), v));
+                continue;
+            }
             if !acks_ok {
                 let msg = format!("acks must be -1, 0 or 1, not {}", r.acks);
                 parts.push(partition_error(
@@ -193,11 +211,17 @@ pub(crate) async fn fetch(mut req: Req<'_>) -> Result<Reply, Fatal> {
         } else {
             Some(t.topic.to_string())
         };
+        let readable = name
+            .as_deref()
+            .is_some_and(|n| req.allowed(Operation::Read, ResourceType::Topic, n));
         let mut parts = Vec::with_capacity(t.partitions.len());
         for p in &t.partitions {
             match &name {
+                Some(_) if !readable => {
+                    parts.push((p.partition, Err(ResponseError::TopicAuthorizationFailed)))
+                }
                 Some(n) => {
-                    parts.push((p.partition, Some(specs.len())));
+                    parts.push((p.partition, Ok(specs.len())));
                     specs.push(FetchSpec {
                         topic: n.clone(),
                         partition: p.partition,
@@ -205,7 +229,7 @@ pub(crate) async fn fetch(mut req: Req<'_>) -> Result<Reply, Fatal> {
                         max_bytes: p.partition_max_bytes.max(0) as usize,
                     });
                 }
-                None => parts.push((p.partition, None)),
+                None => parts.push((p.partition, Err(ResponseError::UnknownTopicId))),
             }
         }
         shape.push((t.topic.clone(), t.topic_id, parts));
@@ -231,7 +255,8 @@ pub(crate) async fn fetch(mut req: Req<'_>) -> Result<Reply, Fatal> {
     for (topic, topic_id, parts) in shape {
         let mut out = Vec::with_capacity(parts.len());
         for (index, slot) in parts {
-            let result = slot.and_then(|i| results[i].take());
+            let refused = slot.err();
+            let result = slot.ok().and_then(|i| results[i].take());
             let mut pd = PartitionData::default().with_partition_index(index);
             match result {
                 Some(Ok(f)) => {
@@ -275,7 +300,7 @@ pub(crate) async fn fetch(mut req: Req<'_>) -> Result<Reply, Fatal> {
                 other => {
                     let code = match other {
                         Some(Err(e)) => codes::code(&e),
-                        _ => ResponseError::UnknownTopicId.code(),
+                        _ => refused.unwrap_or(ResponseError::UnknownTopicId).code(),
                     };
                     pd = pd
                         .with_error_code(code)
@@ -329,12 +354,19 @@ pub(crate) fn list_offsets(mut req: Req<'_>) -> Result<Reply, Fatal> {
         .topics
         .into_iter()
         .map(|t| {
+            let describable = req.allowed(Operation::Describe, ResourceType::Topic, &t.name);
             let parts = t
                 .partitions
                 .iter()
                 .map(|p| {
                     let mut out = ListOffsetsPartitionResponse::default()
                         .with_partition_index(p.partition_index);
+                    if !describable {
+                        return out
+                            .with_error_code(ResponseError::TopicAuthorizationFailed.code())
+                            .with_offset(-1)
+                            .with_timestamp(-1);
+                    }
                     let isolation = isolation(v >= 2, r.isolation_level);
                     match broker.list_offset_isolated(
                         &t.name,

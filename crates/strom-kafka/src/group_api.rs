@@ -34,11 +34,8 @@ use kafka_protocol::ResponseError as E;
 use strom_broker::coordinator::{Committed, GroupError, GroupState, JoinRequest, OffsetCommit};
 use strom_broker::share::ShareGroupDescription;
 
-use crate::server::{advertised, Fatal, Reply, Req};
-
-fn sb(s: impl Into<String>) -> StrBytes {
-    StrBytes::from_string(s.into())
-}
+use crate::server::{advertised, sb, Fatal, Reply, Req};
+use strom_broker::security::acl::{Operation, ResourceType, CLUSTER_NAME};
 
 /// The Kafka error code of a group error.
 pub(crate) fn code(e: &GroupError) -> i16 {
@@ -46,6 +43,7 @@ pub(crate) fn code(e: &GroupError) -> i16 {
         GroupError::CoordinatorNotAvailable | GroupError::Storage(_) => {
             E::CoordinatorNotAvailable.code()
         }
+        GroupError::AuthorizationFailed => E::GroupAuthorizationFailed.code(),
         GroupError::RebalanceInProgress => E::RebalanceInProgress.code(),
         GroupError::UnknownMemberId => E::UnknownMemberId.code(),
         GroupError::IllegalGeneration => E::IllegalGeneration.code(),
@@ -72,6 +70,11 @@ fn err_code<T>(r: &Result<T, GroupError>) -> i16 {
     r.as_ref().err().map_or(0, code)
 }
 
+/// Whether the principal may READ group `id` (join, sync, heartbeat, leave, commit).
+fn may_read_group(req: &Req<'_>, id: &str) -> bool {
+    req.allowed(Operation::Read, ResourceType::Group, id)
+}
+
 pub(crate) fn find_coordinator(mut req: Req<'_>) -> Result<Reply, Fatal> {
     let r: FindCoordinatorRequest = req.decode()?;
     let v = req.version;
@@ -80,7 +83,26 @@ pub(crate) fn find_coordinator(mut req: Req<'_>) -> Result<Reply, Fatal> {
     // Groups (key type 0) and share groups (2, KIP-932; the key is the group id, or
     // "group:topic id:partition" for the share-partition state, which lives here too) are
     // coordinated here; transactions (1), too, when the door has the transaction coordinator.
-    let answer = |key_type: i8| -> (i16, Option<StrBytes>) {
+    let answer = |key_type: i8, key: &str| -> (i16, Option<StrBytes>) {
+        let (rt, denied) = match key_type {
+            1 => (
+                ResourceType::TransactionalId,
+                E::TransactionalIdAuthorizationFailed,
+            ),
+            _ => (ResourceType::Group, E::GroupAuthorizationFailed),
+        };
+        // A share-partition state key names its group before the first ':'.
+        let name = if key_type == 2 {
+            key.split(':').next().unwrap_or(key)
+        } else {
+            key
+        };
+        if !req.allowed(Operation::Describe, rt, name) {
+            return (
+                denied.code(),
+                Some(sb(format!("{} may not describe {name}", req.principal))),
+            );
+        }
         if key_type == 0 || key_type == 1 && req.ctx.txns.is_some() || key_type == 2 {
             (0, None)
         } else {
@@ -96,7 +118,7 @@ pub(crate) fn find_coordinator(mut req: Req<'_>) -> Result<Reply, Fatal> {
             r.coordinator_keys
                 .iter()
                 .map(|k| {
-                    let (c, msg) = answer(r.key_type);
+                    let (c, msg) = answer(r.key_type, k);
                     Coordinator::default()
                         .with_key(k.clone())
                         .with_node_id(BrokerId(if c == 0 { node } else { -1 }))
@@ -108,7 +130,7 @@ pub(crate) fn find_coordinator(mut req: Req<'_>) -> Result<Reply, Fatal> {
                 .collect(),
         );
     } else {
-        let (c, msg) = answer(if v >= 1 { r.key_type } else { 0 });
+        let (c, msg) = answer(if v >= 1 { r.key_type } else { 0 }, &r.key);
         resp = resp
             .with_error_code(c)
             .with_node_id(BrokerId(if c == 0 { node } else { -1 }))
@@ -146,7 +168,9 @@ pub(crate) async fn join_group(mut req: Req<'_>) -> Result<Reply, Fatal> {
         require_known_member_id: v >= 4,
     };
     let mut resp = JoinGroupResponse::default();
-    let result = if groups.is_active_consumer_group(&join.group_id) {
+    let result = if !may_read_group(&req, &join.group_id) {
+        Err(GroupError::AuthorizationFailed)
+    } else if groups.is_active_consumer_group(&join.group_id) {
         // A classic member of a KIP-848 consumer group (Kafka 4's mixed groups).
         match crate::consumer_api::classic_join(join) {
             Some(j) => groups.consumer_classic_join(j).await,
@@ -213,6 +237,11 @@ pub(crate) async fn sync_group(mut req: Req<'_>) -> Result<Reply, Fatal> {
         .as_ref()
         .map(|s| s.to_string())
         .unwrap_or_default();
+    if !may_read_group(&req, &r.group_id) {
+        return req.encode(
+            &SyncGroupResponse::default().with_error_code(E::GroupAuthorizationFailed.code()),
+        );
+    }
     if groups.is_consumer_group(&r.group_id) {
         let result = groups.consumer_classic_sync(&r.group_id, r.generation_id, &r.member_id);
         let mut resp = SyncGroupResponse::default().with_error_code(err_code(&result));
@@ -254,6 +283,11 @@ pub(crate) async fn sync_group(mut req: Req<'_>) -> Result<Reply, Fatal> {
 
 pub(crate) fn heartbeat(mut req: Req<'_>) -> Result<Reply, Fatal> {
     let r: HeartbeatRequest = req.decode()?;
+    if !may_read_group(&req, &r.group_id) {
+        return req.encode(
+            &HeartbeatResponse::default().with_error_code(E::GroupAuthorizationFailed.code()),
+        );
+    }
     let result = req.ctx.groups.heartbeat(
         &r.group_id,
         r.generation_id,
@@ -280,6 +314,11 @@ pub(crate) async fn leave_group(mut req: Req<'_>) -> Result<Reply, Fatal> {
     } else {
         vec![(r.member_id.to_string(), None)]
     };
+    if !may_read_group(&req, &r.group_id) {
+        return req.encode(
+            &LeaveGroupResponse::default().with_error_code(E::GroupAuthorizationFailed.code()),
+        );
+    }
     let results = groups.leave(&r.group_id, &members).await;
     tracing::debug!(group = %r.group_id.as_str(), ?members, ?results, "LeaveGroup");
     let mut resp = LeaveGroupResponse::default();
@@ -306,10 +345,19 @@ pub(crate) async fn offset_commit(mut req: Req<'_>) -> Result<Reply, Fatal> {
     let r: OffsetCommitRequest = req.decode()?;
     let v = req.version;
     let groups = req.ctx.groups.clone();
+    let group_ok = may_read_group(&req, &r.group_id);
+    // Committing needs READ on the group and on each topic.
+    let topic_ok: Vec<bool> = r
+        .topics
+        .iter()
+        .map(|t| group_ok && req.allowed(Operation::Read, ResourceType::Topic, &t.name))
+        .collect();
     let offsets: Vec<OffsetCommit> = r
         .topics
         .iter()
-        .flat_map(|t| {
+        .zip(&topic_ok)
+        .filter(|(_, ok)| **ok)
+        .flat_map(|(t, _)| {
             t.partitions.iter().map(move |p| OffsetCommit {
                 topic: t.name.to_string(),
                 partition: p.partition_index,
@@ -324,15 +372,21 @@ pub(crate) async fn offset_commit(mut req: Req<'_>) -> Result<Reply, Fatal> {
     } else {
         None
     };
-    let result = groups
-        .commit(
-            &r.group_id,
-            r.generation_id_or_member_epoch,
-            &r.member_id,
-            instance,
-            offsets,
-        )
-        .await;
+    let result = if !group_ok {
+        Err(GroupError::AuthorizationFailed)
+    } else if offsets.is_empty() && !r.topics.is_empty() {
+        Ok(Vec::new())
+    } else {
+        groups
+            .commit(
+                &r.group_id,
+                r.generation_id_or_member_epoch,
+                &r.member_id,
+                instance,
+                offsets,
+            )
+            .await
+    };
     let mut codes = match &result {
         Ok(per) => per.iter().map(err_code).collect::<Vec<_>>(),
         Err(e) => vec![code(e); r.topics.iter().map(|t| t.partitions.len()).sum()],
@@ -341,16 +395,22 @@ pub(crate) async fn offset_commit(mut req: Req<'_>) -> Result<Reply, Fatal> {
     let topics = r
         .topics
         .iter()
-        .map(|t| {
+        .zip(&topic_ok)
+        .map(|(t, ok)| {
             OffsetCommitResponseTopic::default()
                 .with_name(t.name.clone())
                 .with_partitions(
                     t.partitions
                         .iter()
                         .map(|p| {
+                            let c = if *ok || !group_ok {
+                                codes.next().unwrap_or(0)
+                            } else {
+                                E::TopicAuthorizationFailed.code()
+                            };
                             OffsetCommitResponsePartition::default()
                                 .with_partition_index(p.partition_index)
-                                .with_error_code(codes.next().unwrap_or(0))
+                                .with_error_code(c)
                         })
                         .collect(),
                 )
@@ -385,6 +445,32 @@ fn by_topic(rows: Vec<(String, i32, Option<Committed>)>) -> Vec<TopicOffsets> {
     out
 }
 
+/// A topic's partitions with their committed offsets, or the error code that hides them.
+type VisibleOffsets = (String, Vec<(i32, Result<Option<Committed>, i16>)>);
+
+/// OffsetFetch shows a topic's offsets to whom may DESCRIBE it: a fetch of every topic
+/// leaves the others out, a fetch naming them answers TOPIC_AUTHORIZATION_FAILED.
+fn visible(req: &Req<'_>, all: bool, rows: Vec<TopicOffsets>) -> Vec<VisibleOffsets> {
+    rows.into_iter()
+        .filter_map(|(t, ps)| {
+            let ok = if all {
+                req.permits(Operation::Describe, ResourceType::Topic, &t)
+            } else {
+                req.allowed(Operation::Describe, ResourceType::Topic, &t)
+            };
+            if !ok && all {
+                return None;
+            }
+            let denied = E::TopicAuthorizationFailed.code();
+            let ps = ps
+                .into_iter()
+                .map(|(p, c)| (p, if ok { Ok(c) } else { Err(denied) }))
+                .collect();
+            Some((t, ps))
+        })
+        .collect()
+}
+
 pub(crate) fn offset_fetch(mut req: Req<'_>) -> Result<Reply, Fatal> {
     let r: OffsetFetchRequest = req.decode()?;
     let v = req.version;
@@ -396,6 +482,11 @@ pub(crate) fn offset_fetch(mut req: Req<'_>) -> Result<Reply, Fatal> {
             .map(|g| {
                 // v9 (KIP-848): a member fetches with its id and epoch.
                 let member = g.member_id.as_deref().unwrap_or_default();
+                if !req.allowed(Operation::Describe, ResourceType::Group, &g.group_id) {
+                    return OffsetFetchResponseGroup::default()
+                        .with_group_id(g.group_id.clone())
+                        .with_error_code(E::GroupAuthorizationFailed.code());
+                }
                 if let Err(e) = groups.check_fetch_member(&g.group_id, member, g.member_epoch) {
                     return OffsetFetchResponseGroup::default()
                         .with_group_id(g.group_id.clone())
@@ -410,33 +501,42 @@ pub(crate) fn offset_fetch(mut req: Req<'_>) -> Result<Reply, Fatal> {
                         })
                         .collect()
                 });
-                let topics = by_topic(groups.fetch_offsets(&g.group_id, wanted))
-                    .into_iter()
-                    .map(|(t, ps)| {
-                        OffsetFetchResponseTopics::default()
-                            .with_name(TopicName(sb(t.clone())))
-                            .with_partitions(
-                                ps.into_iter()
-                                    .map(|(p, c)| {
-                                        let code = crate::txn_api::offset_fetch_code(
+                let all = wanted.is_none();
+                let topics = visible(
+                    &req,
+                    all,
+                    by_topic(groups.fetch_offsets(&g.group_id, wanted)),
+                )
+                .into_iter()
+                .map(|(t, ps)| {
+                    OffsetFetchResponseTopics::default()
+                        .with_name(TopicName(sb(t.clone())))
+                        .with_partitions(
+                            ps.into_iter()
+                                .map(|(p, c)| {
+                                    let code = match c {
+                                        Err(denied) => denied,
+                                        Ok(_) => crate::txn_api::offset_fetch_code(
                                             req.ctx,
                                             r.require_stable,
                                             &g.group_id,
                                             &t,
                                             p,
-                                        );
-                                        let (o, e, m) = committed_fields(c);
-                                        OffsetFetchResponsePartitions::default()
-                                            .with_error_code(code)
-                                            .with_partition_index(p)
-                                            .with_committed_offset(o)
-                                            .with_committed_leader_epoch(e)
-                                            .with_metadata(m)
-                                    })
-                                    .collect(),
-                            )
-                    })
-                    .collect();
+                                        ),
+                                    };
+                                    let c = c.ok().flatten();
+                                    let (o, e, m) = committed_fields(c);
+                                    OffsetFetchResponsePartitions::default()
+                                        .with_error_code(code)
+                                        .with_partition_index(p)
+                                        .with_committed_offset(o)
+                                        .with_committed_leader_epoch(e)
+                                        .with_metadata(m)
+                                })
+                                .collect(),
+                        )
+                })
+                .collect();
                 OffsetFetchResponseGroup::default()
                     .with_group_id(g.group_id.clone())
                     .with_topics(topics)
@@ -453,36 +553,50 @@ pub(crate) fn offset_fetch(mut req: Req<'_>) -> Result<Reply, Fatal> {
             })
             .collect()
     });
-    let topics = by_topic(groups.fetch_offsets(&r.group_id, wanted))
-        .into_iter()
-        .map(|(t, ps)| {
-            OffsetFetchResponseTopic::default()
-                .with_name(TopicName(sb(t.clone())))
-                .with_partitions(
-                    ps.into_iter()
-                        .map(|(p, c)| {
-                            let code = crate::txn_api::offset_fetch_code(
+    if !req.allowed(Operation::Describe, ResourceType::Group, &r.group_id) {
+        return req.encode(
+            &OffsetFetchResponse::default().with_error_code(E::GroupAuthorizationFailed.code()),
+        );
+    }
+    let all = wanted.is_none();
+    let topics = visible(
+        &req,
+        all,
+        by_topic(groups.fetch_offsets(&r.group_id, wanted)),
+    )
+    .into_iter()
+    .map(|(t, ps)| {
+        OffsetFetchResponseTopic::default()
+            .with_name(TopicName(sb(t.clone())))
+            .with_partitions(
+                ps.into_iter()
+                    .map(|(p, c)| {
+                        let code = match c {
+                            Err(denied) => denied,
+                            Ok(_) => crate::txn_api::offset_fetch_code(
                                 req.ctx,
                                 r.require_stable,
                                 &r.group_id,
                                 &t,
                                 p,
-                            );
-                            let (o, e, m) = committed_fields(c);
-                            let mut part = OffsetFetchResponsePartition::default()
-                                .with_error_code(code)
-                                .with_partition_index(p)
-                                .with_committed_offset(o)
-                                .with_metadata(m);
-                            if v >= 5 {
-                                part = part.with_committed_leader_epoch(e);
-                            }
-                            part
-                        })
-                        .collect(),
-                )
-        })
-        .collect();
+                            ),
+                        };
+                        let c = c.ok().flatten();
+                        let (o, e, m) = committed_fields(c);
+                        let mut part = OffsetFetchResponsePartition::default()
+                            .with_error_code(code)
+                            .with_partition_index(p)
+                            .with_committed_offset(o)
+                            .with_metadata(m);
+                        if v >= 5 {
+                            part = part.with_committed_leader_epoch(e);
+                        }
+                        part
+                    })
+                    .collect(),
+            )
+    })
+    .collect();
     req.encode(&OffsetFetchResponse::default().with_topics(topics))
 }
 
@@ -494,6 +608,14 @@ pub(crate) fn describe_groups(mut req: Req<'_>) -> Result<Reply, Fatal> {
         .groups
         .iter()
         .map(|id| {
+            if !req.allowed(Operation::Describe, ResourceType::Group, id) {
+                return DescribedGroup::default()
+                    .with_group_id(id.clone())
+                    .with_error_code(E::GroupAuthorizationFailed.code())
+                    .with_group_state(sb("Dead"))
+                    .with_protocol_type(sb(""))
+                    .with_protocol_data(sb(""));
+            }
             if let Ok(d) = req.ctx.shares.describe(id) {
                 return describe_share_group(id, d);
             }
@@ -585,8 +707,13 @@ pub(crate) fn list_groups(mut req: Req<'_>) -> Result<Reply, Fatal> {
     } else {
         Vec::new()
     };
+    // Listing shows the groups the principal may describe (all of them with DESCRIBE on
+    // the cluster), as Kafka does.
+    let cluster = req.permits(Operation::Describe, ResourceType::Cluster, CLUSTER_NAME);
+    let visible = |id: &str| cluster || req.permits(Operation::Describe, ResourceType::Group, id);
     let shared = share
         .into_iter()
+        .filter(|g| visible(&g.group))
         .filter(|g| states.is_empty() || states.contains(&g.state.name().to_lowercase()))
         .map(|g| {
             let mut out = ListedGroup::default()
@@ -605,12 +732,14 @@ pub(crate) fn list_groups(mut req: Req<'_>) -> Result<Reply, Fatal> {
         .groups
         .list_typed()
         .into_iter()
-        .filter(|(_, _, s, kind)| {
-            (if *kind == "consumer" {
-                consumer_wanted
-            } else {
-                classic_wanted
-            }) && (states.is_empty() || states.contains(&s.to_lowercase()))
+        .filter(|(id, _, s, kind)| {
+            visible(id)
+                && (if *kind == "consumer" {
+                    consumer_wanted
+                } else {
+                    classic_wanted
+                })
+                && (states.is_empty() || states.contains(&s.to_lowercase()))
         })
         .map(|(id, ptype, state, kind)| {
             let mut g = ListedGroup::default()
@@ -634,7 +763,9 @@ pub(crate) async fn delete_groups(mut req: Req<'_>) -> Result<Reply, Fatal> {
     let groups = req.ctx.groups.clone();
     let mut results = Vec::with_capacity(r.groups_names.len());
     for id in r.groups_names {
-        let code = if req.ctx.shares.is_share_group(&id) {
+        let code = if !req.allowed(Operation::Delete, ResourceType::Group, &id) {
+            E::GroupAuthorizationFailed.code()
+        } else if req.ctx.shares.is_share_group(&id) {
             let res = req.ctx.shares.delete_group(&id).await;
             res.err().map_or(0, |e| crate::share_api::group_code(&e))
         } else {
@@ -661,6 +792,22 @@ pub(crate) async fn offset_delete(mut req: Req<'_>) -> Result<Reply, Fatal> {
                 .map(move |p| (t.name.to_string(), p.partition_index))
         })
         .collect();
+    // Deleting offsets needs DELETE on the group and READ on each topic.
+    if !req.allowed(Operation::Delete, ResourceType::Group, &r.group_id) {
+        return req.encode(
+            &OffsetDeleteResponse::default().with_error_code(E::GroupAuthorizationFailed.code()),
+        );
+    }
+    if let Some(t) = r
+        .topics
+        .iter()
+        .find(|t| !req.allowed(Operation::Read, ResourceType::Topic, &t.name))
+    {
+        tracing::info!(group = %r.group_id.as_str(), topic = %t.name.as_str(), "offset delete refused");
+        return req.encode(
+            &OffsetDeleteResponse::default().with_error_code(E::TopicAuthorizationFailed.code()),
+        );
+    }
     let result = groups.delete_offsets(&r.group_id, wanted).await;
     let mut resp = OffsetDeleteResponse::default();
     match result {

@@ -14,6 +14,7 @@
 //!   old Produce/Fetch versions advertised for old librdkafka; `codes`: core errors to Kafka
 //!   error codes.
 
+mod acl_api;
 mod admin;
 mod admin2;
 mod bounds;

@@ -18,6 +18,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
+use strom_broker::security::acl::{Operation, ResourceType};
 use strom_broker::{BrokerError, Topic};
 
 use crate::codes;
@@ -133,6 +134,11 @@ fn topic_error(
     mt
 }
 
+/// Whether the principal may see topic `name`.
+fn may_describe(req: &Req<'_>, name: &str) -> bool {
+    req.allowed(Operation::Describe, ResourceType::Topic, name)
+}
+
 pub(crate) fn metadata(mut req: Req<'_>) -> Result<Reply, Fatal> {
     let r: MetadataRequest = req.decode()?;
     let v = req.version;
@@ -146,9 +152,12 @@ pub(crate) fn metadata(mut req: Req<'_>) -> Result<Reply, Fatal> {
     let allow_create = v < 4 || r.allow_auto_topic_creation;
     let mut topics = Vec::new();
     if all {
+        // Listing every topic shows only those the principal may describe.
         for info in broker.topics() {
-            if let Some(t) = broker.topic(&info.name) {
-                topics.push(describe(&t, node, v));
+            if req.permits(Operation::Describe, ResourceType::Topic, &info.name) {
+                if let Some(t) = broker.topic(&info.name) {
+                    topics.push(describe(&t, node, v));
+                }
             }
         }
     } else {
@@ -156,6 +165,12 @@ pub(crate) fn metadata(mut req: Req<'_>) -> Result<Reply, Fatal> {
             let Some(name) = rt.name.clone() else {
                 let id = rt.topic_id;
                 match broker.topics().into_iter().find(|i| i.id == *id.as_bytes()) {
+                    Some(info) if !may_describe(&req, &info.name) => topics.push(topic_error(
+                        None,
+                        id,
+                        ResponseError::TopicAuthorizationFailed.code(),
+                        v,
+                    )),
                     Some(info) => match broker.topic(&info.name) {
                         Some(t) => topics.push(describe(&t, node, v)),
                         None => topics.push(topic_error(
@@ -174,6 +189,18 @@ pub(crate) fn metadata(mut req: Req<'_>) -> Result<Reply, Fatal> {
                 }
                 continue;
             };
+            if !may_describe(&req, &name) {
+                topics.push(topic_error(
+                    Some(name),
+                    uuid::Uuid::nil(),
+                    ResponseError::TopicAuthorizationFailed.code(),
+                    v,
+                ));
+                continue;
+            }
+            // Auto-creation needs CREATE on the cluster or on the topic.
+            let allow_create = allow_create
+                && (broker.topic(&name).is_some() || crate::admin::may_create(&req, &name));
             let found = if allow_create {
                 broker.topic_or_create(&name)
             } else {

@@ -29,7 +29,8 @@ use strom_broker::security::credentials::{Change, CredentialError};
 use strom_broker::security::sasl::{Mechanism, SaslServer, Step};
 use strom_broker::security::scram::ScramMechanism;
 
-use crate::server::{Ctx, Fatal, Listener, Reply, Req};
+use crate::server::{sb, Ctx, Fatal, Listener, Reply, Req};
+use strom_broker::security::acl::Operation;
 
 /// Largest request frame before a connection on a SASL listener has authenticated: an
 /// ApiVersions or SASL request needs a few hundred bytes, so strangers cannot make the
@@ -254,13 +255,16 @@ pub(crate) async fn authenticate(mut req: Req<'_>) -> Result<Reply, Fatal> {
     req.encode(&resp)
 }
 
-fn sb(s: impl Into<String>) -> StrBytes {
-    StrBytes::from_string(s.into())
-}
-
 /// DescribeUserScramCredentials: every user, or the users named.
 pub(crate) fn describe_user_scram_credentials(mut req: Req<'_>) -> Result<Reply, Fatal> {
     let r: DescribeUserScramCredentialsRequest = req.decode()?;
+    if let Some((c, msg)) = req.cluster_denied(Operation::Describe) {
+        return req.encode(
+            &DescribeUserScramCredentialsResponse::default()
+                .with_error_code(c)
+                .with_error_message(Some(sb(msg))),
+        );
+    }
     let store = match req.ctx.broker.credentials() {
         Ok(s) => s,
         Err(e) => {
@@ -393,6 +397,11 @@ pub(crate) fn alter_user_scram_credentials(mut req: Req<'_>) -> Result<Reply, Fa
             },
         };
         changes.push((i, change));
+    }
+    if let Some((c, msg)) = req.cluster_denied(Operation::Alter) {
+        for u in users.iter_mut() {
+            u.1 = Some((c, msg.clone()));
+        }
     }
     // A user with any refused entry has none of its entries applied.
     changes.retain(|(i, _)| users[*i].1.is_none());

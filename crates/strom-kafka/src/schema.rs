@@ -759,6 +759,22 @@ const ALTER_USER_SCRAM_CREDENTIALS: &[Field] = &[
     ),
 ];
 
+/// An ACL filter (DescribeAcls' body, DeleteAcls' filters) and an ACL binding (CreateAcls'
+/// creations) have the same shape: types and codes as INT8, names as strings.
+const ACL_FIELDS: &[Field] = &[
+    f("resource_type", Int8),
+    f("resource_name", Str),
+    f("pattern_type", Int8),
+    f("principal", Str),
+    f("host", Str),
+    f("operation", Int8),
+    f("permission_type", Int8),
+];
+
+const CREATE_ACLS: &[Field] = &[f("creations", Structs(ACL_FIELDS))];
+
+const DELETE_ACLS: &[Field] = &[f("filters", Structs(ACL_FIELDS))];
+
 const LIST_CONFIG_RESOURCES: &[Field] = &[f("resource_types", Array(&Int8)).since(1)];
 
 const GET_TELEMETRY_SUBSCRIPTIONS: &[Field] = &[f("client_instance_id", Uuid)];
@@ -1121,6 +1137,9 @@ pub(crate) const SCHEMAS: &[Schema] = &[
         0,
         ALTER_USER_SCRAM_CREDENTIALS,
     ),
+    schema(ApiKey::DescribeAcls, "DescribeAcls", (1, 3), 2, ACL_FIELDS),
+    schema(ApiKey::CreateAcls, "CreateAcls", (1, 3), 2, CREATE_ACLS),
+    schema(ApiKey::DeleteAcls, "DeleteAcls", (1, 3), 2, DELETE_ACLS),
 ];
 
 /// The schema of API key `api`.

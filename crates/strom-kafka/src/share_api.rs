@@ -53,16 +53,13 @@ use strom_broker::share::{
 use uuid::Uuid;
 
 use crate::data::name_by_id;
-use crate::server::{Ctx, Fatal, Reply, Req};
+use crate::server::{sb, Ctx, Fatal, Reply, Req};
 use crate::share_session::{SharePartition, Turn, LEAVE_GRACE};
 use crate::share_wire;
+use strom_broker::security::acl::{Operation, ResourceType};
 
 /// The longest ShareFetch wait served (as Fetch's).
 const MAX_WAIT_CAP: Duration = Duration::from_secs(300);
-
-fn sb(s: impl Into<String>) -> StrBytes {
-    StrBytes::from_string(s.into())
-}
 
 /// The Kafka error code of a share-group error. `storage` is the code a failed log gets:
 /// KAFKA_STORAGE_ERROR for a partition, COORDINATOR_NOT_AVAILABLE (retriable) for the group.
@@ -93,12 +90,48 @@ fn partition_code(e: &ShareError) -> i16 {
 
 // --- membership ------------------------------------------------------------------------------
 
+/// The refusal of a share-group request: READ on the group, `topic_op` on each topic.
+fn share_denied<'t>(
+    req: &Req<'_>,
+    group: &str,
+    mut topics: impl Iterator<Item = &'t str>,
+    topic_op: Operation,
+) -> Option<(i16, String)> {
+    if !req.allowed(Operation::Read, ResourceType::Group, group) {
+        return Some((
+            E::GroupAuthorizationFailed.code(),
+            format!("{} may not read group {group}", req.principal),
+        ));
+    }
+    topics
+        .find(|t| !req.allowed(topic_op, ResourceType::Topic, t))
+        .map(|t| {
+            (
+                E::TopicAuthorizationFailed.code(),
+                format!("{} may not {} topic {t}", req.principal, topic_op.name()),
+            )
+        })
+}
+
 pub(crate) async fn heartbeat(mut req: Req<'_>) -> Result<Reply, Fatal> {
     let r: ShareGroupHeartbeatRequest = req.decode()?;
     let share = &req.ctx.shares;
     let group = r.group_id.to_string();
     let member = r.member_id.to_string();
-    let resp = if member.is_empty() {
+    let denied = share_denied(
+        &req,
+        &group,
+        r.subscribed_topic_names
+            .iter()
+            .flatten()
+            .map(|t| t.as_str()),
+        Operation::Describe,
+    );
+    let resp = if let Some((code, msg)) = denied {
+        ShareGroupHeartbeatResponse::default()
+            .with_error_code(code)
+            .with_error_message(Some(sb(msg)))
+    } else if member.is_empty() {
         // KIP-932 v1: the client generates its member id.
         ShareGroupHeartbeatResponse::default()
             .with_error_code(E::InvalidRequest.code())
@@ -406,6 +439,19 @@ pub(crate) async fn fetch(mut req: Req<'_>) -> Result<Reply, Fatal> {
         Ok(ids) => ids,
         Err(e) => return fail(e, 0),
     };
+    let topic_names: Vec<String> = r
+        .topics
+        .iter()
+        .filter_map(|t| crate::data::name_by_id(&ctx.broker, t.topic_id))
+        .collect();
+    if let Some(d) = share_denied(
+        &req,
+        &group,
+        topic_names.iter().map(String::as_str),
+        Operation::Read,
+    ) {
+        return fail(d, 0);
+    }
     if v >= 2 && mode > 1 {
         return fail(
             top_error(
@@ -603,6 +649,19 @@ pub(crate) async fn acknowledge_request(mut req: Req<'_>) -> Result<Reply, Fatal
         Ok(ids) => ids,
         Err(e) => return fail(e, 0),
     };
+    let topic_names: Vec<String> = r
+        .topics
+        .iter()
+        .filter_map(|t| crate::data::name_by_id(&ctx.broker, t.topic_id))
+        .collect();
+    if let Some(d) = share_denied(
+        &req,
+        &group,
+        topic_names.iter().map(String::as_str),
+        Operation::Read,
+    ) {
+        return fail(d, 0);
+    }
     let epoch = r.share_session_epoch;
     if epoch == 0 {
         // Only a ShareFetch opens a session.

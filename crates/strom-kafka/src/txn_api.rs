@@ -35,11 +35,8 @@ use kafka_protocol::ResponseError as E;
 use strom_broker::txn::{PendingOffset, TxnCoordinator, TxnError, TxnMeta};
 
 use crate::codes;
-use crate::server::{Ctx, Fatal, Reply, Req};
-
-fn sb(s: impl Into<String>) -> StrBytes {
-    StrBytes::from_string(s.into())
-}
+use crate::server::{sb, Ctx, Fatal, Reply, Req};
+use strom_broker::security::acl::{Operation, ResourceType, CLUSTER_NAME};
 
 /// The Kafka error code of a coordinator refusal.
 pub(crate) fn txn_code(e: &TxnError) -> i16 {
@@ -91,15 +88,29 @@ pub(crate) fn offset_fetch_code(
 /// producer's (`meta`).
 pub(crate) async fn init_producer_id(mut req: Req<'_>) -> Result<Reply, Fatal> {
     let r: InitProducerIdRequest = req.decode()?;
-    let Some(id) = r.transactional_id.as_ref().map(|t| t.to_string()) else {
-        return req.encode(&crate::meta::init_idempotent(req.ctx, &r));
-    };
     let fail = |code: i16| {
         InitProducerIdResponse::default()
             .with_error_code(code)
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1)
     };
+    let Some(id) = r.transactional_id.as_ref().map(|t| t.to_string()) else {
+        // An idempotent producer needs IDEMPOTENT_WRITE on the cluster, which WRITE on
+        // any topic implies (Kafka 2.8+).
+        if !req.permits(
+            Operation::IdempotentWrite,
+            ResourceType::Cluster,
+            CLUSTER_NAME,
+        ) && !req.allowed_any(Operation::Write, ResourceType::Topic)
+        {
+            tracing::info!(peer = %req.peer, principal = %req.principal, "idempotent producer refused: no IDEMPOTENT_WRITE");
+            return req.encode(&fail(E::ClusterAuthorizationFailed.code()));
+        }
+        return req.encode(&crate::meta::init_idempotent(req.ctx, &r));
+    };
+    if !may_write_txn(&req, &id) {
+        return req.encode(&fail(E::TransactionalIdAuthorizationFailed.code()));
+    }
     let Some(t) = txns(req.ctx) else {
         return req.encode(&fail(E::CoordinatorNotAvailable.code()));
     };
@@ -121,14 +132,50 @@ pub(crate) async fn init_producer_id(mut req: Req<'_>) -> Result<Reply, Fatal> {
 
 type Parts = Vec<(String, i32)>;
 
+/// Whether the principal may WRITE transactional id `id` (every transaction API needs it).
+fn may_write_txn(req: &Req<'_>, id: &str) -> bool {
+    req.allowed(Operation::Write, ResourceType::TransactionalId, id)
+}
+
+/// The refusal of adding `parts` to transaction `id`, per partition, if any: the
+/// transactional id or a topic without WRITE (the other partitions are then not attempted).
+fn add_denied(req: &Req<'_>, id: &str, parts: &Parts) -> Option<Vec<((String, i32), i16)>> {
+    if !may_write_txn(req, id) {
+        let c = E::TransactionalIdAuthorizationFailed.code();
+        return Some(parts.iter().map(|k| (k.clone(), c)).collect());
+    }
+    let denied: Vec<bool> = parts
+        .iter()
+        .map(|(t, _)| !req.allowed(Operation::Write, ResourceType::Topic, t))
+        .collect();
+    denied.iter().any(|d| *d).then(|| {
+        parts
+            .iter()
+            .zip(denied)
+            .map(|(k, d)| {
+                let c = if d {
+                    E::TopicAuthorizationFailed
+                } else {
+                    E::OperationNotAttempted
+                };
+                (k.clone(), c.code())
+            })
+            .collect()
+    })
+}
+
 fn topic_results(
     results: Vec<((String, i32), Result<(), TxnError>)>,
 ) -> Vec<AddPartitionsToTxnTopicResult> {
+    coded_topic_results(results.into_iter().map(|(k, r)| (k, code_of(&r))).collect())
+}
+
+fn coded_topic_results(results: Vec<((String, i32), i16)>) -> Vec<AddPartitionsToTxnTopicResult> {
     let mut by_topic: Vec<AddPartitionsToTxnTopicResult> = Vec::new();
-    for ((topic, p), r) in results {
+    for ((topic, p), code) in results {
         let part = AddPartitionsToTxnPartitionResult::default()
             .with_partition_index(p)
-            .with_partition_error_code(code_of(&r));
+            .with_partition_error_code(code);
         match by_topic.iter_mut().find(|t| t.name.0.as_str() == topic) {
             Some(t) => t.results_by_partition.push(part),
             None => by_topic.push(
@@ -157,6 +204,12 @@ pub(crate) async fn add_partitions_to_txn(mut req: Req<'_>) -> Result<Reply, Fat
     };
     if req.version <= 3 {
         let parts = flatten(&r.v3_and_below_topics);
+        if let Some(denied) = add_denied(&req, &r.v3_and_below_transactional_id, &parts) {
+            return req.encode(
+                &AddPartitionsToTxnResponse::default()
+                    .with_results_by_topic_v3_and_below(coded_topic_results(denied)),
+            );
+        }
         let results = t
             .add_partitions(
                 &r.v3_and_below_transactional_id,
@@ -174,6 +227,14 @@ pub(crate) async fn add_partitions_to_txn(mut req: Req<'_>) -> Result<Reply, Fat
     let mut out = Vec::with_capacity(r.transactions.len());
     for x in &r.transactions {
         let parts = flatten(&x.topics);
+        if let Some(denied) = add_denied(&req, &x.transactional_id, &parts) {
+            out.push(
+                AddPartitionsToTxnResult::default()
+                    .with_transactional_id(x.transactional_id.clone())
+                    .with_topic_results(coded_topic_results(denied)),
+            );
+            continue;
+        }
         let results = if x.verify_only {
             t.verify_partitions(
                 &x.transactional_id,
@@ -202,6 +263,12 @@ pub(crate) async fn add_partitions_to_txn(mut req: Req<'_>) -> Result<Reply, Fat
 pub(crate) async fn add_offsets_to_txn(mut req: Req<'_>) -> Result<Reply, Fatal> {
     let r: AddOffsetsToTxnRequest = req.decode()?;
     let code = match txns(req.ctx) {
+        _ if !may_write_txn(&req, &r.transactional_id) => {
+            E::TransactionalIdAuthorizationFailed.code()
+        }
+        _ if !req.allowed(Operation::Read, ResourceType::Group, &r.group_id) => {
+            E::GroupAuthorizationFailed.code()
+        }
         None => E::CoordinatorNotAvailable.code(),
         Some(t) => code_of(
             &t.add_offsets(
@@ -222,6 +289,14 @@ pub(crate) async fn end_txn(mut req: Req<'_>) -> Result<Reply, Fatal> {
         return req
             .encode(&EndTxnResponse::default().with_error_code(E::CoordinatorNotAvailable.code()));
     };
+    if !may_write_txn(&req, &r.transactional_id) {
+        return req.encode(
+            &EndTxnResponse::default()
+                .with_error_code(E::TransactionalIdAuthorizationFailed.code())
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1),
+        );
+    }
     // EndTxn v5+ is transactions v2 (KIP-890): the epoch is bumped and returned.
     let v2 = req.version >= 5;
     let resp = match t
@@ -274,7 +349,21 @@ pub(crate) async fn txn_offset_commit(mut req: Req<'_>) -> Result<Reply, Fatal> 
         }
     }
     let keys: Vec<(String, i32)> = offsets.iter().map(|(t, p, _)| (t.clone(), *p)).collect();
+    // Needs WRITE on the transactional id, READ on the group and on each topic.
+    let denied = if !may_write_txn(&req, &r.transactional_id) {
+        Some(E::TransactionalIdAuthorizationFailed)
+    } else if !req.allowed(Operation::Read, ResourceType::Group, &r.group_id) {
+        Some(E::GroupAuthorizationFailed)
+    } else if keys
+        .iter()
+        .any(|(t, _)| !req.allowed(Operation::Read, ResourceType::Topic, t))
+    {
+        Some(E::TopicAuthorizationFailed)
+    } else {
+        None
+    };
     let codes: Vec<i16> = match txns(req.ctx) {
+        _ if denied.is_some() => vec![denied.expect("some").code(); keys.len()],
         None => vec![E::CoordinatorNotAvailable.code(); keys.len()],
         Some(t) => match t
             .txn_offset_commit(
@@ -340,6 +429,14 @@ pub(crate) fn describe_transactions(mut req: Req<'_>) -> Result<Reply, Fatal> {
         .transactional_ids
         .iter()
         .map(|id| match txns(req.ctx).and_then(|t| t.describe(id)) {
+            _ if !req.allowed(Operation::Describe, ResourceType::TransactionalId, id) => {
+                TransactionState::default()
+                    .with_transactional_id(id.clone())
+                    .with_error_code(E::TransactionalIdAuthorizationFailed.code())
+                    .with_transaction_state(sb(""))
+                    .with_producer_id(ProducerId(-1))
+                    .with_producer_epoch(-1)
+            }
             Some(m) => described(&m),
             None => TransactionState::default()
                 .with_transactional_id(id.clone())
@@ -391,6 +488,7 @@ pub(crate) fn list_transactions(mut req: Req<'_>) -> Result<Reply, Fatal> {
                 && pattern
                     .as_deref()
                     .is_none_or(|p| glob_match(p, &m.transactional_id))
+                && req.permits(Operation::Describe, ResourceType::TransactionalId, &m.transactional_id)
         })
         .map(|m| {
             ListedTransaction::default()

@@ -1,6 +1,7 @@
 //! `strom`: the broker (`strom serve`) and its command line client (`topic`, `produce`,
-//! `consume`, `group`, `bench`, `user`).
+//! `consume`, `group`, `bench`, `user`, `acl`).
 
+mod acl;
 mod serve;
 mod user;
 
@@ -31,6 +32,14 @@ enum Cmd {
         #[command(subcommand)]
         cmd: user::UserCmd,
     },
+    /// Kafka ACLs (enforced with `strom serve --authorizer acl`): add, list, remove;
+    /// offline with --data-dir or online with --bootstrap.
+    Acl {
+        #[command(flatten)]
+        target: user::Target,
+        #[command(subcommand)]
+        cmd: acl::AclCmd,
+    },
     #[command(flatten)]
     Client(strom_client::cli::Command),
 }
@@ -46,6 +55,7 @@ fn main() {
             }
         },
         Cmd::User { target, cmd } => user::run(target, cmd),
+        Cmd::Acl { target, cmd } => acl::run(target, cmd),
         Cmd::Client(cmd) => strom_client::cli::run(cmd),
     };
     std::process::exit(code);

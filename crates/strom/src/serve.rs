@@ -84,6 +84,15 @@ pub(crate) struct ServeArgs {
     /// (connection.failed.authentication.delay.ms) [default: 100].
     #[arg(long, env = "STROM_CONNECTION_FAILED_AUTHENTICATION_DELAY_MS")]
     connection_failed_authentication_delay_ms: Option<u64>,
+    /// `acl`: enforce Kafka's ACL model on the Kafka door (`strom acl add|list|remove`,
+    /// CreateAcls / DescribeAcls / DeleteAcls; a request no ACL allows is denied); `none`:
+    /// everyone may do everything [default: none].
+    #[arg(long, env = "STROM_AUTHORIZER")]
+    authorizer: Option<String>,
+    /// Principals the authorizer allows everything, `;`-separated (super.users), e.g.
+    /// `User:admin;User:ops`.
+    #[arg(long, env = "STROM_SUPER_USERS")]
+    super_users: Option<String>,
     /// Records buffered per WebSocket before a client that does not keep up is closed (1013)
     /// [default: 4096].
     #[arg(long, env = "STROM_WS_BUFFER_RECORDS")]
@@ -207,6 +216,8 @@ struct FileConfig {
     sasl_mechanisms: Option<String>,
     connections_max_reauth_ms: Option<u64>,
     connection_failed_authentication_delay_ms: Option<u64>,
+    authorizer: Option<String>,
+    super_users: Option<String>,
     ws_buffer_records: Option<usize>,
     ws_slow_policy: Option<String>,
     ws_ping_interval_ms: Option<u64>,
@@ -278,6 +289,18 @@ fn resolve(mut a: ServeArgs) -> Result<Settings> {
     if broker.num_partitions < 1 {
         bail!("--num-partitions must be at least 1");
     }
+    broker.acl_authorizer = match a.authorizer.take().or(f.authorizer.take()).as_deref() {
+        None | Some("none") => false,
+        Some("acl") => true,
+        Some(other) => bail!("--authorizer must be acl or none, not {other:?}"),
+    };
+    broker.super_users = parse_super_users(
+        a.super_users
+            .take()
+            .or(f.super_users.take())
+            .as_deref()
+            .unwrap_or(""),
+    )?;
     let mut txns = TxnConfig::default();
     if let Some(ms) = a
         .transaction_max_timeout_ms
@@ -514,6 +537,19 @@ fn resolve(mut a: ServeArgs) -> Result<Settings> {
 /// addresses (`--advertised-listeners` or, for one listener, `--advertised-addr`). A listener
 /// whose protocol is not served yet is refused here, before anything is opened.
 /// `--sasl-mechanisms`: a comma-separated list of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512.
+/// `User:admin;User:ops` (`,` also separates, as some tools write it).
+fn parse_super_users(s: &str) -> Result<Vec<strom_broker::security::Principal>> {
+    s.split([';', ','])
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            strom_broker::security::Principal::parse(p).ok_or_else(|| {
+                anyhow::anyhow!("--super-users: {p:?} is not of the form User:<name>")
+            })
+        })
+        .collect()
+}
+
 fn parse_sasl_mechanisms(s: &str) -> Result<Vec<Mechanism>> {
     let mut out = Vec::new();
     for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {

@@ -27,7 +27,7 @@ use strom_broker::security::scram::{random_bytes, ScramMechanism, MIN_ITERATIONS
 pub(crate) struct Target {
     /// Work on this data directory directly (no broker needed).
     #[arg(long, global = true)]
-    data_dir: Option<PathBuf>,
+    pub(crate) data_dir: Option<PathBuf>,
     /// Broker address HOST:PORT of a PLAINTEXT listener (when --data-dir is not given).
     #[arg(
         long,
@@ -35,10 +35,10 @@ pub(crate) struct Target {
         default_value = "127.0.0.1:9092",
         global = true
     )]
-    bootstrap: String,
+    pub(crate) bootstrap: String,
     /// Print JSON instead of a table (list).
     #[arg(long, global = true)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -97,14 +97,23 @@ fn read_password() -> Result<String> {
 
 /// Runs the command; returns the process exit code.
 pub(crate) fn run(target: Target, cmd: UserCmd) -> i32 {
-    let result = match &target.data_dir {
+    exit_code(match &target.data_dir {
         Some(dir) => offline(dir.clone(), &target, cmd),
-        None => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("starting the runtime")
-            .and_then(|rt| rt.block_on(online(&target, cmd))),
-    };
+        None => block_on(online(&target, cmd)),
+    })
+}
+
+/// Runs an online command on a one-thread runtime.
+pub(crate) fn block_on(f: impl std::future::Future<Output = Result<()>>) -> Result<()> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?
+        .block_on(f)
+}
+
+/// 0, or 1 with the error on standard error.
+pub(crate) fn exit_code(result: Result<()>) -> i32 {
     match result {
         Ok(()) => 0,
         Err(e) => {
@@ -179,7 +188,7 @@ fn user_error(user: &str, code: i16, message: Option<&str>) -> anyhow::Error {
     anyhow::anyhow!("user {user}: error {code}: {}", message.unwrap_or(""))
 }
 
-fn sb(s: &str) -> StrBytes {
+pub(crate) fn sb(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
 }
 

@@ -44,6 +44,9 @@ use store::{Entry, Store, StoredGroup, StoredMember};
 /// Kafka's errors of the group APIs.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum GroupError {
+    /// The principal may not use the group (the authorizer refused READ on it).
+    #[error("not authorized to use the group")]
+    AuthorizationFailed,
     /// The group is being unloaded (or the broker stops).
     #[error("coordinator not available")]
     CoordinatorNotAvailable,

@@ -7,6 +7,7 @@
 
 use std::fmt;
 
+pub mod acl;
 pub mod credentials;
 pub mod sasl;
 pub mod scram;

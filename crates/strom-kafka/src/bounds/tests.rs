@@ -155,6 +155,9 @@ macro_rules! by_api {
                 $f::<DescribeUserScramCredentialsRequest>($buf, $v)
             }
             ApiKey::AlterUserScramCredentials => $f::<AlterUserScramCredentialsRequest>($buf, $v),
+            ApiKey::DescribeAcls => $f::<DescribeAclsRequest>($buf, $v),
+            ApiKey::CreateAcls => $f::<CreateAclsRequest>($buf, $v),
+            ApiKey::DeleteAcls => $f::<DeleteAclsRequest>($buf, $v),
             other => panic!("no decoder listed for {other:?}"),
         }
     };
