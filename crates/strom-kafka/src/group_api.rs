@@ -445,6 +445,25 @@ fn by_topic(rows: Vec<(String, i32, Option<Committed>)>) -> Vec<TopicOffsets> {
     out
 }
 
+/// One OffsetFetch partition: its error code (the authorizer's refusal, or UNSTABLE_OFFSET_COMMIT
+/// under `require_stable`) and its committed offset, leader epoch and metadata.
+fn fetched(
+    req: &Req<'_>,
+    require_stable: bool,
+    group: &str,
+    topic: &str,
+    p: i32,
+    c: Result<Option<Committed>, i16>,
+) -> (i16, (i64, i32, Option<StrBytes>)) {
+    match c {
+        Err(denied) => (denied, committed_fields(None)),
+        Ok(c) => (
+            crate::txn_api::offset_fetch_code(req.ctx, require_stable, group, topic, p),
+            committed_fields(c),
+        ),
+    }
+}
+
 /// A topic's partitions with their committed offsets, or the error code that hides them.
 type VisibleOffsets = (String, Vec<(i32, Result<Option<Committed>, i16>)>);
 
@@ -514,18 +533,8 @@ pub(crate) fn offset_fetch(mut req: Req<'_>) -> Result<Reply, Fatal> {
                         .with_partitions(
                             ps.into_iter()
                                 .map(|(p, c)| {
-                                    let code = match c {
-                                        Err(denied) => denied,
-                                        Ok(_) => crate::txn_api::offset_fetch_code(
-                                            req.ctx,
-                                            r.require_stable,
-                                            &g.group_id,
-                                            &t,
-                                            p,
-                                        ),
-                                    };
-                                    let c = c.ok().flatten();
-                                    let (o, e, m) = committed_fields(c);
+                                    let (code, (o, e, m)) =
+                                        fetched(&req, r.require_stable, &g.group_id, &t, p, c);
                                     OffsetFetchResponsePartitions::default()
                                         .with_error_code(code)
                                         .with_partition_index(p)
@@ -571,18 +580,8 @@ pub(crate) fn offset_fetch(mut req: Req<'_>) -> Result<Reply, Fatal> {
             .with_partitions(
                 ps.into_iter()
                     .map(|(p, c)| {
-                        let code = match c {
-                            Err(denied) => denied,
-                            Ok(_) => crate::txn_api::offset_fetch_code(
-                                req.ctx,
-                                r.require_stable,
-                                &r.group_id,
-                                &t,
-                                p,
-                            ),
-                        };
-                        let c = c.ok().flatten();
-                        let (o, e, m) = committed_fields(c);
+                        let (code, (o, e, m)) =
+                            fetched(&req, r.require_stable, &r.group_id, &t, p, c);
                         let mut part = OffsetFetchResponsePartition::default()
                             .with_error_code(code)
                             .with_partition_index(p)

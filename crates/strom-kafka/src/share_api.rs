@@ -113,6 +113,27 @@ fn share_denied<'t>(
         })
 }
 
+/// [`share_denied`] for ShareFetch / ShareAcknowledge: READ on the group and on each topic
+/// named by id (resolved only when the authorizer is on: off the hot path otherwise).
+fn share_read_denied(
+    req: &Req<'_>,
+    group: &str,
+    ids: impl Iterator<Item = uuid::Uuid>,
+) -> Option<(i16, String)> {
+    if !req.ctx.broker.authorizer().enabled() {
+        return None;
+    }
+    let names: Vec<String> = ids
+        .filter_map(|id| crate::data::name_by_id(&req.ctx.broker, id))
+        .collect();
+    share_denied(
+        req,
+        group,
+        names.iter().map(String::as_str),
+        Operation::Read,
+    )
+}
+
 pub(crate) async fn heartbeat(mut req: Req<'_>) -> Result<Reply, Fatal> {
     let r: ShareGroupHeartbeatRequest = req.decode()?;
     let share = &req.ctx.shares;
@@ -439,17 +460,7 @@ pub(crate) async fn fetch(mut req: Req<'_>) -> Result<Reply, Fatal> {
         Ok(ids) => ids,
         Err(e) => return fail(e, 0),
     };
-    let topic_names: Vec<String> = r
-        .topics
-        .iter()
-        .filter_map(|t| crate::data::name_by_id(&ctx.broker, t.topic_id))
-        .collect();
-    if let Some(d) = share_denied(
-        &req,
-        &group,
-        topic_names.iter().map(String::as_str),
-        Operation::Read,
-    ) {
+    if let Some(d) = share_read_denied(&req, &group, r.topics.iter().map(|t| t.topic_id)) {
         return fail(d, 0);
     }
     if v >= 2 && mode > 1 {
@@ -649,17 +660,7 @@ pub(crate) async fn acknowledge_request(mut req: Req<'_>) -> Result<Reply, Fatal
         Ok(ids) => ids,
         Err(e) => return fail(e, 0),
     };
-    let topic_names: Vec<String> = r
-        .topics
-        .iter()
-        .filter_map(|t| crate::data::name_by_id(&ctx.broker, t.topic_id))
-        .collect();
-    if let Some(d) = share_denied(
-        &req,
-        &group,
-        topic_names.iter().map(String::as_str),
-        Operation::Read,
-    ) {
+    if let Some(d) = share_read_denied(&req, &group, r.topics.iter().map(|t| t.topic_id)) {
         return fail(d, 0);
     }
     let epoch = r.share_session_epoch;
