@@ -1,18 +1,13 @@
 //! Administrative operations of the core that the Kafka admin APIs reach: DeleteRecords (the
-//! log start offset), the data directory's usage (DescribeLogDirs), and client quotas
-//! (stored, not enforced).
+//! log start offset) and the data directory's usage (DescribeLogDirs). Client quotas are
+//! `quota.rs`.
 
-use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use parking_lot::Mutex;
-use serde::{Deserialize, Serialize};
-
 use crate::broker::{Broker, ConfigOp};
 use crate::error::{BrokerError, Result};
-use crate::topic::write_atomic;
 
 /// The data directory and what it holds (Kafka's DescribeLogDirs for one log dir).
 #[derive(Clone, Debug)]
@@ -41,15 +36,6 @@ impl Broker {
         };
         let start = crate::broker::blocking(|| log.delete_records_below(offset))?;
         Ok(start)
-    }
-
-    /// The client quotas of this broker (opened from the data directory at first use).
-    pub fn client_quotas(&self) -> Result<&ClientQuotas> {
-        if let Some(q) = self.quotas.get() {
-            return Ok(q);
-        }
-        let q = ClientQuotas::open(&self.config().data_dir)?;
-        Ok(self.quotas.get_or_init(|| q))
     }
 
     /// Kafka's legacy AlterConfigs of a topic: the given configs replace every override
@@ -190,219 +176,4 @@ fn fs_space(path: &Path) -> Result<(i64, i64)> {
         (st.f_blocks as i64).saturating_mul(frsize),
         (st.f_bavail as i64).saturating_mul(frsize),
     ))
-}
-
-/// One quota entity: `(entity type, name)` pairs (`user`, `client-id`, `ip`); a `None` name
-/// is the default entity of that type.
-pub type QuotaEntity = Vec<(String, Option<String>)>;
-
-/// The quota keys Kafka defines and whether the key applies to the entity types given.
-const QUOTA_KEYS: &[&str] = &[
-    "producer_byte_rate",
-    "consumer_byte_rate",
-    "request_percentage",
-    "controller_mutation_rate",
-    "connection_creation_rate",
-];
-
-/// The entity types Kafka knows.
-const ENTITY_TYPES: &[&str] = &["user", "client-id", "ip"];
-
-#[derive(Default, Serialize, Deserialize)]
-struct QuotaFile {
-    entries: Vec<QuotaEntry>,
-}
-
-#[derive(Clone, Serialize, Deserialize)]
-struct QuotaEntry {
-    entity: QuotaEntity,
-    values: BTreeMap<String, f64>,
-}
-
-/// Client quotas (KIP-546 DescribeClientQuotas / AlterClientQuotas): stored durably in
-/// `.strom/client-quotas.json` (replaced atomically), not enforced.
-pub struct ClientQuotas {
-    path: PathBuf,
-    entries: Mutex<Vec<QuotaEntry>>,
-}
-
-/// One alteration of one entity: `(key, Some(value))` sets, `(key, None)` removes.
-pub type QuotaOps = Vec<(String, Option<f64>)>;
-
-/// How a DescribeClientQuotas filter component matches an entity type.
-#[derive(Clone, Debug)]
-pub enum QuotaMatch {
-    /// That exact name.
-    Exact(String),
-    /// The default entity of the type.
-    Default,
-    /// Any entity of the type, the default included.
-    Any,
-}
-
-impl ClientQuotas {
-    /// Opens the store of `data_dir`.
-    pub fn open(data_dir: &Path) -> Result<ClientQuotas> {
-        let dir = data_dir.join(".strom");
-        std::fs::create_dir_all(&dir)?;
-        let path = dir.join("client-quotas.json");
-        let entries = match std::fs::read(&path) {
-            Ok(b) => {
-                serde_json::from_slice::<QuotaFile>(&b)
-                    .map_err(|e| BrokerError::Io(std::io::Error::other(e)))?
-                    .entries
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(e.into()),
-        };
-        Ok(ClientQuotas {
-            path,
-            entries: Mutex::new(entries),
-        })
-    }
-
-    /// Checks one alteration as Kafka does: known entity types, each at most once, known
-    /// keys, positive values.
-    pub fn check(entity: &QuotaEntity, ops: &QuotaOps) -> Result<()> {
-        if entity.is_empty() {
-            return Err(BrokerError::InvalidConfig("empty quota entity".into()));
-        }
-        for (i, (t, _)) in entity.iter().enumerate() {
-            if !ENTITY_TYPES.contains(&t.as_str()) {
-                return Err(BrokerError::InvalidConfig(format!(
-                    "unknown quota entity type {t:?}"
-                )));
-            }
-            if entity[..i].iter().any(|(u, _)| u == t) {
-                return Err(BrokerError::InvalidConfig(format!(
-                    "duplicate quota entity type {t:?}"
-                )));
-            }
-        }
-        let ip = entity.iter().any(|(t, _)| t == "ip");
-        if ip && entity.len() > 1 {
-            return Err(BrokerError::InvalidConfig(
-                "an ip quota entity cannot be combined with user or client-id".into(),
-            ));
-        }
-        for (k, v) in ops {
-            if !QUOTA_KEYS.contains(&k.as_str()) {
-                return Err(BrokerError::InvalidConfig(format!(
-                    "unknown quota key {k:?}"
-                )));
-            }
-            if (k == "connection_creation_rate") != ip {
-                return Err(BrokerError::InvalidConfig(format!(
-                    "quota key {k:?} does not apply to this entity"
-                )));
-            }
-            if let Some(v) = v {
-                if !(v.is_finite() && *v > 0.0) {
-                    return Err(BrokerError::InvalidConfig(format!(
-                        "quota {k} must be positive, not {v}"
-                    )));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Applies alterations (each already checked) and persists them before returning.
-    pub fn alter(&self, changes: &[(QuotaEntity, QuotaOps)]) -> Result<()> {
-        let mut entries = self.entries.lock();
-        let mut next = entries.clone();
-        for (entity, ops) in changes {
-            let mut e = normalize(entity);
-            let i = match next.iter().position(|q| q.entity == e) {
-                Some(i) => i,
-                None => {
-                    next.push(QuotaEntry {
-                        entity: std::mem::take(&mut e),
-                        values: BTreeMap::new(),
-                    });
-                    next.len() - 1
-                }
-            };
-            for (k, v) in ops {
-                match v {
-                    Some(v) => next[i].values.insert(k.clone(), *v),
-                    None => next[i].values.remove(k),
-                };
-            }
-        }
-        next.retain(|q| !q.values.is_empty());
-        let bytes = serde_json::to_vec(&QuotaFile {
-            entries: next.clone(),
-        })
-        .map_err(|e| BrokerError::Io(std::io::Error::other(e)))?;
-        write_atomic(&self.path, &bytes)?;
-        *entries = next;
-        Ok(())
-    }
-
-    /// The entities matching every component of `filter` (`strict`: and no other entity
-    /// type), with their values.
-    pub fn describe(
-        &self,
-        filter: &[(String, QuotaMatch)],
-        strict: bool,
-    ) -> Vec<(QuotaEntity, Vec<(String, f64)>)> {
-        let entries = self.entries.lock();
-        entries
-            .iter()
-            .filter(|q| {
-                let all = filter.iter().all(|(t, m)| {
-                    q.entity
-                        .iter()
-                        .find(|(u, _)| u == t)
-                        .is_some_and(|(_, name)| match m {
-                            QuotaMatch::Exact(n) => name.as_deref() == Some(n.as_str()),
-                            QuotaMatch::Default => name.is_none(),
-                            QuotaMatch::Any => true,
-                        })
-                });
-                all && (!strict || q.entity.len() == filter.len())
-            })
-            .map(|q| {
-                (
-                    q.entity.clone(),
-                    q.values.iter().map(|(k, v)| (k.clone(), *v)).collect(),
-                )
-            })
-            .collect()
-    }
-}
-
-fn normalize(entity: &QuotaEntity) -> QuotaEntity {
-    let mut e = entity.clone();
-    e.sort();
-    e
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn quotas_are_stored_durably_and_filtered() {
-        let dir = tempfile::tempdir().unwrap();
-        let q = ClientQuotas::open(dir.path()).unwrap();
-        let user: QuotaEntity = vec![("user".into(), Some("alice".into()))];
-        let ops: QuotaOps = vec![("producer_byte_rate".into(), Some(1024.0))];
-        ClientQuotas::check(&user, &ops).unwrap();
-        q.alter(&[(user.clone(), ops)]).unwrap();
-        let bad: QuotaOps = vec![("nope".into(), Some(1.0))];
-        assert!(ClientQuotas::check(&user, &bad).is_err());
-        drop(q);
-        let q = ClientQuotas::open(dir.path()).unwrap();
-        let found = q.describe(&[("user".into(), QuotaMatch::Any)], false);
-        assert_eq!(found.len(), 1);
-        assert_eq!(found[0].1, vec![("producer_byte_rate".to_string(), 1024.0)]);
-        assert!(q
-            .describe(&[("client-id".into(), QuotaMatch::Any)], false)
-            .is_empty());
-        q.alter(&[(user, vec![("producer_byte_rate".into(), None)])])
-            .unwrap();
-        assert!(q.describe(&[], false).is_empty());
-    }
 }

@@ -226,13 +226,29 @@ pub struct Broker {
     /// The transaction coordinator's produce check, once it is open.
     txn_guard: std::sync::OnceLock<Arc<dyn TxnGuard>>,
     /// Client quotas (`.strom/client-quotas.json`), opened at first use.
-    pub(crate) quotas: std::sync::OnceLock<crate::admin::ClientQuotas>,
+    pub(crate) quotas: std::sync::OnceLock<crate::quota::ClientQuotas>,
+    /// Where each quota entity stands against its rate.
+    pub(crate) throttles: crate::quota::Throttles,
     /// The log cleaner's registry and metrics (`cleaner.rs`).
     cleaner: crate::cleaner::Cleaner,
     /// SCRAM credentials (`.strom/scram-credentials.json`), opened at first use.
     credentials: std::sync::OnceLock<Arc<crate::security::credentials::Credentials>>,
+    /// HTTP bearer tokens (`.strom/tokens.json`), opened at first use.
+    tokens: std::sync::OnceLock<Arc<crate::security::tokens::Tokens>>,
     /// Who may do what (`--authorizer acl`: `.strom/acls.json`).
     authorizer: crate::security::acl::Authorizer,
+}
+
+/// The store in `cell`, opened by `open` at first use (a failure is retried next time).
+fn open_once<T, E: std::fmt::Display>(
+    cell: &std::sync::OnceLock<Arc<T>>,
+    open: impl FnOnce() -> std::result::Result<T, E>,
+) -> Result<Arc<T>> {
+    if let Some(t) = cell.get() {
+        return Ok(t.clone());
+    }
+    let opened = open().map_err(|e| BrokerError::Io(std::io::Error::other(e.to_string())))?;
+    Ok(cell.get_or_init(|| Arc::new(opened)).clone())
 }
 
 impl Broker {
@@ -300,8 +316,10 @@ impl Broker {
             delay,
             txn_guard: std::sync::OnceLock::new(),
             quotas: std::sync::OnceLock::new(),
+            throttles: crate::quota::Throttles::default(),
             cleaner: crate::cleaner::Cleaner::default(),
             credentials: std::sync::OnceLock::new(),
+            tokens: std::sync::OnceLock::new(),
             authorizer,
         }))
     }
@@ -310,12 +328,18 @@ impl Broker {
     /// opened at first use; a store that cannot be read is an error each time it is asked
     /// for, so that authentication fails instead of the broker.
     pub fn credentials(&self) -> Result<Arc<crate::security::credentials::Credentials>> {
-        if let Some(c) = self.credentials.get() {
-            return Ok(c.clone());
-        }
-        let opened = crate::security::credentials::Credentials::open(&self.config.data_dir)
-            .map_err(|e| BrokerError::Io(std::io::Error::other(e.to_string())))?;
-        Ok(self.credentials.get_or_init(|| Arc::new(opened)).clone())
+        open_once(&self.credentials, || {
+            crate::security::credentials::Credentials::open(&self.config.data_dir)
+        })
+    }
+
+    /// The bearer token store of the data directory (HTTP door), opened at first use; like
+    /// [`Broker::credentials`], a store that cannot be read fails authentication, not the
+    /// broker.
+    pub fn tokens(&self) -> Result<Arc<crate::security::tokens::Tokens>> {
+        open_once(&self.tokens, || {
+            crate::security::tokens::Tokens::open(&self.config.data_dir)
+        })
     }
 
     /// The authorizer every door asks before it acts for a principal.

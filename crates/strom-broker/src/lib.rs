@@ -26,6 +26,7 @@ mod kvlog;
 pub mod limits;
 pub mod metrics;
 pub mod producer;
+pub mod quota;
 pub mod records;
 pub mod reserved;
 pub mod security;

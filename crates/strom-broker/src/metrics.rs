@@ -75,6 +75,9 @@ pub struct CoreMetrics {
     pub txn_aborts: AtomicU64,
     /// Transactions aborted because their timeout passed.
     pub txn_timed_out: AtomicU64,
+    /// Requests a client quota throttled, and their throttle time in total (ms).
+    pub quota_throttled: AtomicU64,
+    pub quota_throttle_ms: AtomicU64,
 }
 
 impl CoreMetrics {
@@ -99,6 +102,13 @@ impl CoreMetrics {
 
     pub(crate) fn fsync(&self, d: Duration) {
         self.fsync.lock().observe(d);
+    }
+
+    /// A door throttled one request for `d` (a client quota).
+    pub fn throttled(&self, d: Duration) {
+        self.quota_throttled.fetch_add(1, Ordering::Relaxed);
+        self.quota_throttle_ms
+            .fetch_add(d.as_millis() as u64, Ordering::Relaxed);
     }
 
     /// A door records one request of `api` and how long it took.

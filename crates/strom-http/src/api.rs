@@ -18,6 +18,10 @@ use strom_broker::{BrokerError, FetchLimits, FetchSpec};
 use strom_log::{BatchError, LogError};
 use utoipa::{IntoParams, ToSchema};
 
+use strom_broker::quota::QuotaKind;
+use strom_broker::security::acl::{Operation, ResourceType};
+
+use crate::auth::Caller;
 use crate::budget::RecordsBody;
 use crate::AppState;
 
@@ -29,6 +33,8 @@ pub(crate) struct ApiError {
     message: String,
     /// `Retry-After` seconds (503 `server_busy`).
     retry_after_s: Option<u64>,
+    /// `WWW-Authenticate` (401).
+    challenge: Option<crate::auth::Challenge>,
 }
 
 impl ApiError {
@@ -42,7 +48,14 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after_s: None,
+            challenge: None,
         }
+    }
+
+    /// The same error with a `WWW-Authenticate` header.
+    pub(crate) fn challenge(mut self, c: crate::auth::Challenge) -> ApiError {
+        self.challenge = Some(c);
+        self
     }
 
     /// The same error with a `Retry-After` header.
@@ -69,6 +82,10 @@ impl IntoResponse for ApiError {
         if let Some(s) = self.retry_after_s {
             resp.headers_mut()
                 .insert(axum::http::header::RETRY_AFTER, s.into());
+        }
+        if let Some(c) = self.challenge {
+            resp.headers_mut()
+                .insert(axum::http::header::WWW_AUTHENTICATE, c.header());
         }
         resp
     }
@@ -178,11 +195,12 @@ pub(crate) async fn not_found() -> ApiError {
 }
 
 #[utoipa::path(get, path = "/topics", responses((status = 200, description = "topics")))]
-pub(crate) async fn list_topics(State(s): State<AppState>) -> Json<Value> {
+pub(crate) async fn list_topics(State(s): State<AppState>, caller: Caller) -> Json<Value> {
     let topics: Vec<Value> = s
         .broker
         .topics()
         .into_iter()
+        .filter(|t| caller.may(&s, Operation::Describe, ResourceType::Topic, &t.name))
         .map(|t| json!({"name": t.name, "partitions": t.partitions, "internal": t.internal}))
         .collect();
     Json(json!({ "topics": topics }))
@@ -206,9 +224,11 @@ fn minus_one() -> i32 {
     responses((status = 201, description = "created"), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(crate) async fn create_topic(
     State(s): State<AppState>,
+    caller: Caller,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
     let req: CreateTopic = parse_body(body)?;
+    caller.allow_create_topic(&s, &req.name)?;
     s.broker.create_topic(
         &req.name,
         req.partitions,
@@ -230,8 +250,10 @@ pub(crate) async fn create_topic(
     responses((status = 200, description = "partitions, offsets, configs, subscribers (open WebSocket subscriptions without a group and SSE streams of the topic)"), (status = 404, body = ErrorBody)))]
 pub(crate) async fn describe_topic(
     State(s): State<AppState>,
+    caller: Caller,
     Path(topic): Path<String>,
 ) -> ApiResult<Json<Value>> {
+    caller.allow(&s, Operation::Describe, ResourceType::Topic, &topic)?;
     let t = s
         .broker
         .topic(&topic)
@@ -276,8 +298,10 @@ pub(crate) async fn describe_topic(
     responses((status = 204, description = "deleted"), (status = 404, body = ErrorBody)))]
 pub(crate) async fn delete_topic(
     State(s): State<AppState>,
+    caller: Caller,
     Path(topic): Path<String>,
 ) -> ApiResult<StatusCode> {
+    caller.allow(&s, Operation::Delete, ResourceType::Topic, &topic)?;
     s.broker.delete_topic(&topic)?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -405,9 +429,11 @@ static ROUND_ROBIN: AtomicUsize = AtomicUsize::new(0);
 /// appended when due), `strom.msg.id` drops a repeat within `strom.dedup.window.ms`.
 pub(crate) async fn produce(
     State(s): State<AppState>,
+    caller: Caller,
     Path(topic): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<Value>> {
+    caller.allow(&s, Operation::Write, ResourceType::Topic, &topic)?;
     let req: ProduceBody = parse_body(body)?;
     let t = s
         .broker
@@ -434,6 +460,8 @@ pub(crate) async fn produce(
             s.broker.check_reserved(&topic, batch)?;
         }
     }
+    let total: usize = batches.iter().map(|(_, _, b)| b.len()).sum();
+    caller.quota_gate(&s, QuotaKind::Produce, total)?;
     for (partition, recs, batch) in batches {
         bytes_in += batch.len();
         let ack = s.broker.produce(&topic, partition, &batch).await?;
@@ -446,6 +474,7 @@ pub(crate) async fn produce(
         }
     }
     s.metrics.bytes_in(&topic, bytes_in);
+    caller.quota_charge(&s, QuotaKind::Produce, bytes_in).await;
     Ok(Json(json!({ "offsets": out })))
 }
 
@@ -702,9 +731,12 @@ pub(crate) struct FetchError {
 /// to `timeout_ms` for the first record.
 pub(crate) async fn fetch(
     State(s): State<AppState>,
+    caller: Caller,
     Path((topic, partition)): Path<(String, i32)>,
     query: Result<Query<FetchQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Response> {
+    caller.allow(&s, Operation::Read, ResourceType::Topic, &topic)?;
+    caller.quota_gate(&s, QuotaKind::Fetch, 0)?;
     let Query(q) = query.map_err(|e| ApiError::bad(e.body_text()))?;
     let p = s.broker.partition(&topic, partition)?;
     let offset = match q.offset {
@@ -748,6 +780,7 @@ pub(crate) async fn fetch(
         .remove(0)?;
     let decoded = records_json_committed(&read.data, offset, max_records, q.format, &read.aborted);
     s.metrics.bytes_out(&topic, read.data.len());
+    let fetched = read.data.len();
     drop(read.data);
     let mut body = RecordsBody::new(reservation.bytes());
     let mut next = offset;
@@ -775,6 +808,7 @@ pub(crate) async fn fetch(
         // A first record larger than the estimate.
         reservation.merge(s.budget.reserve(out.len() - reservation.bytes()).await?);
     }
+    caller.quota_charge(&s, QuotaKind::Fetch, fetched).await;
     Ok(json_bytes(reservation.into_bytes(out)))
 }
 

@@ -218,18 +218,23 @@ impl Door {
         stop: watch::Receiver<bool>,
     ) {
         let activity = Arc::new(Activity::new());
+        let peer = stream
+            .peer_addr()
+            .map_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |a| {
+                a.ip()
+            });
         let tracked = Tracked {
             stream,
             activity: activity.clone(),
             _open: open,
         };
         let Some(tls) = self.config.tls.clone() else {
-            return self.serve(tracked, activity, stop).await;
+            return self.serve(tracked, peer, activity, stop).await;
         };
         // HTTPS: the handshake first, bounded by the read timeout; a failed one closes this
         // connection only.
         match tls.accept(tracked, self.config.read_timeout).await {
-            Ok(stream) => self.serve(stream, activity, stop).await,
+            Ok(stream) => self.serve(stream, peer, activity, stop).await,
             Err(e) => {
                 self.metrics.closed("tls_handshake");
                 if let Some(suppressed) = self.close_log.ready() {
@@ -243,6 +248,7 @@ impl Door {
     async fn serve<I>(
         self: Arc<Self>,
         io: I,
+        peer: std::net::IpAddr,
         activity: Arc<Activity>,
         mut stop: watch::Receiver<bool>,
     ) where
@@ -251,6 +257,7 @@ impl Door {
         let io = TokioIo::new(io);
         let svc = Svc {
             router: self.router.clone(),
+            peer,
             activity: activity.clone(),
             read_timeout: self.config.read_timeout,
         };
@@ -509,6 +516,8 @@ impl AsyncWrite for Tracked {
 #[derive(Clone)]
 struct Svc {
     router: Router,
+    /// The connection's peer address (the host of ACLs).
+    peer: std::net::IpAddr,
     activity: Arc<Activity>,
     read_timeout: Duration,
 }
@@ -521,7 +530,8 @@ impl hyper::service::Service<Request<Incoming>> for Svc {
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         let busy = Busy::start(self.activity.clone());
         let read_timeout = self.read_timeout;
-        let req = req.map(|b| Body::new(TimedBody::new(b, read_timeout)));
+        let mut req = req.map(|b| Body::new(TimedBody::new(b, read_timeout)));
+        req.extensions_mut().insert(crate::auth::PeerIp(self.peer));
         let mut router = self.router.clone();
         Box::pin(async move {
             let resp = tower_service::Service::call(&mut router, req).await?;

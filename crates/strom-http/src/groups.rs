@@ -35,8 +35,10 @@ use utoipa::{IntoParams, ToSchema};
 use crate::api::{
     parse_body, records_json_committed, ApiError, ApiResult, ErrorBody, Format, IsolationParam,
 };
+use crate::auth::Caller;
 use crate::budget::RecordsBody;
 use crate::AppState;
+use strom_broker::security::acl::{Operation, ResourceType};
 
 /// One HTTP member as the door remembers it.
 #[derive(Clone, Debug)]
@@ -297,6 +299,7 @@ pub(crate) struct JoinBody {
         (status = 404, body = ErrorBody)))]
 pub(crate) async fn join(
     State(s): State<AppState>,
+    caller: Caller,
     Path(group): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
@@ -304,7 +307,9 @@ pub(crate) async fn join(
     if b.topics.is_empty() {
         return Err(ApiError::bad("topics is empty"));
     }
+    caller.allow(&s, Operation::Read, ResourceType::Group, &group)?;
     for t in &b.topics {
+        caller.allow(&s, Operation::Read, ResourceType::Topic, t)?;
         if s.broker.topic(t).is_none() {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -414,9 +419,11 @@ pub(crate) struct PollQuery {
             headers(("Retry-After" = u64, description = "seconds to wait before retrying")))))]
 pub(crate) async fn poll(
     State(s): State<AppState>,
+    caller: Caller,
     Path((group, id)): Path<(String, String)>,
     query: Result<Query<PollQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<axum::response::Response> {
+    caller.allow(&s, Operation::Read, ResourceType::Group, &group)?;
     let Query(q) = query.map_err(|e| ApiError::bad(e.body_text()))?;
     let mut m = member(&s, &group, &id)?;
     if m.auto_commit {
@@ -589,9 +596,11 @@ pub(crate) struct CommitOffset {
     responses((status = 200, description = "committed"), (status = 404, body = ErrorBody), (status = 410, body = ErrorBody)))]
 pub(crate) async fn commit_offsets(
     State(s): State<AppState>,
+    caller: Caller,
     Path((group, id)): Path<(String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<Value>> {
+    caller.allow(&s, Operation::Read, ResourceType::Group, &group)?;
     let m = member(&s, &group, &id)?;
     let explicit = match body {
         Ok(b) if b.is_empty() => None,
@@ -617,8 +626,10 @@ pub(crate) async fn commit_offsets(
     responses((status = 204, description = "left"), (status = 404, body = ErrorBody)))]
 pub(crate) async fn leave(
     State(s): State<AppState>,
+    caller: Caller,
     Path((group, id)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
+    caller.allow(&s, Operation::Read, ResourceType::Group, &group)?;
     let m = member(&s, &group, &id)?;
     if m.auto_commit {
         let delivered: Vec<_> = m.delivered.iter().map(|(k, v)| (k.clone(), *v)).collect();

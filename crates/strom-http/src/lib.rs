@@ -13,6 +13,7 @@
 //! readers, per connection and in total.
 
 mod api;
+mod auth;
 mod budget;
 mod conn;
 mod fanout;
@@ -36,6 +37,7 @@ use strom_broker::Broker;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+pub use auth::AuthMode;
 pub use metrics::Metrics;
 
 /// What a WebSocket subscriber whose queue is full gets (`--ws-slow-policy`).
@@ -72,6 +74,14 @@ pub struct HttpConfig {
     pub connection_buffer_bytes: usize,
     /// HTTPS with this certificate (`--http-tls true`); `None`: plain HTTP.
     pub tls: Option<Arc<strom_tls::Tls>>,
+    /// Whether every route but the health checks, /openapi.json and /metrics needs
+    /// credentials (`--http-auth`).
+    pub auth: AuthMode,
+    /// Whether /metrics needs credentials (`--metrics-auth`; with the authorizer on, also
+    /// DESCRIBE on the cluster).
+    pub metrics_auth: AuthMode,
+    /// A 401 is answered after this long (`--connection-failed-authentication-delay-ms`).
+    pub failed_auth_delay: std::time::Duration,
 }
 
 impl Default for HttpConfig {
@@ -87,6 +97,9 @@ impl Default for HttpConfig {
             buffer_bytes: 256 << 20,
             connection_buffer_bytes: 8 << 20,
             tls: None,
+            auth: AuthMode::None,
+            metrics_auth: AuthMode::None,
+            failed_auth_delay: auth::FAILED_AUTH_DELAY,
         }
     }
 }
@@ -211,6 +224,10 @@ fn router(state: AppState) -> Router {
             get(queues::get_config).post(queues::set_config),
         )
         .fallback(api::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::track,

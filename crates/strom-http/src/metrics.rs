@@ -44,6 +44,8 @@ pub struct Metrics {
     subscribers: Mutex<BTreeMap<String, i64>>,
     /// Connections closed by the door, by reason (idle, header_timeout, write_stalled).
     closed: Mutex<BTreeMap<&'static str, u64>>,
+    /// Requests refused with 401 for wrong, expired or missing credentials.
+    auth_failures: std::sync::atomic::AtomicU64,
 }
 
 /// One push subscriber of a topic, counted while it lives.
@@ -89,6 +91,10 @@ impl Metrics {
 
     pub(crate) fn bytes_out(&self, topic: &str, n: usize) {
         *self.bytes_out.lock().entry(topic.to_string()).or_default() += n as u64;
+    }
+
+    pub(crate) fn auth_failed(&self) {
+        self.auth_failures.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn closed(&self, reason: &'static str) {
@@ -229,6 +235,11 @@ pub(crate) async fn render(State(s): State<AppState>) -> Response {
             "strom_http_connections_closed_total{{reason=\"{reason}\"}} {n}"
         );
     }
+    let _ = writeln!(
+        out,
+        "# HELP strom_http_authentication_failures_total Requests refused with 401: wrong, malformed, expired or missing credentials.\n# TYPE strom_http_authentication_failures_total counter\nstrom_http_authentication_failures_total {}",
+        m.auth_failures.load(Ordering::Relaxed)
+    );
     out.push_str("# HELP strom_http_buffer_bytes Bytes of HTTP answers reserved for their readers (fetches, group polls, WebSocket queues).\n# TYPE strom_http_buffer_bytes gauge\n");
     let _ = writeln!(out, "strom_http_buffer_bytes {}", s.budget.in_use());
     out.push_str("# HELP strom_http_buffer_limit_bytes The HTTP door's answer buffer (--http-buffer-bytes).\n# TYPE strom_http_buffer_limit_bytes gauge\n");
@@ -413,6 +424,16 @@ fn core_metrics(s: &AppState, out: &mut String) {
         out,
         "# HELP strom_transactions_timed_out_total Transactions aborted because transaction.timeout.ms passed, since start.\n# TYPE strom_transactions_timed_out_total counter\nstrom_transactions_timed_out_total {}",
         m.txn_timed_out.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP strom_quota_throttled_requests_total Requests a client quota (producer_byte_rate, consumer_byte_rate) throttled, both doors.\n# TYPE strom_quota_throttled_requests_total counter\nstrom_quota_throttled_requests_total {}",
+        m.quota_throttled.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP strom_quota_throttle_seconds_total Time requests were throttled by client quotas.\n# TYPE strom_quota_throttle_seconds_total counter\nstrom_quota_throttle_seconds_total {:.3}",
+        m.quota_throttle_ms.load(Ordering::Relaxed) as f64 / 1000.0
     );
     let _ = writeln!(out, "# HELP strom_group_rebalances_total Consumer group rebalances completed.\n# TYPE strom_group_rebalances_total counter");
     let _ = writeln!(

@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::stream;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use strom_broker::security::acl::{Operation, ResourceType};
 use strom_broker::{Broker, FetchLimits, FetchSpec};
 use tokio::sync::mpsc;
 use utoipa::IntoParams;
@@ -204,10 +205,12 @@ pub(crate) struct SseQuery {
         (status = 404, body = ErrorBody)))]
 pub(crate) async fn sse(
     State(s): State<AppState>,
+    caller: crate::auth::Caller,
     Path(topic): Path<String>,
     headers: HeaderMap,
     query: Result<Query<SseQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Response> {
+    caller.allow(&s, Operation::Read, ResourceType::Topic, &topic)?;
     let Query(q) = query.map_err(|e| ApiError::bad(e.body_text()))?;
     let t = s
         .broker
@@ -463,7 +466,11 @@ const WS_READ_BUFFER: usize = 1024;
 /// skip-to-latest` it gets `{"type":"skipped","topic":...,"ranges":[{"partition","from","to"}]}`
 /// instead, before its next record).
 #[utoipa::path(get, path = "/ws", responses((status = 101, description = "WebSocket upgrade")))]
-pub(crate) async fn websocket(State(s): State<AppState>, ws: WebSocketUpgrade) -> Response {
+pub(crate) async fn websocket(
+    State(s): State<AppState>,
+    caller: crate::auth::Caller,
+    ws: WebSocketUpgrade,
+) -> Response {
     // Small buffers: an idle subscriber holds ~6 KB instead of tungstenite's 128 KiB read
     // buffer (zero-filled before each read) and its write buffer; a pushed message is written
     // at once (every send flushes anyway). Frames larger than the read buffer still arrive:
@@ -471,10 +478,32 @@ pub(crate) async fn websocket(State(s): State<AppState>, ws: WebSocketUpgrade) -
     ws.max_message_size(s.config.max_body_bytes)
         .read_buffer_size(WS_READ_BUFFER)
         .write_buffer_size(0)
-        .on_upgrade(move |socket| ws_session(s, socket))
+        .on_upgrade(move |socket| ws_session(s, caller, socket))
 }
 
-async fn ws_session(s: AppState, mut socket: WebSocket) {
+/// The existing topics `patterns` name that `caller` may read: a glob matches only those,
+/// a topic named exactly that `caller` may not read is an error.
+fn readable(
+    s: &AppState,
+    caller: &crate::auth::Caller,
+    patterns: &[String],
+) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for name in s.broker.topics().into_iter().map(|t| t.name) {
+        let named = patterns.iter().any(|p| !p.contains('*') && *p == name);
+        if !named && !patterns.iter().any(|p| glob(p, &name)) {
+            continue;
+        }
+        if caller.may(s, Operation::Read, ResourceType::Topic, &name) {
+            out.push(name);
+        } else if named {
+            return Err(format!("{} may not READ TOPIC {name:?}", caller.principal));
+        }
+    }
+    Ok(out)
+}
+
+async fn ws_session(s: AppState, caller: crate::auth::Caller, mut socket: WebSocket) {
     s.metrics.websockets.fetch_add(1, Ordering::Relaxed);
     // Boxed: the channel allocates its slots 32 at a time, and an idle subscriber's queue is
     // then 32 pointers instead of 32 messages.
@@ -530,16 +559,20 @@ async fn ws_session(s: AppState, mut socket: WebSocket) {
                         json!({"type": "committed", "groups": results})
                     }
                     Ok(WsIn::Queue { group, topics, format, max_in_flight }) => {
-                        let matched: Vec<String> = s.broker.topics().into_iter().map(|t| t.name)
-                            .filter(|n| topics.iter().any(|p| glob(p, n))).collect();
+                        let matched = readable(&s, &caller, &topics);
                         let max = max_in_flight.unwrap_or(crate::queues::WS_IN_FLIGHT_DEFAULT);
-                        if matched.is_empty() {
+                        if let Err(why) = &matched {
+                            json!({"type": "error", "code": "forbidden", "message": why})
+                        } else if !caller.may(&s, Operation::Read, ResourceType::Group, &group) {
+                            json!({"type": "error", "code": "forbidden", "message": format!("{} may not READ GROUP {group:?}", caller.principal)})
+                        } else if matched.as_ref().is_ok_and(Vec::is_empty) {
                             json!({"type": "error", "message": "no topic matches"})
                         } else if group.is_empty() || queues.contains_key(&group) {
                             json!({"type": "error", "message": "one queue subscription per group and socket, with a non-empty group"})
                         } else if max == 0 || max > 10_000 {
                             json!({"type": "error", "message": "max_in_flight must be in [1, 10000]"})
                         } else {
+                            let matched = matched.unwrap_or_default();
                             let q = std::sync::Arc::new(crate::queues::WsQueue {
                                 member_id: format!("strom-ws-{}", crate::queues::random_hex()),
                                 in_flight: Default::default(),
@@ -576,10 +609,12 @@ async fn ws_session(s: AppState, mut socket: WebSocket) {
                     }
                     Ok(WsIn::Subscribe { topics, from, format, isolation, group, auto_commit }) => {
                         let from = from.unwrap_or_else(|| "latest".into());
-                        let matched: Vec<String> = s.broker.topics().into_iter().map(|t| t.name)
-                            .filter(|n| topics.iter().any(|p| glob(p, n))).collect();
-                        if let Some(group) = group {
-                            if matched.is_empty() {
+                        match readable(&s, &caller, &topics) {
+                        Err(why) => json!({"type": "error", "code": "forbidden", "message": why}),
+                        Ok(matched) => if let Some(group) = group {
+                            if !caller.may(&s, Operation::Read, ResourceType::Group, &group) {
+                                json!({"type": "error", "code": "forbidden", "message": format!("{} may not READ GROUP {group:?}", caller.principal)})
+                            } else if matched.is_empty() {
                                 json!({"type": "error", "message": "no topic matches"})
                             } else {
                                 let (commit_tx, commit_rx) = mpsc::channel(4);
@@ -619,6 +654,7 @@ async fn ws_session(s: AppState, mut socket: WebSocket) {
                         }
                         json!({"type": "subscribed", "topics": matched, "partitions": count})
                         }
+                        }
                     }
                     Ok(WsIn::Produce { topic, records, value_format }) => {
                         let mut body = json!({"records": records});
@@ -626,7 +662,7 @@ async fn ws_session(s: AppState, mut socket: WebSocket) {
                             body["value_format"] = f;
                         }
                         let bytes = axum::body::Bytes::from(body.to_string());
-                        match Box::pin(crate::api::produce(axum::extract::State(s.clone()), Path(topic), Ok(bytes))).await {
+                        match Box::pin(crate::api::produce(axum::extract::State(s.clone()), caller.clone(), Path(topic), Ok(bytes))).await {
                             Ok(axum::Json(v)) => json!({"type": "produced", "offsets": v["offsets"]}),
                             Err(e) => json!({"type": "error", "message": format!("{e:?}")}),
                         }

@@ -43,8 +43,10 @@ use strom_broker::ConfigOp;
 use utoipa::ToSchema;
 
 use crate::api::{parse_body, records_json, ApiError, ApiResult, ErrorBody, Format};
+use crate::auth::Caller;
 use crate::budget::RecordsBody;
 use crate::AppState;
+use strom_broker::security::acl::{Operation, ResourceType};
 
 /// Stored bytes one receive acquires at most (the connection's buffer bound may lower it).
 const RECEIVE_MAX_BYTES: usize = 1 << 20;
@@ -337,12 +339,17 @@ pub(crate) async fn give_back(
 /// Receives records of a share group: each one goes to one receiver at a time.
 pub(crate) async fn receive(
     State(s): State<AppState>,
+    caller: Caller,
     Path(group): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
     let b: ReceiveBody = parse_body(body)?;
     if b.topics.is_empty() {
         return Err(ApiError::bad("topics is empty"));
+    }
+    caller.allow(&s, Operation::Read, ResourceType::Group, &group)?;
+    for t in &b.topics {
+        caller.allow(&s, Operation::Read, ResourceType::Topic, t)?;
     }
     let max_records = b.max_records.unwrap_or(100);
     if max_records == 0 || max_records > RECEIVE_MAX_RECORDS {
@@ -565,9 +572,11 @@ async fn ack_member(s: &AppState, group: &str) -> ApiResult<String> {
 /// Acknowledges received records by receipt, each on its own.
 pub(crate) async fn ack(
     State(s): State<AppState>,
+    caller: Caller,
     Path(group): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
+    caller.allow(&s, Operation::Read, ResourceType::Group, &group)?;
     let b: AckBody = parse_body(body)?;
     if b.acks.is_empty() || b.acks.len() > ACKS_MAX {
         return Err(ApiError::bad(format!(
@@ -598,9 +607,11 @@ pub(crate) async fn ack(
 /// Extends the locks of received records.
 pub(crate) async fn renew(
     State(s): State<AppState>,
+    caller: Caller,
     Path(group): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
+    caller.allow(&s, Operation::Read, ResourceType::Group, &group)?;
     let b: RenewBody = parse_body(body)?;
     if b.receipts.is_empty() || b.receipts.len() > ACKS_MAX {
         return Err(ApiError::bad(format!(
@@ -627,8 +638,10 @@ pub(crate) async fn renew(
 /// Describes a share group.
 pub(crate) async fn describe(
     State(s): State<AppState>,
+    caller: Caller,
     Path(group): Path<String>,
 ) -> ApiResult<Json<Value>> {
+    caller.allow(&s, Operation::Describe, ResourceType::Group, &group)?;
     let d = s.shares.describe(&group).map_err(share_error)?;
     let members: Vec<Value> = d
         .members
@@ -677,9 +690,11 @@ fn configs_json(shares: &ShareCoordinator, group: &str) -> Value {
 /// The group's configs.
 pub(crate) async fn get_config(
     State(s): State<AppState>,
+    caller: Caller,
     Path(group): Path<String>,
-) -> Json<Value> {
-    Json(configs_json(&s.shares, &group))
+) -> ApiResult<Json<Value>> {
+    caller.allow(&s, Operation::DescribeConfigs, ResourceType::Group, &group)?;
+    Ok(Json(configs_json(&s.shares, &group)))
 }
 
 #[utoipa::path(post, path = "/queues/{group}/config", params(("group" = String, Path)), request_body = ConfigBody,
@@ -689,9 +704,11 @@ pub(crate) async fn get_config(
 /// all are validated before any is applied; durable.
 pub(crate) async fn set_config(
     State(s): State<AppState>,
+    caller: Caller,
     Path(group): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<Value>> {
+    caller.allow(&s, Operation::AlterConfigs, ResourceType::Group, &group)?;
     let b: ConfigBody = parse_body(body)?;
     let ops: Vec<ConfigOp> = b
         .configs

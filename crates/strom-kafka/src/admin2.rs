@@ -56,7 +56,7 @@ use kafka_protocol::messages::{
     TopicName,
 };
 use kafka_protocol::ResponseError as E;
-use strom_broker::admin::{ClientQuotas, QuotaEntity, QuotaMatch, QuotaOps};
+use strom_broker::quota::{ClientQuotas, QuotaEntity, QuotaMatch, QuotaOps};
 use strom_broker::Broker;
 
 use crate::codes::code;

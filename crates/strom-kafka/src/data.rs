@@ -17,6 +17,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
+use strom_broker::quota::QuotaKind;
 use strom_broker::security::acl::{Operation, ResourceType};
 use strom_broker::{Broker, FetchLimits, FetchSpec, Isolation};
 use strom_wire::{placeholder, Chunk};
@@ -89,6 +90,8 @@ pub(crate) fn produce<'a>(mut req: Req<'a>) -> Result<Handled<'a>, Fatal> {
     let mut responses = Vec::with_capacity(r.topic_data.len());
     // (topic response, partition response, the sync its acknowledgement waits for)
     let mut pending = Vec::new();
+    // Bytes appended, charged to the producer quota.
+    let mut produced = 0usize;
     for td in r.topic_data {
         let name = if v >= 13 {
             name_by_id(broker, td.topic_id)
@@ -132,6 +135,7 @@ pub(crate) fn produce<'a>(mut req: Req<'a>) -> Result<Handled<'a>, Fatal> {
             // Produce v12+ adds its partition to the producer's transaction (KIP-890 v2).
             match broker.produce_deferred_txn(name, pd.index, &records, v >= 12) {
                 Ok((ack, flush)) => {
+                    produced += records.len();
                     if let Some(flush) = flush {
                         pending.push((responses.len(), parts.len(), flush));
                     }
@@ -167,13 +171,18 @@ pub(crate) fn produce<'a>(mut req: Req<'a>) -> Result<Handled<'a>, Fatal> {
         }
         responses.push(t);
     }
+    let throttle = req.charge_quota(QuotaKind::Produce, produced);
     let encoder = req.encoder();
     let acks = r.acks;
     let reply = move |responses| {
         if acks == 0 {
             return Ok(None);
         }
-        encoder.encode(&ProduceResponse::default().with_responses(responses))
+        let mut resp = ProduceResponse::default().with_responses(responses);
+        if v >= 1 {
+            resp = resp.with_throttle_time_ms(throttle);
+        }
+        encoder.encode(&resp)
     };
     if pending.is_empty() {
         return reply(responses).map(Handled::Now);
@@ -252,6 +261,8 @@ pub(crate) async fn fetch(mut req: Req<'_>) -> Result<Reply, Fatal> {
         .collect();
     let mut responses = Vec::with_capacity(shape.len());
     let mut shared = Vec::new();
+    // Bytes returned, charged to the consumer quota.
+    let mut fetched = 0usize;
     for (topic, topic_id, parts) in shape {
         let mut out = Vec::with_capacity(parts.len());
         for (index, slot) in parts {
@@ -262,6 +273,7 @@ pub(crate) async fn fetch(mut req: Req<'_>) -> Result<Reply, Fatal> {
                 Some(Ok(f)) => {
                     // The batches stay in the page cache: a placeholder stands for them in
                     // the encoded response and the writer sends the file range (sendfile).
+                    fetched += f.file.as_ref().map_or(f.data.len(), |r| r.len);
                     let records = match f.file {
                         Some(r) => match placeholder(r.len) {
                             Some(ph) => {
@@ -325,7 +337,11 @@ pub(crate) async fn fetch(mut req: Req<'_>) -> Result<Reply, Fatal> {
         }
         responses.push(t);
     }
-    req.encode_chunks(&FetchResponse::default().with_responses(responses), shared)
+    let mut resp = FetchResponse::default().with_responses(responses);
+    if v >= 1 {
+        resp = resp.with_throttle_time_ms(req.charge_quota(QuotaKind::Fetch, fetched));
+    }
+    req.encode_chunks(&resp, shared)
 }
 
 /// The isolation level of a Fetch (v4+) or ListOffsets (v2+): 1 is READ_COMMITTED; any

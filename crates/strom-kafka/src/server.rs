@@ -14,7 +14,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -162,6 +162,9 @@ pub(crate) struct Client {
     pub(crate) principal: Arc<Principal>,
     /// The SASL state of a connection on a SASL listener.
     pub(crate) sasl: Option<SaslState>,
+    /// Milliseconds a quota throttled the last request: the connection reads nothing more
+    /// for that long (KIP-219 muting).
+    pub(crate) mute_ms: Arc<AtomicU64>,
 }
 
 impl Client {
@@ -174,6 +177,7 @@ impl Client {
             listener,
             principal: Arc::new(Principal::anonymous()),
             sasl,
+            mute_ms: Arc::new(AtomicU64::new(0)),
         }
     }
 }
@@ -559,6 +563,19 @@ where
             Handled::Now(reply) => later.push_back(Box::pin(std::future::ready(Ok(reply)))),
             Handled::Later(reply) => later.push_back(reply),
         }
+        // A quota throttled this request: its reply goes out now with `throttle_time_ms`,
+        // and nothing more is read until the time has passed (KIP-219; a client that does
+        // not know the field simply waits for the connection).
+        let mute = client.mute_ms.swap(0, Ordering::Relaxed);
+        if mute > 0 {
+            within(idle, send_in_turn(&mut wr, &mut later)).await?;
+            within(idle, wr.flush()).await?;
+            ctx.broker.metrics().throttled(Duration::from_millis(mute));
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(mute)) => {}
+                _ = shutdown.changed() => break,
+            }
+        }
         if is_sasl_api(api) {
             if let Some(state) = client.sasl.clone() {
                 after_sasl_step(&state, &mut client, &mut wr, idle).await?;
@@ -863,6 +880,7 @@ pub(crate) async fn dispatch<'a>(
         listener: client.listener.clone(),
         principal: client.principal.clone(),
         sasl: client.sasl.clone(),
+        mute_ms: client.mute_ms.clone(),
     };
     let api = key;
     tracing::trace!(peer = %client.peer, principal = %req.principal, ?api, version, correlation = header.correlation_id, "request");
@@ -974,6 +992,8 @@ pub(crate) struct Req<'a> {
     pub(crate) principal: Arc<Principal>,
     /// The connection's SASL state (SASL listeners only).
     pub(crate) sasl: Option<SaslState>,
+    /// Set by a handler that a quota throttled (see [`Client::mute_ms`]).
+    pub(crate) mute_ms: Arc<AtomicU64>,
 }
 
 /// A string for the crate's messages.
@@ -982,6 +1002,23 @@ pub(crate) fn sb(s: impl Into<String>) -> kafka_protocol::protocol::StrBytes {
 }
 
 impl Req<'_> {
+    /// Charges `bytes` to the principal's and client id's `kind` quota; returns the throttle
+    /// time for the response's `throttle_time_ms` and mutes the connection that long.
+    pub(crate) fn charge_quota(&self, kind: strom_broker::quota::QuotaKind, bytes: usize) -> i32 {
+        if bytes == 0 {
+            return 0;
+        }
+        let t = self
+            .ctx
+            .broker
+            .charge_quota(kind, (&self.principal, &self.client_id), bytes);
+        let ms = t.as_millis() as u64;
+        if ms > 0 {
+            self.mute_ms.fetch_max(ms, Ordering::Relaxed);
+        }
+        ms as i32
+    }
+
     /// Whether the connection's principal may do `op` on `rt`/`name` (always, without
     /// `--authorizer acl`); a refusal is logged, as Kafka's authorizer log does.
     pub(crate) fn allowed(&self, op: Operation, rt: ResourceType, name: &str) -> bool {

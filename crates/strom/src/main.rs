@@ -1,8 +1,11 @@
 //! `strom`: the broker (`strom serve`) and its command line client (`topic`, `produce`,
-//! `consume`, `group`, `bench`, `user`, `acl`).
+//! `consume`, `group`, `bench`, `user`, `acl`, `token`,
+//! `quota`).
 
 mod acl;
+mod quota;
 mod serve;
+mod token;
 mod user;
 
 use clap::{Parser, Subcommand};
@@ -40,6 +43,22 @@ enum Cmd {
         #[command(subcommand)]
         cmd: acl::AclCmd,
     },
+    /// Client quotas (producer_byte_rate, consumer_byte_rate, ...): set, remove, list;
+    /// offline with --data-dir or online with --bootstrap.
+    Quota {
+        #[command(flatten)]
+        target: user::Target,
+        #[command(subcommand)]
+        cmd: quota::QuotaCmd,
+    },
+    /// Bearer tokens of the HTTP door: create, list, revoke (on --data-dir; a running
+    /// broker sees a change within a second).
+    Token {
+        #[command(flatten)]
+        target: token::Target,
+        #[command(subcommand)]
+        cmd: token::TokenCmd,
+    },
     #[command(flatten)]
     Client(strom_client::cli::Command),
 }
@@ -56,6 +75,8 @@ fn main() {
         },
         Cmd::User { target, cmd } => user::run(target, cmd),
         Cmd::Acl { target, cmd } => acl::run(target, cmd),
+        Cmd::Quota { target, cmd } => quota::run(target, cmd),
+        Cmd::Token { target, cmd } => token::run(target, cmd),
         Cmd::Client(cmd) => strom_client::cli::run(cmd),
     };
     std::process::exit(code);

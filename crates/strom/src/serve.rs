@@ -84,15 +84,25 @@ pub(crate) struct ServeArgs {
     /// (connection.failed.authentication.delay.ms) [default: 100].
     #[arg(long, env = "STROM_CONNECTION_FAILED_AUTHENTICATION_DELAY_MS")]
     connection_failed_authentication_delay_ms: Option<u64>,
-    /// `acl`: enforce Kafka's ACL model on the Kafka door (`strom acl add|list|remove`,
-    /// CreateAcls / DescribeAcls / DeleteAcls; a request no ACL allows is denied); `none`:
-    /// everyone may do everything [default: none].
+    /// `acl`: enforce Kafka's ACL model on the Kafka and HTTP doors (`strom acl
+    /// add|list|remove`, CreateAcls / DescribeAcls / DeleteAcls; a request no ACL allows is
+    /// denied); `none`: everyone may do everything [default: none].
     #[arg(long, env = "STROM_AUTHORIZER")]
     authorizer: Option<String>,
     /// Principals the authorizer allows everything, `;`-separated (super.users), e.g.
     /// `User:admin;User:ops`.
     #[arg(long, env = "STROM_SUPER_USERS")]
     super_users: Option<String>,
+    /// `required`: every HTTP request but /healthz, /readyz, /openapi.json and /metrics needs
+    /// HTTP Basic (a `strom user set` user) or a bearer token (`strom token create`; header
+    /// or `?token=`), else 401; `none`: requests without credentials are User:ANONYMOUS
+    /// [default: none].
+    #[arg(long, env = "STROM_HTTP_AUTH")]
+    http_auth: Option<String>,
+    /// `required`: /metrics needs credentials as --http-auth required (and DESCRIBE on the
+    /// cluster with --authorizer acl); `none`: /metrics is open [default: none].
+    #[arg(long, env = "STROM_METRICS_AUTH")]
+    metrics_auth: Option<String>,
     /// Records buffered per WebSocket before a client that does not keep up is closed (1013)
     /// [default: 4096].
     #[arg(long, env = "STROM_WS_BUFFER_RECORDS")]
@@ -218,6 +228,8 @@ struct FileConfig {
     connection_failed_authentication_delay_ms: Option<u64>,
     authorizer: Option<String>,
     super_users: Option<String>,
+    http_auth: Option<String>,
+    metrics_auth: Option<String>,
     ws_buffer_records: Option<usize>,
     ws_slow_policy: Option<String>,
     ws_ping_interval_ms: Option<u64>,
@@ -525,6 +537,12 @@ fn resolve(mut a: ServeArgs) -> Result<Settings> {
                 .unwrap_or(8 << 20)
                 .max(1 << 16),
             tls: http_tls,
+            auth: auth_mode("--http-auth", a.http_auth.take().or(f.http_auth.take()))?,
+            metrics_auth: auth_mode(
+                "--metrics-auth",
+                a.metrics_auth.take().or(f.metrics_auth.take()),
+            )?,
+            failed_auth_delay: failed_authentication_delay,
             ..strom_http::HttpConfig::default()
         },
         listen_backlog,
@@ -895,6 +913,15 @@ fn raise_open_files_limit_now() {
     // Logging is not set up yet when this runs (`resolve`): the limit is logged with the
     // descriptor budget at start.
     let _ = lim;
+}
+
+/// `none` or `required` (`--http-auth`, `--metrics-auth`).
+fn auth_mode(flag: &str, v: Option<String>) -> Result<strom_http::AuthMode> {
+    match v.as_deref() {
+        None => Ok(strom_http::AuthMode::None),
+        Some(s) => strom_http::AuthMode::parse(s)
+            .with_context(|| format!("{flag} must be none or required, not {s:?}")),
+    }
 }
 
 #[cfg(test)]

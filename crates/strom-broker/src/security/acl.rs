@@ -16,13 +16,12 @@
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
 
-use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 
+use super::store::Watched;
 use super::Principal;
 
 /// The resource name of the CLUSTER resource, as Kafka names it.
@@ -276,95 +275,39 @@ impl AclFilter {
     }
 }
 
-#[derive(Serialize, Deserialize, Default)]
-struct File {
-    acls: Vec<AclBinding>,
-}
-
-#[derive(Default)]
-struct Loaded {
-    stamp: Option<(SystemTime, u64)>,
-    checked: Option<Instant>,
-    bindings: Arc<BTreeSet<AclBinding>>,
+/// The ACL file's document: every binding, in a stable order.
+#[derive(Serialize, Deserialize, Default, Clone, PartialEq)]
+pub struct AclSet {
+    /// The bindings.
+    pub acls: BTreeSet<AclBinding>,
 }
 
 /// The durable ACLs of one data directory.
 pub struct Acls {
-    path: PathBuf,
-    state: RwLock<Loaded>,
-    /// Serializes changes (read, modify, write of the file).
-    write: parking_lot::Mutex<()>,
+    file: Watched<AclSet>,
 }
-
-/// How often a lookup looks whether the file changed on disk.
-const RECHECK: Duration = Duration::from_secs(1);
 
 impl Acls {
     /// The store of `data_dir` (the file need not exist yet).
     pub fn open(data_dir: &Path) -> Result<Acls, AclError> {
-        let dir = data_dir.join(".strom");
-        std::fs::create_dir_all(&dir)?;
-        let acls = Acls {
-            path: dir.join("acls.json"),
-            state: RwLock::new(Loaded::default()),
-            write: parking_lot::Mutex::new(()),
-        };
-        acls.reload()?;
-        Ok(acls)
-    }
-
-    fn stamp(&self) -> Result<Option<(SystemTime, u64)>, AclError> {
-        match std::fs::metadata(&self.path) {
-            Ok(m) => Ok(Some((m.modified()?, m.len()))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// Re-reads the file if it changed.
-    fn reload(&self) -> Result<(), AclError> {
-        let stamp = self.stamp()?;
-        if stamp.is_some() && self.state.read().stamp == stamp {
-            self.state.write().checked = Some(Instant::now());
-            return Ok(());
-        }
-        let bindings = match stamp {
-            None => BTreeSet::new(),
-            Some(_) => {
-                let bytes = std::fs::read(&self.path)?;
-                let file: File = serde_json::from_slice(&bytes).map_err(|e| {
-                    AclError::Invalid(format!("{} is not an ACL file: {e}", self.path.display()))
-                })?;
-                file.acls.into_iter().collect()
-            }
-        };
-        let mut s = self.state.write();
-        s.stamp = stamp;
-        s.checked = Some(Instant::now());
-        s.bindings = Arc::new(bindings);
-        Ok(())
+        let file = Watched::open(data_dir, "acls.json", "ACL").map_err(|e| match e.kind() {
+            std::io::ErrorKind::InvalidData => AclError::Invalid(e.to_string()),
+            _ => AclError::Io(e),
+        })?;
+        Ok(Acls { file })
     }
 
     /// The current bindings (re-read from disk if the file changed; checked at most once a
     /// second).
-    pub fn snapshot(&self) -> Arc<BTreeSet<AclBinding>> {
-        let due = self
-            .state
-            .read()
-            .checked
-            .is_none_or(|t| t.elapsed() >= RECHECK);
-        if due {
-            if let Err(e) = self.reload() {
-                tracing::error!(error = %e, "ACL file not re-read; the last copy read is used");
-                self.state.write().checked = Some(Instant::now());
-            }
-        }
-        self.state.read().bindings.clone()
+    pub fn snapshot(&self) -> Arc<AclSet> {
+        self.file.snapshot()
     }
 
     /// The bindings `filter` selects.
     pub fn describe(&self, filter: &AclFilter) -> Vec<AclBinding> {
-        self.snapshot()
+        self.file
+            .snapshot()
+            .acls
             .iter()
             .filter(|b| filter.matches(b))
             .cloned()
@@ -379,11 +322,10 @@ impl Acls {
         if results.iter().all(Result::is_err) {
             return results;
         }
-        let _w = self.write.lock();
-        let outcome = self.modify(|set| {
+        let outcome = self.file.modify(|f| {
             for (b, r) in bindings.iter().zip(&results) {
                 if r.is_ok() {
-                    set.insert(b.clone());
+                    f.acls.insert(b.clone());
                 }
             }
         });
@@ -399,40 +341,23 @@ impl Acls {
     /// Removes every binding each filter selects; returns, per filter, the bindings it
     /// removed.
     pub fn delete(&self, filters: &[AclFilter]) -> Result<Vec<Vec<AclBinding>>, AclError> {
-        let _w = self.write.lock();
-        let mut out = Vec::with_capacity(filters.len());
-        self.modify(|set| {
-            for f in filters {
-                let gone: Vec<AclBinding> = set.iter().filter(|b| f.matches(b)).cloned().collect();
-                for b in &gone {
-                    set.remove(b);
-                }
-                out.push(gone);
-            }
-        })?;
-        Ok(out)
-    }
-
-    /// Re-reads the file, applies `change` and writes it back (if anything changed).
-    fn modify(&self, change: impl FnOnce(&mut BTreeSet<AclBinding>)) -> Result<(), AclError> {
-        self.reload()?;
-        let mut set = (*self.state.read().bindings).clone();
-        let before = set.clone();
-        change(&mut set);
-        if set == before {
-            return Ok(());
-        }
-        let file = File {
-            acls: set.iter().cloned().collect(),
-        };
-        let bytes = serde_json::to_vec_pretty(&file).map_err(std::io::Error::other)?;
-        crate::topic::write_atomic(&self.path, &bytes)?;
-        let stamp = self.stamp()?;
-        let mut s = self.state.write();
-        s.stamp = stamp;
-        s.checked = Some(Instant::now());
-        s.bindings = Arc::new(set);
-        Ok(())
+        Ok(self.file.modify(|f| {
+            filters
+                .iter()
+                .map(|filter| {
+                    let gone: Vec<AclBinding> = f
+                        .acls
+                        .iter()
+                        .filter(|b| filter.matches(b))
+                        .cloned()
+                        .collect();
+                    for b in &gone {
+                        f.acls.remove(b);
+                    }
+                    gone
+                })
+                .collect()
+        })?)
     }
 }
 
@@ -490,7 +415,7 @@ impl Authorizer {
         let host = who.host.to_string();
         let set = acls.snapshot();
         let mut allowed = false;
-        for b in set.iter() {
+        for b in set.acls.iter() {
             if !b.matches_resource(rt, name) || !b.matches_who(&principal, &host) {
                 continue;
             }
@@ -522,7 +447,7 @@ impl Authorizer {
         let set = acls.snapshot();
         let relevant = |b: &&AclBinding| b.resource_type == rt && b.matches_who(&principal, &host);
         let denied = |b: &AclBinding| {
-            set.iter().filter(relevant).any(|d| {
+            set.acls.iter().filter(relevant).any(|d| {
                 d.permission == Permission::Deny
                     && (d.operation == op || d.operation == Operation::All)
                     && ((d.pattern_type == PatternType::Literal && d.resource_name == WILDCARD)
@@ -531,7 +456,8 @@ impl Authorizer {
                             && b.resource_name.starts_with(&d.resource_name)))
             })
         };
-        set.iter()
+        set.acls
+            .iter()
             .filter(relevant)
             .any(|b| b.permission == Permission::Allow && implies(b.operation, op) && !denied(b))
     }

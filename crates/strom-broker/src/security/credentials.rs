@@ -9,7 +9,7 @@
 //! restart. Two writers at the same instant (the broker and the offline CLI) race as two
 //! `mv` would; the CLI's online form (`--bootstrap`) goes through the broker instead.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -38,7 +38,16 @@ pub enum CredentialError {
 pub struct Credentials {
     path: PathBuf,
     state: Mutex<Loaded>,
+    /// Passwords checked right recently (HTTP Basic sends one with every request; PBKDF2
+    /// each time would cost milliseconds per request): keyed by an HMAC under a key of this
+    /// process only, so neither the password nor a hash that could be attacked offline is
+    /// kept; the value is the stored key it matched, so a changed password misses.
+    verified: Mutex<HashMap<Vec<u8>, Vec<u8>>>,
+    verified_key: ring::hmac::Key,
 }
+
+/// Entries of [`Credentials::verified`] at most (cleared when full).
+const VERIFIED_CAPACITY: usize = 4096;
 
 #[derive(Default)]
 struct Loaded {
@@ -71,6 +80,8 @@ impl Credentials {
         let store = Credentials {
             path: dir.join("scram-credentials.json"),
             state: Mutex::new(Loaded::default()),
+            verified: Mutex::new(HashMap::new()),
+            verified_key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &random_bytes(32)),
         };
         store.refresh(&mut store.state.lock())?;
         Ok(store)
@@ -140,10 +151,26 @@ impl Credentials {
             }
         };
         // Only the strongest one is checked: one PBKDF2 per attempt, whatever the user has.
-        match creds.last() {
-            Some((m, c)) => c.matches_password(*m, password),
-            None => false,
+        let Some((m, c)) = creds.last() else {
+            return false;
+        };
+        let mut ctx = ring::hmac::Context::with_key(&self.verified_key);
+        ctx.update(&(user.len() as u64).to_be_bytes());
+        ctx.update(user.as_bytes());
+        ctx.update(password);
+        let key = ctx.sign().as_ref().to_vec();
+        if self.verified.lock().get(&key) == Some(&c.stored_key) {
+            return true;
         }
+        if !c.matches_password(*m, password) {
+            return false;
+        }
+        let mut verified = self.verified.lock();
+        if verified.len() >= VERIFIED_CAPACITY {
+            verified.clear();
+        }
+        verified.insert(key, c.stored_key.clone());
+        true
     }
 
     /// Sets `user`'s credential for `mechanism` from a password (a fresh random salt).
@@ -390,6 +417,13 @@ mod tests {
         assert!(reopened.verify_password("alice", b"s3cret-pw"));
         assert!(!reopened.verify_password("alice", b"wrong"));
         assert!(!reopened.verify_password("bob", b"s3cret-pw"));
+        // A password checked before (cached) stops working the moment it is changed.
+        assert!(reopened.verify_password("alice", b"s3cret-pw"));
+        store
+            .set_password("alice", ScramMechanism::Sha512, b"new-pw", 4096)
+            .unwrap();
+        assert!(!reopened.verify_password("alice", b"s3cret-pw"));
+        assert!(reopened.verify_password("alice", b"new-pw"));
         // A change made through another handle (the offline CLI) is seen by the first.
         reopened.delete("alice", ScramMechanism::Sha512).unwrap();
         assert!(store.get("alice", ScramMechanism::Sha512).is_none());

@@ -11,6 +11,8 @@ pub mod acl;
 pub mod credentials;
 pub mod sasl;
 pub mod scram;
+pub(crate) mod store;
+pub mod tokens;
 
 /// A principal in Kafka's `Type:Name` form (`User:alice`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

@@ -1,0 +1,141 @@
+"""Client quotas (issue 16, item 6): producer_byte_rate and consumer_byte_rate per client id
+and per user, set with `strom quota set` offline (`--data-dir`) and online (`--bootstrap`,
+AlterClientQuotas), enforced by delaying (throttle_time_ms and a muted connection on the
+Kafka door, a delayed answer or 429 + Retry-After on the HTTP door), never by dropping.
+Real clients: confluent-kafka (librdkafka reports the broker's throttle through throttle_cb),
+requests on the HTTP door."""
+
+import json
+import subprocess
+import time
+import uuid
+
+import pytest
+import requests
+from confluent_kafka import Consumer, Producer
+
+from conftest import strom_bin
+
+pytestmark = [pytest.mark.timeout(150)]
+
+RATE = 2 * 1024 * 1024  # 2 MiB/s
+
+
+def cli(*args, timeout=60):
+    p = subprocess.run([strom_bin(), *map(str, args)], capture_output=True, timeout=timeout)
+    assert p.returncode == 0, p.stderr
+    return p
+
+
+def test_a_producer_quota_holds_within_ten_percent_over_20_s(broker_factory):
+    b = broker_factory(start=False)
+    cli("quota", "set", "--client-id", "capped", "--producer-byte-rate", RATE, "--data-dir", b.data_dir)
+    b.start()
+    listed = json.loads(cli("quota", "list", "--json", "--bootstrap", b.bootstrap).stdout)
+    assert listed == [{"entity": [{"type": "client-id", "name": "capped"}],
+                       "values": {"producer_byte_rate": float(RATE)}}]
+    topic = f"q-{uuid.uuid4().hex[:8]}"
+    throttles, acked, errors = [], [], []
+    p = Producer({"bootstrap.servers": b.bootstrap, "client.id": "capped", "acks": "all",
+                  "linger.ms": 5, "batch.size": 65536, "queue.buffering.max.kbytes": 4096,
+                  "compression.type": "none",
+                  "throttle_cb": lambda ev: throttles.append(ev.throttle_time)})
+    value = b"x" * 1000
+
+    def done(err, msg):
+        if err:
+            errors.append(err)
+        else:
+            acked.append(time.monotonic())
+
+    # Warm up (metadata, the topic made), then as fast as the client can for 20 s.
+    p.produce(topic, value, on_delivery=done)
+    p.flush(30)
+    start = time.monotonic()
+    sent = 1
+    while time.monotonic() - start < 20:
+        try:
+            p.produce(topic, value, on_delivery=done)
+            sent += 1
+        except BufferError:
+            p.poll(0.01)
+        p.poll(0)
+    assert p.flush(60) == 0
+    assert errors == []
+    in_window = sum(1 for t in acked if start <= t <= start + 20)
+    rate = in_window * len(value) / 20
+    # The quota charges whole batches (record overhead included): values arrive a little
+    # below the rate; the one-second burst lets them a little above it.
+    print(f"producer quota: {rate:.0f} B/s acknowledged, {rate / RATE:.3f} of the quota")
+    assert 0.9 * RATE <= rate <= 1.1 * RATE, f"{rate / RATE:.3f} of the quota"
+    assert throttles and max(throttles) > 0, "librdkafka saw no throttle_time_ms"
+    # Nothing was dropped: every acknowledged record is in the log.
+    c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": "q-check", "auto.offset.reset": "earliest",
+                  "enable.auto.commit": False, "fetch.max.bytes": 8 << 20})
+    c.subscribe([topic])
+    got, deadline = 0, time.monotonic() + 60
+    while got < len(acked) and time.monotonic() < deadline:
+        for m in c.consume(1000, 1.0):
+            if m.error() is None:
+                got += 1
+    c.close()
+    assert got == len(acked) == sent
+
+
+def test_a_consumer_quota_slows_fetches_and_loses_nothing(broker_factory):
+    b = broker_factory(http=True)
+    topic = f"qc-{uuid.uuid4().hex[:8]}"
+    p = Producer({"bootstrap.servers": b.bootstrap, "acks": "all", "linger.ms": 20})
+    for i in range(3000):
+        p.produce(topic, b"%04d" % i + b"y" * 996)
+    assert p.flush(30) == 0
+    cli("quota", "set", "--default-client-id", "--consumer-byte-rate", 512 * 1024, "--bootstrap", b.bootstrap)
+    throttles = []
+    c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": "qc", "auto.offset.reset": "earliest",
+                  "client.id": "slow-reader", "enable.auto.commit": False,
+                  "throttle_cb": lambda ev: throttles.append(ev.throttle_time)})
+    c.subscribe([topic])
+    seen, started, deadline = set(), time.monotonic(), time.monotonic() + 90
+    while len(seen) < 3000 and time.monotonic() < deadline:
+        for m in c.consume(500, 1.0):
+            if m.error() is None:
+                seen.add(int(m.value()[:4]))
+    took = time.monotonic() - started
+    c.close()
+    assert seen == set(range(3000))
+    # ~3 MB at 512 KiB/s with one second of burst: at least ~4.5 s.
+    assert took >= 4.0, took
+    assert throttles and max(throttles) > 0
+    text = requests.get(f"{b.http}/metrics", timeout=10).text
+    line = [l for l in text.splitlines() if l.startswith("strom_quota_throttled_requests_total ")]
+    assert line and int(line[0].split()[1]) > 0, line
+
+
+def test_http_produce_is_delayed_or_refused_with_429_never_dropped(broker_factory):
+    b = broker_factory(http=True)
+    cli("quota", "set", "--user", "ANONYMOUS", "--producer-byte-rate", 10_000, "--bootstrap", b.bootstrap)
+    topic = f"qh-{uuid.uuid4().hex[:8]}"
+    r = requests.post(f"{b.http}/topics", json={"name": topic, "partitions": 1}, timeout=10)
+    assert r.status_code == 201, r.text
+
+    def produce(n, size):
+        return requests.post(f"{b.http}/topics/{topic}/records",
+                             json={"records": [{"value": "z" * size} for _ in range(n)]}, timeout=30)
+
+    # 50 KB at 10 KB/s is ~4 s over the burst: refused at once, nothing written.
+    t = time.monotonic()
+    r = produce(50, 1000)
+    assert r.status_code == 429, r.text
+    assert r.json()["error"]["code"] == "quota_exceeded"
+    assert int(r.headers["Retry-After"]) >= 3
+    assert time.monotonic() - t < 1.5
+    # Within the burst: at once. The next one goes over the rate: answered after the wait.
+    r = produce(5, 1000)
+    assert r.status_code == 200, r.text
+    t = time.monotonic()
+    r = produce(15, 1000)
+    assert r.status_code == 200, r.text
+    assert time.monotonic() - t >= 0.7
+    got = requests.get(f"{b.http}/topics/{topic}/partitions/0/records", params={"offset": 0, "max_records": 100},
+                       timeout=10).json()
+    assert len(got["records"]) == 20
