@@ -15,6 +15,7 @@ import socket
 import struct
 import subprocess
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -212,3 +213,68 @@ def test_out_of_descriptors_the_door_recovers_at_once(broker_factory):
         assert api_versions_ms(b.bootstrap) < 100
     kcat_round_trip(b.bootstrap, "after-emfile")
     wait_for_log(b, "accept failed")
+
+
+def api_versions_from(source_ip: str, bootstrap: str) -> socket.socket:
+    """A raw ApiVersions v0 from `source_ip`; returns the socket after its answer."""
+    host, port = bootstrap.rsplit(":", 1)
+    s = socket.socket()
+    s.settimeout(5)
+    s.bind((source_ip, 0))
+    s.connect((host, int(port)))
+    s.sendall(struct.pack(">ihhih", 10, 18, 0, 7, -1))
+    size, correlation = struct.unpack(">ii", s.recv(8, socket.MSG_WAITALL))
+    assert correlation == 7 and size > 4
+    return s
+
+
+def closed_at_once(s: socket.socket) -> bool:
+    s.settimeout(2)
+    try:
+        return s.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+
+
+def test_max_connections_per_ip_on_both_doors(broker_factory):
+    http = free_port()
+    b = broker_factory(max_connections_per_ip=4, http_addr=f"127.0.0.1:{http}")
+    deadline = time.monotonic() + 5
+    while 'strom_open_connections{door="kafka"} 0' not in metrics(http):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    held = [api_versions_from("127.0.0.1", b.bootstrap) for _ in range(4)]
+    try:
+        # A fifth from the same address is closed at once; another address is served.
+        extra = socket.create_connection(("127.0.0.1", b.port), timeout=5)
+        assert closed_at_once(extra)
+        extra.close()
+        other = api_versions_from("127.0.0.2", b.bootstrap)
+        other.close()
+        # The HTTP door counts its own: four held, the fifth answered 503 with JSON.
+        web = [socket.create_connection(("127.0.0.1", http), timeout=5) for _ in range(4)]
+        try:
+            with pytest.raises(urllib.error.HTTPError) as e:
+                urllib.request.urlopen(f"http://127.0.0.1:{http}/healthz", timeout=10)
+            assert e.value.code == 503
+            assert b"max-connections-per-ip" in e.value.read()
+        finally:
+            for s in web:
+                s.close()
+    finally:
+        for s in held:
+            s.close()
+    # Closed connections give their slots back.
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            kcat_round_trip(b.bootstrap, "per-ip")
+            break
+        except subprocess.CalledProcessError:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    assert 'strom_connections_refused_total{door="kafka_per_ip"}' in metrics(http)
+    assert 'strom_connections_refused_total{door="http_per_ip"}' in metrics(http)
+    wait_for_log(b, "max.connections.per.ip")

@@ -3,12 +3,19 @@
 //! - [`FdBudget`]: how the process's open-files limit is shared. The log keeps a reserve
 //!   (segment files, indexes, snapshots, internal logs) that no door may take, and each door
 //!   has a connection cap, so one door's crowd cannot starve the other door or the storage.
+//! - [`PerIp`]: connections one client address may hold on a door
+//!   (`--max-connections-per-ip`, Kafka's `max.connections.per.ip`), so one host cannot take
+//!   a door's whole connection cap.
 //! - [`LogEvery`]: a log line at most once per interval for events that can repeat thousands
 //!   of times per second (refused connections, accept errors, storage errors), with the count
 //!   of what was suppressed.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 /// Descriptors kept for the storage engine and internal use whatever the doors hold: at
@@ -170,8 +177,73 @@ impl LogEvery {
     }
 }
 
+/// Connections per client address on one door, at most `max` each.
+pub struct PerIp {
+    max: usize,
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+/// One connection counted against its address until dropped.
+pub struct IpSlot {
+    ip: IpAddr,
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl PerIp {
+    /// At most `max` connections per address (`usize::MAX`: no limit).
+    pub fn new(max: usize) -> PerIp {
+        PerIp {
+            max,
+            open: Arc::default(),
+        }
+    }
+
+    /// A slot for a new connection from `ip`, or `None` when it holds `max` already.
+    pub fn admit(&self, ip: IpAddr) -> Option<IpSlot> {
+        let mut open = self.open.lock();
+        let n = open.entry(ip).or_default();
+        if *n >= self.max {
+            if *n == 0 {
+                open.remove(&ip);
+            }
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot {
+            ip,
+            open: self.open.clone(),
+        })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut open = self.open.lock();
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn per_ip_slots_are_counted_and_given_back() {
+        let limit = super::PerIp::new(2);
+        let a: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+        let b: std::net::IpAddr = "127.0.0.3".parse().unwrap();
+        let s1 = limit.admit(a).unwrap();
+        let _s2 = limit.admit(a).unwrap();
+        assert!(limit.admit(a).is_none());
+        assert!(limit.admit(b).is_some(), "other addresses are not affected");
+        drop(s1);
+        assert!(limit.admit(a).is_some());
+        assert!(super::PerIp::new(0).admit(a).is_none());
+    }
+
     use super::*;
 
     #[test]

@@ -38,7 +38,7 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
-use strom_broker::limits::{out_of_descriptors, LogEvery, SpareFd};
+use strom_broker::limits::{out_of_descriptors, IpSlot, LogEvery, PerIp, SpareFd};
 use strom_broker::Broker;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -85,8 +85,11 @@ pub(crate) struct Door {
     metrics: Arc<Metrics>,
     broker: Arc<Broker>,
     open: AtomicUsize,
+    /// Connections per client address (`--max-connections-per-ip`).
+    per_ip: PerIp,
     lingering: Arc<AtomicUsize>,
     at_cap: Bytes,
+    at_ip_cap: Bytes,
     no_descriptors: Bytes,
     cap_log: LogEvery,
     fd_log: LogEvery,
@@ -108,18 +111,27 @@ impl Door {
                 config.max_connections
             ),
         );
+        let at_ip_cap = refusal(
+            "too_many_connections",
+            &format!(
+                "your address holds the maximum of {} connections (--max-connections-per-ip); retry later",
+                config.max_connections_per_ip
+            ),
+        );
         let no_descriptors = refusal(
             "too_many_connections",
             "the broker is out of file descriptors; retry later",
         );
         Arc::new(Door {
             router,
+            per_ip: PerIp::new(config.max_connections_per_ip),
             config,
             metrics,
             broker,
             open: AtomicUsize::new(0),
             lingering: Arc::new(AtomicUsize::new(0)),
             at_cap,
+            at_ip_cap,
             no_descriptors,
             cap_log: LogEvery::per_second(),
             fd_log: LogEvery::per_second(),
@@ -147,7 +159,22 @@ impl Door {
             self.refuse_lingering(stream, self.at_cap.clone());
             return;
         }
-        let open = Open::new(self.clone());
+        let slot = match stream.peer_addr() {
+            Ok(peer) => match self.per_ip.admit(peer.ip()) {
+                Some(slot) => Some(slot),
+                None => {
+                    self.broker.metrics().connection_refused("http_per_ip");
+                    if let Some(suppressed) = self.cap_log.ready() {
+                        tracing::warn!(%peer, max_connections_per_ip = self.config.max_connections_per_ip, suppressed,
+                            "HTTP connection refused with 503: its address holds --max-connections-per-ip");
+                    }
+                    self.refuse_lingering(stream, self.at_ip_cap.clone());
+                    return;
+                }
+            },
+            Err(_) => None,
+        };
+        let open = Open::new(self.clone(), slot);
         let _ = stream.set_nodelay(true);
         let (door, stop, done) = (self.clone(), stop.clone(), done.clone());
         tokio::spawn(async move {
@@ -339,20 +366,24 @@ pub(crate) async fn run(listener: TcpListener, door: Arc<Door>, mut stop: watch:
 
 /// One open connection of the door, counted until its socket closes (an upgraded
 /// WebSocket's too).
-struct Open(Arc<Door>);
+struct Open {
+    door: Arc<Door>,
+    /// Its address's count (given back when dropped).
+    _slot: Option<IpSlot>,
+}
 
 impl Open {
-    fn new(door: Arc<Door>) -> Open {
+    fn new(door: Arc<Door>, slot: Option<IpSlot>) -> Open {
         door.open.fetch_add(1, Ordering::AcqRel);
         door.broker.metrics().connection(DOOR, 1);
-        Open(door)
+        Open { door, _slot: slot }
     }
 }
 
 impl Drop for Open {
     fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::AcqRel);
-        self.0.broker.metrics().connection(DOOR, -1);
+        self.door.open.fetch_sub(1, Ordering::AcqRel);
+        self.door.broker.metrics().connection(DOOR, -1);
     }
 }
 

@@ -64,6 +64,8 @@ pub struct HttpConfig {
     pub ws_ping_interval: std::time::Duration,
     /// Connections held at most; one more gets a 503 and is closed (the fd budget's share).
     pub max_connections: usize,
+    /// Connections one client address holds at most; one more gets a 503.
+    pub max_connections_per_ip: usize,
     /// A connection with no request in flight for this long is closed.
     pub idle_timeout: std::time::Duration,
     /// A request whose head stops arriving for this long is closed (slowloris).
@@ -92,6 +94,7 @@ impl Default for HttpConfig {
             ws_slow_policy: SlowPolicy::Close,
             ws_ping_interval: std::time::Duration::from_secs(30),
             max_connections: 4096,
+            max_connections_per_ip: usize::MAX,
             idle_timeout: std::time::Duration::from_secs(600),
             read_timeout: std::time::Duration::from_secs(10),
             buffer_bytes: 256 << 20,

@@ -60,6 +60,8 @@ pub struct KafkaConfig {
     pub queued_max_request_bytes: usize,
     /// Connections held at most; one more is closed at once (the fd budget's share).
     pub max_connections: usize,
+    /// Connections one client address holds at most (`max.connections.per.ip`).
+    pub max_connections_per_ip: usize,
     /// The listen backlog (capped by the kernel's `somaxconn`).
     pub listen_backlog: u32,
     /// A connection with no request in flight for this long is closed
@@ -89,6 +91,7 @@ impl KafkaConfig {
             max_request_bytes: 100 << 20,
             queued_max_request_bytes: 100 << 20,
             max_connections: 4096,
+            max_connections_per_ip: usize::MAX,
             listen_backlog: 4096,
             connections_max_idle: Duration::from_secs(600),
             read_timeout: Duration::from_secs(10),
@@ -320,6 +323,8 @@ async fn accept_loop(
     let at_cap = LogEvery::per_second();
     let accept_failed = LogEvery::per_second();
     let max = ctx.config.max_connections;
+    let per_ip = strom_broker::limits::PerIp::new(ctx.config.max_connections_per_ip);
+    let ip_refused = LogEvery::per_second();
     loop {
         tokio::select! {
             accepted = sock.accept() => match accepted {
@@ -335,10 +340,20 @@ async fn accept_loop(
                         }
                         continue;
                     }
+                    let Some(slot) = per_ip.admit(peer.ip()) else {
+                        drop(stream);
+                        ctx.broker.metrics().connection_refused("kafka_per_ip");
+                        if let Some(more) = ip_refused.ready() {
+                            tracing::warn!(%peer, listener = %listener.name, max_connections_per_ip = ctx.config.max_connections_per_ip,
+                                refused_since_last = more, "kafka connection refused: its address holds max.connections.per.ip");
+                        }
+                        continue;
+                    };
                     ctx.connections.fetch_add(1, Ordering::Relaxed);
                     ctx.broker.metrics().connection("kafka", 1);
                     let stop = shutdown.clone();
                     conns.spawn(async move {
+                        let _slot = slot;
                         if let Err(e) = serve_stream(stream, client, &ctx, stop).await {
                             tracing::info!(%peer, reason = %e.0, "kafka connection closed");
                         }

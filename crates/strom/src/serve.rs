@@ -138,10 +138,19 @@ pub(crate) struct ServeArgs {
     /// reading pauses [default: 104857600].
     #[arg(long, env = "STROM_QUEUED_MAX_REQUEST_BYTES")]
     queued_max_request_bytes: Option<usize>,
-    /// Kafka connections held at most; more are closed at once [default: a quarter of the
-    /// open-files limit after the log's reserve].
-    #[arg(long, env = "STROM_KAFKA_MAX_CONNECTIONS")]
+    /// Kafka connections held at most (max.connections; `--max-connections` is the same);
+    /// more are closed at once [default: a quarter of the open-files limit after the log's
+    /// reserve].
+    #[arg(
+        long,
+        env = "STROM_KAFKA_MAX_CONNECTIONS",
+        visible_alias = "max-connections"
+    )]
     kafka_max_connections: Option<usize>,
+    /// Connections one client address may hold on each door (max.connections.per.ip); one
+    /// more is closed at once (Kafka) or answered 503 (HTTP) [default: no limit].
+    #[arg(long, env = "STROM_MAX_CONNECTIONS_PER_IP")]
+    max_connections_per_ip: Option<usize>,
     /// HTTP connections held at most; more get 503 [default: the open-files limit minus the
     /// log's reserve and the Kafka door's cap].
     #[arg(long, env = "STROM_HTTP_MAX_CONNECTIONS")]
@@ -240,6 +249,7 @@ struct FileConfig {
     max_request_bytes: Option<usize>,
     queued_max_request_bytes: Option<usize>,
     kafka_max_connections: Option<usize>,
+    max_connections_per_ip: Option<usize>,
     http_max_connections: Option<usize>,
     listen_backlog: Option<u32>,
     connections_max_idle_ms: Option<u64>,
@@ -390,6 +400,13 @@ fn resolve(mut a: ServeArgs) -> Result<Settings> {
         bail!("--kafka-max-connections and --http-max-connections must be at least 1");
     }
     let listen_backlog = a.listen_backlog.or(f.listen_backlog).unwrap_or(4096).max(1);
+    let per_ip = a
+        .max_connections_per_ip
+        .or(f.max_connections_per_ip)
+        .unwrap_or(usize::MAX);
+    if per_ip == 0 {
+        bail!("--max-connections-per-ip must be at least 1");
+    }
     let idle = Duration::from_millis(
         a.connections_max_idle_ms
             .or(f.connections_max_idle_ms)
@@ -495,6 +512,7 @@ fn resolve(mut a: ServeArgs) -> Result<Settings> {
             max_request_bytes,
             queued_max_request_bytes,
             max_connections: fds.kafka_max_connections,
+            max_connections_per_ip: per_ip,
             listen_backlog,
             connections_max_idle: idle,
             read_timeout,
@@ -524,6 +542,7 @@ fn resolve(mut a: ServeArgs) -> Result<Settings> {
                 }
             },
             max_connections: fds.http_max_connections,
+            max_connections_per_ip: per_ip,
             idle_timeout: idle,
             read_timeout,
             buffer_bytes: a
