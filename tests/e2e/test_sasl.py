@@ -288,3 +288,24 @@ def test_session_expiry_closes_a_client_that_does_not_reauthenticate(broker_fact
         c.send_request(kwire.METADATA, 1, struct.pack(">i", -1))
         assert c.is_closed()
     assert wait_log(b, "SASL session expired")
+
+
+JS = Path(__file__).resolve().parent / "js"
+
+
+@pytest.mark.skipif(shutil.which("node") is None or not (JS / "node_modules" / "kafkajs").is_dir(),
+                    reason="node or kafkajs missing (scripts/setup installs kafkajs)")
+@pytest.mark.parametrize("mechanism", ["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"])
+def test_kafkajs_over_sasl_ssl(broker_factory, certs, mechanism):
+    stored = "SCRAM-SHA-256" if mechanism == "SCRAM-SHA-256" else "SCRAM-SHA-512"
+    b, sasl_ssl, _ = sasl_broker(broker_factory, certs, users=(("alice", stored),))
+    topic = f"kjs-{mechanism.lower()}"
+    p = subprocess.run(["node", str(JS / "kafkajs_sasl.js"), sasl_ssl, str(certs / "ca.pem"),
+                        mechanism.lower(), "alice", PASSWORD, topic],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-3000:]
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    assert out["produced"] == [0]
+    assert sorted(out["consumed"]) == sorted(f"m{i}" for i in range(50))
+    assert "SASL" in out["wrong_password"] or "Authentication" in out["wrong_password"], out
+    assert PASSWORD not in b.log
