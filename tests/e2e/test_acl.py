@@ -213,6 +213,41 @@ def test_topic_create_delete_and_transactions(secured):
     al.delete_topics(["alice-1"])["alice-1"].result(30)
 
 
+def test_share_groups_need_read_on_the_group(secured):
+    from confluent_kafka import ShareConsumer
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
+    b = secured
+    create_topics(b, "jobs")
+    produce(b.sasl, "jobs", [b"j1", b"j2", b"j3"], **conf("admin"))
+    res = ConfigResource(ResourceType.GROUP, "workers", incremental_configs=[
+        ConfigEntry("share.auto.offset.reset", "earliest", incremental_operation=AlterConfigOpType.SET)])
+    a = admin(b)
+    for f in a.incremental_alter_configs([res]).values():
+        f.result(20)
+    add_acls(b, allow(ResourceType.TOPIC, "jobs", "alice", AclOperation.READ))
+
+    def share_poll(seconds):
+        c = ShareConsumer({"bootstrap.servers": b.sasl, "group.id": "workers", **conf("alice")})
+        c.subscribe(["jobs"])
+        got, errors, deadline = [], [], time.monotonic() + seconds
+        while len(got) < 3 and not errors and time.monotonic() < deadline:
+            try:
+                for m in c.poll(0.5):
+                    (errors if m.error() else got).append(m.error() or m.value())
+            except KafkaException as e:  # the ShareConsumer raises a refused coordinator lookup
+                errors.append(e.args[0])
+        c.close()
+        return got, errors
+
+    # READ on the topic is not enough: the share group needs READ too.
+    got, errors = share_poll(15)
+    assert got == [] and errors and errors[0].code() == KafkaError.GROUP_AUTHORIZATION_FAILED, errors
+    add_acls(b, allow(ResourceType.GROUP, "workers", "alice", AclOperation.READ))
+    time.sleep(0.2)
+    got, errors = share_poll(30)
+    assert sorted(got) == [b"j1", b"j2", b"j3"] and errors == [], (got, errors)
+
+
 def test_kafka_python_is_refused_and_allowed(secured):
     from kafka import KafkaProducer
     from kafka.errors import TopicAuthorizationFailedError
