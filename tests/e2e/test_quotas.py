@@ -139,3 +139,58 @@ def test_http_produce_is_delayed_or_refused_with_429_never_dropped(broker_factor
     got = requests.get(f"{b.http}/topics/{topic}/partitions/0/records", params={"offset": 0, "max_records": 100},
                        timeout=10).json()
     assert len(got["records"]) == 20
+
+
+def throttled_requests(b):
+    text = requests.get(f"{b.http}/metrics", timeout=10).text
+    line = [l for l in text.splitlines() if l.startswith("strom_quota_throttled_requests_total ")]
+    return int(line[0].split()[1])
+
+
+def test_controller_mutation_rate_throttles_topic_creation(broker_factory):
+    from confluent_kafka import KafkaError, KafkaException
+    from confluent_kafka.admin import AdminClient, NewTopic
+    b = broker_factory(http=True)
+    cli("quota", "set", "--client-id", "ops", "--controller-mutation-rate", 2, "--bootstrap", b.bootstrap)
+    throttles = []
+    a = AdminClient({"bootstrap.servers": b.bootstrap, "client.id": "ops",
+                     "throttle_cb": lambda ev: throttles.append(ev.throttle_time)})
+    # 10 partitions at 2/s: accepted (the quota was not exceeded before), then ~4 s of debt.
+    a.create_topics([NewTopic("m1", 10, 1)])["m1"].result(30)
+    t = time.monotonic()
+    try:
+        a.create_topics([NewTopic("m2", 1, 1)])["m2"].result(30)
+        # A version without THROTTLING_QUOTA_EXCEEDED: the connection was muted meanwhile.
+        assert time.monotonic() - t >= 2.5, time.monotonic() - t
+    except KafkaException as e:
+        assert e.args[0].code() == KafkaError.THROTTLING_QUOTA_EXCEEDED, e
+    a.poll(1)
+    assert throttles and max(throttles) >= 2.0, throttles
+    assert throttled_requests(b) > 0
+    # Another client id has its own budget (none here): created at once.
+    t = time.monotonic()
+    dev = AdminClient({"bootstrap.servers": b.bootstrap, "client.id": "dev"})
+    dev.create_topics([NewTopic("m3", 4, 1)])["m3"].result(30)
+    assert time.monotonic() - t < 2
+
+
+def test_request_percentage_mutes_a_busy_client(broker_factory):
+    from confluent_kafka.admin import AdminClient
+    b = broker_factory(http=True)
+    cli("quota", "set", "--client-id", "busy", "--request-percentage", 0.1, "--bootstrap", b.bootstrap)
+    a = AdminClient({"bootstrap.servers": b.bootstrap, "client.id": "busy"})
+    before = throttled_requests(b)
+    started, n = time.monotonic(), 0
+    # 0.1% of a second per second: a millisecond of handling, then the connection waits.
+    while time.monotonic() - started < 20:
+        a.list_topics(timeout=20)
+        n += 1
+        if n % 10 == 0 and throttled_requests(b) > before:
+            break
+    assert throttled_requests(b) > before, f"{n} metadata requests, never throttled"
+    # Another client id is not affected.
+    other = AdminClient({"bootstrap.servers": b.bootstrap, "client.id": "calm"})
+    t = time.monotonic()
+    for _ in range(20):
+        other.list_topics(timeout=10)
+    assert time.monotonic() - t < 5

@@ -84,20 +84,37 @@ pub type Charged = (Option<String>, Option<String>);
 /// One component of a precedence level: absent, the default, or a name.
 type Part<'a> = Option<Option<&'a str>>;
 
-/// What a byte-rate quota limits.
+/// What a quota limits, and the unit of what is charged to it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum QuotaKind {
-    /// Bytes produced (`producer_byte_rate`).
+    /// Bytes produced (`producer_byte_rate`, bytes per second).
     Produce,
-    /// Bytes fetched (`consumer_byte_rate`).
+    /// Bytes fetched (`consumer_byte_rate`, bytes per second).
     Fetch,
+    /// Microseconds spent handling requests (`request_percentage`: percent of one second
+    /// per second).
+    RequestTime,
+    /// Partitions created or deleted (`controller_mutation_rate`, per second).
+    ControllerMutation,
 }
 
 impl QuotaKind {
-    fn key(self) -> &'static str {
+    /// The quota key.
+    pub fn key(self) -> &'static str {
         match self {
             QuotaKind::Produce => "producer_byte_rate",
             QuotaKind::Fetch => "consumer_byte_rate",
+            QuotaKind::RequestTime => "request_percentage",
+            QuotaKind::ControllerMutation => "controller_mutation_rate",
+        }
+    }
+
+    /// Charged units per second that a quota value allows.
+    fn per_second(self, value: f64) -> f64 {
+        match self {
+            // 1% of a second is 10,000 µs per second.
+            QuotaKind::RequestTime => value * 10_000.0,
+            _ => value,
         }
     }
 }
@@ -295,15 +312,22 @@ impl Broker {
         Ok(self.quotas.get_or_init(|| q))
     }
 
-    /// Charges `bytes` to the `kind` quota of `who` (principal and client id); returns how
-    /// long the request is throttled (zero: within the quota, or no quota).
-    pub fn charge_quota(&self, kind: QuotaKind, who: (&Principal, &str), bytes: usize) -> Duration {
-        self.quota_delay(kind, who, bytes, true)
+    /// Charges `amount` (in the units of `kind`: bytes, µs, partitions) to the `kind` quota
+    /// of `who` (principal and client id); returns how long the request is throttled (zero:
+    /// within the quota, or no quota).
+    pub fn charge_quota(
+        &self,
+        kind: QuotaKind,
+        who: (&Principal, &str),
+        amount: usize,
+    ) -> Duration {
+        self.quota_delay(kind, who, amount, true)
     }
 
-    /// How long a request of `bytes` would be throttled now, without charging it.
-    pub fn quota_wait(&self, kind: QuotaKind, who: (&Principal, &str), bytes: usize) -> Duration {
-        self.quota_delay(kind, who, bytes, false)
+    /// How long a request of `amount` would be throttled now, without charging it (zero
+    /// `amount`: whether the entity is over its quota already, and for how long).
+    pub fn quota_wait(&self, kind: QuotaKind, who: (&Principal, &str), amount: usize) -> Duration {
+        self.quota_delay(kind, who, amount, false)
     }
 
     fn quota_delay(
@@ -320,7 +344,8 @@ impl Broker {
             return Duration::ZERO;
         };
         let now = Instant::now();
-        let cost = Duration::from_secs_f64(bytes as f64 / rate).min(Duration::from_secs(86_400));
+        let cost = Duration::from_secs_f64(bytes as f64 / kind.per_second(rate))
+            .min(Duration::from_secs(86_400));
         let mut free_at = self.throttles.free_at.lock();
         let key = (kind, (user, client));
         let credit_floor = now.checked_sub(BURST).unwrap_or(now);
@@ -436,5 +461,35 @@ mod tests {
             broker.charge_quota(QuotaKind::Produce, (&anon, "p"), 1 << 30),
             MAX_THROTTLE
         );
+    }
+
+    #[test]
+    fn request_time_is_charged_in_microseconds_of_a_percentage() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker =
+            Broker::open(crate::config::BrokerConfig::new(dir.path().to_path_buf())).unwrap();
+        broker
+            .client_quotas()
+            .unwrap()
+            .alter(&[(
+                vec![("user".into(), None)],
+                vec![("request_percentage".into(), Some(10.0))],
+            )])
+            .unwrap();
+        let alice = Principal::user("alice");
+        let k = QuotaKind::RequestTime;
+        // 10% is 100 ms of handling per second; a second of burst is 100 ms.
+        assert_eq!(
+            broker.charge_quota(k, (&alice, "c"), 100_000),
+            Duration::ZERO
+        );
+        let t = broker.charge_quota(k, (&alice, "c"), 50_000);
+        assert!(
+            t > Duration::from_millis(450) && t <= Duration::from_millis(500),
+            "{t:?}"
+        );
+        // The default user's quota is per user.
+        let bob = Principal::user("bob");
+        assert_eq!(broker.charge_quota(k, (&bob, "c"), 100_000), Duration::ZERO);
     }
 }

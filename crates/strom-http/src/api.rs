@@ -229,6 +229,7 @@ pub(crate) async fn create_topic(
 ) -> ApiResult<Response> {
     let req: CreateTopic = parse_body(body)?;
     caller.allow_create_topic(&s, &req.name)?;
+    caller.quota_gate(&s, QuotaKind::ControllerMutation, 0)?;
     s.broker.create_topic(
         &req.name,
         req.partitions,
@@ -239,6 +240,9 @@ pub(crate) async fn create_topic(
         .broker
         .topic(&req.name)
         .ok_or_else(|| ApiError::bad("topic vanished"))?;
+    caller
+        .quota_charge(&s, QuotaKind::ControllerMutation, t.partitions().len())
+        .await;
     Ok((
         StatusCode::CREATED,
         Json(json!({"name": req.name, "partitions": t.partitions().len()})),
@@ -302,7 +306,12 @@ pub(crate) async fn delete_topic(
     Path(topic): Path<String>,
 ) -> ApiResult<StatusCode> {
     caller.allow(&s, Operation::Delete, ResourceType::Topic, &topic)?;
+    caller.quota_gate(&s, QuotaKind::ControllerMutation, 0)?;
+    let partitions = s.broker.topic(&topic).map_or(0, |t| t.partitions().len());
     s.broker.delete_topic(&topic)?;
+    caller
+        .quota_charge(&s, QuotaKind::ControllerMutation, partitions)
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -115,10 +115,7 @@ impl Caller {
             format!(
                 "{}'s {} quota is exceeded; retry in {} ms",
                 self.principal,
-                match kind {
-                    QuotaKind::Produce => "producer_byte_rate",
-                    QuotaKind::Fetch => "consumer_byte_rate",
-                },
+                kind.key(),
                 wait.as_millis()
             ),
         )

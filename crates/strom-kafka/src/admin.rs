@@ -120,6 +120,8 @@ pub(crate) fn create_topics(mut req: Req<'_>) -> Result<Reply, Fatal> {
         .map(|t| t.name.to_string())
         .collect();
     let mut results = Vec::with_capacity(r.topics.len());
+    let throttled = req.mutations_throttled(v >= 6);
+    let mut mutations = 0usize;
     for t in r.topics {
         let name = t.name.to_string();
         let partitions = if t.assignments.is_empty() {
@@ -146,6 +148,8 @@ pub(crate) fn create_topics(mut req: Req<'_>) -> Result<Reply, Fatal> {
                 ResponseError::TopicAuthorizationFailed.code(),
                 format!("{} may not create topic {name}", req.principal),
             ))
+        } else if let Some(ms) = throttled {
+            Err(throttling(ms))
         } else if !(t.replication_factor == -1 || t.replication_factor == 1) {
             Err((
                 ResponseError::InvalidReplicationFactor.code(),
@@ -162,6 +166,9 @@ pub(crate) fn create_topics(mut req: Req<'_>) -> Result<Reply, Fatal> {
         let mut out = CreatableTopicResult::default().with_name(t.name);
         match result {
             Ok(()) => {
+                if !r.validate_only {
+                    mutations += broker.topic(&name).map_or(0, |t| t.partitions().len());
+                }
                 if v >= 5 {
                     let (count, config, id) = match broker.topic(&name) {
                         Some(topic) => {
@@ -203,7 +210,12 @@ pub(crate) fn create_topics(mut req: Req<'_>) -> Result<Reply, Fatal> {
         }
         results.push(out);
     }
-    req.encode(&CreateTopicsResponse::default().with_topics(results))
+    let throttle = mutation_throttle(&req, throttled, mutations);
+    let mut resp = CreateTopicsResponse::default().with_topics(results);
+    if v >= 2 {
+        resp = resp.with_throttle_time_ms(throttle);
+    }
+    req.encode(&resp)
 }
 
 pub(crate) fn delete_topics(mut req: Req<'_>) -> Result<Reply, Fatal> {
@@ -219,6 +231,8 @@ pub(crate) fn delete_topics(mut req: Req<'_>) -> Result<Reply, Fatal> {
             .collect()
     };
     let mut responses = Vec::with_capacity(targets.len());
+    let throttled = req.mutations_throttled(v >= 5);
+    let mut mutations = 0usize;
     for (name, id) in targets {
         let resolved = match &name {
             Some(n) => Some(n.to_string()),
@@ -229,7 +243,18 @@ pub(crate) fn delete_topics(mut req: Req<'_>) -> Result<Reply, Fatal> {
                 ResponseError::TopicAuthorizationFailed.code(),
                 Some(format!("{} may not delete topic {n}", req.principal)),
             ),
-            Some(n) => code_msg(&broker.delete_topic(n)),
+            Some(_) if throttled.is_some() => {
+                let (c, m) = throttling(throttled.unwrap_or(0));
+                (c, Some(m))
+            }
+            Some(n) => {
+                let count = broker.topic(n).map_or(0, |t| t.partitions().len());
+                let done = broker.delete_topic(n);
+                if done.is_ok() {
+                    mutations += count;
+                }
+                code_msg(&done)
+            }
             None => (
                 ResponseError::UnknownTopicId.code(),
                 Some(format!("no topic has id {id}")),
@@ -246,19 +271,24 @@ pub(crate) fn delete_topics(mut req: Req<'_>) -> Result<Reply, Fatal> {
         }
         responses.push(out);
     }
-    req.encode(&DeleteTopicsResponse::default().with_responses(responses))
+    let throttle = mutation_throttle(&req, throttled, mutations);
+    let mut resp = DeleteTopicsResponse::default().with_responses(responses);
+    if v >= 1 {
+        resp = resp.with_throttle_time_ms(throttle);
+    }
+    req.encode(&resp)
 }
 
 pub(crate) fn create_partitions(mut req: Req<'_>) -> Result<Reply, Fatal> {
     let r: CreatePartitionsRequest = req.decode()?;
     let broker = &req.ctx.broker;
+    let throttled = req.mutations_throttled(req.version >= 3);
+    let mut mutations = 0usize;
     let results = r
         .topics
         .into_iter()
         .map(|t| {
-            let (c, msg) = if req.allowed(Operation::Alter, ResourceType::Topic, &t.name) {
-                code_msg(&broker.create_partitions(&t.name, t.count, r.validate_only))
-            } else {
+            let (c, msg) = if !req.allowed(Operation::Alter, ResourceType::Topic, &t.name) {
                 (
                     ResponseError::TopicAuthorizationFailed.code(),
                     Some(format!(
@@ -266,6 +296,16 @@ pub(crate) fn create_partitions(mut req: Req<'_>) -> Result<Reply, Fatal> {
                         req.principal, &*t.name
                     )),
                 )
+            } else if let Some(ms) = throttled {
+                let (c, m) = throttling(ms);
+                (c, Some(m))
+            } else {
+                let before = broker.topic(&t.name).map_or(0, |t| t.partitions().len());
+                let done = broker.create_partitions(&t.name, t.count, r.validate_only);
+                if done.is_ok() && !r.validate_only {
+                    mutations += (t.count.max(0) as usize).saturating_sub(before);
+                }
+                code_msg(&done)
             };
             CreatePartitionsTopicResult::default()
                 .with_name(t.name)
@@ -273,7 +313,35 @@ pub(crate) fn create_partitions(mut req: Req<'_>) -> Result<Reply, Fatal> {
                 .with_error_message(opt_msg(msg))
         })
         .collect();
-    req.encode(&CreatePartitionsResponse::default().with_results(results))
+    let throttle = mutation_throttle(&req, throttled, mutations);
+    req.encode(
+        &CreatePartitionsResponse::default()
+            .with_results(results)
+            .with_throttle_time_ms(throttle),
+    )
+}
+
+/// THROTTLING_QUOTA_EXCEEDED for a mutation refused by controller_mutation_rate.
+fn throttling(ms: i32) -> (i16, String) {
+    (
+        ResponseError::ThrottlingQuotaExceeded.code(),
+        format!("controller_mutation_rate exceeded; retry in {ms} ms"),
+    )
+}
+
+/// The throttle time of a request that made `mutations` partition changes (or was refused
+/// for `throttled` ms); a charged throttle mutes the connection too.
+fn mutation_throttle(req: &Req<'_>, throttled: Option<i32>, mutations: usize) -> i32 {
+    if let Some(ms) = throttled {
+        return ms;
+    }
+    if mutations == 0 {
+        return 0;
+    }
+    req.charge_quota(
+        strom_broker::quota::QuotaKind::ControllerMutation,
+        mutations,
+    )
 }
 
 /// `NAME://HOST:PORT,...` of the listeners, each address from `addr`.

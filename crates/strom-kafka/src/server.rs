@@ -884,13 +884,18 @@ pub(crate) async fn dispatch<'a>(
     bounds::check_request(raw_key, version, &frame).map_err(|e| Fatal(e.0))?;
     let mut buf = frame;
     let header = RequestHeader::decode(&mut buf, key.request_header_version(version))?;
+    let header_client_id = header
+        .client_id
+        .as_ref()
+        .map(|c| c.to_string())
+        .unwrap_or_default();
     let req = Req {
         ctx,
         version,
         body: buf,
         correlation: header.correlation_id,
         response_header_version: key.response_header_version(version),
-        client_id: header.client_id.map(|c| c.to_string()).unwrap_or_default(),
+        client_id: header_client_id.clone(),
         peer: client.peer,
         listener: client.listener.clone(),
         principal: client.principal.clone(),
@@ -977,6 +982,21 @@ pub(crate) async fn dispatch<'a>(
             .metrics()
             .request("kafka", name, started.elapsed())
     };
+    // request_percentage: the time spent handling a request that does not wait (long
+    // polls and rebalances wait for others; a produce's sync is not handling time).
+    if !matches!(raw_key, 1 | 11 | 14 | 78) {
+        let us = started.elapsed().as_micros() as usize;
+        let t = ctx.broker.charge_quota(
+            strom_broker::quota::QuotaKind::RequestTime,
+            (&client.principal, header_client_id.as_str()),
+            us.max(1),
+        );
+        if !t.is_zero() {
+            client
+                .mute_ms
+                .fetch_max(t.as_millis() as u64, Ordering::Relaxed);
+        }
+    }
     Ok(match handled {
         Handled::Now(reply) => {
             record();
@@ -1032,6 +1052,25 @@ impl Req<'_> {
             self.mute_ms.fetch_max(ms, Ordering::Relaxed);
         }
         ms as i32
+    }
+
+    /// controller_mutation_rate (KIP-599): `Some(ms)` when the principal is over it already,
+    /// so that this request's mutations are refused with THROTTLING_QUOTA_EXCEEDED (by the
+    /// versions that know it: `strict`) and the client told to wait `ms`.
+    pub(crate) fn mutations_throttled(&self, strict: bool) -> Option<i32> {
+        if !strict {
+            return None;
+        }
+        let wait = self.ctx.broker.quota_wait(
+            strom_broker::quota::QuotaKind::ControllerMutation,
+            (&self.principal, &self.client_id),
+            0,
+        );
+        (!wait.is_zero()).then(|| {
+            let ms = wait.as_millis() as u64;
+            self.mute_ms.fetch_max(ms, Ordering::Relaxed);
+            ms as i32
+        })
     }
 
     /// Whether the connection's principal may do `op` on `rt`/`name` (always, without
