@@ -14,8 +14,10 @@ API (every e2e test file uses only this):
     first listener's (on 127.0.0.1). Positional ``extra_args``
     are passed to ``strom serve`` verbatim. ``env={...}`` adds environment variables.
     ``http=True`` puts the HTTP door on a free port (``.http_port``, ``.http`` = its base URL)
-    and makes ``start()`` wait until ``/healthz`` answers 200 too. ``start=False`` returns the
-    broker unstarted.
+    and makes ``start()`` wait until ``/healthz`` answers 200 too. ``grpc=True`` puts the gRPC door
+    on a free port (``.grpc_port``, ``.grpc`` = "127.0.0.1:PORT") and makes ``start()`` wait until
+    it accepts connections (otherwise the gRPC door is off). ``start=False`` returns the broker
+    unstarted.
 
 Each broker object has:
 
@@ -76,7 +78,7 @@ def _flag_value(v) -> str:
 class Broker:
     """One `strom serve` process (possibly started several times) over one data dir."""
 
-    def __init__(self, extra_args=(), env=None, http=False, **opts):
+    def __init__(self, extra_args=(), env=None, http=False, grpc=False, **opts):
         self.listeners = opts.get("listeners")
         if self.listeners:
             self.port = int(self.listeners.split(",")[0].rsplit(":", 1)[1])
@@ -90,6 +92,14 @@ class Broker:
             self.http_port = free_port()
             self.http = f"http://127.0.0.1:{self.http_port}"
             self.args += ["--http-addr", f"127.0.0.1:{self.http_port}"]
+        self.grpc_port = self.grpc = None
+        if grpc:
+            self.grpc_port = free_port()
+            self.grpc = f"127.0.0.1:{self.grpc_port}"
+            self.args += ["--grpc-addr", self.grpc]
+        elif "grpc_addr" not in opts and not any(str(a).startswith("--grpc-addr") for a in extra_args):
+            # Brokers of other tests do not race for the default port.
+            self.args += ["--grpc-addr", "off"]
         for k, v in opts.items():
             self.args += [f"--{k.replace('_', '-')}", _flag_value(v)]
         self.args += [str(a) for a in extra_args]
@@ -146,6 +156,8 @@ class Broker:
                     self.ready_at = time.monotonic()
                     if self.http_port is not None:
                         self._wait_http(deadline)
+                    if self.grpc_port is not None:
+                        self._wait_port(self.grpc_port, deadline)
                     return self
             except OSError:
                 pass
@@ -153,6 +165,18 @@ class Broker:
                 self.kill()
                 pytest.fail(f"strom did not accept connections on {self.bootstrap} within "
                             f"{READY_TIMEOUT_S:.0f}s:\n{self._log_tail()}")
+            time.sleep(READY_POLL_S)
+
+    def _wait_port(self, port, deadline):
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                    return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                self.kill()
+                pytest.fail(f"nothing accepted connections on port {port}:\n{self._log_tail()}")
             time.sleep(READY_POLL_S)
 
     def _wait_http(self, deadline):
@@ -217,8 +241,8 @@ class Broker:
 def broker_factory(request):
     brokers = []
 
-    def make(*extra_args, start=True, env=None, http=False, **opts):
-        b = Broker(extra_args, env=env, http=http, **opts)
+    def make(*extra_args, start=True, env=None, http=False, grpc=False, **opts):
+        b = Broker(extra_args, env=env, http=http, grpc=grpc, **opts)
         brokers.append(b)
         if start:
             b.start()

@@ -389,6 +389,21 @@ impl Broker {
         self.topics.read().values().map(|t| info(t)).collect()
     }
 
+    /// The topics `patterns` name (exact names or globs, `*` matching any run of
+    /// characters), sorted, each with whether a pattern names it exactly (a door refuses a
+    /// topic named exactly that its caller may not read, and skips a glob's).
+    pub fn topics_matching(&self, patterns: &[String]) -> Vec<(String, bool)> {
+        self.topics
+            .read()
+            .keys()
+            .filter_map(|name| {
+                let named = patterns.iter().any(|p| !p.contains('*') && p == name);
+                (named || patterns.iter().any(|p| crate::topic::glob_match(p, name)))
+                    .then(|| (name.clone(), named))
+            })
+            .collect()
+    }
+
     /// One topic.
     pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
         self.topics.read().get(name).cloned()

@@ -702,6 +702,21 @@ fn parse_id(s: &str) -> Option<[u8; 16]> {
     Some(id)
 }
 
+/// Whether `name` matches `pattern`, where `*` matches any run of characters (topic
+/// subscriptions of the HTTP and gRPC doors: `orders.*`).
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == name,
+        Some((head, rest)) => {
+            name.starts_with(head)
+                && (0..=name.len() - head.len()).any(|i| {
+                    name.is_char_boundary(head.len() + i)
+                        && glob_match(rest, &name[head.len() + i..])
+                })
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -721,5 +736,15 @@ mod tests {
         let id = random_id().unwrap();
         assert_eq!(parse_id(&hex(&id)), Some(id));
         assert_eq!(id[6] >> 4, 4);
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("orders.*", "orders.eu"));
+        assert!(glob_match("*", "x"));
+        assert!(glob_match("a*c", "abbc"));
+        assert!(glob_match("é*", "éa"));
+        assert!(!glob_match("orders.*", "order"));
+        assert!(!glob_match("a", "ab"));
     }
 }

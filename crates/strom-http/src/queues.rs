@@ -31,7 +31,6 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use base64::Engine;
 use parking_lot::Mutex;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -47,6 +46,7 @@ use crate::auth::Caller;
 use crate::budget::RecordsBody;
 use crate::AppState;
 use strom_broker::security::acl::{Operation, ResourceType};
+pub(crate) use strom_broker::share::Receipt;
 
 /// Stored bytes one receive acquires at most (the connection's buffer bound may lower it).
 const RECEIVE_MAX_BYTES: usize = 1 << 20;
@@ -198,46 +198,6 @@ async fn door_member(s: &AppState, group: &str, topics: &[String]) -> ApiResult<
 }
 
 // --- receipts ------------------------------------------------------------------------------
-
-/// What a receipt names.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Receipt {
-    pub(crate) group: String,
-    pub(crate) topic: String,
-    pub(crate) partition: i32,
-    pub(crate) offset: i64,
-    pub(crate) delivery_count: u16,
-}
-
-impl Receipt {
-    /// URL-safe base64 of `1|partition|offset|delivery count|topic|group` (topic names have
-    /// no `|`; the group is the rest).
-    pub(crate) fn encode(&self) -> String {
-        let text = format!(
-            "1|{}|{}|{}|{}|{}",
-            self.partition, self.offset, self.delivery_count, self.topic, self.group
-        );
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
-    }
-
-    pub(crate) fn decode(s: &str) -> Option<Receipt> {
-        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(s.trim())
-            .ok()?;
-        let text = String::from_utf8(raw).ok()?;
-        let mut it = text.splitn(6, '|');
-        if it.next()? != "1" {
-            return None;
-        }
-        Some(Receipt {
-            partition: it.next()?.parse().ok()?,
-            offset: it.next()?.parse().ok().filter(|o: &i64| *o >= 0)?,
-            delivery_count: it.next()?.parse().ok()?,
-            topic: it.next().filter(|t| !t.is_empty())?.to_string(),
-            group: it.next()?.to_string(),
-        })
-    }
-}
 
 // --- receive -------------------------------------------------------------------------------
 

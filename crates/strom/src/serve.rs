@@ -53,8 +53,34 @@ pub(crate) struct ServeArgs {
     /// if that default is taken, the broker runs without the HTTP door and says so].
     #[arg(long, env = "STROM_HTTP_ADDR")]
     http_addr: Option<String>,
+    /// gRPC door address (service strom.v1.Strom, grpc.health.v1.Health, reflection), or
+    /// "off" [default: 127.0.0.1:9095; if that default is taken, the broker runs without the
+    /// gRPC door and says so].
+    #[arg(long, env = "STROM_GRPC_ADDR")]
+    grpc_addr: Option<String>,
+    /// Serve the gRPC door over TLS with --tls-cert (HTTP/2 by ALPN; no client certificate
+    /// asked for) [default: false].
+    #[arg(long, env = "STROM_GRPC_TLS", action = clap::ArgAction::Set)]
+    grpc_tls: Option<bool>,
+    /// `required`: every gRPC call needs `authorization` metadata (`Basic base64(user:password)`
+    /// of a `strom user set` user, or `Bearer <token>` of `strom token create`), else
+    /// UNAUTHENTICATED; `none`: calls without it are User:ANONYMOUS [default: none].
+    #[arg(long, env = "STROM_GRPC_AUTH")]
+    grpc_auth: Option<String>,
+    /// Largest gRPC message a call may send or receive, encoded; larger ones are refused with
+    /// RESOURCE_EXHAUSTED [default: 8388608].
+    #[arg(long, env = "STROM_GRPC_MAX_MESSAGE_BYTES")]
+    grpc_max_message_bytes: Option<usize>,
+    /// Compression of gRPC responses to clients that accept it: none, gzip or zstd (requests
+    /// may be gzip or zstd whatever this is) [default: none].
+    #[arg(long, env = "STROM_GRPC_COMPRESSION")]
+    grpc_compression: Option<String>,
+    /// gRPC connections held at most (each multiplexes any number of calls); more are closed
+    /// at once [default: 1024].
+    #[arg(long, env = "STROM_GRPC_MAX_CONNECTIONS")]
+    grpc_max_connections: Option<usize>,
     /// PEM certificate chain (server certificate first) of the SSL listeners, and of the HTTP
-    /// door with --http-tls true; re-read with --tls-key and --tls-client-ca on SIGHUP (open
+    /// and gRPC doors with --http-tls / --grpc-tls true; re-read with --tls-key and --tls-client-ca on SIGHUP (open
     /// connections keep theirs).
     #[arg(long, env = "STROM_TLS_CERT")]
     tls_cert: Option<PathBuf>,
@@ -228,6 +254,12 @@ struct FileConfig {
     advertised_listeners: Option<String>,
     advertised_addr: Option<String>,
     http_addr: Option<String>,
+    grpc_addr: Option<String>,
+    grpc_tls: Option<bool>,
+    grpc_auth: Option<String>,
+    grpc_max_message_bytes: Option<usize>,
+    grpc_compression: Option<String>,
+    grpc_max_connections: Option<usize>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     tls_client_ca: Option<PathBuf>,
@@ -281,6 +313,8 @@ struct Settings {
     kafka: KafkaConfig,
     http_addr: Option<String>,
     http: strom_http::HttpConfig,
+    grpc_addr: Option<String>,
+    grpc: strom_grpc::GrpcConfig,
     fds: FdBudget,
     listen_backlog: u32,
     log_level: String,
@@ -296,7 +330,7 @@ fn resolve(mut a: ServeArgs) -> Result<Settings> {
         }
         None => FileConfig::default(),
     };
-    let (kafka_tls, http_tls) = resolve_tls(&mut a, &mut f)?;
+    let (kafka_tls, http_tls, grpc_tls) = resolve_tls(&mut a, &mut f)?;
     let listeners = resolve_listeners(&mut a, &mut f, kafka_tls.is_some())?;
     let data_dir = a
         .data_dir
@@ -564,6 +598,31 @@ fn resolve(mut a: ServeArgs) -> Result<Settings> {
             failed_auth_delay: failed_authentication_delay,
             ..strom_http::HttpConfig::default()
         },
+        grpc_addr: a.grpc_addr.take().or(f.grpc_addr.take()),
+        grpc: strom_grpc::GrpcConfig {
+            max_message_bytes: a
+                .grpc_max_message_bytes
+                .or(f.grpc_max_message_bytes)
+                .unwrap_or(8 << 20)
+                .max(1 << 10),
+            send_compression: match a.grpc_compression.take().or(f.grpc_compression.take()) {
+                None => strom_grpc::Compression::None,
+                Some(c) => strom_grpc::Compression::parse(&c).with_context(|| {
+                    format!("--grpc-compression must be none, gzip or zstd, not {c:?}")
+                })?,
+            },
+            auth_required: auth_mode("--grpc-auth", a.grpc_auth.take().or(f.grpc_auth.take()))?
+                == strom_http::AuthMode::Required,
+            failed_auth_delay: failed_authentication_delay,
+            tls: grpc_tls,
+            max_connections: a
+                .grpc_max_connections
+                .or(f.grpc_max_connections)
+                .unwrap_or(1024)
+                .max(1),
+            max_connections_per_ip: per_ip,
+            ..strom_grpc::GrpcConfig::default()
+        },
         listen_backlog,
         log_level: a.log_level.or(f.log_level).unwrap_or_else(|| "info".into()),
     })
@@ -670,15 +729,17 @@ fn resolve_listeners(
     Ok(out)
 }
 
-/// The TLS of the Kafka door's SSL listeners and of the HTTP door (`--http-tls true`), loaded
-/// (so that a bad file stops the start with its name). `--tls-cert` and `--tls-key` go
-/// together; the HTTP door does not ask for client certificates.
+/// The TLS of the Kafka door's SSL listeners, of the HTTP door (`--http-tls true`) and of the
+/// gRPC door (`--grpc-tls true`), loaded (so that a bad file stops the start with its name).
+/// `--tls-cert` and `--tls-key` go together; the HTTP and gRPC doors do not ask for client
+/// certificates.
 type DoorTls = Option<Arc<strom_tls::Tls>>;
-fn resolve_tls(a: &mut ServeArgs, f: &mut FileConfig) -> Result<(DoorTls, DoorTls)> {
+fn resolve_tls(a: &mut ServeArgs, f: &mut FileConfig) -> Result<(DoorTls, DoorTls, DoorTls)> {
     let cert = a.tls_cert.take().or(f.tls_cert.take());
     let key = a.tls_key.take().or(f.tls_key.take());
     let client_ca = a.tls_client_ca.take().or(f.tls_client_ca.take());
     let http = a.http_tls.or(f.http_tls).unwrap_or(false);
+    let grpc = a.grpc_tls.or(f.grpc_tls).unwrap_or(false);
     let (cert, key) = match (cert, key) {
         (Some(c), Some(k)) => (c, k),
         (None, None) => {
@@ -688,7 +749,10 @@ fn resolve_tls(a: &mut ServeArgs, f: &mut FileConfig) -> Result<(DoorTls, DoorTl
             if http {
                 bail!("--http-tls true needs --tls-cert and --tls-key");
             }
-            return Ok((None, None));
+            if grpc {
+                bail!("--grpc-tls true needs --tls-cert and --tls-key");
+            }
+            return Ok((None, None, None));
         }
         (Some(_), None) => bail!("--tls-cert needs --tls-key"),
         (None, Some(_)) => bail!("--tls-key needs --tls-cert"),
@@ -698,19 +762,26 @@ fn resolve_tls(a: &mut ServeArgs, f: &mut FileConfig) -> Result<(DoorTls, DoorTl
         key,
         client_ca,
     };
-    let http = if http {
+    let without_ca = |on: bool, alpn: &[u8]| -> Result<DoorTls> {
+        if !on {
+            return Ok(None);
+        }
         let files = strom_tls::TlsFiles {
             client_ca: None,
             ..files.clone()
         };
-        Some(Arc::new(strom_tls::Tls::load(
+        Ok(Some(Arc::new(strom_tls::Tls::load(
             files,
-            vec![b"http/1.1".to_vec()],
-        )?))
-    } else {
-        None
+            vec![alpn.to_vec()],
+        )?)))
     };
-    Ok((Some(Arc::new(strom_tls::Tls::load(files, vec![])?)), http))
+    let http = without_ca(http, b"http/1.1")?;
+    let grpc = without_ca(grpc, b"h2")?;
+    Ok((
+        Some(Arc::new(strom_tls::Tls::load(files, vec![])?)),
+        http,
+        grpc,
+    ))
 }
 
 /// Runs the broker until SIGTERM or SIGINT.
@@ -792,6 +863,16 @@ async fn serve(s: Settings) -> Result<()> {
         s.listen_backlog,
     )
     .await?;
+    let grpc = start_grpc(
+        s.grpc_addr.as_deref(),
+        s.grpc.clone(),
+        &broker,
+        &groups,
+        &shares,
+        stop_rx.clone(),
+        s.listen_backlog,
+    )
+    .await?;
     let mut server = KafkaServer::bind(
         s.kafka.clone(),
         broker.clone(),
@@ -808,7 +889,7 @@ async fn serve(s: Settings) -> Result<()> {
     let delays = tokio::spawn(broker.clone().run_delays());
     let cleaner = tokio::spawn(broker.clone().run_cleaner());
     let serving = tokio::spawn(server.run(stop_rx, Duration::from_secs(10)));
-    let reloadable: Vec<_> = [s.kafka.tls.clone(), s.http.tls.clone()]
+    let reloadable: Vec<_> = [s.kafka.tls.clone(), s.http.tls.clone(), s.grpc.tls.clone()]
         .into_iter()
         .flatten()
         .collect();
@@ -819,6 +900,9 @@ async fn serve(s: Settings) -> Result<()> {
     let _ = serving.await;
     if let Some(h) = http {
         let _ = tokio::time::timeout(Duration::from_secs(10), h).await;
+    }
+    if let Some(g) = grpc {
+        let _ = tokio::time::timeout(Duration::from_secs(10), g).await;
     }
     let b = broker.clone();
     tokio::task::spawn_blocking(move || b.shutdown())
@@ -870,6 +954,42 @@ async fn start_http(
     Ok(Some(tokio::spawn(async move {
         if let Err(e) = strom_http::serve(listener, b, g, sh, config, stop).await {
             tracing::error!(error = %e, "HTTP door failed");
+        }
+    })))
+}
+
+/// Binds and spawns the gRPC door, as [`start_http`] the HTTP door.
+async fn start_grpc(
+    addr: Option<&str>,
+    config: strom_grpc::GrpcConfig,
+    broker: &Arc<Broker>,
+    groups: &Arc<GroupCoordinator>,
+    shares: &Arc<ShareCoordinator>,
+    stop: watch::Receiver<bool>,
+    backlog: u32,
+) -> Result<Option<tokio::task::JoinHandle<()>>> {
+    let explicit = addr.is_some();
+    let addr = addr.unwrap_or("127.0.0.1:9095");
+    if addr == "off" {
+        return Ok(None);
+    }
+    let bound = addr
+        .to_socket_addrs()
+        .and_then(|mut a| a.next().ok_or_else(|| std::io::ErrorKind::NotFound.into()))
+        .and_then(|a| strom_broker::limits::listen(a, backlog));
+    let listener = match bound {
+        Ok(l) => l,
+        Err(e) if !explicit => {
+            tracing::warn!(%addr, error = %e, "gRPC door not started: the default address is taken (set --grpc-addr)");
+            return Ok(None);
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot listen on --grpc-addr {addr}")),
+    };
+    tracing::info!(addr = %listener.local_addr()?, tls = config.tls.is_some(), "grpc listener ready");
+    let (b, g, sh) = (broker.clone(), groups.clone(), shares.clone());
+    Ok(Some(tokio::spawn(async move {
+        if let Err(e) = strom_grpc::serve(listener, b, g, sh, config, stop).await {
+            tracing::error!(error = %e, "gRPC door failed");
         }
     })))
 }

@@ -65,6 +65,13 @@ impl GroupCoordinator {
         *self.classic_codec.write() = Some(codec);
     }
 
+    /// The partitions of a classic member's assignment bytes, read with the door's codec
+    /// (`None` without one, or when they are not a ConsumerProtocolAssignment).
+    pub fn decode_classic_assignment(&self, bytes: &[u8]) -> Option<Assignment> {
+        let codec = self.classic_codec.read().clone()?;
+        (codec.assignment)(bytes)
+    }
+
     /// KIP-848 online upgrade: a Stable classic group whose members all use the consumer
     /// protocol type becomes a consumer group whose members are classic-protocol members
     /// holding what they hold (epoch = the generation). `None` (and nothing changed) when it

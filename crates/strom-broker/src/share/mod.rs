@@ -33,6 +33,7 @@
 //! order of the changes; the sync (shared by concurrent callers) happens after.
 
 mod config;
+mod receipt;
 mod state;
 mod store;
 #[cfg(test)]
@@ -62,6 +63,7 @@ pub use config::{
     HEARTBEAT_INTERVAL_MS, ISOLATION_LEVEL, RECORD_LOCK_DURATION_MS, RETRY_BACKOFF_MAX_MS,
     RETRY_BACKOFF_MS, SESSION_TIMEOUT_MS,
 };
+pub use receipt::Receipt;
 pub use state::{AckType, AcquiredRecords, DeadLetterReason};
 
 use config::Policy;

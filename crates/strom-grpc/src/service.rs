@@ -1,0 +1,134 @@
+//! `strom.v1.Strom`: each method authenticates its caller, translates and calls the core.
+
+use std::time::Instant;
+
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::pb::{self, strom_server::Strom};
+use crate::{admin, observe, produce, queue, subscribe, Door, Out, OutStream};
+
+#[tonic::async_trait]
+impl Strom for Door {
+    async fn produce(
+        &self,
+        req: Request<pb::ProduceRequest>,
+    ) -> Result<Response<pb::ProduceResponse>, Status> {
+        let started = Instant::now();
+        let caller = self.caller(&req).await?;
+        let r = produce::produce(self, &caller, req.into_inner()).await;
+        observe(self, "Produce", started);
+        r.map(Response::new)
+    }
+
+    type ProduceStreamStream = OutStream<pb::ProduceResponse>;
+
+    async fn produce_stream(
+        &self,
+        req: Request<Streaming<pb::ProduceRequest>>,
+    ) -> Result<Response<Self::ProduceStreamStream>, Status> {
+        let caller = self.caller(&req).await?;
+        let (out, stream) = Out::new(self);
+        tokio::spawn(produce::produce_stream(
+            self.clone(),
+            caller,
+            req.into_inner(),
+            out,
+        ));
+        Ok(Response::new(stream))
+    }
+
+    type SubscribeStream = OutStream<pb::Record>;
+
+    async fn subscribe(
+        &self,
+        req: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let caller = self.caller(&req).await?;
+        let deadline = crate::deadline(req.metadata());
+        let req = req.into_inner();
+        let plan = subscribe::prepare(self, &caller, &req)?;
+        let (out, stream) = Out::new(self);
+        tokio::spawn(subscribe::run(
+            self.clone(),
+            caller,
+            plan,
+            req.isolation,
+            deadline,
+            out,
+        ));
+        Ok(Response::new(stream))
+    }
+
+    type QueueStream = OutStream<pb::QueueMessage>;
+
+    async fn queue(
+        &self,
+        req: Request<Streaming<pb::QueueRequest>>,
+    ) -> Result<Response<Self::QueueStream>, Status> {
+        let caller = self.caller(&req).await?;
+        let (out, stream) = Out::new(self);
+        tokio::spawn(queue::run(self.clone(), caller, req.into_inner(), out));
+        Ok(Response::new(stream))
+    }
+
+    async fn create_topic(
+        &self,
+        req: Request<pb::CreateTopicRequest>,
+    ) -> Result<Response<pb::TopicInfo>, Status> {
+        let started = Instant::now();
+        let caller = self.caller(&req).await?;
+        let r = admin::create_topic(self, &caller, req.into_inner()).await;
+        observe(self, "CreateTopic", started);
+        r.map(Response::new)
+    }
+
+    async fn delete_topic(
+        &self,
+        req: Request<pb::DeleteTopicRequest>,
+    ) -> Result<Response<pb::DeleteTopicResponse>, Status> {
+        let started = Instant::now();
+        let caller = self.caller(&req).await?;
+        let r = admin::delete_topic(self, &caller, &req.into_inner().name).await;
+        observe(self, "DeleteTopic", started);
+        r.map(|()| Response::new(pb::DeleteTopicResponse {}))
+    }
+
+    async fn list_topics(
+        &self,
+        req: Request<pb::ListTopicsRequest>,
+    ) -> Result<Response<pb::ListTopicsResponse>, Status> {
+        let caller = self.caller(&req).await?;
+        Ok(Response::new(admin::list_topics(self, &caller)))
+    }
+
+    async fn describe_topic(
+        &self,
+        req: Request<pb::DescribeTopicRequest>,
+    ) -> Result<Response<pb::TopicInfo>, Status> {
+        let caller = self.caller(&req).await?;
+        let name = req.into_inner().name;
+        caller.allow(
+            self,
+            strom_broker::security::acl::Operation::Describe,
+            strom_broker::security::acl::ResourceType::Topic,
+            &name,
+        )?;
+        admin::describe(self, &name).map(Response::new)
+    }
+
+    async fn list_groups(
+        &self,
+        req: Request<pb::ListGroupsRequest>,
+    ) -> Result<Response<pb::ListGroupsResponse>, Status> {
+        let caller = self.caller(&req).await?;
+        Ok(Response::new(admin::list_groups(self, &caller)))
+    }
+
+    async fn describe_group(
+        &self,
+        req: Request<pb::DescribeGroupRequest>,
+    ) -> Result<Response<pb::GroupInfo>, Status> {
+        let caller = self.caller(&req).await?;
+        admin::describe_group(self, &caller, &req.into_inner().group).map(Response::new)
+    }
+}
