@@ -18,7 +18,7 @@ from confluent_kafka import Consumer, Producer
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from grpc_helpers import error_reason, generated, stub
+from grpc_helpers import ROOT, error_reason, generated, stub
 
 pb2 = None
 
@@ -481,3 +481,33 @@ def test_acls_and_credentials_on_the_grpc_door(broker_factory, tmp_path):
     # Listing shows only what the caller may describe.
     assert s.ListTopics(pb2.ListTopicsRequest(), timeout=5).topics == []
     ch.close()
+
+
+@pytest.mark.skipif(not (ROOT / "tests/e2e/js/node_modules/@grpc/grpc-js").is_dir(), reason="npm packages not installed")
+def test_node_grpc_js_client(g):
+    import json
+    import subprocess
+    p = subprocess.run(["node", str(ROOT / "tests/e2e/js/grpc_client.js"), g.grpc, "node-t"],
+                       capture_output=True, text=True, timeout=90)
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    for i, (partition, offset) in enumerate(out["unary"]):
+        assert partition == murmur2_partition(f"key-{i}".encode(), 2)
+    assert out["streamed"] == [1] * 5
+    sub = out["subscribed"]
+    assert sorted(r["value"] for r in sub) == sorted([f"unary-{i}" for i in range(10)] + [f"stream-{j}" for j in range(5)])
+    by_key = {r["key"]: r for r in sub if r["key"]}
+    assert by_key["key-3"]["headers"] == [["n", "3"]]
+    assert sorted(v for v, _ in out["queued"]) == sorted(r["value"] for r in sub)
+    assert {dc for _, dc in out["queued"]} == {1}
+    assert out["missing"] == "NOT_FOUND"
+    # What Node produced, a Kafka client reads byte for byte.
+    c = Consumer({"bootstrap.servers": g.bootstrap, "group.id": "node-check", "auto.offset.reset": "earliest"})
+    c.subscribe(["node-t"])
+    got, deadline = [], time.monotonic() + 30
+    while len(got) < 15 and time.monotonic() < deadline:
+        m = c.poll(0.5)
+        if m is not None and m.error() is None:
+            got.append(m.value().decode())
+    c.close()
+    assert sorted(got) == sorted(r["value"] for r in sub)
