@@ -511,3 +511,48 @@ def test_node_grpc_js_client(g):
             got.append(m.value().decode())
     c.close()
     assert sorted(got) == sorted(r["value"] for r in sub)
+
+
+def test_a_reader_that_stops_reading_is_ended_and_shutdown_ends_streams(broker_factory):
+    """A subscriber that reads nothing: the broker queues a bounded amount (HTTP/2 window,
+    then 1024 messages), then ends the stream with RESOURCE_EXHAUSTED; the broker's memory
+    does not follow the backlog. At SIGTERM open streams end with UNAVAILABLE and the broker
+    exits cleanly."""
+    import resource  # noqa: F401  (Linux only, as the suite)
+    b = broker_factory(grpc=True, grpc_stall_timeout_ms=1000)
+    ch, s = stub(b.grpc, options=[("grpc.max_receive_message_length", 8 << 20)])
+    create(s, "slow")
+    payload = rec(b"s" * 10_000)
+    for _ in range(40):  # 40 MB of backlog
+        s.Produce(pb2.ProduceRequest(topic="slow", records=[payload] * 100), timeout=30)
+    rss_before = int(open(f"/proc/{b.proc.pid}/status").read().split("VmRSS:")[1].split()[0])
+    stream = s.Subscribe(pb2.SubscribeRequest(topics=["slow"], **{"from": "earliest"}))
+    first = next(stream)  # the call is open; now stop reading
+    assert first.offset == 0
+    time.sleep(6)
+    rss_after = int(open(f"/proc/{b.proc.pid}/status").read().split("VmRSS:")[1].split()[0])
+    got = 1
+    with pytest.raises(grpc.RpcError) as e:
+        for _ in stream:
+            got += 1
+    assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, e.value
+    assert error_reason(e.value) == "STREAM_TOO_SLOW"
+    assert got < 4000, f"{got} records: the stream was cut long before its 4000-record backlog"
+    assert rss_after - rss_before < 60_000, f"broker RSS grew {rss_after - rss_before} KB for a stalled reader"
+    # Shutdown: an open Subscribe ends with UNAVAILABLE; the broker exits 0.
+    live = s.Subscribe(pb2.SubscribeRequest(topics=["slow"], **{"from": "latest"}))
+    err = []
+
+    def read():
+        try:
+            for _ in live:
+                pass
+        except grpc.RpcError as x:
+            err.append(x)
+    t = threading.Thread(target=read)
+    t.start()
+    time.sleep(0.5)
+    b.stop()
+    t.join(15)
+    assert err and err[0].code() == grpc.StatusCode.UNAVAILABLE, err
+    ch.close()

@@ -16,8 +16,8 @@
 //!
 //! Memory is bounded: a request or message larger than `--grpc-max-message-bytes` is refused
 //! (RESOURCE_EXHAUSTED), a stream's outgoing messages wait in a bounded queue (the HTTP/2
-//! window then this queue), and a reader that lets it fill for `STALL_TIMEOUT` gets its
-//! stream ended with RESOURCE_EXHAUSTED.
+//! window then this queue), and a reader that lets it fill for `--grpc-stall-timeout-ms` gets
+//! its stream ended with RESOURCE_EXHAUSTED.
 
 mod admin;
 mod conn;
@@ -57,10 +57,6 @@ pub mod pb {
         include_bytes!(concat!(env!("OUT_DIR"), "/strom_descriptor.bin"));
 }
 
-/// How long a stream's reader may leave its queue full before the stream is ended with
-/// RESOURCE_EXHAUSTED.
-pub const STALL_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// A throttle longer than this refuses the request with RESOURCE_EXHAUSTED (nothing done)
 /// instead of delaying it.
 const QUOTA_REFUSE_AFTER: Duration = Duration::from_secs(2);
@@ -88,6 +84,9 @@ pub struct GrpcConfig {
     pub max_connections_per_ip: usize,
     /// Messages a stream queues for its reader at most.
     pub stream_buffer: usize,
+    /// How long a stream's reader may leave its queue full before the stream is ended with
+    /// RESOURCE_EXHAUSTED (`--grpc-stall-timeout-ms`).
+    pub stall_timeout: Duration,
 }
 
 impl Default for GrpcConfig {
@@ -101,6 +100,7 @@ impl Default for GrpcConfig {
             max_connections: 1024,
             max_connections_per_ip: usize::MAX,
             stream_buffer: 1024,
+            stall_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -469,12 +469,14 @@ impl Caller {
 /// The sending side of a server stream: a bounded queue (its reader is the HTTP/2 stream).
 pub(crate) struct Out<T> {
     tx: mpsc::Sender<Result<T, Status>>,
+    stall: Duration,
 }
 
 impl<T> Clone for Out<T> {
     fn clone(&self) -> Self {
         Out {
             tx: self.tx.clone(),
+            stall: self.stall,
         }
     }
 }
@@ -485,17 +487,21 @@ pub(crate) type OutStream<T> = tokio_stream::wrappers::ReceiverStream<Result<T, 
 impl<T: Send + 'static> Out<T> {
     pub(crate) fn new(door: &Door) -> (Out<T>, OutStream<T>) {
         let (tx, rx) = mpsc::channel(door.config.stream_buffer.max(1));
-        (Out { tx }, tokio_stream::wrappers::ReceiverStream::new(rx))
+        let out = Out {
+            tx,
+            stall: door.config.stall_timeout,
+        };
+        (out, tokio_stream::wrappers::ReceiverStream::new(rx))
     }
 
     /// Queues a message; false when the call is gone, or when its reader left the queue full
-    /// for [`STALL_TIMEOUT`] (the stream then ends with RESOURCE_EXHAUSTED).
+    /// for the stall timeout (the stream then ends with RESOURCE_EXHAUSTED).
     pub(crate) async fn send(&self, m: T) -> bool {
         match self.tx.try_send(Ok(m)) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Closed(_)) => false,
             Err(mpsc::error::TrySendError::Full(m)) => {
-                match tokio::time::timeout(STALL_TIMEOUT, self.tx.send(m)).await {
+                match tokio::time::timeout(self.stall, self.tx.send(m)).await {
                     Ok(r) => r.is_ok(),
                     Err(_) => {
                         self.too_slow();
@@ -506,24 +512,25 @@ impl<T: Send + 'static> Out<T> {
         }
     }
 
-    /// Ends the stream with `s` (after what is queued).
+    /// Ends the stream with `s` (after what is queued; the wait ends when the reader reads or
+    /// the call goes away, which HTTP/2 keepalive notices for a dead peer).
     pub(crate) async fn fail(&self, s: Status) {
-        let _ = tokio::time::timeout(STALL_TIMEOUT, self.tx.send(Err(s))).await;
+        let _ = self.tx.send(Err(s)).await;
     }
 
     fn too_slow(&self) {
         // A full queue has no room for the status: the reader gets it once it reads again.
-        let tx = self.tx.clone();
+        let (tx, stall) = (self.tx.clone(), self.stall);
         tokio::spawn(async move {
             let s = status(
                 Code::ResourceExhausted,
                 "STREAM_TOO_SLOW",
                 format!(
-                    "the stream's reader did not keep up for {} s: ended",
-                    STALL_TIMEOUT.as_secs()
+                    "the stream's reader did not keep up for {} ms: ended",
+                    stall.as_millis()
                 ),
             );
-            let _ = tokio::time::timeout(STALL_TIMEOUT, tx.send(Err(s))).await;
+            let _ = tx.send(Err(s)).await;
         });
     }
 
@@ -553,6 +560,26 @@ pub(crate) fn deadline(meta: &MetadataMap) -> Option<Instant> {
         _ => return None,
     };
     Some(Instant::now() + d)
+}
+
+/// Runs a stream's `work` until it ends or the call's deadline passes (then the stream ends
+/// with DEADLINE_EXCEEDED and the work is dropped).
+pub(crate) async fn until_deadline<T: Send + 'static>(
+    deadline: Option<Instant>,
+    out: Out<T>,
+    work: impl std::future::Future<Output = ()>,
+) {
+    let Some(d) = deadline else {
+        return work.await;
+    };
+    if tokio::time::timeout_at(d.into(), work).await.is_err() {
+        out.fail(status(
+            Code::DeadlineExceeded,
+            "REQUEST_TIMED_OUT",
+            "the call's deadline passed",
+        ))
+        .await;
+    }
 }
 
 /// Records one call's handling time in the broker's request histogram.

@@ -142,6 +142,7 @@ pub(crate) async fn run(
     door: Door,
     caller: Caller,
     mut input: tonic::Streaming<QueueRequest>,
+    deadline: Option<std::time::Instant>,
     out: Out<QueueMessage>,
 ) {
     let first = match input.message().await {
@@ -159,7 +160,19 @@ pub(crate) async fn run(
     });
     let group = sub.group.clone();
     let pusher = tokio::spawn(push(door.clone(), sub, shared.clone(), out.clone()));
-    let end = acks(&door, &group, &shared, &mut input, &out).await;
+    let acking = acks(&door, &group, &shared, &mut input, &out);
+    let end = match deadline {
+        None => acking.await,
+        Some(d) => tokio::time::timeout_at(d.into(), acking)
+            .await
+            .unwrap_or_else(|_| {
+                Err(status(
+                    Code::DeadlineExceeded,
+                    "REQUEST_TIMED_OUT",
+                    "the call's deadline passed",
+                ))
+            }),
+    };
     pusher.abort();
     let _ = pusher.await;
     // Leaving releases what the member held.

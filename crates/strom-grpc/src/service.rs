@@ -27,13 +27,10 @@ impl Strom for Door {
         req: Request<Streaming<pb::ProduceRequest>>,
     ) -> Result<Response<Self::ProduceStreamStream>, Status> {
         let caller = self.caller(&req).await?;
+        let deadline = crate::deadline(req.metadata());
         let (out, stream) = Out::new(self);
-        tokio::spawn(produce::produce_stream(
-            self.clone(),
-            caller,
-            req.into_inner(),
-            out,
-        ));
+        let work = produce::produce_stream(self.clone(), caller, req.into_inner(), out.clone());
+        tokio::spawn(crate::until_deadline(deadline, out, work));
         Ok(Response::new(stream))
     }
 
@@ -66,8 +63,15 @@ impl Strom for Door {
         req: Request<Streaming<pb::QueueRequest>>,
     ) -> Result<Response<Self::QueueStream>, Status> {
         let caller = self.caller(&req).await?;
+        let deadline = crate::deadline(req.metadata());
         let (out, stream) = Out::new(self);
-        tokio::spawn(queue::run(self.clone(), caller, req.into_inner(), out));
+        tokio::spawn(queue::run(
+            self.clone(),
+            caller,
+            req.into_inner(),
+            deadline,
+            out,
+        ));
         Ok(Response::new(stream))
     }
 

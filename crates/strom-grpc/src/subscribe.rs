@@ -231,19 +231,22 @@ async fn follow(
             r = round(door, cursors, iso, wait_for(deadline, ROUND_WAIT)) => r?,
             _ = out.closed() => return Ok(()),
         };
-        let bytes = push(records, out).await?;
+        let Some(bytes) = push(records, out).await else {
+            return Ok(());
+        };
         caller.quota_charge(door, QuotaKind::Fetch, bytes).await;
     }
 }
 
-/// Pushes one round's records; the stored bytes they came from.
-async fn push(round: Round, out: &Out<pb::Record>) -> Result<usize, Status> {
+/// Pushes one round's records; the stored bytes they came from, or `None` when the call is
+/// over (ended by the client, or by `Out` for a reader that stopped reading).
+async fn push(round: Round, out: &Out<pb::Record>) -> Option<usize> {
     for r in round.records {
         if !out.send(r).await {
-            return Err(status(Code::Cancelled, "CANCELLED", "the call ended"));
+            return None;
         }
     }
-    Ok(round.bytes)
+    Some(round.bytes)
 }
 
 /// One round's records, oldest first per partition.
@@ -498,7 +501,9 @@ impl Member {
                 r = round(door, &mut self.positions, iso, wait) => r?,
                 _ = out.closed() => return Ok(()),
             };
-            let bytes = push(records, out).await?;
+            let Some(bytes) = push(records, out).await else {
+                return Ok(());
+            };
             caller.quota_charge(door, QuotaKind::Fetch, bytes).await;
             // Commit what moved (pushed, or skipped past).
             let commits: Vec<OffsetCommit> = self

@@ -79,6 +79,10 @@ pub(crate) struct ServeArgs {
     /// at once [default: 1024].
     #[arg(long, env = "STROM_GRPC_MAX_CONNECTIONS")]
     grpc_max_connections: Option<usize>,
+    /// A gRPC stream whose reader leaves its queue (1024 messages, after the HTTP/2 window)
+    /// full for this long is ended with RESOURCE_EXHAUSTED [default: 30000].
+    #[arg(long, env = "STROM_GRPC_STALL_TIMEOUT_MS")]
+    grpc_stall_timeout_ms: Option<u64>,
     /// PEM certificate chain (server certificate first) of the SSL listeners, and of the HTTP
     /// and gRPC doors with --http-tls / --grpc-tls true; re-read with --tls-key and --tls-client-ca on SIGHUP (open
     /// connections keep theirs).
@@ -260,6 +264,7 @@ struct FileConfig {
     grpc_max_message_bytes: Option<usize>,
     grpc_compression: Option<String>,
     grpc_max_connections: Option<usize>,
+    grpc_stall_timeout_ms: Option<u64>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     tls_client_ca: Option<PathBuf>,
@@ -621,6 +626,12 @@ fn resolve(mut a: ServeArgs) -> Result<Settings> {
                 .unwrap_or(1024)
                 .max(1),
             max_connections_per_ip: per_ip,
+            stall_timeout: Duration::from_millis(
+                a.grpc_stall_timeout_ms
+                    .or(f.grpc_stall_timeout_ms)
+                    .unwrap_or(30_000)
+                    .max(1),
+            ),
             ..strom_grpc::GrpcConfig::default()
         },
         listen_backlog,
