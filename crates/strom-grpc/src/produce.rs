@@ -16,6 +16,15 @@ use crate::{broker_status, status, Caller, Door};
 
 static ROUND_ROBIN: AtomicUsize = AtomicUsize::new(0);
 
+/// One partition's part of a request: its records' request positions and timestamps, and the
+/// batch built of them.
+struct PartitionBatch {
+    partition: i32,
+    index: Vec<usize>,
+    stamps: Vec<i64>,
+    batch: Vec<u8>,
+}
+
 /// Appends `req`'s records; one metadata per record, in request order.
 pub(crate) async fn produce(
     door: &Door,
@@ -74,26 +83,37 @@ pub(crate) async fn produce(
         ));
     }
     let count: usize = by_partition.values().map(Vec::len).sum();
-    let batches: Vec<(i32, Vec<usize>, Vec<i64>, Vec<u8>)> = by_partition
+    let batches: Vec<PartitionBatch> = by_partition
         .into_iter()
-        .map(|(p, recs)| {
+        .map(|(partition, recs)| {
             let index = recs.iter().map(|(i, _)| *i).collect();
             let stamps = recs.iter().map(|(_, r)| r.timestamp).collect();
             let records: Vec<strom_records::Record> = recs.into_iter().map(|(_, r)| r).collect();
-            (p, index, stamps, strom_records::rebuild(&records, None))
+            PartitionBatch {
+                partition,
+                index,
+                stamps,
+                batch: strom_records::rebuild(&records, None),
+            }
         })
         .collect();
     // A `strom.` header the core would refuse refuses the whole request before any partition
     // is written.
-    for (_, _, _, batch) in &batches {
+    for b in &batches {
         door.broker
-            .check_reserved(&req.topic, batch)
+            .check_reserved(&req.topic, &b.batch)
             .map_err(broker_status)?;
     }
-    let total: usize = batches.iter().map(|b| b.3.len()).sum();
+    let total: usize = batches.iter().map(|b| b.batch.len()).sum();
     caller.quota_gate(door, QuotaKind::Produce, total)?;
     let mut out = vec![RecordMetadata::default(); count];
-    for (partition, index, stamps, batch) in batches {
+    for PartitionBatch {
+        partition,
+        index,
+        stamps,
+        batch,
+    } in batches
+    {
         let ack = door
             .broker
             .produce(&req.topic, partition, &batch)

@@ -51,3 +51,30 @@ impl Receipt {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn receipts_round_trip_and_garbage_is_refused() {
+        let r = Receipt {
+            group: "g|with|bars".into(),
+            topic: "orders.eu".into(),
+            partition: 3,
+            offset: 42,
+            delivery_count: 2,
+        };
+        assert_eq!(Receipt::decode(&r.encode()), Some(r));
+        for bad in [
+            "",
+            "zz",
+            "!!!",
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("2|0|0|1|t|g"),
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("1|0|-1|1|t|g"),
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("1|0|5|1||g"),
+        ] {
+            assert_eq!(Receipt::decode(bad), None, "{bad}");
+        }
+    }
+}
