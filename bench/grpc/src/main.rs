@@ -125,6 +125,8 @@ fn hist() -> Histogram<u64> {
 async fn client(addr: &str) -> Result<StromClient<Channel>> {
     let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
         .tcp_nodelay(true)
+        .initial_connection_window_size(Some(8 << 20))
+        .initial_stream_window_size(Some(4 << 20))
         .connect()
         .await
         .with_context(|| format!("cannot connect to {addr}"))?;
