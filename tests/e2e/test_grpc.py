@@ -556,3 +556,33 @@ def test_a_reader_that_stops_reading_is_ended_and_shutdown_ends_streams(broker_f
     t.join(15)
     assert err and err[0].code() == grpc.StatusCode.UNAVAILABLE, err
     ch.close()
+
+
+def test_produce_quota_delays_or_refuses_never_drops(broker_factory):
+    """A producer_byte_rate quota on the gRPC door (the principal's, client id ""): a request
+    far over it is refused at once with RESOURCE_EXHAUSTED / THROTTLING_QUOTA_EXCEEDED and
+    nothing written; one a little over it is answered after the throttle."""
+    import subprocess
+    from conftest import strom_bin
+    b = broker_factory(grpc=True)
+    p = subprocess.run([strom_bin(), "quota", "set", "--user", "ANONYMOUS", "--producer-byte-rate", "10000",
+                        "--bootstrap", b.bootstrap], capture_output=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    ch, s = stub(b.grpc)
+    create(s, "gquota")
+
+    def produce(n):
+        return s.Produce(pb2.ProduceRequest(topic="gquota", records=[rec(b"z" * 1000)] * n), timeout=30)
+    t = time.monotonic()
+    with pytest.raises(grpc.RpcError) as e:
+        produce(50)  # ~4 s over the burst
+    assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert error_reason(e.value) == "THROTTLING_QUOTA_EXCEEDED"
+    assert time.monotonic() - t < 1.5
+    produce(5)
+    t = time.monotonic()
+    produce(15)
+    assert time.monotonic() - t >= 0.7, "over the rate: answered after the throttle"
+    info = s.DescribeTopic(pb2.DescribeTopicRequest(name="gquota"), timeout=5)
+    assert info.partitions[0].log_end_offset == 20, "the refused request wrote nothing"
+    ch.close()
