@@ -194,3 +194,35 @@ def test_request_percentage_mutes_a_busy_client(broker_factory):
     for _ in range(20):
         other.list_topics(timeout=10)
     assert time.monotonic() - t < 5
+
+
+def test_request_percentage_on_the_http_and_grpc_doors(broker_factory):
+    """request_percentage of User:ANONYMOUS: the time its HTTP and gRPC requests take to handle
+    is charged, and a caller over it waits out the throttle before its answer."""
+    from grpc_helpers import generated, stub
+    pb2, _ = generated()
+    b = broker_factory(http=True, grpc=True)
+    ch, s = stub(b.grpc)
+    calls = (("http", lambda: requests.get(f"{b.http}/topics", timeout=20)),
+             ("grpc", lambda: s.ListTopics(pb2.ListTopicsRequest(), timeout=20)))
+    # Unthrottled, a call takes about a millisecond.
+    for _, call in calls:
+        for _ in range(20):
+            t = time.monotonic()
+            call()
+            assert time.monotonic() - t < 0.2
+    cli("quota", "set", "--user", "ANONYMOUS", "--request-percentage", 0.01, "--bootstrap", b.bootstrap)
+    before = throttled_requests(b)
+    for name, call in calls:
+        # 0.01% of a second per second: 100 us of handling a second; past that each call's
+        # answer waits (its handling time x 10,000).
+        started, n, slowest = time.monotonic(), 0, 0.0
+        while time.monotonic() - started < 20 and slowest < 0.05:
+            t = time.monotonic()
+            call()
+            slowest = max(slowest, time.monotonic() - t)
+            n += 1
+        assert slowest >= 0.05, f"{name}: {n} calls in 20 s, none held back"
+        time.sleep(2.5)  # the throttle drains before the other door's turn
+    assert throttled_requests(b) > before
+    ch.close()

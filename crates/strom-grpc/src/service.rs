@@ -5,7 +5,19 @@ use std::time::Instant;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::pb::{self, strom_server::Strom};
-use crate::{admin, observe, produce, queue, subscribe, Door, Out, OutStream};
+use crate::{admin, produce, queue, subscribe, Caller, Door, Out, OutStream};
+
+impl Door {
+    /// After a unary call: its handling time in the request histogram, charged to the caller's
+    /// request_percentage quota (a throttled caller's answer waits out the throttle).
+    async fn done(&self, caller: &Caller, method: &'static str, started: Instant) {
+        crate::observe(self, method, started);
+        let us = started.elapsed().as_micros() as usize;
+        caller
+            .quota_charge(self, strom_broker::quota::QuotaKind::RequestTime, us.max(1))
+            .await;
+    }
+}
 
 #[tonic::async_trait]
 impl Strom for Door {
@@ -16,7 +28,7 @@ impl Strom for Door {
         let started = Instant::now();
         let caller = self.caller(&req).await?;
         let r = produce::produce(self, &caller, req.into_inner()).await;
-        observe(self, "Produce", started);
+        self.done(&caller, "Produce", started).await;
         r.map(Response::new)
     }
 
@@ -82,7 +94,7 @@ impl Strom for Door {
         let started = Instant::now();
         let caller = self.caller(&req).await?;
         let r = admin::create_topic(self, &caller, req.into_inner()).await;
-        observe(self, "CreateTopic", started);
+        self.done(&caller, "CreateTopic", started).await;
         r.map(Response::new)
     }
 
@@ -93,7 +105,7 @@ impl Strom for Door {
         let started = Instant::now();
         let caller = self.caller(&req).await?;
         let r = admin::delete_topic(self, &caller, &req.into_inner().name).await;
-        observe(self, "DeleteTopic", started);
+        self.done(&caller, "DeleteTopic", started).await;
         r.map(|()| Response::new(pb::DeleteTopicResponse {}))
     }
 
@@ -101,14 +113,18 @@ impl Strom for Door {
         &self,
         req: Request<pb::ListTopicsRequest>,
     ) -> Result<Response<pb::ListTopicsResponse>, Status> {
+        let started = Instant::now();
         let caller = self.caller(&req).await?;
-        Ok(Response::new(admin::list_topics(self, &caller)))
+        let r = admin::list_topics(self, &caller);
+        self.done(&caller, "ListTopics", started).await;
+        Ok(Response::new(r))
     }
 
     async fn describe_topic(
         &self,
         req: Request<pb::DescribeTopicRequest>,
     ) -> Result<Response<pb::TopicInfo>, Status> {
+        let started = Instant::now();
         let caller = self.caller(&req).await?;
         let name = req.into_inner().name;
         caller.allow(
@@ -117,22 +133,30 @@ impl Strom for Door {
             strom_broker::security::acl::ResourceType::Topic,
             &name,
         )?;
-        admin::describe(self, &name).map(Response::new)
+        let r = admin::describe(self, &name);
+        self.done(&caller, "DescribeTopic", started).await;
+        r.map(Response::new)
     }
 
     async fn list_groups(
         &self,
         req: Request<pb::ListGroupsRequest>,
     ) -> Result<Response<pb::ListGroupsResponse>, Status> {
+        let started = Instant::now();
         let caller = self.caller(&req).await?;
-        Ok(Response::new(admin::list_groups(self, &caller)))
+        let r = admin::list_groups(self, &caller);
+        self.done(&caller, "ListGroups", started).await;
+        Ok(Response::new(r))
     }
 
     async fn describe_group(
         &self,
         req: Request<pb::DescribeGroupRequest>,
     ) -> Result<Response<pb::GroupInfo>, Status> {
+        let started = Instant::now();
         let caller = self.caller(&req).await?;
-        admin::describe_group(self, &caller, &req.into_inner().group).map(Response::new)
+        let r = admin::describe_group(self, &caller, &req.into_inner().group);
+        self.done(&caller, "DescribeGroup", started).await;
+        r.map(Response::new)
     }
 }

@@ -375,9 +375,31 @@ pub(crate) async fn authenticate(
             return e.into_response();
         }
     }
-    req.extensions_mut().insert(caller);
+    let waits = waits_for_others(req.method(), req.uri().path());
+    req.extensions_mut().insert(caller.clone());
     strip_token(&mut req);
-    next.run(req).await
+    let started = std::time::Instant::now();
+    let resp = next.run(req).await;
+    // request_percentage: the time spent handling a request that does not wait for records
+    // or for a rebalance (as the Kafka door leaves out Fetch, JoinGroup, SyncGroup and
+    // ShareFetch); a throttled caller's answer is delayed by the throttle.
+    if !waits {
+        let us = started.elapsed().as_micros() as usize;
+        caller
+            .quota_charge(&s, QuotaKind::RequestTime, us.max(1))
+            .await;
+    }
+    resp
+}
+
+/// Requests that wait for records or for other members: fetches and group polls (GET
+/// `.../records`), push streams, queue receives and group joins.
+fn waits_for_others(method: &axum::http::Method, path: &str) -> bool {
+    (method == axum::http::Method::GET && path.ends_with("/records"))
+        || path.ends_with("/events")
+        || path == "/ws"
+        || path.ends_with("/receive")
+        || (path.starts_with("/groups/") && path.ends_with("/members"))
 }
 
 /// Takes the `token` parameter out of the query: handlers parse their queries strictly, and
