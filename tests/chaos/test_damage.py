@@ -77,7 +77,8 @@ SNAPSHOT_MODES = ("garbage", "truncated")
 def test_damaged_indexes_and_snapshots_are_rebuilt(broker_factory, workdir, chaos_report):
     """Every cycle damages, in every partition, both indexes of a random sealed segment and of
     the active one (a different mode each) and the newest producer snapshot (sometimes both)."""
-    lookups = []  # (partition, target timestamp, offset answered or None)
+    # (partition, target timestamp, offset answered or None, cycle, log end before, log end after)
+    lookups = []
     load_start_ms = int(time.time() * 1000)
 
     def damage(b, load, rng, cycle):
@@ -95,9 +96,15 @@ def test_damaged_indexes_and_snapshots_are_rebuilt(broker_factory, workdir, chao
                 done.append(f"p{p} {damage_file(rng, snap, SNAPSHOT_MODES[(cycle + k) % 2])}")
         return "; ".join(done)
 
+    def log_ends(c):
+        return [c.get_watermark_offsets(TopicPartition("idx", p), timeout=20, cached=False)[1]
+                for p in range(PARTITIONS)]
+
     def after_restart(b, rng, cycle, cycles):
-        # Targets from the load's start to a second before the kill: records at or after each
-        # were acknowledged before the kill, so the answer is already stored.
+        # Targets from the load's start to a second before the kill. A record's timestamp is
+        # taken when the client queues it, so one stamped before the kill may still be stored
+        # only after the lookup (the client retries it after the restart): each lookup is
+        # bracketed by the partition's log end, read just before and just after it.
         hi = cycles.kill_wall_ms[-1] - 1000
         if hi <= load_start_ms:
             return
@@ -105,25 +112,43 @@ def test_damaged_indexes_and_snapshots_are_rebuilt(broker_factory, workdir, chao
         try:
             for _ in range(3):  # one partition at most once per request: answers go by partition
                 targets = [TopicPartition("idx", p, rng.randint(load_start_ms, hi)) for p in range(PARTITIONS)]
+                before = log_ends(c)
                 got = c.offsets_for_times(targets, timeout=20)
+                after = log_ends(c)
                 for want, tp in zip(targets, got):
                     assert tp.error is None, f"ListOffsets by time failed after cycle {cycle}: {tp.error}"
-                    lookups.append((tp.partition, want.offset, tp.offset if tp.offset >= 0 else None, cycle))
+                    p = tp.partition
+                    lookups.append((p, want.offset, tp.offset if tp.offset >= 0 else None, cycle,
+                                    before[p], after[p]))
         finally:
             c.close()
 
     b, load, check, cycles = run_damaged(broker_factory, workdir, chaos_report, "idx", damage,
                                          after_restart=after_restart)
     assert lookups, "no ListOffsets by time was checked"
-    wrong = []
-    for p, target, answer, cycle in lookups:
+    wrong, exact = [], 0
+    for p, target, answer, cycle, before, after in lookups:
         offs, tss = check.timestamps[p]
         want = expected_offset_for_time(offs, tss, target)
-        if answer != want:
-            wrong.append((p, target, answer, want, cycle))
+        # Every record below the log end read before the lookup was stored when it ran (no
+        # holes, nothing lost: check_topic proves both), so a record found there must be the
+        # answer; one stored only between the two reads may or may not have been seen; one
+        # past the later log end was not there yet.
+        if want is not None and want < before:
+            exact += 1
+            ok = answer == want
+        elif want is not None and want < after:
+            ok = answer in (want, None)
+        else:
+            ok = answer is None
+        if not ok:
+            wrong.append((p, target, answer, want, cycle, before, after))
     chaos_report["time_lookups"] = len(lookups)
     assert not wrong, (f"{len(wrong)} of {len(lookups)} ListOffsets by time answered wrongly "
-                       f"(partition, target, answered, expected, cycle): {wrong[:5]}")
+                       f"(partition, target, answered, expected, cycle, log end before, after): "
+                       f"{wrong[:5]}")
+    # Most targets are seconds older than the kill: their records were stored long before.
+    assert exact * 2 >= len(lookups), f"only {exact} of {len(lookups)} lookups had a stored answer"
 
 
 def produce_timed(broker, topic, n, first_ts_ms, step_ms):
