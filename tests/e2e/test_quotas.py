@@ -226,3 +226,106 @@ def test_request_percentage_on_the_http_and_grpc_doors(broker_factory):
         time.sleep(2.5)  # the throttle drains before the other door's turn
     assert throttled_requests(b) > before
     ch.close()
+
+
+def test_a_consumer_quota_holds_back_push_streams_and_queues(broker_factory):
+    """consumer_byte_rate of User:ANONYMOUS on what is pushed or handed out rather than
+    fetched: an SSE stream and a WebSocket subscription from the earliest record, the HTTP
+    door's queue receive, confluent-kafka's ShareConsumer (ShareFetch) and the gRPC door's
+    Queue stream each get every record once, at the quota's pace."""
+    from confluent_kafka import ShareConsumer
+    from grpc_helpers import generated, stub
+    from websockets.sync.client import connect as ws_connect
+    pb2, _ = generated()
+    b = broker_factory(http=True, grpc=True)
+    topic, n, rate = f"qp-{uuid.uuid4().hex[:8]}", 900, 150 * 1024
+    p = Producer({"bootstrap.servers": b.bootstrap, "acks": "all", "linger.ms": 20})
+    for i in range(n):
+        p.produce(topic, b"%04d" % i + b"v" * 996)
+    assert p.flush(30) == 0
+    for group in ("qp-http", "qp-kafka"):
+        r = requests.post(f"{b.http}/queues/{group}/config", timeout=10,
+                          json={"configs": {"share.auto.offset.reset": "earliest"}})
+        assert r.status_code == 200, r.text
+    cli("quota", "set", "--user", "ANONYMOUS", "--consumer-byte-rate", rate, "--bootstrap", b.bootstrap)
+    # ~900 KB at 150 KiB/s after one second of burst: ~4.9 s each (unthrottled, well under 1 s).
+    least = 0.6 * (n * 1000 - rate) / rate
+
+    def sse():
+        got = []
+        with requests.get(f"{b.http}/topics/{topic}/events", params={"from": "earliest"}, stream=True,
+                          timeout=30) as r:
+            assert r.status_code == 200, r.text
+            for line in r.iter_lines():
+                if line.startswith(b"data:"):
+                    got.append(json.loads(line[5:])["record"]["offset"])
+                    if len(got) == n:
+                        return got
+        return got
+
+    def ws():
+        got = []
+        with ws_connect(f"ws://{b.http[len('http://'):]}/ws", open_timeout=10) as w:
+            w.send(json.dumps({"op": "subscribe", "topics": [topic], "from": "earliest"}))
+            while len(got) < n:
+                m = json.loads(w.recv(timeout=30))
+                if m["type"] == "record":
+                    got.append(m["offset"])
+        return got
+
+    def http_queue():
+        got = []
+        with requests.Session() as s:
+            while len(got) < n:
+                r = s.post(f"{b.http}/queues/qp-http/receive",
+                           json={"topics": [topic], "max_records": 100, "wait_ms": 500}, timeout=30)
+                assert r.status_code == 200, r.text
+                recs = r.json()["records"]
+                got += [x["offset"] for x in recs]
+                if recs:
+                    a = s.post(f"{b.http}/queues/qp-http/ack", timeout=30,
+                               json={"acks": [{"receipt": x["receipt"]} for x in recs]})
+                    assert a.status_code == 200, a.text
+        return got
+
+    def kafka_share():
+        got = []
+        c = ShareConsumer({"bootstrap.servers": b.bootstrap, "group.id": "qp-kafka"})
+        c.subscribe([topic])
+        try:
+            deadline = time.monotonic() + 60
+            while len(got) < n and time.monotonic() < deadline:
+                got += [m.offset() for m in c.poll(1.0) if m.error() is None]
+        finally:
+            c.close()
+        return got
+
+    def grpc_queue():
+        import queue as q
+        ch, s = stub(b.grpc)
+        reqs = q.Queue()
+        reqs.put(pb2.QueueRequest(subscribe=pb2.QueueSubscribe(group="qp-grpc", topics=[topic], max_in_flight=200,
+                                                                **{"from": "earliest"})))
+        stream = s.Queue(iter(reqs.get, None), timeout=60)
+        got = []
+        for m in stream:
+            got.append(m.record.offset)
+            reqs.put(pb2.QueueRequest(ack=pb2.QueueAck(receipt=m.receipt, type=pb2.ACCEPT)))
+            if len(got) == n:
+                break
+        reqs.put(None)
+        stream.cancel()
+        ch.close()
+        return got
+
+    before = throttled_requests(b)
+    for name, read in (("sse", sse), ("websocket", ws), ("http queue", http_queue),
+                       ("kafka ShareConsumer", kafka_share), ("grpc Queue", grpc_queue)):
+        time.sleep(1.0)  # a second of burst back
+        started = time.monotonic()
+        got = read()
+        took = time.monotonic() - started
+        assert sorted(got) == list(range(n)), f"{name}: {len(got)} records, {len(set(got))} distinct"
+        print(f"{name}: {took:.2f} s")
+        assert took >= least, f"{name}: {n} KB in {took:.2f} s at a {rate} B/s quota"
+    assert throttled_requests(b) > before

@@ -23,6 +23,7 @@ use tonic::{Code, Status};
 
 use crate::pb::{self, queue_request, QueueMessage, QueueRequest};
 use crate::{invalid, status, Caller, Door, Out};
+use strom_broker::quota::QuotaKind;
 
 /// Records a subscription holds unacknowledged at most when it does not say.
 const IN_FLIGHT_DEFAULT: usize = 100;
@@ -159,7 +160,13 @@ pub(crate) async fn run(
         acked: Notify::new(),
     });
     let group = sub.group.clone();
-    let pusher = tokio::spawn(push(door.clone(), sub, shared.clone(), out.clone()));
+    let pusher = tokio::spawn(push(
+        door.clone(),
+        caller.clone(),
+        sub,
+        shared.clone(),
+        out.clone(),
+    ));
     let acking = acks(&door, &group, &shared, &mut input, &out);
     let end = match deadline {
         None => acking.await,
@@ -276,7 +283,7 @@ async fn heartbeat(
 }
 
 /// Acquires and pushes records while the member holds fewer than `max_in_flight`.
-async fn push(door: Door, sub: Sub, shared: Arc<Shared>, out: Out<QueueMessage>) {
+async fn push(door: Door, caller: Caller, sub: Sub, shared: Arc<Shared>, out: Out<QueueMessage>) {
     let mut epoch = 0;
     let mut partitions = Vec::new();
     for t in &sub.topics {
@@ -360,12 +367,17 @@ async fn push(door: Door, sub: Sub, shared: Arc<Shared>, out: Out<QueueMessage>)
                 wanted.into_keys().collect(),
             )
             .await;
+            let mut sent = 0;
             for m in messages {
                 shared.in_flight.fetch_add(1, Ordering::AcqRel);
+                sent += prost::Message::encoded_len(&m);
                 if !out.send(m).await {
                     return;
                 }
             }
+            // consumer_byte_rate: the messages' bytes (the stored batches may hold many
+            // records that were not acquired).
+            caller.quota_charge(&door, QuotaKind::Fetch, sent).await;
         }
     }
 }

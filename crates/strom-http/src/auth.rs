@@ -125,16 +125,17 @@ impl Caller {
     /// Charges `bytes` done to the caller's `kind` quota and waits out the throttle, as the
     /// Kafka door mutes a throttled connection.
     pub(crate) async fn quota_charge(&self, s: &AppState, kind: QuotaKind, bytes: usize) {
-        if bytes == 0 {
-            return;
-        }
-        let t = s
-            .broker
-            .charge_quota(kind, (&self.principal, HTTP_CLIENT_ID), bytes);
+        let t = self.quota_debit(s, kind, bytes);
         if !t.is_zero() {
-            s.broker.metrics().throttled(t);
             tokio::time::sleep(t).await;
         }
+    }
+
+    /// Charges `bytes` to the caller's `kind` quota and returns the throttle the caller
+    /// must wait out (counted as a throttled request when not zero), for a push stream
+    /// that holds its next records back that long.
+    pub(crate) fn quota_debit(&self, s: &AppState, kind: QuotaKind, bytes: usize) -> Duration {
+        debit(&s.broker, &self.principal, kind, bytes)
     }
 
     /// CREATE of topic `name`: on the cluster or on the topic, as Kafka's CreateTopics.
@@ -390,6 +391,24 @@ pub(crate) async fn authenticate(
             .await;
     }
     resp
+}
+
+/// Charges `bytes` to `principal`'s `kind` quota on the HTTP door and returns the throttle
+/// (counted as a throttled request when not zero).
+pub(crate) fn debit(
+    broker: &strom_broker::Broker,
+    principal: &Principal,
+    kind: QuotaKind,
+    bytes: usize,
+) -> Duration {
+    if bytes == 0 {
+        return Duration::ZERO;
+    }
+    let t = broker.charge_quota(kind, (principal, HTTP_CLIENT_ID), bytes);
+    if !t.is_zero() {
+        broker.metrics().throttled(t);
+    }
+    t
 }
 
 /// Requests that wait for records or for other members: fetches and group polls (GET

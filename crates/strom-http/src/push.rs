@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::stream;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use strom_broker::quota::QuotaKind;
 use strom_broker::security::acl::{Operation, ResourceType};
 use strom_broker::{Broker, FetchLimits, FetchSpec};
 use tokio::sync::mpsc;
@@ -234,7 +235,7 @@ pub(crate) async fn sse(
         && resume.is_none()
         && matches!(q.from.as_deref(), None | Some("latest") | Some(""))
     {
-        return Ok(sse_shared(s, topic, q.format, q.isolation));
+        return Ok(sse_shared(s, caller, topic, q.format, q.isolation));
     }
     let mut cursors = BTreeMap::new();
     for p in parts {
@@ -255,6 +256,7 @@ pub(crate) async fn sse(
     );
     let state = SseState {
         s,
+        caller,
         topic,
         cursors,
         pending: Vec::new(),
@@ -290,6 +292,8 @@ pub(crate) async fn sse(
             let events: Vec<(i32, &'static str, Value)> =
                 recs.iter().map(|r| r.event(&st.topic)).collect();
             let bytes: usize = events.iter().map(|(_, _, d)| json_len(d)).sum();
+            // consumer_byte_rate: a caller over it gets the round after the throttle.
+            st.caller.quota_charge(&st.s, QuotaKind::Fetch, bytes).await;
             st.held = Some(st.s.budget.reserve(bytes).await.ok()?);
             // Each event's id is the cursor right after it, so a resume loses nothing (a
             // skipped batch moves the cursor past it).
@@ -318,7 +322,13 @@ pub(crate) async fn sse(
 /// An SSE stream from `latest` on the topic's shared tail (see `fanout`): each event's id is
 /// the stream's cursor after it (its start offsets, moved by the events it got), so a resume
 /// with `Last-Event-ID` continues exactly. A stream that does not keep up is ended by the tail.
-fn sse_shared(s: AppState, topic: String, format: Format, isolation: IsolationParam) -> Response {
+fn sse_shared(
+    s: AppState,
+    caller: crate::auth::Caller,
+    topic: String,
+    format: Format,
+    isolation: IsolationParam,
+) -> Response {
     let (tx, rx) = mpsc::channel(s.config.ws_buffer_records.max(1));
     let queue = crate::fanout::SseQueue {
         tx,
@@ -335,10 +345,15 @@ fn sse_shared(s: AppState, topic: String, format: Format, isolation: IsolationPa
     s.metrics.sse_streams.fetch_add(1, Ordering::Relaxed);
     // Counted as the topic's subscriber by the tail, while it holds the stream.
     let gauge = Gauge(s.metrics.clone(), None);
-    let events = stream::unfold(
-        (rx, start, gauge),
-        |(mut rx, mut cursors, gauge)| async move {
+    let events = stream::unfold((rx, start, gauge), move |(mut rx, mut cursors, gauge)| {
+        let (s, caller) = (s.clone(), caller.clone());
+        async move {
             let (m, queued) = rx.recv().await?;
+            // consumer_byte_rate: a caller over it takes its next event after the throttle
+            // (the tail ends a stream that falls too far behind meanwhile, as any slow one).
+            caller
+                .quota_charge(&s, QuotaKind::Fetch, m.text.len())
+                .await;
             cursors.insert(m.partition, m.next);
             let event = Event::default()
                 .event(m.kind)
@@ -346,8 +361,8 @@ fn sse_shared(s: AppState, topic: String, format: Format, isolation: IsolationPa
                 .data(m.text.as_str());
             drop(queued);
             Some((Ok::<Event, Infallible>(event), (rx, cursors, gauge)))
-        },
-    );
+        }
+    });
     Sse::new(events)
         .keep_alive(KeepAlive::default())
         .into_response()
@@ -358,6 +373,7 @@ fn sse_shared(s: AppState, topic: String, format: Format, isolation: IsolationPa
 /// resumes with `Last-Event-ID`, losing nothing).
 struct SseState {
     s: AppState,
+    caller: crate::auth::Caller,
     topic: String,
     cursors: BTreeMap<i32, i64>,
     /// The round's events not yet yielded, last first.
@@ -495,6 +511,7 @@ async fn ws_session(s: AppState, caller: crate::auth::Caller, mut socket: WebSoc
         tx,
         queued: QueuedBytes::default(),
         budget: s.budget.clone(),
+        quota: (s.broker.clone(), caller.clone()),
     };
     let (overflow_tx, mut overflow_rx) = mpsc::channel::<()>(1);
     let mut followers = Vec::new();
@@ -514,6 +531,11 @@ async fn ws_session(s: AppState, caller: crate::auth::Caller, mut socket: WebSoc
     );
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut heard = tokio::time::Instant::now();
+    // consumer_byte_rate: after a shared tail's record put the caller over its quota, no
+    // push is written until this passes (the client's messages and pings are still served;
+    // a tail's subscriber whose queue fills meanwhile is a slow one). The socket's own
+    // followers wait out their throttle before queueing (`PushQueue::push`).
+    let mut muted: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
     loop {
         tokio::select! {
             msg = socket.recv() => {
@@ -655,12 +677,22 @@ async fn ws_session(s: AppState, caller: crate::auth::Caller, mut socket: WebSoc
                     break;
                 }
             }
-            Some(push) = rx.recv() => {
+            () = async { muted.as_mut().expect("muted").await }, if muted.is_some() => {
+                muted = None;
+            }
+            Some(push) = rx.recv(), if muted.is_none() => {
                 let Push { text, held } = *push;
+                let shared = matches!(held, Some((Held::Shared(_), _))).then_some(text.len());
                 if socket.send(Message::Text(text)).await.is_err() {
                     break;
                 }
                 drop(held);
+                if let Some(bytes) = shared {
+                    let t = caller.quota_debit(&s, QuotaKind::Fetch, bytes);
+                    if !t.is_zero() {
+                        muted = Some(Box::pin(tokio::time::sleep(t)));
+                    }
+                }
             }
             Some(()) = overflow_rx.recv() => {
                 let frame = CloseFrame { code: 1013, reason: "client too slow: push buffer full".into() };
@@ -782,6 +814,8 @@ pub(crate) struct PushQueue {
     tx: mpsc::Sender<Box<Push>>,
     queued: QueuedBytes,
     budget: std::sync::Arc<Budget>,
+    /// Whose consumer_byte_rate the socket's records are charged to.
+    quota: (std::sync::Arc<Broker>, crate::auth::Caller),
 }
 
 impl PushQueue {
@@ -798,6 +832,12 @@ impl PushQueue {
     /// messages or bytes) or the door's buffer stayed exhausted for `BUDGET_WAIT`.
     pub(crate) async fn push(&self, v: Value) -> bool {
         let text = v.to_string();
+        // consumer_byte_rate: a caller over it gets this record after the throttle.
+        let (broker, caller) = &self.quota;
+        let t = crate::auth::debit(broker, &caller.principal, QuotaKind::Fetch, text.len());
+        if !t.is_zero() {
+            tokio::time::sleep(t).await;
+        }
         let Some(queued) = self.queued.add(text.len(), self.budget.per_connection()) else {
             return false;
         };

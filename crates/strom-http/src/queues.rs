@@ -34,6 +34,7 @@ use axum::Json;
 use parking_lot::Mutex;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use strom_broker::quota::QuotaKind;
 use strom_broker::share::{
     AckPartition, AckRange, AckType, AcquireLimits, AcquiredPartition, ShareCoordinator,
     ShareError, ShareHeartbeat,
@@ -311,6 +312,8 @@ pub(crate) async fn receive(
     for t in &b.topics {
         caller.allow(&s, Operation::Read, ResourceType::Topic, t)?;
     }
+    // consumer_byte_rate: a caller far over it is refused before anything is acquired.
+    caller.quota_gate(&s, QuotaKind::Fetch, 0)?;
     let max_records = b.max_records.unwrap_or(100);
     if max_records == 0 || max_records > RECEIVE_MAX_RECORDS {
         return Err(ApiError::bad(format!(
@@ -393,6 +396,9 @@ pub(crate) async fn receive(
         if out.len() > reservation.bytes() {
             reservation.merge(s.budget.reserve(out.len() - reservation.bytes()).await?);
         }
+        // consumer_byte_rate: the answer's bytes (the stored batches may hold many records
+        // that were not acquired).
+        caller.quota_charge(&s, QuotaKind::Fetch, out.len()).await;
         return Ok(crate::api::json_bytes(reservation.into_bytes(out)));
     }
 }

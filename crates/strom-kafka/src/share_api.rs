@@ -56,6 +56,7 @@ use crate::data::name_by_id;
 use crate::server::{sb, Ctx, Fatal, Reply, Req};
 use crate::share_session::{SharePartition, Turn, LEAVE_GRACE};
 use crate::share_wire;
+use strom_broker::quota::QuotaKind;
 use strom_broker::security::acl::{Operation, ResourceType};
 
 /// The longest ShareFetch wait served (as Fetch's).
@@ -553,6 +554,7 @@ pub(crate) async fn fetch(mut req: Req<'_>) -> Result<Reply, Fatal> {
         }
         parts.insert(sp, pd);
     }
+    let mut fetched = 0;
     if turn == Turn::Closing {
         ctx.share_sessions.close(&group, &member);
         end_session(ctx, &group, &member).await;
@@ -597,6 +599,7 @@ pub(crate) async fn fetch(mut req: Req<'_>) -> Result<Reply, Fatal> {
                         .with_error_code(partition_code(e))
                         .with_error_message(Some(sb(e.to_string())));
                 }
+                fetched += ap.records.len();
                 pd = pd.with_records(Some(ap.records)).with_acquired_records(
                     ap.acquired
                         .iter()
@@ -616,8 +619,11 @@ pub(crate) async fn fetch(mut req: Req<'_>) -> Result<Reply, Fatal> {
     for ((id, _), pd) in parts {
         topics.entry(id).or_default().push(pd);
     }
+    // consumer_byte_rate: the stored bytes handed out, as a Fetch's.
+    let throttle = req.charge_quota(QuotaKind::Fetch, fetched);
     encoder.encode(
         &ShareFetchResponse::default()
+            .with_throttle_time_ms(throttle)
             .with_acquisition_lock_timeout_ms(lock_ms(&group))
             .with_responses(
                 topics
