@@ -19,7 +19,7 @@ use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
 use parking_lot::Mutex;
 use strom_wire::{Chunk, Chunked, Frame};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
@@ -40,16 +40,44 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Connects to `addr` ("host:port").
+    /// Connects to `addr` ("host:port"), secured as [`crate::security::set_security`] says
+    /// (TLS, then SASL, before anything else is sent).
     pub async fn connect(addr: &str, client_id: &str) -> Result<Self> {
-        let stream = TcpStream::connect(addr)
-            .await
-            .map_err(|source| Error::Connect {
-                addr: addr.to_string(),
-                source,
-            })?;
+        let connect_err = |source| Error::Connect {
+            addr: addr.to_string(),
+            source,
+        };
+        let mut stream = TcpStream::connect(addr).await.map_err(connect_err)?;
         stream.set_nodelay(true)?;
-        let (rd, mut wr) = stream.into_split();
+        let security = crate::security::security();
+        let Some(tls) = &security.tls else {
+            if let Some(sasl) = &security.sasl {
+                crate::security::authenticate(&mut stream, sasl, client_id, addr).await?;
+            }
+            let (rd, wr) = stream.into_split();
+            return Ok(Self::start_io(addr, client_id, rd, wr));
+        };
+        let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let name = strom_tls::rustls::pki_types::ServerName::try_from(host.to_string())
+            .map_err(|e| Error::Invalid(format!("{addr}: {e}")))?;
+        let mut stream = strom_tls::TlsConnector::from(tls.clone())
+            .connect(name, stream)
+            .await
+            .map_err(connect_err)?;
+        if let Some(sasl) = &security.sasl {
+            crate::security::authenticate(&mut stream, sasl, client_id, addr).await?;
+        }
+        let (rd, wr) = tokio::io::split(stream);
+        Ok(Self::start_io(addr, client_id, rd, wr))
+    }
+
+    /// Starts the writer and reader tasks of a connected (and authenticated) socket.
+    fn start_io<R, W>(addr: &str, client_id: &str, rd: R, mut wr: W) -> Self
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
         let (tx, mut rx) = mpsc::channel::<Frame>(1024);
         let waiters: Waiters = Arc::new(Mutex::new(Some(HashMap::new())));
 
@@ -98,13 +126,13 @@ impl Connection {
             w.lock().take();
         });
 
-        Ok(Self {
+        Self {
             addr: addr.to_string(),
             client_id: StrBytes::from_string(client_id.to_string()),
             next_id: AtomicI32::new(1),
             tx,
             waiters,
-        })
+        }
     }
 
     /// The address this connection was opened to.

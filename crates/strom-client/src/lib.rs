@@ -17,6 +17,7 @@ pub mod groups;
 pub mod pacing;
 pub mod partitioner;
 pub mod records;
+pub mod security;
 pub mod share;
 
 #[cfg(feature = "cli")]

@@ -9,6 +9,10 @@
 //!
 //! [`common_name`] gives the subject CN of a client certificate: the Kafka door's principal
 //! `User:<CN>` on SSL listeners.
+//!
+//! [`client_config`] is the client's side (the `strom` CLI and bench): the brokers' CA
+//! bundle, optionally a client certificate for mutual TLS. [`scram`] holds SCRAM's
+//! arithmetic, for the broker's credentials and the client's proofs alike.
 
 use std::fmt;
 use std::io;
@@ -20,12 +24,15 @@ use parking_lot::RwLock;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig};
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use tokio::io::{AsyncRead, AsyncWrite};
 pub use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
 pub use rustls;
+pub use tokio_rustls::TlsConnector;
+
+pub mod scram;
 
 /// The files of a door's TLS.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -135,6 +142,38 @@ pub fn common_name(der: &[u8]) -> Option<String> {
         }
     }
     None
+}
+
+/// A client's TLS: servers must present a certificate chain to one of the CA certificates
+/// in the PEM file `ca`; with `identity` (certificate chain, key) the client presents its
+/// own (mutual TLS).
+pub fn client_config(
+    ca: &Path,
+    identity: Option<(&Path, &Path)>,
+) -> Result<ClientConfig, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = RootCertStore::empty();
+    for c in certs(ca, "CA file")? {
+        roots
+            .add(c)
+            .map_err(|e| TlsError(format!("CA file {}: {e}", ca.display())))?;
+    }
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError(format!("TLS versions: {e}")))?
+        .with_root_certificates(roots);
+    match identity {
+        None => Ok(builder.with_no_client_auth()),
+        Some((cert, key)) => {
+            let chain = certs(cert, "client certificate file")?;
+            let key_pem = read(key, "client key file")?;
+            let key_der = PrivateKeyDer::from_pem_slice(&key_pem)
+                .map_err(|e| TlsError(format!("client key file {}: {e}", key.display())))?;
+            builder
+                .with_client_auth_cert(chain, key_der)
+                .map_err(|e| TlsError(format!("client certificate {}: {e}", cert.display())))
+        }
+    }
 }
 
 fn read(path: &Path, what: &str) -> Result<Vec<u8>, TlsError> {

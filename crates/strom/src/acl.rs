@@ -249,7 +249,7 @@ fn wire_error(api: &str, code: i16, msg: Option<&str>) -> anyhow::Error {
 }
 
 async fn online(target: &Target, cmd: AclCmd) -> Result<()> {
-    let client = strom_client::Client::connect(&target.bootstrap).await?;
+    let client = target.connect().await?;
     match cmd {
         AclCmd::Add(b) => {
             let bindings = b.bindings()?;

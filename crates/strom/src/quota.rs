@@ -180,7 +180,7 @@ fn offline(dir: &std::path::Path, target: &Target, cmd: QuotaCmd) -> Result<()> 
 }
 
 async fn online(target: &Target, cmd: QuotaCmd) -> Result<()> {
-    let client = strom_client::Client::connect(&target.bootstrap).await?;
+    let client = target.connect().await?;
     let Some((entity, ops)) = change(&cmd)? else {
         let resp = client.call(&DescribeClientQuotasRequest::default()).await?;
         if resp.error_code != 0 {

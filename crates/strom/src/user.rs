@@ -28,7 +28,8 @@ pub(crate) struct Target {
     /// Work on this data directory directly (no broker needed).
     #[arg(long, global = true)]
     pub(crate) data_dir: Option<PathBuf>,
-    /// Broker address HOST:PORT of a PLAINTEXT listener (when --data-dir is not given).
+    /// Broker address HOST:PORT (when --data-dir is not given), reached as
+    /// --security-protocol says.
     #[arg(
         long,
         env = "STROM_BOOTSTRAP",
@@ -39,6 +40,16 @@ pub(crate) struct Target {
     /// Print JSON instead of a table (list).
     #[arg(long, global = true)]
     pub(crate) json: bool,
+    #[command(flatten)]
+    pub(crate) security: strom_client::cli::SecurityArgs,
+}
+
+impl Target {
+    /// A client of the broker at --bootstrap, secured as the flags say.
+    pub(crate) async fn connect(&self) -> Result<strom_client::Client> {
+        self.security.apply()?;
+        Ok(strom_client::Client::connect(&self.bootstrap).await?)
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -228,7 +239,7 @@ async fn describe(
 }
 
 async fn online(target: &Target, cmd: UserCmd) -> Result<()> {
-    let client = strom_client::Client::connect(&target.bootstrap).await?;
+    let client = target.connect().await?;
     let mut req = AlterUserScramCredentialsRequest::default();
     let name = match cmd {
         UserCmd::List => {

@@ -10,7 +10,8 @@ use std::fmt;
 pub mod acl;
 pub mod credentials;
 pub mod sasl;
-pub mod scram;
+/// SCRAM's arithmetic, shared with the client (`strom_tls::scram`).
+pub use strom_tls::scram;
 pub(crate) mod store;
 pub mod tokens;
 

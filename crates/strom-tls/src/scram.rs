@@ -1,6 +1,7 @@
 //! SCRAM's arithmetic (RFC 5802 with SHA-256 / SHA-512, RFC 7677): salted passwords, the
 //! stored and server keys a credential keeps instead of the password, and the signatures
-//! of an exchange. [`super::sasl`] runs the exchange; [`super::credentials`] stores the keys.
+//! of an exchange. The broker's `security::sasl` runs the server's side of the exchange and
+//! `security::credentials` stores the keys; `strom-client` runs the client's side.
 
 use std::num::NonZeroU32;
 
