@@ -4,17 +4,17 @@
 # records over a PLAINTEXT, an SSL and a SASL_SSL (SCRAM-SHA-512) listener of one `strom
 # serve`, modes alternating, RUNS rounds; prints one line per run and the medians.
 #
-#     bench/tls_native.sh [RUNS] [RECORDS]       (default 3 rounds of 300000 records)
+#     bench/tls_native.sh [RUNS] [RECORDS]       (default 3 rounds of 2000000 records)
 #
 # Starts its own broker (fresh data dir, certificates from scripts/test-certs) from
 # target/release/strom (STROM_BIN overrides). Produce: 2 producers, 1000-record batches, 8
 # requests in flight each, acks=1, until RECORDS are acknowledged. Consume: one consumer
-# reads the topic back from its start (a backlog run). The broker's CPU time (user + system,
-# from /proc) is taken around each phase.
+# reads the topic back from its start (a backlog run), then the topic is deleted. The
+# broker's CPU time (user + system, from /proc) is taken around each phase.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs="${1:-3}"
-records="${2:-300000}"
+records="${2:-2000000}"
 bin="${STROM_BIN:-$PWD/target/release/strom}"
 work="$(mktemp -d /tmp/strom-tls-native.XXXXXX)"
 broker=""
@@ -54,11 +54,12 @@ for run in $(seq "$runs"); do
         c0="$(cpu)"
         # shellcheck disable=SC2086
         prod="$("$bin" bench ${args[$mode]} --json --topic "$topic" --producers 2 --consumers 0 \
-            --batch 1000 --inflight 8 --message-size 1024 --warmup-secs 0 --messages "$records" 2>/dev/null | tail -1)"
+            --batch 1000 --inflight 8 --message-size 1024 --warmup-secs 0 --messages "$records" 2>"$work/bench.err" | tail -1)" || { cat "$work/bench.err" >&2; exit 1; }
         c1="$(cpu)"
         # shellcheck disable=SC2086
-        cons="$("$bin" bench ${args[$mode]} --json --topic "$topic" --producers 0 --consumers 1 2>/dev/null | tail -1)"
+        cons="$("$bin" bench ${args[$mode]} --json --topic "$topic" --producers 0 --consumers 1 2>"$work/bench.err" | tail -1)" || { cat "$work/bench.err" >&2; exit 1; }
         c2="$(cpu)"
+        "$bin" topic delete "$topic" --bootstrap "127.0.0.1:$p1" >/dev/null
         python3 - "$mode" "$run" "$prod" "$cons" "$c0" "$c1" "$c2" "$hz" <<'EOF' | tee -a "$out"
 import json, sys
 mode, run, prod, cons = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4])

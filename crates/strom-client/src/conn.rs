@@ -96,7 +96,11 @@ impl Connection {
                         Err(_) => break,
                     }
                 }
-                if write_all_chunks(&mut wr, &mut chunks).await.is_err() {
+                // The flush matters for TLS: a write may leave records in the session's
+                // buffer (a no-op on a TCP socket).
+                if write_all_chunks(&mut wr, &mut chunks).await.is_err()
+                    || wr.flush().await.is_err()
+                {
                     break;
                 }
             }
