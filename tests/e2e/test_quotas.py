@@ -329,3 +329,64 @@ def test_a_consumer_quota_holds_back_push_streams_and_queues(broker_factory):
         print(f"{name}: {took:.2f} s")
         assert took >= least, f"{name}: {n} KB in {took:.2f} s at a {rate} B/s quota"
     assert throttled_requests(b) > before
+
+
+
+def test_latest_subscribers_under_a_consumer_quota_lag_rather_than_lose(broker_factory):
+    """An SSE stream and a WebSocket subscription from `latest` (the chat case, which
+    otherwise shares one tail of the topic among its subscribers) of a caller with a
+    consumer_byte_rate follow the log at the quota's pace: every record produced after they
+    subscribed arrives once and in order, none skipped and no stream cut as a slow
+    subscriber."""
+    import threading
+    from websockets.sync.client import connect as ws_connect
+    # Push queues of 64 records: a shared tail would find both far behind within a second.
+    b = broker_factory("--ws-buffer-records", "64", http=True)
+    topic, n, rate = f"ql-{uuid.uuid4().hex[:8]}", 600, 150 * 1024
+    cli("topic", "create", topic, "--partitions", 1, "--bootstrap", b.bootstrap)
+    cli("quota", "set", "--user", "ANONYMOUS", "--consumer-byte-rate", rate, "--bootstrap", b.bootstrap)
+    ready, results = threading.Barrier(3), {}
+
+    def sse():
+        got = []
+        with requests.get(f"{b.http}/topics/{topic}/events", stream=True, timeout=60) as r:
+            assert r.status_code == 200, r.text
+            ready.wait(10)
+            for line in r.iter_lines():
+                if line.startswith(b"data:"):
+                    got.append(json.loads(line[5:])["record"]["offset"])
+                    if len(got) == n:
+                        break
+        results["sse"] = got
+
+    def ws():
+        got = []
+        with ws_connect(f"ws://{b.http[len('http://'):]}/ws", open_timeout=10) as w:
+            w.send(json.dumps({"op": "subscribe", "topics": [topic]}))
+            assert json.loads(w.recv(timeout=10))["type"] == "subscribed"
+            ready.wait(10)
+            while len(got) < n:
+                m = json.loads(w.recv(timeout=60))
+                if m["type"] == "record":
+                    got.append(m["offset"])
+        results["websocket"] = got
+
+    threads = [threading.Thread(target=f) for f in (sse, ws)]
+    for t in threads:
+        t.start()
+    ready.wait(10)
+    started = time.monotonic()
+    p = Producer({"bootstrap.servers": b.bootstrap, "acks": "all", "linger.ms": 5})
+    for i in range(n):
+        p.produce(topic, b"%04d" % i + b"v" * 996)
+    assert p.flush(30) == 0
+    for t in threads:
+        t.join(90)
+    took = time.monotonic() - started
+    for name in ("sse", "websocket"):
+        assert results.get(name) == list(range(n)), f"{name}: {len(results.get(name, []))} records"
+    # Both streams charge the same user: 2 x 600 KB at 150 KiB/s after a second of burst is
+    # ~7 s (unthrottled, well under 1 s).
+    least = 0.6 * (2 * n * 1000 - rate) / rate
+    print(f"both streams: {took:.2f} s")
+    assert took >= least, f"2 x {n} KB in {took:.2f} s at a {rate} B/s quota"

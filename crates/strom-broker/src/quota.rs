@@ -330,6 +330,12 @@ impl Broker {
         self.quota_delay(kind, who, amount, false)
     }
 
+    /// Whether a `kind` quota applies to `who` now.
+    pub fn has_quota(&self, kind: QuotaKind, (principal, client_id): (&Principal, &str)) -> bool {
+        self.client_quotas()
+            .is_ok_and(|q| q.resolve(kind, &principal.name, client_id).is_some())
+    }
+
     fn quota_delay(
         &self,
         kind: QuotaKind,

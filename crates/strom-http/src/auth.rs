@@ -122,6 +122,12 @@ impl Caller {
         .retry_after(wait.as_secs_f64().ceil() as u64))
     }
 
+    /// Whether a `kind` quota applies to the caller: a push stream of such a caller follows
+    /// the log at the pace its quota allows instead of joining a topic's shared tail.
+    pub(crate) fn has_quota(&self, s: &AppState, kind: QuotaKind) -> bool {
+        s.broker.has_quota(kind, (&self.principal, HTTP_CLIENT_ID))
+    }
+
     /// Charges `bytes` done to the caller's `kind` quota and waits out the throttle, as the
     /// Kafka door mutes a throttled connection.
     pub(crate) async fn quota_charge(&self, s: &AppState, kind: QuotaKind, bytes: usize) {

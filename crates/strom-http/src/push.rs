@@ -234,6 +234,7 @@ pub(crate) async fn sse(
     if q.partition.is_none()
         && resume.is_none()
         && matches!(q.from.as_deref(), None | Some("latest") | Some(""))
+        && !caller.has_quota(&s, QuotaKind::Fetch)
     {
         return Ok(sse_shared(s, caller, topic, q.format, q.isolation));
     }
@@ -638,8 +639,11 @@ async fn ws_session(s: AppState, caller: crate::auth::Caller, mut socket: WebSoc
                             }
                         } else {
                         let mut count = 0;
+                        // A caller under a consumer quota follows at its own pace: on a
+                        // shared tail it would be a slow subscriber.
+                        let shared = from == "latest" && !caller.has_quota(&s, QuotaKind::Fetch);
                         for name in &matched {
-                            if from == "latest" {
+                            if shared {
                                 // The chat case: one shared follower for every such
                                 // subscriber of the topic (see `fanout`).
                                 let sub = crate::fanout::SubTx::Ws { tx: tx.clone(), overflow: overflow_tx.clone() };
