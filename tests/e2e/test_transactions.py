@@ -553,7 +553,14 @@ def test_verify_only_add_partitions_and_describe_producers(broker):
         assert [(p["producer_id"], p["epoch"], p["last_sequence"], p["txn_start_offset"])
                 for p in producers] == [(pid, epoch, 1, 0)]
         assert end_txn(conn, "vo-1", pid, epoch, True) == 0
-        code, producers = describe_producers(conn, "vo", 0)
+        # EndTxn is answered once the commit is decided (durable Prepare); the markers that
+        # end the partition's open transaction are written just after, as Kafka does.
+        deadline = time.monotonic() + 10
+        while True:
+            code, producers = describe_producers(conn, "vo", 0)
+            if producers[0]["txn_start_offset"] == -1 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         assert producers[0]["txn_start_offset"] == -1
         assert describe_producers(conn, "nope", 0)[0] == 3  # UNKNOWN_TOPIC_OR_PARTITION
     assert consume(broker, "vo", "read_committed", 2) == ["a", "b"]
