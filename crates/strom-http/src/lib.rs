@@ -16,6 +16,7 @@ mod api;
 mod auth;
 mod budget;
 mod conn;
+mod console;
 mod fanout;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
@@ -125,6 +126,8 @@ pub(crate) struct AppState {
     pub(crate) budget: Arc<budget::Budget>,
     /// Shared followers of WebSocket subscribers from `latest`.
     pub(crate) tails: Arc<fanout::Tails>,
+    /// When the door started (the console's uptime).
+    pub(crate) started: std::time::Instant,
 }
 
 /// The OpenAPI document, generated from the handlers' `#[utoipa::path]` annotations and the
@@ -140,6 +143,7 @@ pub(crate) struct AppState {
         api::readyz,
         metrics::render,
         api::openapi,
+        console::broker,
         api::list_topics,
         api::create_topic,
         api::describe_topic,
@@ -193,6 +197,9 @@ fn router(state: AppState) -> Router {
         .route("/readyz", get(api::readyz))
         .route("/metrics", get(metrics::render))
         .route("/openapi.json", get(api::openapi))
+        .route("/broker", get(console::broker))
+        .route("/console", get(console::index))
+        .route("/console/{*path}", get(console::path))
         .route("/topics", get(api::list_topics).post(api::create_topic))
         .route(
             "/topics/{topic}",
@@ -265,6 +272,7 @@ pub async fn serve(
             config.connection_buffer_bytes,
         )),
         tails: Arc::new(fanout::Tails::default()),
+        started: std::time::Instant::now(),
     };
     let door = conn::Door::new(router(state), config, metrics, broker);
     conn::run(listener, door, shutdown).await;
