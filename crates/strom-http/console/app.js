@@ -82,6 +82,8 @@ const routes = [
   [/^\/console\/?$/, 'overview', overview],
   [/^\/console\/topics\/?$/, 'topics', topics],
   [/^\/console\/topics\/([^/]+)\/?$/, 'topics', topicPage],
+  [/^\/console\/groups\/?$/, 'groups', groups],
+  [/^\/console\/groups\/([^/]+)\/?$/, 'groups', groupPage],
 ];
 
 function navigate(url, replace = false) {
@@ -136,7 +138,7 @@ function parseTotals(text) {
 
 function lineChart(series, colors) {
   const W = 600, H = 160, n = Math.max(...series.map((s) => s.length), 2);
-  const max = Math.max(1, ...series.flat());
+  const max = Math.max(1, ...series.flat()) * 1.25;
   const svg = document.createElementNS('http://www.w3.org/2000/svg', 'svg');
   svg.setAttribute('viewBox', `0 0 ${W} ${H}`);
   svg.setAttribute('preserveAspectRatio', 'none');
@@ -174,7 +176,8 @@ async function overview() {
     h('div', { class: 'panel' }, h('div', { class: 'k' }, 'Data directory'), h('code', { id: 'data-dir' }, b.data_dir)),
     h('h2', {}, 'Throughput'),
     h('div', { class: 'panel' }, chartErr, chart,
-      h('div', { class: 'legend' }, h('span', { class: 'sw-in' }, '— produce B/s'), h('span', { class: 'sw-out' }, '— fetch B/s'))));
+      h('div', { class: 'legend' }, h('span', { class: 'sw-in' }, '— produce B/s'), h('span', { class: 'sw-out' }, '— fetch B/s'),
+        h('span', { id: 'chart-scale' }, 'sampled every 2 s'))));
   const ins = [], outs = [];
   let last = null;
   const tick = async () => {
@@ -182,6 +185,10 @@ async function overview() {
       const r = await fetch('/metrics');
       if (!r.ok) throw new ApiError(r.status, 'metrics', `/metrics answered HTTP ${r.status}`);
       const t = parseTotals(await r.text());
+      const now_b = await api('GET', '/broker');
+      document.getElementById('uptime').textContent = fmtDuration(now_b.uptime_ms);
+      document.getElementById('topics').textContent = now_b.topics;
+      document.getElementById('data-bytes').textContent = fmtBytes(now_b.data_bytes);
       const now = performance.now();
       if (last) {
         const dt = (now - last.at) / 1000;
@@ -193,6 +200,7 @@ async function overview() {
         const { svg, max } = lineChart([ins, outs], ['#0b6bcb', '#c4320a']);
         svg.setAttribute('aria-label', `produce ${fmtBytes(ins.at(-1))}/s, fetch ${fmtBytes(outs.at(-1))}/s, scale up to ${fmtBytes(max)}/s`);
         chart.replaceChildren(svg);
+        document.getElementById('chart-scale').textContent = `top of the chart: ${fmtBytes(max)}/s, last ${Math.round(ins.length * 2 / 60 * 10) / 10} min`;
       }
       last = { at: now, ...t };
       chartErr.replaceChildren();
@@ -417,6 +425,95 @@ async function topicPage(name) {
     h('h2', {}, 'Configs'),
     h('div', { class: 'panel' }, h('table', { id: 'configs' }, h('tbody', {}, configRows))));
   if (q.has('offset') || parts.some((p) => p.log_end_offset > p.log_start_offset)) await load();
+}
+
+// ---- groups ---------------------------------------------------------------------------
+
+async function groups() {
+  document.title = 'Groups · Strom';
+  const list = await api('GET', '/groups');
+  main.replaceChildren(
+    h('h1', {}, 'Groups'),
+    h('div', { class: 'panel' }, list.groups.length === 0 ? h('p', { id: 'no-groups' }, 'No consumer or share groups yet.') :
+      h('table', { id: 'groups' },
+        h('thead', {}, h('tr', {}, h('th', {}, 'Group'), h('th', {}, 'Type'), h('th', {}, 'State'))),
+        h('tbody', {}, list.groups.map((g) => h('tr', { 'data-group': g.group },
+          h('td', {}, link(`/console/groups/${encodeURIComponent(g.group)}${g.type === 'share' ? '?type=share' : ''}`, g.group)),
+          h('td', {}, g.type), h('td', {}, g.state)))))));
+}
+
+async function groupPage(name) {
+  document.title = `${name} · Strom`;
+  if (new URLSearchParams(location.search).get('type') === 'share') return sharePage(name);
+  const g = await api('GET', `/groups/${encodeURIComponent(name)}`);
+  const status = h('div', { 'aria-live': 'polite' });
+  const reset = h('form', { class: 'inline', id: 'reset-offsets', 'aria-label': 'Reset offsets' },
+    h('label', {}, 'Reset to', h('select', { name: 'to' }, h('option', { value: 'earliest' }, 'earliest'),
+      h('option', { value: 'latest' }, 'latest'), h('option', { value: 'time' }, 'time'))),
+    h('label', {}, 'Time (local)', h('input', { name: 'time', type: 'datetime-local' })),
+    h('label', {}, 'Topic', h('select', { name: 'topic' }, h('option', { value: '' }, 'all'),
+      [...new Set(g.offsets.map((o) => o.topic))].map((t) => h('option', { value: t }, t)))),
+    h('button', { type: 'submit', disabled: g.members.length > 0 }, 'Reset'),
+    g.members.length ? h('span', { class: 'k' }, 'Only an empty group can be reset.') : null);
+  reset.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const f = new FormData(reset);
+    let to = f.get('to');
+    if (to === 'time') {
+      const t = new Date(String(f.get('time'))).getTime();
+      if (Number.isNaN(t)) { status.replaceChildren(errorBox(new Error('choose a time'))); return; }
+      to = `time:${t}`;
+    }
+    const body = { to };
+    if (f.get('topic')) body.topic = f.get('topic');
+    try {
+      await api('POST', `/groups/${encodeURIComponent(name)}/offsets/reset`, body);
+      navigate(location.pathname, true);
+    } catch (e) {
+      status.replaceChildren(errorBox(e));
+    }
+  });
+  main.replaceChildren(
+    h('p', {}, link('/console/groups', '← Groups')),
+    h('h1', {}, name),
+    h('div', { class: 'cards' }, card('Type', g.type, 'group-type'), card('State', g.state, 'group-state'),
+      card('Members', g.members.length, 'group-members'), card('Lag', g.lag, 'group-lag')),
+    h('h2', {}, 'Members'),
+    h('div', { class: 'panel' }, g.members.length === 0 ? h('p', {}, 'No members.') :
+      h('table', { id: 'members' },
+        h('thead', {}, h('tr', {}, h('th', {}, 'Client'), h('th', { class: 'hide-narrow' }, 'Host'), h('th', {}, 'Assignment'))),
+        h('tbody', {}, g.members.map((m) => h('tr', {},
+          h('td', {}, m.client_id, h('div', { class: 'k hide-narrow' }, m.member_id)),
+          h('td', { class: 'hide-narrow' }, m.client_host),
+          h('td', {}, m.assignment.map((a) => h('div', {}, `${a.topic}: ${a.partitions.join(', ')}`)))))))),
+    h('h2', {}, 'Committed offsets'),
+    h('div', { class: 'panel' }, h('table', { id: 'offsets' },
+      h('thead', {}, h('tr', {}, h('th', {}, 'Topic'), h('th', { class: 'num' }, 'Partition'), h('th', { class: 'num' }, 'Committed'),
+        h('th', { class: 'num' }, 'Log end'), h('th', { class: 'num' }, 'Lag'))),
+      h('tbody', {}, g.offsets.map((o) => h('tr', { 'data-partition': `${o.topic}/${o.partition}` },
+        h('td', {}, link(`/console/topics/${encodeURIComponent(o.topic)}?partition=${o.partition}&offset=${o.committed}`, o.topic)),
+        h('td', { class: 'num' }, o.partition), h('td', { class: 'num' }, o.committed),
+        h('td', { class: 'num' }, o.log_end_offset ?? '–'), h('td', { class: 'num lag' }, o.lag ?? '–')))))),
+    h('h2', {}, 'Reset offsets'),
+    h('div', { class: 'panel' }, reset, status));
+}
+
+async function sharePage(name) {
+  const q = await api('GET', `/queues/${encodeURIComponent(name)}`);
+  main.replaceChildren(
+    h('p', {}, link('/console/groups', '← Groups')),
+    h('h1', {}, name),
+    h('div', { class: 'cards' }, card('Type', 'share (queue)', 'group-type'), card('State', q.state, 'group-state'),
+      card('Members', q.members.length, 'group-members')),
+    h('h2', {}, 'Partitions'),
+    h('div', { class: 'panel' }, h('table', { id: 'share-partitions' },
+      h('thead', {}, h('tr', {}, h('th', {}, 'Topic'), h('th', { class: 'num' }, 'P'), h('th', { class: 'num' }, 'Start'),
+        h('th', { class: 'num' }, 'In flight'), h('th', { class: 'num' }, 'Redeliveries'), h('th', { class: 'num' }, 'Dead-lettered'),
+        h('th', { class: 'num' }, 'Lag'))),
+      h('tbody', {}, q.partitions.map((p) => h('tr', {},
+        h('td', {}, link(`/console/topics/${encodeURIComponent(p.topic)}`, p.topic)), h('td', { class: 'num' }, p.partition),
+        h('td', { class: 'num' }, p.start_offset), h('td', { class: 'num' }, p.in_flight),
+        h('td', { class: 'num' }, p.redeliveries), h('td', { class: 'num' }, p.dead_lettered), h('td', { class: 'num' }, p.lag)))))));
 }
 
 render();

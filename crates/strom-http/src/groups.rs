@@ -808,3 +808,206 @@ pub(crate) async fn follow_as_member(
         let _ = s.groups.leave(&group, &[(member, None)]).await;
     }
 }
+
+// --- admin: the console's groups pages ---------------------------------------------------------
+
+/// `GET /groups`: every consumer group (classic and KIP-848) and share group the caller may
+/// describe, with its type and state.
+#[utoipa::path(get, path = "/groups", responses((status = 200, description = "groups")))]
+pub(crate) async fn list_groups(State(s): State<AppState>, caller: Caller) -> Json<Value> {
+    let mut groups: Vec<Value> = s
+        .groups
+        .list_typed()
+        .into_iter()
+        .filter(|(id, ..)| caller.may(&s, Operation::Describe, ResourceType::Group, id))
+        .map(|(id, protocol_type, state, kind)| {
+            json!({"group": id, "type": kind, "protocol_type": protocol_type, "state": state})
+        })
+        .collect();
+    groups.extend(
+        s.shares
+            .list()
+            .into_iter()
+            .filter(|g| caller.may(&s, Operation::Describe, ResourceType::Group, &g.group))
+            .map(|g| json!({"group": g.group, "type": "share", "protocol_type": "share", "state": g.state.name()})),
+    );
+    Json(json!({ "groups": groups }))
+}
+
+fn assigned_json(a: &BTreeMap<String, BTreeSet<i32>>) -> Vec<Value> {
+    a.iter()
+        .map(|(t, ps)| json!({"topic": t, "partitions": ps}))
+        .collect()
+}
+
+/// `GET /groups/{group}`: a consumer group's members with their assignments and its committed
+/// offsets with each partition's log end and lag (a share group: see `GET /queues/{group}`).
+#[utoipa::path(get, path = "/groups/{group}", params(("group" = String, Path)),
+    responses((status = 200, description = "the group"), (status = 404, body = ErrorBody)))]
+pub(crate) async fn describe_group(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(group): Path<String>,
+) -> ApiResult<Json<Value>> {
+    caller.allow(&s, Operation::Describe, ResourceType::Group, &group)?;
+    let listed = s.groups.list_typed();
+    let Some((_, protocol_type, state, kind)) = listed.into_iter().find(|g| g.0 == group) else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "group_id_not_found",
+            format!("no consumer group {group:?}"),
+        ));
+    };
+    let members: Vec<Value> = if kind == "consumer" {
+        s.groups
+            .describe_consumer_group(&group)
+            .map(|d| {
+                d.members
+                    .iter()
+                    .map(|m| {
+                        json!({"member_id": m.member_id, "instance_id": m.instance_id,
+                            "client_id": m.client_id, "client_host": m.client_host,
+                            "member_epoch": m.member_epoch, "assignment": assigned_json(&m.assignment)})
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    } else {
+        s.groups
+            .describe(&group)
+            .members
+            .iter()
+            .map(|m| {
+                let a = s
+                    .groups
+                    .decode_classic_assignment(&m.assignment)
+                    .unwrap_or_default();
+                json!({"member_id": m.member_id, "instance_id": m.instance_id,
+                    "client_id": m.client_id, "client_host": m.client_host,
+                    "assignment": assigned_json(&a)})
+            })
+            .collect()
+    };
+    let mut offsets: Vec<Value> = Vec::new();
+    let mut total_lag = 0i64;
+    for (topic, partition, committed) in s.groups.fetch_offsets(&group, None) {
+        let Some(c) = committed else { continue };
+        let end = s
+            .broker
+            .partition(&topic, partition)
+            .ok()
+            .and_then(|p| p.log().ok().map(|l| l.log_end_offset()));
+        let lag = end.map(|e| (e - c.offset).max(0));
+        total_lag += lag.unwrap_or(0);
+        offsets.push(json!({"topic": topic, "partition": partition, "committed": c.offset,
+            "log_end_offset": end, "lag": lag, "metadata": c.metadata, "committed_at_ms": c.timestamp}));
+    }
+    offsets.sort_by(|a, b| {
+        (a["topic"].as_str(), a["partition"].as_i64())
+            .cmp(&(b["topic"].as_str(), b["partition"].as_i64()))
+    });
+    Ok(Json(
+        json!({"group": group, "type": kind, "protocol_type": protocol_type, "state": state,
+        "members": members, "offsets": offsets, "lag": total_lag}),
+    ))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ResetOffsets {
+    /// `earliest`, `latest` or `time:<ms>` (the first offset at or after that time).
+    to: String,
+    /// Only this topic's partitions (default: every partition with a committed offset).
+    #[serde(default)]
+    topic: Option<String>,
+}
+
+/// `POST /groups/{group}/offsets/reset`: moves an empty group's committed offsets to the
+/// earliest or latest offsets or to a time (as `kafka-consumer-groups --reset-offsets`).
+#[utoipa::path(post, path = "/groups/{group}/offsets/reset", params(("group" = String, Path)),
+    request_body = ResetOffsets,
+    responses((status = 200, description = "the new offsets"), (status = 409, body = ErrorBody)))]
+pub(crate) async fn reset_offsets(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(group): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<Value>> {
+    let req: ResetOffsets = parse_body(body)?;
+    caller.allow(&s, Operation::Read, ResourceType::Group, &group)?;
+    let ts = match req.to.as_str() {
+        "earliest" => -2,
+        "latest" => -1,
+        t => t
+            .strip_prefix("time:")
+            .and_then(|ms| ms.parse::<i64>().ok())
+            .filter(|ms| *ms >= 0)
+            .ok_or_else(|| {
+                ApiError::bad(format!(
+                    "to must be earliest, latest or time:<ms>, not {t:?}"
+                ))
+            })?,
+    };
+    if !s.groups.describe(&group).members.is_empty()
+        || s.groups
+            .describe_consumer_group(&group)
+            .is_ok_and(|d| !d.members.is_empty())
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "group_not_empty",
+            format!("group {group:?} has members: stop them before resetting its offsets"),
+        ));
+    }
+    let mut targets: Vec<(String, i32)> = s
+        .groups
+        .fetch_offsets(&group, None)
+        .into_iter()
+        .map(|(t, p, _)| (t, p))
+        .filter(|(t, _)| req.topic.as_ref().is_none_or(|only| only == t))
+        .collect();
+    if let Some(t) = &req.topic {
+        if targets.is_empty() {
+            let topic =
+                s.broker
+                    .topic(t)
+                    .ok_or(strom_broker::BrokerError::UnknownTopicOrPartition {
+                        topic: t.clone(),
+                        partition: -1,
+                    })?;
+            targets = (0..topic.partitions().len() as i32)
+                .map(|p| (t.clone(), p))
+                .collect();
+        }
+    }
+    let mut commits = Vec::new();
+    for (topic, partition) in &targets {
+        caller.allow(&s, Operation::Read, ResourceType::Topic, topic)?;
+        let offset = match s.broker.list_offset(topic, *partition, ts) {
+            // No record at or after the time: the log end.
+            Ok((o, _)) if o >= 0 => o,
+            Ok(_) => s.broker.list_offset(topic, *partition, -1)?.0,
+            Err(e) => return Err(e.into()),
+        };
+        commits.push(OffsetCommit {
+            topic: topic.clone(),
+            partition: *partition,
+            offset,
+            leader_epoch: -1,
+            metadata: None,
+        });
+    }
+    let offsets: Vec<Value> = commits
+        .iter()
+        .map(|c| json!({"topic": c.topic, "partition": c.partition, "offset": c.offset}))
+        .collect();
+    let results = s
+        .groups
+        .commit(&group, -1, "", None, commits)
+        .await
+        .map_err(group_error)?;
+    if let Some(Err(e)) = results.into_iter().find(|r| r.is_err()) {
+        return Err(group_error(e));
+    }
+    Ok(Json(json!({"group": group, "offsets": offsets})))
+}

@@ -144,6 +144,9 @@ pub(crate) struct AppState {
         metrics::render,
         api::openapi,
         console::broker,
+        groups::list_groups,
+        groups::describe_group,
+        groups::reset_offsets,
         api::list_topics,
         api::create_topic,
         api::describe_topic,
@@ -167,6 +170,7 @@ pub(crate) struct AppState {
         api::ErrorBody,
         api::ErrorDetail,
         api::CreateTopic,
+        groups::ResetOffsets,
         api::ProduceBody,
         api::InRecord,
         api::Format,
@@ -212,6 +216,9 @@ fn router(state: AppState) -> Router {
         )
         .route("/topics/{topic}/events", get(push::sse))
         .route("/ws", get(push::websocket))
+        .route("/groups", get(groups::list_groups))
+        .route("/groups/{group}", get(groups::describe_group))
+        .route("/groups/{group}/offsets/reset", post(groups::reset_offsets))
         .route("/groups/{group}/members", post(groups::join))
         .route(
             "/groups/{group}/members/{member}",
