@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 pytestmark = [pytest.mark.timeout(240)]
 
@@ -113,3 +114,36 @@ def test_groups_api_behind_the_console(broker_factory):
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
     missing = requests.get(f"{b.http}/groups/no-such-group", timeout=10)
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "group_id_not_found"
+
+
+def test_topic_configs_and_partitions_over_http(broker_factory):
+    """PATCH /topics/{t}/configs and POST /topics/{t}/partitions (the console's topic edits),
+    checked through confluent-kafka's AdminClient; bad input is a 4xx JSON and changes nothing."""
+    from confluent_kafka.admin import ConfigResource
+    b = broker_factory(http=True)
+    assert requests.post(f"{b.http}/topics", json={"name": "edits", "partitions": 1}, timeout=10).status_code == 201
+    admin = AdminClient({"bootstrap.servers": b.bootstrap})
+
+    def retention():
+        res = ConfigResource(ConfigResource.Type.TOPIC, "edits")
+        return admin.describe_configs([res])[res].result(timeout=10)["retention.ms"].value
+
+    r = requests.patch(f"{b.http}/topics/edits/configs", json={"configs": {"retention.ms": "3600000"}}, timeout=10)
+    assert r.status_code == 200 and r.json()["configs"]["retention.ms"] == "3600000"
+    assert retention() == "3600000"
+    bad = requests.patch(f"{b.http}/topics/edits/configs", timeout=10,
+                         json={"configs": {"retention.ms": "60000", "segment.bytes": "tiny"}})
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_config"
+    assert retention() == "3600000"  # all or nothing
+    back = requests.patch(f"{b.http}/topics/edits/configs", json={"configs": {"retention.ms": None}}, timeout=10)
+    assert back.status_code == 200 and retention() == "604800000"
+
+    r = requests.post(f"{b.http}/topics/edits/partitions", json={"count": 4}, timeout=10)
+    assert r.status_code == 200 and len(r.json()["partitions"]) == 4
+    assert len(admin.list_topics(timeout=10).topics["edits"].partitions) == 4
+    for body, status, code in (({"count": 2}, 400, "invalid_partitions"), ({"count": "x"}, 400, "invalid_json"),
+                               ({}, 400, "invalid_json")):
+        r = requests.post(f"{b.http}/topics/edits/partitions", json=body, timeout=10)
+        assert (r.status_code, r.json()["error"]["code"]) == (status, code), r.text
+    assert requests.post(f"{b.http}/topics/nope/partitions", json={"count": 2}, timeout=10).status_code == 404
+    assert requests.patch(f"{b.http}/topics/nope/configs", json={"configs": {}}, timeout=10).status_code == 404

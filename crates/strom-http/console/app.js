@@ -321,8 +321,41 @@ async function topicPage(name) {
     p.offline ? h('td', { colspan: 3, class: 'error' }, `offline: ${p.offline}`) : [
       h('td', { class: 'num' }, p.log_start_offset), h('td', { class: 'num' }, p.log_end_offset),
       h('td', { class: 'num' }, fmtBytes(p.size_bytes))]));
-  const configRows = Object.entries(t.configs).filter(([, v]) => v !== '').map(([k, v]) =>
-    h('tr', {}, h('td', {}, h('code', {}, k)), h('td', {}, v)));
+  // Configs: edit in place, saved together (all or nothing); an emptied field goes back to
+  // the broker's default.
+  const configStatus = h('div', { 'aria-live': 'polite' });
+  const configs = h('form', { id: 'configs', 'aria-label': 'Topic configs' },
+    h('table', {}, h('tbody', {}, Object.entries(t.configs).map(([k, v]) => h('tr', {},
+      h('td', {}, h('label', { for: `cfg-${k}` }, h('code', {}, k))),
+      h('td', {}, h('input', { id: `cfg-${k}`, name: k, value: v, 'data-was': v })))))),
+    h('button', { type: 'submit' }, 'Save configs'));
+  configs.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const changed = {};
+    for (const input of configs.querySelectorAll('input')) {
+      if (input.value !== input.dataset.was) changed[input.name] = input.value === '' ? null : input.value;
+    }
+    if (Object.keys(changed).length === 0) { configStatus.replaceChildren(h('p', {}, 'Nothing changed.')); return; }
+    try {
+      await api('PATCH', `/topics/${encodeURIComponent(name)}/configs`, { configs: changed });
+      navigate(location.pathname + location.search, true);
+    } catch (e) {
+      configStatus.replaceChildren(errorBox(e));
+    }
+  });
+  const grow = h('form', { class: 'inline', id: 'add-partitions', 'aria-label': 'Add partitions' },
+    h('label', {}, 'Partitions', h('input', { name: 'count', type: 'number', min: parts.length + 1, value: parts.length + 1 })),
+    h('button', { type: 'submit', class: 'secondary' }, 'Add partitions'));
+  const growStatus = h('div', { 'aria-live': 'polite' });
+  grow.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    try {
+      await api('POST', `/topics/${encodeURIComponent(name)}/partitions`, { count: Number(new FormData(grow).get('count')) });
+      navigate(location.pathname + location.search, true);
+    } catch (e) {
+      growStatus.replaceChildren(errorBox(e));
+    }
+  });
 
   // Message browser: partition + offset, rendered as text, JSON or hex.
   const browseStatus = h('div', { 'aria-live': 'polite' });
@@ -415,7 +448,7 @@ async function topicPage(name) {
     h('div', { class: 'panel' }, h('table', { id: 'partitions' },
       h('thead', {}, h('tr', {}, h('th', { class: 'num' }, 'Partition'), h('th', { class: 'num' }, 'Start offset'),
         h('th', { class: 'num' }, 'End offset'), h('th', { class: 'num' }, 'Size'))),
-      h('tbody', {}, partRows))),
+      h('tbody', {}, partRows)), grow, growStatus),
     h('h2', {}, 'Messages'),
     h('div', { class: 'panel' }, browse, browseStatus, browseTable),
     h('h2', {}, 'Live tail'),
@@ -423,7 +456,7 @@ async function topicPage(name) {
     h('h2', {}, 'Produce'),
     h('div', { class: 'panel' }, produce, produceStatus),
     h('h2', {}, 'Configs'),
-    h('div', { class: 'panel' }, h('table', { id: 'configs' }, h('tbody', {}, configRows))));
+    h('div', { class: 'panel' }, configs, configStatus));
   if (q.has('offset') || parts.some((p) => p.log_end_offset > p.log_start_offset)) await load();
 }
 

@@ -315,6 +315,77 @@ pub(crate) async fn delete_topic(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AlterConfigs {
+    /// `{"name": "value"}` sets a topic config, `{"name": null}` returns it to the default.
+    #[schema(value_type = Object)]
+    configs: BTreeMap<String, Option<String>>,
+}
+
+/// `PATCH /topics/{topic}/configs`: sets or resets topic configs, all or nothing (Kafka's
+/// IncrementalAlterConfigs SET / DELETE).
+#[utoipa::path(patch, path = "/topics/{topic}/configs", params(("topic" = String, Path)),
+    request_body = AlterConfigs,
+    responses((status = 200, description = "the topic, as GET /topics/{topic}"), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+pub(crate) async fn alter_configs(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(topic): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<Value>> {
+    let req: AlterConfigs = parse_body(body)?;
+    caller.allow(&s, Operation::AlterConfigs, ResourceType::Topic, &topic)?;
+    let ops: Vec<strom_broker::ConfigOp> = req
+        .configs
+        .into_iter()
+        .map(|(k, v)| match v {
+            Some(v) => strom_broker::ConfigOp::Set(k, v),
+            None => strom_broker::ConfigOp::Delete(k),
+        })
+        .collect();
+    s.broker.alter_topic_config(&topic, &ops, false)?;
+    describe_topic(State(s), caller, Path(topic)).await
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AddPartitions {
+    /// The new total number of partitions (larger than the current one).
+    count: i32,
+}
+
+/// `POST /topics/{topic}/partitions`: grows a topic to `count` partitions (Kafka's
+/// CreatePartitions).
+#[utoipa::path(post, path = "/topics/{topic}/partitions", params(("topic" = String, Path)),
+    request_body = AddPartitions,
+    responses((status = 200, description = "the topic, as GET /topics/{topic}"), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+pub(crate) async fn add_partitions(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(topic): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<Value>> {
+    let req: AddPartitions = parse_body(body)?;
+    caller.allow(&s, Operation::Alter, ResourceType::Topic, &topic)?;
+    caller.quota_gate(&s, QuotaKind::ControllerMutation, 0)?;
+    let before = s
+        .broker
+        .topic(&topic)
+        .map_or(0, |t| t.partitions().len() as i32);
+    s.broker.create_partitions(&topic, req.count, false)?;
+    caller
+        .quota_charge(
+            &s,
+            QuotaKind::ControllerMutation,
+            (req.count - before).max(0) as usize,
+        )
+        .await;
+    describe_topic(State(s), caller, Path(topic)).await
+}
+
 /// How a JSON field becomes bytes.
 #[derive(Clone, Copy, Deserialize, Default, PartialEq, Eq, Hash, Debug, ToSchema)]
 #[serde(rename_all = "lowercase")]

@@ -152,6 +152,8 @@ pub(crate) struct AppState {
         api::describe_topic,
         api::delete_topic,
         api::produce,
+        api::alter_configs,
+        api::add_partitions,
         api::fetch,
         push::sse,
         push::websocket,
@@ -171,6 +173,8 @@ pub(crate) struct AppState {
         api::ErrorDetail,
         api::CreateTopic,
         groups::ResetOffsets,
+        api::AlterConfigs,
+        api::AddPartitions,
         api::ProduceBody,
         api::InRecord,
         api::Format,
@@ -210,6 +214,11 @@ fn router(state: AppState) -> Router {
             get(api::describe_topic).delete(api::delete_topic),
         )
         .route("/topics/{topic}/records", post(api::produce))
+        .route(
+            "/topics/{topic}/configs",
+            axum::routing::patch(api::alter_configs),
+        )
+        .route("/topics/{topic}/partitions", post(api::add_partitions))
         .route(
             "/topics/{topic}/partitions/{partition}/records",
             get(api::fetch),

@@ -68,6 +68,21 @@ async function main() {
     assert.match(await page.locator('#main .error').innerText(), /topic_already_exists/);
     console.log('create: made with 2 partitions; a duplicate shows topic_already_exists');
 
+    // Grow it to 3 partitions and edit a config; a bad value shows the broker's error.
+    await page.goto(`${base}/topics/console-made`);
+    await page.fill('#add-partitions input[name=count]', '3');
+    await page.click('#add-partitions button');
+    await page.waitForFunction(() => document.querySelectorAll('#partitions tbody tr').length === 3);
+    await page.fill('#configs input[name="retention.ms"]', '3600000');
+    await page.click('#configs button[type=submit]');
+    await page.waitForFunction(() => document.querySelector('#configs input[name="retention.ms"]')?.dataset.was === '3600000');
+    await page.fill('#configs input[name="retention.ms"]', 'soon');
+    await page.click('#configs button[type=submit]');
+    assert.match(await page.locator('#main .error').innerText(), /invalid_config/);
+    const described = execFileSync('kcat', ['-L', '-b', bootstrap, '-t', 'console-made', '-J']).toString();
+    assert.equal(JSON.parse(described).topics[0].partitions.length, 3);
+    console.log('edit: 3 partitions, retention.ms saved, a bad value refused');
+
     // The message browser: a deep link, text, JSON and hex views.
     await page.goto(`${base}/topics/orders?partition=0&offset=0&view=json`);
     await page.waitForFunction(() => document.querySelectorAll('#records tbody tr').length === 3);
