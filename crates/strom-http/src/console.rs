@@ -17,6 +17,8 @@ use crate::auth::Caller;
 use crate::AppState;
 
 const INDEX: &str = include_str!("../console/index.html");
+/// The chat example (`examples/chat/`), served at `/examples/chat`.
+const CHAT: &str = include_str!("../../../examples/chat/index.html");
 /// The assets: (name under /console/assets/, content type, bytes).
 const ASSETS: &[(&str, &str, &str)] = &[
     (
@@ -41,6 +43,21 @@ fn page() -> Response {
             (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
         ],
         INDEX,
+    )
+        .into_response()
+}
+
+/// `GET /examples/chat`: the chat example's page.
+pub(crate) async fn chat() -> Response {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        CHAT,
     )
         .into_response()
 }

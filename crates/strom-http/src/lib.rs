@@ -207,6 +207,7 @@ fn router(state: AppState) -> Router {
         .route("/openapi.json", get(api::openapi))
         .route("/broker", get(console::broker))
         .route("/console", get(console::index))
+        .route("/examples/chat", get(console::chat))
         .route("/console/{*path}", get(console::path))
         .route("/topics", get(api::list_topics).post(api::create_topic))
         .route(
