@@ -7,6 +7,7 @@ Screenshots go to target/e2e-artifacts/console/ (not committed)."""
 
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,22 @@ def test_console_in_chromium_with_playwright(broker_factory):
     c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": "billing", "enable.auto.commit": False})
     c.commit(offsets=[TopicPartition("orders", 0, 1)], asynchronous=False)
     c.close()
+
+    # A queue whose one record was rejected into its dead-letter topic.
+    kcat("-P", "-b", b.bootstrap, "-t", "jobs", "-K", "|", "-H", "trace=abc", data=b"job-1|resize image 7\n")
+    cfg = requests.post(f"{b.http}/queues/workers/config", timeout=10, json={"configs": {
+        "share.auto.offset.reset": "earliest", "errors.deadletterqueue.topic.name": "jobs.dlq"}})
+    assert cfg.status_code == 200, cfg.text
+    got = requests.post(f"{b.http}/queues/workers/receive", timeout=30,
+                        json={"topics": ["jobs"], "max_records": 1, "wait_ms": 5000}).json()["records"]
+    assert len(got) == 1
+    rejected = requests.post(f"{b.http}/queues/workers/ack", timeout=10,
+                             json={"acks": [{"receipt": got[0]["receipt"], "type": "reject"}]})
+    assert rejected.status_code == 200, rejected.text
+    deadline = time.monotonic() + 20
+    while not any(t["name"] == "jobs.dlq" for t in requests.get(f"{b.http}/topics", timeout=10).json()["topics"]):
+        assert time.monotonic() < deadline, "no dead-letter topic"
+        time.sleep(0.1)
 
     artifacts = ROOT / "target/e2e-artifacts/console"
     p = subprocess.run(["node", str(JS / "console_test.js"), b.http, b.bootstrap, str(artifacts)],
@@ -147,3 +164,18 @@ def test_topic_configs_and_partitions_over_http(broker_factory):
         assert (r.status_code, r.json()["error"]["code"]) == (status, code), r.text
     assert requests.post(f"{b.http}/topics/nope/partitions", json={"count": 2}, timeout=10).status_code == 404
     assert requests.patch(f"{b.http}/topics/nope/configs", json={"configs": {}}, timeout=10).status_code == 404
+
+
+def test_redrive_refuses_what_is_not_a_dead_letter(broker_factory):
+    """POST /topics/{t}/partitions/{p}/records/{o}/redrive answers 4xx JSON for a record
+    without `_dlq.errors.original.topic`, an offset past the end, an unknown topic or partition,
+    and writes nothing."""
+    b = broker_factory(http=True)
+    kcat("-P", "-b", b.bootstrap, "-t", "plain", data=b"not a dead letter\n")
+    for path, status in (("plain/partitions/0/records/0", 400), ("plain/partitions/0/records/9", 400),
+                         ("nope/partitions/0/records/0", 404), ("plain/partitions/7/records/0", 404)):
+        r = requests.post(f"{b.http}/topics/{path}/redrive", timeout=10)
+        assert r.status_code == status, (path, r.status_code, r.text)
+        assert r.json()["error"]["message"]
+    out = kcat("-C", "-b", b.bootstrap, "-t", "plain", "-o", "beginning", "-e", "-f", "%s\n")
+    assert out == b"not a dead letter\n"

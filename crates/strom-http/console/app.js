@@ -291,14 +291,31 @@ function render_bytes(bytes, mode) {
   return h('pre', {}, text);
 }
 
-function recordRows(records, mode) {
+function recordRows(records, mode, topic) {
   return records.map((r) => h('tr', { 'data-offset': r.offset },
     h('td', { class: 'num' }, r.partition ?? ''),
     h('td', { class: 'num' }, r.offset),
     h('td', { class: 'hide-narrow' }, new Date(r.timestamp).toISOString()),
     h('td', { class: 'key' }, render_bytes(b64bytes(r.key), mode === 'hex' ? 'hex' : 'text')),
     h('td', { class: 'value' }, render_bytes(b64bytes(r.value), mode)),
-    h('td', { class: 'headers' }, (r.headers || []).map(([k, v]) => h('div', {}, `${k}: ${v ?? 'null'}`)))));
+    h('td', { class: 'headers' }, (r.headers || []).map(([k, v]) => h('div', {}, `${k}: ${v ?? 'null'}`)),
+      topic && (r.headers || []).some(([k]) => k === '_dlq.errors.original.topic') ? redriveButton(topic, r) : null)));
+}
+
+// A dead-lettered record (it has `_dlq.errors.*` headers) can be sent back to its topic.
+function redriveButton(topic, r) {
+  const out = h('div', { class: 'redrive-status', 'aria-live': 'polite' });
+  const button = h('button', { type: 'button', class: 'secondary redrive', onclick: async () => {
+    button.disabled = true;
+    try {
+      const w = await api('POST', `/topics/${encodeURIComponent(topic)}/partitions/${r.partition}/records/${r.offset}/redrive`);
+      out.replaceChildren(h('span', { class: 'notice' }, 'Re-driven to ', link(`/console/topics/${encodeURIComponent(w.topic)}?partition=${w.partition}&offset=${w.offset}`, `${w.topic}/${w.partition} @ ${w.offset}`)));
+    } catch (e) {
+      out.replaceChildren(errorBox(e));
+      button.disabled = false;
+    }
+  } }, 'Re-drive');
+  return h('div', {}, button, out);
 }
 
 function recordsTable(id) {
@@ -374,7 +391,7 @@ async function topicPage(name) {
     browseStatus.replaceChildren(h('p', { class: 'loading' }, 'Loading…'));
     try {
       const r = await api('GET', `/topics/${encodeURIComponent(name)}/partitions/${p}/records?offset=${off}&max_records=50&format=base64&timeout_ms=0`);
-      browseBody.replaceChildren(...recordRows(r.records.map((x) => ({ ...x, partition: Number(p) })), mode));
+      browseBody.replaceChildren(...recordRows(r.records.map((x) => ({ ...x, partition: Number(p) })), mode, name));
       browseStatus.replaceChildren(r.records.length ? `${r.records.length} records` : 'No records at this offset.');
     } catch (e) {
       browseStatus.replaceChildren(errorBox(e));
@@ -532,12 +549,16 @@ async function groupPage(name) {
 }
 
 async function sharePage(name) {
-  const q = await api('GET', `/queues/${encodeURIComponent(name)}`);
+  const [q, cfg] = await Promise.all([api('GET', `/queues/${encodeURIComponent(name)}`),
+    api('GET', `/queues/${encodeURIComponent(name)}/config`).catch(() => null)]);
+  const dlq = cfg?.configs?.['errors.deadletterqueue.topic.name']?.value || '';
   main.replaceChildren(
     h('p', {}, link('/console/groups', '← Groups')),
     h('h1', {}, name),
     h('div', { class: 'cards' }, card('Type', 'share (queue)', 'group-type'), card('State', q.state, 'group-state'),
       card('Members', q.members.length, 'group-members')),
+    h('p', { id: 'dlq' }, dlq ? ['Dead-letter topic: ', link(`/console/topics/${encodeURIComponent(dlq)}`, dlq),
+      ' (its records carry their reason in _dlq.errors.* headers and can be re-driven from there)'] : 'No dead-letter topic configured (errors.deadletterqueue.topic.name).'),
     h('h2', {}, 'Partitions'),
     h('div', { class: 'panel' }, h('table', { id: 'share-partitions' },
       h('thead', {}, h('tr', {}, h('th', {}, 'Topic'), h('th', { class: 'num' }, 'P'), h('th', { class: 'num' }, 'Start'),

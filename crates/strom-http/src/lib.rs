@@ -155,6 +155,7 @@ pub(crate) struct AppState {
         api::alter_configs,
         api::add_partitions,
         api::fetch,
+        queues::redrive,
         push::sse,
         push::websocket,
         groups::join,
@@ -241,6 +242,10 @@ fn router(state: AppState) -> Router {
         .route(
             "/groups/{group}/members/{member}/commit",
             post(groups::commit_offsets),
+        )
+        .route(
+            "/topics/{topic}/partitions/{partition}/records/{offset}/redrive",
+            post(queues::redrive),
         )
         .route("/queues/{group}", get(queues::describe))
         .route("/queues/{group}/receive", post(queues::receive))

@@ -816,3 +816,28 @@ pub(crate) async fn follow_queue(
     // The socket is gone: leaving releases what it held.
     let _ = s.shares.leave(&group, &q.member_id).await;
 }
+
+/// `POST /topics/{topic}/partitions/{partition}/records/{offset}/redrive`: sends a
+/// dead-lettered record back to the topic it came from (its `_dlq.errors.original.topic`
+/// header), with its key, value and own headers; READ on the dead-letter topic and WRITE on
+/// the original one. Answers where it was written.
+#[utoipa::path(post, path = "/topics/{topic}/partitions/{partition}/records/{offset}/redrive",
+    params(("topic" = String, Path), ("partition" = i32, Path), ("offset" = i64, Path)),
+    responses((status = 200, description = "re-driven: {topic, partition, offset}"), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+pub(crate) async fn redrive(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path((topic, partition, offset)): Path<(String, i32, i64)>,
+) -> ApiResult<Json<Value>> {
+    caller.allow(&s, Operation::Read, ResourceType::Topic, &topic)?;
+    let plan = s
+        .shares
+        .redrive_plan(&topic, partition, offset)
+        .map_err(share_error)?;
+    caller.allow(&s, Operation::Write, ResourceType::Topic, &plan.topic)?;
+    let written = s.shares.redrive(&plan).await.map_err(share_error)?;
+    Ok(Json(
+        json!({"topic": plan.topic, "partition": plan.partition, "offset": written}),
+    ))
+}

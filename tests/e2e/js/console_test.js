@@ -127,6 +127,26 @@ async function main() {
     await page.locator('#group-lag', { hasText: '0' }).waitFor();
     console.log('groups: billing lag 3, reset to latest, lag 0');
 
+    // A share group, its dead-letter topic, the reason headers, and a re-drive.
+    await page.click('[data-nav=groups]');
+    await page.click('tr[data-group=workers] a');
+    await page.locator('#group-type', { hasText: 'share' }).waitFor();
+    await page.click('#dlq a');
+    await page.waitForURL((u) => u.pathname === '/console/topics/jobs.dlq');
+    const dlqRow = page.locator("#records tr[data-offset='0']");
+    await dlqRow.waitFor();
+    const headers = await dlqRow.locator('td.headers').innerText();
+    assert.match(headers, /_dlq\.errors\.disposition: CLIENT_REJECTED/);
+    assert.match(headers, /_dlq\.errors\.original\.topic: jobs/);
+    assert.match(headers, /trace: abc/);
+    await shot('dlq');
+    await dlqRow.locator('button.redrive').click();
+    await dlqRow.locator('.redrive-status', { hasText: 'jobs/0 @ 1' }).waitFor();
+    const back = execFileSync('kcat', ['-C', '-b', bootstrap, '-t', 'jobs', '-p', '0', '-o', '1', '-c', '1', '-e',
+      '-f', '%k|%s|%h\n'], { timeout: 30000 }).toString();
+    assert.equal(back, 'job-1|resize image 7|trace=abc\n');
+    console.log('queues: share group, dead-letter reasons shown, re-driven to jobs @ 1 and read by kcat');
+
     // API errors are shown with their message; unknown pages say so.
     await page.goto(`${base}/topics/nope`);
     assert.match(await page.locator('#main .error').innerText(), /unknown_topic_or_partition/);

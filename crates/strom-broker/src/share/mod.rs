@@ -70,6 +70,19 @@ use config::Policy;
 use state::{AckRefused, BatchSpan, SharePartition};
 use store::{Entry, PartitionValue, Store};
 
+/// A dead-lettered record on its way back to its topic ([`ShareCoordinator::redrive_plan`]).
+#[derive(Clone, Debug)]
+pub struct Redrive {
+    /// The topic it goes back to.
+    pub topic: String,
+    /// The partition it goes to.
+    pub partition: i32,
+    /// The record, as one batch.
+    batch: Vec<u8>,
+    /// Where the dead-letter copy is: topic, partition, offset.
+    from: (String, i32, i64),
+}
+
 /// Header names of a dead-lettered record (after the original's own headers).
 pub mod dlq_headers {
     /// The source topic.
@@ -1706,21 +1719,115 @@ impl ShareCoordinator {
         self.flush(w).await
     }
 
-    async fn append_dead_letter(&self, dlq: &str, d: &DeadLetter) -> Result<(), ShareError> {
-        let log = self.broker.partition(&d.topic, d.partition)?;
+    /// The record at `offset` of a partition, if it is still there and readable.
+    fn read_record(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> Result<Option<strom_records::Record>, ShareError> {
+        let log = self.broker.partition(topic, partition)?;
         let log = log.log()?;
         let read = log
-            .read(d.offset, 1)
+            .read(offset, 1)
             .map_err(|e| ShareError::Storage(e.to_string()))?;
         let mut found = None;
         for (h, records) in strom_records::decode_batches(&read.data) {
-            if h.base_offset > d.offset {
+            if h.base_offset > offset {
                 break;
             }
             if let Ok(records) = records {
-                found = records.into_iter().find(|r| r.offset == d.offset).or(found);
+                found = records.into_iter().find(|r| r.offset == offset).or(found);
             }
         }
+        Ok(found)
+    }
+
+    /// Plans the re-drive of a dead-lettered record: the record at `offset` of `dlq_topic` /
+    /// `partition` goes back to the topic it came from (its `_dlq.errors.original.topic`
+    /// header), to its original partition when that still exists (else by key), with its key,
+    /// value and own headers (the `_dlq.errors.*` ones dropped). The door checks that the
+    /// caller may write `plan.topic`, then [`ShareCoordinator::redrive`] writes it. The
+    /// dead-letter copy stays (its topic's retention removes it).
+    pub fn redrive_plan(
+        &self,
+        dlq_topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> Result<Redrive, ShareError> {
+        let p = self.broker.partition(dlq_topic, partition)?;
+        let (start, end) = {
+            let log = p.log()?;
+            (log.log_start_offset(), log.log_end_offset())
+        };
+        if !(start..end).contains(&offset) {
+            return Err(ShareError::InvalidRequest(format!(
+                "offset {offset} is not in {dlq_topic}/{partition} (its records are {start}..{end})"
+            )));
+        }
+        let rec =
+            self.read_record(dlq_topic, partition, offset)?
+                .ok_or(ShareError::InvalidRequest(format!(
+                    "no record at offset {offset} of {dlq_topic}/{partition}"
+                )))?;
+        let header = |name: &str| {
+            rec.headers
+                .iter()
+                .rev()
+                .find(|(k, _)| k.as_ref() == name.as_bytes())
+                .and_then(|(_, v)| v.as_deref())
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .map(str::to_string)
+        };
+        let topic = header(dlq_headers::TOPIC).ok_or(ShareError::InvalidRequest(format!(
+            "{dlq_topic}/{partition} offset {offset} is not a dead-lettered record (no {} header)",
+            dlq_headers::TOPIC
+        )))?;
+        let t = self
+            .broker
+            .topic(&topic)
+            .ok_or(ShareError::UnknownTopicOrPartition)?;
+        let n = t.partitions().len().max(1) as i32;
+        let target = match header(dlq_headers::PARTITION).and_then(|p| p.parse::<i32>().ok()) {
+            Some(p) if (0..n).contains(&p) => p,
+            _ => match &rec.key {
+                Some(k) => crate::records::partition_for_key(k, n),
+                None => 0,
+            },
+        };
+        let headers: Vec<(&str, Option<&[u8]>)> = rec
+            .headers
+            .iter()
+            .filter(|(k, _)| !k.starts_with(b"_dlq.errors."))
+            .map(|(k, v)| (std::str::from_utf8(k).unwrap_or(""), v.as_deref()))
+            .collect();
+        let new = strom_records::NewRecord {
+            key: rec.key.as_deref(),
+            value: rec.value.as_deref(),
+            headers,
+        };
+        Ok(Redrive {
+            topic,
+            partition: target,
+            batch: crate::records::build_batch(strom_log::now_ms(), std::slice::from_ref(&new)),
+            from: (dlq_topic.to_string(), partition, offset),
+        })
+    }
+
+    /// Writes a planned re-drive; returns the offset it got.
+    pub async fn redrive(&self, plan: &Redrive) -> Result<i64, ShareError> {
+        let ack = self
+            .broker
+            .produce(&plan.topic, plan.partition, &plan.batch)
+            .await?;
+        let (from, partition, offset) = &plan.from;
+        tracing::info!(from = %from, partition, offset, to = %plan.topic, to_partition = plan.partition,
+            to_offset = ack.base_offset, "dead-lettered record re-driven");
+        Ok(ack.base_offset)
+    }
+
+    async fn append_dead_letter(&self, dlq: &str, d: &DeadLetter) -> Result<(), ShareError> {
+        let found = self.read_record(&d.topic, d.partition, d.offset)?;
         let Some(rec) = found else {
             // Gone (retention) or unreadable: nothing to copy.
             tracing::warn!(topic = %d.topic, partition = d.partition, offset = d.offset, "a record to dead-letter could not be read; it is archived without a copy");
