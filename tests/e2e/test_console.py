@@ -8,6 +8,7 @@ Screenshots go to target/e2e-artifacts/console/ (not committed)."""
 import shutil
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -179,3 +180,46 @@ def test_redrive_refuses_what_is_not_a_dead_letter(broker_factory):
         assert r.json()["error"]["message"]
     out = kcat("-C", "-b", b.bootstrap, "-t", "plain", "-o", "beginning", "-e", "-f", "%s\n")
     assert out == b"not a dead letter\n"
+
+
+def test_fetch_by_time(broker_factory):
+    """GET /topics/{t}/partitions/{p}/records?time_ms=T starts at the first record stamped at
+    or after T (the console's browse by time); 400 for both offset and time_ms or a negative
+    time."""
+    from confluent_kafka import Producer
+    b = broker_factory(http=True)
+    p = Producer({"bootstrap.servers": b.bootstrap})
+    for i, ts in enumerate((1_000_000, 2_000_000, 3_000_000)):
+        p.produce("stamped", value=b"v%d" % i, partition=0, timestamp=ts)
+    assert p.flush(30) == 0
+    url = f"{b.http}/topics/stamped/partitions/0/records"
+    got = requests.get(url, params={"time_ms": 1_500_000}, timeout=10).json()["records"]
+    assert [(r["offset"], r["timestamp"]) for r in got] == [(1, 2_000_000), (2, 3_000_000)]
+    assert requests.get(url, params={"time_ms": 9_000_000}, timeout=10).json()["records"] == []
+    for params in ({"time_ms": 1, "offset": 0}, {"time_ms": -3}, {"time_ms": "soon"}):
+        r = requests.get(url, params=params, timeout=10)
+        assert r.status_code == 400 and r.json()["error"]["message"], (params, r.text)
+
+
+def test_console_respects_the_http_doors_auth(broker_factory):
+    """With `--http-auth required` the console is refused without credentials (401 + Basic
+    challenge) and works with a user's (Chromium answering the challenge, Playwright)."""
+    if shutil.which("chromium") is None or shutil.which("node") is None \
+            or not (JS / "node_modules/playwright-core").exists():
+        pytest.skip("chromium, node or playwright-core is not installed")
+    from conftest import strom_bin
+    b = broker_factory("--http-auth", "required", start=False, http=True)
+    password = "console-" + uuid.uuid4().hex
+    subprocess.run([strom_bin(), "user", "set", "admin", "--mechanism", "SCRAM-SHA-256", "--password-stdin",
+                    "--data-dir", str(b.data_dir)], input=password.encode(), check=True, timeout=60)
+    b.start()
+    kcat("-P", "-b", b.bootstrap, "-t", "secured", data=b"for admins only\n")
+    refused = requests.get(f"{b.http}/console", timeout=10)
+    assert refused.status_code == 401 and refused.headers["www-authenticate"].startswith('Basic realm="strom"')
+    assert requests.get(f"{b.http}/console", auth=("admin", password), timeout=10).status_code == 200
+    p = subprocess.run(["node", str(JS / "console_auth_test.js"), b.http, "admin", password],
+                       capture_output=True, text=True, timeout=120)
+    print(p.stdout)
+    assert p.returncode == 0, f"{p.stdout}\n{p.stderr}"
+    assert p.stdout.strip().endswith("ok")
+    assert password not in b.log

@@ -381,16 +381,26 @@ async function topicPage(name) {
     h('label', {}, 'Partition', h('select', { name: 'partition' },
       parts.map((p) => h('option', { value: p.partition, selected: String(p.partition) === (q.get('partition') ?? '0') }, p.partition)))),
     h('label', {}, 'From offset', h('input', { name: 'offset', type: 'number', min: 0, value: q.get('offset') ?? (parts[0]?.log_start_offset ?? 0) })),
+    h('label', {}, 'or from time (local)', h('input', { name: 'time', type: 'datetime-local', step: 1 })),
     h('label', {}, 'Show', h('select', { name: 'mode' },
       ['text', 'json', 'hex'].map((m) => h('option', { value: m, selected: m === (q.get('view') ?? 'text') }, m)))),
     h('button', { type: 'submit' }, 'Load'));
   const load = async () => {
     const f = new FormData(browse);
-    const p = f.get('partition'), off = f.get('offset') || 0, mode = f.get('mode');
-    history.replaceState(null, '', `${location.pathname}?partition=${p}&offset=${off}&view=${mode}`);
+    const p = f.get('partition'), mode = f.get('mode');
+    let off = f.get('offset') || 0, from = `offset=${off}`;
+    const time = f.get('time') ? new Date(String(f.get('time'))).getTime() : (q.has('time') && !q.has('offset') ? Number(q.get('time')) : NaN);
+    if (!Number.isNaN(time)) from = `time_ms=${time}`;
+    history.replaceState(null, '', `${location.pathname}?partition=${p}&${from.replace('time_ms', 'time')}&view=${mode}`);
     browseStatus.replaceChildren(h('p', { class: 'loading' }, 'Loading…'));
     try {
-      const r = await api('GET', `/topics/${encodeURIComponent(name)}/partitions/${p}/records?offset=${off}&max_records=50&format=base64&timeout_ms=0`);
+      const r = await api('GET', `/topics/${encodeURIComponent(name)}/partitions/${p}/records?${from}&max_records=50&format=base64&timeout_ms=0`);
+      if (!Number.isNaN(time)) {
+        off = r.records.length ? r.records[0].offset : off;
+        browse.offset.value = off;
+        browse.time.value = '';
+        q.delete('time');
+      }
       browseBody.replaceChildren(...recordRows(r.records.map((x) => ({ ...x, partition: Number(p) })), mode, name));
       browseStatus.replaceChildren(r.records.length ? `${r.records.length} records` : 'No records at this offset.');
     } catch (e) {
@@ -474,7 +484,7 @@ async function topicPage(name) {
     h('div', { class: 'panel' }, produce, produceStatus),
     h('h2', {}, 'Configs'),
     h('div', { class: 'panel' }, configs, configStatus));
-  if (q.has('offset') || parts.some((p) => p.log_end_offset > p.log_start_offset)) await load();
+  if (q.has('offset') || q.has('time') || parts.some((p) => p.log_end_offset > p.log_start_offset)) await load();
 }
 
 // ---- groups ---------------------------------------------------------------------------
@@ -496,6 +506,7 @@ async function groupPage(name) {
   document.title = `${name} · Strom`;
   if (new URLSearchParams(location.search).get('type') === 'share') return sharePage(name);
   const g = await api('GET', `/groups/${encodeURIComponent(name)}`);
+  const lagChart = h('div', { class: 'chart', id: 'lag-chart', 'aria-label': 'Lag over the last minutes' });
   const status = h('div', { 'aria-live': 'polite' });
   const reset = h('form', { class: 'inline', id: 'reset-offsets', 'aria-label': 'Reset offsets' },
     h('label', {}, 'Reset to', h('select', { name: 'to' }, h('option', { value: 'earliest' }, 'earliest'),
@@ -544,8 +555,28 @@ async function groupPage(name) {
         h('td', {}, link(`/console/topics/${encodeURIComponent(o.topic)}?partition=${o.partition}&offset=${o.committed}`, o.topic)),
         h('td', { class: 'num' }, o.partition), h('td', { class: 'num' }, o.committed),
         h('td', { class: 'num' }, o.log_end_offset ?? '–'), h('td', { class: 'num lag' }, o.lag ?? '–')))))),
+    h('h2', {}, 'Lag'),
+    h('div', { class: 'panel' }, lagChart, h('div', { class: 'legend' }, h('span', { class: 'sw-out' }, '— records behind'),
+      h('span', { id: 'lag-scale' }, 'sampled every 2 s'))),
     h('h2', {}, 'Reset offsets'),
     h('div', { class: 'panel' }, reset, status));
+  // The group's total lag over the last minutes.
+  const lags = [g.lag];
+  const timer = setInterval(async () => {
+    try {
+      const now = await api('GET', `/groups/${encodeURIComponent(name)}`);
+      lags.push(now.lag);
+      if (lags.length > 150) lags.shift();
+      document.getElementById('group-lag').textContent = now.lag;
+      const { svg, max } = lineChart([lags], ['#c4320a']);
+      svg.setAttribute('aria-label', `lag ${now.lag} records, scale up to ${Math.round(max)}`);
+      lagChart.replaceChildren(svg);
+      document.getElementById('lag-scale').textContent = `top of the chart: ${Math.round(max)} records`;
+    } catch (e) {
+      lagChart.replaceChildren(errorBox(e));
+    }
+  }, 2000);
+  leave.push(() => clearInterval(timer));
 }
 
 async function sharePage(name) {

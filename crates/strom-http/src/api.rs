@@ -641,6 +641,10 @@ impl PreparedProduce {
 pub(crate) struct FetchQuery {
     #[serde(default)]
     offset: Option<i64>,
+    /// Start at the first record stamped at or after this time (ms since the epoch) instead
+    /// of at `offset`.
+    #[serde(default)]
+    time_ms: Option<i64>,
     #[serde(default)]
     max_bytes: Option<usize>,
     #[serde(default)]
@@ -819,9 +823,16 @@ pub(crate) async fn fetch(
     caller.quota_gate(&s, QuotaKind::Fetch, 0)?;
     let Query(q) = query.map_err(|e| ApiError::bad(e.body_text()))?;
     let p = s.broker.partition(&topic, partition)?;
-    let offset = match q.offset {
-        Some(o) => o,
-        None => p.log()?.log_start_offset(),
+    let offset = match (q.offset, q.time_ms) {
+        (Some(_), Some(_)) => return Err(ApiError::bad("give offset or time_ms, not both")),
+        (Some(o), None) => o,
+        (None, Some(t)) if t < 0 => return Err(ApiError::bad("time_ms must be >= 0")),
+        // The first record stamped at or after the time; none: the log end (nothing yet).
+        (None, Some(t)) => match s.broker.list_offset(&topic, partition, t)? {
+            (o, _) if o >= 0 => o,
+            _ => p.log()?.log_end_offset(),
+        },
+        (None, None) => p.log()?.log_start_offset(),
     };
     let max_bytes = q
         .max_bytes

@@ -103,6 +103,13 @@ async function main() {
     assert.equal(await page.locator('#tail b').count(), 0);
     console.log('tail: a kcat record arrived live');
 
+    // Browse by time: a deep link with the tail record's timestamp starts at it.
+    const ts = (await (await fetch(`${http}/topics/orders/partitions/0/records?offset=3&format=base64`)).json()).records[0].timestamp;
+    await page.goto(`${base}/topics/orders?partition=0&time=${ts}`);
+    await page.waitForFunction(() => document.querySelector('#records tbody tr')?.dataset.offset === '3');
+    assert.equal(await page.inputValue('#browse input[name=offset]'), '3');
+    console.log('browse by time: started at offset 3');
+
     // Produce from the form; kcat reads it back.
     await page.goto(`${base}/topics/console-made`);
     await page.fill('#produce input[name=key]', 'ck');
@@ -121,6 +128,7 @@ async function main() {
     await page.click('tr[data-group=billing] a');
     await page.locator('#group-lag', { hasText: '3' }).waitFor();
     assert.equal(await page.locator("tr[data-partition='orders/0'] td.lag").innerText(), '3');
+    await page.waitForSelector('#lag-chart svg polyline', { state: 'attached' });
     await shot('group');
     await page.selectOption('#reset-offsets select[name=to]', 'latest');
     await page.click('#reset-offsets button[type=submit]');
