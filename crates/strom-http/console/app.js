@@ -136,6 +136,16 @@ function parseTotals(text) {
   return { bin, bout };
 }
 
+// Bytes produced to each topic so far: strom_topic_bytes_in_total{topic="..."}.
+function topicBytesIn(text) {
+  const out = new Map();
+  for (const line of text.split('\n')) {
+    const m = line.match(/^strom_topic_bytes_in_total\{topic="((?:[^"\\]|\\.)*)"\} (\S+)$/);
+    if (m) out.set(m[1].replace(/\\(.)/g, '$1'), Number(m[2]));
+  }
+  return out;
+}
+
 function lineChart(series, colors) {
   const W = 600, H = 160, n = Math.max(...series.map((s) => s.length), 2);
   const max = Math.max(1, ...series.flat()) * 1.25;
@@ -236,8 +246,30 @@ async function topics() {
       h('td', { class: 'num' }, parts.length),
       h('td', { class: 'num' }, records),
       h('td', { class: 'num' }, fmtBytes(size)),
+      h('td', { class: 'num rate' }, '–'),
       h('td', { class: 'hide-narrow' }, t.configs['retention.ms'] === '-1' ? 'forever' : fmtDuration(Number(t.configs['retention.ms']))));
   });
+  // Each topic's produce rate, from two scrapes of /metrics 2 s apart.
+  let prev = null;
+  const rates = async () => {
+    try {
+      const r = await fetch('/metrics');
+      if (!r.ok) return;
+      const now = { at: performance.now(), bytes: topicBytesIn(await r.text()) };
+      if (prev) {
+        const dt = (now.at - prev.at) / 1000;
+        for (const tr of document.querySelectorAll('#topics tr[data-topic]')) {
+          const n = tr.dataset.topic;
+          const cell = tr.querySelector('td.rate');
+          if (cell) cell.textContent = `${fmtBytes(Math.max(0, ((now.bytes.get(n) ?? 0) - (prev.bytes.get(n) ?? 0)) / dt))}/s`;
+        }
+      }
+      prev = now;
+    } catch { /* the next scrape tries again */ }
+  };
+  rates();
+  const timer = setInterval(rates, 2000);
+  leave.push(() => clearInterval(timer));
   const form = h('form', { class: 'inline', id: 'create-topic', 'aria-label': 'Create a topic' },
     h('label', {}, 'Name', h('input', { name: 'name', required: true, pattern: '[A-Za-z0-9._\\-]+', maxlength: 249 })),
     h('label', {}, 'Partitions', h('input', { name: 'partitions', type: 'number', min: 1, value: 1 })),
@@ -265,7 +297,8 @@ async function topics() {
       names.length === 0 ? h('p', { id: 'no-topics' }, 'No topics yet.') :
         h('table', { id: 'topics' },
           h('thead', {}, h('tr', {}, h('th', {}, 'Topic'), h('th', { class: 'num' }, 'Partitions'),
-            h('th', { class: 'num' }, 'Records'), h('th', { class: 'num' }, 'Size'), h('th', { class: 'hide-narrow' }, 'Retention'))),
+            h('th', { class: 'num' }, 'Records'), h('th', { class: 'num' }, 'Size'), h('th', { class: 'num' }, 'Produce'),
+            h('th', { class: 'hide-narrow' }, 'Retention'))),
           h('tbody', {}, rows))));
 }
 

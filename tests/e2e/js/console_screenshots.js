@@ -23,6 +23,7 @@ const [http, out] = process.argv.slice(2);
     await page.screenshot({ path: path.join(out, 'console-topic.png') });
     await page.goto(`${http}/console/groups/billing`);
     await page.waitForSelector('#offsets tbody tr');
+    await page.waitForTimeout(7000); // a few lag samples
     await page.screenshot({ path: path.join(out, 'console-group.png') });
   } finally {
     await browser.close();

@@ -53,7 +53,8 @@ async function main() {
     assert.equal(new URL(page.url()).pathname, '/console/topics');
     const row = (await page.locator('tr[data-topic=orders] td').allInnerTexts()).slice(0, 3);
     assert.deepEqual(row, ['orders', '1', '3']);
-    console.log('topics: the kcat topic listed with its 3 records');
+    await page.waitForFunction(() => document.querySelector('tr[data-topic=orders] td.rate')?.innerText.endsWith('/s'));
+    console.log('topics: the kcat topic listed with its 3 records and its produce rate');
     await shot('topics');
 
     // Create a topic; the app moves to its page. A second create shows the broker's error.
