@@ -90,7 +90,8 @@ pub(crate) async fn path(Path(path): Path<String>) -> Response {
     }
 }
 
-/// `GET /broker`: what the console's overview shows: version, start time and uptime, the data
+/// `GET /broker`: what the console's overview shows: version, start time and uptime, every
+/// door's listeners, the data
 /// directory and the bytes its partitions hold, topic and partition counts.
 #[utoipa::path(get, path = "/broker", responses((status = 200, description = "broker summary"),
     (status = 403, body = crate::api::ErrorBody)))]
@@ -118,6 +119,7 @@ pub(crate) async fn broker(
         "version": env!("CARGO_PKG_VERSION"),
         "started_at_ms": now_ms - uptime_ms,
         "uptime_ms": uptime_ms,
+        "listeners": s.config.listeners,
         "data_dir": s.broker.config().data_dir.display().to_string(),
         "data_bytes": bytes,
         "topics": topics.iter().filter(|t| !t.internal).count(),

@@ -85,6 +85,22 @@ pub struct HttpConfig {
     pub metrics_auth: AuthMode,
     /// A 401 is answered after this long (`--connection-failed-authentication-delay-ms`).
     pub failed_auth_delay: std::time::Duration,
+    /// The other doors' listeners, shown by `GET /broker` (this door adds its own).
+    pub listeners: Vec<ListenerInfo>,
+}
+
+/// One listener of a door, as `GET /broker` shows it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ListenerInfo {
+    /// `kafka`, `http` or `grpc`.
+    pub door: &'static str,
+    /// The listener's name (a Kafka listener's, e.g. `SASL_SSL`; `HTTP`, `HTTPS`, `GRPC`...).
+    pub name: String,
+    /// The address it is bound to.
+    pub address: String,
+    /// What Kafka clients are told to connect to (Kafka listeners).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertised: Option<String>,
 }
 
 impl Default for HttpConfig {
@@ -104,6 +120,7 @@ impl Default for HttpConfig {
             auth: AuthMode::None,
             metrics_auth: AuthMode::None,
             failed_auth_delay: auth::FAILED_AUTH_DELAY,
+            listeners: Vec::new(),
         }
     }
 }
@@ -280,6 +297,20 @@ pub async fn serve(
     shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let metrics = Arc::new(Metrics::default());
+    let mut config = config;
+    if let Ok(addr) = listener.local_addr() {
+        config.listeners.push(ListenerInfo {
+            door: "http",
+            name: if config.tls.is_some() {
+                "HTTPS"
+            } else {
+                "HTTP"
+            }
+            .to_string(),
+            address: addr.to_string(),
+            advertised: None,
+        });
+    }
     let state = AppState {
         broker: broker.clone(),
         groups,

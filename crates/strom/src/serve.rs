@@ -864,26 +864,6 @@ async fn serve(s: Settings) -> Result<()> {
         .context("cannot load the transactions")?;
     let txn_ticker = tokio::spawn(txns.clone().run());
     let (stop_tx, stop_rx) = watch::channel(false);
-    let http = start_http(
-        s.http_addr.as_deref(),
-        s.http.clone(),
-        &broker,
-        &groups,
-        &shares,
-        stop_rx.clone(),
-        s.listen_backlog,
-    )
-    .await?;
-    let grpc = start_grpc(
-        s.grpc_addr.as_deref(),
-        s.grpc.clone(),
-        &broker,
-        &groups,
-        &shares,
-        stop_rx.clone(),
-        s.listen_backlog,
-    )
-    .await?;
     let mut server = KafkaServer::bind(
         s.kafka.clone(),
         broker.clone(),
@@ -896,6 +876,53 @@ async fn serve(s: Settings) -> Result<()> {
     for (name, addr, advertised) in server.listeners() {
         tracing::info!(listener = %name, %addr, %advertised, "kafka listener ready");
     }
+    // The HTTP door starts last: its /broker (the console's overview) lists every door's
+    // listeners.
+    let mut listeners: Vec<strom_http::ListenerInfo> = server
+        .listeners()
+        .into_iter()
+        .map(|(name, addr, advertised)| strom_http::ListenerInfo {
+            door: "kafka",
+            name,
+            address: addr.to_string(),
+            advertised: Some(advertised),
+        })
+        .collect();
+    let grpc = start_grpc(
+        s.grpc_addr.as_deref(),
+        s.grpc.clone(),
+        &broker,
+        &groups,
+        &shares,
+        stop_rx.clone(),
+        s.listen_backlog,
+    )
+    .await?;
+    if let Some((_, addr)) = &grpc {
+        listeners.push(strom_http::ListenerInfo {
+            door: "grpc",
+            name: if s.grpc.tls.is_some() {
+                "GRPCS"
+            } else {
+                "GRPC"
+            }
+            .to_string(),
+            address: addr.to_string(),
+            advertised: None,
+        });
+    }
+    let mut http_config = s.http.clone();
+    http_config.listeners = listeners;
+    let http = start_http(
+        s.http_addr.as_deref(),
+        http_config,
+        &broker,
+        &groups,
+        &shares,
+        stop_rx.clone(),
+        s.listen_backlog,
+    )
+    .await?;
     let maintenance = tokio::spawn(broker.clone().run_maintenance());
     let delays = tokio::spawn(broker.clone().run_delays());
     let cleaner = tokio::spawn(broker.clone().run_cleaner());
@@ -912,7 +939,7 @@ async fn serve(s: Settings) -> Result<()> {
     if let Some(h) = http {
         let _ = tokio::time::timeout(Duration::from_secs(10), h).await;
     }
-    if let Some(g) = grpc {
+    if let Some((g, _)) = grpc {
         let _ = tokio::time::timeout(Duration::from_secs(10), g).await;
     }
     let b = broker.clone();
@@ -978,7 +1005,7 @@ async fn start_grpc(
     shares: &Arc<ShareCoordinator>,
     stop: watch::Receiver<bool>,
     backlog: u32,
-) -> Result<Option<tokio::task::JoinHandle<()>>> {
+) -> Result<Option<(tokio::task::JoinHandle<()>, std::net::SocketAddr)>> {
     let explicit = addr.is_some();
     let addr = addr.unwrap_or("127.0.0.1:9095");
     if addr == "off" {
@@ -996,13 +1023,15 @@ async fn start_grpc(
         }
         Err(e) => return Err(e).with_context(|| format!("cannot listen on --grpc-addr {addr}")),
     };
-    tracing::info!(addr = %listener.local_addr()?, tls = config.tls.is_some(), "grpc listener ready");
+    let local = listener.local_addr()?;
+    tracing::info!(addr = %local, tls = config.tls.is_some(), "grpc listener ready");
     let (b, g, sh) = (broker.clone(), groups.clone(), shares.clone());
-    Ok(Some(tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         if let Err(e) = strom_grpc::serve(listener, b, g, sh, config, stop).await {
             tracing::error!(error = %e, "gRPC door failed");
         }
-    })))
+    });
+    Ok(Some((task, local)))
 }
 
 /// Waits for SIGTERM or SIGINT; meanwhile each SIGHUP re-reads the TLS files of `tls` (a

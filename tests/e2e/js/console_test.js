@@ -39,9 +39,13 @@ async function main() {
     await page.goto(base);
     await page.locator('#version', { hasText: summary.version }).waitFor();
     assert.equal(await page.locator('#data-dir').innerText(), summary.data_dir);
+    const kafka = summary.listeners.find((l) => l.door === 'kafka');
+    assert.equal(kafka.advertised, bootstrap);
+    assert.deepEqual(await page.locator('tr[data-listener=PLAINTEXT] td').allInnerTexts(), ['kafka', 'PLAINTEXT', kafka.address, bootstrap]);
+    assert.equal(await page.locator('tr[data-listener=HTTP] td').nth(2).innerText(), new URL(http).host);
     await page.waitForFunction(() => document.getElementById('rate-in')?.innerText.endsWith('/s'));
     await page.waitForSelector('.chart svg polyline', { state: 'attached' });
-    console.log('overview: version, data dir, live rates');
+    console.log('overview: version, listeners, data dir, live rates');
     await shot('overview');
 
     // Keyboard: the first Tab reaches the skip link, Enter on a nav link routes.
