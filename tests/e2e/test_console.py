@@ -223,3 +223,36 @@ def test_console_respects_the_http_doors_auth(broker_factory):
     assert p.returncode == 0, f"{p.stdout}\n{p.stderr}"
     assert p.stdout.strip().endswith("ok")
     assert password not in b.log
+
+
+def test_groups_api_shows_a_kip848_group(broker_factory):
+    """A confluent-kafka consumer with group.protocol=consumer (KIP-848) appears in GET /groups
+    as a `consumer` group, and GET /groups/{g} shows its member, assignment and lag."""
+    import time
+    from confluent_kafka import Producer
+    b = broker_factory(http=True)
+    requests.post(f"{b.http}/topics", json={"name": "k848", "partitions": 2}, timeout=10)
+    p = Producer({"bootstrap.servers": b.bootstrap})
+    for i in range(6):
+        p.produce("k848", value=b"v%d" % i, partition=i % 2)
+    assert p.flush(30) == 0
+    c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": "new-protocol", "group.protocol": "consumer",
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False, "client.id": "kip848-reader"})
+    c.subscribe(["k848"])
+    try:
+        got, deadline = [], time.monotonic() + 30
+        while len(got) < 6 and time.monotonic() < deadline:
+            m = c.poll(1.0)
+            if m is not None and m.error() is None:
+                got.append(m)
+        assert len(got) == 6
+        c.commit(offsets=[TopicPartition("k848", 0, 1), TopicPartition("k848", 1, 3)], asynchronous=False)
+        listed = {g["group"]: g for g in requests.get(f"{b.http}/groups", timeout=10).json()["groups"]}
+        assert listed["new-protocol"]["type"] == "consumer"
+        g = requests.get(f"{b.http}/groups/new-protocol", timeout=10).json()
+        assert [(m["client_id"], m["assignment"]) for m in g["members"]] == \
+            [("kip848-reader", [{"topic": "k848", "partitions": [0, 1]}])]
+        assert [(o["partition"], o["committed"], o["lag"]) for o in g["offsets"]] == [(0, 1, 2), (1, 3, 0)]
+        assert g["lag"] == 2
+    finally:
+        c.close()
