@@ -22,6 +22,12 @@ ROOT = Path(__file__).resolve().parents[2]
 JS = ROOT / "tests/e2e/js"
 
 
+def require_browser():
+    if shutil.which("chromium") is None or shutil.which("node") is None \
+            or not (JS / "node_modules/playwright-core").exists():
+        pytest.skip("chromium, node or playwright-core is not installed")
+
+
 def kcat(*args, data=None):
     p = subprocess.run(["kcat", *args], input=data, capture_output=True, timeout=60)
     assert p.returncode == 0, p.stderr
@@ -29,9 +35,7 @@ def kcat(*args, data=None):
 
 
 def test_console_in_chromium_with_playwright(broker_factory):
-    if shutil.which("chromium") is None or shutil.which("node") is None \
-            or not (JS / "node_modules/playwright-core").exists():
-        pytest.skip("chromium, node or playwright-core is not installed")
+    require_browser()
     b = broker_factory(http=True)
     # Served by the binary alone: any path under /console is the app (deep links), assets by name.
     r = requests.get(f"{b.http}/console/topics/whatever?partition=0", timeout=10)
@@ -204,9 +208,7 @@ def test_fetch_by_time(broker_factory):
 def test_console_respects_the_http_doors_auth(broker_factory):
     """With `--http-auth required` the console is refused without credentials (401 + Basic
     challenge) and works with a user's (Chromium answering the challenge, Playwright)."""
-    if shutil.which("chromium") is None or shutil.which("node") is None \
-            or not (JS / "node_modules/playwright-core").exists():
-        pytest.skip("chromium, node or playwright-core is not installed")
+    require_browser()
     from conftest import strom_bin
     b = broker_factory("--http-auth", "required", start=False, http=True)
     password = "console-" + uuid.uuid4().hex

@@ -33,33 +33,25 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ),
 ];
 
-fn page() -> Response {
+/// An embedded file with its content type, never cached stale (`no-cache`: revalidated).
+fn embedded(kind: &'static str, body: &'static str) -> Response {
     (
         [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/html; charset=utf-8"),
-            ),
+            (header::CONTENT_TYPE, HeaderValue::from_static(kind)),
             (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
         ],
-        INDEX,
+        body,
     )
         .into_response()
 }
 
+fn page() -> Response {
+    embedded("text/html; charset=utf-8", INDEX)
+}
+
 /// `GET /examples/chat`: the chat example's page.
 pub(crate) async fn chat() -> Response {
-    (
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/html; charset=utf-8"),
-            ),
-            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
-        ],
-        CHAT,
-    )
-        .into_response()
+    embedded("text/html; charset=utf-8", CHAT)
 }
 
 /// `GET /console`: the app.
@@ -73,14 +65,7 @@ pub(crate) async fn path(Path(path): Path<String>) -> Response {
         return page();
     };
     match ASSETS.iter().find(|(n, _, _)| *n == name) {
-        Some((_, kind, body)) => (
-            [
-                (header::CONTENT_TYPE, HeaderValue::from_static(kind)),
-                (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
-            ],
-            *body,
-        )
-            .into_response(),
+        Some((_, kind, body)) => embedded(kind, body),
         None => crate::api::ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",

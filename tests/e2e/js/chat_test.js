@@ -6,17 +6,13 @@
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const path = require('node:path');
-const { chromium } = require('playwright-core');
+const chromium = require('./chromium');
 
 const [http, artifacts] = process.argv.slice(2);
 
 async function main() {
   fs.mkdirSync(artifacts, { recursive: true });
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
-  });
+  const browser = await chromium.launch();
   const errors = [];
   const open = async (user, viaForm) => {
     const page = await (await browser.newContext({ viewport: { width: 1000, height: 700 } })).newPage();

@@ -4,16 +4,12 @@
 //   node console_auth_test.js HTTP_URL USER PASSWORD
 'use strict';
 const assert = require('node:assert/strict');
-const { chromium } = require('playwright-core');
+const chromium = require('./chromium');
 
 const [http, username, password] = process.argv.slice(2);
 
 (async () => {
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
-  });
+  const browser = await chromium.launch();
   try {
     const errors = [];
     const page = await (await browser.newContext({ httpCredentials: { username, password } })).newPage();

@@ -2,16 +2,12 @@
 // broker): node console_screenshots.js HTTP_URL OUT_DIR
 'use strict';
 const path = require('node:path');
-const { chromium } = require('playwright-core');
+const chromium = require('./chromium');
 
 const [http, out] = process.argv.slice(2);
 
 (async () => {
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
-  });
+  const browser = await chromium.launch();
   try {
     const page = await (await browser.newContext({ viewport: { width: 1280, height: 800 } })).newPage();
     await page.goto(`${http}/console`);

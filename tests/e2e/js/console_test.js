@@ -9,7 +9,7 @@ const assert = require('node:assert/strict');
 const { execFileSync } = require('node:child_process');
 const fs = require('node:fs');
 const path = require('node:path');
-const { chromium } = require('playwright-core');
+const chromium = require('./chromium');
 
 const [http, bootstrap, artifacts] = process.argv.slice(2);
 const base = `${http}/console`;
@@ -20,11 +20,7 @@ function kcatProduce(topic, line) {
 
 async function main() {
   fs.mkdirSync(artifacts, { recursive: true });
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
-  });
+  const browser = await chromium.launch();
   const errors = [];
   const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
   const page = await context.newPage();
