@@ -30,6 +30,15 @@ pub enum LogError {
         /// The log end offset.
         end: i64,
     },
+    /// A replica append whose batches do not continue the log: the first batch's base
+    /// offset is not the log end offset, or a batch does not follow the one before it.
+    #[error("replica batch at offset {got} does not continue the log at {expected}")]
+    NotContiguous {
+        /// The offset the log expected.
+        expected: i64,
+        /// The base offset of the batch.
+        got: i64,
+    },
     /// An invalid setting.
     #[error("invalid log config: {0}")]
     Config(String),

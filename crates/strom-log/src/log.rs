@@ -405,13 +405,16 @@ fn write_all_vectored_at(
 enum Batches<'a> {
     InPlace(&'a mut [u8]),
     Shared(&'a [u8]),
+    /// A follower's copy of its leader's batches: offsets, epochs and timestamps are the
+    /// leader's and are written as they are.
+    Replica(&'a [u8]),
 }
 
 impl Batches<'_> {
     fn bytes(&self) -> &[u8] {
         match self {
             Batches::InPlace(b) => b,
-            Batches::Shared(b) => b,
+            Batches::Shared(b) | Batches::Replica(b) => b,
         }
     }
 }
@@ -812,6 +815,88 @@ impl Log {
             .map(|a| a.expect("not diverted"))
     }
 
+    /// Appends a follower's copy of batches its leader wrote (data and control batches,
+    /// offsets already assigned): validated like any append, written byte for byte. The
+    /// first batch must start at the log end offset and each batch follow the one before
+    /// it ([`LogError::NotContiguous`] otherwise, nothing written). Not synced here.
+    pub fn append_replica(&self, batches: &[u8]) -> Result<AppendInfo> {
+        self.append_batches(Batches::Replica(batches), false, false, true)
+            .map(|a| a.expect("not diverted"))
+    }
+
+    /// Removes every batch at or after `offset` (a batch boundary: a follower truncating to
+    /// its leader's log after a leader change). Later segments are deleted, the segment
+    /// holding `offset` is cut there, and the log is then reopened from its files as at a
+    /// start (recovery rebuilds the cut segment's indexes), under the writer lock. Reads
+    /// that hold a file range past the cut read short. `offset` at or past the end does
+    /// nothing; below the log start it is [`LogError::OffsetOutOfRange`].
+    pub fn truncate_to(&self, offset: i64) -> Result<()> {
+        let mut w = self.writer.lock();
+        if self.closed.load(Ordering::Acquire) {
+            return Err(LogError::Closed);
+        }
+        self.seals.check()?;
+        let (start, end) = (self.log_start_offset(), self.log_end_offset());
+        if offset >= end {
+            return Ok(());
+        }
+        if offset < start {
+            return Err(LogError::OffsetOutOfRange { offset, start, end });
+        }
+        let _swap = self.swap_lock.lock();
+        self.wait_for_seals();
+        let config = self.config();
+        let segs: Vec<Arc<Segment>> = self.segments.read().iter().cloned().collect();
+        let k = segs
+            .partition_point(|s| s.base_offset <= offset)
+            .saturating_sub(1);
+        let keep = &segs[k];
+        let pos = keep
+            .find_position(offset, config.index_interval_bytes)?
+            .unwrap_or_else(|| keep.size());
+        for later in &segs[k + 1..] {
+            later.delete_files()?;
+        }
+        keep.file.set_len(pos)?;
+        keep.file.sync_all()?;
+        for ext in ["index", "timeindex"] {
+            std::fs::write(keep.path(ext), [])?;
+        }
+        write_recovery_point(&self.dir, keep.base_offset, false)?;
+        sync_dir(&self.dir)?;
+        tracing::info!(
+            dir = %self.dir.display(),
+            offset,
+            removed = end - offset,
+            "log truncated to its leader's"
+        );
+        let fresh = Log::open(&self.dir, config)?;
+        let Log {
+            segments,
+            writer,
+            start_offset,
+            end_offset,
+            seals,
+            aborted,
+            ..
+        } = fresh;
+        *w = writer.into_inner();
+        *self.segments.write() = segments.into_inner();
+        *self.aborted.write() = aborted.into_inner();
+        self.start_offset
+            .store(start_offset.into_inner(), Ordering::Release);
+        let new_end = end_offset.into_inner();
+        self.end_offset.store(new_end, Ordering::Release);
+        self.flushed_offset.store(new_end, Ordering::Release);
+        self.unflushed_messages.store(0, Ordering::Release);
+        let fresh_sealing = seals.sealing.lock();
+        let mut sealing = self.seals.sealing.lock();
+        sealing.pending.clear();
+        sealing.active_base = fresh_sealing.active_base;
+        *self.seals.written_point.lock() = *seals.written_point.lock();
+        Ok(())
+    }
+
     /// Records an aborted range in the `.txnindex` of the segment holding
     /// `range.last_offset` (synced before returning). A range already recorded (same
     /// producer and last offset) is not added again.
@@ -953,7 +1038,9 @@ impl Log {
         {
             self.roll(&mut w, now)?;
         }
-        let append_time = (config.timestamp_type == TimestampType::LogAppendTime).then_some(now);
+        let append_time = (config.timestamp_type == TimestampType::LogAppendTime
+            && !matches!(batches, Batches::Replica(_)))
+        .then_some(now);
         let seg = w.active.clone();
         let seg_pos = seg.size();
         let base_offset = self.log_end_offset();
@@ -969,6 +1056,13 @@ impl Log {
             let header = BatchHeader::parse(&batches.bytes()[pos..]).expect("validated");
             let total = header.total_len();
             match &mut batches {
+                Batches::Replica(_) if header.base_offset != next => {
+                    return Err(LogError::NotContiguous {
+                        expected: next,
+                        got: header.base_offset,
+                    });
+                }
+                Batches::Replica(_) => {}
                 Batches::InPlace(b) => batch::stamp(
                     &mut b[pos..pos + total],
                     next,
@@ -1019,6 +1113,9 @@ impl Log {
         let written = fault::check(&self.dir, Point::DataWrite, Some((&seg.file, seg_pos)))
             .and_then(|()| match &batches {
                 Batches::InPlace(b) => {
+                    write_all_vectored_at(&seg.file, &mut [IoSlice::new(b)], seg_pos, sync_now)
+                }
+                Batches::Replica(b) => {
                     write_all_vectored_at(&seg.file, &mut [IoSlice::new(b)], seg_pos, sync_now)
                 }
                 Batches::Shared(b) => {
