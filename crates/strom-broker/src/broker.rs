@@ -97,6 +97,8 @@ pub enum Isolation {
     ReadUncommitted,
     /// Only below the last stable offset, with the aborted ranges (isolation level 1).
     ReadCommitted,
+    /// A follower's fetch (cluster mode): everything up to the log end, on the leader.
+    Replica,
 }
 
 /// An aborted transaction a read_committed reader must skip: the producer's records from
@@ -215,7 +217,7 @@ pub struct Broker {
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     /// Serialises topic creation, deletion and alteration (never held on the data path).
     admin: Mutex<()>,
-    producer_ids: ProducerIds,
+    pub(crate) producer_ids: ProducerIds,
     appended: Notify,
     /// Set when shutdown begins: long polls return at once.
     stopping: AtomicBool,
@@ -237,6 +239,12 @@ pub struct Broker {
     tokens: std::sync::OnceLock<Arc<crate::security::tokens::Tokens>>,
     /// Who may do what (`--authorizer acl`: `.strom/acls.json`).
     authorizer: crate::security::acl::Authorizer,
+    /// Cluster mode (see `replica`): partitions are served where the cluster says.
+    pub(crate) clustered: AtomicBool,
+    /// Cluster mode: the cluster's metadata as last seen, and its admin operations.
+    pub(crate) cluster: std::sync::OnceLock<Arc<dyn crate::cluster::ClusterHandle>>,
+    /// Cluster mode: the blocks of producer ids the cluster handed this broker.
+    pub(crate) id_blocks: crate::cluster::IdBlocks,
 }
 
 /// The store in `cell`, opened by `open` at first use (a failure is retried next time).
@@ -321,6 +329,9 @@ impl Broker {
             credentials: std::sync::OnceLock::new(),
             tokens: std::sync::OnceLock::new(),
             authorizer,
+            clustered: AtomicBool::new(false),
+            cluster: std::sync::OnceLock::new(),
+            id_blocks: Default::default(),
         }))
     }
 
@@ -384,6 +395,11 @@ impl Broker {
 
     // --- topics --------------------------------------------------------------------------
 
+    /// Every topic object, sorted by name.
+    pub(crate) fn topics_snapshot(&self) -> Vec<Arc<Topic>> {
+        self.topics.read().values().cloned().collect()
+    }
+
     /// Every topic, sorted by name.
     pub fn topics(&self) -> Vec<TopicInfo> {
         self.topics.read().values().map(|t| info(t)).collect()
@@ -422,7 +438,8 @@ impl Broker {
         if let Some(t) = self.topic(name) {
             return Ok(t);
         }
-        if !self.config.auto_create_topics {
+        // Cluster mode: topics are created in the cluster's metadata, not by one broker.
+        if !self.config.auto_create_topics || self.is_clustered() {
             return Err(BrokerError::unknown(name, -1));
         }
         match self.create_topic(name, -1, Vec::new(), false) {
@@ -438,6 +455,29 @@ impl Broker {
     pub fn create_topic(
         &self,
         name: &str,
+        partitions: i32,
+        configs: Vec<(String, String)>,
+        validate_only: bool,
+    ) -> Result<()> {
+        self.create_topic_as(name, None, partitions, configs, validate_only)
+    }
+
+    /// Cluster mode: creates the local copy of a topic the cluster's metadata holds, with
+    /// the cluster's topic id (every broker's copy has the same).
+    pub fn create_topic_with_id(
+        &self,
+        name: &str,
+        id: [u8; 16],
+        partitions: i32,
+        configs: Vec<(String, String)>,
+    ) -> Result<()> {
+        self.create_topic_as(name, Some(id), partitions, configs, false)
+    }
+
+    fn create_topic_as(
+        &self,
+        name: &str,
+        id: Option<[u8; 16]>,
         partitions: i32,
         configs: Vec<(String, String)>,
         validate_only: bool,
@@ -465,7 +505,10 @@ impl Broker {
         }
         let meta = TopicMeta {
             name: name.to_string(),
-            id: topic::hex(&topic::random_id()?),
+            id: topic::hex(&match id {
+                Some(id) => id,
+                None => topic::random_id()?,
+            }),
             partitions,
             configs: config.overrides().clone(),
         };
@@ -482,6 +525,11 @@ impl Broker {
         let t = created.inspect_err(|e| {
             tracing::error!(topic = name, error = %e, "creating the topic failed; what it created was removed")
         })?;
+        for p in t.partitions().iter() {
+            if let Ok(o) = p.online() {
+                self.init_replication(o);
+            }
+        }
         self.topics.write().insert(name.to_string(), Arc::new(t));
         tracing::info!(topic = name, partitions, "topic created");
         Ok(())
@@ -541,6 +589,11 @@ impl Broker {
             .inspect_err(|e| {
                 tracing::error!(topic = name, error = %e, "adding partitions failed; what it created was removed")
             })?;
+        for p in t.partitions().iter().skip(current as usize) {
+            if let Ok(o) = p.online() {
+                self.init_replication(o);
+            }
+        }
         tracing::info!(topic = name, partitions = total, "partitions added");
         Ok(())
     }
@@ -676,6 +729,7 @@ impl Broker {
         self.check_open()?;
         let p = self.partition(topic, partition)?;
         let online = p.online()?;
+        self.check_leader(topic, partition, online)?;
         if self.topic(topic).is_some_and(|t| t.compacted()) {
             crate::cleaner::check_keys(records, topic, partition)?;
         }
@@ -684,7 +738,7 @@ impl Broker {
         let records = converted.as_deref().unwrap_or(records);
         let outcome = blocking(|| -> Result<_> {
             let mut producers = online.producers.lock();
-            match producers.check(records, |id| self.producer_ids.was_issued(id))? {
+            match producers.check(records, |id| self.producer_id_issued(id))? {
                 BatchCheck::Duplicate {
                     first_offset,
                     last_offset,
@@ -732,6 +786,7 @@ impl Broker {
             partition: p.clone(),
             offset,
         };
+        self.appended_as_leader(online);
         Ok(match outcome {
             Ok(info) => {
                 self.wake(topic);
@@ -1312,16 +1367,31 @@ impl Broker {
                 let limit = budget.clamp(1, READ_MAX_BYTES);
                 let online = p.online()?;
                 let log = &online.log;
+                let replica = isolation == Isolation::Replica;
+                if !replica {
+                    self.check_leader(&s.topic, s.partition, online)?;
+                }
                 // Before the read: the read then sees at least everything below it.
+                let hw = online.high_watermark();
                 let lso = online.last_stable_offset();
                 let committed = isolation == Isolation::ReadCommitted;
-                let stop = if committed { lso } else { i64::MAX };
+                let stop = if committed {
+                    lso
+                } else if replica {
+                    i64::MAX
+                } else {
+                    hw
+                };
                 let mut f = if ranges {
                     let read = log.read_range_below(s.offset, limit, stop)?;
                     FetchedPartition {
                         data: Bytes::new(),
                         file: read.range,
-                        high_watermark: read.log_end_offset,
+                        high_watermark: if replica {
+                            hw
+                        } else {
+                            hw.min(read.log_end_offset)
+                        },
                         log_start_offset: read.log_start_offset,
                         last_stable_offset: lso,
                         aborted: Vec::new(),
@@ -1331,7 +1401,11 @@ impl Broker {
                     FetchedPartition {
                         data: read.data,
                         file: None,
-                        high_watermark: read.log_end_offset,
+                        high_watermark: if replica {
+                            hw
+                        } else {
+                            hw.min(read.log_end_offset)
+                        },
                         log_start_offset: read.log_start_offset,
                         last_stable_offset: lso,
                         aborted: Vec::new(),
@@ -1378,7 +1452,7 @@ impl Broker {
             return Err(BrokerError::Log(LogError::Failed(reason.to_string())));
         }
         match timestamp {
-            -1 => Ok((log.log_end_offset(), -1)),
+            -1 => Ok((self.high_watermark(topic, partition)?, -1)),
             -2 | -4 => Ok((log.log_start_offset(), -1)),
             t if t < 0 => Err(BrokerError::Log(LogError::Config(format!(
                 "ListOffsets timestamp {t} is not supported"
@@ -1490,6 +1564,9 @@ impl Broker {
     /// A fresh producer id for InitProducerId (epoch 0).
     pub fn init_producer_id(&self) -> Result<i64> {
         self.check_open()?;
+        if self.is_clustered() {
+            return self.cluster_producer_id();
+        }
         Ok(self.producer_ids.allocate()?)
     }
 

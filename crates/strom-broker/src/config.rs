@@ -286,7 +286,7 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
             min: 1,
             max: i32::MAX as i64,
         },
-        doc: "Stored for the cluster mode (one node: the only replica is in sync)",
+        doc: "acks=all needs this many in-sync replicas (cluster mode; one node: the only replica is in sync)",
     },
     ConfigDef {
         name: "preallocate",
@@ -476,6 +476,11 @@ impl TopicConfig {
         self.get(name)
             .and_then(|(v, _)| v.trim().parse().ok())
             .unwrap_or_else(|| panic!("{name} is a validated integer config"))
+    }
+
+    /// `min.insync.replicas`: acks=all needs this many in-sync replicas (cluster mode).
+    pub fn min_insync_replicas(&self) -> i32 {
+        self.long("min.insync.replicas").clamp(1, i32::MAX as i64) as i32
     }
 
     /// `strom.dedup.window.ms`.

@@ -63,6 +63,83 @@ pub enum BrokerError {
 
     #[error("the broker is shutting down")]
     ShuttingDown,
+    /// Cluster mode: the partition is not led by this broker (Kafka's
+    /// NOT_LEADER_OR_FOLLOWER, with the leader this broker knows, -1 if none).
+    #[error(
+        "this broker does not lead {topic}-{partition} (leader {leader}, epoch {leader_epoch})"
+    )]
+    NotLeader {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// The leader this broker knows (-1: none).
+        leader: i32,
+        /// Its leader epoch.
+        leader_epoch: i32,
+    },
+    /// A request of an older leader epoch than this broker's (FENCED_LEADER_EPOCH).
+    #[error("leader epoch of {topic}-{partition} is {leader_epoch}: the request's is older")]
+    FencedLeaderEpoch {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// The current epoch.
+        leader_epoch: i32,
+    },
+    /// A request of a newer leader epoch than this broker knows (UNKNOWN_LEADER_EPOCH).
+    #[error("leader epoch of {topic}-{partition} is {leader_epoch}: the request's is newer")]
+    UnknownLeaderEpoch {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// The current epoch.
+        leader_epoch: i32,
+    },
+    /// acks=all with fewer in-sync replicas than `min.insync.replicas`: nothing written.
+    #[error("{topic}-{partition} has {isr} in-sync replicas, min.insync.replicas is {min}")]
+    NotEnoughReplicas {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// In-sync replicas now.
+        isr: usize,
+        /// The topic's `min.insync.replicas`.
+        min: i32,
+    },
+    /// The ISR shrank below `min.insync.replicas` after the append (written, not
+    /// acknowledged: the producer retries).
+    #[error("{topic}-{partition} has {isr} in-sync replicas after the append, min.insync.replicas is {min}")]
+    NotEnoughReplicasAfterAppend {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// In-sync replicas now.
+        isr: usize,
+        /// The topic's `min.insync.replicas`.
+        min: i32,
+    },
+    /// The in-sync replicas did not copy an acks=all produce in time (REQUEST_TIMED_OUT).
+    #[error("{topic}-{partition}: offset {offset} was not replicated to the ISR in time")]
+    ReplicationTimeout {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// The offset waited for.
+        offset: i64,
+    },
+    /// A replication factor the live brokers cannot satisfy, or replica assignments that
+    /// name brokers twice or unknown ones (INVALID_REPLICATION_FACTOR / INVALID_REPLICA_ASSIGNMENT).
+    #[error("invalid replication factor: {0}")]
+    InvalidReplicationFactor(String),
+    /// Cluster mode: the cluster's metadata store refused or failed the change.
+    #[error("cluster metadata: {0}")]
+    Cluster(String),
     /// A file-system failure outside the log.
     #[error("storage error: {0}")]
     Io(#[from] io::Error),

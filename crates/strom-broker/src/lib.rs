@@ -17,6 +17,7 @@
 pub mod admin;
 pub mod broker;
 pub mod cleaner;
+pub mod cluster;
 pub mod config;
 pub mod coordinator;
 pub mod dedup;
@@ -28,6 +29,7 @@ pub mod metrics;
 pub mod producer;
 pub mod quota;
 pub mod records;
+pub mod replica;
 pub mod reserved;
 pub mod security;
 pub mod share;

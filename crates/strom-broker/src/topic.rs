@@ -96,15 +96,23 @@ pub(crate) struct Online {
     pub(crate) dedup: Mutex<Option<crate::dedup::DedupWindow>>,
     /// First offset of the earliest ongoing transaction (-1: none), kept by `producers`.
     pub(crate) first_unstable: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    /// Role, high watermark and leader epochs in cluster mode (see `replica`).
+    pub(crate) replication: crate::replica::Replication,
 }
 
 impl Online {
+    /// The high watermark: the log end offset, or in cluster mode what the in-sync
+    /// replicas all have.
+    pub(crate) fn high_watermark(&self) -> i64 {
+        self.replication.high_watermark(self.log.log_end_offset())
+    }
+
     /// The last stable offset: the first offset of the earliest ongoing transaction, else
     /// the high watermark (read after the transactions, so it never passes an open one).
     pub(crate) fn last_stable_offset(&self) -> i64 {
         // The end first: a transaction's data is readable only after `before_append` set
         // `first_unstable`, and an aborted range is indexed before it is cleared.
-        let end = self.log.log_end_offset();
+        let end = self.high_watermark();
         let first = self
             .first_unstable
             .load(std::sync::atomic::Ordering::Acquire);
@@ -122,6 +130,7 @@ impl Partition {
         let dir = partition_dir(data_dir, topic, index);
         let log = Log::open(&dir, config)?;
         let producers = PartitionProducers::load(&log)?;
+        let replication = crate::replica::Replication::open(&dir)?;
         Ok(Partition {
             topic: topic.clone(),
             index,
@@ -131,6 +140,7 @@ impl Partition {
                 first_unstable: producers.unstable_handle(),
                 producers: Mutex::new(producers),
                 dedup: Mutex::new(None),
+                replication,
             }),
             storage_errors: LogEvery::per_second(),
         })

@@ -24,6 +24,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
+use strom_broker::cluster::NewTopic;
 use strom_broker::config::{ConfigKind, TOPIC_CONFIGS};
 use strom_broker::{BrokerError, ConfigOp, TopicConfig};
 
@@ -108,7 +109,7 @@ pub(crate) fn config_denied(
     })
 }
 
-pub(crate) fn create_topics(mut req: Req<'_>) -> Result<Reply, Fatal> {
+pub(crate) async fn create_topics(mut req: Req<'_>) -> Result<Reply, Fatal> {
     let r: CreateTopicsRequest = req.decode()?;
     let v = req.version;
     let broker = &req.ctx.broker;
@@ -150,6 +151,25 @@ pub(crate) fn create_topics(mut req: Req<'_>) -> Result<Reply, Fatal> {
             ))
         } else if let Some(ms) = throttled {
             Err(throttling(ms))
+        } else if let Some(cluster) = broker.cluster() {
+            // Cluster mode: the topic is created in the cluster's metadata, its replicas
+            // placed there (or as the request assigns them).
+            let mut assignments: Vec<_> = t.assignments.iter().collect();
+            assignments.sort_by_key(|a| a.partition_index);
+            let new = NewTopic {
+                name: name.clone(),
+                partitions: t.num_partitions,
+                replication_factor: t.replication_factor,
+                assignments: assignments
+                    .into_iter()
+                    .map(|a| a.broker_ids.iter().map(|b| b.0).collect())
+                    .collect(),
+                configs: configs.clone(),
+            };
+            cluster
+                .create_topic(new, r.validate_only)
+                .await
+                .map_err(|e| (code(&e), e.to_string()))
         } else if !(t.replication_factor == -1 || t.replication_factor == 1) {
             Err((
                 ResponseError::InvalidReplicationFactor.code(),
@@ -191,9 +211,21 @@ pub(crate) fn create_topics(mut req: Req<'_>) -> Result<Reply, Fatal> {
                             (count, cfg, [0; 16])
                         }
                     };
+                    let rf = broker
+                        .cluster()
+                        .and_then(|c| {
+                            let m = c.metadata();
+                            let a = m.topics.get(&name)?;
+                            Some(a.partitions.first()?.replicas.len() as i16)
+                        })
+                        .unwrap_or(if t.replication_factor > 0 {
+                            t.replication_factor
+                        } else {
+                            1
+                        });
                     out = out
                         .with_num_partitions(count)
-                        .with_replication_factor(1)
+                        .with_replication_factor(rf)
                         .with_configs(Some(topic_configs_for_create(&config)));
                     if v >= 7 {
                         out = out.with_topic_id(uuid::Uuid::from_bytes(id));
@@ -218,7 +250,7 @@ pub(crate) fn create_topics(mut req: Req<'_>) -> Result<Reply, Fatal> {
     req.encode(&resp)
 }
 
-pub(crate) fn delete_topics(mut req: Req<'_>) -> Result<Reply, Fatal> {
+pub(crate) async fn delete_topics(mut req: Req<'_>) -> Result<Reply, Fatal> {
     let r: DeleteTopicsRequest = req.decode()?;
     let v = req.version;
     let broker = &req.ctx.broker;
@@ -249,7 +281,10 @@ pub(crate) fn delete_topics(mut req: Req<'_>) -> Result<Reply, Fatal> {
             }
             Some(n) => {
                 let count = broker.topic(n).map_or(0, |t| t.partitions().len());
-                let done = broker.delete_topic(n);
+                let done = match broker.cluster() {
+                    Some(c) => c.delete_topic(n.clone()).await,
+                    None => broker.delete_topic(n),
+                };
                 if done.is_ok() {
                     mutations += count;
                 }
@@ -279,16 +314,15 @@ pub(crate) fn delete_topics(mut req: Req<'_>) -> Result<Reply, Fatal> {
     req.encode(&resp)
 }
 
-pub(crate) fn create_partitions(mut req: Req<'_>) -> Result<Reply, Fatal> {
+pub(crate) async fn create_partitions(mut req: Req<'_>) -> Result<Reply, Fatal> {
     let r: CreatePartitionsRequest = req.decode()?;
     let broker = &req.ctx.broker;
     let throttled = req.mutations_throttled(req.version >= 3);
     let mut mutations = 0usize;
-    let results = r
-        .topics
-        .into_iter()
-        .map(|t| {
-            let (c, msg) = if !req.allowed(Operation::Alter, ResourceType::Topic, &t.name) {
+    let mut results = Vec::with_capacity(r.topics.len());
+    for t in r.topics {
+        let (c, msg) = {
+            if !req.allowed(Operation::Alter, ResourceType::Topic, &t.name) {
                 (
                     ResponseError::TopicAuthorizationFailed.code(),
                     Some(format!(
@@ -301,18 +335,26 @@ pub(crate) fn create_partitions(mut req: Req<'_>) -> Result<Reply, Fatal> {
                 (c, Some(m))
             } else {
                 let before = broker.topic(&t.name).map_or(0, |t| t.partitions().len());
-                let done = broker.create_partitions(&t.name, t.count, r.validate_only);
+                let done = match broker.cluster() {
+                    Some(c) => {
+                        c.create_partitions(t.name.to_string(), t.count, r.validate_only)
+                            .await
+                    }
+                    None => broker.create_partitions(&t.name, t.count, r.validate_only),
+                };
                 if done.is_ok() && !r.validate_only {
                     mutations += (t.count.max(0) as usize).saturating_sub(before);
                 }
                 code_msg(&done)
-            };
+            }
+        };
+        results.push(
             CreatePartitionsTopicResult::default()
                 .with_name(t.name)
                 .with_error_code(c)
-                .with_error_message(opt_msg(msg))
-        })
-        .collect();
+                .with_error_message(opt_msg(msg)),
+        );
+    }
     let throttle = mutation_throttle(&req, throttled, mutations);
     req.encode(
         &CreatePartitionsResponse::default()

@@ -520,6 +520,21 @@ pub(crate) fn offset_for_leader_epoch(mut req: Req<'_>) -> Result<Reply, Fatal> 
                 .iter()
                 .map(|p| {
                     let out = EpochEndOffset::default().with_partition(p.partition);
+                    if broker.is_clustered() {
+                        // The leader-epoch cache: where the asked epoch ends in this log.
+                        return match broker.epoch_end_offset(
+                            &t.topic,
+                            p.partition,
+                            p.leader_epoch,
+                            p.current_leader_epoch,
+                        ) {
+                            Ok((epoch, end)) => out.with_leader_epoch(epoch).with_end_offset(end),
+                            Err(e) => out
+                                .with_error_code(code(&e))
+                                .with_leader_epoch(-1)
+                                .with_end_offset(-1),
+                        };
+                    }
                     let end = broker
                         .partition(&t.topic, p.partition)
                         .and_then(|part| Ok(part.log()?.log_end_offset()));

@@ -27,7 +27,9 @@ pub(crate) fn code(e: &BrokerError) -> i16 {
             // Stored bytes the log could not read back.
             LogError::CorruptBatch(_) => E::CorruptMessage.code(),
             LogError::RecordSetTooLarge { .. } => E::RecordListTooLarge.code(),
-            LogError::OffsetOutOfRange { .. } => E::OffsetOutOfRange.code(),
+            LogError::OffsetOutOfRange { .. } | LogError::NotContiguous { .. } => {
+                E::OffsetOutOfRange.code()
+            }
             LogError::Config(_) => E::InvalidRequest.code(),
             // A partition closed under a request: its topic is being deleted.
             LogError::Closed => E::UnknownTopicOrPartition.code(),
@@ -46,7 +48,14 @@ pub(crate) fn code(e: &BrokerError) -> i16 {
         },
         BrokerError::Transaction(t) => crate::txn_api::txn_code(t),
         BrokerError::InvalidTimestamp(_) => E::InvalidTimestamp.code(),
-        BrokerError::ShuttingDown => E::NotLeaderOrFollower.code(),
+        BrokerError::ShuttingDown | BrokerError::NotLeader { .. } => E::NotLeaderOrFollower.code(),
+        BrokerError::FencedLeaderEpoch { .. } => E::FencedLeaderEpoch.code(),
+        BrokerError::UnknownLeaderEpoch { .. } => E::UnknownLeaderEpoch.code(),
+        BrokerError::NotEnoughReplicas { .. } => E::NotEnoughReplicas.code(),
+        BrokerError::NotEnoughReplicasAfterAppend { .. } => E::NotEnoughReplicasAfterAppend.code(),
+        BrokerError::ReplicationTimeout { .. } => E::RequestTimedOut.code(),
+        BrokerError::InvalidReplicationFactor(_) => E::InvalidReplicationFactor.code(),
+        BrokerError::Cluster(_) => E::UnknownServerError.code(),
         BrokerError::Io(_) => E::KafkaStorageError.code(),
     }
 }

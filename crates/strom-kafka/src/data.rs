@@ -90,6 +90,10 @@ pub(crate) fn produce<'a>(mut req: Req<'a>) -> Result<Handled<'a>, Fatal> {
     let mut responses = Vec::with_capacity(r.topic_data.len());
     // (topic response, partition response, the sync its acknowledgement waits for)
     let mut pending = Vec::new();
+    // acks=all in cluster mode: (topic response, partition response, topic, partition, the
+    // offset the high watermark must reach).
+    let mut replicated: Vec<(usize, usize, String, i32, i64)> = Vec::new();
+    let all_acks = r.acks == -1 && broker.is_clustered();
     // Bytes appended, charged to the producer quota.
     let mut produced = 0usize;
     for td in r.topic_data {
@@ -133,11 +137,26 @@ pub(crate) fn produce<'a>(mut req: Req<'a>) -> Result<Handled<'a>, Fatal> {
             }
             let records = pd.records.unwrap_or_default();
             // Produce v12+ adds its partition to the producer's transaction (KIP-890 v2).
-            match broker.produce_deferred_txn(name, pd.index, &records, v >= 12) {
+            let appended = if all_acks {
+                broker.check_min_insync(name, pd.index)
+            } else {
+                Ok(())
+            }
+            .and_then(|()| broker.produce_deferred_txn(name, pd.index, &records, v >= 12));
+            match appended {
                 Ok((ack, flush)) => {
                     produced += records.len();
                     if let Some(flush) = flush {
                         pending.push((responses.len(), parts.len(), flush));
+                    }
+                    if all_acks {
+                        replicated.push((
+                            responses.len(),
+                            parts.len(),
+                            name.to_string(),
+                            pd.index,
+                            ack.last_offset + 1,
+                        ));
                     }
                     let mut p = PartitionProduceResponse::default()
                         .with_index(pd.index)
@@ -184,9 +203,10 @@ pub(crate) fn produce<'a>(mut req: Req<'a>) -> Result<Handled<'a>, Fatal> {
         }
         encoder.encode(&resp)
     };
-    if pending.is_empty() {
+    if pending.is_empty() && replicated.is_empty() {
         return reply(responses).map(Handled::Now);
     }
+    let timeout = Duration::from_millis(r.timeout_ms.max(0) as u64).min(MAX_WAIT_CAP);
     // Decoded names are slices of the request frame: own them, so that the frame's buffer is
     // free for the next request while this reply waits.
     for t in &mut responses {
@@ -203,6 +223,19 @@ pub(crate) fn produce<'a>(mut req: Req<'a>) -> Result<Handled<'a>, Fatal> {
                 *part = partition_error(part.index, codes::code(&e), Some(e.to_string()), v);
             }
         }
+        // acks=all: the in-sync replicas have the records once the high watermark is past
+        // them.
+        for (t, p, topic, partition, offset) in replicated {
+            if let Err(e) = broker
+                .wait_replicated(&topic, partition, offset, timeout)
+                .await
+            {
+                let part = &mut responses[t].partition_responses[p];
+                if part.error_code == 0 {
+                    *part = partition_error(part.index, codes::code(&e), Some(e.to_string()), v);
+                }
+            }
+        }
         reply(responses)
     })))
 }
@@ -211,6 +244,16 @@ pub(crate) async fn fetch(mut req: Req<'_>) -> Result<Reply, Fatal> {
     let r: FetchRequest = req.decode()?;
     let v = req.version;
     let broker = &req.ctx.broker;
+    // A follower's fetch (cluster mode): its replica id, from v15 in the replica state.
+    let replica = if v >= 15 {
+        r.replica_state.replica_id.0
+    } else {
+        r.replica_id.0
+    };
+    let replica = (replica >= 0).then_some(replica);
+    if replica.is_some() && !req.allowed_cluster(Operation::ClusterAction) {
+        return fetch_refused(&req, &r, ResponseError::ClusterAuthorizationFailed);
+    }
     // Resolve names, remember the shape of the request for the response.
     let mut specs = Vec::new();
     let mut shape = Vec::with_capacity(r.topics.len());
@@ -228,6 +271,31 @@ pub(crate) async fn fetch(mut req: Req<'_>) -> Result<Reply, Fatal> {
             match &name {
                 Some(_) if !readable => {
                     parts.push((p.partition, Err(ResponseError::TopicAuthorizationFailed)))
+                }
+                Some(n) if replica.is_some() => {
+                    let seen = broker.follower_fetched(
+                        n,
+                        p.partition,
+                        replica.unwrap_or(-1),
+                        p.fetch_offset,
+                        p.current_leader_epoch,
+                    );
+                    match seen {
+                        Ok(()) => {
+                            parts.push((p.partition, Ok(specs.len())));
+                            specs.push(FetchSpec {
+                                topic: n.clone(),
+                                partition: p.partition,
+                                offset: p.fetch_offset,
+                                max_bytes: p.partition_max_bytes.max(0) as usize,
+                            });
+                        }
+                        Err(e) => parts.push((
+                            p.partition,
+                            Err(ResponseError::try_from_code(codes::code(&e))
+                                .unwrap_or(ResponseError::NotLeaderOrFollower)),
+                        )),
+                    }
                 }
                 Some(n) => {
                     parts.push((p.partition, Ok(specs.len())));
@@ -252,7 +320,10 @@ pub(crate) async fn fetch(mut req: Req<'_>) -> Result<Reply, Fatal> {
         min_bytes: r.min_bytes.max(0) as usize,
         max_wait: Duration::from_millis(r.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP),
     };
-    let isolation = isolation(v >= 4, r.isolation_level);
+    let isolation = match replica {
+        Some(_) => Isolation::Replica,
+        None => isolation(v >= 4, r.isolation_level),
+    };
     let mut results: Vec<_> = broker
         .fetch_isolated(&specs, limits, true, isolation)
         .await
@@ -346,6 +417,36 @@ pub(crate) async fn fetch(mut req: Req<'_>) -> Result<Reply, Fatal> {
 
 /// The isolation level of a Fetch (v4+) or ListOffsets (v2+): 1 is READ_COMMITTED; any
 /// other value, or an older version, READ_UNCOMMITTED.
+/// A fetch refused whole: `code` for each partition asked for.
+fn fetch_refused(req: &Req<'_>, r: &FetchRequest, code: ResponseError) -> Result<Reply, Fatal> {
+    let v = req.version;
+    let responses = r
+        .topics
+        .iter()
+        .map(|t| {
+            let parts = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    PartitionData::default()
+                        .with_partition_index(p.partition)
+                        .with_error_code(code.code())
+                        .with_high_watermark(-1)
+                        .with_records(Some(Bytes::new()))
+                })
+                .collect();
+            let mut ft = FetchableTopicResponse::default().with_partitions(parts);
+            if v >= 13 {
+                ft = ft.with_topic_id(t.topic_id);
+            } else {
+                ft = ft.with_topic(t.topic.clone());
+            }
+            ft
+        })
+        .collect();
+    req.encode(&FetchResponse::default().with_responses(responses))
+}
+
 fn isolation(has_field: bool, level: i8) -> Isolation {
     if has_field && level == 1 {
         Isolation::ReadCommitted

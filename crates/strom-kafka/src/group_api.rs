@@ -78,8 +78,17 @@ fn may_read_group(req: &Req<'_>, id: &str) -> bool {
 pub(crate) fn find_coordinator(mut req: Req<'_>) -> Result<Reply, Fatal> {
     let r: FindCoordinatorRequest = req.decode()?;
     let v = req.version;
-    let (host, port) = advertised(&req);
-    let node = req.ctx.broker.node_id();
+    // Cluster mode: the controller coordinates every group and transaction (their state is
+    // not replicated yet), so that all brokers name the same coordinator.
+    let cluster = req.ctx.broker.cluster().map(|c| c.metadata());
+    let coordinator = match cluster.as_deref() {
+        Some(m) => m.node(m.controller).map(|n| (n.id, n.host.clone(), n.port)),
+        None => {
+            let (host, port) = advertised(&req);
+            Some((req.ctx.broker.node_id(), host, port))
+        }
+    };
+    let (node, host, port) = coordinator.clone().unwrap_or((-1, String::new(), -1));
     // Groups (key type 0) and share groups (2, KIP-932; the key is the group id, or
     // "group:topic id:partition" for the share-partition state, which lives here too) are
     // coordinated here; transactions (1), too, when the door has the transaction coordinator.
@@ -103,7 +112,12 @@ pub(crate) fn find_coordinator(mut req: Req<'_>) -> Result<Reply, Fatal> {
                 Some(sb(format!("{} may not describe {name}", req.principal))),
             );
         }
-        if key_type == 0 || key_type == 1 && req.ctx.txns.is_some() || key_type == 2 {
+        if coordinator.is_none() {
+            (
+                E::CoordinatorNotAvailable.code(),
+                Some(sb("no controller elected yet")),
+            )
+        } else if key_type == 0 || key_type == 1 && req.ctx.txns.is_some() || key_type == 2 {
             (0, None)
         } else {
             (

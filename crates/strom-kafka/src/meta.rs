@@ -18,6 +18,8 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
+use strom_broker::cluster::ClusterMetadata;
+use strom_broker::replica::Assignment;
 use strom_broker::security::acl::{Operation, ResourceType};
 use strom_broker::{BrokerError, Topic};
 
@@ -79,11 +81,25 @@ fn str_bytes(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
 }
 
-fn describe(t: &Topic, node: i32, version: i16) -> MetadataResponseTopic {
+fn describe(
+    t: &Topic,
+    node: i32,
+    version: i16,
+    cluster: Option<&ClusterMetadata>,
+) -> MetadataResponseTopic {
+    let assigned = cluster.and_then(|c| c.topics.get(t.name()).map(|a| (c, a)));
     let partitions = t
         .partitions()
         .iter()
         .map(|p| {
+            if let Some((c, a)) = assigned {
+                return describe_replicated(
+                    p.index(),
+                    a.partitions.get(p.index() as usize),
+                    c,
+                    version,
+                );
+            }
             let mut mp = MetadataResponsePartition::default()
                 .with_partition_index(p.index())
                 .with_leader_id(BrokerId(node))
@@ -119,6 +135,71 @@ fn describe(t: &Topic, node: i32, version: i16) -> MetadataResponseTopic {
     mt
 }
 
+/// A partition in cluster mode, as the cluster's metadata assigns it: its leader (none,
+/// LEADER_NOT_AVAILABLE, if the leader is not live), leader epoch, replicas and ISR, and
+/// the replicas of brokers not live as offline.
+fn describe_replicated(
+    index: i32,
+    a: Option<&Assignment>,
+    c: &ClusterMetadata,
+    version: i16,
+) -> MetadataResponsePartition {
+    let ids = |v: &[i32]| v.iter().map(|&b| BrokerId(b)).collect::<Vec<_>>();
+    let mut mp = MetadataResponsePartition::default().with_partition_index(index);
+    let Some(a) = a else {
+        return mp
+            .with_error_code(ResponseError::LeaderNotAvailable.code())
+            .with_leader_id(BrokerId(-1));
+    };
+    mp = mp
+        .with_leader_id(BrokerId(a.leader))
+        .with_replica_nodes(ids(&a.replicas))
+        .with_isr_nodes(ids(&a.isr));
+    if a.leader < 0 || c.node(a.leader).is_none() {
+        mp = mp
+            .with_error_code(ResponseError::LeaderNotAvailable.code())
+            .with_leader_id(BrokerId(-1));
+    }
+    if version >= 5 {
+        let offline: Vec<i32> = a
+            .replicas
+            .iter()
+            .copied()
+            .filter(|r| c.node(*r).is_none())
+            .collect();
+        mp = mp.with_offline_replicas(ids(&offline));
+    }
+    if version >= 7 {
+        mp = mp.with_leader_epoch(a.leader_epoch);
+    }
+    mp
+}
+
+/// The brokers of a Metadata response: every live broker in cluster mode, else this one
+/// as the listener the request came in on advertises it.
+fn brokers(req: &Req<'_>, cluster: Option<&ClusterMetadata>) -> Vec<MetadataResponseBroker> {
+    match cluster {
+        Some(c) => c
+            .brokers
+            .iter()
+            .map(|b| {
+                MetadataResponseBroker::default()
+                    .with_node_id(BrokerId(b.id))
+                    .with_host(str_bytes(&b.host))
+                    .with_port(b.port)
+                    .with_rack(b.rack.as_deref().map(str_bytes))
+            })
+            .collect(),
+        None => {
+            let (host, port) = advertised(req);
+            vec![MetadataResponseBroker::default()
+                .with_node_id(BrokerId(req.ctx.broker.node_id()))
+                .with_host(str_bytes(&host))
+                .with_port(port)]
+        }
+    }
+}
+
 fn topic_error(
     name: Option<TopicName>,
     id: uuid::Uuid,
@@ -144,6 +225,8 @@ pub(crate) fn metadata(mut req: Req<'_>) -> Result<Reply, Fatal> {
     let v = req.version;
     let broker = &req.ctx.broker;
     let node = broker.node_id();
+    let cluster = broker.cluster().map(|c| c.metadata());
+    let cm = cluster.as_deref();
     let all = match &r.topics {
         None => true,
         Some(t) => t.is_empty() && v == 0,
@@ -156,7 +239,7 @@ pub(crate) fn metadata(mut req: Req<'_>) -> Result<Reply, Fatal> {
         for info in broker.topics() {
             if req.permits(Operation::Describe, ResourceType::Topic, &info.name) {
                 if let Some(t) = broker.topic(&info.name) {
-                    topics.push(describe(&t, node, v));
+                    topics.push(describe(&t, node, v, cm));
                 }
             }
         }
@@ -172,7 +255,7 @@ pub(crate) fn metadata(mut req: Req<'_>) -> Result<Reply, Fatal> {
                         v,
                     )),
                     Some(info) => match broker.topic(&info.name) {
-                        Some(t) => topics.push(describe(&t, node, v)),
+                        Some(t) => topics.push(describe(&t, node, v, cm)),
                         None => topics.push(topic_error(
                             None,
                             id,
@@ -212,7 +295,7 @@ pub(crate) fn metadata(mut req: Req<'_>) -> Result<Reply, Fatal> {
                     })
             };
             match found {
-                Ok(t) => topics.push(describe(&t, node, v)),
+                Ok(t) => topics.push(describe(&t, node, v, cm)),
                 Err(e) => topics.push(topic_error(
                     Some(name),
                     uuid::Uuid::nil(),
@@ -222,18 +305,15 @@ pub(crate) fn metadata(mut req: Req<'_>) -> Result<Reply, Fatal> {
             }
         }
     }
-    let (host, port) = advertised(&req);
     let mut resp = MetadataResponse::default()
-        .with_brokers(vec![MetadataResponseBroker::default()
-            .with_node_id(BrokerId(node))
-            .with_host(str_bytes(&host))
-            .with_port(port)])
+        .with_brokers(brokers(&req, cm))
         .with_topics(topics);
     if v >= 1 {
-        resp = resp.with_controller_id(BrokerId(node));
+        resp = resp.with_controller_id(BrokerId(cm.map_or(node, |c| c.controller)));
     }
     if v >= 2 {
-        resp = resp.with_cluster_id(Some(str_bytes(broker.cluster_id())));
+        let id = cm.map_or(broker.cluster_id(), |c| c.cluster_id.as_str());
+        resp = resp.with_cluster_id(Some(str_bytes(id)));
     }
     req.encode(&resp)
 }
@@ -241,14 +321,25 @@ pub(crate) fn metadata(mut req: Req<'_>) -> Result<Reply, Fatal> {
 pub(crate) fn describe_cluster(mut req: Req<'_>) -> Result<Reply, Fatal> {
     let r: DescribeClusterRequest = req.decode()?;
     let broker = &req.ctx.broker;
-    let (host, port) = advertised(&req);
+    let cluster = broker.cluster().map(|c| c.metadata());
+    let nodes: Vec<DescribeClusterBroker> = brokers(&req, cluster.as_deref())
+        .into_iter()
+        .map(|b| {
+            DescribeClusterBroker::default()
+                .with_broker_id(b.node_id)
+                .with_host(b.host)
+                .with_port(b.port)
+                .with_rack(b.rack)
+        })
+        .collect();
+    let (id, controller) = match cluster.as_deref() {
+        Some(c) => (c.cluster_id.clone(), c.controller),
+        None => (broker.cluster_id().to_string(), broker.node_id()),
+    };
     let mut resp = DescribeClusterResponse::default()
-        .with_cluster_id(str_bytes(broker.cluster_id()))
-        .with_controller_id(BrokerId(broker.node_id()))
-        .with_brokers(vec![DescribeClusterBroker::default()
-            .with_broker_id(BrokerId(broker.node_id()))
-            .with_host(str_bytes(&host))
-            .with_port(port)]);
+        .with_cluster_id(str_bytes(&id))
+        .with_controller_id(BrokerId(controller))
+        .with_brokers(nodes);
     if req.version >= 1 {
         resp = resp.with_endpoint_type(r.endpoint_type);
     }

@@ -739,10 +739,22 @@ impl Log {
     }
 
     /// Replaces the settings; they apply from the next append, roll or retention pass.
+    /// The leader epoch stamped into batches is kept (it is the replication's, see
+    /// [`Log::set_leader_epoch`]).
     pub fn set_config(&self, config: LogConfig) -> Result<()> {
         config.validate().map_err(LogError::Config)?;
-        *self.config.write() = config;
+        let mut c = self.config.write();
+        *c = LogConfig {
+            leader_epoch: c.leader_epoch,
+            ..config
+        };
         Ok(())
+    }
+
+    /// The leader epoch stamped into the batches appended from now on (cluster mode: the
+    /// epoch this broker leads the partition in).
+    pub fn set_leader_epoch(&self, epoch: i32) {
+        self.config.write().leader_epoch = epoch;
     }
 
     /// First offset still in the log.

@@ -44,7 +44,10 @@ fn replica_appends_keep_the_leaders_bytes_and_refuse_gaps() {
     // Offsets 10.. do not continue an empty log.
     let from_ten = leader.read(10, 1 << 20).unwrap().data;
     match follower.append_replica(&from_ten) {
-        Err(LogError::NotContiguous { expected: 0, got: 10 }) => {}
+        Err(LogError::NotContiguous {
+            expected: 0,
+            got: 10,
+        }) => {}
         other => panic!("a gap must be refused: {other:?}"),
     }
     assert_eq!(follower.log_end_offset(), 0);
@@ -57,7 +60,11 @@ fn replica_appends_keep_the_leaders_bytes_and_refuse_gaps() {
     }
     assert_eq!(follower.log_end_offset(), 120);
     assert!(follower.segment_count() > 1, "rolled like the leader");
-    assert_eq!(read_all(&follower, 0), bytes, "byte for byte the leader's batches");
+    assert_eq!(
+        read_all(&follower, 0),
+        bytes,
+        "byte for byte the leader's batches"
+    );
 }
 
 #[test]

@@ -245,6 +245,27 @@ pub(crate) struct ServeArgs {
     /// Log filter (error, warn, info, debug, trace or a tracing directive) [default: info].
     #[arg(long, env = "STROM_LOG_LEVEL")]
     log_level: Option<String>,
+    /// Cluster mode: etcd's client URLs, comma-separated (http://127.0.0.1:2379,...). Needs
+    /// --node-id; without it the broker runs alone and uses no etcd.
+    #[arg(long, env = "STROM_CLUSTER_ETCD")]
+    cluster_etcd: Option<String>,
+    /// Cluster mode: the cluster's name, its etcd prefix /strom/NAME/ [default: strom].
+    #[arg(long, env = "STROM_CLUSTER_NAME")]
+    cluster_name: Option<String>,
+    /// Cluster mode: this broker's rack (broker.rack), for rack-aware replica placement.
+    #[arg(long, env = "STROM_RACK")]
+    rack: Option<String>,
+    /// Cluster mode: a broker whose etcd lease is not refreshed for this long is dead, and
+    /// one that cannot refresh it stops leading [default: 3000].
+    #[arg(long, env = "STROM_CLUSTER_SESSION_TIMEOUT_MS")]
+    cluster_session_timeout_ms: Option<u64>,
+    /// Cluster mode: replica.lag.time.max.ms, a follower not caught up for this long leaves
+    /// the ISR [default: 10000].
+    #[arg(long, env = "STROM_REPLICA_LAG_TIME_MAX_MS")]
+    replica_lag_time_max_ms: Option<u64>,
+    /// Cluster mode: default.replication.factor of topics created without one [default: 1].
+    #[arg(long, env = "STROM_DEFAULT_REPLICATION_FACTOR")]
+    default_replication_factor: Option<i16>,
 }
 
 /// The same settings in the TOML file.
@@ -307,6 +328,12 @@ struct FileConfig {
     group_share_partition_max_record_locks: Option<usize>,
     group_share_record_lock_duration_ms: Option<i64>,
     log_level: Option<String>,
+    cluster_etcd: Option<String>,
+    cluster_name: Option<String>,
+    rack: Option<String>,
+    cluster_session_timeout_ms: Option<u64>,
+    replica_lag_time_max_ms: Option<u64>,
+    default_replication_factor: Option<i16>,
 }
 
 /// Resolved settings.
@@ -323,6 +350,18 @@ struct Settings {
     fds: FdBudget,
     listen_backlog: u32,
     log_level: String,
+    /// Cluster mode (`--cluster-etcd`): how to join; the Kafka address comes from the door.
+    cluster: Option<ClusterSettings>,
+}
+
+/// The cluster flags, resolved.
+struct ClusterSettings {
+    endpoints: Vec<String>,
+    name: String,
+    rack: Option<String>,
+    session_timeout: Duration,
+    replica_lag: Duration,
+    default_replication_factor: i16,
 }
 
 fn resolve(mut a: ServeArgs) -> Result<Settings> {
@@ -387,7 +426,60 @@ fn resolve(mut a: ServeArgs) -> Result<Settings> {
         }
         broker.retention_check_interval_ms = ms;
     }
-    if let Some(id) = a.node_id.or(f.node_id) {
+    let node_id = a.node_id.or(f.node_id);
+    let cluster = match a.cluster_etcd.take().or(f.cluster_etcd.take()) {
+        None => None,
+        Some(urls) => {
+            if node_id.is_none() {
+                bail!("--cluster-etcd needs --node-id: every broker of a cluster has its own");
+            }
+            let endpoints: Vec<String> = urls
+                .split(',')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .map(|u| {
+                    if u.contains("://") {
+                        u.to_string()
+                    } else {
+                        format!("http://{u}")
+                    }
+                })
+                .collect();
+            if endpoints.is_empty() {
+                bail!("--cluster-etcd names no endpoint");
+            }
+            let rf = a
+                .default_replication_factor
+                .or(f.default_replication_factor)
+                .unwrap_or(1);
+            if rf < 1 {
+                bail!("--default-replication-factor must be at least 1");
+            }
+            Some(ClusterSettings {
+                endpoints,
+                name: a
+                    .cluster_name
+                    .take()
+                    .or(f.cluster_name.take())
+                    .unwrap_or_else(|| "strom".to_string()),
+                rack: a.rack.take().or(f.rack.take()),
+                session_timeout: Duration::from_millis(
+                    a.cluster_session_timeout_ms
+                        .or(f.cluster_session_timeout_ms)
+                        .unwrap_or(3000)
+                        .max(1000),
+                ),
+                replica_lag: Duration::from_millis(
+                    a.replica_lag_time_max_ms
+                        .or(f.replica_lag_time_max_ms)
+                        .unwrap_or(10_000)
+                        .max(100),
+                ),
+                default_replication_factor: rf,
+            })
+        }
+    };
+    if let Some(id) = node_id {
         broker.node_id = id;
     }
     if let Some(n) = a
@@ -542,6 +634,7 @@ fn resolve(mut a: ServeArgs) -> Result<Settings> {
         shares.record_lock_duration_ms = ms;
     }
     Ok(Settings {
+        cluster,
         broker,
         groups,
         shares,
@@ -876,6 +969,12 @@ async fn serve(s: Settings) -> Result<()> {
     for (name, addr, advertised) in server.listeners() {
         tracing::info!(listener = %name, %addr, %advertised, "kafka listener ready");
     }
+    // Cluster mode: join before the door accepts anything, so that no partition is served
+    // before the cluster says who leads it.
+    let node = match &s.cluster {
+        None => None,
+        Some(c) => Some(join_cluster(c, &broker, &server).await?),
+    };
     // The HTTP door starts last: its /broker (the console's overview) lists every door's
     // listeners.
     let mut listeners: Vec<strom_http::ListenerInfo> = server
@@ -933,6 +1032,10 @@ async fn serve(s: Settings) -> Result<()> {
         .collect();
     wait_for_signal(&reloadable).await?;
     tracing::info!("shutting down: draining connections");
+    if let Some(node) = &node {
+        // The controller moves this broker's leaderships now, not after the session timeout.
+        node.leave().await;
+    }
     let _ = stop_tx.send(true);
     broker.stop_waiting();
     let _ = serving.await;
@@ -957,6 +1060,43 @@ async fn serve(s: Settings) -> Result<()> {
     groups.close();
     tracing::info!("strom stopped");
     Ok(())
+}
+
+/// Joins the cluster as the first Kafka listener advertises this broker.
+async fn join_cluster(
+    c: &ClusterSettings,
+    broker: &Arc<Broker>,
+    server: &KafkaServer,
+) -> Result<strom_cluster::Node> {
+    let (_, _, advertised) = server
+        .listeners()
+        .into_iter()
+        .next()
+        .context("cluster mode needs a Kafka listener")?;
+    let (host, port) = advertised
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h.to_string(), p.parse::<i32>().ok()?)))
+        .with_context(|| format!("advertised address {advertised:?} is not HOST:PORT"))?;
+    let config = strom_cluster::ClusterConfig {
+        node_id: broker.node_id(),
+        endpoints: c.endpoints.clone(),
+        cluster_name: c.name.clone(),
+        host,
+        port,
+        rack: c.rack.clone(),
+        session_timeout: c.session_timeout,
+        replica_lag: c.replica_lag,
+        default_replication_factor: c.default_replication_factor,
+    };
+    let node = strom_cluster::Node::start(broker.clone(), config)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot join the cluster through etcd {}",
+                c.endpoints.join(",")
+            )
+        })?;
+    Ok(node)
 }
 
 /// Binds and spawns the HTTP door. The default address is best effort (a taken port is

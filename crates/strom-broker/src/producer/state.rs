@@ -192,25 +192,42 @@ impl PartitionProducers {
             if read.data.is_empty() {
                 break;
             }
-            for (pos, h) in batch_headers(&read.data) {
-                if h.last_offset() >= from && is_idempotent(&h) {
-                    self.remember(&h, h.max_timestamp);
-                } else if h.last_offset() >= from && h.is_control() {
-                    let whole = &read.data[pos..pos + h.total_len()];
-                    if let Some(marker) = control_marker(whole) {
-                        let ended = self.end_txn(&h, marker, h.max_timestamp);
-                        if let Some(range) = ended {
-                            // An ABORT marker whose index entry a crash may have lost: added
-                            // again (a no-op when it is there).
-                            log.add_aborted(range)
-                                .map_err(|e| io::Error::other(e.to_string()))?;
-                        }
-                    }
-                }
-                from = from.max(h.last_offset() + 1);
-            }
+            from = self.apply_stored(log, &read.data, from)?;
         }
         Ok(())
+    }
+
+    /// Applies stored batches (offsets assigned) at or after `from` to the state: the
+    /// idempotent producers' sequences, transactions begun, and markers that end them (an
+    /// ABORT indexes its range in `log`). Returns the offset after the last batch. Used by
+    /// the replay at open and by a follower for the batches it copied from its leader.
+    pub fn apply_stored(&mut self, log: &Log, data: &[u8], mut from: i64) -> io::Result<i64> {
+        for (pos, h) in batch_headers(data) {
+            if h.last_offset() >= from && is_idempotent(&h) {
+                self.remember(&h, h.max_timestamp);
+            } else if h.last_offset() >= from && h.is_control() {
+                let whole = &data[pos..pos + h.total_len()];
+                if let Some(marker) = control_marker(whole) {
+                    let ended = self.end_txn(&h, marker, h.max_timestamp);
+                    if let Some(range) = ended {
+                        // An ABORT marker whose index entry a crash may have lost: added
+                        // again (a no-op when it is there).
+                        log.add_aborted(range)
+                            .map_err(|e| io::Error::other(e.to_string()))?;
+                    }
+                }
+            }
+            from = from.max(h.last_offset() + 1);
+        }
+        self.publish();
+        Ok(from)
+    }
+
+    /// Takes over `handle` as the shared last stable offset (a state rebuilt after a
+    /// truncation keeps the handle its readers hold) and publishes into it.
+    pub fn adopt_unstable_handle(&mut self, handle: Arc<AtomicI64>) {
+        self.unstable = handle;
+        self.publish();
     }
 
     /// Classifies the record set `records` (unstamped, as the producer sent it).

@@ -1,0 +1,282 @@
+"""Cluster mode: three real `strom serve` processes and a real etcd (Debian's etcd-server),
+driven by confluent-kafka (librdkafka).
+
+- an RF=3 topic has three in-sync replicas on three brokers, and every replica holds the
+  records (each broker's partition directory);
+- an idempotent acks=all producer keeps writing while the partition's leader is killed with
+  SIGKILL: a new leader within 5 s, no acknowledged record lost, none duplicated; the killed
+  broker restarts and rejoins the ISR;
+- a follower killed and restarted catches up and rejoins the ISR, and records written while it
+  was down are on it;
+- acks=all with fewer in-sync replicas than min.insync.replicas is refused
+  (NOT_ENOUGH_REPLICAS), nothing written; and the cluster's errors reach the client:
+  INVALID_REPLICATION_FACTOR for more replicas than live brokers.
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from conftest import free_port
+
+ETCD = os.environ.get("STROM_ETCD", "/usr/bin/etcd")
+SESSION_MS = 3000
+
+
+class Etcd:
+    """A single-member etcd on free loopback ports over a temp dir."""
+
+    def __init__(self):
+        if not os.access(ETCD, os.X_OK):
+            pytest.fail(f"{ETCD} not found: apt-get install etcd-server (scripts/setup does)")
+        self.dir = Path(tempfile.mkdtemp(prefix="strom-etcd-"))
+        self.client_port, self.peer_port = free_port(), free_port()
+        self.url = f"http://127.0.0.1:{self.client_port}"
+        peer = f"http://127.0.0.1:{self.peer_port}"
+        self.log = open(self.dir / "etcd.log", "wb")
+        self.proc = subprocess.Popen(
+            [ETCD, "--data-dir", str(self.dir / "data"), "--name", "default",
+             "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
+             "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+             "--initial-cluster", f"default={peer}"],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.client_port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        self.close()
+        pytest.fail("etcd did not start: " + (self.dir / "etcd.log").read_text())
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def etcd():
+    e = Etcd()
+    yield e
+    e.close()
+
+
+@pytest.fixture
+def cluster(etcd, broker_factory):
+    """Three brokers of one cluster (a name of its own in etcd)."""
+    name = "c" + uuid.uuid4().hex[:8]
+
+    def make(node_id, **opts):
+        return broker_factory(
+            node_id=node_id, cluster_etcd=etcd.url, cluster_name=name,
+            cluster_session_timeout_ms=SESSION_MS, replica_lag_time_max_ms=4000, **opts)
+
+    brokers = {i: make(i) for i in (1, 2, 3)}
+    wait_for(lambda: len(AdminClient(conf(brokers[1])).list_topics(timeout=5).brokers) == 3,
+             15, "three brokers registered")
+    return brokers
+
+
+def conf(b, **extra):
+    return {"bootstrap.servers": b.bootstrap, **extra}
+
+
+def wait_for(cond, timeout, what):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            if cond():
+                return
+        except Exception as e:  # a broker being killed: try again
+            last = e
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}" + (f" (last error: {last})" if last else ""))
+
+
+def create(admin, topic, partitions, rf, **configs):
+    fs = admin.create_topics([NewTopic(topic, partitions, rf, config={k.replace("_", "."): str(v) for k, v in configs.items()})])
+    fs[topic].result(20)
+
+
+def partition_md(admin, topic, p=0):
+    return admin.list_topics(topic, timeout=5).topics[topic].partitions[p]
+
+
+def consume_all(b, topic, expect, timeout=30):
+    c = Consumer(conf(b, **{"group.id": "g-" + uuid.uuid4().hex[:6], "auto.offset.reset": "earliest",
+                            "enable.auto.commit": False}))
+    c.subscribe([topic])
+    values = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(values) < expect and time.monotonic() < deadline:
+            m = c.poll(0.5)
+            if m is None or m.error():
+                continue
+            values.append(m.value().decode())
+    finally:
+        c.close()
+    return values
+
+
+def test_rf3_topic_has_three_in_sync_replicas_with_the_records_on_each(cluster):
+    b = cluster[1]
+    admin = AdminClient(conf(b))
+    md = admin.list_topics(timeout=5)
+    assert sorted(md.brokers) == [1, 2, 3]
+    assert md.controller_id in (1, 2, 3)
+    create(admin, "replicated", 3, 3)
+    leaders = set()
+    for p in range(3):
+        wait_for(lambda: sorted(partition_md(admin, "replicated", p).isrs) == [1, 2, 3], 10, f"ISR of {p}")
+        pm = partition_md(admin, "replicated", p)
+        assert sorted(pm.replicas) == [1, 2, 3]
+        leaders.add(pm.leader)
+    assert leaders == {1, 2, 3}, "leaders spread over the brokers"
+    # Any broker answers with the same metadata (the cluster's, from etcd).
+    for other in (cluster[2], cluster[3]):
+        pm = AdminClient(conf(other)).list_topics("replicated", timeout=5).topics["replicated"].partitions[0]
+        assert sorted(pm.replicas) == [1, 2, 3]
+    acked = []
+    p = Producer(conf(b, acks="all", **{"enable.idempotence": True, "linger.ms": 5}))
+    for i in range(3000):
+        p.produce("replicated", key=str(i).encode(), value=str(i).encode(),
+                  on_delivery=lambda err, m: acked.append(m) if err is None else None)
+        p.poll(0)
+    assert p.flush(30) == 0
+    assert len(acked) == 3000
+    ends = {}
+    for m in acked:
+        ends[m.partition()] = max(ends.get(m.partition(), 0), m.offset() + 1)
+    # Each broker's copy of each partition holds the records: every replica's log directory
+    # has data (acks=all waited for all three).
+    for node, br in cluster.items():
+        for part in range(3):
+            d = br.data_dir / f"replicated-{part}"
+            size = sum(f.stat().st_size for f in d.glob("*.log"))
+            assert size > 0, f"broker {node} has no data for partition {part}"
+    values = consume_all(b, "replicated", 3000)
+    assert sorted(values, key=int) == [str(i) for i in range(3000)]
+
+
+def test_leader_killed_under_idempotent_acks_all_load_loses_and_duplicates_nothing(cluster):
+    admin = AdminClient(conf(cluster[1]))
+    create(admin, "failover", 1, 3, min_insync_replicas=2)
+    wait_for(lambda: sorted(partition_md(admin, "failover").isrs) == [1, 2, 3], 10, "full ISR")
+    leader = partition_md(admin, "failover").leader
+    survivors = [n for n in (1, 2, 3) if n != leader]
+    bootstrap = ",".join(cluster[n].bootstrap for n in (1, 2, 3))
+    acked, errors = [], []
+    ack_times = []
+    lock = threading.Lock()
+
+    def delivered(err, m):
+        with lock:
+            if err is None:
+                acked.append(m.value().decode())
+                ack_times.append(time.monotonic())
+            else:
+                errors.append(str(err))
+
+    p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True,
+                  "linger.ms": 2, "message.timeout.ms": 60000, "retry.backoff.ms": 50,
+                  "topic.metadata.refresh.interval.ms": 500})
+    stop = threading.Event()
+    sent = [0]
+
+    def produce():
+        i = 0
+        while not stop.is_set():
+            try:
+                p.produce("failover", value=str(i).encode(), on_delivery=delivered)
+                i += 1
+            except BufferError:
+                pass
+            p.poll(0.001)
+        sent[0] = i
+
+    t = threading.Thread(target=produce)
+    t.start()
+    try:
+        wait_for(lambda: len(acked) >= 2000, 30, "2000 acknowledged before the kill")
+        cluster[leader].kill()
+        killed_at = time.monotonic()
+        # A new leader among the survivors, in a new epoch.
+        admin2 = AdminClient(conf(cluster[survivors[0]]))
+        wait_for(lambda: partition_md(admin2, "failover").leader in survivors, 10, "a new leader")
+        new_leader_s = time.monotonic() - killed_at
+        n_at_kill = len(acked)
+        wait_for(lambda: len(acked) >= n_at_kill + 2000, 40, "2000 more acknowledged after the kill")
+        first_after = min(ts for ts in ack_times if ts > killed_at)
+        failover_s = first_after - killed_at
+        # The killed broker comes back as a follower and rejoins the ISR.
+        cluster[leader].start()
+        wait_for(lambda: sorted(partition_md(admin2, "failover").isrs) == [1, 2, 3], 30, "the restarted broker in the ISR")
+    finally:
+        stop.set()
+        t.join(30)
+    assert p.flush(60) == 0
+    assert not errors, errors[:5]
+    print(f"new leader after {new_leader_s:.2f} s, first acknowledgement after {failover_s:.2f} s")
+    assert new_leader_s < 5.0, f"new leader after {new_leader_s:.2f} s"
+    assert failover_s < 5.0, f"first acknowledged produce {failover_s:.2f} s after the kill"
+    values = consume_all(cluster[survivors[0]], "failover", len(acked), timeout=60)
+    assert len(values) == len(set(values)), "no record twice"
+    assert set(acked) <= set(values), f"{len(set(acked) - set(values))} acknowledged records lost"
+    # In order: the producer's sequence (idempotence keeps retries in order).
+    ints = [int(v) for v in values]
+    assert ints == sorted(ints)
+
+
+def test_a_restarted_follower_catches_up_and_min_insync_replicas_is_enforced(cluster):
+    admin = AdminClient(conf(cluster[1]))
+    create(admin, "catchup", 1, 3, min_insync_replicas=3)
+    wait_for(lambda: sorted(partition_md(admin, "catchup").isrs) == [1, 2, 3], 10, "full ISR")
+    leader = partition_md(admin, "catchup").leader
+    follower = next(n for n in (1, 2, 3) if n != leader)
+    lb = cluster[leader]
+    p = Producer(conf(lb, acks="all", **{"message.timeout.ms": 8000, "retries": 0}))
+    cluster[follower].kill()
+    # The follower leaves the ISR (the leader shrinks it after replica.lag.time.max.ms), then
+    # acks=all is refused with NOT_ENOUGH_REPLICAS: min.insync.replicas is 3.
+    wait_for(lambda: follower not in partition_md(admin, "catchup").isrs, 20, "ISR shrink")
+    results = []
+    p.produce("catchup", value=b"refused", on_delivery=lambda err, m: results.append(err))
+    p.flush(15)
+    assert results and results[0] is not None
+    assert results[0].name() in ("NOT_ENOUGH_REPLICAS", "NOT_ENOUGH_REPLICAS_AFTER_APPEND"), results[0]
+    # acks=1 still works, with two replicas.
+    p1 = Producer(conf(lb, acks=1))
+    for i in range(500):
+        p1.produce("catchup", value=b"while-down-%d" % i)
+    assert p1.flush(15) == 0
+    cluster[follower].start()
+    wait_for(lambda: sorted(partition_md(admin, "catchup").isrs) == [1, 2, 3], 30, "the follower back in the ISR")
+    # Now acks=all passes again, and the follower's copy holds what was written while it was down.
+    ok = []
+    p.produce("catchup", value=b"accepted", on_delivery=lambda err, m: ok.append(err))
+    p.flush(15)
+    assert ok == [None]
+    d = cluster[follower].data_dir / "catchup-0"
+    data = b"".join(f.read_bytes() for f in sorted(d.glob("*.log")))
+    assert b"while-down-499" in data and b"accepted" in data
+    # More replicas than live brokers: INVALID_REPLICATION_FACTOR.
+    with pytest.raises(KafkaException) as e:
+        create(admin, "too-many", 1, 4)
+    assert e.value.args[0].name() == "INVALID_REPLICATION_FACTOR"
