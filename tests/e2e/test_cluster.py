@@ -10,7 +10,12 @@ driven by confluent-kafka (librdkafka).
   was down are on it;
 - acks=all with fewer in-sync replicas than min.insync.replicas is refused
   (NOT_ENOUGH_REPLICAS), nothing written; and the cluster's errors reach the client:
-  INVALID_REPLICATION_FACTOR for more replicas than live brokers.
+  INVALID_REPLICATION_FACTOR for more replicas than live brokers;
+- the controller killed: another broker is elected controller and leads what it led;
+- a leader cut off from etcd but not from its clients (its etcd connection goes through a
+  proxy the test cuts): it stops leading, a new leader takes over, and no acknowledged
+  record is lost; healed, it comes back as a follower;
+- etcd itself restarted (SIGKILL, same data dir): the brokers go on, producing works.
 """
 
 import os
@@ -21,6 +26,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -54,10 +60,12 @@ class Etcd:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:
-                socket.create_connection(("127.0.0.1", self.client_port), timeout=0.2).close()
-                return
+                with urllib.request.urlopen(self.url + "/health", timeout=1) as r:
+                    if b"true" in r.read():
+                        return
             except OSError:
-                time.sleep(0.05)
+                pass
+            time.sleep(0.05)
         self.close()
         pytest.fail("etcd did not start: " + (self.dir / "etcd.log").read_text())
 
@@ -76,6 +84,78 @@ def etcd():
     e.close()
 
 
+class Proxy:
+    """A TCP proxy to etcd that the test can cut (every connection closed, new ones refused)
+    and heal: one broker's etcd link, while its clients still reach it."""
+
+    def __init__(self, target_port):
+        self.target = ("127.0.0.1", target_port)
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.cut_ = threading.Event()
+        self.conns = []
+        self.lock = threading.Lock()
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self.closed:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            if self.cut_.is_set():
+                c.close()
+                continue
+            try:
+                u = socket.create_connection(self.target, timeout=2)
+                u.settimeout(None)
+            except OSError:
+                c.close()
+                continue
+            with self.lock:
+                self.conns += [c, u]
+            for a, b in ((c, u), (u, c)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, a, b):
+        try:
+            while True:
+                data = a.recv(65536)
+                if not data or self.cut_.is_set():
+                    break
+                b.sendall(data)
+        except OSError:
+            pass
+        for s in (a, b):
+            try:
+                s.close()
+            except OSError:
+                pass
+
+    def cut(self):
+        self.cut_.set()
+        with self.lock:
+            for c in self.conns:
+                try:
+                    c.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            self.conns = []
+
+    def heal(self):
+        self.cut_.clear()
+
+    def close(self):
+        self.closed = True
+        self.cut()
+        self.sock.close()
+
+
 @pytest.fixture
 def cluster(etcd, broker_factory):
     """Three brokers of one cluster (a name of its own in etcd)."""
@@ -84,7 +164,7 @@ def cluster(etcd, broker_factory):
     def make(node_id, **opts):
         return broker_factory(
             node_id=node_id, cluster_etcd=etcd.url, cluster_name=name,
-            cluster_session_timeout_ms=SESSION_MS, replica_lag_time_max_ms=4000, **opts)
+            cluster_session_timeout_ms=SESSION_MS, replica_lag_time_max_ms=4000, http_addr="off", **opts)
 
     brokers = {i: make(i) for i in (1, 2, 3)}
     wait_for(lambda: len(AdminClient(conf(brokers[1])).list_topics(timeout=5).brokers) == 3,
@@ -280,3 +360,128 @@ def test_a_restarted_follower_catches_up_and_min_insync_replicas_is_enforced(clu
     with pytest.raises(KafkaException) as e:
         create(admin, "too-many", 1, 4)
     assert e.value.args[0].name() == "INVALID_REPLICATION_FACTOR"
+
+
+def controller_of(b):
+    return AdminClient(conf(b)).list_topics(timeout=5).controller_id
+
+
+def test_controller_killed_another_is_elected_and_leads_its_partitions(cluster):
+    admin = AdminClient(conf(cluster[1]))
+    create(admin, "ctl", 3, 3)
+    for p in range(3):
+        wait_for(lambda: len(partition_md(admin, "ctl", p).isrs) == 3, 10, f"ISR of {p}")
+    ctl = controller_of(cluster[1])
+    led = [p for p in range(3) if partition_md(admin, "ctl", p).leader == ctl]
+    assert led, "the controller leads a partition of the three"
+    survivors = [n for n in (1, 2, 3) if n != ctl]
+    cluster[ctl].kill()
+    killed = time.monotonic()
+    other = AdminClient(conf(cluster[survivors[0]]))
+    wait_for(lambda: controller_of(cluster[survivors[0]]) in survivors, 10, "a new controller")
+    for p in led:
+        wait_for(lambda: partition_md(other, "ctl", p).leader in survivors, 10, f"a new leader of {p}")
+    took = time.monotonic() - killed
+    assert took < 8, f"new controller and leaders after {took:.1f} s"
+    acked = []
+    pr = Producer({"bootstrap.servers": ",".join(cluster[n].bootstrap for n in survivors),
+                   "acks": "all", "enable.idempotence": True})
+    for i in range(300):
+        pr.produce("ctl", value=b"after-%d" % i, on_delivery=lambda err, m: acked.append(err))
+    assert pr.flush(30) == 0
+    assert acked.count(None) == 300
+
+
+def test_a_leader_cut_off_from_etcd_stops_leading_and_loses_nothing_acknowledged(etcd, broker_factory):
+    name = "c" + uuid.uuid4().hex[:8]
+    proxy = Proxy(etcd.client_port)
+    try:
+        brokers = {}
+        for i in (1, 2, 3):
+            url = proxy.url if i == 1 else etcd.url
+            brokers[i] = broker_factory(node_id=i, cluster_etcd=url, cluster_name=name,
+                                        cluster_session_timeout_ms=SESSION_MS, replica_lag_time_max_ms=4000,
+                                        http_addr="off")
+        admin = AdminClient(conf(brokers[2]))
+        wait_for(lambda: len(admin.list_topics(timeout=5).brokers) == 3, 15, "three brokers")
+        # Broker 1 leads: the replicas are assigned with it first.
+        fs = admin.create_topics([NewTopic("isolated", num_partitions=1, replica_assignment=[[1, 2, 3]],
+                                           config={"min.insync.replicas": "2"})])
+        fs["isolated"].result(20)
+        wait_for(lambda: sorted(partition_md(admin, "isolated").isrs) == [1, 2, 3], 10, "full ISR")
+        assert partition_md(admin, "isolated").leader == 1
+        acked, errors = [], []
+        lock = threading.Lock()
+
+        def delivered(err, m):
+            with lock:
+                (acked.append(m.value().decode()) if err is None else errors.append(str(err)))
+
+        p = Producer({"bootstrap.servers": ",".join(b.bootstrap for b in brokers.values()),
+                      "acks": "all", "enable.idempotence": True, "linger.ms": 2,
+                      "message.timeout.ms": 60000, "retry.backoff.ms": 50,
+                      "topic.metadata.refresh.interval.ms": 500})
+        stop = threading.Event()
+
+        def produce():
+            i = 0
+            while not stop.is_set():
+                try:
+                    p.produce("isolated", value=str(i).encode(), on_delivery=delivered)
+                    i += 1
+                except BufferError:
+                    pass
+                p.poll(0.001)
+
+        t = threading.Thread(target=produce)
+        t.start()
+        try:
+            wait_for(lambda: len(acked) >= 1000, 30, "1000 acknowledged")
+            proxy.cut()
+            cut_at = time.monotonic()
+            wait_for(lambda: partition_md(admin, "isolated").leader in (2, 3), 15, "a leader other than 1")
+            moved_s = time.monotonic() - cut_at
+            # Broker 1, still reachable by clients, fenced itself.
+            wait_for(lambda: "fenced" in brokers[1].log, 10, "broker 1 fenced")
+            n = len(acked)
+            wait_for(lambda: len(acked) >= n + 1000, 40, "1000 more acknowledged by the new leader")
+            proxy.heal()
+            wait_for(lambda: sorted(partition_md(admin, "isolated").isrs) == [1, 2, 3], 40,
+                     "broker 1 back in the ISR as a follower")
+        finally:
+            stop.set()
+            t.join(30)
+        assert p.flush(60) == 0
+        assert not errors, errors[:5]
+        print(f"leadership moved {moved_s:.2f} s after the cut")
+        assert partition_md(admin, "isolated").leader in (2, 3)
+        values = consume_all(brokers[2], "isolated", len(acked), timeout=60)
+        assert len(values) == len(set(values)), "no record twice"
+        assert set(acked) <= set(values), f"{len(set(acked) - set(values))} acknowledged records lost"
+    finally:
+        proxy.close()
+
+
+def test_etcd_restarted_the_cluster_goes_on(cluster, etcd):
+    admin = AdminClient(conf(cluster[1]))
+    create(admin, "survives-etcd", 1, 3)
+    wait_for(lambda: len(partition_md(admin, "survives-etcd").isrs) == 3, 10, "full ISR")
+    p = Producer({"bootstrap.servers": cluster[1].bootstrap, "acks": "all", "enable.idempotence": True})
+    oks = []
+    for i in range(200):
+        p.produce("survives-etcd", value=b"before-%d" % i, on_delivery=lambda err, m: oks.append(err))
+    assert p.flush(20) == 0
+    etcd.proc.kill()
+    etcd.proc.wait(10)
+    time.sleep(1)
+    etcd.proc = subprocess.Popen(etcd.proc.args, stdout=etcd.log, stderr=subprocess.STDOUT)
+    # (No wait for etcd: the brokers wait it out; the CreateTopics below retries in the broker.)
+    for i in range(200):
+        p.produce("survives-etcd", value=b"after-%d" % i, on_delivery=lambda err, m: oks.append(err))
+    assert p.flush(60) == 0
+    assert oks.count(None) == 400, [e for e in oks if e is not None][:3]
+    # The metadata is live again: a new topic can be created.
+    create(admin, "after-etcd-restart", 1, 3)
+    wait_for(lambda: len(partition_md(admin, "after-etcd-restart").isrs) == 3, 20, "new topic's ISR")
+    values = consume_all(cluster[2], "survives-etcd", 400)
+    assert len(set(values)) == 400

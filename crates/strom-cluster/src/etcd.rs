@@ -127,6 +127,21 @@ impl From<Status> for EtcdError {
 /// The result of this module's calls.
 pub type Result<T> = std::result::Result<T, EtcdError>;
 
+impl EtcdError {
+    /// Whether the request may succeed if tried again soon (etcd unreachable, restarting
+    /// or electing a leader), as opposed to an answer.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            EtcdError::Transport(_) | EtcdError::Timeout(_) => true,
+            EtcdError::Status { code, .. } => matches!(
+                code,
+                Code::Unavailable | Code::Unknown | Code::Cancelled | Code::DeadlineExceeded
+            ),
+            _ => false,
+        }
+    }
+}
+
 /// One key of the store with its revisions.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Kv {

@@ -25,6 +25,12 @@ use crate::etcd::{CmpOp, Compare, Etcd, EtcdError, EventKind, LeaderKey, TxnOp};
 use crate::fetcher::Fetchers;
 use crate::meta::{self, BrokerRecord, Keys, PartitionRecord, Raw, TopicRecord};
 
+/// How long an admin request waits for an unreachable etcd.
+const ADMIN_RETRY: Duration = Duration::from_secs(15);
+
+/// How long a starting broker keeps trying to reach etcd.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Producer ids taken from the cluster's counter at a time.
 const PRODUCER_ID_BLOCK: i64 = 1000;
 
@@ -77,6 +83,9 @@ pub(crate) struct Inner {
     lease: AtomicI64,
     /// Set while this broker's lease may have expired: it leads nothing.
     fenced: AtomicBool,
+    /// When the lease was last refreshed, in ms since `started`.
+    last_refresh_ms: AtomicI64,
+    started: Instant,
     /// The topics seen in etcd, so that one gone from it is a deletion.
     seen: Mutex<HashSet<String>>,
     pub(crate) fetchers: Fetchers,
@@ -103,10 +112,25 @@ impl Node {
     /// the watch, the lease keeper, the controller's campaign and the ISR proposals. The
     /// broker is in cluster mode when this returns.
     pub async fn start(broker: Arc<Broker>, cfg: ClusterConfig) -> Result<Node, ClusterError> {
-        let etcd = Etcd::connect(&cfg.endpoints).await?;
         let keys = Keys::new(&cfg.cluster_name);
         let ttl = ttl_secs(cfg.session_timeout);
-        let lease = etcd.lease_grant(ttl).await?;
+        // etcd may be starting too: keep trying for a while before giving up.
+        let deadline = Instant::now() + JOIN_TIMEOUT;
+        let (etcd, lease) = loop {
+            let attempt = async {
+                let etcd = Etcd::connect(&cfg.endpoints).await?;
+                let lease = etcd.lease_grant(ttl).await?;
+                Ok::<_, EtcdError>((etcd, lease))
+            };
+            match attempt.await {
+                Ok(ok) => break ok,
+                Err(e) if Instant::now() < deadline => {
+                    tracing::info!(error = %e, "etcd not reachable yet; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         // The cluster id: the first broker's.
         let id_key = keys.cluster_id();
         let r = etcd
@@ -141,6 +165,8 @@ impl Node {
             applied,
             lease: AtomicI64::new(lease),
             fenced: AtomicBool::new(false),
+            last_refresh_ms: AtomicI64::new(0),
+            started: Instant::now(),
             seen: Mutex::new(HashSet::new()),
             reconciling: tokio::sync::Mutex::new(()),
             cfg,
@@ -372,9 +398,27 @@ impl Inner {
     pub(crate) async fn reconcile(self: &Arc<Self>) {
         let _one = self.reconciling.lock().await;
         let raw = self.raw.read().clone();
-        let meta = Arc::new(raw.metadata());
         let fenced = self.fenced.load(Ordering::Acquire);
         let me = self.me();
+        let mut snapshot = raw.metadata();
+        if fenced {
+            // What this broker led it leads no more, and it cannot learn who does: it names
+            // the replica the controller elects (the first other in-sync one), so that clients
+            // ask that broker, which knows (or says NOT_LEADER_OR_FOLLOWER with the truth).
+            for t in snapshot.topics.values_mut() {
+                for a in &mut t.partitions {
+                    if a.leader == me {
+                        a.leader = a
+                            .replicas
+                            .iter()
+                            .copied()
+                            .find(|r| *r != me && a.isr.contains(r))
+                            .unwrap_or(-1);
+                    }
+                }
+            }
+        }
+        let meta = Arc::new(snapshot);
         let broker = &self.broker;
         let mut seen = self.seen.lock().clone();
         for (name, (rec, _)) in &raw.topics {
@@ -461,58 +505,72 @@ impl Inner {
     /// then registers again under a new lease.
     async fn keep_lease(self: Arc<Self>) {
         let period = (self.cfg.session_timeout / 4).max(Duration::from_millis(250));
-        let mut last_ok = Instant::now();
+        tokio::spawn(self.clone().watchdog());
         loop {
             let lease = self.lease.load(Ordering::Acquire);
-            let mut keeper = match self.etcd.lease_keepalive(lease).await {
-                Ok(k) => Some(k),
-                Err(EtcdError::LeaseExpired) => None,
-                Err(e) => {
-                    tracing::warn!(error = %e, "lease keep-alive failed");
-                    self.check_fence(last_ok).await;
-                    tokio::time::sleep(period).await;
-                    if !matches!(e, EtcdError::LeaseExpired) {
-                        continue;
-                    }
-                    None
+            let keeper = tokio::time::timeout(period, self.etcd.lease_keepalive(lease)).await;
+            let mut keeper = match keeper {
+                Ok(Ok(k)) => {
+                    self.lease_refreshed().await;
+                    Some(k)
                 }
+                Ok(Err(EtcdError::LeaseExpired)) => None,
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "lease keep-alive failed");
+                    tokio::time::sleep(period).await;
+                    continue;
+                }
+                Err(_) => continue,
             };
-            if keeper.is_some() {
-                last_ok = Instant::now();
-            }
             while let Some(k) = keeper.as_mut() {
                 tokio::time::sleep(period).await;
                 match tokio::time::timeout(period, k.keep_alive()).await {
-                    Ok(Ok(_)) => last_ok = Instant::now(),
+                    Ok(Ok(_)) => self.lease_refreshed().await,
                     Ok(Err(EtcdError::LeaseExpired)) => keeper = None,
                     Ok(Err(e)) => {
-                        tracing::warn!(error = %e, "lease keep-alive failed");
-                        self.check_fence(last_ok).await;
+                        tracing::debug!(error = %e, "lease keep-alive failed");
                         break;
                     }
-                    Err(_) => {
-                        self.check_fence(last_ok).await;
-                    }
+                    Err(_) => break,
                 }
             }
             if keeper.is_none() && self.lease.load(Ordering::Acquire) == lease {
                 // The lease is gone: etcd counts this broker dead. Lead nothing, then join
                 // again under a new lease.
                 self.fence("lease expired").await;
-                match self.rejoin().await {
-                    Ok(()) => last_ok = Instant::now(),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "registering again failed; retrying");
-                        tokio::time::sleep(period).await;
-                    }
+                if let Err(e) = self.rejoin().await {
+                    tracing::warn!(error = %e, "registering again failed; retrying");
+                    tokio::time::sleep(period).await;
                 }
             }
         }
     }
 
-    async fn check_fence(self: &Arc<Self>, last_ok: Instant) {
-        if last_ok.elapsed() >= self.cfg.session_timeout && !self.fenced.load(Ordering::Acquire) {
-            self.fence("etcd unreachable for the session timeout").await;
+    /// A keep-alive answered: the lease holds. A broker fenced meanwhile (etcd unreachable
+    /// for the session timeout, its lease still alive in etcd) leads again what the
+    /// metadata says it leads: nobody moved it, and it accepted nothing while fenced.
+    async fn lease_refreshed(self: &Arc<Self>) {
+        self.last_refresh_ms
+            .store(self.started.elapsed().as_millis() as i64, Ordering::Release);
+        if self.fenced.swap(false, Ordering::AcqRel) {
+            tracing::info!(
+                node_id = self.me(),
+                "etcd reachable again, lease alive: fence lifted"
+            );
+            self.reconcile().await;
+        }
+    }
+
+    /// Fences this broker when its lease was not refreshed for the session timeout, whatever
+    /// the keep-alive is waiting for.
+    async fn watchdog(self: Arc<Self>) {
+        let timeout = self.cfg.session_timeout.as_millis() as i64;
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let now = self.started.elapsed().as_millis() as i64;
+            if now - self.last_refresh_ms.load(Ordering::Acquire) >= timeout {
+                self.fence("etcd unreachable for the session timeout").await;
+            }
         }
     }
 
@@ -528,12 +586,20 @@ impl Inner {
     }
 
     async fn rejoin(self: &Arc<Self>) -> Result<(), ClusterError> {
+        // The old lease may have outlived the outage (etcd restarted, or reachable again
+        // before it expired): revoke it, so that its registration does not block the new one.
+        let old = self.lease.load(Ordering::Acquire);
+        if let Err(e) = self.etcd.lease_revoke(old).await {
+            tracing::debug!(error = %e, "old lease not revoked");
+        }
         let lease = self
             .etcd
             .lease_grant(ttl_secs(self.cfg.session_timeout))
             .await?;
         self.register(lease).await?;
         self.lease.store(lease, Ordering::Release);
+        self.last_refresh_ms
+            .store(self.started.elapsed().as_millis() as i64, Ordering::Release);
         self.fenced.store(false, Ordering::Release);
         tracing::info!(node_id = self.me(), "registered again");
         self.reconcile().await;
@@ -667,6 +733,29 @@ impl Inner {
         }
     }
 
+    /// [`Etcd::txn`] for an admin request: tried again for up to [`ADMIN_RETRY`] while etcd
+    /// is unreachable (restarting, electing), so that a client's request waits it out.
+    async fn txn_retrying(
+        &self,
+        compares: Vec<Compare>,
+        success: Vec<TxnOp>,
+        failure: Vec<TxnOp>,
+    ) -> Result<crate::etcd::TxnResult, EtcdError> {
+        let deadline = Instant::now() + ADMIN_RETRY;
+        loop {
+            match self
+                .etcd
+                .txn(compares.clone(), success.clone(), failure.clone())
+                .await
+            {
+                Err(e) if e.is_transient() && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                r => return r,
+            }
+        }
+    }
+
     /// Leaders' ISR proposals, twice a second.
     async fn propose_isr(self: Arc<Self>) {
         loop {
@@ -780,8 +869,7 @@ impl Inner {
         let key = self.keys.topic(&t.name);
         let value = serde_json::to_vec(&rec).map_err(cluster_err)?;
         let r = self
-            .etcd
-            .txn(
+            .txn_retrying(
                 vec![Compare::create_revision(key.as_bytes(), CmpOp::Equal, 0)],
                 vec![TxnOp::put(key.as_bytes(), value, 0)],
                 vec![],
@@ -798,8 +886,7 @@ impl Inner {
     async fn delete_topic(&self, name: &str) -> Result<(), BrokerError> {
         let key = self.keys.topic(name);
         let r = self
-            .etcd
-            .txn(
+            .txn_retrying(
                 vec![Compare::create_revision(key.as_bytes(), CmpOp::Greater, 0)],
                 vec![TxnOp::delete(key.as_bytes())],
                 vec![],
