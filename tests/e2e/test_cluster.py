@@ -15,9 +15,12 @@ driven by confluent-kafka (librdkafka).
 - a leader cut off from etcd but not from its clients (its etcd connection goes through a
   proxy the test cuts): it stops leading, a new leader takes over, and no acknowledged
   record is lost; healed, it comes back as a follower;
-- etcd itself restarted (SIGKILL, same data dir): the brokers go on, producing works.
+- etcd itself restarted (SIGKILL, same data dir): the brokers go on, producing works;
+- a fourth broker joins under load and `strom cluster rebalance --apply` moves replicas and
+  leaders onto it: nothing acknowledged is lost; `strom cluster status` shows the cluster.
 """
 
+import json
 import os
 import shutil
 import signal
@@ -34,7 +37,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from conftest import free_port
+from conftest import free_port, strom_bin
 
 ETCD = os.environ.get("STROM_ETCD", "/usr/bin/etcd")
 SESSION_MS = 3000
@@ -166,10 +169,15 @@ def cluster(etcd, broker_factory):
             node_id=node_id, cluster_etcd=etcd.url, cluster_name=name,
             cluster_session_timeout_ms=SESSION_MS, replica_lag_time_max_ms=4000, http_addr="off", **opts)
 
-    brokers = {i: make(i) for i in (1, 2, 3)}
+    brokers = Cluster({i: make(i) for i in (1, 2, 3)})
+    brokers.make = make
     wait_for(lambda: len(AdminClient(conf(brokers[1])).list_topics(timeout=5).brokers) == 3,
              15, "three brokers registered")
     return brokers
+
+
+class Cluster(dict):
+    """Brokers by node id; ``.make(node_id)`` starts another of the same cluster."""
 
 
 def conf(b, **extra):
@@ -485,3 +493,66 @@ def test_etcd_restarted_the_cluster_goes_on(cluster, etcd):
     wait_for(lambda: len(partition_md(admin, "after-etcd-restart").isrs) == 3, 20, "new topic's ISR")
     values = consume_all(cluster[2], "survives-etcd", 400)
     assert len(set(values)) == 400
+
+
+def strom_cli(*args, timeout=180):
+    r = subprocess.run([strom_bin(), *args], capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, f"strom {' '.join(args)}: {r.stderr}"
+    return r.stdout
+
+
+def test_a_fourth_broker_takes_its_share_under_load_and_nothing_is_lost(cluster):
+    admin = AdminClient(conf(cluster[1]))
+    strom_cli("topic", "create", "grow", "-p", "4", "-r", "2", "--bootstrap", cluster[1].bootstrap)
+    for p in range(4):
+        wait_for(lambda: len(partition_md(admin, "grow", p).isrs) == 2, 10, f"ISR of {p}")
+    acked, errors = [], []
+    lock = threading.Lock()
+
+    def delivered(err, m):
+        with lock:
+            (acked.append(m.value().decode()) if err is None else errors.append(str(err)))
+
+    p = Producer({"bootstrap.servers": cluster[1].bootstrap, "acks": "all", "enable.idempotence": True,
+                  "linger.ms": 5, "message.timeout.ms": 60000,
+                  "topic.metadata.refresh.interval.ms": 1000})
+    stop = threading.Event()
+
+    def produce():
+        i = 0
+        while not stop.is_set():
+            try:
+                p.produce("grow", key=str(i).encode(), value=str(i).encode(), on_delivery=delivered)
+                i += 1
+            except BufferError:
+                pass
+            p.poll(0.001)
+
+    t = threading.Thread(target=produce)
+    t.start()
+    try:
+        wait_for(lambda: len(acked) >= 2000, 30, "2000 acknowledged")
+        cluster[4] = cluster.make(4)
+        wait_for(lambda: len(admin.list_topics(timeout=5).brokers) == 4, 15, "four brokers")
+        plan = strom_cli("cluster", "rebalance", "--bootstrap", cluster[1].bootstrap)
+        assert "partitions to move" in plan
+        strom_cli("cluster", "rebalance", "--apply", "--timeout-s", "120", "--bootstrap", cluster[1].bootstrap)
+        on_4 = [q for q in range(4) if 4 in partition_md(admin, "grow", q).replicas]
+        assert on_4, "broker 4 holds replicas after the rebalance"
+        for q in on_4:
+            wait_for(lambda: 4 in partition_md(admin, "grow", q).isrs, 20, f"broker 4 in the ISR of {q}")
+        n = len(acked)
+        wait_for(lambda: len(acked) >= n + 1000, 30, "1000 more acknowledged after the moves")
+    finally:
+        stop.set()
+        t.join(30)
+    assert p.flush(60) == 0
+    assert not errors, errors[:5]
+    status = json.loads(strom_cli("cluster", "status", "--json", "--bootstrap", cluster[2].bootstrap))
+    assert sorted(b["id"] for b in status["brokers"]) == [1, 2, 3, 4]
+    assert status["offline"] == [] and status["reassigning"] == []
+    text = strom_cli("cluster", "status", "--bootstrap", cluster[4].bootstrap)
+    assert "4 brokers" in text and "controller" in text
+    values = consume_all(cluster[4], "grow", len(acked), timeout=60)
+    assert len(values) == len(set(values)), "no record twice"
+    assert set(acked) <= set(values), f"{len(set(acked) - set(values))} acknowledged records lost"

@@ -16,6 +16,19 @@ use crate::replica::Assignment;
 /// A boxed future of an admin operation.
 pub type AdminFuture<'a> = Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>>;
 
+/// A boxed future of an admin operation that answers a value.
+pub type AdminFutureOf<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
+
+/// Which leader ElectLeaders asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Election {
+    /// The preferred replica (the first), if it is live and in sync.
+    Preferred,
+    /// Any live replica, in sync or not, for a partition without a leader (may lose
+    /// acknowledged records: an explicit operator decision).
+    Unclean,
+}
+
 /// A live broker of the cluster.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeInfo {
@@ -36,6 +49,8 @@ pub struct TopicAssignment {
     pub id: [u8; 16],
     /// Each partition's replicas, leader, epoch and ISR, by index.
     pub partitions: Vec<Assignment>,
+    /// Each partition's reassignment in progress (the replicas asked for), by index.
+    pub targets: Vec<Option<Vec<i32>>>,
     /// The topic's config overrides.
     pub configs: BTreeMap<String, String>,
 }
@@ -87,6 +102,11 @@ pub trait ClusterHandle: Send + Sync {
     fn delete_topic(&self, name: String) -> AdminFuture<'_>;
     /// Grows a topic to `total` partitions.
     fn create_partitions(&self, name: String, total: i32, validate_only: bool) -> AdminFuture<'_>;
+    /// Starts moving a partition to `target` replicas (`None`: cancels the reassignment in
+    /// progress, back to the replicas before it).
+    fn reassign(&self, topic: String, partition: i32, target: Option<Vec<i32>>) -> AdminFuture<'_>;
+    /// Elects a leader; whether one was elected (`false`: not needed).
+    fn elect(&self, topic: String, partition: i32, how: Election) -> AdminFutureOf<'_, bool>;
 }
 
 /// Producer ids in cluster mode: blocks the cluster's metadata store hands out (unique across

@@ -137,6 +137,27 @@ pub enum BrokerError {
     /// name brokers twice or unknown ones (INVALID_REPLICATION_FACTOR / INVALID_REPLICA_ASSIGNMENT).
     #[error("invalid replication factor: {0}")]
     InvalidReplicationFactor(String),
+    /// Replicas of a reassignment that are empty, repeated or not live brokers
+    /// (INVALID_REPLICA_ASSIGNMENT).
+    #[error("invalid replica assignment: {0}")]
+    InvalidReplicaAssignment(String),
+    /// A cancellation of a partition that is not being reassigned.
+    #[error("no reassignment is in progress for {topic}-{partition}")]
+    NoReassignmentInProgress {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+    },
+    /// ElectLeaders could not elect: the preferred replica is not live and in sync
+    /// (PREFERRED_LEADER_NOT_AVAILABLE), or no replica is live (ELIGIBLE_LEADERS_NOT_AVAILABLE).
+    #[error("no leader can be elected: {reason}")]
+    ElectionNotPossible {
+        /// Whether a preferred election was asked for.
+        preferred: bool,
+        /// Why not.
+        reason: String,
+    },
     /// Cluster mode: the cluster's metadata store refused or failed the change.
     #[error("cluster metadata: {0}")]
     Cluster(String),

@@ -258,10 +258,22 @@ impl Client {
         partitions: i32,
         configs: &[(String, String)],
     ) -> Result<()> {
+        self.create_topic_replicated(name, partitions, -1, configs)
+            .await
+    }
+
+    /// [`Client::create_topic`] with a replication factor (-1: the broker's default).
+    pub async fn create_topic_replicated(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        configs: &[(String, String)],
+    ) -> Result<()> {
         let topic = CreatableTopic::default()
             .with_name(topic_name(name))
             .with_num_partitions(partitions)
-            .with_replication_factor(-1)
+            .with_replication_factor(replication_factor)
             .with_configs(
                 configs
                     .iter()

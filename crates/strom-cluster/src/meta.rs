@@ -44,6 +44,14 @@ pub struct PartitionRecord {
     pub leader_epoch: i32,
     /// The in-sync replicas.
     pub isr: Vec<i32>,
+    /// A reassignment in progress: the replicas asked for. The controller adds the new
+    /// ones to `replicas`, and once all are in sync makes `replicas` this (moving the
+    /// leadership if the leader is not among them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<Vec<i32>>,
+    /// The replicas before the reassignment (a cancellation goes back to them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Vec<i32>>,
 }
 
 /// A topic.
@@ -162,6 +170,7 @@ impl Raw {
                         TopicAssignment {
                             id: unhex(&t.id)?,
                             partitions: t.partitions.iter().map(assignment).collect(),
+                            targets: t.partitions.iter().map(|p| p.target.clone()).collect(),
                             configs: t.configs.clone(),
                         },
                     ))

@@ -17,7 +17,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
-use strom_broker::cluster::{AdminFuture, ClusterHandle, ClusterMetadata, NewTopic};
+use strom_broker::cluster::{
+    AdminFuture, AdminFutureOf, ClusterHandle, ClusterMetadata, Election, NewTopic,
+};
 use strom_broker::replica::Transition;
 use strom_broker::{Broker, BrokerError, TopicConfig};
 
@@ -883,6 +885,158 @@ impl Inner {
         self.wait_applied(r.revision).await
     }
 
+    /// A compare-and-put of one partition's record, changed by `change` (which may refuse),
+    /// tried again if the record moved meanwhile.
+    async fn change_partition<T>(
+        &self,
+        topic: &str,
+        partition: i32,
+        mut change: impl FnMut(&mut PartitionRecord, &HashSet<i32>) -> Result<T, BrokerError>,
+    ) -> Result<T, BrokerError> {
+        for _ in 0..10 {
+            let (current, live) = {
+                let raw = self.raw.read();
+                let live: HashSet<i32> = raw.brokers.keys().copied().collect();
+                (raw.topics.get(topic).cloned(), live)
+            };
+            let Some((mut rec, rev)) = current else {
+                return Err(BrokerError::UnknownTopicOrPartition {
+                    topic: topic.to_string(),
+                    partition: -1,
+                });
+            };
+            let Some(p) = rec.partitions.get_mut(partition as usize) else {
+                return Err(BrokerError::UnknownTopicOrPartition {
+                    topic: topic.to_string(),
+                    partition,
+                });
+            };
+            let before = p.clone();
+            let out = change(p, &live)?;
+            if *p == before {
+                return Ok(out);
+            }
+            if self
+                .put_topic(topic, &rec, rev, None)
+                .await
+                .map_err(cluster_err)?
+            {
+                let revision = self
+                    .etcd
+                    .get(self.keys.topic(topic).as_bytes())
+                    .await
+                    .map_err(cluster_err)?
+                    .map_or(0, |kv| kv.mod_revision);
+                self.wait_applied(revision).await?;
+                return Ok(out);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(cluster_err("the partition kept changing; try again"))
+    }
+
+    async fn reassign(
+        &self,
+        topic: &str,
+        partition: i32,
+        target: Option<Vec<i32>>,
+    ) -> Result<(), BrokerError> {
+        if let Some(t) = &target {
+            let distinct: HashSet<i32> = t.iter().copied().collect();
+            if t.is_empty() || distinct.len() != t.len() {
+                return Err(BrokerError::InvalidReplicaAssignment(format!(
+                    "replicas {t:?} must be distinct and not empty"
+                )));
+            }
+        }
+        self.change_partition(topic, partition, |p, live| {
+            match &target {
+                Some(t) => {
+                    if let Some(b) = t.iter().find(|b| !live.contains(b)) {
+                        return Err(BrokerError::InvalidReplicaAssignment(format!(
+                            "broker {b} is not live"
+                        )));
+                    }
+                    if *t == p.replicas && p.target.is_none() {
+                        return Ok(());
+                    }
+                    if p.origin.is_none() {
+                        p.origin = Some(p.replicas.clone());
+                    }
+                    p.target = Some(t.clone());
+                }
+                None => {
+                    let Some(origin) = p.origin.take() else {
+                        return Err(BrokerError::NoReassignmentInProgress {
+                            topic: topic.to_string(),
+                            partition,
+                        });
+                    };
+                    p.target = None;
+                    p.isr.retain(|r| origin.contains(r));
+                    if !origin.contains(&p.leader) {
+                        p.leader = origin
+                            .iter()
+                            .copied()
+                            .find(|r| p.isr.contains(r) && live.contains(r))
+                            .unwrap_or(-1);
+                        p.leader_epoch += 1;
+                    }
+                    p.replicas = origin;
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn elect_one(
+        &self,
+        topic: &str,
+        partition: i32,
+        how: Election,
+    ) -> Result<bool, BrokerError> {
+        self.change_partition(topic, partition, |p, live| match how {
+            Election::Preferred => {
+                let preferred = p.replicas.first().copied().unwrap_or(-1);
+                if p.leader == preferred {
+                    return Ok(false);
+                }
+                if !(p.isr.contains(&preferred) && live.contains(&preferred)) {
+                    return Err(BrokerError::ElectionNotPossible {
+                        preferred: true,
+                        reason: format!("preferred replica {preferred} is not live and in sync"),
+                    });
+                }
+                p.leader = preferred;
+                p.leader_epoch += 1;
+                Ok(true)
+            }
+            Election::Unclean => {
+                if p.leader >= 0 && live.contains(&p.leader) {
+                    return Ok(false);
+                }
+                let Some(l) = p.replicas.iter().copied().find(|r| live.contains(r)) else {
+                    return Err(BrokerError::ElectionNotPossible {
+                        preferred: false,
+                        reason: "no replica is live".into(),
+                    });
+                };
+                tracing::warn!(
+                    topic,
+                    partition,
+                    leader = l,
+                    "unclean leader election: records only the old ISR had may be lost"
+                );
+                p.leader = l;
+                p.leader_epoch += 1;
+                p.isr = vec![l];
+                Ok(true)
+            }
+        })
+        .await
+    }
+
     async fn delete_topic(&self, name: &str) -> Result<(), BrokerError> {
         let key = self.keys.topic(name);
         let r = self
@@ -964,6 +1118,48 @@ impl Inner {
 /// The controller's rule for one partition (see [`Inner::elect_leaders`]); whether it
 /// changed.
 fn elect(p: &mut PartitionRecord, live: &HashSet<i32>) -> bool {
+    let moved = advance_reassignment(p, live);
+    moved | elect_leader(p, live)
+}
+
+/// A reassignment's steps: the target's new replicas join `replicas` (they start copying);
+/// once every target replica is in sync, `replicas` becomes the target, the others leave
+/// the ISR, and a leader outside the target hands over to the first in-sync target replica
+/// in the next epoch.
+fn advance_reassignment(p: &mut PartitionRecord, live: &HashSet<i32>) -> bool {
+    let Some(target) = p.target.clone() else {
+        return false;
+    };
+    let missing: Vec<i32> = target
+        .iter()
+        .copied()
+        .filter(|r| !p.replicas.contains(r))
+        .collect();
+    if !missing.is_empty() {
+        p.replicas.extend(missing);
+        return true;
+    }
+    if !target.iter().all(|r| p.isr.contains(r)) {
+        return false;
+    }
+    p.isr.retain(|r| target.contains(r));
+    if !target.contains(&p.leader) {
+        if let Some(l) = target
+            .iter()
+            .copied()
+            .find(|r| p.isr.contains(r) && live.contains(r))
+        {
+            p.leader = l;
+            p.leader_epoch += 1;
+        }
+    }
+    p.replicas = target;
+    p.target = None;
+    p.origin = None;
+    true
+}
+
+fn elect_leader(p: &mut PartitionRecord, live: &HashSet<i32>) -> bool {
     if p.leader >= 0 && live.contains(&p.leader) {
         let before = p.isr.len();
         p.isr.retain(|r| live.contains(r) || *r == p.leader);
@@ -997,6 +1193,8 @@ fn new_partition(replicas: Vec<i32>) -> PartitionRecord {
         leader_epoch: 0,
         isr: replicas.clone(),
         replicas,
+        target: None,
+        origin: None,
     }
 }
 
@@ -1042,6 +1240,14 @@ impl ClusterHandle for Node {
                 .await
         })
     }
+
+    fn reassign(&self, topic: String, partition: i32, target: Option<Vec<i32>>) -> AdminFuture<'_> {
+        Box::pin(async move { self.inner.reassign(&topic, partition, target).await })
+    }
+
+    fn elect(&self, topic: String, partition: i32, how: Election) -> AdminFutureOf<'_, bool> {
+        Box::pin(async move { self.inner.elect_one(&topic, partition, how).await })
+    }
 }
 
 #[cfg(test)]
@@ -1054,7 +1260,33 @@ mod tests {
             leader,
             leader_epoch: 3,
             isr: isr.to_vec(),
+            target: None,
+            origin: None,
         }
+    }
+
+    #[test]
+    fn a_reassignment_adds_the_new_replicas_then_drops_the_old_once_in_sync() {
+        let live: HashSet<i32> = [1, 2, 3, 4].into();
+        let mut p = part(&[1, 2], 1, &[1, 2]);
+        p.target = Some(vec![3, 4]);
+        p.origin = Some(vec![1, 2]);
+        assert!(elect(&mut p, &live));
+        assert_eq!(p.replicas, vec![1, 2, 3, 4], "new replicas copy first");
+        assert_eq!(p.leader, 1);
+        assert!(!elect(&mut p, &live), "waits for them to be in sync");
+        p.isr = vec![1, 2, 3, 4];
+        assert!(elect(&mut p, &live));
+        assert_eq!(
+            (p.replicas.clone(), p.isr.clone()),
+            (vec![3, 4], vec![3, 4])
+        );
+        assert_eq!(
+            (p.leader, p.leader_epoch),
+            (3, 4),
+            "leadership moved in a new epoch"
+        );
+        assert_eq!(p.target, None);
     }
 
     #[test]

@@ -55,6 +55,12 @@ pub(crate) fn code(e: &BrokerError) -> i16 {
         BrokerError::NotEnoughReplicasAfterAppend { .. } => E::NotEnoughReplicasAfterAppend.code(),
         BrokerError::ReplicationTimeout { .. } => E::RequestTimedOut.code(),
         BrokerError::InvalidReplicationFactor(_) => E::InvalidReplicationFactor.code(),
+        BrokerError::InvalidReplicaAssignment(_) => E::InvalidReplicaAssignment.code(),
+        BrokerError::NoReassignmentInProgress { .. } => E::NoReassignmentInProgress.code(),
+        BrokerError::ElectionNotPossible {
+            preferred: true, ..
+        } => E::PreferredLeaderNotAvailable.code(),
+        BrokerError::ElectionNotPossible { .. } => E::EligibleLeadersNotAvailable.code(),
         BrokerError::Cluster(_) => E::UnknownServerError.code(),
         BrokerError::Io(_) => E::KafkaStorageError.code(),
     }

@@ -18,6 +18,7 @@ mod acl_api;
 mod admin;
 mod admin2;
 mod bounds;
+mod cluster_api;
 mod codes;
 mod consumer_api;
 mod data;

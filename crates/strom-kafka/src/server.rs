@@ -40,8 +40,8 @@ use crate::pool::{Held, RequestPool};
 use crate::sasl::{self, SaslState};
 use crate::share_session::ShareSessions;
 use crate::{
-    acl_api, admin, admin2, bounds, consumer_api, data, group_api, legacy, meta, share_api,
-    txn_api, versions,
+    acl_api, admin, admin2, bounds, cluster_api, consumer_api, data, group_api, legacy, meta,
+    share_api, txn_api, versions,
 };
 use strom_broker::limits::{out_of_descriptors, LogEvery, SpareFd};
 use strom_broker::security::acl::{Operation, ResourceType, Who, CLUSTER_NAME};
@@ -952,9 +952,18 @@ pub(crate) async fn dispatch<'a>(
             ApiKey::DescribeLogDirs => admin2::describe_log_dirs(req),
             ApiKey::AlterReplicaLogDirs => admin2::alter_replica_log_dirs(req),
             ApiKey::DescribeTopicPartitions => admin2::describe_topic_partitions(req),
-            ApiKey::ElectLeaders => admin2::elect_leaders(req),
-            ApiKey::AlterPartitionReassignments => admin2::alter_partition_reassignments(req),
-            ApiKey::ListPartitionReassignments => admin2::list_partition_reassignments(req),
+            ApiKey::ElectLeaders => match req.ctx.broker.cluster().cloned() {
+                Some(c) => cluster_api::elect_leaders(req, c.as_ref()).await,
+                None => admin2::elect_leaders(req),
+            },
+            ApiKey::AlterPartitionReassignments => match req.ctx.broker.cluster().cloned() {
+                Some(c) => cluster_api::alter_partition_reassignments(req, c.as_ref()).await,
+                None => admin2::alter_partition_reassignments(req),
+            },
+            ApiKey::ListPartitionReassignments => match req.ctx.broker.cluster().cloned() {
+                Some(c) => cluster_api::list_partition_reassignments(req, c.as_ref()),
+                None => admin2::list_partition_reassignments(req),
+            },
             ApiKey::DescribeQuorum => admin2::describe_quorum(req),
             ApiKey::AlterConfigs => admin2::alter_configs(req),
             ApiKey::OffsetForLeaderEpoch => admin2::offset_for_leader_epoch(req),

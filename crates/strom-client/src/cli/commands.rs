@@ -18,6 +18,10 @@ pub enum TopicCmd {
         name: String,
         #[arg(long, short = 'p', default_value_t = 1)]
         partitions: i32,
+        /// Replicas per partition (cluster mode) [default: the cluster's
+        /// --default-replication-factor].
+        #[arg(long, short = 'r')]
+        replication_factor: Option<i16>,
         /// key=value, repeatable.
         #[arg(long = "config", short = 'c')]
         configs: Vec<String>,
@@ -181,13 +185,15 @@ pub(crate) async fn topic(conn: &Conn, cmd: TopicCmd) -> Result<()> {
         TopicCmd::Create {
             name,
             partitions,
+            replication_factor,
             configs,
         } => {
             let cfg = configs
                 .iter()
                 .map(|s| parse_kv(s))
                 .collect::<Result<Vec<_>>>()?;
-            c.create_topic(&name, partitions, &cfg).await?;
+            c.create_topic_replicated(&name, partitions, replication_factor.unwrap_or(-1), &cfg)
+                .await?;
             if conn.json {
                 println!(
                     "{}",

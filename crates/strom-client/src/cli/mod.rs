@@ -4,6 +4,7 @@
 //! `strom` adds [`Command`] to its clap enum (`#[command(flatten)]`) and calls [`run`].
 
 mod bench;
+mod cluster;
 mod commands;
 mod queue;
 mod share_bench;
@@ -172,6 +173,14 @@ pub enum Command {
     },
     /// Benchmark produce/consume throughput and end-to-end latency.
     Bench(BenchArgs),
+    /// Cluster mode: status (brokers, controller, under-replicated and offline partitions)
+    /// and rebalance (spread replicas and leaders over the live brokers).
+    Cluster {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        cmd: cluster::ClusterCmd,
+    },
 }
 
 /// Runs a client command; returns the process exit code. Errors print as one line.
@@ -187,9 +196,10 @@ pub fn run(cmd: Command) -> i32 {
         }
     };
     let security = match &cmd {
-        Command::Topic { conn, .. } | Command::Group { conn, .. } | Command::Txn { conn, .. } => {
-            &conn.security
-        }
+        Command::Topic { conn, .. }
+        | Command::Group { conn, .. }
+        | Command::Txn { conn, .. }
+        | Command::Cluster { conn, .. } => &conn.security,
         Command::Produce(a) => &a.conn.security,
         Command::Consume(a) => &a.conn.security,
         Command::Queue {
@@ -210,6 +220,7 @@ pub fn run(cmd: Command) -> i32 {
             Command::Queue { cmd } => queue::queue(cmd).await,
             Command::Txn { conn, cmd } => txn::txn(&conn, cmd).await,
             Command::Bench(a) => bench::run(a).await,
+            Command::Cluster { conn, cmd } => cluster::cluster(&conn, cmd).await,
         }
     });
     match res {
