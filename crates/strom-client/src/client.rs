@@ -109,6 +109,9 @@ pub struct Client {
     bootstrap: Arc<Connection>,
     versions: HashMap<i16, (i16, i16)>,
     brokers: Mutex<HashMap<i32, String>>,
+    /// Each partition's leader, as the last Metadata said (a cluster's partitions are led
+    /// by different brokers).
+    leaders: Mutex<HashMap<(String, i32), i32>>,
     conns: Mutex<HashMap<String, Arc<Connection>>>,
     client_id: String,
 }
@@ -152,6 +155,7 @@ impl Client {
             bootstrap: conn,
             versions,
             brokers: Mutex::new(HashMap::new()),
+            leaders: Mutex::new(HashMap::new()),
             conns: Mutex::new(conns),
             client_id: client_id.to_string(),
         })
@@ -189,6 +193,19 @@ impl Client {
         }
         let c = Arc::new(Connection::connect(&addr, &self.client_id).await?);
         Ok(self.conns.lock().entry(addr).or_insert(c).clone())
+    }
+
+    /// The address of the broker leading a partition, as the last [`Client::metadata`]
+    /// said (the bootstrap address if unknown).
+    pub fn leader_addr(&self, topic: &str, partition: i32) -> String {
+        let leader = self
+            .leaders
+            .lock()
+            .get(&(topic.to_string(), partition))
+            .copied();
+        leader
+            .and_then(|l| self.brokers.lock().get(&l).cloned())
+            .unwrap_or_else(|| self.bootstrap.addr().to_string())
     }
 
     /// The bootstrap connection.
@@ -238,6 +255,14 @@ impl Client {
             })
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
+        {
+            let mut leaders = self.leaders.lock();
+            for t in &out {
+                for p in &t.partitions {
+                    leaders.insert((t.name.clone(), p.partition), p.leader);
+                }
+            }
+        }
         Ok(out)
     }
 
@@ -457,7 +482,19 @@ impl Client {
                     .with_partition_index(partition)
                     .with_current_leader_epoch(-1)
                     .with_timestamp(timestamp)])]);
-        let resp = self.call(&req).await?;
+        // The partition's leader answers (the bootstrap broker if unknown).
+        let leader = self
+            .leaders
+            .lock()
+            .get(&(topic.to_string(), partition))
+            .copied();
+        let resp = match leader {
+            Some(l) => {
+                let v = self.version::<ListOffsetsRequest>()?;
+                self.broker(l).await?.call(&req, v).await?
+            }
+            None => self.call(&req).await?,
+        };
         let p = resp
             .topics
             .into_iter()

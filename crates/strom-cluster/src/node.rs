@@ -805,13 +805,27 @@ impl Inner {
         waited.map_err(|_| cluster_err("the change was not applied on this broker in 15 s"))
     }
 
-    fn live_brokers(&self) -> Vec<(i32, Option<String>)> {
-        self.raw
-            .read()
-            .brokers
-            .values()
-            .map(|b| (b.id, b.rack.clone()))
-            .collect()
+    /// The live brokers with their racks, read from etcd itself (an admin request must
+    /// not place replicas from a view the watch has not caught up with yet).
+    async fn live_brokers(&self) -> Result<Vec<(i32, Option<String>)>, BrokerError> {
+        let prefix = self.keys.brokers();
+        let deadline = Instant::now() + ADMIN_RETRY;
+        let kvs = loop {
+            match self.etcd.get_prefix(prefix.as_bytes()).await {
+                Ok((kvs, _)) => break kvs,
+                Err(e) if e.is_transient() && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(cluster_err(e)),
+            }
+        };
+        let mut out: Vec<(i32, Option<String>)> = kvs
+            .iter()
+            .filter_map(|kv| serde_json::from_slice::<BrokerRecord>(&kv.value).ok())
+            .map(|b| (b.id, b.rack))
+            .collect();
+        out.sort_unstable();
+        Ok(out)
     }
 
     async fn create_topic(&self, t: NewTopic, validate_only: bool) -> Result<(), BrokerError> {
@@ -819,7 +833,7 @@ impl Inner {
         let config =
             TopicConfig::from_overrides(t.configs.clone()).map_err(BrokerError::InvalidConfig)?;
         let max = self.broker.config().max_partitions_per_topic;
-        let live = self.live_brokers();
+        let live = self.live_brokers().await?;
         let replicas: Vec<Vec<i32>> = if t.assignments.is_empty() {
             let partitions = if t.partitions == -1 {
                 self.broker.config().num_partitions
@@ -1083,7 +1097,7 @@ impl Inner {
                 )));
             }
             let rf = rec.partitions.first().map_or(1, |p| p.replicas.len());
-            let live = self.live_brokers();
+            let live = self.live_brokers().await?;
             if rf > live.len() {
                 return Err(BrokerError::InvalidReplicationFactor(format!(
                     "replication factor {rf} with {} live brokers",

@@ -12,6 +12,7 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::produce_response::{
     BatchIndexAndErrorMessage, PartitionProduceResponse, ProduceResponse, TopicProduceResponse,
 };
+use kafka_protocol::messages::{fetch_response, produce_response};
 use kafka_protocol::messages::{
     BrokerId, FetchRequest, ListOffsetsRequest, ProduceRequest, ProducerId, TopicName,
 };
@@ -44,6 +45,34 @@ fn partition_error(
     version: i16,
 ) -> PartitionProduceResponse {
     partition_refused(index, code, msg, None, version)
+}
+
+/// The leader a NOT_LEADER_OR_FOLLOWER error knows of (KIP-951): its id and epoch, if
+/// another broker is known to lead.
+fn leader_hint(e: &strom_broker::BrokerError) -> Option<(i32, i32)> {
+    match e {
+        strom_broker::BrokerError::NotLeader {
+            leader,
+            leader_epoch,
+            ..
+        } if *leader >= 0 => Some((*leader, *leader_epoch)),
+        _ => None,
+    }
+}
+
+/// The endpoints of the hinted leaders, from the cluster's metadata (KIP-951
+/// `node_endpoints`): (id, host, port, rack).
+fn hinted_endpoints(broker: &Broker, ids: &[i32]) -> Vec<(i32, String, i32, Option<String>)> {
+    let Some(meta) = broker.cluster().map(|c| c.metadata()) else {
+        return Vec::new();
+    };
+    let mut ids = ids.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    ids.iter()
+        .filter_map(|id| meta.node(*id))
+        .map(|n| (n.id, n.host.clone(), n.port, n.rack.clone()))
+        .collect()
 }
 
 /// A refused partition; `record` is the record at fault (KIP-467: index within its batch,
@@ -96,6 +125,8 @@ pub(crate) fn produce<'a>(mut req: Req<'a>) -> Result<Handled<'a>, Fatal> {
     let all_acks = r.acks == -1 && broker.is_clustered();
     // Bytes appended, charged to the producer quota.
     let mut produced = 0usize;
+    // Leaders named in NOT_LEADER_OR_FOLLOWER answers (KIP-951).
+    let mut hinted: Vec<i32> = Vec::new();
     for td in r.topic_data {
         let name = if v >= 13 {
             name_by_id(broker, td.topic_id)
@@ -169,16 +200,25 @@ pub(crate) fn produce<'a>(mut req: Req<'a>) -> Result<Handled<'a>, Fatal> {
                 }
                 Err(e) => {
                     // Storage failures are logged by the core, once a second at most.
-                    if !e.is_io() && !e.is_offline() {
+                    if !e.is_io() && !e.is_offline() && leader_hint(&e).is_none() {
                         tracing::info!(topic = name, partition = pd.index, error = %e, "produce refused");
                     }
-                    parts.push(partition_refused(
+                    let mut refused = partition_refused(
                         pd.index,
                         codes::code(&e),
                         Some(e.to_string()),
                         codes::record_error(&e),
                         v,
-                    ));
+                    );
+                    if let Some((leader, epoch)) = leader_hint(&e).filter(|_| v >= 10) {
+                        refused = refused.with_current_leader(
+                            produce_response::LeaderIdAndEpoch::default()
+                                .with_leader_id(BrokerId(leader))
+                                .with_leader_epoch(epoch),
+                        );
+                        hinted.push(leader);
+                    }
+                    parts.push(refused);
                 }
             }
         }
@@ -193,11 +233,23 @@ pub(crate) fn produce<'a>(mut req: Req<'a>) -> Result<Handled<'a>, Fatal> {
     let throttle = req.charge_quota(QuotaKind::Produce, produced);
     let encoder = req.encoder();
     let acks = r.acks;
+    let endpoints: Vec<produce_response::NodeEndpoint> = hinted_endpoints(broker, &hinted)
+        .into_iter()
+        .map(|(id, host, port, rack)| {
+            produce_response::NodeEndpoint::default()
+                .with_node_id(BrokerId(id))
+                .with_host(StrBytes::from_string(host))
+                .with_port(port)
+                .with_rack(rack.map(StrBytes::from_string))
+        })
+        .collect();
     let reply = move |responses| {
         if acks == 0 {
             return Ok(None);
         }
-        let mut resp = ProduceResponse::default().with_responses(responses);
+        let mut resp = ProduceResponse::default()
+            .with_responses(responses)
+            .with_node_endpoints(endpoints);
         if v >= 1 {
             resp = resp.with_throttle_time_ms(throttle);
         }
@@ -334,6 +386,8 @@ pub(crate) async fn fetch(mut req: Req<'_>) -> Result<Reply, Fatal> {
     let mut shared = Vec::new();
     // Bytes returned, charged to the consumer quota.
     let mut fetched = 0usize;
+    // Leaders named in NOT_LEADER_OR_FOLLOWER answers (KIP-951).
+    let mut hinted: Vec<i32> = Vec::new();
     for (topic, topic_id, parts) in shape {
         let mut out = Vec::with_capacity(parts.len());
         for (index, slot) in parts {
@@ -382,7 +436,17 @@ pub(crate) async fn fetch(mut req: Req<'_>) -> Result<Reply, Fatal> {
                 }
                 other => {
                     let code = match other {
-                        Some(Err(e)) => codes::code(&e),
+                        Some(Err(e)) => {
+                            if let Some((leader, epoch)) = leader_hint(&e).filter(|_| v >= 12) {
+                                pd = pd.with_current_leader(
+                                    fetch_response::LeaderIdAndEpoch::default()
+                                        .with_leader_id(BrokerId(leader))
+                                        .with_leader_epoch(epoch),
+                                );
+                                hinted.push(leader);
+                            }
+                            codes::code(&e)
+                        }
                         _ => refused.unwrap_or(ResponseError::UnknownTopicId).code(),
                     };
                     pd = pd
@@ -409,6 +473,20 @@ pub(crate) async fn fetch(mut req: Req<'_>) -> Result<Reply, Fatal> {
         responses.push(t);
     }
     let mut resp = FetchResponse::default().with_responses(responses);
+    if v >= 16 {
+        resp = resp.with_node_endpoints(
+            hinted_endpoints(broker, &hinted)
+                .into_iter()
+                .map(|(id, host, port, rack)| {
+                    fetch_response::NodeEndpoint::default()
+                        .with_node_id(BrokerId(id))
+                        .with_host(StrBytes::from_string(host))
+                        .with_port(port)
+                        .with_rack(rack.map(StrBytes::from_string))
+                })
+                .collect(),
+        );
+    }
     if v >= 1 {
         resp = resp.with_throttle_time_ms(req.charge_quota(QuotaKind::Fetch, fetched));
     }

@@ -76,6 +76,9 @@ pub struct BenchArgs {
     /// partition Kafka's default partitioner picks for it (murmur2); 0 = no keys.
     #[arg(long, default_value_t = 0)]
     pub keys: usize,
+    /// Replicas per partition of the created topic (cluster mode; -1: the cluster's default).
+    #[arg(long, default_value_t = -1)]
+    pub replication_factor: i16,
     /// Topic config key=value for the created topic (e.g. flush.messages=1), repeatable.
     #[arg(long = "topic-config")]
     pub topic_configs: Vec<String>,
@@ -149,10 +152,16 @@ struct Target {
     topic: Arc<str>,
     partition: i32,
     keys: Option<Vec<Bytes>>,
+    /// The partition leader's address (a cluster's partitions have different leaders).
+    addr: Arc<str>,
 }
 
 /// Every partition of every topic, or for keyed runs every partition that some key maps to.
-fn targets(topics: &[(Arc<str>, Vec<i32>)], keys: usize) -> Vec<Target> {
+fn targets(
+    topics: &[(Arc<str>, Vec<i32>)],
+    keys: usize,
+    addr: &dyn Fn(&str, i32) -> Arc<str>,
+) -> Vec<Target> {
     let mut out = Vec::new();
     for (topic, partitions) in topics {
         if keys == 0 {
@@ -160,6 +169,7 @@ fn targets(topics: &[(Arc<str>, Vec<i32>)], keys: usize) -> Vec<Target> {
                 topic: topic.clone(),
                 partition,
                 keys: None,
+                addr: addr(topic, partition),
             }));
             continue;
         }
@@ -178,6 +188,7 @@ fn targets(topics: &[(Arc<str>, Vec<i32>)], keys: usize) -> Vec<Target> {
             topic: topic.clone(),
             partition,
             keys: Some(ks),
+            addr: addr(topic, partition),
         }));
     }
     out
@@ -190,7 +201,15 @@ async fn producer(
     version: i16,
     targets: Vec<Target>,
 ) -> Result<()> {
-    let conn = Connection::connect(&a.conn.bootstrap, &format!("strom-bench-p{id}")).await?;
+    // One connection per partition leader.
+    let mut conns: std::collections::HashMap<Arc<str>, Connection> =
+        std::collections::HashMap::new();
+    for t in &targets {
+        if !conns.contains_key(&t.addr) {
+            let c = Connection::connect(&t.addr, &format!("strom-bench-p{id}")).await?;
+            conns.insert(t.addr.clone(), c);
+        }
+    }
     let acks = parse_acks(&a.acks)?;
     let compression = parse_compression(&a.compression)?;
     let per_producer_rate = if a.rate == 0 {
@@ -267,6 +286,7 @@ async fn producer(
             Client::produce_request(&target.topic, acks, 30_000, vec![(target.partition, batch)]);
         seq += count as u64;
         let sent = Instant::now();
+        let conn = &conns[&target.addr];
         if acks == 0 {
             conn.send_no_response(&req, version, shared).await?;
             count_produced(&a, &s, count);
@@ -327,8 +347,9 @@ async fn consumer(
     s: Arc<Shared>,
     version: i16,
     mut pos: Positions,
+    addr: Arc<str>,
 ) -> Result<()> {
-    let conn = Connection::connect(&a.conn.bootstrap, &format!("strom-bench-c{id}")).await?;
+    let conn = Connection::connect(&addr, &format!("strom-bench-c{id}")).await?;
     let mut local = hist();
     let mut idle_since: Option<Instant> = None;
     loop {
@@ -427,7 +448,9 @@ pub(crate) async fn run(a: BenchArgs) -> Result<()> {
         let topic = match client.topic(name).await {
             Ok(t) => t,
             Err(_) => {
-                client.create_topic(name, a.partitions, &cfg).await?;
+                client
+                    .create_topic_replicated(name, a.partitions, a.replication_factor, &cfg)
+                    .await?;
                 client.topic(name).await?
             }
         };
@@ -454,7 +477,8 @@ pub(crate) async fn run(a: BenchArgs) -> Result<()> {
     let a = Arc::new(a);
     let mut tasks = Vec::new();
     for c in 0..a.consumers {
-        let mut mine: Positions = Vec::new();
+        // A consumer reads its partitions from their leaders: one task per leader.
+        let mut mine: std::collections::BTreeMap<Arc<str>, Positions> = Default::default();
         for (i, (t, p)) in all.iter().enumerate() {
             if i % a.consumers != c {
                 continue;
@@ -462,23 +486,27 @@ pub(crate) async fn run(a: BenchArgs) -> Result<()> {
             let at = client
                 .list_offset(t, *p, if backlog { -2 } else { -1 })
                 .await?;
-            match mine.iter_mut().find(|(u, _)| u == t) {
+            let by_leader = mine
+                .entry(Arc::from(client.leader_addr(t, *p)))
+                .or_default();
+            match by_leader.iter_mut().find(|(u, _)| u == t) {
                 Some((_, ps)) => ps.push((*p, at)),
-                None => mine.push((t.clone(), vec![(*p, at)])),
+                None => by_leader.push((t.clone(), vec![(*p, at)])),
             }
         }
-        if !mine.is_empty() {
+        for (addr, positions) in mine {
             tasks.push(tokio::spawn(consumer(
                 c,
                 a.clone(),
                 shared.clone(),
                 fv,
-                mine,
+                positions,
+                addr,
             )));
         }
     }
     let mut prods = Vec::new();
-    let targets = targets(&topics, a.keys);
+    let targets = targets(&topics, a.keys, &|t, p| Arc::from(client.leader_addr(t, p)));
     for p in 0..a.producers {
         // Every producer round-robins over all targets, starting at its own index.
         prods.push(tokio::spawn(producer(
