@@ -4,16 +4,21 @@
 # etcd-server) and three `strom serve` on 127.0.0.1, .2 and .3 (fresh data dirs, release build
 # unless STROM_BIN), then alternates RF=1 and RF=3 rounds, RUNS of each:
 #
-#     bench/cluster_rf.sh [RUNS] [SECONDS]        (default 3 rounds of 10 s)
+#     bench/cluster_rf.sh [RUNS] [SECONDS] [RATE] [BATCH]
+#
+# (default 3 rounds of 10 s, as fast as possible, 1000-record batches; RATE records/s over all
+# producers for the latency at a fixed load, e.g. `bench/cluster_rf.sh 3 10 30000 100`).
 #
 # Each round: `strom bench` with a new 3-partition topic (one partition led by each broker),
-# 3 producers, 1 KB records, 1000-record batches, 8 requests in flight each, acks=all, the
+# 3 producers, 1 KB records, BATCH-record batches, 8 requests in flight each, acks=all, the
 # producers' ack latency (send -> acknowledgement) and one consumer reading along. Prints the
 # bench's summary per round and the medians.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs="${1:-3}"
 secs="${2:-10}"
+rate="${3:-0}"
+batch="${4:-1000}"
 bin="${STROM_BIN:-$PWD/target/release/strom}"
 work="$(mktemp -d /tmp/strom-cluster-rf.XXXXXX)"
 pids=()
@@ -47,7 +52,7 @@ declare -A tput lat
 for r in $(seq "$runs"); do
     for rf in 1 3; do
         out="$("$bin" bench --bootstrap "$boot" --topic "rf$rf-$r" --partitions 3 --replication-factor "$rf" \
-            --producers 3 --consumers 1 --message-size 1024 --batch 1000 --inflight 8 --acks all \
+            --producers 3 --consumers 1 --message-size 1024 --batch "$batch" --rate "$rate" --linger-ms 5 --inflight 8 --acks all \
             --warmup-secs 2 --duration-secs "$secs" --json 2>/dev/null)"
         mbs="$(echo "$out" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(round(d["produce_mb_per_s"],1))')"
         p50="$(echo "$out" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["ack_latency_ms"]["p50"])')"

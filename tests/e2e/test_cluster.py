@@ -164,12 +164,15 @@ def cluster(etcd, broker_factory):
     """Three brokers of one cluster (a name of its own in etcd)."""
     name = "c" + uuid.uuid4().hex[:8]
 
-    def make(node_id, **opts):
+    def make(node_id, http=False, **opts):
+        if not http:
+            opts["http_addr"] = "off"
         return broker_factory(
-            node_id=node_id, cluster_etcd=etcd.url, cluster_name=name,
-            cluster_session_timeout_ms=SESSION_MS, replica_lag_time_max_ms=4000, http_addr="off", **opts)
+            node_id=node_id, cluster_etcd=etcd.url, cluster_name=name, http=http,
+            cluster_session_timeout_ms=SESSION_MS, replica_lag_time_max_ms=4000, **opts)
 
-    brokers = Cluster({i: make(i) for i in (1, 2, 3)})
+    # Broker 1 has the HTTP door (its /metrics).
+    brokers = Cluster({i: make(i, http=(i == 1)) for i in (1, 2, 3)})
     brokers.make = make
     wait_for(lambda: len(AdminClient(conf(brokers[1])).list_topics(timeout=5).brokers) == 3,
              15, "three brokers registered")
@@ -238,9 +241,11 @@ def test_rf3_topic_has_three_in_sync_replicas_with_the_records_on_each(cluster):
         leaders.add(pm.leader)
     assert leaders == {1, 2, 3}, "leaders spread over the brokers"
     # Any broker answers with the same metadata (the cluster's, from etcd).
+    # (Each broker applies the metadata from its own watch: within moments, not at once.)
     for other in (cluster[2], cluster[3]):
-        pm = AdminClient(conf(other)).list_topics("replicated", timeout=5).topics["replicated"].partitions[0]
-        assert sorted(pm.replicas) == [1, 2, 3]
+        oa = AdminClient(conf(other))
+        wait_for(lambda: sorted(partition_md(oa, "replicated", 0).replicas) == [1, 2, 3], 5,
+                 "the topic on every broker")
     acked = []
     p = Producer(conf(b, acks="all", **{"enable.idempotence": True, "linger.ms": 5}))
     for i in range(3000):
@@ -364,6 +369,13 @@ def test_a_restarted_follower_catches_up_and_min_insync_replicas_is_enforced(clu
     d = cluster[follower].data_dir / "catchup-0"
     data = b"".join(f.read_bytes() for f in sorted(d.glob("*.log")))
     assert b"while-down-499" in data and b"accepted" in data
+    # The ISR changes, replication lag and the cluster's counts are in /metrics.
+    metrics = urllib.request.urlopen(cluster[1].http + "/metrics", timeout=5).read().decode()
+    assert "strom_cluster_brokers 3" in metrics
+    assert "strom_cluster_offline_partitions 0" in metrics
+    if leader == 1:
+        assert "strom_isr_shrinks_total 0" not in metrics and "strom_isr_expands_total 0" not in metrics
+        assert 'strom_replica_lag_records{topic="catchup",partition="0"}' in metrics
     # More replicas than live brokers: INVALID_REPLICATION_FACTOR.
     with pytest.raises(KafkaException) as e:
         create(admin, "too-many", 1, 4)

@@ -245,6 +245,8 @@ pub struct Broker {
     pub(crate) cluster: std::sync::OnceLock<Arc<dyn crate::cluster::ClusterHandle>>,
     /// Cluster mode: the blocks of producer ids the cluster handed this broker.
     pub(crate) id_blocks: crate::cluster::IdBlocks,
+    /// Cluster mode: ISR shrinks and expands applied where this broker leads.
+    pub(crate) isr_counters: crate::replica::IsrCounters,
 }
 
 /// The store in `cell`, opened by `open` at first use (a failure is retried next time).
@@ -332,6 +334,7 @@ impl Broker {
             clustered: AtomicBool::new(false),
             cluster: std::sync::OnceLock::new(),
             id_blocks: Default::default(),
+            isr_counters: Default::default(),
         }))
     }
 

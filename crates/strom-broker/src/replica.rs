@@ -96,6 +96,35 @@ pub struct IsrChange {
     pub isr: Vec<i32>,
 }
 
+/// One partition led or followed here, for the metrics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicaStats {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// Whether this broker leads it (else it follows it).
+    pub leader: bool,
+    /// Replicas assigned.
+    pub replicas: usize,
+    /// In-sync replicas.
+    pub isr: usize,
+    /// On a leader: records the slowest replica lacks (log end minus its log end); on a
+    /// follower: 0.
+    pub lag_records: i64,
+    /// The high watermark.
+    pub high_watermark: i64,
+    /// The log end offset.
+    pub log_end: i64,
+}
+
+/// Counters of ISR changes applied where this broker leads.
+#[derive(Default)]
+pub(crate) struct IsrCounters {
+    pub(crate) shrinks: std::sync::atomic::AtomicU64,
+    pub(crate) expands: std::sync::atomic::AtomicU64,
+}
+
 /// Where a follower stands, as its fetches report it.
 #[derive(Clone, Copy, Debug)]
 struct FollowerPos {
@@ -318,6 +347,14 @@ impl Broker {
         };
         let same = st.role == role && st.epoch == a.leader_epoch;
         let changed_sets = st.replicas != a.replicas || st.isr != a.isr;
+        if same && role == Role::Leader {
+            use std::cmp::Ordering as O;
+            match a.isr.len().cmp(&st.isr.len()) {
+                O::Less => self.isr_counters.shrinks.fetch_add(1, Ordering::Relaxed),
+                O::Greater => self.isr_counters.expands.fetch_add(1, Ordering::Relaxed),
+                O::Equal => 0,
+            };
+        }
         st.replicas = a.replicas.clone();
         st.isr = a.isr.clone();
         if same {
@@ -525,6 +562,48 @@ impl Broker {
             }
         }
         out
+    }
+
+    /// The partitions led or followed here and the ISR shrinks and expands applied where
+    /// this broker leads (cluster mode; empty otherwise).
+    pub fn replication_stats(&self) -> (Vec<ReplicaStats>, u64, u64) {
+        let mut out = Vec::new();
+        if self.is_clustered() {
+            for t in self.topics_snapshot() {
+                for p in t.partitions().iter() {
+                    let Ok(o) = p.online() else { continue };
+                    let st = o.replication.state.lock();
+                    let leader = match st.role {
+                        Role::Leader => true,
+                        Role::Follower { .. } => false,
+                        _ => continue,
+                    };
+                    let leo = o.log.log_end_offset();
+                    let slowest = st
+                        .replicas
+                        .iter()
+                        .filter(|r| **r != self.node_id())
+                        .map(|r| st.followers.get(r).map_or(0, |f| f.leo))
+                        .min()
+                        .unwrap_or(leo);
+                    out.push(ReplicaStats {
+                        topic: t.name().to_string(),
+                        partition: p.index(),
+                        leader,
+                        replicas: st.replicas.len(),
+                        isr: st.isr.len(),
+                        lag_records: if leader { (leo - slowest).max(0) } else { 0 },
+                        high_watermark: o.replication.high_watermark(leo),
+                        log_end: leo,
+                    });
+                }
+            }
+        }
+        (
+            out,
+            self.isr_counters.shrinks.load(Ordering::Relaxed),
+            self.isr_counters.expands.load(Ordering::Relaxed),
+        )
     }
 
     /// Refuses an acks=all produce when fewer replicas than `min.insync.replicas` are in

@@ -459,10 +459,73 @@ fn core_metrics(s: &AppState, out: &mut String) {
     }
     share_metrics(s, out);
     cleaner_metrics(s, out);
+    replication_metrics(s, out);
 }
 
 /// The log cleaner: passes, bytes, records compacted away, the last pass's duration and
 /// each compacted log's dirty ratio (internal logs: their name, partition -1).
+/// Cluster mode: replication per partition led or followed here, ISR changes, and the
+/// cluster's under-replicated and offline partition counts (from its metadata, the same on
+/// every broker).
+fn replication_metrics(s: &AppState, out: &mut String) {
+    let Some(cluster) = s.broker.cluster() else {
+        return;
+    };
+    let (stats, shrinks, expands) = s.broker.replication_stats();
+    let _ = writeln!(
+        out,
+        "# HELP strom_isr_shrinks_total ISR shrinks of partitions led here.\n# TYPE strom_isr_shrinks_total counter\nstrom_isr_shrinks_total {shrinks}"
+    );
+    let _ = writeln!(
+        out,
+        "# HELP strom_isr_expands_total ISR expansions of partitions led here.\n# TYPE strom_isr_expands_total counter\nstrom_isr_expands_total {expands}"
+    );
+    out.push_str("# HELP strom_replica_lag_records Records the slowest replica lacks, per partition led here.\n# TYPE strom_replica_lag_records gauge\n");
+    for r in stats.iter().filter(|r| r.leader) {
+        let _ = writeln!(
+            out,
+            "strom_replica_lag_records{{topic=\"{}\",partition=\"{}\"}} {}",
+            escape(&r.topic),
+            r.partition,
+            r.lag_records
+        );
+    }
+    out.push_str("# HELP strom_partition_under_replicated 1 if the ISR is smaller than the replicas, per partition led here.\n# TYPE strom_partition_under_replicated gauge\n");
+    for r in stats.iter().filter(|r| r.leader) {
+        let _ = writeln!(
+            out,
+            "strom_partition_under_replicated{{topic=\"{}\",partition=\"{}\"}} {}",
+            escape(&r.topic),
+            r.partition,
+            u8::from(r.isr < r.replicas)
+        );
+    }
+    let meta = cluster.metadata();
+    let (mut under, mut offline) = (0, 0);
+    for t in meta.topics.values() {
+        for a in &t.partitions {
+            if a.leader < 0 || meta.node(a.leader).is_none() {
+                offline += 1;
+            } else if a.isr.len() < a.replicas.len() {
+                under += 1;
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP strom_cluster_under_replicated_partitions Partitions of the cluster whose ISR is smaller than their replicas.\n# TYPE strom_cluster_under_replicated_partitions gauge\nstrom_cluster_under_replicated_partitions {under}"
+    );
+    let _ = writeln!(
+        out,
+        "# HELP strom_cluster_offline_partitions Partitions of the cluster without a live leader.\n# TYPE strom_cluster_offline_partitions gauge\nstrom_cluster_offline_partitions {offline}"
+    );
+    let _ = writeln!(
+        out,
+        "# HELP strom_cluster_brokers Live brokers of the cluster.\n# TYPE strom_cluster_brokers gauge\nstrom_cluster_brokers {}",
+        meta.brokers.len()
+    );
+}
+
 fn cleaner_metrics(s: &AppState, out: &mut String) {
     let c = s.broker.cleaner_metrics();
     let _ = writeln!(
