@@ -568,3 +568,34 @@ def test_a_fourth_broker_takes_its_share_under_load_and_nothing_is_lost(cluster)
     values = consume_all(cluster[4], "grow", len(acked), timeout=60)
     assert len(values) == len(set(values)), "no record twice"
     assert set(acked) <= set(values), f"{len(set(acked) - set(values))} acknowledged records lost"
+
+
+def test_the_http_door_creates_replicated_topics_and_names_the_leader_elsewhere(cluster):
+    import requests
+    http = cluster[1].http
+    r = requests.post(f"{http}/topics", json={"name": "via-http", "partitions": 3, "replication_factor": 3})
+    assert r.status_code in (200, 201), r.text
+    admin = AdminClient(conf(cluster[1]))
+    for p in range(3):
+        wait_for(lambda: len(partition_md(admin, "via-http", p).isrs) == 3, 10, f"ISR of {p}")
+    led = [p for p in range(3) if partition_md(admin, "via-http", p).leader == 1]
+    elsewhere = [p for p in range(3) if partition_md(admin, "via-http", p).leader != 1]
+    assert led and elsewhere
+    # Led here: acknowledged once the three replicas have it (acks=all).
+    r = requests.post(f"{http}/topics/via-http/records", json={"records": [{"value": "hello", "partition": led[0]}]})
+    assert r.status_code == 200, r.text
+    assert r.json()["offsets"] == [{"partition": led[0], "offset": 0}]
+    # Led elsewhere: a JSON 421 naming the reason, nothing written here.
+    r = requests.post(f"{http}/topics/via-http/records", json={"records": [{"value": "x", "partition": elsewhere[0]}]})
+    assert r.status_code == 421, r.text
+    assert r.json()["error"]["code"] == "not_leader_or_follower"
+    assert "leader" in r.json()["error"]["message"]
+    # More replicas than brokers: 400 with its Kafka name.
+    r = requests.post(f"{http}/topics", json={"name": "too-wide", "replication_factor": 5})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_replication_factor", r.text
+    # The record is on the followers too, read back by a Kafka consumer from the cluster.
+    values = consume_all(cluster[2], "via-http", 1)
+    assert values == ["hello"]
+    assert requests.delete(f"{http}/topics/via-http").status_code == 204
+    wait_for(lambda: "via-http" not in AdminClient(conf(cluster[3])).list_topics(timeout=5).topics, 10,
+             "the topic gone on every broker")

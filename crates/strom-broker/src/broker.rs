@@ -644,12 +644,22 @@ impl Broker {
     /// Appends `records` (one or more v2 batches, as the client sent them) to a partition and
     /// returns once the topic's durability policy is met. A retried idempotent batch is
     /// acknowledged with its original offsets and not written again.
+    /// In cluster mode it is acknowledged once every in-sync replica has the records
+    /// (acks=all, with `min.insync.replicas`), within 30 s.
     pub async fn produce(&self, topic: &str, partition: i32, records: &[u8]) -> Result<ProduceAck> {
         self.check_txn(topic, partition, records, false)?;
+        self.check_min_insync(topic, partition)?;
         let (ack, pending) = self.append_records(topic, partition, records, true)?;
         if let Some(pending) = pending {
             self.wait_durable(pending).await?;
         }
+        self.wait_replicated(
+            topic,
+            partition,
+            ack.last_offset + 1,
+            Duration::from_secs(30),
+        )
+        .await?;
         Ok(ack)
     }
 

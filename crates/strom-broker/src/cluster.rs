@@ -161,6 +161,47 @@ impl Broker {
         self.producer_ids.was_issued(id)
     }
 
+    /// Creates a topic the way the broker's mode says: in the cluster's metadata (with
+    /// `replication_factor` replicas, -1 the cluster's default) or locally. For the doors
+    /// that have no replica assignments of their own (HTTP, gRPC).
+    pub async fn admin_create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        configs: Vec<(String, String)>,
+    ) -> Result<()> {
+        match self.cluster() {
+            Some(c) => {
+                let topic = NewTopic {
+                    name: name.to_string(),
+                    partitions,
+                    replication_factor,
+                    assignments: Vec::new(),
+                    configs,
+                };
+                c.create_topic(topic, false).await
+            }
+            None => self.create_topic(name, partitions, configs, false),
+        }
+    }
+
+    /// Deletes a topic in the cluster's metadata or locally (see [`Broker::admin_create_topic`]).
+    pub async fn admin_delete_topic(&self, name: &str) -> Result<()> {
+        match self.cluster() {
+            Some(c) => c.delete_topic(name.to_string()).await,
+            None => self.delete_topic(name),
+        }
+    }
+
+    /// Grows a topic in the cluster's metadata or locally (see [`Broker::admin_create_topic`]).
+    pub async fn admin_create_partitions(&self, name: &str, total: i32) -> Result<()> {
+        match self.cluster() {
+            Some(c) => c.create_partitions(name.to_string(), total, false).await,
+            None => self.create_partitions(name, total, false),
+        }
+    }
+
     /// Installs the cluster (once), and enters cluster mode.
     pub fn set_cluster(&self, handle: Arc<dyn ClusterHandle>) {
         self.enable_cluster();

@@ -19,12 +19,13 @@ pub(crate) async fn create_topic(
     }
     caller.quota_gate(door, QuotaKind::ControllerMutation, 0)?;
     door.broker
-        .create_topic(
+        .admin_create_topic(
             &req.name,
             req.partitions.unwrap_or(-1),
+            -1,
             req.configs.into_iter().collect(),
-            false,
         )
+        .await
         .map_err(broker_status)?;
     let info = describe(door, &req.name)?;
     caller
@@ -37,7 +38,10 @@ pub(crate) async fn delete_topic(door: &Door, caller: &Caller, name: &str) -> Re
     caller.allow(door, Operation::Delete, ResourceType::Topic, name)?;
     caller.quota_gate(door, QuotaKind::ControllerMutation, 0)?;
     let partitions = door.broker.topic(name).map_or(0, |t| t.partitions().len());
-    door.broker.delete_topic(name).map_err(broker_status)?;
+    door.broker
+        .admin_delete_topic(name)
+        .await
+        .map_err(broker_status)?;
     caller
         .quota_charge(door, QuotaKind::ControllerMutation, partitions)
         .await;

@@ -290,6 +290,17 @@ pub(crate) fn broker_status(e: BrokerError) -> Status {
         )) => (Code::InvalidArgument, "INVALID_RECORD"),
         BrokerError::InvalidTimestamp(_) => (Code::InvalidArgument, "INVALID_TIMESTAMP"),
         BrokerError::ShuttingDown => (Code::Unavailable, "BROKER_NOT_AVAILABLE"),
+        BrokerError::NotLeader { .. }
+        | BrokerError::FencedLeaderEpoch { .. }
+        | BrokerError::UnknownLeaderEpoch { .. } => (Code::Unavailable, "NOT_LEADER_OR_FOLLOWER"),
+        BrokerError::NotEnoughReplicas { .. } => (Code::Unavailable, "NOT_ENOUGH_REPLICAS"),
+        BrokerError::NotEnoughReplicasAfterAppend { .. } => {
+            (Code::Unavailable, "NOT_ENOUGH_REPLICAS_AFTER_APPEND")
+        }
+        BrokerError::ReplicationTimeout { .. } => (Code::DeadlineExceeded, "REQUEST_TIMED_OUT"),
+        BrokerError::InvalidReplicationFactor(_) => {
+            (Code::InvalidArgument, "INVALID_REPLICATION_FACTOR")
+        }
         e if e.is_out_of_space() => (Code::ResourceExhausted, "KAFKA_STORAGE_ERROR"),
         e if e.is_offline() => (Code::Unavailable, "KAFKA_STORAGE_ERROR"),
         _ => (Code::Internal, "KAFKA_STORAGE_ERROR"),

@@ -124,6 +124,32 @@ impl From<BrokerError> for ApiError {
             )) => (StatusCode::BAD_REQUEST, "invalid_record"),
             BrokerError::InvalidTimestamp(_) => (StatusCode::BAD_REQUEST, "invalid_timestamp"),
             BrokerError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+            // Cluster mode: the partition is led by another broker (its Kafka address is in
+            // the message; the HTTP door does not forward yet).
+            BrokerError::NotLeader { .. }
+            | BrokerError::FencedLeaderEpoch { .. }
+            | BrokerError::UnknownLeaderEpoch { .. } => {
+                (StatusCode::MISDIRECTED_REQUEST, "not_leader_or_follower")
+            }
+            BrokerError::NotEnoughReplicas { .. }
+            | BrokerError::NotEnoughReplicasAfterAppend { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "not_enough_replicas")
+            }
+            BrokerError::ReplicationTimeout { .. } => {
+                (StatusCode::GATEWAY_TIMEOUT, "request_timed_out")
+            }
+            BrokerError::InvalidReplicationFactor(_) => {
+                (StatusCode::BAD_REQUEST, "invalid_replication_factor")
+            }
+            BrokerError::InvalidReplicaAssignment(_) => {
+                (StatusCode::BAD_REQUEST, "invalid_replica_assignment")
+            }
+            BrokerError::NoReassignmentInProgress { .. } => {
+                (StatusCode::CONFLICT, "no_reassignment_in_progress")
+            }
+            BrokerError::ElectionNotPossible { .. } | BrokerError::Cluster(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "cluster_unavailable")
+            }
             // Nothing was written; the same request succeeds once space is freed.
             e if e.is_out_of_space() => (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage"),
             // Until the broker restarts (a failed sync) or the damage is repaired.
@@ -212,8 +238,15 @@ pub(crate) struct CreateTopic {
     name: String,
     #[serde(default = "minus_one")]
     partitions: i32,
+    /// Cluster mode: replicas per partition (-1: the cluster's default).
+    #[serde(default = "minus_one_i16")]
+    replication_factor: i16,
     #[serde(default)]
     configs: BTreeMap<String, String>,
+}
+
+fn minus_one_i16() -> i16 {
+    -1
 }
 
 fn minus_one() -> i32 {
@@ -230,12 +263,14 @@ pub(crate) async fn create_topic(
     let req: CreateTopic = parse_body(body)?;
     caller.allow_create_topic(&s, &req.name)?;
     caller.quota_gate(&s, QuotaKind::ControllerMutation, 0)?;
-    s.broker.create_topic(
-        &req.name,
-        req.partitions,
-        req.configs.into_iter().collect(),
-        false,
-    )?;
+    s.broker
+        .admin_create_topic(
+            &req.name,
+            req.partitions,
+            req.replication_factor,
+            req.configs.into_iter().collect(),
+        )
+        .await?;
     let t = s
         .broker
         .topic(&req.name)
@@ -308,7 +343,7 @@ pub(crate) async fn delete_topic(
     caller.allow(&s, Operation::Delete, ResourceType::Topic, &topic)?;
     caller.quota_gate(&s, QuotaKind::ControllerMutation, 0)?;
     let partitions = s.broker.topic(&topic).map_or(0, |t| t.partitions().len());
-    s.broker.delete_topic(&topic)?;
+    s.broker.admin_delete_topic(&topic).await?;
     caller
         .quota_charge(&s, QuotaKind::ControllerMutation, partitions)
         .await;
@@ -375,7 +410,7 @@ pub(crate) async fn add_partitions(
         .broker
         .topic(&topic)
         .map_or(0, |t| t.partitions().len() as i32);
-    s.broker.create_partitions(&topic, req.count, false)?;
+    s.broker.admin_create_partitions(&topic, req.count).await?;
     caller
         .quota_charge(
             &s,
