@@ -599,3 +599,32 @@ def test_the_http_door_creates_replicated_topics_and_names_the_leader_elsewhere(
     assert requests.delete(f"{http}/topics/via-http").status_code == 204
     wait_for(lambda: "via-http" not in AdminClient(conf(cluster[3])).list_topics(timeout=5).topics, 10,
              "the topic gone on every broker")
+
+
+def test_a_follower_behind_whole_segments_and_the_leaders_log_start_catches_up(cluster):
+    admin = AdminClient(conf(cluster[1]))
+    fs = admin.create_topics([NewTopic("behind", num_partitions=1, replica_assignment=[[1, 2, 3]],
+                                       config={"segment.bytes": "32768"})])
+    fs["behind"].result(20)
+    wait_for(lambda: sorted(partition_md(admin, "behind").isrs) == [1, 2, 3], 10, "full ISR")
+    cluster[3].kill()
+    wait_for(lambda: 3 not in partition_md(admin, "behind").isrs, 20, "broker 3 out of the ISR")
+    p = Producer(conf(cluster[1], acks=1, **{"linger.ms": 5, "batch.size": 8192}))
+    errs = []
+    for i in range(2000):
+        p.produce("behind", value=(b"r%05d-" % i) + b"x" * 500,
+                  on_delivery=lambda err, m: errs.append(err) if err else None)
+        p.poll(0)
+    assert p.flush(30) == 0
+    assert not errs, errs[:3]
+    # The leader drops everything below 1500 while broker 3 is away (as retention would).
+    strom_cli("topic", "delete-records", "behind", "--partition", "0", "--before", "1500",
+              "--bootstrap", cluster[1].bootstrap)
+    cluster[3].start()
+    wait_for(lambda: sorted(partition_md(admin, "behind").isrs) == [1, 2, 3], 30, "broker 3 back in the ISR")
+    d = cluster[3].data_dir / "behind-0"
+    bases = sorted(int(f.stem) for f in d.glob("*.log"))
+    assert bases and bases[0] >= 1500, f"broker 3 starts at the leader's log start: {bases[:3]}"
+    data = b"".join(f.read_bytes() for f in sorted(d.glob("*.log")))
+    assert b"r01999-" in data and b"r00000-" not in data
+    assert "behind the leader's log start" in cluster[3].log

@@ -759,6 +759,23 @@ impl Broker {
         Ok(st.epochs.end_of(epoch, o.log.log_end_offset()))
     }
 
+    /// On a follower whose leader's log starts past its log end (retention or DeleteRecords
+    /// there while it was behind): empties the log and starts it at `offset`, the producer
+    /// state and the epoch cache with it.
+    pub fn reset_replica(&self, topic: &str, partition: i32, offset: i64) -> Result<()> {
+        let p = self.partition(topic, partition)?;
+        let o = p.online()?;
+        let mut producers = o.producers.lock();
+        o.log.reset_to(offset)?;
+        let mut rebuilt = crate::producer::PartitionProducers::load(&o.log)?;
+        rebuilt.adopt_unstable_handle(o.first_unstable.clone());
+        *producers = rebuilt;
+        drop(producers);
+        o.replication.state.lock().epochs.truncate_from(0)?;
+        o.replication.hw.store(offset, Ordering::Release);
+        Ok(())
+    }
+
     /// On a follower: removes the records at and after `offset` (where its log and the new
     /// leader's part), rebuilding the producer state and dropping the epochs from there.
     pub fn truncate_replica(&self, topic: &str, partition: i32, offset: i64) -> Result<()> {

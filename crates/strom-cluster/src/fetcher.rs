@@ -12,10 +12,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::offset_for_leader_epoch_request::{
     OffsetForLeaderPartition, OffsetForLeaderTopic,
 };
-use kafka_protocol::messages::{BrokerId, FetchRequest, OffsetForLeaderEpochRequest, TopicName};
+use kafka_protocol::messages::{
+    BrokerId, FetchRequest, ListOffsetsRequest, OffsetForLeaderEpochRequest, TopicName,
+};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use parking_lot::Mutex;
@@ -26,6 +29,8 @@ use crate::node::Inner;
 
 /// The Fetch version followers send (replica id in the request header fields, topic names).
 const FETCH_VERSION: i16 = 12;
+/// The ListOffsets version followers send (the leader's log start).
+const LIST_OFFSETS_VERSION: i16 = 5;
 /// The OffsetForLeaderEpoch version followers send (with the replica id).
 const EPOCH_VERSION: i16 = 4;
 /// How long a replica fetch waits at the leader for new records.
@@ -284,6 +289,54 @@ fn done_truncating(f: &Fetcher, topic: &str, partition: i32, epoch: i32) {
     }
 }
 
+/// A fetch out of the leader's range: below its log start (it deleted what this follower
+/// lacks: start again at its start), or past its end (truncate first).
+async fn resync(
+    f: &Fetcher,
+    node: &Inner,
+    c: &Connection,
+    topic: &str,
+    partition: i32,
+) -> strom_client::Result<()> {
+    let req = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(node.cfg.node_id))
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(name(topic))
+            .with_partitions(vec![ListOffsetsPartition::default()
+                .with_partition_index(partition)
+                .with_current_leader_epoch(-1)
+                .with_timestamp(-2)])]);
+    let resp = c.call(&req, LIST_OFFSETS_VERSION).await?;
+    let start = resp
+        .topics
+        .iter()
+        .flat_map(|t| &t.partitions)
+        .find(|p| p.error_code == 0)
+        .map(|p| p.offset);
+    let Some(start) = start else {
+        return Ok(());
+    };
+    let leo = node
+        .broker
+        .latest_epoch(topic, partition)
+        .map_or(0, |(_, e)| e);
+    if leo < start {
+        tracing::info!(
+            topic,
+            partition,
+            leo,
+            leader_start = start,
+            "behind the leader's log start: starting over there"
+        );
+        if let Err(e) = node.broker.reset_replica(topic, partition, start) {
+            tracing::warn!(topic, partition, error = %e, "reset failed");
+        }
+    } else {
+        needs_truncation(f, topic, partition);
+    }
+    Ok(())
+}
+
 fn needs_truncation(f: &Fetcher, topic: &str, partition: i32) {
     if let Some(st) = f.parts.lock().get_mut(&(topic.to_string(), partition)) {
         st.truncate = true;
@@ -334,6 +387,7 @@ async fn fetch(
         .await
         .map_err(|_| strom_client::Error::Io(std::io::Error::other("replica fetch timed out")))??;
     let mut refused = false;
+    let mut out_of_range = Vec::new();
     for t in resp.responses {
         let topic = t.topic.to_string();
         for p in t.partitions {
@@ -342,7 +396,7 @@ async fn fetch(
                 let e = ResponseError::try_from_code(p.error_code);
                 match e {
                     Some(ResponseError::OffsetOutOfRange) => {
-                        needs_truncation(f, &topic, p.partition_index)
+                        out_of_range.push((topic.clone(), p.partition_index))
                     }
                     _ => tracing::debug!(
                         topic,
@@ -374,6 +428,9 @@ async fn fetch(
                 }
             }
         }
+    }
+    for (topic, partition) in out_of_range {
+        resync(f, node, c, &topic, partition).await?;
     }
     if refused {
         // Wait for the metadata to move (a new leader) instead of spinning.

@@ -882,6 +882,38 @@ impl Log {
             removed = end - offset,
             "log truncated to its leader's"
         );
+        self.reload(&mut w, config)
+    }
+
+    /// Empties the log and starts it again at `offset` (a follower whose leader's log
+    /// starts past this log's end: the records between are gone there, so this copy starts
+    /// where the leader's does). Every segment is deleted; the log start and end become
+    /// `offset`, durably, before the log is reopened from its files.
+    pub fn reset_to(&self, offset: i64) -> Result<()> {
+        let mut w = self.writer.lock();
+        if self.closed.load(Ordering::Acquire) {
+            return Err(LogError::Closed);
+        }
+        self.seals.check()?;
+        let _swap = self.swap_lock.lock();
+        self.wait_for_seals();
+        let config = self.config();
+        let segs: Vec<Arc<Segment>> = self.segments.read().iter().cloned().collect();
+        let (start, end) = (self.log_start_offset(), self.log_end_offset());
+        Segment::create(&self.dir, offset, now_ms())?;
+        for s in segs.iter().filter(|s| s.base_offset != offset) {
+            s.delete_files()?;
+        }
+        write_start_offset(&self.dir, offset)?;
+        write_recovery_point(&self.dir, offset, false)?;
+        sync_dir(&self.dir)?;
+        tracing::info!(dir = %self.dir.display(), from_start = start, from_end = end, offset, "log reset to its leader's start");
+        self.reload(&mut w, config)
+    }
+
+    /// Reopens the log from its files into `self` (under the writer lock `w`), after a
+    /// truncation or a reset rewrote them.
+    fn reload(&self, w: &mut Writer, config: LogConfig) -> Result<()> {
         let fresh = Log::open(&self.dir, config)?;
         let Log {
             segments,

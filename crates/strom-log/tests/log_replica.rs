@@ -112,3 +112,30 @@ fn truncation_cuts_at_a_batch_boundary_and_the_log_goes_on_from_there() {
     assert_eq!(&again[..cut], &bytes[..cut]);
     assert!(!reopened.read(5, 1).unwrap().data.is_empty());
 }
+
+#[test]
+fn a_reset_empties_the_log_and_starts_it_at_the_leaders_start() {
+    let (_ld, leader) = leader_bytes(150);
+    let dir = tempfile::tempdir().unwrap();
+    let follower = Log::open(dir.path(), config()).unwrap();
+    let first = leader.read(0, 1 << 20).unwrap().data;
+    let one: usize = batch_headers(&first).next().unwrap().1.total_len();
+    follower.append_replica(&first[..one]).unwrap();
+    // The leader's log now starts at 120: everything before is gone there.
+    follower.reset_to(120).unwrap();
+    assert_eq!(
+        (follower.log_start_offset(), follower.log_end_offset()),
+        (120, 120)
+    );
+    let rest = leader.read(120, 1 << 20).unwrap().data;
+    let b: usize = batch_headers(&rest).next().unwrap().1.total_len();
+    follower.append_replica(&rest[..b]).unwrap();
+    assert_eq!(follower.log_end_offset(), 121);
+    assert_eq!(follower.read(120, 1 << 20).unwrap().data, rest[..b]);
+    drop(follower);
+    let reopened = Log::open(dir.path(), config()).unwrap();
+    assert_eq!(
+        (reopened.log_start_offset(), reopened.log_end_offset()),
+        (120, 121)
+    );
+}
