@@ -628,3 +628,63 @@ def test_a_follower_behind_whole_segments_and_the_leaders_log_start_catches_up(c
     data = b"".join(f.read_bytes() for f in sorted(d.glob("*.log")))
     assert b"r01999-" in data and b"r00000-" not in data
     assert "behind the leader's log start" in cluster[3].log
+
+
+def test_a_rolling_restart_under_load_loses_nothing_and_leaders_move_at_once(cluster):
+    admin = AdminClient(conf(cluster[1]))
+    create(admin, "rolling", 3, 3, min_insync_replicas=2)
+    for q in range(3):
+        wait_for(lambda: len(partition_md(admin, "rolling", q).isrs) == 3, 10, f"ISR of {q}")
+    acked, errors = [], []
+    lock = threading.Lock()
+
+    def delivered(err, m):
+        with lock:
+            (acked.append(m.value().decode()) if err is None else errors.append(str(err)))
+
+    p = Producer({"bootstrap.servers": ",".join(cluster[n].bootstrap for n in (1, 2, 3)),
+                  "acks": "all", "enable.idempotence": True, "linger.ms": 2,
+                  "message.timeout.ms": 60000, "retry.backoff.ms": 50,
+                  "topic.metadata.refresh.interval.ms": 500})
+    stop = threading.Event()
+
+    def produce():
+        i = 0
+        while not stop.is_set():
+            try:
+                p.produce("rolling", key=str(i).encode(), value=str(i).encode(), on_delivery=delivered)
+                i += 1
+            except BufferError:
+                pass
+            p.poll(0.001)
+
+    t = threading.Thread(target=produce)
+    t.start()
+    moved = []
+    try:
+        wait_for(lambda: len(acked) >= 1000, 30, "1000 acknowledged")
+        for n in (1, 2, 3):
+            others = [m for m in (1, 2, 3) if m != n]
+            oa = AdminClient(conf(cluster[others[0]]))
+            led = [q for q in range(3) if partition_md(oa, "rolling", q).leader == n]
+            began = time.monotonic()
+            cluster[n].stop()  # SIGTERM: a controlled shutdown
+            for q in led:
+                wait_for(lambda: partition_md(oa, "rolling", q).leader in others, 10, f"{q} led elsewhere")
+            moved.append(time.monotonic() - began)
+            cluster[n].start()
+            for q in range(3):
+                wait_for(lambda: len(partition_md(oa, "rolling", q).isrs) == 3, 30, f"{n} back in the ISR of {q}")
+        k = len(acked)
+        wait_for(lambda: len(acked) >= k + 500, 30, "500 more acknowledged")
+    finally:
+        stop.set()
+        t.join(30)
+    assert p.flush(60) == 0
+    assert not errors, errors[:5]
+    print("leadership moved after a SIGTERM in " + ", ".join(f"{m:.2f} s" for m in moved))
+    # A clean shutdown revokes the lease: no waiting for the session timeout.
+    assert max(moved) < SESSION_MS / 1000, moved
+    values = consume_all(cluster[1], "rolling", len(acked), timeout=60)
+    assert len(values) == len(set(values)), "no record twice"
+    assert set(acked) <= set(values), f"{len(set(acked) - set(values))} acknowledged records lost"

@@ -85,6 +85,8 @@ pub(crate) struct Inner {
     lease: AtomicI64,
     /// Set while this broker's lease may have expired: it leads nothing.
     fenced: AtomicBool,
+    /// Set by [`Node::leave`]: the broker is shutting down and never registers again.
+    leaving: AtomicBool,
     /// When the lease was last refreshed, in ms since `started`.
     last_refresh_ms: AtomicI64,
     started: Instant,
@@ -168,6 +170,7 @@ impl Node {
             lease: AtomicI64::new(lease),
             fenced: AtomicBool::new(false),
             last_refresh_ms: AtomicI64::new(0),
+            leaving: AtomicBool::new(false),
             started: Instant::now(),
             seen: Mutex::new(HashSet::new()),
             reconciling: tokio::sync::Mutex::new(()),
@@ -204,6 +207,10 @@ impl Node {
     /// Leaves the cluster: revokes the lease (the controller moves this broker's
     /// leaderships at once instead of after the session timeout) and stops the fetchers.
     pub async fn leave(&self) {
+        // Lead nothing from now on (produces during the drain get NOT_LEADER_OR_FOLLOWER and
+        // go to the new leader), and do not register again.
+        self.inner.leaving.store(true, Ordering::Release);
+        self.inner.fence("shutting down").await;
         self.inner.fetchers.stop_all();
         let lease = self.inner.lease.load(Ordering::Acquire);
         if let Err(e) = self.inner.etcd.lease_revoke(lease).await {
@@ -536,6 +543,9 @@ impl Inner {
                     Err(_) => break,
                 }
             }
+            if self.leaving.load(Ordering::Acquire) {
+                return;
+            }
             if keeper.is_none() && self.lease.load(Ordering::Acquire) == lease {
                 // The lease is gone: etcd counts this broker dead. Lead nothing, then join
                 // again under a new lease.
@@ -554,7 +564,7 @@ impl Inner {
     async fn lease_refreshed(self: &Arc<Self>) {
         self.last_refresh_ms
             .store(self.started.elapsed().as_millis() as i64, Ordering::Release);
-        if self.fenced.swap(false, Ordering::AcqRel) {
+        if !self.leaving.load(Ordering::Acquire) && self.fenced.swap(false, Ordering::AcqRel) {
             tracing::info!(
                 node_id = self.me(),
                 "etcd reachable again, lease alive: fence lifted"
@@ -613,6 +623,9 @@ impl Inner {
         let name = self.keys.controller();
         loop {
             let lease = self.lease.load(Ordering::Acquire);
+            if self.leaving.load(Ordering::Acquire) {
+                return;
+            }
             if self.fenced.load(Ordering::Acquire) {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
