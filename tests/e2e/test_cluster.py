@@ -688,3 +688,50 @@ def test_a_rolling_restart_under_load_loses_nothing_and_leaders_move_at_once(clu
     values = consume_all(cluster[1], "rolling", len(acked), timeout=60)
     assert len(values) == len(set(values)), "no record twice"
     assert set(acked) <= set(values), f"{len(set(acked) - set(values))} acknowledged records lost"
+
+
+def test_a_disk_full_follower_leaves_the_isr_and_catches_up_once_space_returns(etcd, broker_factory):
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a small tmpfs")
+    name = "c" + uuid.uuid4().hex[:8]
+    opts = dict(cluster_etcd=etcd.url, cluster_name=name, cluster_session_timeout_ms=SESSION_MS,
+                replica_lag_time_max_ms=3000, http_addr="off")
+    b1 = broker_factory(node_id=1, **opts)
+    b2 = broker_factory(node_id=2, **opts)
+    b3 = broker_factory(node_id=3, start=False, **opts)
+    target = str(b3.data_dir)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", target], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"mount tmpfs failed: {r.stderr.strip()}")
+    try:
+        b3.start()
+        admin = AdminClient(conf(b1))
+        wait_for(lambda: len(admin.list_topics(timeout=5).brokers) == 3, 15, "three brokers")
+        fs = admin.create_topics([NewTopic("full", num_partitions=1, replica_assignment=[[1, 2, 3]],
+                                           config={"min.insync.replicas": "2"})])
+        fs["full"].result(20)
+        wait_for(lambda: sorted(partition_md(admin, "full").isrs) == [1, 2, 3], 10, "full ISR")
+        acked, errs = [], []
+        p = Producer(conf(b1, acks="all", **{"enable.idempotence": True, "linger.ms": 5,
+                                            "message.timeout.ms": 60000}))
+        for i in range(6000):
+            p.produce("full", value=(b"f%05d-" % i) + b"y" * 1000,
+                      on_delivery=lambda err, m: (errs if err else acked).append(err or m.offset()))
+            p.poll(0)
+        assert p.flush(60) == 0
+        assert not errs, errs[:3]
+        assert len(acked) == 6000, "every record acknowledged by the two in-sync replicas"
+        assert 3 not in partition_md(admin, "full").isrs, "the full follower left the ISR"
+        assert b3.running(), "the follower did not stop on a full disk"
+        wait_for(lambda: "replica append failed" in b3.log, 10, "the follower's disk-full warning")
+        # Space returns: it copies the rest and rejoins.
+        r = subprocess.run(["mount", "-o", "remount,size=128m", target], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        wait_for(lambda: sorted(partition_md(admin, "full").isrs) == [1, 2, 3], 40, "the follower back in the ISR")
+        data = b"".join(f.read_bytes() for f in sorted((b3.data_dir / "full-0").glob("*.log")))
+        assert b"f05999-" in data
+    finally:
+        if os.environ.get("DEBUG_CLUSTER"):
+            print("\n".join(l for l in b1.log.splitlines() if "ISR" in l or "WARN" in l)[-3000:])
+        b3.kill()
+        subprocess.run(["umount", target], capture_output=True)

@@ -542,8 +542,10 @@ impl Broker {
                 if !isr.contains(&me) {
                     isr.insert(0, me);
                 }
+                // Out-of-sync replicas (not those this pass drops: the high watermark still
+                // counts them) come back once they reach the high watermark.
                 for r in &st.replicas {
-                    if !isr.contains(r) && st.followers.get(r).is_some_and(|f| f.leo >= hw) {
+                    if !st.isr.contains(r) && st.followers.get(r).is_some_and(|f| f.leo >= hw) {
                         isr.push(*r);
                     }
                 }

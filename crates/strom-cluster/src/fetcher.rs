@@ -52,6 +52,8 @@ struct Fetcher {
     parts: Mutex<BTreeMap<(String, i32), Followed>>,
     stop: AtomicBool,
     wake: Notify,
+    /// Failed appends are logged at most once every 10 s.
+    append_errors: strom_broker::limits::LogEvery,
 }
 
 /// The fetchers of one broker, by leader.
@@ -89,6 +91,7 @@ impl Fetchers {
                 parts: Mutex::new(BTreeMap::new()),
                 stop: AtomicBool::new(false),
                 wake: Notify::new(),
+                append_errors: strom_broker::limits::LogEvery::new(Duration::from_secs(10)),
             });
             tokio::spawn(run(f.clone(), node.clone()));
             f
@@ -424,7 +427,11 @@ async fn fetch(
                 )) => needs_truncation(f, &topic, p.partition_index),
                 Err(e) => {
                     refused = true;
-                    tracing::warn!(topic, partition = p.partition_index, error = %e, "replica append failed")
+                    // A full disk fails every fetch: once every 10 s.
+                    if let Some(suppressed) = f.append_errors.ready() {
+                        tracing::warn!(topic, partition = p.partition_index, error = %e, suppressed,
+                            "replica append failed");
+                    }
                 }
             }
         }
