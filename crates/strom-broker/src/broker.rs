@@ -1388,9 +1388,12 @@ impl Broker {
                 let hw = online.high_watermark();
                 let lso = online.last_stable_offset();
                 let committed = isolation == Isolation::ReadCommitted;
+                // Standalone, the high watermark is the log end: nothing to cut (the read
+                // stays the plain one of the hot path).
+                let standalone = !self.is_clustered();
                 let stop = if committed {
                     lso
-                } else if replica {
+                } else if replica || standalone {
                     i64::MAX
                 } else {
                     hw
@@ -1402,6 +1405,8 @@ impl Broker {
                         file: read.range,
                         high_watermark: if replica {
                             hw
+                        } else if standalone {
+                            read.log_end_offset
                         } else {
                             hw.min(read.log_end_offset)
                         },
@@ -1416,6 +1421,8 @@ impl Broker {
                         file: None,
                         high_watermark: if replica {
                             hw
+                        } else if standalone {
+                            read.log_end_offset
                         } else {
                             hw.min(read.log_end_offset)
                         },
