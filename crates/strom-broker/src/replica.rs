@@ -802,3 +802,88 @@ impl Broker {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::BrokerConfig;
+    use std::sync::Arc;
+
+    fn leader_of(dir: &Path) -> Arc<Broker> {
+        let b = Broker::open(BrokerConfig::new(dir)).unwrap();
+        b.create_topic("t", 1, Vec::new(), false).unwrap();
+        b.enable_cluster();
+        let a = Assignment {
+            leader: b.node_id(),
+            leader_epoch: 1,
+            replicas: vec![b.node_id(), 2, 3],
+            isr: vec![b.node_id(), 2, 3],
+        };
+        assert_eq!(
+            b.apply_assignment("t", 0, &a).unwrap(),
+            Transition::BecameLeader
+        );
+        b
+    }
+
+    fn append(b: &Broker, n: usize) {
+        for _ in 0..n {
+            let (_, _) = b
+                .produce_deferred("t", 0, &strom_log::build_batch(1, &[b"x"]))
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn the_high_watermark_is_the_slowest_in_sync_replica_and_a_stalled_one_leaves() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = leader_of(dir.path());
+        append(&b, 10);
+        assert_eq!(b.high_watermark("t", 0).unwrap(), 0, "nobody copied yet");
+        b.follower_fetched("t", 0, 2, 10, 1).unwrap();
+        b.follower_fetched("t", 0, 3, 4, 1).unwrap();
+        assert_eq!(b.high_watermark("t", 0).unwrap(), 4);
+        // An older epoch is fenced; a broker that is not a replica is refused.
+        assert!(matches!(
+            b.follower_fetched("t", 0, 2, 10, 0),
+            Err(BrokerError::FencedLeaderEpoch { .. })
+        ));
+        assert!(b.follower_fetched("t", 0, 9, 10, 1).is_err());
+        // Replica 3 keeps fetching at 4 but never gets further (a full disk): with a lag of
+        // zero it leaves, and stays out although the high watermark still counts it.
+        std::thread::sleep(Duration::from_millis(5));
+        let changes = b.isr_changes(Duration::ZERO);
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        assert_eq!(changes[0].isr, vec![b.node_id(), 2]);
+        // The metadata applies it: the high watermark moves to replica 2's log end.
+        let a = Assignment {
+            leader: b.node_id(),
+            leader_epoch: 1,
+            replicas: vec![b.node_id(), 2, 3],
+            isr: vec![b.node_id(), 2],
+        };
+        assert_eq!(b.apply_assignment("t", 0, &a).unwrap(), Transition::Updated);
+        assert_eq!(b.high_watermark("t", 0).unwrap(), 10);
+        // Caught up again, replica 3 is proposed back.
+        b.follower_fetched("t", 0, 3, 10, 1).unwrap();
+        let back = b.isr_changes(Duration::from_secs(60));
+        assert_eq!(back.len(), 1);
+        assert_eq!(back[0].isr, vec![b.node_id(), 2, 3]);
+    }
+
+    #[test]
+    fn the_epoch_cache_answers_where_an_epoch_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = EpochCache::load(dir.path()).unwrap();
+        c.assign(0, 0).unwrap();
+        c.assign(2, 50).unwrap();
+        c.assign(5, 80).unwrap();
+        assert_eq!(c.end_of(0, 100), (0, 50));
+        assert_eq!(c.end_of(1, 100), (0, 50), "no epoch 1 here: epoch 0's end");
+        assert_eq!(c.end_of(2, 100), (2, 80));
+        assert_eq!(c.end_of(7, 100), (5, 100), "the latest ends at the log end");
+        c.truncate_from(60).unwrap();
+        let reloaded = EpochCache::load(dir.path()).unwrap();
+        assert_eq!(reloaded.entries, vec![(0, 0), (2, 50)]);
+    }
+}
