@@ -187,6 +187,58 @@ def conf(b, **extra):
     return {"bootstrap.servers": b.bootstrap, **extra}
 
 
+class Load:
+    """An idempotent acks=all confluent-kafka producer sending numbered records to `topic` from a
+    thread until `stop()`: what was acknowledged (values, and when), and any delivery error."""
+
+    def __init__(self, bootstrap, topic, keyed=False, **extra):
+        self.acked, self.ack_times, self.errors = [], [], []
+        self.lock = threading.Lock()
+        self.topic, self.keyed = topic, keyed
+        self.p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True,
+                           "linger.ms": 2, "message.timeout.ms": 60000, "retry.backoff.ms": 50,
+                           "topic.metadata.refresh.interval.ms": 500, **extra})
+        self.stopping = threading.Event()
+        self.t = threading.Thread(target=self._run)
+        self.t.start()
+
+    def _delivered(self, err, m):
+        with self.lock:
+            if err is None:
+                self.acked.append(m.value().decode())
+                self.ack_times.append(time.monotonic())
+            else:
+                self.errors.append(str(err))
+
+    def _run(self):
+        i = 0
+        while not self.stopping.is_set():
+            key = str(i).encode() if self.keyed else None
+            try:
+                self.p.produce(self.topic, key=key, value=str(i).encode(), on_delivery=self._delivered)
+                i += 1
+            except BufferError:
+                pass
+            self.p.poll(0.001)
+
+    def stop(self):
+        self.stopping.set()
+        self.t.join(30)
+
+    def check_delivered(self):
+        """Everything sent was delivered, without an error."""
+        assert self.p.flush(60) == 0
+        assert not self.errors, self.errors[:5]
+
+    def check_read_back(self, b, timeout=60):
+        """Every acknowledged record is in the topic once, read back by a consumer of `b`."""
+        values = consume_all(b, self.topic, len(self.acked), timeout=timeout)
+        assert len(values) == len(set(values)), "no record twice"
+        lost = set(self.acked) - set(values)
+        assert not lost, f"{len(lost)} acknowledged records lost"
+        return values
+
+
 def wait_for(cond, timeout, what):
     deadline = time.monotonic() + timeout
     last = None
@@ -275,63 +327,29 @@ def test_leader_killed_under_idempotent_acks_all_load_loses_and_duplicates_nothi
     leader = partition_md(admin, "failover").leader
     survivors = [n for n in (1, 2, 3) if n != leader]
     bootstrap = ",".join(cluster[n].bootstrap for n in (1, 2, 3))
-    acked, errors = [], []
-    ack_times = []
-    lock = threading.Lock()
-
-    def delivered(err, m):
-        with lock:
-            if err is None:
-                acked.append(m.value().decode())
-                ack_times.append(time.monotonic())
-            else:
-                errors.append(str(err))
-
-    p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True,
-                  "linger.ms": 2, "message.timeout.ms": 60000, "retry.backoff.ms": 50,
-                  "topic.metadata.refresh.interval.ms": 500})
-    stop = threading.Event()
-    sent = [0]
-
-    def produce():
-        i = 0
-        while not stop.is_set():
-            try:
-                p.produce("failover", value=str(i).encode(), on_delivery=delivered)
-                i += 1
-            except BufferError:
-                pass
-            p.poll(0.001)
-        sent[0] = i
-
-    t = threading.Thread(target=produce)
-    t.start()
+    load = Load(bootstrap, "failover")
     try:
-        wait_for(lambda: len(acked) >= 2000, 30, "2000 acknowledged before the kill")
+        wait_for(lambda: len(load.acked) >= 2000, 30, "2000 acknowledged before the kill")
         cluster[leader].kill()
         killed_at = time.monotonic()
         # A new leader among the survivors, in a new epoch.
         admin2 = AdminClient(conf(cluster[survivors[0]]))
         wait_for(lambda: partition_md(admin2, "failover").leader in survivors, 10, "a new leader")
         new_leader_s = time.monotonic() - killed_at
-        n_at_kill = len(acked)
-        wait_for(lambda: len(acked) >= n_at_kill + 2000, 40, "2000 more acknowledged after the kill")
-        first_after = min(ts for ts in ack_times if ts > killed_at)
+        n_at_kill = len(load.acked)
+        wait_for(lambda: len(load.acked) >= n_at_kill + 2000, 40, "2000 more acknowledged after the kill")
+        first_after = min(ts for ts in load.ack_times if ts > killed_at)
         failover_s = first_after - killed_at
         # The killed broker comes back as a follower and rejoins the ISR.
         cluster[leader].start()
         wait_for(lambda: sorted(partition_md(admin2, "failover").isrs) == [1, 2, 3], 30, "the restarted broker in the ISR")
     finally:
-        stop.set()
-        t.join(30)
-    assert p.flush(60) == 0
-    assert not errors, errors[:5]
+        load.stop()
+    load.check_delivered()
     print(f"new leader after {new_leader_s:.2f} s, first acknowledgement after {failover_s:.2f} s")
     assert new_leader_s < 5.0, f"new leader after {new_leader_s:.2f} s"
     assert failover_s < 5.0, f"first acknowledged produce {failover_s:.2f} s after the kill"
-    values = consume_all(cluster[survivors[0]], "failover", len(acked), timeout=60)
-    assert len(values) == len(set(values)), "no record twice"
-    assert set(acked) <= set(values), f"{len(set(acked) - set(values))} acknowledged records lost"
+    values = load.check_read_back(cluster[survivors[0]])
     # In order: the producer's sequence (idempotence keeps retries in order).
     ints = [int(v) for v in values]
     assert ints == sorted(ints)
@@ -430,54 +448,26 @@ def test_a_leader_cut_off_from_etcd_stops_leading_and_loses_nothing_acknowledged
         fs["isolated"].result(20)
         wait_for(lambda: sorted(partition_md(admin, "isolated").isrs) == [1, 2, 3], 10, "full ISR")
         assert partition_md(admin, "isolated").leader == 1
-        acked, errors = [], []
-        lock = threading.Lock()
-
-        def delivered(err, m):
-            with lock:
-                (acked.append(m.value().decode()) if err is None else errors.append(str(err)))
-
-        p = Producer({"bootstrap.servers": ",".join(b.bootstrap for b in brokers.values()),
-                      "acks": "all", "enable.idempotence": True, "linger.ms": 2,
-                      "message.timeout.ms": 60000, "retry.backoff.ms": 50,
-                      "topic.metadata.refresh.interval.ms": 500})
-        stop = threading.Event()
-
-        def produce():
-            i = 0
-            while not stop.is_set():
-                try:
-                    p.produce("isolated", value=str(i).encode(), on_delivery=delivered)
-                    i += 1
-                except BufferError:
-                    pass
-                p.poll(0.001)
-
-        t = threading.Thread(target=produce)
-        t.start()
+        load = Load(",".join(b.bootstrap for b in brokers.values()), "isolated")
         try:
-            wait_for(lambda: len(acked) >= 1000, 30, "1000 acknowledged")
+            wait_for(lambda: len(load.acked) >= 1000, 30, "1000 acknowledged")
             proxy.cut()
             cut_at = time.monotonic()
             wait_for(lambda: partition_md(admin, "isolated").leader in (2, 3), 15, "a leader other than 1")
             moved_s = time.monotonic() - cut_at
             # Broker 1, still reachable by clients, fenced itself.
             wait_for(lambda: "fenced" in brokers[1].log, 10, "broker 1 fenced")
-            n = len(acked)
-            wait_for(lambda: len(acked) >= n + 1000, 40, "1000 more acknowledged by the new leader")
+            n = len(load.acked)
+            wait_for(lambda: len(load.acked) >= n + 1000, 40, "1000 more acknowledged by the new leader")
             proxy.heal()
             wait_for(lambda: sorted(partition_md(admin, "isolated").isrs) == [1, 2, 3], 40,
                      "broker 1 back in the ISR as a follower")
         finally:
-            stop.set()
-            t.join(30)
-        assert p.flush(60) == 0
-        assert not errors, errors[:5]
+            load.stop()
+        load.check_delivered()
         print(f"leadership moved {moved_s:.2f} s after the cut")
         assert partition_md(admin, "isolated").leader in (2, 3)
-        values = consume_all(brokers[2], "isolated", len(acked), timeout=60)
-        assert len(values) == len(set(values)), "no record twice"
-        assert set(acked) <= set(values), f"{len(set(acked) - set(values))} acknowledged records lost"
+        load.check_read_back(brokers[2])
     finally:
         proxy.close()
 
@@ -518,32 +508,9 @@ def test_a_fourth_broker_takes_its_share_under_load_and_nothing_is_lost(cluster)
     strom_cli("topic", "create", "grow", "-p", "4", "-r", "2", "--bootstrap", cluster[1].bootstrap)
     for p in range(4):
         wait_for(lambda: len(partition_md(admin, "grow", p).isrs) == 2, 10, f"ISR of {p}")
-    acked, errors = [], []
-    lock = threading.Lock()
-
-    def delivered(err, m):
-        with lock:
-            (acked.append(m.value().decode()) if err is None else errors.append(str(err)))
-
-    p = Producer({"bootstrap.servers": cluster[1].bootstrap, "acks": "all", "enable.idempotence": True,
-                  "linger.ms": 5, "message.timeout.ms": 60000,
-                  "topic.metadata.refresh.interval.ms": 1000})
-    stop = threading.Event()
-
-    def produce():
-        i = 0
-        while not stop.is_set():
-            try:
-                p.produce("grow", key=str(i).encode(), value=str(i).encode(), on_delivery=delivered)
-                i += 1
-            except BufferError:
-                pass
-            p.poll(0.001)
-
-    t = threading.Thread(target=produce)
-    t.start()
+    load = Load(cluster[1].bootstrap, "grow", keyed=True, **{"linger.ms": 5, "topic.metadata.refresh.interval.ms": 1000})
     try:
-        wait_for(lambda: len(acked) >= 2000, 30, "2000 acknowledged")
+        wait_for(lambda: len(load.acked) >= 2000, 30, "2000 acknowledged")
         cluster[4] = cluster.make(4)
         wait_for(lambda: len(admin.list_topics(timeout=5).brokers) == 4, 15, "four brokers")
         plan = strom_cli("cluster", "rebalance", "--bootstrap", cluster[1].bootstrap)
@@ -553,21 +520,17 @@ def test_a_fourth_broker_takes_its_share_under_load_and_nothing_is_lost(cluster)
         assert on_4, "broker 4 holds replicas after the rebalance"
         for q in on_4:
             wait_for(lambda: 4 in partition_md(admin, "grow", q).isrs, 20, f"broker 4 in the ISR of {q}")
-        n = len(acked)
-        wait_for(lambda: len(acked) >= n + 1000, 30, "1000 more acknowledged after the moves")
+        n = len(load.acked)
+        wait_for(lambda: len(load.acked) >= n + 1000, 30, "1000 more acknowledged after the moves")
     finally:
-        stop.set()
-        t.join(30)
-    assert p.flush(60) == 0
-    assert not errors, errors[:5]
+        load.stop()
+    load.check_delivered()
     status = json.loads(strom_cli("cluster", "status", "--json", "--bootstrap", cluster[2].bootstrap))
     assert sorted(b["id"] for b in status["brokers"]) == [1, 2, 3, 4]
     assert status["offline"] == [] and status["reassigning"] == []
     text = strom_cli("cluster", "status", "--bootstrap", cluster[4].bootstrap)
     assert "4 brokers" in text and "controller" in text
-    values = consume_all(cluster[4], "grow", len(acked), timeout=60)
-    assert len(values) == len(set(values)), "no record twice"
-    assert set(acked) <= set(values), f"{len(set(acked) - set(values))} acknowledged records lost"
+    load.check_read_back(cluster[4])
 
 
 def test_the_http_door_creates_replicated_topics_and_names_the_leader_elsewhere(cluster):
@@ -635,34 +598,10 @@ def test_a_rolling_restart_under_load_loses_nothing_and_leaders_move_at_once(clu
     create(admin, "rolling", 3, 3, min_insync_replicas=2)
     for q in range(3):
         wait_for(lambda: len(partition_md(admin, "rolling", q).isrs) == 3, 10, f"ISR of {q}")
-    acked, errors = [], []
-    lock = threading.Lock()
-
-    def delivered(err, m):
-        with lock:
-            (acked.append(m.value().decode()) if err is None else errors.append(str(err)))
-
-    p = Producer({"bootstrap.servers": ",".join(cluster[n].bootstrap for n in (1, 2, 3)),
-                  "acks": "all", "enable.idempotence": True, "linger.ms": 2,
-                  "message.timeout.ms": 60000, "retry.backoff.ms": 50,
-                  "topic.metadata.refresh.interval.ms": 500})
-    stop = threading.Event()
-
-    def produce():
-        i = 0
-        while not stop.is_set():
-            try:
-                p.produce("rolling", key=str(i).encode(), value=str(i).encode(), on_delivery=delivered)
-                i += 1
-            except BufferError:
-                pass
-            p.poll(0.001)
-
-    t = threading.Thread(target=produce)
-    t.start()
+    load = Load(",".join(cluster[n].bootstrap for n in (1, 2, 3)), "rolling", keyed=True)
     moved = []
     try:
-        wait_for(lambda: len(acked) >= 1000, 30, "1000 acknowledged")
+        wait_for(lambda: len(load.acked) >= 1000, 30, "1000 acknowledged")
         for n in (1, 2, 3):
             others = [m for m in (1, 2, 3) if m != n]
             oa = AdminClient(conf(cluster[others[0]]))
@@ -675,19 +614,15 @@ def test_a_rolling_restart_under_load_loses_nothing_and_leaders_move_at_once(clu
             cluster[n].start()
             for q in range(3):
                 wait_for(lambda: len(partition_md(oa, "rolling", q).isrs) == 3, 30, f"{n} back in the ISR of {q}")
-        k = len(acked)
-        wait_for(lambda: len(acked) >= k + 500, 30, "500 more acknowledged")
+        k = len(load.acked)
+        wait_for(lambda: len(load.acked) >= k + 500, 30, "500 more acknowledged")
     finally:
-        stop.set()
-        t.join(30)
-    assert p.flush(60) == 0
-    assert not errors, errors[:5]
+        load.stop()
+    load.check_delivered()
     print("leadership moved after a SIGTERM in " + ", ".join(f"{m:.2f} s" for m in moved))
     # A clean shutdown revokes the lease: no waiting for the session timeout.
     assert max(moved) < SESSION_MS / 1000, moved
-    values = consume_all(cluster[1], "rolling", len(acked), timeout=60)
-    assert len(values) == len(set(values)), "no record twice"
-    assert set(acked) <= set(values), f"{len(set(acked) - set(values))} acknowledged records lost"
+    load.check_read_back(cluster[1])
 
 
 def test_a_disk_full_follower_leaves_the_isr_and_catches_up_once_space_returns(etcd, broker_factory):
