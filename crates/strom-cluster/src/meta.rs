@@ -16,6 +16,8 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+
+use crate::etcd::{EventKind, Kv};
 use strom_broker::cluster::{ClusterMetadata, NodeInfo, TopicAssignment};
 use strom_broker::replica::Assignment;
 
@@ -146,6 +148,45 @@ pub struct Raw {
 }
 
 impl Raw {
+    /// Applies one key's put or delete (of the initial read, or of the watch) under `keys`;
+    /// returns whether it was the controller election's (whose leader must be asked again).
+    /// A record that does not parse is skipped with a warning.
+    pub fn apply(&mut self, keys: &Keys, kind: EventKind, kv: &Kv) -> bool {
+        let key = String::from_utf8_lossy(&kv.key);
+        self.revision = self.revision.max(kv.mod_revision);
+        if key.starts_with(&keys.controller()) {
+            return true;
+        }
+        if let Some(id) = key.strip_prefix(&keys.brokers()) {
+            match kind {
+                EventKind::Put => match serde_json::from_slice::<BrokerRecord>(&kv.value) {
+                    Ok(b) => {
+                        self.brokers.insert(b.id, b);
+                    }
+                    Err(e) => tracing::warn!(key = %key, error = %e, "broker record skipped"),
+                },
+                EventKind::Delete => {
+                    if let Ok(id) = id.parse::<i32>() {
+                        self.brokers.remove(&id);
+                    }
+                }
+            }
+        } else if let Some(name) = key.strip_prefix(&keys.topics()) {
+            match kind {
+                EventKind::Put => match serde_json::from_slice::<TopicRecord>(&kv.value) {
+                    Ok(t) => {
+                        self.topics.insert(name.to_string(), (t, kv.mod_revision));
+                    }
+                    Err(e) => tracing::warn!(key = %key, error = %e, "topic record skipped"),
+                },
+                EventKind::Delete => {
+                    self.topics.remove(name);
+                }
+            }
+        }
+        false
+    }
+
     /// The snapshot the doors see.
     pub fn metadata(&self) -> ClusterMetadata {
         ClusterMetadata {

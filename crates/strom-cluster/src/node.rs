@@ -281,25 +281,11 @@ impl Inner {
             revision,
             ..Raw::default()
         };
-        let (brokers, topics) = (self.keys.brokers(), self.keys.topics());
-        for kv in kvs {
-            let key = String::from_utf8_lossy(&kv.key).into_owned();
-            if let Some(_id) = key.strip_prefix(&brokers) {
-                match serde_json::from_slice::<BrokerRecord>(&kv.value) {
-                    Ok(b) => {
-                        raw.brokers.insert(b.id, b);
-                    }
-                    Err(e) => tracing::warn!(key, error = %e, "broker record skipped"),
-                }
-            } else if let Some(name) = key.strip_prefix(&topics) {
-                match serde_json::from_slice::<TopicRecord>(&kv.value) {
-                    Ok(t) => {
-                        raw.topics.insert(name.to_string(), (t, kv.mod_revision));
-                    }
-                    Err(e) => tracing::warn!(key, error = %e, "topic record skipped"),
-                }
-            }
+        for kv in &kvs {
+            raw.apply(&self.keys, EventKind::Put, kv);
         }
+        // The snapshot's revision, not its newest key's.
+        raw.revision = revision;
         raw.controller = self.read_controller().await;
         *self.raw.write() = raw;
         Ok(revision)
@@ -319,11 +305,6 @@ impl Inner {
     /// Follows every change of the cluster's keys from `revision`, applying each batch.
     async fn watch(self: Arc<Self>, mut revision: i64) {
         let root = self.keys.root().to_string();
-        let (brokers, topics, controller) = (
-            self.keys.brokers(),
-            self.keys.topics(),
-            self.keys.controller(),
-        );
         loop {
             let mut watcher = match self.etcd.watch_prefix(root.as_bytes(), revision).await {
                 Ok(w) => w,
@@ -353,44 +334,8 @@ impl Inner {
                 {
                     let mut raw = self.raw.write();
                     for e in events {
-                        let key = String::from_utf8_lossy(&e.kv.key).into_owned();
-                        raw.revision = raw.revision.max(e.kv.mod_revision);
                         revision = revision.max(e.kv.mod_revision + 1);
-                        if key.starts_with(&controller) {
-                            controller_moved = true;
-                        } else if let Some(id) = key.strip_prefix(&brokers) {
-                            match e.kind {
-                                EventKind::Put => {
-                                    if let Ok(b) =
-                                        serde_json::from_slice::<BrokerRecord>(&e.kv.value)
-                                    {
-                                        raw.brokers.insert(b.id, b);
-                                    }
-                                }
-                                EventKind::Delete => {
-                                    if let Ok(id) = id.parse::<i32>() {
-                                        raw.brokers.remove(&id);
-                                    }
-                                }
-                            }
-                        } else if let Some(name) = key.strip_prefix(&topics) {
-                            match e.kind {
-                                EventKind::Put => {
-                                    match serde_json::from_slice::<TopicRecord>(&e.kv.value) {
-                                        Ok(t) => {
-                                            raw.topics
-                                                .insert(name.to_string(), (t, e.kv.mod_revision));
-                                        }
-                                        Err(err) => {
-                                            tracing::warn!(key, error = %err, "topic record skipped")
-                                        }
-                                    }
-                                }
-                                EventKind::Delete => {
-                                    raw.topics.remove(name);
-                                }
-                            }
-                        }
+                        controller_moved |= raw.apply(&self.keys, e.kind, &e.kv);
                     }
                 }
                 if controller_moved {
@@ -673,8 +618,11 @@ impl Inner {
             if !changed {
                 continue;
             }
-            let r = self.put_topic(name, &next, *rev, Some(fence)).await?;
-            if r {
+            if self
+                .put_topic(name, &next, *rev, Some(fence))
+                .await?
+                .is_some()
+            {
                 tracing::info!(topic = %name, "partition leaders elected");
             }
         }
@@ -682,14 +630,15 @@ impl Inner {
     }
 
     /// Compare-and-put of a topic record: written only if it is still at `rev` (and, with a
-    /// fence, the controller's election key still exists). Returns whether it was written.
+    /// fence, the controller's election key still exists). Returns the revision it was
+    /// written at (what a caller waits for this broker to apply), `None` if it was not.
     async fn put_topic(
         &self,
         name: &str,
         rec: &TopicRecord,
         rev: i64,
         fence: Option<&LeaderKey>,
-    ) -> Result<bool, EtcdError> {
+    ) -> Result<Option<i64>, EtcdError> {
         let key = self.keys.topic(name);
         let value = serde_json::to_vec(rec).map_err(|e| EtcdError::Status {
             code: tonic::Code::Internal,
@@ -703,7 +652,7 @@ impl Inner {
             .etcd
             .txn(compares, vec![TxnOp::put(key.as_bytes(), value, 0)], vec![])
             .await?;
-        Ok(r.succeeded)
+        Ok(r.succeeded.then_some(r.revision))
     }
 
     /// Takes blocks of producer ids from the cluster's counter (`producer-id-next`,
@@ -756,19 +705,11 @@ impl Inner {
         success: Vec<TxnOp>,
         failure: Vec<TxnOp>,
     ) -> Result<crate::etcd::TxnResult, EtcdError> {
-        let deadline = Instant::now() + ADMIN_RETRY;
-        loop {
-            match self
-                .etcd
+        retrying(|| {
+            self.etcd
                 .txn(compares.clone(), success.clone(), failure.clone())
-                .await
-            {
-                Err(e) if e.is_transient() && Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                r => return r,
-            }
-        }
+        })
+        .await
     }
 
     /// Leaders' ISR proposals, twice a second.
@@ -792,9 +733,9 @@ impl Inner {
                 let (before, after) = (p.isr.clone(), c.isr.clone());
                 p.isr = c.isr;
                 match self.put_topic(&c.topic, &rec, rev, None).await {
-                    Ok(true) => tracing::info!(topic = %c.topic, partition = c.partition,
+                    Ok(Some(_)) => tracing::info!(topic = %c.topic, partition = c.partition,
                         ?before, ?after, "ISR changed"),
-                    Ok(false) => {}
+                    Ok(None) => {}
                     Err(e) => tracing::warn!(error = %e, "ISR change not written"),
                 }
             }
@@ -822,16 +763,9 @@ impl Inner {
     /// not place replicas from a view the watch has not caught up with yet).
     async fn live_brokers(&self) -> Result<Vec<(i32, Option<String>)>, BrokerError> {
         let prefix = self.keys.brokers();
-        let deadline = Instant::now() + ADMIN_RETRY;
-        let kvs = loop {
-            match self.etcd.get_prefix(prefix.as_bytes()).await {
-                Ok((kvs, _)) => break kvs,
-                Err(e) if e.is_transient() && Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                Err(e) => return Err(cluster_err(e)),
-            }
-        };
+        let (kvs, _) = retrying(|| self.etcd.get_prefix(prefix.as_bytes()))
+            .await
+            .map_err(cluster_err)?;
         let mut out: Vec<(i32, Option<String>)> = kvs
             .iter()
             .filter_map(|kv| serde_json::from_slice::<BrokerRecord>(&kv.value).ok())
@@ -943,17 +877,8 @@ impl Inner {
             if *p == before {
                 return Ok(out);
             }
-            if self
-                .put_topic(topic, &rec, rev, None)
-                .await
-                .map_err(cluster_err)?
-            {
-                let revision = self
-                    .etcd
-                    .get(self.keys.topic(topic).as_bytes())
-                    .await
-                    .map_err(cluster_err)?
-                    .map_or(0, |kv| kv.mod_revision);
+            let written = self.put_topic(topic, &rec, rev, None).await;
+            if let Some(revision) = written.map_err(cluster_err)? {
                 self.wait_applied(revision).await?;
                 return Ok(out);
             }
@@ -1123,22 +1048,31 @@ impl Inner {
             let start = (hash(name) % live.len() as u64) as usize;
             let added = meta::place(&live, start + n as usize, (total - n) as usize, rf);
             rec.partitions.extend(added.into_iter().map(new_partition));
-            if self
-                .put_topic(name, &rec, rev, None)
-                .await
-                .map_err(cluster_err)?
-            {
-                let revision = self
-                    .etcd
-                    .get(self.keys.topic(name).as_bytes())
-                    .await
-                    .map_err(cluster_err)?
-                    .map_or(0, |kv| kv.mod_revision);
+            let written = self.put_topic(name, &rec, rev, None).await;
+            if let Some(revision) = written.map_err(cluster_err)? {
                 return self.wait_applied(revision).await;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         Err(cluster_err("the topic kept changing; try again"))
+    }
+}
+
+/// Runs an etcd request for an admin request, again for up to [`ADMIN_RETRY`] while etcd is
+/// unreachable (restarting, electing), so that the client's request waits it out.
+async fn retrying<T, F, Fut>(mut call: F) -> Result<T, EtcdError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, EtcdError>>,
+{
+    let deadline = Instant::now() + ADMIN_RETRY;
+    loop {
+        match call().await {
+            Err(e) if e.is_transient() && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            r => return r,
+        }
     }
 }
 
