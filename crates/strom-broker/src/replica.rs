@@ -399,6 +399,10 @@ impl Broker {
 
     /// Refuses a produce or a consumer's fetch on a partition not led here.
     pub(crate) fn check_leader(&self, topic: &str, partition: i32, o: &Online) -> Result<()> {
+        // Standalone every partition is led here: no lock on the data path.
+        if !self.is_clustered() {
+            return Ok(());
+        }
         let st = o.replication.state.lock();
         match st.role {
             Role::Standalone | Role::Leader => Ok(()),
@@ -767,13 +771,7 @@ impl Broker {
     pub fn reset_replica(&self, topic: &str, partition: i32, offset: i64) -> Result<()> {
         let p = self.partition(topic, partition)?;
         let o = p.online()?;
-        let mut producers = o.producers.lock();
-        o.log.reset_to(offset)?;
-        let mut rebuilt = crate::producer::PartitionProducers::load(&o.log)?;
-        rebuilt.adopt_unstable_handle(o.first_unstable.clone());
-        *producers = rebuilt;
-        drop(producers);
-        o.replication.state.lock().epochs.truncate_from(0)?;
+        rewrite_replica(o, |log| log.reset_to(offset), 0)?;
         o.replication.hw.store(offset, Ordering::Release);
         Ok(())
     }
@@ -786,21 +784,34 @@ impl Broker {
         if offset >= o.log.log_end_offset() {
             return Ok(());
         }
-        let mut producers = o.producers.lock();
-        o.log.truncate_to(offset)?;
-        let mut rebuilt = crate::producer::PartitionProducers::load(&o.log)?;
-        rebuilt.adopt_unstable_handle(o.first_unstable.clone());
-        *producers = rebuilt;
-        drop(producers);
-        o.replication.state.lock().epochs.truncate_from(offset)?;
+        rewrite_replica(o, |log| log.truncate_to(offset), offset)?;
         // The high watermark of a follower may have been past the cut only if it was
         // copied from a leader that lost it: never below the log start.
-        let hw = o.replication.hw.load(Ordering::Acquire);
-        if hw > offset {
-            o.replication.hw.store(offset, Ordering::Release);
-        }
+        o.replication.hw.fetch_min(offset, Ordering::AcqRel);
         Ok(())
     }
+}
+
+/// Rewrites a follower's log (`rewrite`: a truncation or a reset) under the partition's
+/// producer lock, then rebuilds the producer state from the log (keeping the shared last
+/// stable offset its readers hold) and forgets the epochs from `epochs_from` on.
+fn rewrite_replica(
+    o: &Online,
+    rewrite: impl FnOnce(&strom_log::Log) -> strom_log::Result<()>,
+    epochs_from: i64,
+) -> Result<()> {
+    let mut producers = o.producers.lock();
+    rewrite(&o.log)?;
+    let mut rebuilt = crate::producer::PartitionProducers::load(&o.log)?;
+    rebuilt.adopt_unstable_handle(o.first_unstable.clone());
+    *producers = rebuilt;
+    drop(producers);
+    o.replication
+        .state
+        .lock()
+        .epochs
+        .truncate_from(epochs_from)?;
+    Ok(())
 }
 
 #[cfg(test)]
