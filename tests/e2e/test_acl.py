@@ -265,6 +265,39 @@ def test_kafka_python_is_refused_and_allowed(secured):
     md = p.send("kp", b"yes").get(timeout=20)
     assert md.offset == 0
     p.close()
+    # kafka-python's admin client: DescribeAcls (it used to drop the connection), CreateAcls
+    # and DeleteAcls, as the super user.
+    from kafka.admin import (ACL, ACLFilter, ACLOperation, ACLPermissionType, ACLResourcePatternType,
+                             KafkaAdminClient, ResourcePattern, ResourcePatternFilter, ResourceType as KRT)
+    ka = KafkaAdminClient(**{**kp, "sasl_plain_username": "admin"}, request_timeout_ms=20000)
+    try:
+        any_topic = ACLFilter(principal=None, host="*", operation=ACLOperation.ANY,
+                              permission_type=ACLPermissionType.ANY,
+                              resource_pattern=ResourcePatternFilter(KRT.TOPIC, None, ACLResourcePatternType.ANY))
+        found, err = ka.describe_acls(any_topic)
+        assert err is kafka_no_error() and [(a.principal, a.resource_pattern.resource_name) for a in found] \
+            == [("User:bob", "kp")]
+        read = ACL("User:bob", "*", ACLOperation.READ, ACLPermissionType.ALLOW,
+                   ResourcePattern(KRT.TOPIC, "kp-out", ACLResourcePatternType.LITERAL))
+        created = ka.create_acls([read])
+        assert created["failed"] == [] and len(created["succeeded"]) == 1
+        found, _ = ka.describe_acls(any_topic)
+        assert {a.resource_pattern.resource_name for a in found} == {"kp", "kp-out"}
+        deleted = ka.delete_acls([ACLFilter(principal="User:bob", host="*", operation=ACLOperation.READ,
+                                            permission_type=ACLPermissionType.ALLOW,
+                                            resource_pattern=ResourcePatternFilter(
+                                                KRT.TOPIC, "kp-out", ACLResourcePatternType.LITERAL))])
+        ((_, matches, derr),) = deleted
+        assert derr is kafka_no_error() and [m.resource_pattern.resource_name for m in matches] == ["kp-out"]
+        found, _ = ka.describe_acls(any_topic)
+        assert [a.resource_pattern.resource_name for a in found] == ["kp"]
+    finally:
+        ka.close()
+
+
+def kafka_no_error():
+    from kafka.errors import NoError
+    return NoError
 
 
 @needs_kcat

@@ -362,6 +362,47 @@ def test_bad_heartbeats_get_kafkas_error_codes(kbroker):
         assert heartbeat(conn, "bad-g", uuid.uuid4().hex, 0, ["kip848-bad"])["error"] == 0
 
 
+def test_range_assignor_gives_confluent_members_contiguous_ranges(kbroker):
+    """`group.remote.assignor=range`: each member gets a contiguous range of every topic."""
+    group = "kip848-range-g"
+    topics = ["kip848-range-a", "kip848-range-b"]
+    for t in topics:
+        create_topic(kbroker, t)
+    log, lock = [], threading.Lock()
+    extra = {"group.remote.assignor": "range"}
+    a = Member(kbroker, group, topics, "a", log, lock, **extra)
+    b = Member(kbroker, group, topics, "b", log, lock, **extra)
+    try:
+        wait_for(lambda: len(a.holding()) == 4 and len(b.holding()) == 4, what="4 + 4")
+        for m in (a, b):
+            for t in topics:
+                parts = sorted(p for tt, p in m.holding() if tt == t)
+                assert len(parts) == 2 and parts[1] == parts[0] + 1, (m.name, t, parts)
+        # The same range of both topics goes to the same member (range assigns topic by topic
+        # in member order).
+        assert {p for t, p in a.holding() if t == topics[0]} == {p for t, p in a.holding() if t == topics[1]}
+        no_partition_held_twice(log)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_the_default_heartbeat_interval_scales_with_the_group(broker):
+    """No interval set: 10 ms per member, from 500 ms (so a small group rebalances in well under
+    a second) to Kafka's 5 s (a large group costs the coordinator ~100 heartbeats/s at most)."""
+    create_topic(broker, "kip848-interval", 2)
+    with Conn(broker.bootstrap) as conn:
+        first = heartbeat(conn, "interval-g", uuid.uuid4().hex, 0, ["kip848-interval"])
+        assert first["error"] == 0 and first["interval"] == 500
+        for _ in range(98):
+            assert heartbeat(conn, "interval-g", uuid.uuid4().hex, 0, ["kip848-interval"])["error"] == 0
+        # The 100th member joins a group of 99, and waits for partitions others hold (asked
+        # back soon); a member with nothing to wait for is told the group's interval.
+        assert heartbeat(conn, "interval-g", uuid.uuid4().hex, 0, ["kip848-interval"])["error"] == 0
+        again = heartbeat(conn, "interval-g", first["member"], first["epoch"], None)
+        assert again["error"] == 0 and again["interval"] == 1000
+
+
 def test_offset_commit_with_a_stale_member_epoch(kbroker):
     create_topic(kbroker, "kip848-commit", 1)
     with Conn(kbroker.bootstrap) as conn:

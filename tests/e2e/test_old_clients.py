@@ -215,6 +215,29 @@ def test_kafka_python_old_admin_create_describe_delete(broker):
         assert c.metadata(["old-admin"])["old-admin"][0] == kwire.UNKNOWN_TOPIC_OR_PARTITION
 
 
+def test_kafka_python_create_topics_v1_validate_only(broker):
+    """CreateTopics v1 (Kafka 0.10.2's, the first with validate_only): a validation creates
+    nothing (v0 has no such field, so a v0 request would have created the topic)."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    a = KafkaAdminClient(bootstrap_servers=broker.bootstrap, api_version=(0, 10, 2))
+    try:
+        r = a.create_topics([NewTopic("old-v1", 3, 1)], validate_only=True)
+        assert [(t["name"], t["error_code"]) for t in r["topics"]] == [("old-v1", 0)]
+        with Conn(broker.bootstrap) as c:
+            assert c.metadata(["old-v1"])["old-v1"][0] == kwire.UNKNOWN_TOPIC_OR_PARTITION
+        bad = a.create_topics([NewTopic("old-v1", 3, 1, topic_configs={"retention.ms": "soon"})],
+                              validate_only=True, raise_errors=False)
+        assert bad["topics"][0]["error_code"] == 40  # INVALID_CONFIG, with its message
+        assert bad["topics"][0]["error_message"]
+        r = a.create_topics([NewTopic("old-v1", 3, 1)])
+        assert r["topics"][0]["error_code"] == 0
+    finally:
+        a.close()
+    with Conn(broker.bootstrap) as c:
+        assert c.metadata(["old-v1"])["old-v1"] == (kwire.NONE, 3)
+
+
 def test_metadata_v0(broker):
     with Conn(broker.bootstrap) as c:
         assert c.create_topic("meta-v0", 3) == kwire.NONE

@@ -215,7 +215,7 @@ pub(crate) struct ServeArgs {
     /// group.min.session.timeout.ms [default: 1000].
     #[arg(long, env = "STROM_GROUP_MIN_SESSION_TIMEOUT_MS")]
     group_min_session_timeout_ms: Option<i32>,
-    /// group.consumer.heartbeat.interval.ms: heartbeat interval of KIP-848 consumer group members [default: 5000].
+    /// group.consumer.heartbeat.interval.ms: heartbeat interval of KIP-848 consumer group members [default: 10 ms per member of the group, 500 to 5000].
     #[arg(long, env = "STROM_GROUP_CONSUMER_HEARTBEAT_INTERVAL_MS")]
     group_consumer_heartbeat_interval_ms: Option<i32>,
     /// group.consumer.session.timeout.ms: KIP-848 members not heard from for this long are removed [default: 45000].
@@ -585,6 +585,7 @@ fn resolve(mut a: ServeArgs) -> Result<Settings> {
         .or(f.group_consumer_heartbeat_interval_ms)
     {
         groups.consumer_heartbeat_interval_ms = ms.max(1);
+        groups.consumer_heartbeat_adaptive = false;
     }
     if let Some(ms) = a
         .group_consumer_session_timeout_ms

@@ -549,7 +549,6 @@ impl GroupCoordinator {
             return Err(GroupError::GroupIdNotFound);
         }
         let topics = self.topic_counts();
-        let interval = self.config.consumer_heartbeat_interval_ms;
         let now = Instant::now();
         let group_id = hb.group_id.clone();
         let (outcome, entries) = {
@@ -607,6 +606,11 @@ impl GroupCoordinator {
                     .map(|(k, m)| (k.clone(), m.stored()))
                     .collect()
             };
+            // Sized by the group as it is before this heartbeat (a joiner counts once in).
+            let joining = usize::from(!cg.members.contains_key(&hb.member_id));
+            let interval = self
+                .config
+                .consumer_heartbeat_interval(cg.members.len() + joining);
             let outcome = heartbeat_locked(cg, hb, &topics, interval, now)?;
             // Mirror into the classic fields other paths read (retention, listing).
             g.generation = cg.epoch;

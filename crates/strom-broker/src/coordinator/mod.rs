@@ -125,13 +125,40 @@ pub struct GroupConfig {
     pub offsets_retention_ms: i64,
     /// `offset.metadata.max.bytes`.
     pub offset_metadata_max_bytes: usize,
-    /// `group.consumer.heartbeat.interval.ms` (KIP-848 members).
+    /// `group.consumer.heartbeat.interval.ms` (KIP-848 members): the interval, or with
+    /// `consumer_heartbeat_adaptive` the longest one handed out.
     pub consumer_heartbeat_interval_ms: i32,
+    /// Whether a KIP-848 group's interval scales with its size
+    /// ([`GroupConfig::consumer_heartbeat_interval`]); off once the interval is set.
+    pub consumer_heartbeat_adaptive: bool,
     /// `group.consumer.session.timeout.ms` (KIP-848 members).
     pub consumer_session_timeout_ms: i32,
     /// `offsets.topic.segment.bytes`: segment size of the groups' internal log (compacted
     /// by the log cleaner once sealed).
     pub offsets_topic_segment_bytes: u64,
+}
+
+/// An adaptive KIP-848 heartbeat interval: per member of the group (ms), and its floor.
+const ADAPTIVE_INTERVAL_PER_MEMBER_MS: i64 = 10;
+const ADAPTIVE_INTERVAL_MIN_MS: i64 = 500;
+
+impl GroupConfig {
+    /// The heartbeat interval handed to the members of a KIP-848 group of `members`.
+    ///
+    /// There is no push in KIP-848: a member learns that it must revoke partitions (for a
+    /// member that just joined) at its next heartbeat, so the interval is the rebalance's
+    /// latency. Unless it was set, it is 10 ms per member, at least 500 ms and at most
+    /// `group.consumer.heartbeat.interval.ms` (Kafka's 5 s): a small group rebalances in
+    /// well under a second, and a group costs the coordinator at most ~100 heartbeats/s
+    /// however large it grows (from 500 members on, Kafka's interval).
+    pub fn consumer_heartbeat_interval(&self, members: usize) -> i32 {
+        let max = self.consumer_heartbeat_interval_ms;
+        if !self.consumer_heartbeat_adaptive {
+            return max;
+        }
+        let scaled = (members as i64).saturating_mul(ADAPTIVE_INTERVAL_PER_MEMBER_MS);
+        scaled.max(ADAPTIVE_INTERVAL_MIN_MS).min(max as i64) as i32
+    }
 }
 
 /// Kafka's `offsets.topic.segment.bytes` default: 100 MiB.
@@ -146,6 +173,7 @@ impl Default for GroupConfig {
             offsets_retention_ms: 7 * 24 * 60 * 60 * 1000,
             offset_metadata_max_bytes: 4096,
             consumer_heartbeat_interval_ms: 5000,
+            consumer_heartbeat_adaptive: true,
             consumer_session_timeout_ms: 45_000,
             offsets_topic_segment_bytes: OFFSETS_TOPIC_SEGMENT_BYTES_DEFAULT,
         }

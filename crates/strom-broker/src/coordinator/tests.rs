@@ -484,3 +484,21 @@ async fn a_classic_member_of_a_consumer_group_gets_its_share_once_released() {
     );
     assert_eq!(c.describe_consumer_group("cg").unwrap().members.len(), 1);
 }
+
+#[test]
+fn the_kip848_heartbeat_interval_scales_with_the_group_until_set() {
+    let mut c = GroupConfig::default();
+    // 10 ms per member, at least 500 ms, at most group.consumer.heartbeat.interval.ms.
+    assert_eq!(c.consumer_heartbeat_interval(1), 500);
+    assert_eq!(c.consumer_heartbeat_interval(51), 510);
+    assert_eq!(c.consumer_heartbeat_interval(200), 2000);
+    assert_eq!(c.consumer_heartbeat_interval(100_000), 5000);
+    // A cap below the floor is still the cap.
+    c.consumer_heartbeat_interval_ms = 300;
+    assert_eq!(c.consumer_heartbeat_interval(1), 300);
+    // Set explicitly: the interval, whatever the group's size.
+    c.consumer_heartbeat_interval_ms = 5000;
+    c.consumer_heartbeat_adaptive = false;
+    assert_eq!(c.consumer_heartbeat_interval(1), 5000);
+    assert_eq!(c.consumer_heartbeat_interval(100_000), 5000);
+}
