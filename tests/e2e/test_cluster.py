@@ -670,3 +670,45 @@ def test_a_disk_full_follower_leaves_the_isr_and_catches_up_once_space_returns(e
             print("\n".join(l for l in b1.log.splitlines() if "ISR" in l or "WARN" in l)[-3000:])
         b3.kill()
         subprocess.run(["umount", target], capture_output=True)
+
+
+def test_unclean_leader_election_only_where_the_topic_enables_it(cluster):
+    """Replicas [1, 2]; 2 is killed and leaves the ISR, then the leader 1 dies, and 2 comes
+    back: the topic with `unclean.leader.election.enable=true` is led by 2 (out of sync; what
+    only 1 had is lost, as Kafka warns), the default topic stays offline until 1 returns."""
+    admin = AdminClient(conf(cluster[3]))
+    for name, configs in (("clean", {}), ("dirty", {"unclean.leader.election.enable": "true"})):
+        fs = admin.create_topics([NewTopic(name, num_partitions=1, replication_factor=-1,
+                                             replica_assignment=[[1, 2]], config=configs)])
+        fs[name].result(20)
+    for t in ("clean", "dirty"):
+        wait_for(lambda: sorted(partition_md(admin, t).isrs) == [1, 2] and partition_md(admin, t).leader == 1,
+                 15, f"{t}: ISR [1, 2] led by 1")
+    # acks=all: on both replicas before 2 goes.
+    p_all = Producer(conf(cluster[1], acks="all"))
+    for t in ("clean", "dirty"):
+        p_all.produce(t, value=b"before")
+    assert p_all.flush(15) == 0
+    p = Producer(conf(cluster[1], acks=1))
+    cluster[2].kill()
+    for t in ("clean", "dirty"):
+        wait_for(lambda: partition_md(admin, t).isrs == [1], 20, f"{t}: 2 leaves the ISR")
+    for t in ("clean", "dirty"):
+        p.produce(t, value=b"only-on-1")
+    assert p.flush(15) == 0
+    cluster[1].kill()
+    wait_for(lambda: partition_md(admin, "dirty").leader == -1, 20, "offline once 1 died")
+    cluster[2].start()
+    wait_for(lambda: partition_md(admin, "dirty").leader == 2, 30, "dirty: 2 elected uncleanly")
+    md = partition_md(admin, "dirty")
+    assert md.isrs == [2]
+    assert partition_md(admin, "clean").leader == -1, "no unclean election by default"
+    # The new leader takes writes; it has what it had replicated, not what only 1 had.
+    p2 = Producer(conf(cluster[2], acks="all"))
+    p2.produce("dirty", value=b"after")
+    assert p2.flush(15) == 0
+    assert consume_all(cluster[2], "dirty", 2, timeout=20) == ["before", "after"]
+    # 1 comes back: the clean topic is led again, with the record only 1 had.
+    cluster[1].start()
+    wait_for(lambda: partition_md(admin, "clean").leader == 1, 30, "clean: led by 1 again")
+    assert consume_all(cluster[1], "clean", 2, timeout=20) == ["before", "only-on-1"]

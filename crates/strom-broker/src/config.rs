@@ -355,7 +355,7 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
             min: 0,
             max: LONG_MAX,
         },
-        doc: "Stored; segments roll at segment.ms",
+        doc: "Each segment rolls up to this much (random per segment) before segment.ms",
     },
     ConfigDef {
         name: "segment.ms",
@@ -407,7 +407,7 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
         name: "unclean.leader.election.enable",
         default: "false",
         kind: ConfigKind::Bool,
-        doc: "Stored for the cluster mode",
+        doc: "Cluster mode: a live out-of-sync replica may lead when no in-sync one is live",
     },
 ];
 
@@ -589,6 +589,7 @@ impl TopicConfig {
         let c = LogConfig {
             segment_bytes: self.long("segment.bytes") as u64,
             segment_ms: self.long("segment.ms") as u64,
+            segment_jitter_ms: self.long("segment.jitter.ms") as u64,
             index_interval_bytes: self.long("index.interval.bytes") as u64,
             max_batch_bytes: self.long("max.message.bytes") as u64,
             retention_ms: opt(self.long("retention.ms")),

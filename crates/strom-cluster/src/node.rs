@@ -2,8 +2,9 @@
 //! reads the cluster's metadata and keeps it current with a watch, applies each partition's
 //! assignment to the core (leader, follower or neither) and runs the follower fetchers, has
 //! its leaders propose ISR changes, and campaigns for the controller's role; the controller
-//! elects a new leader from the ISR when a leader's broker dies (unclean election is off: a
-//! partition whose in-sync replicas are all dead stays offline until one comes back).
+//! elects a new leader from the ISR when a leader's broker dies (unclean election is off
+//! unless the topic sets `unclean.leader.election.enable`: a partition whose in-sync
+//! replicas are all dead stays offline until one comes back).
 //!
 //! A broker that cannot refresh its lease for the session timeout is **fenced**: it stops
 //! leading at once (its partitions refuse produces with NOT_LEADER_OR_FOLLOWER), whether or
@@ -612,8 +613,18 @@ impl Inner {
         for (name, (rec, rev)) in &raw.topics {
             let mut next = rec.clone();
             let mut changed = false;
-            for p in &mut next.partitions {
-                changed |= elect(p, &live);
+            let unclean = unclean_election(rec);
+            for (i, p) in next.partitions.iter_mut().enumerate() {
+                changed |= elect(p, &live, unclean);
+                let before = &rec.partitions[i];
+                if p.leader >= 0 && p.leader != before.leader && !before.isr.contains(&p.leader) {
+                    tracing::warn!(
+                        topic = %name,
+                        partition = i,
+                        leader = p.leader,
+                        "unclean leader election (unclean.leader.election.enable): records only the old ISR had may be lost"
+                    );
+                }
             }
             if !changed {
                 continue;
@@ -1078,9 +1089,16 @@ where
 
 /// The controller's rule for one partition (see [`Inner::elect_leaders`]); whether it
 /// changed.
-fn elect(p: &mut PartitionRecord, live: &HashSet<i32>) -> bool {
+fn elect(p: &mut PartitionRecord, live: &HashSet<i32>, unclean: bool) -> bool {
     let moved = advance_reassignment(p, live);
-    moved | elect_leader(p, live)
+    moved | elect_leader(p, live, unclean)
+}
+
+/// The topic's `unclean.leader.election.enable` (off unless set to true, as Kafka's default).
+fn unclean_election(rec: &TopicRecord) -> bool {
+    rec.configs
+        .get("unclean.leader.election.enable")
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
 }
 
 /// A reassignment's steps: the target's new replicas join `replicas` (they start copying);
@@ -1120,7 +1138,9 @@ fn advance_reassignment(p: &mut PartitionRecord, live: &HashSet<i32>) -> bool {
     true
 }
 
-fn elect_leader(p: &mut PartitionRecord, live: &HashSet<i32>) -> bool {
+/// Elects a leader from the live in-sync replicas; with none, and `unclean`, from any live
+/// replica (its log becomes the partition's: the ISR restarts with it alone).
+fn elect_leader(p: &mut PartitionRecord, live: &HashSet<i32>, unclean: bool) -> bool {
     if p.leader >= 0 && live.contains(&p.leader) {
         let before = p.isr.len();
         p.isr.retain(|r| live.contains(r) || *r == p.leader);
@@ -1136,6 +1156,13 @@ fn elect_leader(p: &mut PartitionRecord, live: &HashSet<i32>) -> bool {
             p.leader = new;
             p.leader_epoch += 1;
             p.isr.retain(|r| live.contains(r));
+            true
+        }
+        None if unclean && p.replicas.iter().any(|r| live.contains(r)) => {
+            let new = p.replicas.iter().copied().find(|r| live.contains(r));
+            p.leader = new.expect("a live replica");
+            p.leader_epoch += 1;
+            p.isr = vec![p.leader];
             true
         }
         None if p.leader != -1 => {
@@ -1232,12 +1259,12 @@ mod tests {
         let mut p = part(&[1, 2], 1, &[1, 2]);
         p.target = Some(vec![3, 4]);
         p.origin = Some(vec![1, 2]);
-        assert!(elect(&mut p, &live));
+        assert!(elect(&mut p, &live, false));
         assert_eq!(p.replicas, vec![1, 2, 3, 4], "new replicas copy first");
         assert_eq!(p.leader, 1);
-        assert!(!elect(&mut p, &live), "waits for them to be in sync");
+        assert!(!elect(&mut p, &live, false), "waits for them to be in sync");
         p.isr = vec![1, 2, 3, 4];
-        assert!(elect(&mut p, &live));
+        assert!(elect(&mut p, &live, false));
         assert_eq!(
             (p.replicas.clone(), p.isr.clone()),
             (vec![3, 4], vec![3, 4])
@@ -1251,29 +1278,64 @@ mod tests {
     }
 
     #[test]
+    fn with_unclean_election_a_live_out_of_sync_replica_leads() {
+        // Only 2 is live, and it is not in sync: offline without unclean election...
+        let live: HashSet<i32> = [2].into();
+        let mut p = part(&[1, 2, 3], 1, &[1, 3]);
+        assert!(elect(&mut p, &live, false));
+        assert_eq!((p.leader, p.leader_epoch), (-1, 4));
+        // ...and led by 2 with it, in a new epoch, the ISR restarting with it alone.
+        assert!(elect(&mut p, &live, true));
+        assert_eq!((p.leader, p.leader_epoch, p.isr.clone()), (2, 5, vec![2]));
+        assert!(!elect(&mut p, &live, true), "stable");
+        // A live in-sync replica is still preferred.
+        let live: HashSet<i32> = [2, 3].into();
+        let mut p = part(&[1, 2, 3], 1, &[1, 3]);
+        assert!(elect(&mut p, &live, true));
+        assert_eq!((p.leader, p.isr.clone()), (3, vec![3]));
+        // No live replica at all: offline.
+        let live: HashSet<i32> = [4].into();
+        let mut p = part(&[1, 2, 3], 1, &[1, 3]);
+        assert!(elect(&mut p, &live, true));
+        assert_eq!(p.leader, -1);
+        let rec = |configs: &[(&str, &str)]| TopicRecord {
+            id: String::new(),
+            partitions: Vec::new(),
+            configs: configs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        let key = "unclean.leader.election.enable";
+        assert!(unclean_election(&rec(&[(key, "true")])));
+        assert!(!unclean_election(&rec(&[(key, "false")])));
+        assert!(!unclean_election(&rec(&[])));
+    }
+
+    #[test]
     fn a_dead_leader_is_replaced_by_the_first_live_in_sync_replica() {
         let live: HashSet<i32> = [2, 3].into();
         let mut p = part(&[1, 2, 3], 1, &[1, 3]);
-        assert!(elect(&mut p, &live));
+        assert!(elect(&mut p, &live, false));
         assert_eq!((p.leader, p.leader_epoch, p.isr.clone()), (3, 4, vec![3]));
         // No live in-sync replica: offline, no unclean election of 2.
         let live: HashSet<i32> = [2].into();
         let mut p = part(&[1, 2, 3], 1, &[1, 3]);
-        assert!(elect(&mut p, &live));
+        assert!(elect(&mut p, &live, false));
         assert_eq!((p.leader, p.leader_epoch), (-1, 4));
-        assert!(!elect(&mut p, &live), "stays offline");
+        assert!(!elect(&mut p, &live, false), "stays offline");
         let live: HashSet<i32> = [2, 3].into();
-        assert!(elect(&mut p, &live), "3 came back");
+        assert!(elect(&mut p, &live, false), "3 came back");
         assert_eq!(p.leader, 3);
         // A live leader keeps leading; dead followers leave its ISR.
         let live: HashSet<i32> = [1, 2].into();
         let mut p = part(&[1, 2, 3], 1, &[1, 2, 3]);
-        assert!(elect(&mut p, &live));
+        assert!(elect(&mut p, &live, false));
         assert_eq!(
             (p.leader, p.leader_epoch, p.isr.clone()),
             (1, 3, vec![1, 2])
         );
-        assert!(!elect(&mut p, &live));
+        assert!(!elect(&mut p, &live, false));
     }
 
     #[test]

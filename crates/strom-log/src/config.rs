@@ -17,6 +17,10 @@ pub struct LogConfig {
     pub segment_bytes: u64,
     /// `segment.ms`: roll a non-empty active segment older than this.
     pub segment_ms: u64,
+    /// `segment.jitter.ms`: each segment rolls up to this much earlier than `segment_ms`
+    /// (an amount drawn at random per segment, below `segment_ms`), so that partitions
+    /// created together do not all roll at once. 0: exactly at `segment_ms`.
+    pub segment_jitter_ms: u64,
     /// `index.interval.bytes`: bytes of data between two sparse index entries.
     pub index_interval_bytes: u64,
     /// `max.message.bytes`: the largest batch accepted.
@@ -49,6 +53,7 @@ impl Default for LogConfig {
         LogConfig {
             segment_bytes: SEGMENT_BYTES_DEFAULT,
             segment_ms: 7 * 24 * 60 * 60 * 1000,
+            segment_jitter_ms: 0,
             index_interval_bytes: 4096,
             max_batch_bytes: MAX_BATCH_BYTES_DEFAULT,
             retention_ms: Some(7 * 24 * 60 * 60 * 1000),
@@ -62,6 +67,17 @@ impl Default for LogConfig {
 }
 
 impl LogConfig {
+    /// Whether a non-empty active segment `age_ms` old is due to roll by time, `seed` being
+    /// the segment's own random number (Kafka's roll: `segment.ms` less the segment's jitter,
+    /// `seed % min(segment.jitter.ms, segment.ms)`).
+    pub fn roll_due(&self, age_ms: i64, seed: u64) -> bool {
+        let jitter = match self.segment_jitter_ms.min(self.segment_ms) {
+            0 => 0,
+            j => seed % j,
+        };
+        age_ms >= self.segment_ms.saturating_sub(jitter) as i64
+    }
+
     /// Checks the bounds; the error names the offending setting.
     pub fn validate(&self) -> Result<(), String> {
         if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&self.segment_bytes) {

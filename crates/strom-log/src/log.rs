@@ -1078,7 +1078,7 @@ impl Log {
         let active_size = w.active.size();
         if active_size > 0
             && (active_size + len as u64 > config.segment_bytes
-                || now.saturating_sub(w.active.created_ms) >= config.segment_ms as i64)
+                || config.roll_due(now.saturating_sub(w.active.created_ms), w.active.roll_seed))
         {
             self.roll(&mut w, now)?;
         }

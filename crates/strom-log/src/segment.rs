@@ -48,6 +48,15 @@ pub(crate) struct Segment {
     index: RwLock<Option<Vec<IndexEntry>>>,
     time_index: RwLock<Option<Vec<TimeEntry>>>,
     pub(crate) created_ms: i64,
+    /// This segment's random number, for its `segment.jitter.ms` ([`crate::config::LogConfig::roll_due`]).
+    pub(crate) roll_seed: u64,
+}
+
+/// A random number for a new or reopened segment's roll jitter (std's randomly keyed hasher,
+/// so no RNG dependency).
+fn roll_seed(base_offset: i64) -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(base_offset)
 }
 
 impl Segment {
@@ -76,6 +85,7 @@ impl Segment {
             index: RwLock::new(Some(Vec::new())),
             time_index: RwLock::new(Some(Vec::new())),
             created_ms: now_ms,
+            roll_seed: roll_seed(base_offset),
         })
     }
 
@@ -99,6 +109,7 @@ impl Segment {
             index: RwLock::new(None),
             time_index: RwLock::new(None),
             created_ms: now_ms,
+            roll_seed: roll_seed(base_offset),
         };
         let newest = seg.last_time_entry_on_disk().map_or(-1, |t| t.timestamp);
         seg.max_timestamp.store(newest, Ordering::Release);

@@ -121,6 +121,66 @@ fn segments_roll_by_size_and_by_age() {
 }
 
 #[test]
+fn segment_jitter_rolls_each_segment_somewhat_before_segment_ms() {
+    // The rule: segment.ms less this segment's jitter, below min(jitter, segment.ms).
+    let c = LogConfig {
+        segment_ms: 1000,
+        segment_jitter_ms: 300,
+        ..config()
+    };
+    assert!(!c.roll_due(699, 300 + 1)); // jitter 1
+    assert!(c.roll_due(999, 300 + 1));
+    assert!(c.roll_due(701, 299)); // jitter 299, the largest
+    assert!(!c.roll_due(700, 299));
+    let none = LogConfig {
+        segment_jitter_ms: 0,
+        ..c
+    };
+    assert!(!none.roll_due(999, 299) && none.roll_due(1000, 299));
+    let capped = LogConfig {
+        segment_jitter_ms: u64::MAX,
+        ..c
+    };
+    assert!(!capped.roll_due(0, 999) && capped.roll_due(1, 999)); // below segment.ms
+
+    // Through appends: 16 logs with segment.ms 2 s and a 2 s jitter, appended to twice 1 s
+    // apart. Each rolls when its segment's jitter is over ~1 s: about half of them (all or
+    // none with probability ~3e-5), where a log without jitter never rolls.
+    let dirs: Vec<_> = (0..17).map(|_| tempfile::tempdir().unwrap()).collect();
+    let logs: Vec<Log> = dirs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let jitter = if i == 0 { 0 } else { 2000 };
+            let c = LogConfig {
+                segment_ms: 2000,
+                segment_jitter_ms: jitter,
+                segment_bytes: 1 << 20,
+                ..config()
+            };
+            Log::open(d.path(), c).unwrap()
+        })
+        .collect();
+    for log in &logs {
+        append(log, 1, b"a");
+    }
+    std::thread::sleep(Duration::from_millis(1000));
+    for log in &logs {
+        append(log, 1, b"b");
+    }
+    assert_eq!(
+        logs[0].segment_count(),
+        1,
+        "no jitter: not rolled before segment.ms"
+    );
+    let rolled = logs[1..].iter().filter(|l| l.segment_count() == 2).count();
+    assert!(
+        (1..16).contains(&rolled),
+        "{rolled} of 16 jittered logs rolled after 1 s of a 2 s segment.ms"
+    );
+}
+
+#[test]
 fn offset_and_time_lookups_go_through_the_indexes() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path(), config()).unwrap();
