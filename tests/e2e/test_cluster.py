@@ -712,3 +712,41 @@ def test_unclean_leader_election_only_where_the_topic_enables_it(cluster):
     cluster[1].start()
     wait_for(lambda: partition_md(admin, "clean").leader == 1, 30, "clean: led by 1 again")
     assert consume_all(cluster[1], "clean", 2, timeout=20) == ["before", "only-on-1"]
+
+
+@pytest.mark.filterwarnings("ignore:alter_configs has been deprecated:DeprecationWarning")
+def test_topic_configs_changed_on_one_broker_apply_on_every_broker(cluster):
+    """IncrementalAlterConfigs and the legacy AlterConfigs on one broker change the topic's
+    record in etcd; every broker's copy (DescribeConfigs on each) follows."""
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
+    create(AdminClient(conf(cluster[1])), "configured", 2, 3)
+
+    def described(node, name):
+        a = AdminClient(conf(cluster[node]))
+        res = ConfigResource(ResourceType.TOPIC, "configured")
+        return a.describe_configs([res])[res].result(10)[name].value
+
+    a2 = AdminClient(conf(cluster[2]))
+    res = ConfigResource(ResourceType.TOPIC, "configured", incremental_configs=[
+        ConfigEntry("retention.ms", "123456", incremental_operation=AlterConfigOpType.SET),
+        ConfigEntry("unclean.leader.election.enable", "true", incremental_operation=AlterConfigOpType.SET)])
+    a2.incremental_alter_configs([res])[res].result(20)
+    for node in (1, 2, 3):
+        wait_for(lambda: described(node, "retention.ms") == "123456", 10, f"broker {node} applies it")
+        assert described(node, "unclean.leader.election.enable") == "true"
+    # A bad value is refused by the broker asked, and nothing changes anywhere.
+    bad = ConfigResource(ResourceType.TOPIC, "configured", incremental_configs=[
+        ConfigEntry("retention.ms", "soon", incremental_operation=AlterConfigOpType.SET)])
+    with pytest.raises(KafkaException) as e:
+        a2.incremental_alter_configs([bad])[bad].result(20)
+    assert e.value.args[0].name() == "INVALID_CONFIG"
+    # The legacy AlterConfigs (replace every override) on broker 3.
+    legacy = ConfigResource(ResourceType.TOPIC, "configured", set_config={"segment.ms": "3600000"})
+    a3 = AdminClient(conf(cluster[3]))  # kept alive until the future is done
+    a3.alter_configs([legacy])[legacy].result(20)
+    for node in (1, 2, 3):
+        wait_for(lambda: described(node, "segment.ms") == "3600000", 10, f"broker {node} applies the replace")
+        assert described(node, "retention.ms") == "604800000", "back to the default"
+    # A broker restarted later reads them from etcd.
+    cluster[1].restart()
+    wait_for(lambda: described(1, "segment.ms") == "3600000", 30, "the restarted broker has them")

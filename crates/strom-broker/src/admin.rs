@@ -41,7 +41,7 @@ impl Broker {
     /// Kafka's legacy AlterConfigs of a topic: the given configs replace every override
     /// (those not named go back to their defaults), all or nothing. A `None` value is left
     /// out.
-    pub fn replace_topic_config(
+    pub async fn replace_topic_config(
         &self,
         name: &str,
         configs: &[(String, Option<String>)],
@@ -59,7 +59,8 @@ impl Broker {
                 ops.push(ConfigOp::Set(k.clone(), v.clone()));
             }
         }
-        self.alter_topic_config(name, &ops, validate_only)
+        self.admin_alter_topic_config(name, &ops, validate_only)
+            .await
     }
 
     /// A topic's `compression.type` and timestamp bounds applied to a produce's batches

@@ -621,22 +621,42 @@ impl Broker {
             .topic(name)
             .ok_or_else(|| BrokerError::unknown(name, -1))?;
         let mut config = t.config();
-        for op in ops {
-            match op {
-                ConfigOp::Set(k, v) => config.set(k.clone(), v.clone()),
-                ConfigOp::Delete(k) => config.remove(k),
-            }
-            .map_err(BrokerError::InvalidConfig)?;
-        }
-        config.log_config().map_err(BrokerError::InvalidConfig)?;
+        config.apply(ops).map_err(BrokerError::InvalidConfig)?;
         if validate_only {
             return Ok(());
         }
+        Self::store_topic_config(&self.config.data_dir, &t, config)
+    }
+
+    /// Cluster mode: makes a topic's local copy use `overrides`, the cluster's (a change
+    /// another broker wrote to the metadata). Nothing happens when they are already its own.
+    pub fn apply_topic_overrides(
+        &self,
+        name: &str,
+        overrides: &BTreeMap<String, String>,
+    ) -> Result<()> {
+        let _admin = self.admin.lock();
+        let t = self
+            .topic(name)
+            .ok_or_else(|| BrokerError::unknown(name, -1))?;
+        if t.config().overrides() == overrides {
+            return Ok(());
+        }
+        let config =
+            TopicConfig::from_overrides(overrides.clone()).map_err(BrokerError::InvalidConfig)?;
+        Self::store_topic_config(&self.config.data_dir, &t, config)
+    }
+
+    /// Saves a topic's new config in its meta file, then applies it to every partition.
+    fn store_topic_config(
+        data_dir: &std::path::Path,
+        t: &Topic,
+        config: TopicConfig,
+    ) -> Result<()> {
         let mut meta = t.meta();
         meta.configs = config.overrides().clone();
-        topic::save_meta(&self.config.data_dir, &meta)?;
-        t.set_config(config)?;
-        Ok(())
+        topic::save_meta(data_dir, &meta)?;
+        t.set_config(config)
     }
 
     // --- data path -------------------------------------------------------------------------

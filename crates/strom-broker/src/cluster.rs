@@ -9,7 +9,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use crate::broker::Broker;
+use crate::broker::{Broker, ConfigOp};
 use crate::error::Result;
 use crate::replica::Assignment;
 
@@ -107,6 +107,14 @@ pub trait ClusterHandle: Send + Sync {
     fn reassign(&self, topic: String, partition: i32, target: Option<Vec<i32>>) -> AdminFuture<'_>;
     /// Elects a leader; whether one was elected (`false`: not needed).
     fn elect(&self, topic: String, partition: i32, how: Election) -> AdminFutureOf<'_, bool>;
+    /// Changes a topic's configs in the cluster's metadata (all or nothing, checked against
+    /// the overrides stored there) and waits until this broker applied them.
+    fn alter_topic_config(
+        &self,
+        topic: String,
+        ops: Vec<ConfigOp>,
+        validate_only: bool,
+    ) -> AdminFuture<'_>;
 }
 
 /// Producer ids in cluster mode: blocks the cluster's metadata store hands out (unique across
@@ -183,6 +191,23 @@ impl Broker {
                 c.create_topic(topic, false).await
             }
             None => self.create_topic(name, partitions, configs, false),
+        }
+    }
+
+    /// Changes a topic's configs in the cluster's metadata, which every broker applies, or
+    /// locally (see [`Broker::admin_create_topic`]). For every door.
+    pub async fn admin_alter_topic_config(
+        &self,
+        name: &str,
+        ops: &[ConfigOp],
+        validate_only: bool,
+    ) -> Result<()> {
+        match self.cluster() {
+            Some(c) => {
+                c.alter_topic_config(name.to_string(), ops.to_vec(), validate_only)
+                    .await
+            }
+            None => self.alter_topic_config(name, ops, validate_only),
         }
     }
 

@@ -459,6 +459,20 @@ impl TopicConfig {
         Ok(())
     }
 
+    /// Applies incremental changes, all or nothing, and checks the result as a whole.
+    pub fn apply(&mut self, ops: &[crate::ConfigOp]) -> Result<(), String> {
+        let mut next = self.clone();
+        for op in ops {
+            match op {
+                crate::ConfigOp::Set(k, v) => next.set(k.clone(), v.clone()),
+                crate::ConfigOp::Delete(k) => next.remove(k),
+            }?;
+        }
+        next.log_config()?;
+        *self = next;
+        Ok(())
+    }
+
     /// The overrides.
     pub fn overrides(&self) -> &BTreeMap<String, String> {
         &self.overrides

@@ -22,7 +22,7 @@ use strom_broker::cluster::{
     AdminFuture, AdminFutureOf, ClusterHandle, ClusterMetadata, Election, NewTopic,
 };
 use strom_broker::replica::Transition;
-use strom_broker::{Broker, BrokerError, TopicConfig};
+use strom_broker::{Broker, BrokerError, ConfigOp, TopicConfig};
 
 use crate::etcd::{CmpOp, Compare, Etcd, EtcdError, EventKind, LeaderKey, TxnOp};
 use crate::fetcher::Fetchers;
@@ -383,6 +383,9 @@ impl Inner {
             let n = rec.partitions.len() as i32;
             match broker.topic(name) {
                 Some(t) if t.id() == id => {
+                    if let Err(e) = broker.apply_topic_overrides(name, &rec.configs) {
+                        tracing::error!(topic = %name, error = %e, "applying the cluster's configs failed");
+                    }
                     if (t.partitions().len() as i32) < n {
                         if let Err(e) = broker.create_partitions(name, n, false) {
                             tracing::error!(topic = %name, error = %e, "adding partitions failed");
@@ -1019,6 +1022,39 @@ impl Inner {
         self.wait_applied(r.revision).await
     }
 
+    /// IncrementalAlterConfigs / AlterConfigs of a topic in cluster mode: the changes apply
+    /// to the overrides in the topic's record (compare-and-put), which every broker then
+    /// applies to its copy in `reconcile`.
+    async fn alter_configs(
+        &self,
+        name: &str,
+        ops: &[ConfigOp],
+        validate_only: bool,
+    ) -> Result<(), BrokerError> {
+        for _ in 0..5 {
+            let current = self.raw.read().topics.get(name).cloned();
+            let Some((mut rec, rev)) = current else {
+                return Err(BrokerError::UnknownTopicOrPartition {
+                    topic: name.to_string(),
+                    partition: -1,
+                });
+            };
+            let mut config = TopicConfig::from_overrides(rec.configs.clone())
+                .map_err(BrokerError::InvalidConfig)?;
+            config.apply(ops).map_err(BrokerError::InvalidConfig)?;
+            if validate_only || config.overrides() == &rec.configs {
+                return Ok(());
+            }
+            rec.configs = config.overrides().clone();
+            let written = self.put_topic(name, &rec, rev, None).await;
+            if let Some(revision) = written.map_err(cluster_err)? {
+                return self.wait_applied(revision).await;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(cluster_err("the topic kept changing; try again"))
+    }
+
     async fn create_partitions(
         &self,
         name: &str,
@@ -1231,6 +1267,15 @@ impl ClusterHandle for Node {
 
     fn reassign(&self, topic: String, partition: i32, target: Option<Vec<i32>>) -> AdminFuture<'_> {
         Box::pin(async move { self.inner.reassign(&topic, partition, target).await })
+    }
+
+    fn alter_topic_config(
+        &self,
+        topic: String,
+        ops: Vec<ConfigOp>,
+        validate_only: bool,
+    ) -> AdminFuture<'_> {
+        Box::pin(async move { self.inner.alter_configs(&topic, &ops, validate_only).await })
     }
 
     fn elect(&self, topic: String, partition: i32, how: Election) -> AdminFutureOf<'_, bool> {

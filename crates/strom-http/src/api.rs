@@ -380,7 +380,9 @@ pub(crate) async fn alter_configs(
             None => strom_broker::ConfigOp::Delete(k),
         })
         .collect();
-    s.broker.alter_topic_config(&topic, &ops, false)?;
+    s.broker
+        .admin_alter_topic_config(&topic, &ops, false)
+        .await?;
     describe_topic(State(s), caller, Path(topic)).await
 }
 

@@ -667,7 +667,8 @@ pub(crate) async fn incremental_alter_configs(mut req: Req<'_>) -> Result<Reply,
                     .await
                     .map_err(|e| (crate::share_api::group_code(&e), e.to_string())),
                 None => broker
-                    .alter_topic_config(&res.resource_name, &ops, r.validate_only)
+                    .admin_alter_topic_config(&res.resource_name, &ops, r.validate_only)
+                    .await
                     .map_err(|e: BrokerError| (code(&e), e.to_string())),
             }
         };

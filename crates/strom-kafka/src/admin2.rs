@@ -464,47 +464,49 @@ pub(crate) fn describe_quorum(mut req: Req<'_>) -> Result<Reply, Fatal> {
     req.encode(&resp)
 }
 
-pub(crate) fn alter_configs(mut req: Req<'_>) -> Result<Reply, Fatal> {
+pub(crate) async fn alter_configs(mut req: Req<'_>) -> Result<Reply, Fatal> {
     let r: AlterConfigsRequest = req.decode()?;
     let broker = &req.ctx.broker;
-    let responses = r
-        .resources
-        .into_iter()
-        .map(|res| {
-            let denied = crate::admin::config_denied(
-                &req,
-                Operation::AlterConfigs,
-                res.resource_type,
-                &res.resource_name,
-            );
-            let (c, msg) = if let Some((c, m)) = denied {
-                (c, Some(m))
-            } else if res.resource_type != RESOURCE_TOPIC {
-                (
-                    E::InvalidRequest.code(),
-                    Some(format!(
-                        "altering resource type {} is not supported",
-                        res.resource_type
-                    )),
-                )
-            } else {
-                let configs: Vec<(String, Option<String>)> = res
-                    .configs
-                    .iter()
-                    .map(|c| (c.name.to_string(), c.value.as_ref().map(|v| v.to_string())))
-                    .collect();
-                match broker.replace_topic_config(&res.resource_name, &configs, r.validate_only) {
-                    Ok(()) => (0, None),
-                    Err(e) => (code(&e), Some(e.to_string())),
-                }
-            };
+    let mut responses = Vec::with_capacity(r.resources.len());
+    for res in r.resources {
+        let denied = crate::admin::config_denied(
+            &req,
+            Operation::AlterConfigs,
+            res.resource_type,
+            &res.resource_name,
+        );
+        let (c, msg) = if let Some((c, m)) = denied {
+            (c, Some(m))
+        } else if res.resource_type != RESOURCE_TOPIC {
+            (
+                E::InvalidRequest.code(),
+                Some(format!(
+                    "altering resource type {} is not supported",
+                    res.resource_type
+                )),
+            )
+        } else {
+            let configs: Vec<(String, Option<String>)> = res
+                .configs
+                .iter()
+                .map(|c| (c.name.to_string(), c.value.as_ref().map(|v| v.to_string())))
+                .collect();
+            match broker
+                .replace_topic_config(&res.resource_name, &configs, r.validate_only)
+                .await
+            {
+                Ok(()) => (0, None),
+                Err(e) => (code(&e), Some(e.to_string())),
+            }
+        };
+        responses.push(
             AlterConfigsResourceResponse::default()
                 .with_error_code(c)
                 .with_error_message(msg.map(sb))
                 .with_resource_type(res.resource_type)
-                .with_resource_name(res.resource_name)
-        })
-        .collect();
+                .with_resource_name(res.resource_name),
+        );
+    }
     req.encode(&AlterConfigsResponse::default().with_responses(responses))
 }
 

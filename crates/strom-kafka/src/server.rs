@@ -965,7 +965,7 @@ pub(crate) async fn dispatch<'a>(
                 None => admin2::list_partition_reassignments(req),
             },
             ApiKey::DescribeQuorum => admin2::describe_quorum(req),
-            ApiKey::AlterConfigs => admin2::alter_configs(req),
+            ApiKey::AlterConfigs => admin2::alter_configs(req).await,
             ApiKey::OffsetForLeaderEpoch => admin2::offset_for_leader_epoch(req),
             ApiKey::DescribeClientQuotas => admin2::describe_client_quotas(req),
             ApiKey::AlterClientQuotas => admin2::alter_client_quotas(req),
