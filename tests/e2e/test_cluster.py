@@ -750,3 +750,24 @@ def test_topic_configs_changed_on_one_broker_apply_on_every_broker(cluster):
     # A broker restarted later reads them from etcd.
     cluster[1].restart()
     wait_for(lambda: described(1, "segment.ms") == "3600000", 30, "the restarted broker has them")
+
+
+def test_a_producer_auto_creates_a_topic_in_the_cluster(cluster):
+    """`auto.create.topics.enable` (on by default) in cluster mode: a producer's Metadata
+    request for an unknown topic creates it in the cluster's metadata, so that every broker
+    has it and its records are readable through any broker; a client that opts out
+    (allow.auto.create.topics=false on a consumer) creates nothing."""
+    p = Producer(conf(cluster[2], acks="all"))
+    for i in range(10):
+        p.produce("made-by-a-producer", value=b"auto-%d" % i)
+    assert p.flush(20) == 0
+    for node in (1, 2, 3):
+        md = AdminClient(conf(cluster[node])).list_topics(timeout=5).topics
+        assert "made-by-a-producer" in md and md["made-by-a-producer"].error is None, node
+        assert len(md["made-by-a-producer"].partitions) == 1
+    assert sorted(consume_all(cluster[3], "made-by-a-producer", 10)) == sorted(f"auto-{i}" for i in range(10))
+    c = Consumer(conf(cluster[1], **{"group.id": "no-auto", "allow.auto.create.topics": False}))
+    c.subscribe(["never-made"])
+    c.poll(2)
+    c.close()
+    assert "never-made" not in AdminClient(conf(cluster[2])).list_topics(timeout=5).topics

@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::broker::{Broker, ConfigOp};
-use crate::error::Result;
+use crate::error::{BrokerError, Result};
 use crate::replica::Assignment;
 
 /// A boxed future of an admin operation.
@@ -192,6 +192,34 @@ impl Broker {
             }
             None => self.create_topic(name, partitions, configs, false),
         }
+    }
+
+    /// The topic, auto-created (`auto.create.topics.enable`, as Kafka does for Metadata
+    /// requests) with the default partition count and, in cluster mode, replication factor,
+    /// in the cluster's metadata.
+    pub async fn admin_topic_or_create(&self, name: &str) -> Result<Arc<crate::topic::Topic>> {
+        let Some(c) = self.cluster() else {
+            return self.topic_or_create(name);
+        };
+        if let Some(t) = self.topic(name) {
+            return Ok(t);
+        }
+        if !self.config().auto_create_topics {
+            return Err(BrokerError::unknown(name, -1));
+        }
+        let topic = NewTopic {
+            name: name.to_string(),
+            partitions: -1,
+            replication_factor: -1,
+            assignments: Vec::new(),
+            configs: Vec::new(),
+        };
+        match c.create_topic(topic, false).await {
+            Ok(()) | Err(BrokerError::TopicAlreadyExists(_)) => {}
+            Err(e) => return Err(e),
+        }
+        self.topic(name)
+            .ok_or_else(|| BrokerError::unknown(name, -1))
     }
 
     /// Changes a topic's configs in the cluster's metadata, which every broker applies, or

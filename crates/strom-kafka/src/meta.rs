@@ -220,13 +220,11 @@ fn may_describe(req: &Req<'_>, name: &str) -> bool {
     req.allowed(Operation::Describe, ResourceType::Topic, name)
 }
 
-pub(crate) fn metadata(mut req: Req<'_>) -> Result<Reply, Fatal> {
+pub(crate) async fn metadata(mut req: Req<'_>) -> Result<Reply, Fatal> {
     let r: MetadataRequest = req.decode()?;
     let v = req.version;
     let broker = &req.ctx.broker;
     let node = broker.node_id();
-    let cluster = broker.cluster().map(|c| c.metadata());
-    let cm = cluster.as_deref();
     let all = match &r.topics {
         None => true,
         Some(t) => t.is_empty() && v == 0,
@@ -234,7 +232,13 @@ pub(crate) fn metadata(mut req: Req<'_>) -> Result<Reply, Fatal> {
     // Before v4 a client cannot opt out of auto-creation.
     let allow_create = v < 4 || r.allow_auto_topic_creation;
     let mut topics = Vec::new();
+    // The cluster's metadata as it is once any topic was auto-created (in cluster mode, in
+    // the cluster's store): what the answer describes.
+    let snapshot = || broker.cluster().map(|c| c.metadata());
+    let cluster;
     if all {
+        cluster = snapshot();
+        let cm = cluster.as_deref();
         // Listing every topic shows only those the principal may describe.
         for info in broker.topics() {
             if req.permits(Operation::Describe, ResourceType::Topic, &info.name) {
@@ -244,6 +248,8 @@ pub(crate) fn metadata(mut req: Req<'_>) -> Result<Reply, Fatal> {
             }
         }
     } else {
+        // Topics found (or created), then described once all are known.
+        let mut found_topics: Vec<(usize, std::sync::Arc<Topic>)> = Vec::new();
         for rt in r.topics.unwrap_or_default() {
             let Some(name) = rt.name.clone() else {
                 let id = rt.topic_id;
@@ -255,7 +261,10 @@ pub(crate) fn metadata(mut req: Req<'_>) -> Result<Reply, Fatal> {
                         v,
                     )),
                     Some(info) => match broker.topic(&info.name) {
-                        Some(t) => topics.push(describe(&t, node, v, cm)),
+                        Some(t) => {
+                            found_topics.push((topics.len(), t));
+                            topics.push(MetadataResponseTopic::default());
+                        }
                         None => topics.push(topic_error(
                             None,
                             id,
@@ -285,7 +294,7 @@ pub(crate) fn metadata(mut req: Req<'_>) -> Result<Reply, Fatal> {
             let allow_create = allow_create
                 && (broker.topic(&name).is_some() || crate::admin::may_create(&req, &name));
             let found = if allow_create {
-                broker.topic_or_create(&name)
+                broker.admin_topic_or_create(&name).await
             } else {
                 broker
                     .topic(&name)
@@ -295,7 +304,10 @@ pub(crate) fn metadata(mut req: Req<'_>) -> Result<Reply, Fatal> {
                     })
             };
             match found {
-                Ok(t) => topics.push(describe(&t, node, v, cm)),
+                Ok(t) => {
+                    found_topics.push((topics.len(), t));
+                    topics.push(MetadataResponseTopic::default());
+                }
                 Err(e) => topics.push(topic_error(
                     Some(name),
                     uuid::Uuid::nil(),
@@ -304,7 +316,12 @@ pub(crate) fn metadata(mut req: Req<'_>) -> Result<Reply, Fatal> {
                 )),
             }
         }
+        cluster = snapshot();
+        for (i, t) in found_topics {
+            topics[i] = describe(&t, node, v, cluster.as_deref());
+        }
     }
+    let cm = cluster.as_deref();
     let mut resp = MetadataResponse::default()
         .with_brokers(brokers(&req, cm))
         .with_topics(topics);

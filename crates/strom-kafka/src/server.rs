@@ -911,7 +911,7 @@ pub(crate) async fn dispatch<'a>(
     } else {
         match key {
             ApiKey::ApiVersions => meta::api_versions(req),
-            ApiKey::Metadata => meta::metadata(req),
+            ApiKey::Metadata => meta::metadata(req).await,
             ApiKey::DescribeCluster => meta::describe_cluster(req),
             ApiKey::InitProducerId => txn_api::init_producer_id(req).await,
             ApiKey::Fetch => data::fetch(req).await,
