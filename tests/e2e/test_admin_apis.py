@@ -135,6 +135,20 @@ def test_kafka_python_admin_calls_that_used_to_drop_the_connection(broker):
         a.close()
 
 
+def test_kafka_python_describe_features_lists_kafka_4_1s_feature_levels(broker):
+    """ApiVersions v3+: the features Strom serves, as a Kafka 4.1 broker names them."""
+    a = admin(broker)
+    try:
+        f = a.describe_features()
+    finally:
+        a.close()
+    assert f["group.version"]["supported"] == (0, 1) and f["group.version"]["finalized"] == (1, 1)
+    assert f["share.version"]["finalized"] == (1, 1)
+    assert f["transaction.version"]["supported"] == (0, 2)
+    assert f["transaction.version"]["finalized"] == (2, 2)
+    assert f["group.version"]["finalized_epoch"] >= 1
+
+
 def test_alter_configs_legacy_replaces_every_override(broker):
     a = admin(broker)
     try:

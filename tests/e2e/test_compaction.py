@@ -19,6 +19,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic,
                                   ResourceType)
 
+import kwire
+
 pytestmark = pytest.mark.timeout(240)
 
 SMALL = {"cleanup.policy": "compact", "segment.bytes": "4096", "segment.ms": "300",
@@ -203,6 +205,75 @@ def test_keyless_record_to_a_compacted_topic_is_invalid_record(broker_factory):
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_record", r.text
     got, hi = read_all(b, "keyed")
     assert hi == 1
+
+
+def test_keyless_record_gets_a_kip467_record_error_over_the_wire(broker_factory):
+    """Produce v8 of one batch [keyed, keyless, keyed] to a compacted topic: INVALID_RECORD
+    naming record 1 alone (KIP-467 record_errors), and nothing of the batch is stored."""
+    b = broker_factory()
+    with kwire.Conn(b.bootstrap) as c:
+        assert c.create_topic("kip467-compact", configs={"cleanup.policy": "compact"}) == kwire.NONE
+        batch = kwire.batch_of(kwire.record(0, b"a", key=b"k0") + kwire.record(1, b"b")
+                               + kwire.record(2, b"c", key=b"k2"), 3)
+        p = c.produce_partition("kip467-compact", 0, batch, version=8)
+        assert p["error_code"] == kwire.INVALID_RECORD
+        assert [i for i, _ in p["record_errors"]] == [1], p["record_errors"]
+        assert "key" in p["record_errors"][0][1], p["record_errors"]
+        assert c.fetch("kip467-compact", 0, 0)[1] == 0, "nothing written"
+
+
+def alter(broker, topic, name, value):
+    a = AdminClient({"bootstrap.servers": broker.bootstrap})
+    res = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[
+        ConfigEntry(name, value, incremental_operation=AlterConfigOpType.SET)])
+    a.incremental_alter_configs([res])[res].result(20)
+
+
+def body_count(broker, topic):
+    got, _ = read_all(broker, topic)
+    return len([r for r in got if r[1] != b"sentinel"])
+
+
+def cleaner_ran(b):
+    """A topic of its own compacted from scratch: proof that the cleaner has made passes
+    since (the negative checks below wait for it, not for a fixed time)."""
+    name = f"control-{time.monotonic_ns()}"
+    create(b, name, SMALL)
+    recs = updates(3, 5)
+    offsets = produce(b, name, recs)
+    roll(b, name)
+    wait_compacted(b, name, last_values([(o, k, v) for o, (k, v) in zip(offsets, recs)]))
+
+
+def test_compaction_lags_and_the_dirty_ratio(broker_factory):
+    b = broker_factory(http=True, log_cleaner_backoff_ms=100)
+    # min.compaction.lag.ms: records younger than it stay, however dirty the log is.
+    create(b, "lagged", {**SMALL, "min.compaction.lag.ms": "3600000"})
+    recs = updates(10, 20)
+    offsets = produce(b, "lagged", recs)
+    written = [(o, k, v) for o, (k, v) in zip(offsets, recs)]
+    roll(b, "lagged")
+    cleaner_ran(b)
+    assert body_count(b, "lagged") == 200, "nothing compacted within min.compaction.lag.ms"
+    alter(b, "lagged", "min.compaction.lag.ms", "0")
+    wait_compacted(b, "lagged", last_values(written))
+    # min.cleanable.dirty.ratio: once clean, a little dirt below the ratio waits...
+    create(b, "ratio", SMALL)
+    recs = updates(20, 3)
+    offsets = produce(b, "ratio", recs)
+    written = [(o, k, v) for o, (k, v) in zip(offsets, recs)]
+    roll(b, "ratio")
+    wait_compacted(b, "ratio", last_values(written))
+    alter(b, "ratio", "min.cleanable.dirty.ratio", "0.9")
+    more = updates(2, 2, tag="-more")
+    offsets = produce(b, "ratio", more)
+    written += [(o, k, v) for o, (k, v) in zip(offsets, more)]
+    roll(b, "ratio")
+    cleaner_ran(b)
+    assert body_count(b, "ratio") == 20 + 4, "dirty ratio under 0.9: not cleaned"
+    # ...until max.compaction.lag.ms makes the oldest dirty record due.
+    alter(b, "ratio", "max.compaction.lag.ms", "1")
+    wait_compacted(b, "ratio", last_values(written))
 
 
 def test_bad_compaction_configs_are_invalid_config(broker_factory):

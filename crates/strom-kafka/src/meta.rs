@@ -1,5 +1,5 @@
-//! ApiVersions (with the `transaction.version` feature), Metadata, DescribeCluster,
-//! InitProducerId of idempotent producers.
+//! ApiVersions (with the `group.version`, `share.version` and `transaction.version`
+//! features), Metadata, DescribeCluster, InitProducerId of idempotent producers.
 
 use bytes::{BufMut, BytesMut};
 use kafka_protocol::messages::api_versions_response::{
@@ -27,8 +27,16 @@ use crate::codes;
 use crate::server::{advertised, Fatal, Reply, Req};
 use crate::versions::SUPPORTED;
 
-/// The feature of KIP-890's transactions v2.
-const TRANSACTION_VERSION: &str = "transaction.version";
+/// The features ApiVersions v3+ lists, as Kafka 4.1 names them: (name, supported min,
+/// supported max, finalized level). `group.version` 1 is KIP-848's consumer protocol,
+/// `share.version` 1 KIP-932's share groups, `transaction.version` 2 KIP-890's transactions
+/// v2 (a client that knows it adds partitions by Produce v12+ and ends with EndTxn v5+).
+/// KRaft's `metadata.version` and `kraft.version` are not listed: Strom runs no KRaft quorum.
+const FEATURES: &[(&str, i16, i16, i16)] = &[
+    ("group.version", 0, 1, 1),
+    ("share.version", 0, 1, 1),
+    ("transaction.version", 0, 2, 2),
+];
 
 fn api_list() -> Vec<ApiVersion> {
     SUPPORTED
@@ -46,18 +54,30 @@ pub(crate) fn api_versions(mut req: Req<'_>) -> Result<Reply, Fatal> {
     let _r: ApiVersionsRequest = req.decode()?;
     let mut resp = ApiVersionsResponse::default().with_api_keys(api_list());
     if req.version >= 3 {
-        // As Kafka 4: transactions v2 (KIP-890) supported and finalized, so a client that
-        // knows it adds partitions by Produce v12+ and ends with EndTxn v5+.
         resp = resp
-            .with_supported_features(vec![SupportedFeatureKey::default()
-                .with_name(str_bytes(TRANSACTION_VERSION))
-                .with_min_version(0)
-                .with_max_version(2)])
+            .with_supported_features(
+                FEATURES
+                    .iter()
+                    .map(|&(name, min, max, _)| {
+                        SupportedFeatureKey::default()
+                            .with_name(str_bytes(name))
+                            .with_min_version(min)
+                            .with_max_version(max)
+                    })
+                    .collect(),
+            )
             .with_finalized_features_epoch(1)
-            .with_finalized_features(vec![FinalizedFeatureKey::default()
-                .with_name(str_bytes(TRANSACTION_VERSION))
-                .with_min_version_level(2)
-                .with_max_version_level(2)]);
+            .with_finalized_features(
+                FEATURES
+                    .iter()
+                    .map(|&(name, _, _, level)| {
+                        FinalizedFeatureKey::default()
+                            .with_name(str_bytes(name))
+                            .with_min_version_level(level)
+                            .with_max_version_level(level)
+                    })
+                    .collect(),
+            );
     }
     req.encode(&resp)
 }
