@@ -94,6 +94,11 @@ def roll(broker, topic):
     return produce(broker, topic, [(b"sentinel", b"roll")])[0]
 
 
+def stored(offsets, recs):
+    """(offset, key, value) of each record `produce` wrote, in order."""
+    return [(o, k, v) for o, (k, v) in zip(offsets, recs)]
+
+
 def last_values(written):
     last = {}
     for off, k, v in written:
@@ -123,7 +128,7 @@ def test_compaction_keeps_the_last_value_per_key_at_its_offset(broker_factory):
     create(b, "prices", SMALL)
     recs = updates(20, 40)
     offsets = produce(b, "prices", recs)
-    written = [(o, k, v) for o, (k, v) in zip(offsets, recs)]
+    written = stored(offsets, recs)
     roll(b, "prices")
     got = wait_compacted(b, "prices", last_values(written))
     offs = [r[0] for r in got]
@@ -138,7 +143,7 @@ def test_compaction_keeps_the_last_value_per_key_at_its_offset(broker_factory):
     recs2 = updates(20, 5, tag="-second")
     offsets2 = produce(b, "prices", recs2)
     assert offsets2[0] > offs[-1]
-    written += [(o, k, v) for o, (k, v) in zip(offsets2, recs2)]
+    written += stored(offsets2, recs2)
     roll(b, "prices")
     # The first sentinel is compacted away by the second one (same key).
     got = wait_compacted(b, "prices", last_values([w for w in written]))
@@ -153,7 +158,7 @@ def test_tombstones_disappear_after_delete_retention(broker_factory):
     create(b, "users", {**SMALL, "delete.retention.ms": "3000"})
     recs = updates(5, 10)
     offsets = produce(b, "users", recs)
-    written = [(o, k, v) for o, (k, v) in zip(offsets, recs)]
+    written = stored(offsets, recs)
     tomb = produce(b, "users", [(b"key-1", None)])[0]
     written.append((tomb, b"key-1", None))
     roll(b, "users")
@@ -242,7 +247,7 @@ def cleaner_ran(b):
     recs = updates(3, 5)
     offsets = produce(b, name, recs)
     roll(b, name)
-    wait_compacted(b, name, last_values([(o, k, v) for o, (k, v) in zip(offsets, recs)]))
+    wait_compacted(b, name, last_values(stored(offsets, recs)))
 
 
 def test_compaction_lags_and_the_dirty_ratio(broker_factory):
@@ -251,7 +256,7 @@ def test_compaction_lags_and_the_dirty_ratio(broker_factory):
     create(b, "lagged", {**SMALL, "min.compaction.lag.ms": "3600000"})
     recs = updates(10, 20)
     offsets = produce(b, "lagged", recs)
-    written = [(o, k, v) for o, (k, v) in zip(offsets, recs)]
+    written = stored(offsets, recs)
     roll(b, "lagged")
     cleaner_ran(b)
     assert body_count(b, "lagged") == 200, "nothing compacted within min.compaction.lag.ms"
@@ -261,13 +266,13 @@ def test_compaction_lags_and_the_dirty_ratio(broker_factory):
     create(b, "ratio", SMALL)
     recs = updates(20, 3)
     offsets = produce(b, "ratio", recs)
-    written = [(o, k, v) for o, (k, v) in zip(offsets, recs)]
+    written = stored(offsets, recs)
     roll(b, "ratio")
     wait_compacted(b, "ratio", last_values(written))
     alter(b, "ratio", "min.cleanable.dirty.ratio", "0.9")
     more = updates(2, 2, tag="-more")
     offsets = produce(b, "ratio", more)
-    written += [(o, k, v) for o, (k, v) in zip(offsets, more)]
+    written += stored(offsets, more)
     roll(b, "ratio")
     cleaner_ran(b)
     assert body_count(b, "ratio") == 20 + 4, "dirty ratio under 0.9: not cleaned"
@@ -298,15 +303,12 @@ def test_kill_9_in_the_middle_of_a_clean_leaves_the_log_whole(broker_factory):
     create(b, "orders", {**SMALL, "cleanup.policy": "delete"})
     recs = updates(30, 40)
     offsets = produce(b, "orders", recs)
-    written = [(o, k, v) for o, (k, v) in zip(offsets, recs)]
+    written = stored(offsets, recs)
     end = roll(b, "orders") + 1
     before = segments_bytes(b, "orders")
     segments = len(list((b.data_dir / "orders-0").glob("*.log")))
     assert segments > 10
-    a = AdminClient({"bootstrap.servers": b.bootstrap})
-    res = ConfigResource(ResourceType.TOPIC, "orders", incremental_configs=[
-        ConfigEntry("cleanup.policy", "compact", incremental_operation=AlterConfigOpType.SET)])
-    a.incremental_alter_configs([res])[res].result(timeout=20)
+    alter(b, "orders", "cleanup.policy", "compact")
     # Wait until some segments are rewritten while the pass is still running, then crash.
     deadline = time.monotonic() + 60
     while segments_bytes(b, "orders") > before * 0.8:

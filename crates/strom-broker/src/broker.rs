@@ -435,24 +435,6 @@ impl Broker {
             .ok_or_else(|| BrokerError::unknown(topic, partition))
     }
 
-    /// The topic, auto-created with the default partition count when
-    /// `auto.create.topics.enable` is on (Kafka does this for Metadata requests).
-    pub fn topic_or_create(&self, name: &str) -> Result<Arc<Topic>> {
-        if let Some(t) = self.topic(name) {
-            return Ok(t);
-        }
-        // Cluster mode: topics are created in the cluster's metadata, not by one broker.
-        if !self.config.auto_create_topics || self.is_clustered() {
-            return Err(BrokerError::unknown(name, -1));
-        }
-        match self.create_topic(name, -1, Vec::new(), false) {
-            Ok(()) | Err(BrokerError::TopicAlreadyExists(_)) => {}
-            Err(e) => return Err(e),
-        }
-        self.topic(name)
-            .ok_or_else(|| BrokerError::unknown(name, -1))
-    }
-
     /// Creates a topic. `partitions` -1 means `num.partitions`. With `validate_only`, checks
     /// everything and creates nothing.
     pub fn create_topic(

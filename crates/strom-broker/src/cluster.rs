@@ -194,27 +194,17 @@ impl Broker {
         }
     }
 
-    /// The topic, auto-created (`auto.create.topics.enable`, as Kafka does for Metadata
-    /// requests) with the default partition count and, in cluster mode, replication factor,
-    /// in the cluster's metadata.
+    /// The topic, auto-created when `auto.create.topics.enable` is on (Kafka does this for
+    /// Metadata requests) with the default partition count: locally, or in cluster mode in
+    /// the cluster's metadata with the default replication factor.
     pub async fn admin_topic_or_create(&self, name: &str) -> Result<Arc<crate::topic::Topic>> {
-        let Some(c) = self.cluster() else {
-            return self.topic_or_create(name);
-        };
         if let Some(t) = self.topic(name) {
             return Ok(t);
         }
         if !self.config().auto_create_topics {
             return Err(BrokerError::unknown(name, -1));
         }
-        let topic = NewTopic {
-            name: name.to_string(),
-            partitions: -1,
-            replication_factor: -1,
-            assignments: Vec::new(),
-            configs: Vec::new(),
-        };
-        match c.create_topic(topic, false).await {
+        match self.admin_create_topic(name, -1, -1, Vec::new()).await {
             Ok(()) | Err(BrokerError::TopicAlreadyExists(_)) => {}
             Err(e) => return Err(e),
         }

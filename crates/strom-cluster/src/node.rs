@@ -868,6 +868,26 @@ impl Inner {
         partition: i32,
         mut change: impl FnMut(&mut PartitionRecord, &HashSet<i32>) -> Result<T, BrokerError>,
     ) -> Result<T, BrokerError> {
+        self.change_topic(topic, |rec, live| {
+            let p = rec.partitions.get_mut(partition as usize).ok_or_else(|| {
+                BrokerError::UnknownTopicOrPartition {
+                    topic: topic.to_string(),
+                    partition,
+                }
+            })?;
+            change(p, live)
+        })
+        .await
+    }
+
+    /// Changes a topic's record by compare-and-put (read again and retried when another
+    /// write came first) and waits until this broker applied it; `change` gets the record
+    /// and the live brokers. A change that leaves the record as it was writes nothing.
+    async fn change_topic<T>(
+        &self,
+        topic: &str,
+        mut change: impl FnMut(&mut TopicRecord, &HashSet<i32>) -> Result<T, BrokerError>,
+    ) -> Result<T, BrokerError> {
         for _ in 0..10 {
             let (current, live) = {
                 let raw = self.raw.read();
@@ -880,15 +900,9 @@ impl Inner {
                     partition: -1,
                 });
             };
-            let Some(p) = rec.partitions.get_mut(partition as usize) else {
-                return Err(BrokerError::UnknownTopicOrPartition {
-                    topic: topic.to_string(),
-                    partition,
-                });
-            };
-            let before = p.clone();
-            let out = change(p, &live)?;
-            if *p == before {
+            let before = rec.clone();
+            let out = change(&mut rec, &live)?;
+            if rec == before {
                 return Ok(out);
             }
             let written = self.put_topic(topic, &rec, rev, None).await;
@@ -898,7 +912,7 @@ impl Inner {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Err(cluster_err("the partition kept changing; try again"))
+        Err(cluster_err("the topic kept changing; try again"))
     }
 
     async fn reassign(
@@ -982,7 +996,7 @@ impl Inner {
                 if p.leader >= 0 && live.contains(&p.leader) {
                     return Ok(false);
                 }
-                let Some(l) = p.replicas.iter().copied().find(|r| live.contains(r)) else {
+                let Some(l) = lead_uncleanly(p, live) else {
                     return Err(BrokerError::ElectionNotPossible {
                         preferred: false,
                         reason: "no replica is live".into(),
@@ -994,9 +1008,6 @@ impl Inner {
                     leader = l,
                     "unclean leader election: records only the old ISR had may be lost"
                 );
-                p.leader = l;
-                p.leader_epoch += 1;
-                p.isr = vec![l];
                 Ok(true)
             }
         })
@@ -1031,28 +1042,16 @@ impl Inner {
         ops: &[ConfigOp],
         validate_only: bool,
     ) -> Result<(), BrokerError> {
-        for _ in 0..5 {
-            let current = self.raw.read().topics.get(name).cloned();
-            let Some((mut rec, rev)) = current else {
-                return Err(BrokerError::UnknownTopicOrPartition {
-                    topic: name.to_string(),
-                    partition: -1,
-                });
-            };
+        self.change_topic(name, |rec, _| {
             let mut config = TopicConfig::from_overrides(rec.configs.clone())
                 .map_err(BrokerError::InvalidConfig)?;
             config.apply(ops).map_err(BrokerError::InvalidConfig)?;
-            if validate_only || config.overrides() == &rec.configs {
-                return Ok(());
+            if !validate_only {
+                rec.configs = config.overrides().clone();
             }
-            rec.configs = config.overrides().clone();
-            let written = self.put_topic(name, &rec, rev, None).await;
-            if let Some(revision) = written.map_err(cluster_err)? {
-                return self.wait_applied(revision).await;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Err(cluster_err("the topic kept changing; try again"))
+            Ok(())
+        })
+        .await
     }
 
     async fn create_partitions(
@@ -1187,28 +1186,32 @@ fn elect_leader(p: &mut PartitionRecord, live: &HashSet<i32>, unclean: bool) -> 
         .iter()
         .copied()
         .find(|r| p.isr.contains(r) && live.contains(r));
-    match candidate {
-        Some(new) => {
-            p.leader = new;
-            p.leader_epoch += 1;
-            p.isr.retain(|r| live.contains(r));
-            true
-        }
-        None if unclean && p.replicas.iter().any(|r| live.contains(r)) => {
-            let new = p.replicas.iter().copied().find(|r| live.contains(r));
-            p.leader = new.expect("a live replica");
-            p.leader_epoch += 1;
-            p.isr = vec![p.leader];
-            true
-        }
-        None if p.leader != -1 => {
-            // Every in-sync replica is dead: offline, the ISR kept for when one returns.
-            p.leader = -1;
-            p.leader_epoch += 1;
-            true
-        }
-        None => false,
+    if let Some(new) = candidate {
+        p.leader = new;
+        p.leader_epoch += 1;
+        p.isr.retain(|r| live.contains(r));
+        return true;
     }
+    if unclean && lead_uncleanly(p, live).is_some() {
+        return true;
+    }
+    if p.leader == -1 {
+        return false;
+    }
+    // Every in-sync replica is dead: offline, the ISR kept for when one returns.
+    p.leader = -1;
+    p.leader_epoch += 1;
+    true
+}
+
+/// An unclean election: the first live replica leads, in the next epoch, with an ISR of
+/// itself (its log becomes the partition's). `None`, and nothing changed, if none is live.
+fn lead_uncleanly(p: &mut PartitionRecord, live: &HashSet<i32>) -> Option<i32> {
+    let l = p.replicas.iter().copied().find(|r| live.contains(r))?;
+    p.leader = l;
+    p.leader_epoch += 1;
+    p.isr = vec![l];
+    Some(l)
 }
 
 fn new_partition(replicas: Vec<i32>) -> PartitionRecord {

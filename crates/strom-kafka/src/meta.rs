@@ -245,6 +245,10 @@ pub(crate) async fn metadata(mut req: Req<'_>) -> Result<Reply, Fatal> {
     let v = req.version;
     let broker = &req.ctx.broker;
     let node = broker.node_id();
+    // In cluster mode the answer describes the cluster's metadata; it is read again after a
+    // topic was auto-created (in the cluster's store).
+    let snapshot = || broker.cluster().map(|c| c.metadata());
+    let mut cluster = snapshot();
     let all = match &r.topics {
         None => true,
         Some(t) => t.is_empty() && v == 0,
@@ -252,24 +256,16 @@ pub(crate) async fn metadata(mut req: Req<'_>) -> Result<Reply, Fatal> {
     // Before v4 a client cannot opt out of auto-creation.
     let allow_create = v < 4 || r.allow_auto_topic_creation;
     let mut topics = Vec::new();
-    // The cluster's metadata as it is once any topic was auto-created (in cluster mode, in
-    // the cluster's store): what the answer describes.
-    let snapshot = || broker.cluster().map(|c| c.metadata());
-    let cluster;
     if all {
-        cluster = snapshot();
-        let cm = cluster.as_deref();
         // Listing every topic shows only those the principal may describe.
         for info in broker.topics() {
             if req.permits(Operation::Describe, ResourceType::Topic, &info.name) {
                 if let Some(t) = broker.topic(&info.name) {
-                    topics.push(describe(&t, node, v, cm));
+                    topics.push(describe(&t, node, v, cluster.as_deref()));
                 }
             }
         }
     } else {
-        // Topics found (or created), then described once all are known.
-        let mut found_topics: Vec<(usize, std::sync::Arc<Topic>)> = Vec::new();
         for rt in r.topics.unwrap_or_default() {
             let Some(name) = rt.name.clone() else {
                 let id = rt.topic_id;
@@ -281,10 +277,7 @@ pub(crate) async fn metadata(mut req: Req<'_>) -> Result<Reply, Fatal> {
                         v,
                     )),
                     Some(info) => match broker.topic(&info.name) {
-                        Some(t) => {
-                            found_topics.push((topics.len(), t));
-                            topics.push(MetadataResponseTopic::default());
-                        }
+                        Some(t) => topics.push(describe(&t, node, v, cluster.as_deref())),
                         None => topics.push(topic_error(
                             None,
                             id,
@@ -314,7 +307,12 @@ pub(crate) async fn metadata(mut req: Req<'_>) -> Result<Reply, Fatal> {
             let allow_create = allow_create
                 && (broker.topic(&name).is_some() || crate::admin::may_create(&req, &name));
             let found = if allow_create {
-                broker.admin_topic_or_create(&name).await
+                let existed = broker.topic(&name).is_some();
+                let found = broker.admin_topic_or_create(&name).await;
+                if !existed {
+                    cluster = snapshot();
+                }
+                found
             } else {
                 broker
                     .topic(&name)
@@ -324,10 +322,7 @@ pub(crate) async fn metadata(mut req: Req<'_>) -> Result<Reply, Fatal> {
                     })
             };
             match found {
-                Ok(t) => {
-                    found_topics.push((topics.len(), t));
-                    topics.push(MetadataResponseTopic::default());
-                }
+                Ok(t) => topics.push(describe(&t, node, v, cluster.as_deref())),
                 Err(e) => topics.push(topic_error(
                     Some(name),
                     uuid::Uuid::nil(),
@@ -335,10 +330,6 @@ pub(crate) async fn metadata(mut req: Req<'_>) -> Result<Reply, Fatal> {
                     v,
                 )),
             }
-        }
-        cluster = snapshot();
-        for (i, t) in found_topics {
-            topics[i] = describe(&t, node, v, cluster.as_deref());
         }
     }
     let cm = cluster.as_deref();
