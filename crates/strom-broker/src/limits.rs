@@ -23,6 +23,10 @@ use std::time::{Duration, Instant};
 pub const FD_RESERVE_MIN: u64 = 256;
 /// ...and at least this share of the limit (1/10).
 pub const FD_RESERVE_DIVISOR: u64 = 10;
+/// The share of the reserve the segment files of all logs may hold open at once (3/4); the
+/// rest is for snapshots, state files and internal use. Past it, the least recently used
+/// segment files are closed and opened again when needed ([`strom_log::set_open_files_budget`]).
+pub const LOG_FILES_SHARE: (u64, u64) = (3, 4);
 /// The Kafka door's default share of what is left after the reserve (1/4); the HTTP door
 /// gets the rest (browsers and push subscribers are the crowds).
 pub const KAFKA_FD_SHARE_DIVISOR: u64 = 4;
@@ -34,6 +38,8 @@ pub struct FdBudget {
     pub limit: u64,
     /// Descriptors no door may take.
     pub reserve: u64,
+    /// Segment files (data and indexes) the logs keep open at most.
+    pub log_files: usize,
     /// Connections the Kafka door holds at most.
     pub kafka_max_connections: usize,
     /// Connections the HTTP door holds at most.
@@ -50,9 +56,12 @@ impl FdBudget {
         let kafka_default = (doors / KAFKA_FD_SHARE_DIVISOR).max(1) as usize;
         let kafka_max_connections = kafka.unwrap_or(kafka_default);
         let http_default = doors.saturating_sub(kafka_max_connections as u64).max(1) as usize;
+        let log_files = ((reserve * LOG_FILES_SHARE.0 / LOG_FILES_SHARE.1) as usize)
+            .max(strom_log::MIN_OPEN_FILES_BUDGET);
         FdBudget {
             limit,
             reserve,
+            log_files,
             kafka_max_connections,
             http_max_connections: http.unwrap_or(http_default),
         }
@@ -250,11 +259,13 @@ mod tests {
     fn budget_keeps_a_reserve_and_splits_the_rest() {
         let b = FdBudget::for_limit(20_000, None, None);
         assert_eq!(b.reserve, 2_000);
+        assert_eq!(b.log_files, 1_500);
         assert_eq!(b.kafka_max_connections, 4_500);
         assert_eq!(b.http_max_connections, 13_500);
         assert!(b.reserve + (b.kafka_max_connections + b.http_max_connections) as u64 <= b.limit);
         let small = FdBudget::for_limit(1024, None, None);
         assert_eq!(small.reserve, 256);
+        assert_eq!(small.log_files, 192);
         assert_eq!(small.kafka_max_connections, 192);
         assert_eq!(small.http_max_connections, 576);
         let tiny = FdBudget::for_limit(64, None, None);

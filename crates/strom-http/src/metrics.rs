@@ -527,6 +527,14 @@ fn replication_metrics(s: &AppState, out: &mut String) {
 }
 
 fn cleaner_metrics(s: &AppState, out: &mut String) {
+    let (open, closed) = strom_log::open_files();
+    let _ = writeln!(
+        out,
+        "# HELP strom_log_open_files Segment files (data and indexes) open now.\n# TYPE strom_log_open_files gauge\nstrom_log_open_files {open}\n\
+         # HELP strom_log_open_files_max Segment files kept open at most (--log-max-open-files).\n# TYPE strom_log_open_files_max gauge\nstrom_log_open_files_max {}\n\
+         # HELP strom_log_file_closes_total Segment files closed to stay within strom_log_open_files_max (opened again on their next use).\n# TYPE strom_log_file_closes_total counter\nstrom_log_file_closes_total {closed}",
+        strom_log::open_files_budget()
+    );
     let c = s.broker.cleaner_metrics();
     let _ = writeln!(
         out,

@@ -47,6 +47,7 @@
 mod config;
 mod error;
 pub mod fault;
+mod handles;
 mod index;
 mod log;
 mod segment;
@@ -57,6 +58,9 @@ pub use config::{
     SEGMENT_BYTES_MIN,
 };
 pub use error::{LogError, Result};
+pub use handles::{
+    open_files, open_files_budget, set_open_files_budget, MIN_BUDGET as MIN_OPEN_FILES_BUDGET,
+};
 pub use log::cleaner::{
     map_capacity as cleaner_map_capacity, CleanOptions, CleanOutcome, CleanerStats,
     CHECKPOINT_FILE as CLEANER_CHECKPOINT_FILE, DEDUPE_BUFFER_BYTES_DEFAULT,

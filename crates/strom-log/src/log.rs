@@ -14,6 +14,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::error::is_out_of_space;
 use crate::fault::{self, Point};
+use crate::handles::{self, LazyFile, Mode};
 use crate::index::{self, IndexEntry, TimeEntry};
 use crate::segment::{self, segment_path, Segment};
 use crate::txnindex::{self, AbortedRange};
@@ -69,6 +70,8 @@ pub struct ReadResult {
 pub struct FileRange {
     /// The segment's data file.
     pub file: Arc<File>,
+    /// Which segment ([`Segment::id`]).
+    segment: u64,
     /// Start of the first batch.
     pub pos: u64,
     /// Length in bytes (whole batches).
@@ -108,8 +111,8 @@ pub struct RetentionOutcome {
 
 struct Writer {
     active: Arc<Segment>,
-    index_file: File,
-    time_index_file: File,
+    index_file: Arc<LazyFile>,
+    time_index_file: Arc<LazyFile>,
     /// Lengths of the two index files: a failed index write is cut back to them.
     index_len: u64,
     time_index_len: u64,
@@ -235,15 +238,22 @@ impl SealState {
     /// then the recovery point moves past it. A failed sync takes the log offline (the
     /// segment stays pending, so the recovery point stays at or below it and the next open
     /// checks it).
-    fn seal(&self, seg: &Arc<Segment>, index_file: &File, time_index_file: &File) {
+    fn seal(
+        &self,
+        seg: &Arc<Segment>,
+        index_file: &Arc<LazyFile>,
+        time_index_file: &Arc<LazyFile>,
+    ) {
         {
             let _g = self.flush_lock.lock();
             if self.failed.get().is_some() {
                 return;
             }
-            let synced = sync(&seg.file, &self.dir)
-                .and_then(|()| sync(index_file, &self.dir))
-                .and_then(|()| sync(time_index_file, &self.dir));
+            let synced = seg
+                .file()
+                .and_then(|f| sync(&f, &self.dir))
+                .and_then(|()| index_file.with(|f| sync(f, &self.dir)))
+                .and_then(|()| time_index_file.with(|f| sync(f, &self.dir)));
             if let Err(e) = synced {
                 let what = format!("sealing segment {}", seg.path("log").display());
                 self.fail(&what, &e);
@@ -493,8 +503,10 @@ fn scan_dir(dir: &Path) -> io::Result<DirFiles> {
     Ok(DirFiles { bases, indexed })
 }
 
-fn open_append(path: &Path) -> io::Result<File> {
-    OpenOptions::new().append(true).create(true).open(path)
+/// An index file of the active segment, created if missing.
+fn open_index(path: PathBuf) -> io::Result<Arc<LazyFile>> {
+    let file = OpenOptions::new().append(true).create(true).open(&path)?;
+    LazyFile::opened(path, Mode::Append, file)
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
@@ -665,7 +677,7 @@ impl Log {
                 }
                 break;
             }
-            sync(&seg.file, &dir)?;
+            sync(&*seg.file()?, &dir)?;
             i += 1;
         }
         let active = segments.back().expect("one segment").clone();
@@ -677,8 +689,8 @@ impl Log {
         }
         let (index_len, time_index_len) = active.index_bytes();
         let writer = Writer {
-            index_file: open_append(&active.path("index"))?,
-            time_index_file: open_append(&active.path("timeindex"))?,
+            index_file: open_index(active.path("index"))?,
+            time_index_file: open_index(active.path("timeindex"))?,
             index_len,
             time_index_len,
             active: active.clone(),
@@ -869,8 +881,9 @@ impl Log {
         for later in &segs[k + 1..] {
             later.delete_files()?;
         }
-        keep.file.set_len(pos)?;
-        keep.file.sync_all()?;
+        let file = keep.file()?;
+        file.set_len(pos)?;
+        file.sync_all()?;
         for ext in ["index", "timeindex"] {
             std::fs::write(keep.path(ext), [])?;
         }
@@ -1016,7 +1029,7 @@ impl Log {
                 let seg = self
                     .segments_from(offset)
                     .into_iter()
-                    .find(|s| Arc::ptr_eq(&s.file, &range.file));
+                    .find(|s| s.id == range.segment);
                 if let Some(seg) = seg {
                     if stop < seg.next_offset() {
                         if let Some(cut) = seg.find_position(stop, interval)? {
@@ -1036,7 +1049,7 @@ impl Log {
     /// base offset of the batch that follows it, or its segment's end. One header read.
     pub fn offset_after(&self, range: &FileRange) -> Result<i64> {
         let segs = self.segments.read().clone();
-        let Some(seg) = segs.iter().find(|s| Arc::ptr_eq(&s.file, &range.file)) else {
+        let Some(seg) = segs.iter().find(|s| s.id == range.segment) else {
             return Ok(self.log_end_offset());
         };
         let end = range.pos + range.len as u64;
@@ -1154,30 +1167,34 @@ impl Log {
             })
             && self.flushed_offset() >= base_offset
             && self.seals.sealing.lock().pending.is_empty();
-        let written = fault::check(&self.dir, Point::DataWrite, Some((&seg.file, seg_pos)))
-            .and_then(|()| match &batches {
-                Batches::InPlace(b) => {
-                    write_all_vectored_at(&seg.file, &mut [IoSlice::new(b)], seg_pos, sync_now)
-                }
-                Batches::Replica(b) => {
-                    write_all_vectored_at(&seg.file, &mut [IoSlice::new(b)], seg_pos, sync_now)
-                }
-                Batches::Shared(b) => {
-                    let mut slices = Vec::with_capacity(2 * heads.len());
-                    let mut at = 0usize;
-                    for head in &heads {
-                        let total = BatchHeader::parse(&b[at..]).expect("validated").total_len();
-                        slices.push(IoSlice::new(head));
-                        slices.push(IoSlice::new(&b[at + HEADER_LEN..at + total]));
-                        at += total;
+        let file = seg.file()?;
+        let written =
+            fault::check(&self.dir, Point::DataWrite, Some((&file, seg_pos))).and_then(|()| {
+                match &batches {
+                    Batches::InPlace(b) => {
+                        write_all_vectored_at(&file, &mut [IoSlice::new(b)], seg_pos, sync_now)
                     }
-                    write_all_vectored_at(&seg.file, &mut slices, seg_pos, sync_now)
+                    Batches::Replica(b) => {
+                        write_all_vectored_at(&file, &mut [IoSlice::new(b)], seg_pos, sync_now)
+                    }
+                    Batches::Shared(b) => {
+                        let mut slices = Vec::with_capacity(2 * heads.len());
+                        let mut at = 0usize;
+                        for head in &heads {
+                            let total =
+                                BatchHeader::parse(&b[at..]).expect("validated").total_len();
+                            slices.push(IoSlice::new(head));
+                            slices.push(IoSlice::new(&b[at + HEADER_LEN..at + total]));
+                            at += total;
+                        }
+                        write_all_vectored_at(&file, &mut slices, seg_pos, sync_now)
+                    }
                 }
             });
         if let Err(e) = written {
             // Nothing of a failed append may stay behind: the bytes past the published size
             // are cut off (and overwritten by the next append if even that fails).
-            let _ = seg.file.set_len(seg_pos);
+            let _ = file.set_len(seg_pos);
             if sync_now && !is_out_of_space(&e) {
                 // The write's own sync may have failed: a failed sync takes the log offline.
                 return Err(self.seals.fail(
@@ -1190,10 +1207,10 @@ impl Log {
         let index_lens = (w.index_len, w.time_index_len);
         if let Err(e) = write_entries(&self.dir, &mut w, &new_index, &new_times) {
             // The data is not published: cut it and the torn index entries off again.
-            let _ = seg.file.set_len(seg_pos);
+            let _ = file.set_len(seg_pos);
             (w.index_len, w.time_index_len) = index_lens;
-            let _ = w.index_file.set_len(w.index_len);
-            let _ = w.time_index_file.set_len(w.time_index_len);
+            let _ = w.index_file.with(|f| f.set_len(w.index_len));
+            let _ = w.time_index_file.with(|f| f.set_len(w.time_index_len));
             return Err(e.into());
         }
         seg.push_index(&new_index, &new_times);
@@ -1241,15 +1258,15 @@ impl Log {
             let index_lens = (w.index_len, w.time_index_len);
             if let Err(e) = write_entries(&self.dir, w, &[], &[entry]) {
                 (w.index_len, w.time_index_len) = index_lens;
-                let _ = w.time_index_file.set_len(w.time_index_len);
+                let _ = w.time_index_file.with(|f| f.set_len(w.time_index_len));
                 return Err(e.into());
             }
             old.push_index(&[], &[entry]);
         }
         let base = self.log_end_offset();
         let created = Segment::create(&self.dir, base, now).and_then(|seg| {
-            let index_file = open_append(&seg.path("index"))?;
-            let time_index_file = open_append(&seg.path("timeindex"))?;
+            let index_file = open_index(seg.path("index"))?;
+            let time_index_file = open_index(seg.path("timeindex"))?;
             Ok((seg, index_file, time_index_file))
         });
         let (seg, index_file, time_index_file) = match created {
@@ -1285,7 +1302,6 @@ impl Log {
         }
         let seals = self.seals.clone();
         let sealed = old.clone();
-        let (index_file, time_index_file) = (Arc::new(index_file), Arc::new(time_index_file));
         let files = (index_file.clone(), time_index_file.clone());
         let spawned = std::thread::Builder::new()
             .name("strom-log-seal".into())
@@ -1321,7 +1337,7 @@ impl Log {
             (sealing.pending.clone(), active)
         };
         for seg in pending.iter().chain([&active]) {
-            if let Err(e) = sync(&seg.file, &self.dir) {
+            if let Err(e) = seg.file().and_then(|f| sync(&f, &self.dir)) {
                 let what = format!("fdatasync of {}", seg.path("log").display());
                 return Err(self.seals.fail(&what, &e));
             }
@@ -1369,6 +1385,10 @@ impl Log {
     /// at least one whole batch is returned if `offset` is below the end, even if it is larger
     /// than `max_bytes`. Reads stay within one segment. `offset == log end` gives no data.
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadResult> {
+        again_if_gone(|| self.read_once(offset, max_bytes))
+    }
+
+    fn read_once(&self, offset: i64, max_bytes: usize) -> Result<ReadResult> {
         self.seals.check()?;
         let start = self.log_start_offset();
         let end = self.log_end_offset();
@@ -1399,6 +1419,10 @@ impl Log {
     /// [`Log::read`] that returns where the batches are instead of reading them: the same
     /// batches (at most `max_bytes`, at least one whole batch), as a range of a segment file.
     pub fn read_range(&self, offset: i64, max_bytes: usize) -> Result<RangeRead> {
+        again_if_gone(|| self.read_range_once(offset, max_bytes))
+    }
+
+    fn read_range_once(&self, offset: i64, max_bytes: usize) -> Result<RangeRead> {
         self.seals.check()?;
         let start = self.log_start_offset();
         let end = self.log_end_offset();
@@ -1420,7 +1444,8 @@ impl Log {
             };
             let stop = seg.whole_batches_end(pos, max_bytes, interval)?;
             result.range = Some(FileRange {
-                file: seg.file.clone(),
+                file: seg.file()?,
+                segment: seg.id,
                 pos,
                 len: (stop - pos) as usize,
             });
@@ -1441,6 +1466,10 @@ impl Log {
     /// The first batch whose max timestamp is at least `timestamp` (Kafka's ListOffsets by
     /// time), found through the time indexes; `None` if every record is older.
     pub fn find_by_timestamp(&self, timestamp: i64) -> Result<Option<TimestampHit>> {
+        again_if_gone(|| self.find_by_timestamp_once(timestamp))
+    }
+
+    fn find_by_timestamp_once(&self, timestamp: i64) -> Result<Option<TimestampHit>> {
         self.seals.check()?;
         let interval = self.config().index_interval_bytes;
         let start = self.log_start_offset();
@@ -1554,7 +1583,7 @@ impl Log {
         self.closed.store(true, Ordering::Release);
         let synced = self.seals.check().and_then(|()| {
             for f in [&w.index_file, &w.time_index_file] {
-                if let Err(e) = sync(f, &self.dir) {
+                if let Err(e) = f.with(|f| sync(f, &self.dir)) {
                     let what = format!("fdatasync of the indexes in {}", self.dir.display());
                     return Err(self.seals.fail(&what, &e));
                 }
@@ -1582,6 +1611,19 @@ impl Log {
     }
 }
 
+/// Runs a read again while it fails because a segment file it had chosen was deleted or
+/// replaced after its descriptor was closed ([`crate::handles`]): the next try reads the
+/// current segments (and finds the offset below the log start, or the rewritten segment).
+fn again_if_gone<T>(mut read: impl FnMut() -> Result<T>) -> Result<T> {
+    let mut tries = 0;
+    loop {
+        match read() {
+            Err(LogError::Io(e)) if handles::is_gone(&e) && tries < 8 => tries += 1,
+            other => return other,
+        }
+    }
+}
+
 /// Appends entries to the active segment's index files. On error the files may hold part
 /// of the entries: the caller cuts them back to `index_len` / `time_index_len`.
 fn write_entries(
@@ -1593,14 +1635,16 @@ fn write_entries(
     if !offsets.is_empty() {
         let mut buf = Vec::with_capacity(offsets.len() * index::INDEX_ENTRY_LEN);
         offsets.iter().for_each(|e| e.encode(&mut buf));
-        fault::check(dir, Point::IndexWrite, Some((&w.index_file, w.index_len)))?;
-        io::Write::write_all(&mut w.index_file, &buf)?;
+        let file = w.index_file.get()?;
+        fault::check(dir, Point::IndexWrite, Some((&file, w.index_len)))?;
+        io::Write::write_all(&mut &*file, &buf)?;
         w.index_len += buf.len() as u64;
     }
     if !times.is_empty() {
         let mut buf = Vec::with_capacity(times.len() * index::TIME_ENTRY_LEN);
         times.iter().for_each(|e| e.encode(&mut buf));
-        io::Write::write_all(&mut w.time_index_file, &buf)?;
+        w.time_index_file
+            .with(|mut f| io::Write::write_all(&mut f, &buf))?;
         w.time_index_len += buf.len() as u64;
     }
     Ok(())
@@ -1648,7 +1692,7 @@ fn read_batches(seg: &Segment, pos: u64, max_bytes: usize) -> Result<Bytes> {
 /// With `gaps` (a segment the cleaner may have rewritten, see `cleaner.rs`) a batch may
 /// start past the offset after the previous one, never before it.
 fn recover(seg: &Segment, interval: u64, full: bool, sealed: bool, gaps: bool) -> Result<u64> {
-    let data_len = seg.file.metadata()?.len();
+    let data_len = seg.file()?.metadata()?.len();
     let (index_path, time_path) = (seg.path("index"), seg.path("timeindex"));
     let on_disk = (file_len(&index_path)?, file_len(&time_path)?);
     let mut offsets = index::load_offset_index(&index_path, data_len)?.unwrap_or_default();
@@ -1733,8 +1777,9 @@ fn recover(seg: &Segment, interval: u64, full: bool, sealed: bool, gaps: bool) -
             dropped_bytes = data_len - pos,
             "truncating torn or corrupt log tail"
         );
-        seg.file.set_len(pos)?;
-        seg.file.sync_all()?;
+        let file = seg.file()?;
+        file.set_len(pos)?;
+        file.sync_all()?;
     }
     // Rewrite both indexes from what was verified, unless the files already hold exactly
     // that (the usual case after a clean shutdown: no write at start).

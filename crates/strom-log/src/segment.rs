@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
+use crate::handles::{LazyFile, Mode};
 use crate::index::{self, IndexEntry, TimeEntry};
 use strom_records::{BatchHeader, HEADER_LEN, LOG_OVERHEAD, MAGIC_V2};
 
@@ -35,9 +36,13 @@ pub(crate) struct ScanEnd {
 
 pub(crate) struct Segment {
     pub(crate) base_offset: i64,
+    /// Unique in the process: tells a [`crate::FileRange`]'s segment from a later one with
+    /// the same base offset (the cleaner's rewrite).
+    pub(crate) id: u64,
     dir: PathBuf,
-    /// Shared with readers that send a range of it (`sendfile`).
-    pub(crate) file: Arc<File>,
+    /// The data file, open while used ([`crate::handles`]); its open handle is shared with
+    /// readers that send a range of it (`sendfile`).
+    file: Arc<LazyFile>,
     /// Visible bytes: everything below is whole batches.
     size: AtomicU64,
     /// Offset after the last batch of this segment.
@@ -52,6 +57,12 @@ pub(crate) struct Segment {
     pub(crate) roll_seed: u64,
 }
 
+/// A new segment's [`Segment::id`].
+fn next_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
 /// A random number for a new or reopened segment's roll jitter (std's randomly keyed hasher,
 /// so no RNG dependency).
 fn roll_seed(base_offset: i64) -> u64 {
@@ -64,21 +75,28 @@ impl Segment {
         segment_path(&self.dir, self.base_offset, ext)
     }
 
+    /// The open data file (opened again if it was closed): for writes, syncs and `sendfile`.
+    pub(crate) fn file(&self) -> io::Result<Arc<File>> {
+        self.file.get()
+    }
+
     /// Creates an empty segment, replacing any leftover files of that name.
     pub(crate) fn create(dir: &Path, base_offset: i64, now_ms: i64) -> io::Result<Segment> {
+        let path = segment_path(dir, base_offset, "log");
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(true)
-            .open(segment_path(dir, base_offset, "log"))?;
+            .open(&path)?;
         for ext in ["index", "timeindex"] {
             File::create(segment_path(dir, base_offset, ext))?;
         }
         Ok(Segment {
             base_offset,
+            id: next_id(),
             dir: dir.to_path_buf(),
-            file: Arc::new(file),
+            file: LazyFile::opened(path, Mode::ReadWrite, file)?,
             size: AtomicU64::new(0),
             next_offset: AtomicI64::new(base_offset),
             max_timestamp: AtomicI64::new(-1),
@@ -97,12 +115,14 @@ impl Segment {
         now_ms: i64,
     ) -> io::Result<Segment> {
         let path = segment_path(dir, base_offset, "log");
-        let file = OpenOptions::new().read(true).write(true).open(&path)?;
-        let len = file.metadata()?.len();
+        // Not opened until used: a log opens with no descriptor for its sealed segments.
+        let meta = std::fs::metadata(&path)?;
+        let len = meta.len();
         let seg = Segment {
             base_offset,
+            id: next_id(),
             dir: dir.to_path_buf(),
-            file: Arc::new(file),
+            file: LazyFile::closed(path, Mode::ReadWrite, &meta),
             size: AtomicU64::new(len),
             next_offset: AtomicI64::new(next_offset),
             max_timestamp: AtomicI64::new(-1),
@@ -193,36 +213,38 @@ impl Segment {
         let mut done = 0usize;
         while done < len {
             let spare = buf.spare_capacity_mut();
-            // SAFETY: `pread` writes at most `len - done` bytes into the spare capacity
-            // (reserved above), a valid writable allocation; nothing reads it before
-            // `set_len` below covers exactly the bytes written.
-            let n = unsafe {
-                libc::pread(
-                    self.file.as_raw_fd(),
-                    spare.as_mut_ptr().cast::<libc::c_void>(),
-                    len - done,
-                    (pos + done as u64) as libc::off_t,
-                )
+            let read = self.file.with(|f| {
+                // SAFETY: `pread` writes at most `len - done` bytes into the spare capacity
+                // (reserved above), a valid writable allocation; nothing reads it before
+                // `set_len` below covers exactly the bytes written.
+                let n = unsafe {
+                    libc::pread(
+                        f.as_raw_fd(),
+                        spare.as_mut_ptr().cast::<libc::c_void>(),
+                        len - done,
+                        (pos + done as u64) as libc::off_t,
+                    )
+                };
+                // errno is read before anything else may make a syscall.
+                usize::try_from(n).map_err(|_| io::Error::last_os_error())
+            });
+            let n = match read {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
             };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
-            }
             if n == 0 {
                 return Err(io::ErrorKind::UnexpectedEof.into());
             }
             // SAFETY: the kernel initialised these `n` bytes.
-            unsafe { buf.set_len(buf.len() + n as usize) };
-            done += n as usize;
+            unsafe { buf.set_len(buf.len() + n) };
+            done += n;
         }
         Ok(())
     }
 
     pub(crate) fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<()> {
-        self.file.read_exact_at(buf, pos)
+        self.file.with(|f| f.read_exact_at(buf, pos))
     }
 
     /// Header of the batch at `pos`, if a whole header lies below `limit`.

@@ -188,6 +188,11 @@ pub(crate) struct ServeArgs {
     /// Listen backlog of both doors (the kernel caps it at net.core.somaxconn) [default: 4096].
     #[arg(long, env = "STROM_LISTEN_BACKLOG")]
     listen_backlog: Option<u32>,
+    /// Segment files (data and indexes of every partition) kept open at most; past it the
+    /// least recently used are closed and opened again on their next use [default: three
+    /// quarters of the log's reserve of the open-files limit].
+    #[arg(long, env = "STROM_LOG_MAX_OPEN_FILES")]
+    log_max_open_files: Option<usize>,
     /// connections.max.idle.ms: a connection with nothing in flight for this long is closed,
     /// on both doors [default: 600000].
     #[arg(long, env = "STROM_CONNECTIONS_MAX_IDLE_MS")]
@@ -310,6 +315,7 @@ struct FileConfig {
     max_connections_per_ip: Option<usize>,
     http_max_connections: Option<usize>,
     listen_backlog: Option<u32>,
+    log_max_open_files: Option<usize>,
     connections_max_idle_ms: Option<u64>,
     read_timeout_ms: Option<u64>,
     http_buffer_bytes: Option<usize>,
@@ -523,10 +529,19 @@ fn resolve(mut a: ServeArgs) -> Result<Settings> {
     // The open-files limit is raised before the budget is taken (see `serve`); the caps are
     // computed from the limit in force at start.
     raise_open_files_limit();
-    let fds = FdBudget::current(
+    let mut fds = FdBudget::current(
         a.kafka_max_connections.or(f.kafka_max_connections),
         a.http_max_connections.or(f.http_max_connections),
     );
+    if let Some(n) = a.log_max_open_files.or(f.log_max_open_files) {
+        if n < strom_broker::strom_log::MIN_OPEN_FILES_BUDGET {
+            bail!(
+                "--log-max-open-files must be at least {}",
+                strom_broker::strom_log::MIN_OPEN_FILES_BUDGET
+            );
+        }
+        fds.log_files = n;
+    }
     if fds.kafka_max_connections == 0 || fds.http_max_connections == 0 {
         bail!("--kafka-max-connections and --http-max-connections must be at least 1");
     }
@@ -912,10 +927,12 @@ async fn serve(s: Settings) -> Result<()> {
     tracing::info!(
         open_files = s.fds.limit,
         log_reserve = s.fds.reserve,
+        log_max_open_files = s.fds.log_files,
         kafka_max_connections = s.fds.kafka_max_connections,
         http_max_connections = s.fds.http_max_connections,
         "descriptor budget"
     );
+    strom_broker::strom_log::set_open_files_budget(s.fds.log_files);
     let data_dir = s.broker.data_dir.clone();
     let broker = tokio::task::spawn_blocking(move || Broker::open(s.broker))
         .await?
