@@ -114,3 +114,23 @@ def test_a_budget_below_the_minimum_is_refused(broker_factory):
     r = subprocess.run(b.command(), capture_output=True, text=True, timeout=30)
     assert r.returncode != 0
     assert "--log-max-open-files must be at least 16" in r.stderr + r.stdout
+
+
+def test_more_segment_files_than_the_open_files_limit(broker_factory):
+    """The issue's failure, scaled down: 150 partitions (450 segment files) under an open-files
+    limit of 200 are created, written and read; before the budget, a broker opened three files
+    per partition and refused the topic with KAFKA_STORAGE_ERROR."""
+    b = broker_factory(start=False)
+    plain = b.command
+    b.command = lambda: ["prlimit", "--nofile=200:200", "--", *plain()]
+    b.start()
+    a = AdminClient({"bootstrap.servers": b.bootstrap})
+    a.create_topics([NewTopic("wide", 150, 1)], operation_timeout=30)["wide"].result(timeout=60)
+    p = Producer({"bootstrap.servers": b.bootstrap, "acks": "all", "linger.ms": 5})
+    for part in range(150):
+        p.produce("wide", value=f"v{part}".encode(), partition=part)
+    assert p.flush(60) == 0
+    out = subprocess.run(["kcat", "-C", "-b", b.bootstrap, "-t", "wide", "-o", "beginning", "-e", "-q",
+                          "-f", "%p %o %s\n"], check=True, capture_output=True, timeout=60).stdout
+    assert sorted(out.decode().splitlines()) == sorted(f"{part} 0 v{part}" for part in range(150))
+    assert fds(b) < 200

@@ -297,7 +297,10 @@ def test_a_deleted_segment_takes_only_its_partition_offline(broker_factory):
 
 @pytest.mark.skipif(shutil.which("prlimit") is None, reason="needs prlimit (util-linux)")
 def test_a_topic_creation_that_fails_part_way_leaves_no_directories(broker_factory):
-    b = broker_factory(start=False)
+    # Segment files stay within --log-max-open-files (by default within the open-files limit,
+    # so 120 partitions fit in 160 descriptors): a budget set above the limit lets the
+    # creation run out of descriptors part way.
+    b = broker_factory(start=False, log_max_open_files=1000)
     plain = b.command
     b.command = lambda: ["prlimit", "--nofile=160:160", "--", *plain()]
     b.start()

@@ -18,6 +18,7 @@ use crate::dedup::DedupWindow;
 use crate::delay::{DelayStore, Delayed, Delivery};
 use crate::error::{BrokerError, Result};
 use crate::metrics::CoreMetrics;
+use crate::parallel;
 use crate::producer::{BatchCheck, PartitionProducers, ProducerIds, ProducerInfo};
 use crate::topic::{self, validate_topic_name, Online, Partition, Topic, TopicMeta};
 
@@ -286,8 +287,14 @@ impl Broker {
             crate::security::acl::Authorizer::disabled()
         };
         let mut topics = BTreeMap::new();
-        for (meta, topic_config) in topic::load_metas(&data_dir, config.max_partitions_per_topic)? {
-            let t = match Topic::load(&data_dir, &meta, topic_config) {
+        let metas = topic::load_metas(&data_dir, config.max_partitions_per_topic)?;
+        // Opening a partition reads its index tail and producer snapshot: on a cold page
+        // cache that is disk reads, overlapped on a few threads.
+        let loaded = parallel::on_threads(&metas, |(meta, topic_config)| {
+            Topic::load(&data_dir, meta, topic_config.clone())
+        });
+        for ((meta, _), t) in metas.iter().zip(loaded) {
+            let t = match t {
                 Ok(t) => t,
                 Err(e) => {
                     tracing::error!(topic = %meta.name, error = %e, "topic not loaded");
@@ -1702,28 +1709,27 @@ impl Broker {
             return Ok(());
         }
         self.stop_waiting();
-        let topics: Vec<_> = self.topics.read().values().cloned().collect();
+        let partitions: Vec<(Arc<str>, Arc<Partition>)> = self
+            .topics
+            .read()
+            .values()
+            .flat_map(|t| {
+                let name: Arc<str> = t.name().into();
+                t.partitions()
+                    .iter()
+                    .map(move |p| (name.clone(), p.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        // Each partition's flush, snapshot and close wait for the disk (a few fsyncs): they
+        // run on a few threads at once, so that a broker with thousands of partitions stops
+        // in a fraction of the time one thread takes.
+        let closed = parallel::on_threads(&partitions, |(_, p)| close_partition(p));
         let mut first_err = None;
-        for t in topics {
-            for p in t.partitions().iter() {
-                let Ok(o) = p.online() else { continue };
-                if o.log.failure().is_some() {
-                    // Nothing of an offline log is synced or snapshotted: recovery at the
-                    // next start works from what is on disk.
-                    let _ = o.log.close();
-                    continue;
-                }
-                let producers = o.producers.lock();
-                let r = o
-                    .log
-                    .flush()
-                    .map_err(BrokerError::from)
-                    .and_then(|_| Ok(producers.snapshot(o.log.log_end_offset())?))
-                    .and_then(|_| Ok(o.log.close()?));
-                if let Err(e) = r {
-                    tracing::error!(topic = t.name(), partition = p.index(), error = %e, "close failed");
-                    first_err.get_or_insert(e);
-                }
+        for ((topic, p), r) in partitions.iter().zip(closed) {
+            if let Err(e) = r {
+                tracing::error!(topic = &**topic, partition = p.index(), error = %e, "close failed");
+                first_err.get_or_insert(e);
             }
         }
         if let Err(e) = self.delay.close() {
@@ -1751,6 +1757,21 @@ impl Broker {
             Ok(())
         }
     }
+}
+
+/// Flushes a partition's log, snapshots its producer state and closes the log. Nothing of an
+/// offline log is synced or snapshotted: recovery at the next start works from what is on
+/// disk.
+fn close_partition(p: &Partition) -> Result<()> {
+    let Ok(o) = p.online() else { return Ok(()) };
+    if o.log.failure().is_some() {
+        let _ = o.log.close();
+        return Ok(());
+    }
+    let producers = o.producers.lock();
+    o.log.flush()?;
+    producers.snapshot(o.log.log_end_offset())?;
+    Ok(o.log.close()?)
 }
 
 fn info(t: &Topic) -> TopicInfo {

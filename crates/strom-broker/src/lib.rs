@@ -26,6 +26,7 @@ pub mod error;
 mod kvlog;
 pub mod limits;
 pub mod metrics;
+mod parallel;
 pub mod producer;
 pub mod quota;
 pub mod records;

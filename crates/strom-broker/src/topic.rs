@@ -242,24 +242,35 @@ fn create_partitions(
     range: std::ops::Range<i32>,
     config: LogConfig,
 ) -> Result<Vec<Arc<Partition>>> {
-    let mut made: Vec<(Partition, bool)> = Vec::with_capacity(range.len());
-    for i in range {
+    // Partitions are created on a few threads (each waits for a few fsyncs); if one fails,
+    // every other is undone.
+    let indexes: Vec<i32> = range.collect();
+    let opened = crate::parallel::on_threads(&indexes, |&i| {
         let dir = partition_dir(data_dir, topic, i);
         let existed = dir.exists();
-        match Partition::open(data_dir, topic, i, config) {
-            Ok(p) => made.push((p, existed)),
-            Err(e) => {
-                if !existed {
-                    remove_created_dir(&dir);
-                }
-                for (p, existed) in made.into_iter().rev() {
-                    discard(p, existed);
-                }
-                return Err(e);
+        (Partition::open(data_dir, topic, i, config), dir, existed)
+    });
+    if opened.iter().any(|(r, _, _)| r.is_err()) {
+        // The partitions that opened are closed first: out of descriptors, removing a
+        // directory needs the ones they free.
+        let mut failed = Vec::new();
+        for (r, dir, existed) in opened {
+            match r {
+                Ok(p) => discard(p, existed),
+                Err(e) => failed.push((e, dir, existed)),
             }
         }
+        for (_, dir, existed) in &failed {
+            if !existed {
+                remove_created_dir(dir);
+            }
+        }
+        return Err(failed.into_iter().next().expect("one failed").0);
     }
-    Ok(made.into_iter().map(|(p, _)| Arc::new(p)).collect())
+    Ok(opened
+        .into_iter()
+        .map(|(r, _, _)| Arc::new(r.expect("checked")))
+        .collect())
 }
 
 /// Undoes the creation of a partition: its log is closed and, if its directory was new,

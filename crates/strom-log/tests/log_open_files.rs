@@ -35,7 +35,12 @@ fn read_all(log: &Log) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     for batch in common::all_batches(log) {
         for (_, records) in strom_records::decode_batches(&batch.into()) {
-            out.extend(records.unwrap().into_iter().map(|r| r.value.unwrap().to_vec()));
+            out.extend(
+                records
+                    .unwrap()
+                    .into_iter()
+                    .map(|r| r.value.unwrap().to_vec()),
+            );
         }
     }
     out

@@ -576,6 +576,11 @@ impl PartitionProducers {
         let crc = crc32c::crc32c(&buf);
         buf.extend_from_slice(&crc.to_be_bytes());
         let path = snapshot_path(&self.dir, offset);
+        // The same state at the same offset is already on disk (synced when it was written):
+        // a broker stopped again without appends writes nothing.
+        if fs::read(&path).is_ok_and(|on_disk| on_disk == buf) {
+            return Ok(());
+        }
         let tmp = path.with_extension("snapshot.tmp");
         let mut f = File::create(&tmp)?;
         f.write_all(&buf)?;
@@ -813,6 +818,28 @@ mod tests {
         produce(&log, &mut s, batch(1, 0, i32::MAX - 1, 2)).unwrap();
         assert_eq!(s.get(1).unwrap().batches.back().unwrap().last_seq, i32::MAX);
         produce(&log, &mut s, batch(1, 0, 0, 1)).unwrap();
+    }
+
+    #[test]
+    fn a_snapshot_of_an_unchanged_state_is_not_written_again() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+        let mut s = PartitionProducers::load(&log).unwrap();
+        produce(&log, &mut s, batch(3, 0, 0, 2)).unwrap();
+        let end = log.log_end_offset();
+        let inode = || fs::metadata(snapshot_path(dir.path(), end)).unwrap().ino();
+        s.snapshot(end).unwrap();
+        let first = inode();
+        // Stopped again without a change: the file stays (a rewrite renames a new one in).
+        s.snapshot(end).unwrap();
+        assert_eq!(inode(), first);
+        // Another state at the same offset is written.
+        s.record(&batch(4, 0, 0, 1), end, 5);
+        s.snapshot(end).unwrap();
+        assert_ne!(inode(), first);
+        let back = PartitionProducers::load(&log).unwrap();
+        assert!(back.get(4).is_some());
     }
 
     #[test]
