@@ -158,9 +158,16 @@ impl Segment {
     /// retention would delete records still within `retention.ms` and lookups by time would
     /// skip them, so both indexes are rebuilt from the data. Returns whether it rebuilt.
     pub(crate) fn settle_max_timestamp(&self, end: &ScanEnd, interval: u64) -> io::Result<bool> {
-        let covered = self
-            .last_time_entry_on_disk()
-            .is_some_and(|t| self.base_offset + i64::from(t.rel_offset) >= end.from);
+        let covered = match self.last_time_entry_on_disk() {
+            Some(t) if self.base_offset + i64::from(t.rel_offset) >= end.from => true,
+            // A time index gets an entry only for a newer timestamp: when the batches after
+            // its last entry are no newer (several batches in the same millisecond), it
+            // ends before the scan and is still whole.
+            Some(t) => self
+                .newest_timestamp_from(t.rel_offset)?
+                .is_some_and(|newest| newest <= t.timestamp),
+            None => false,
+        };
         if covered || end.next == self.base_offset {
             self.max_timestamp
                 .fetch_max(end.max_timestamp, Ordering::AcqRel);
@@ -175,6 +182,25 @@ impl Segment {
         std::fs::write(self.path("timeindex"), &tbuf)?;
         self.set_indexes(offsets, times);
         Ok(true)
+    }
+
+    /// The newest timestamp of the batches from the one holding `rel_offset` to the end of
+    /// the file (found through the offset index on disk, then a header scan); `None` if no
+    /// batch holds it.
+    fn newest_timestamp_from(&self, rel_offset: u32) -> io::Result<Option<i64>> {
+        let size = self.size();
+        let offsets = index::load_offset_index(&self.path("index"), size)?.unwrap_or_default();
+        let mut pos =
+            index::lookup_offset(&offsets, rel_offset).map_or(0, |e| u64::from(e.position));
+        let target = self.base_offset + i64::from(rel_offset);
+        let mut newest = None;
+        while let Some(h) = self.header_at(pos, size)? {
+            if h.last_offset() >= target {
+                newest = newest.max(Some(h.max_timestamp));
+            }
+            pos += h.total_len() as u64;
+        }
+        Ok(newest)
     }
 
     pub(crate) fn size(&self) -> u64 {

@@ -315,3 +315,45 @@ fn rechecking_a_sealed_segment_keeps_its_final_time_entry() {
     check_times(dir.path(), n, 10_000 + n as i64 + 3_600_000);
     check_times(dir.path(), n, 10_000 + n as i64 + 3_600_000);
 }
+
+#[test]
+fn a_time_index_that_ends_at_an_equal_timestamp_is_not_rebuilt() {
+    // Batches in the same millisecond add offset index entries but no time index entry, so a
+    // sealed segment's time index may end well before its last batch while naming its newest
+    // timestamp: every open took that for a lost tail and rebuilt both indexes.
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), config()).unwrap();
+    for i in 0..1500i64 {
+        let mut b = build_batch(20_000 + i / 500, &[&[i as u8; 60]]);
+        log.append(&mut b).unwrap();
+    }
+    assert!(log.segment_count() > 2, "the log rolled");
+    log.close().unwrap();
+    drop(log);
+    let first = dir.path().join("00000000000000000000.timeindex");
+    let entries = fs::read(&first).unwrap().len() / 12;
+    let offsets = fs::read(dir.path().join("00000000000000000000.index"))
+        .unwrap()
+        .len()
+        / 8;
+    assert!(
+        entries < offsets,
+        "{entries} time entries, {offsets} offset entries"
+    );
+    let written = fs::metadata(&first).unwrap().modified().unwrap();
+    let log = Log::open(dir.path(), config()).unwrap();
+    assert_eq!(
+        fs::metadata(&first).unwrap().modified().unwrap(),
+        written,
+        "time index rewritten"
+    );
+    assert_eq!(
+        log.find_by_timestamp(20_000).unwrap().unwrap().base_offset,
+        0
+    );
+    assert_eq!(
+        log.find_by_timestamp(20_002).unwrap().unwrap().base_offset,
+        1000
+    );
+    assert!(log.find_by_timestamp(20_003).unwrap().is_none());
+}
