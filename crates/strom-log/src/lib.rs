@@ -29,6 +29,8 @@
 //!   recovery point on (normally only the active segment), truncates at the first batch that
 //!   fails, drops the segments after a hole, and rebuilds the indexes from what it verified.
 //!   Segments below the recovery point were fdatasync'ed by their (background) seal.
+//!   After a clean [`Log::close`] the active segment's tail is trusted as the close recorded
+//!   it (`clean-shutdown`, removed by the next open) while its length is unchanged.
 //! - Damage recovery cannot repair without losing or renumbering records (a segment data
 //!   file missing while its indexes remain, a hole between synced segments, a recovery point
 //!   past the last segment) is never papered over: [`Log::open`] fails with

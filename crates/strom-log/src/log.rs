@@ -681,7 +681,18 @@ impl Log {
             i += 1;
         }
         let active = segments.back().expect("one segment").clone();
-        let bytes_since_index = recover(&active, config.index_interval_bytes, full, false, false)?;
+        // After a clean close the active segment's tail was synced and recorded: it is
+        // trusted instead of read again (on a cold page cache, the CRC check of its last
+        // batch is a disk read per partition).
+        let clean = take_clean_shutdown(&dir).filter(|m| !full && m.base == active.base_offset);
+        let trusted = match clean {
+            Some(m) => trust_clean_tail(&active, &m)?,
+            None => None,
+        };
+        let bytes_since_index = match trusted {
+            Some(since) => since,
+            None => recover(&active, config.index_interval_bytes, full, false, false)?,
+        };
         if !matches!(saved_point, SavedPoint::At(p, false) if p == active.base_offset) {
             if let Err(e) = write_recovery_point(&dir, active.base_offset, false) {
                 warn_recovery_point(&dir, &e);
@@ -1595,6 +1606,17 @@ impl Log {
         self.wait_for_seals();
         if self.seals.failed.get().is_some() {
             self.seals.mark_for_full_check();
+        } else if flushed.is_ok() {
+            let active = self.segments.read().back().expect("one segment").clone();
+            let marker = CleanShutdown {
+                base: active.base_offset,
+                size: active.size(),
+                next: active.next_offset(),
+                max_timestamp: active.max_timestamp(),
+            };
+            if let Err(e) = marker.write(&self.dir) {
+                tracing::debug!(dir = %self.dir.display(), error = %e, "no clean-shutdown marker: the next open checks the tail");
+            }
         }
         flushed
     }
@@ -1799,6 +1821,97 @@ fn recover(seg: &Segment, interval: u64, full: bool, sealed: bool, gaps: bool) -
 }
 
 /// The length of a file, `None` if it does not exist.
+/// Name of the marker a clean [`Log::close`] leaves: the active segment's synced state.
+pub(crate) const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
+
+/// What a clean close recorded of the active segment, after syncing everything.
+///
+/// It is removed by the next open, before anything is appended, and trusted only if the
+/// active segment still has this base offset and this length: appends after that open change
+/// the length, a failed append is cut back to bytes that were synced, and a crash can only
+/// lose bytes past what was synced. A marker that was lost or torn (it is written without a
+/// sync) only means the usual check of the tail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CleanShutdown {
+    base: i64,
+    size: u64,
+    next: i64,
+    max_timestamp: i64,
+}
+
+impl CleanShutdown {
+    fn write(&self, dir: &Path) -> io::Result<()> {
+        let tmp = dir.join(format!("{CLEAN_SHUTDOWN_FILE}.tmp"));
+        std::fs::write(
+            &tmp,
+            format!(
+                "v1 {} {} {} {}\n",
+                self.base, self.size, self.next, self.max_timestamp
+            ),
+        )?;
+        std::fs::rename(&tmp, dir.join(CLEAN_SHUTDOWN_FILE))
+    }
+
+    fn parse(text: &str) -> Option<CleanShutdown> {
+        let mut f = text.strip_suffix('\n')?.split(' ');
+        if f.next()? != "v1" {
+            return None;
+        }
+        let m = CleanShutdown {
+            base: f.next()?.parse().ok()?,
+            size: f.next()?.parse().ok()?,
+            next: f.next()?.parse().ok()?,
+            max_timestamp: f.next()?.parse().ok()?,
+        };
+        f.next().is_none().then_some(m)
+    }
+}
+
+/// Reads and removes the clean-shutdown marker (and a temporary file of an interrupted
+/// write); `None` if there is none or it does not parse.
+fn take_clean_shutdown(dir: &Path) -> Option<CleanShutdown> {
+    let path = dir.join(CLEAN_SHUTDOWN_FILE);
+    let text = std::fs::read_to_string(&path).ok();
+    let _ = std::fs::remove_file(dir.join(format!("{CLEAN_SHUTDOWN_FILE}.tmp")));
+    if text.is_some() {
+        if let Err(e) = std::fs::remove_file(&path) {
+            // Kept, it could be trusted again after appends: check the tail instead.
+            tracing::warn!(path = %path.display(), error = %e, "could not remove the clean-shutdown marker");
+            return None;
+        }
+    }
+    CleanShutdown::parse(&text?)
+}
+
+/// Takes the active segment as a clean close left it, without reading its data: the index
+/// files as they are, the end and newest timestamp from the marker. `None` (then the tail is
+/// checked) if the segment's length or its index files are not exactly what that close left.
+/// Returns the bytes written since the last offset index entry.
+fn trust_clean_tail(seg: &Segment, m: &CleanShutdown) -> Result<Option<u64>> {
+    let data_len = seg.file()?.metadata()?.len();
+    if data_len != m.size || m.next < seg.base_offset {
+        return Ok(None);
+    }
+    let (index_path, time_path) = (seg.path("index"), seg.path("timeindex"));
+    let offsets = index::load_offset_index(&index_path, data_len)?;
+    let times = index::load_time_index(&time_path)?;
+    let (Some(offsets), Some(times)) = (offsets, times) else {
+        return Ok(None);
+    };
+    let whole = file_len(&index_path)? == Some((offsets.len() * index::INDEX_ENTRY_LEN) as u64)
+        && file_len(&time_path)? == Some((times.len() * index::TIME_ENTRY_LEN) as u64)
+        && times.last().is_none_or(|t| t.timestamp <= m.max_timestamp);
+    if !whole {
+        return Ok(None);
+    }
+    let since = offsets
+        .last()
+        .map_or(data_len, |e| data_len - u64::from(e.position));
+    seg.set_indexes(offsets, times);
+    seg.set_recovered(m.size, m.next, m.max_timestamp);
+    Ok(Some(since))
+}
+
 fn file_len(path: &Path) -> io::Result<Option<u64>> {
     match std::fs::metadata(path) {
         Ok(m) => Ok(Some(m.len())),

@@ -44,11 +44,15 @@ fn last_segment(dir: &Path) -> PathBuf {
     logs.pop().unwrap()
 }
 
+/// A copy of a closed log as a crash would have left it: without the clean-shutdown marker
+/// (with it, the open trusts the active segment's tail as that close synced it).
 fn copy_dir(from: &Path, to: &Path) {
     fs::create_dir_all(to).unwrap();
     for e in fs::read_dir(from).unwrap() {
         let p = e.unwrap().path();
-        fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
+        if p.file_name().unwrap() != "clean-shutdown" {
+            fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
+        }
     }
 }
 
@@ -356,4 +360,54 @@ fn a_time_index_that_ends_at_an_equal_timestamp_is_not_rebuilt() {
         1000
     );
     assert!(log.find_by_timestamp(20_003).unwrap().is_none());
+}
+
+#[test]
+fn a_clean_close_is_trusted_at_the_next_open_and_only_then() {
+    let dir = tempfile::tempdir().unwrap();
+    let batches = make_log(dir.path(), 40);
+    let marker = dir.path().join("clean-shutdown");
+    assert!(marker.exists(), "a clean close leaves its marker");
+    let seg = last_segment(dir.path());
+    let size = fs::metadata(&seg).unwrap().len() as usize;
+    // A bit flipped in the last batch after the clean close (the same length): the open
+    // trusts what the close synced and does not read the tail again (as Kafka after a clean
+    // shutdown)...
+    let mut data = fs::read(&seg).unwrap();
+    data[size - 5] ^= 1;
+    fs::write(&seg, &data).unwrap();
+    {
+        let log = Log::open(dir.path(), config()).unwrap();
+        assert!(
+            !marker.exists(),
+            "the open removes the marker before any append"
+        );
+        assert_eq!(log.log_end_offset(), 3 * batches.len() as i64);
+        assert_eq!(
+            log.find_by_timestamp(10_000).unwrap().unwrap().base_offset,
+            0
+        );
+        // ...and the marker is gone: a crash now (no close) leaves a log whose next open
+        // checks the tail and cuts the flipped batch off.
+    }
+    check_recovered(dir.path(), &batches, batches.len() - 1);
+}
+
+#[test]
+fn a_clean_close_marker_is_not_trusted_once_the_segment_changed() {
+    let src = tempfile::tempdir().unwrap();
+    let batches = make_log(src.path(), 40);
+    let seg = last_segment(src.path());
+    // Bytes appended after the close (a torn append of a later run the marker knows nothing
+    // of, had it survived): the length differs, the tail is checked and the garbage cut.
+    let mut data = fs::read(&seg).unwrap();
+    data.extend_from_slice(&[7u8; 100]);
+    fs::write(&seg, &data).unwrap();
+    assert!(src.path().join("clean-shutdown").exists());
+    check_recovered(src.path(), &batches, batches.len());
+    // An unparseable marker is the usual check.
+    let again = tempfile::tempdir().unwrap();
+    let batches = make_log(again.path(), 10);
+    fs::write(again.path().join("clean-shutdown"), "v1 0 12\n").unwrap();
+    check_recovered(again.path(), &batches, batches.len());
 }
