@@ -1,8 +1,8 @@
 """Resource limits: a broker out of file handles answers with a clear error and keeps serving.
 
-Each partition keeps its segment files open. The broker raises its soft limit on open files
-to the hard limit at start; here both are pinned low (prlimit), so topic creation runs out of
-descriptors: the failing creates get KAFKA_STORAGE_ERROR naming the cause, the topics created
+The broker raises its soft limit on open files to the hard limit at start and keeps its
+segment files within `--log-max-open-files`; here the limit is pinned low (prlimit) and that
+budget set above it, so topic creation runs out of descriptors: the failing creates get KAFKA_STORAGE_ERROR naming the cause, the topics created
 before keep working, and once topics are deleted, creates succeed again.
 """
 
@@ -30,7 +30,9 @@ def create(admin, names):
 
 
 def test_out_of_file_handles_is_a_clear_error_and_the_broker_keeps_serving(broker_factory):
-    b = broker_factory(start=False)
+    # Segment files stay within --log-max-open-files (by default within the open-files limit,
+    # so these topics would all fit): a budget above the limit lets creation run out.
+    b = broker_factory(start=False, log_max_open_files=1000)
     plain = b.command
     b.command = lambda: ["prlimit", "--nofile=96:96", "--", *plain()]
     b.start()
