@@ -74,17 +74,7 @@ impl FdBudget {
 }
 
 /// The soft open-files limit of this process (1024 if it cannot be read).
-pub fn open_files_limit() -> u64 {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: a plain syscall filling a local struct.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return 1024;
-    }
-    lim.rlim_cur
-}
+pub use strom_log::open_files_limit;
 
 /// A TCP listener on `addr` with a listen backlog of `backlog` connections (tokio's default
 /// is 1024 through mio; a burst of connects beyond the backlog waits for SYN retransmits of

@@ -61,21 +61,24 @@ pub fn set_open_files_budget(files: usize) {
     BUDGET.store(files.max(MIN_BUDGET), Ordering::Release);
 }
 
+/// The soft open-files limit of this process (1024 if it cannot be read).
+pub fn open_files_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: a plain syscall filling a local struct.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return 1024;
+    }
+    lim.rlim_cur
+}
+
 /// How many segment files may be open at once (see [`set_open_files_budget`]).
 pub fn open_files_budget() -> usize {
     match BUDGET.load(Ordering::Acquire) {
         0 => {
-            let mut lim = libc::rlimit {
-                rlim_cur: 0,
-                rlim_max: 0,
-            };
-            // SAFETY: a plain syscall filling a local struct.
-            let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
-                lim.rlim_cur
-            } else {
-                1024
-            };
-            let n = ((soft / DEFAULT_LIMIT_DIVISOR) as usize).max(MIN_BUDGET);
+            let n = ((open_files_limit() / DEFAULT_LIMIT_DIVISOR) as usize).max(MIN_BUDGET);
             let _ = BUDGET.compare_exchange(0, n, Ordering::AcqRel, Ordering::Acquire);
             BUDGET.load(Ordering::Acquire)
         }
@@ -128,8 +131,8 @@ pub(crate) struct LazyFile {
     mode: Mode,
     file: RwLock<Option<Arc<File>>>,
     used: AtomicBool,
-    /// Device and inode of the file first opened.
-    ident: OnceLock<(u64, u64)>,
+    /// Device and inode of the file: a reopen must find this one.
+    ident: (u64, u64),
 }
 
 impl LazyFile {
@@ -141,24 +144,21 @@ impl LazyFile {
             mode,
             file: RwLock::new(Some(Arc::new(file))),
             used: AtomicBool::new(true),
-            ident: OnceLock::new(),
+            ident: (meta.dev(), meta.ino()),
         });
-        let _ = lazy.ident.set((meta.dev(), meta.ino()));
         lazy.register();
         Ok(lazy)
     }
 
     /// A file at `path` not opened yet, whose metadata is `meta` (a reopen must find it).
     pub(crate) fn closed(path: PathBuf, mode: Mode, meta: &std::fs::Metadata) -> Arc<LazyFile> {
-        let lazy = Arc::new(LazyFile {
+        Arc::new(LazyFile {
             path,
             mode,
             file: RwLock::new(None),
             used: AtomicBool::new(false),
-            ident: OnceLock::new(),
-        });
-        let _ = lazy.ident.set((meta.dev(), meta.ino()));
-        lazy
+            ident: (meta.dev(), meta.ino()),
+        })
     }
 
     /// The open file, opened again if it was closed.
@@ -202,8 +202,7 @@ impl LazyFile {
                 Err(e) => return Err(e),
             };
             let meta = file.metadata()?;
-            let ident = (meta.dev(), meta.ino());
-            if *self.ident.get_or_init(|| ident) != ident {
+            if (meta.dev(), meta.ino()) != self.ident {
                 return Err(gone(&self.path));
             }
             let file = Arc::new(file);

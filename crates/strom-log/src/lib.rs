@@ -61,7 +61,8 @@ pub use config::{
 };
 pub use error::{LogError, Result};
 pub use handles::{
-    open_files, open_files_budget, set_open_files_budget, MIN_BUDGET as MIN_OPEN_FILES_BUDGET,
+    open_files, open_files_budget, open_files_limit, set_open_files_budget,
+    MIN_BUDGET as MIN_OPEN_FILES_BUDGET,
 };
 pub use log::cleaner::{
     map_capacity as cleaner_map_capacity, CleanOptions, CleanOutcome, CleanerStats,

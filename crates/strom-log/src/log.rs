@@ -1820,9 +1820,8 @@ fn recover(seg: &Segment, interval: u64, full: bool, sealed: bool, gaps: bool) -
     Ok(since)
 }
 
-/// The length of a file, `None` if it does not exist.
 /// Name of the marker a clean [`Log::close`] leaves: the active segment's synced state.
-pub(crate) const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
+const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
 
 /// What a clean close recorded of the active segment, after syncing everything.
 ///
@@ -1912,6 +1911,7 @@ fn trust_clean_tail(seg: &Segment, m: &CleanShutdown) -> Result<Option<u64>> {
     Ok(Some(since))
 }
 
+/// The length of a file, `None` if it does not exist.
 fn file_len(path: &Path) -> io::Result<Option<u64>> {
     match std::fs::metadata(path) {
         Ok(m) => Ok(Some(m.len())),

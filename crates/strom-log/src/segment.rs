@@ -164,7 +164,7 @@ impl Segment {
             // its last entry are no newer (several batches in the same millisecond), it
             // ends before the scan and is still whole.
             Some(t) => self
-                .newest_timestamp_from(t.rel_offset)?
+                .newest_timestamp_from(self.base_offset + i64::from(t.rel_offset), interval)?
                 .is_some_and(|newest| newest <= t.timestamp),
             None => false,
         };
@@ -184,20 +184,17 @@ impl Segment {
         Ok(true)
     }
 
-    /// The newest timestamp of the batches from the one holding `rel_offset` to the end of
-    /// the file (found through the offset index on disk, then a header scan); `None` if no
-    /// batch holds it.
-    fn newest_timestamp_from(&self, rel_offset: u32) -> io::Result<Option<i64>> {
+    /// The newest timestamp of the batches from the one holding `offset` to the end of the
+    /// file (found by [`Segment::find_position`], then a header scan); `None` if no batch
+    /// holds it.
+    fn newest_timestamp_from(&self, offset: i64, interval: u64) -> io::Result<Option<i64>> {
+        let Some(mut pos) = self.find_position(offset, interval)? else {
+            return Ok(None);
+        };
         let size = self.size();
-        let offsets = index::load_offset_index(&self.path("index"), size)?.unwrap_or_default();
-        let mut pos =
-            index::lookup_offset(&offsets, rel_offset).map_or(0, |e| u64::from(e.position));
-        let target = self.base_offset + i64::from(rel_offset);
         let mut newest = None;
         while let Some(h) = self.header_at(pos, size)? {
-            if h.last_offset() >= target {
-                newest = newest.max(Some(h.max_timestamp));
-            }
+            newest = newest.max(Some(h.max_timestamp));
             pos += h.total_len() as u64;
         }
         Ok(newest)
